@@ -1,0 +1,188 @@
+//! Setup, sign-in, sign-out, the current user, and changing a password.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AppError;
+use crate::policy::OrgRole;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgSummary {
+    pub id: String,
+    pub name: String,
+    pub role: OrgRole,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Me {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub orgs: Vec<OrgSummary>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedIn {
+    /// Where the console goes next: the user's first organization.
+    pub org_id: Option<String>,
+}
+
+/// Whether the first-run setup page is still open.
+#[server(prefix = "/api/console", endpoint = "setup_status")]
+pub async fn setup_status() -> Result<bool, AppError> {
+    use super::ssr::*;
+    answer(async { crate::core::auth::setup_needed(&state()?.db.pool).await }.await)
+}
+
+/// Creates the first user and their organization, and signs them in.
+#[server(prefix = "/api/console", endpoint = "setup")]
+pub async fn setup(
+    email: String,
+    name: String,
+    password: String,
+    org_name: String,
+) -> Result<SignedIn, AppError> {
+    use super::ssr::*;
+    use crate::core::domain::{Email, OrgName, Password, PersonName};
+    answer(
+        async {
+            let state = state()?;
+            let email = Email::parse("email", &email)?;
+            let name = PersonName::parse("name", &name)?;
+            let org_name = OrgName::parse("org_name", &org_name)?;
+            let password = Password::parse("password", password)?;
+            let done = crate::core::auth::setup(&state.db.pool, &email, &name, password, &org_name).await?;
+            start_session(&session().await?, &done.user).await?;
+            Ok(SignedIn {
+                org_id: Some(done.org.id),
+            })
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/api/console", endpoint = "sign_in")]
+pub async fn sign_in(email: String, password: String) -> Result<SignedIn, AppError> {
+    use super::ssr::*;
+    use crate::core::domain::{Email, Password};
+    use crate::core::{auth, orgs, users};
+    answer(
+        async {
+            let state = state()?;
+            let email = Email::parse("email", &email)?;
+            state.throttle.check(email.as_str(), client_ip().await)?;
+            let creds = {
+                let mut conn = state.db.pool.acquire().await?;
+                users::credentials(&mut conn, &email).await?
+            };
+            let (user, hash) = match creds {
+                Some(c) => (Some(c.user), Some(c.password_hash)),
+                None => (None, None),
+            };
+            let ok = auth::verify_password(Password::for_check(password), hash).await?;
+            let Some(user) = user.filter(|_| ok) else {
+                tracing::info!("sign-in refused");
+                return Err(AppError::invalid("password", "wrong email or password"));
+            };
+            start_session(&session().await?, &user).await?;
+            let mut conn = state.db.pool.acquire().await?;
+            let first = orgs::of_user(&mut conn, &user.id).await?.into_iter().next();
+            tracing::info!(user_id = %user.id, "signed in");
+            Ok(SignedIn {
+                org_id: first.map(|o| o.id),
+            })
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/api/console", endpoint = "sign_out")]
+pub async fn sign_out() -> Result<(), AppError> {
+    use super::ssr::*;
+    answer(
+        async {
+            let (_, session, _) = signed_in().await?;
+            end_session(&session).await
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/api/console", endpoint = "current_user")]
+pub async fn current_user() -> Result<Me, AppError> {
+    use super::ssr::*;
+    answer(
+        async {
+            let (state, _, user) = signed_in().await?;
+            let mut conn = state.db.pool.acquire().await?;
+            let orgs = crate::core::orgs::of_user(&mut conn, &user.id).await?;
+            Ok(Me {
+                id: user.id,
+                email: user.email,
+                name: user.name,
+                orgs: orgs
+                    .into_iter()
+                    .map(|o| OrgSummary {
+                        id: o.id,
+                        name: o.name,
+                        role: o.role,
+                    })
+                    .collect(),
+            })
+        }
+        .await,
+    )
+}
+
+/// Changes the caller's password; every other session of theirs ends.
+#[server(prefix = "/api/console", endpoint = "change_password")]
+pub async fn change_password(current_password: String, new_password: String) -> Result<(), AppError> {
+    use super::ssr::*;
+    use crate::core::audit::{self, Actor, Change};
+    use crate::core::domain::Password;
+    use crate::core::{auth, now_ms, users};
+    answer(
+        async {
+            let (state, session, user) = signed_in().await?;
+            state.throttle.check(&user.email, client_ip().await)?;
+            let new_password = Password::parse("new_password", new_password)?;
+            let hash = {
+                let mut conn = state.db.pool.acquire().await?;
+                users::password_hash(&mut conn, &user.id).await?
+            };
+            if !auth::verify_password(Password::for_check(current_password), hash).await? {
+                return Err(AppError::invalid("current_password", "is not your current password"));
+            }
+            let new_hash = auth::hash_password(new_password).await?;
+            let now = now_ms();
+            let mut tx = state.db.pool.begin().await?;
+            users::set_password(&mut tx, &user.id, &new_hash, now).await?;
+            // One event in each organization of the user, so its owners see it.
+            let orgs = crate::core::orgs::of_user(&mut tx, &user.id).await?;
+            let org_ids: Vec<Option<&str>> = if orgs.is_empty() {
+                vec![None]
+            } else {
+                orgs.iter().map(|o| Some(o.id.as_str())).collect()
+            };
+            for org_id in org_ids {
+                audit::record(
+                    &mut tx,
+                    &Actor::user(&user.id, &user.email),
+                    Change {
+                        org_id,
+                        action: "user.password_changed",
+                        resource_type: "user",
+                        resource_id: &user.id,
+                        before: None,
+                        after: None,
+                    },
+                    now,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            restamp(&session, now).await
+        }
+        .await,
+    )
+}

@@ -1,0 +1,359 @@
+//! Organization members and invitations.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AppError;
+use crate::policy::OrgRole;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub user_id: String,
+    pub email: String,
+    pub name: String,
+    pub role: OrgRole,
+    pub joined_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvitationView {
+    pub id: String,
+    pub email: String,
+    pub role: OrgRole,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// The answer to an invitation: the link carries the token, shown this once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvitationCreated {
+    pub invitation: InvitationView,
+    pub link: String,
+}
+
+/// What an invitation link shows before it is accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvitationDetails {
+    pub org_name: String,
+    pub email: String,
+    pub role: OrgRole,
+    /// Whether an account with the invited email exists (then its password is asked).
+    pub account_exists: bool,
+    pub expires_at: i64,
+}
+
+#[cfg(feature = "ssr")]
+fn view_of(i: crate::core::invitations::Invitation) -> InvitationView {
+    InvitationView {
+        id: i.id,
+        email: i.email,
+        role: i.role,
+        created_at: i.created_at,
+        expires_at: i.expires_at,
+    }
+}
+
+#[cfg(feature = "ssr")]
+fn parse_role(raw: &str) -> Result<OrgRole, AppError> {
+    raw.parse().map_err(|e: String| AppError::invalid("role", e))
+}
+
+#[server(prefix = "/api/console", endpoint = "list_members")]
+pub async fn list_members(org_id: String) -> Result<Vec<MemberView>, AppError> {
+    use super::ssr::*;
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, _, scope) = authorize(&org_id, Action::ManageOrgMembers).await?;
+            let mut conn = state.db.pool.acquire().await?;
+            let rows = crate::core::members::list(&mut conn, &scope).await?;
+            Ok(rows
+                .into_iter()
+                .map(|m| MemberView {
+                    user_id: m.user_id,
+                    email: m.email,
+                    name: m.name,
+                    role: m.role,
+                    joined_at: m.joined_at,
+                })
+                .collect())
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/api/console", endpoint = "list_invitations")]
+pub async fn list_invitations(org_id: String) -> Result<Vec<InvitationView>, AppError> {
+    use super::ssr::*;
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, _, scope) = authorize(&org_id, Action::ManageOrgMembers).await?;
+            let mut conn = state.db.pool.acquire().await?;
+            let rows = crate::core::invitations::pending(&mut conn, &scope, crate::core::now_ms()).await?;
+            Ok(rows.into_iter().map(view_of).collect())
+        }
+        .await,
+    )
+}
+
+/// Invites an email with a role; the answer holds the one link that accepts it.
+#[server(prefix = "/api/console", endpoint = "invite_member")]
+pub async fn invite_member(org_id: String, email: String, role: String) -> Result<InvitationCreated, AppError> {
+    use super::ssr::*;
+    use crate::core::audit::{self, Actor, Change};
+    use crate::core::domain::Email;
+    use crate::core::{invitations, members, now_ms, orgs, users};
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, user, scope) = authorize(&org_id, Action::ManageOrgMembers).await?;
+            let email = Email::parse("email", &email)?;
+            let role = parse_role(&role)?;
+            let now = now_ms();
+            let mut tx = state.db.pool.begin().await?;
+            orgs::lock(&mut tx, scope.org_id()).await?;
+            if let Some(existing) = users::by_email(&mut tx, &email).await? {
+                if members::membership(&mut tx, &existing.id, scope.org_id()).await?.is_some() {
+                    return Err(AppError::invalid("email", "is already a member of this organization"));
+                }
+            }
+            // Said now rather than at acceptance, where it is checked again.
+            members::check_room_for(&mut tx, scope.org_id(), role)
+                .await
+                .map_err(|e| AppError::invalid("role", e.to_string()))?;
+            let (inv, token) = invitations::create(&mut tx, &scope, &email, role, now).await?;
+            audit::record(
+                &mut tx,
+                &Actor::user(&user.id, &user.email),
+                Change {
+                    org_id: Some(scope.org_id()),
+                    action: "invitation.created",
+                    resource_type: "invitation",
+                    resource_id: &inv.id,
+                    before: None,
+                    after: Some(serde_json::json!({ "email": inv.email, "role": role })),
+                },
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(InvitationCreated {
+                link: format!("{}/invite/{}", state.public_url, token.expose()),
+                invitation: view_of(inv),
+            })
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/api/console", endpoint = "revoke_invitation")]
+pub async fn revoke_invitation(org_id: String, invitation_id: String) -> Result<(), AppError> {
+    use super::ssr::*;
+    use crate::core::audit::{self, Actor, Change};
+    use crate::core::{invitations, now_ms};
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, user, scope) = authorize(&org_id, Action::ManageOrgMembers).await?;
+            let now = now_ms();
+            let mut tx = state.db.pool.begin().await?;
+            let inv = invitations::revoke(&mut tx, &scope, &invitation_id, now).await?;
+            audit::record(
+                &mut tx,
+                &Actor::user(&user.id, &user.email),
+                Change {
+                    org_id: Some(scope.org_id()),
+                    action: "invitation.revoked",
+                    resource_type: "invitation",
+                    resource_id: &inv.id,
+                    before: Some(serde_json::json!({ "email": inv.email, "role": inv.role })),
+                    after: None,
+                },
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/api/console", endpoint = "change_member_role")]
+pub async fn change_member_role(org_id: String, user_id: String, role: String) -> Result<MemberView, AppError> {
+    use super::ssr::*;
+    use crate::core::audit::{self, Actor, Change};
+    use crate::core::{members, now_ms};
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, user, scope) = authorize(&org_id, Action::ManageOrgMembers).await?;
+            let role = parse_role(&role)?;
+            let now = now_ms();
+            let mut tx = state.db.pool.begin().await?;
+            let before = members::set_role(&mut tx, &scope, &user_id, role).await?;
+            if before.role != role {
+                audit::record(
+                    &mut tx,
+                    &Actor::user(&user.id, &user.email),
+                    Change {
+                        org_id: Some(scope.org_id()),
+                        action: "member.role_changed",
+                        resource_type: "user",
+                        resource_id: &before.user_id,
+                        before: Some(serde_json::json!({ "email": before.email, "role": before.role })),
+                        after: Some(serde_json::json!({ "email": before.email, "role": role })),
+                    },
+                    now,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(MemberView {
+                user_id: before.user_id,
+                email: before.email,
+                name: before.name,
+                role,
+                joined_at: before.joined_at,
+            })
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/api/console", endpoint = "remove_member")]
+pub async fn remove_member(org_id: String, user_id: String) -> Result<(), AppError> {
+    use super::ssr::*;
+    use crate::core::audit::{self, Actor, Change};
+    use crate::core::{members, now_ms};
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, user, scope) = authorize(&org_id, Action::ManageOrgMembers).await?;
+            let now = now_ms();
+            let mut tx = state.db.pool.begin().await?;
+            let before = members::remove(&mut tx, &scope, &user_id).await?;
+            audit::record(
+                &mut tx,
+                &Actor::user(&user.id, &user.email),
+                Change {
+                    org_id: Some(scope.org_id()),
+                    action: "member.removed",
+                    resource_type: "user",
+                    resource_id: &before.user_id,
+                    before: Some(serde_json::json!({ "email": before.email, "role": before.role })),
+                    after: None,
+                },
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await,
+    )
+}
+
+/// What an invitation link opens; public, since the invitee has no session yet.
+#[server(prefix = "/api/console", endpoint = "invitation_info")]
+pub async fn invitation_info(token: String) -> Result<InvitationDetails, AppError> {
+    use super::ssr::*;
+    use crate::core::domain::Email;
+    use crate::core::{invitations, now_ms, users};
+    answer(
+        async {
+            let state = state()?;
+            let mut conn = state.db.pool.acquire().await?;
+            let inv = invitations::by_token(&mut conn, &token, now_ms())
+                .await?
+                .ok_or_else(|| AppError::not_found("invitation (it may have expired, been revoked or been used)"))?;
+            let org_name = crate::core::orgs::name_for_invitation(&mut conn, &inv).await?;
+            let email = Email::parse("email", &inv.email)?;
+            let account_exists = users::by_email(&mut conn, &email).await?.is_some();
+            Ok(InvitationDetails {
+                org_name,
+                email: inv.email,
+                role: inv.role,
+                account_exists,
+                expires_at: inv.expires_at,
+            })
+        }
+        .await,
+    )
+}
+
+/// Accepts an invitation: joins the invited account (its password proves it is
+/// theirs) or creates it, then signs in.
+#[server(prefix = "/api/console", endpoint = "accept_invitation")]
+pub async fn accept_invitation(token: String, name: String, password: String) -> Result<super::auth::SignedIn, AppError> {
+    use super::ssr::*;
+    use crate::core::audit::{self, Actor, Change};
+    use crate::core::domain::{Email, Password, PersonName};
+    use crate::core::{auth, invitations, members, now_ms, orgs, users};
+    answer(
+        async {
+            let state = state()?;
+            let now = now_ms();
+            let inv = {
+                let mut conn = state.db.pool.acquire().await?;
+                invitations::by_token(&mut conn, &token, now).await?
+            }
+            .ok_or_else(|| AppError::not_found("invitation (it may have expired, been revoked or been used)"))?;
+            let email = Email::parse("email", &inv.email)?;
+            state.throttle.check(email.as_str(), client_ip().await)?;
+            let creds = {
+                let mut conn = state.db.pool.acquire().await?;
+                users::credentials(&mut conn, &email).await?
+            };
+            // Either prove the existing account, or hash the new one's password.
+            let new_account = match creds {
+                Some(c) => {
+                    if !auth::verify_password(Password::for_check(password), Some(c.password_hash)).await? {
+                        return Err(AppError::invalid("password", "wrong password for this account"));
+                    }
+                    Err(c.user)
+                }
+                None => {
+                    let name = PersonName::parse("name", &name)?;
+                    let password = Password::parse("password", password)?;
+                    Ok((name, auth::hash_password(password).await?))
+                }
+            };
+            let mut tx = state.db.pool.begin().await?;
+            orgs::lock(&mut tx, &inv.org_id).await?;
+            let user = match new_account {
+                Err(existing) => existing,
+                Ok((name, hash)) => users::insert(&mut tx, &email, &name, &hash, now).await.map_err(|e| {
+                    if crate::core::db::is_unique_violation(&e) {
+                        AppError::conflict("an account with this email was just created; sign in and open the link again")
+                    } else {
+                        e.into()
+                    }
+                })?,
+            };
+            invitations::mark_accepted(&mut tx, &inv.id, &user.id, now).await?;
+            members::insert(&mut tx, &inv.org_id, &user.id, inv.role, now).await?;
+            audit::record(
+                &mut tx,
+                &Actor::user(&user.id, &user.email),
+                Change {
+                    org_id: Some(&inv.org_id),
+                    action: "invitation.accepted",
+                    resource_type: "invitation",
+                    resource_id: &inv.id,
+                    before: None,
+                    after: Some(serde_json::json!({ "email": user.email, "role": inv.role, "user_id": user.id })),
+                },
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            start_session(&session().await?, &user).await?;
+            Ok(super::auth::SignedIn {
+                org_id: Some(inv.org_id),
+            })
+        }
+        .await,
+    )
+}

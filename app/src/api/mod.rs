@@ -1,0 +1,173 @@
+//! The console's server functions, one module per resource. Each one extracts,
+//! authorizes through `policy`, calls a plain `core` function and maps the result.
+
+pub mod audit;
+pub mod auth;
+pub mod members;
+pub mod orgs;
+
+/// Every server function lives under this prefix, apart from `/v1` and the REST APIs.
+pub const PREFIX: &str = "/api/console";
+
+/// The server functions that answer without a session: the first-run setup,
+/// sign-in and accepting an invitation. Everything else answers 401.
+pub const PUBLIC_SERVER_FNS: &[&str] = &[
+    "/api/console/setup_status",
+    "/api/console/setup",
+    "/api/console/sign_in",
+    "/api/console/invitation_info",
+    "/api/console/accept_invitation",
+];
+
+#[cfg(feature = "ssr")]
+pub(crate) mod ssr {
+    use leptos::prelude::use_context;
+    use std::net::{IpAddr, SocketAddr};
+    use tower_sessions::Session;
+
+    use crate::core::state::AppState;
+    use crate::core::users::{self, User};
+    use crate::core::{members, now_ms};
+    use crate::error::AppError;
+    use crate::policy::{self, Action, OrgMember, OrgScope};
+
+    const USER_KEY: &str = "uid";
+    const SINCE_KEY: &str = "since";
+    const STAMP_KEY: &str = "pw";
+    /// A session ends this long after sign-in, however active.
+    const ABSOLUTE_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
+    pub fn state() -> Result<AppState, AppError> {
+        use_context::<AppState>().ok_or_else(|| AppError::internal("context", &"AppState missing"))
+    }
+
+    pub async fn session() -> Result<Session, AppError> {
+        leptos_axum::extract::<Session>()
+            .await
+            .map_err(|e| AppError::internal("session layer", &e))
+    }
+
+    pub async fn client_ip() -> Option<IpAddr> {
+        leptos_axum::extract::<axum::extract::ConnectInfo<SocketAddr>>()
+            .await
+            .ok()
+            .map(|c| c.0.ip())
+    }
+
+    /// Sets the HTTP status of a failed server function from its error. Only
+    /// when called over HTTP: during a page render the page keeps its own status.
+    pub fn answer<T>(result: Result<T, AppError>) -> Result<T, AppError> {
+        let called_over_http = use_context::<axum::http::request::Parts>()
+            .is_some_and(|p| p.uri.path().starts_with(super::PREFIX));
+        if let (Err(e), true) = (&result, called_over_http) {
+            if let Some(opts) = use_context::<leptos_axum::ResponseOptions>() {
+                if let Ok(code) = axum::http::StatusCode::from_u16(e.status()) {
+                    opts.set_status(code);
+                }
+            }
+        }
+        result
+    }
+
+    /// Starts a fresh session for `user` (a new id, so a planted one is useless).
+    pub async fn start_session(session: &Session, user: &User) -> Result<(), AppError> {
+        let fail = |e: tower_sessions::session::Error| AppError::internal("session store", &e);
+        session.cycle_id().await.map_err(fail)?;
+        session.insert(USER_KEY, &user.id).await.map_err(fail)?;
+        session.insert(SINCE_KEY, now_ms()).await.map_err(fail)?;
+        session.insert(STAMP_KEY, user.password_changed_at).await.map_err(fail)?;
+        Ok(())
+    }
+
+    /// Keeps the current session valid after the user's own password change.
+    pub async fn restamp(session: &Session, stamp: i64) -> Result<(), AppError> {
+        session
+            .insert(STAMP_KEY, stamp)
+            .await
+            .map_err(|e| AppError::internal("session store", &e))
+    }
+
+    pub async fn end_session(session: &Session) -> Result<(), AppError> {
+        session
+            .flush()
+            .await
+            .map_err(|e| AppError::internal("session store", &e))
+    }
+
+    /// The signed-in user, or 401. A session past its absolute lifetime, or
+    /// older than the user's last password change, is ended here.
+    pub async fn signed_in() -> Result<(AppState, Session, User), AppError> {
+        let state = state()?;
+        let session = session().await?;
+        let get = |e: tower_sessions::session::Error| AppError::internal("session store", &e);
+        let Some(uid) = session.get::<String>(USER_KEY).await.map_err(get)? else {
+            return Err(AppError::Unauthenticated);
+        };
+        let since = session.get::<i64>(SINCE_KEY).await.map_err(get)?.unwrap_or(0);
+        let stamp = session.get::<i64>(STAMP_KEY).await.map_err(get)?;
+        let mut conn = state.db.pool.acquire().await?;
+        let user = users::by_id(&mut conn, &uid).await?;
+        match user {
+            Some(u) if now_ms() - since < ABSOLUTE_MS && stamp == Some(u.password_changed_at) => {
+                drop(conn);
+                Ok((state, session, u))
+            }
+            _ => {
+                end_session(&session).await?;
+                Err(AppError::Unauthenticated)
+            }
+        }
+    }
+
+    /// The caller's membership of `org_id`; 404 when there is none, so another
+    /// tenant cannot tell an organization exists.
+    pub async fn member_of(org_id: &str) -> Result<(AppState, User, OrgMember), AppError> {
+        let (state, _, user) = signed_in().await?;
+        let mut conn = state.db.pool.acquire().await?;
+        let member = members::membership(&mut conn, &user.id, org_id)
+            .await?
+            .ok_or_else(|| AppError::not_found("organization"))?;
+        drop(conn);
+        Ok((state, user, member))
+    }
+
+    /// Signed in, a member of `org_id`, and allowed `action` there.
+    pub async fn authorize(org_id: &str, action: Action) -> Result<(AppState, User, OrgScope), AppError> {
+        let (state, user, member) = member_of(org_id).await?;
+        let scope = policy::authorize_org(&member, action)?;
+        Ok((state, user, scope))
+    }
+}
+
+/// Formats Unix milliseconds as `YYYY-MM-DD HH:MM UTC`, identically on the
+/// server and in the browser (no locale, no time zone: no hydration mismatch).
+pub fn format_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_format_in_utc() {
+        assert_eq!(super::format_time(0), "1970-01-01 00:00 UTC");
+        assert_eq!(super::format_time(1_795_435_020_000), "2026-11-23 11:57 UTC");
+        assert_eq!(super::format_time(951_782_400_000), "2000-02-29 00:00 UTC");
+    }
+}

@@ -1,0 +1,173 @@
+//! Passwords (argon2id, hashed off the async threads), the sign-in throttle, and
+//! the first-run setup.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use super::audit::{self, Actor, Change};
+use super::domain::{Email, OrgName, Password, PersonName};
+use super::{orgs, users};
+use crate::error::AppError;
+use crate::policy::OrgRole;
+
+pub async fn hash_password(password: Password) -> Result<String, AppError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        Argon2::default()
+            .hash_password(password.expose().as_bytes(), &salt)
+            .map(|h| h.to_string())
+    })
+    .await
+    .map_err(|e| AppError::internal("hash task", &e))?
+    .map_err(|e| AppError::internal("argon2 hash", &e))
+}
+
+/// Checks a password against a stored hash; with no hash (unknown account)
+/// still does the same work, so timing does not tell which accounts exist.
+pub async fn verify_password(password: Password, hash: Option<String>) -> Result<bool, AppError> {
+    tokio::task::spawn_blocking(move || {
+        let stored = hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
+        let Ok(parsed) = PasswordHash::new(&stored) else {
+            return false;
+        };
+        let ok = Argon2::default()
+            .verify_password(password.expose().as_bytes(), &parsed)
+            .is_ok();
+        ok && stored != DUMMY_HASH
+    })
+    .await
+    .map_err(|e| AppError::internal("verify task", &e))
+}
+
+/// An argon2id hash of a random string nobody knows, for unknown accounts.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0p1FHIbuTjNfL1SpKp3nzyhAKtNwqk8Xb0rn1ATpaS4";
+
+/// Sign-in attempts allowed per account and per client address.
+#[derive(Clone)]
+pub struct Throttle {
+    per_account: Arc<DefaultKeyedRateLimiter<String>>,
+    per_ip: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+impl Throttle {
+    /// `per_account` and `per_ip` attempts a minute, each as a burst too.
+    pub fn new(per_account: NonZeroU32, per_ip: NonZeroU32) -> Throttle {
+        Throttle {
+            per_account: Arc::new(RateLimiter::keyed(Quota::per_minute(per_account))),
+            per_ip: Arc::new(RateLimiter::keyed(Quota::per_minute(per_ip))),
+        }
+    }
+
+    /// Counts one attempt; `Err` says how long to wait.
+    pub fn check(&self, account: &str, ip: Option<IpAddr>) -> Result<(), AppError> {
+        let now = DefaultClock::default().now();
+        let wait = |n: governor::NotUntil<_>| AppError::RateLimited {
+            retry_after_secs: n.wait_time_from(now).as_secs().max(1),
+        };
+        if let Some(ip) = ip {
+            self.per_ip.check_key(&ip).map_err(wait)?;
+        }
+        self.per_account.check_key(&account.to_owned()).map_err(wait)?;
+        Ok(())
+    }
+}
+
+/// What setup creates.
+pub struct SetupDone {
+    pub user: users::User,
+    pub org: orgs::Org,
+}
+
+/// Creates the first user and their organization, once. Two racing calls:
+/// both insert the single `instance` row, and the database lets one win.
+pub async fn setup(
+    pool: &sqlx::AnyPool,
+    email: &Email,
+    name: &PersonName,
+    password: Password,
+    org_name: &OrgName,
+) -> Result<SetupDone, AppError> {
+    let hash = hash_password(password).await?;
+    let now = super::now_ms();
+    let mut tx = pool.begin().await?;
+    let claimed = sqlx::query("INSERT INTO instance (id, setup_at) VALUES (1, $1)")
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+    match claimed {
+        Ok(_) => {}
+        Err(e) if super::db::is_unique_violation(&e) => return Err(setup_done()),
+        Err(e) => return Err(e.into()),
+    }
+    if users::count(&mut tx).await? > 0 {
+        return Err(setup_done());
+    }
+    let done = create_owner(&mut tx, email, name, &hash, org_name, None, now).await?;
+    tx.commit().await.map_err(|e| {
+        if super::db::is_unique_violation(&e) {
+            setup_done()
+        } else {
+            e.into()
+        }
+    })?;
+    Ok(done)
+}
+
+fn setup_done() -> AppError {
+    AppError::conflict("setup is already done; sign in instead")
+}
+
+/// Whether the first-run setup page should still be offered.
+pub async fn setup_needed(pool: &sqlx::AnyPool) -> Result<bool, AppError> {
+    let mut conn = pool.acquire().await?;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM instance")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(n == 0 && users::count(&mut conn).await? == 0)
+}
+
+/// A new user who owns a new organization, audited; used by setup and the CLI.
+pub async fn create_owner(
+    conn: &mut sqlx::AnyConnection,
+    email: &Email,
+    name: &PersonName,
+    password_hash: &str,
+    org_name: &OrgName,
+    actor: Option<Actor>,
+    now: i64,
+) -> Result<SetupDone, AppError> {
+    let user = match users::insert(conn, email, name, password_hash, now).await {
+        Ok(u) => u,
+        Err(e) if super::db::is_unique_violation(&e) => {
+            return Err(AppError::invalid("email", "an account with this email already exists"))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let org = orgs::insert(conn, org_name, now).await?;
+    super::members::insert(conn, &org.id, &user.id, OrgRole::Owner, now).await?;
+    let actor = actor.unwrap_or_else(|| Actor::user(&user.id, &user.email));
+    audit::record(
+        conn,
+        &actor,
+        Change {
+            org_id: Some(&org.id),
+            action: "setup.owner_created",
+            resource_type: "user",
+            resource_id: &user.id,
+            before: None,
+            after: Some(serde_json::json!({
+                "email": user.email, "name": user.name,
+                "organization": org.name, "role": "owner",
+            })),
+        },
+        now,
+    )
+    .await?;
+    Ok(SetupDone { user, org })
+}

@@ -1,0 +1,120 @@
+//! Connecting to SQLite or PostgreSQL through one `AnyPool`, and running the
+//! migrations embedded for each. SQL here uses `$N` parameters, which both accept.
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+use std::str::FromStr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+/// The session store, typed per backend (tower-sessions-sqlx-store has one each).
+#[derive(Clone, Debug)]
+pub enum SessionStore {
+    Sqlite(tower_sessions_sqlx_store::SqliteStore),
+    Postgres(tower_sessions_sqlx_store::PostgresStore),
+}
+
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub backend: Backend,
+    pub sessions: SessionStore,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database URL must start with sqlite: or postgres://")]
+    UnknownScheme,
+    #[error("cannot open the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("cannot set up the session store: {0}")]
+    Sessions(#[source] sqlx::Error),
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Opens (creating where needed) and migrates the database at `url`.
+pub async fn connect(url: &str) -> Result<Db, DbError> {
+    install_default_drivers();
+    let backend = Backend::of_url(url).ok_or(DbError::UnknownScheme)?;
+    let pool = match backend {
+        Backend::Sqlite => {
+            let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+                .map_err(DbError::Connect)?
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .foreign_keys(true)
+                .busy_timeout(std::time::Duration::from_secs(10));
+            // Open once with the typed driver so the file exists in WAL mode.
+            let typed = sqlx::SqlitePool::connect_with(opts)
+                .await
+                .map_err(DbError::Connect)?;
+            typed.close().await;
+            AnyPoolOptions::new()
+                .max_connections(8)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;")
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .connect(url)
+                .await
+                .map_err(DbError::Connect)?
+        }
+        Backend::Postgres => AnyPoolOptions::new()
+            .max_connections(16)
+            .connect(url)
+            .await
+            .map_err(DbError::Connect)?,
+    };
+    let migrator = match backend {
+        Backend::Sqlite => &SQLITE_MIGRATIONS,
+        Backend::Postgres => &POSTGRES_MIGRATIONS,
+    };
+    migrator.run(&pool).await.map_err(DbError::Migrate)?;
+    let sessions = match backend {
+        Backend::Sqlite => {
+            let p = sqlx::SqlitePool::connect(url).await.map_err(DbError::Connect)?;
+            let store = tower_sessions_sqlx_store::SqliteStore::new(p);
+            store.migrate().await.map_err(DbError::Sessions)?;
+            SessionStore::Sqlite(store)
+        }
+        Backend::Postgres => {
+            let p = sqlx::PgPool::connect(url).await.map_err(DbError::Connect)?;
+            let store = tower_sessions_sqlx_store::PostgresStore::new(p);
+            store.migrate().await.map_err(DbError::Sessions)?;
+            SessionStore::Postgres(store)
+        }
+    };
+    Ok(Db {
+        pool,
+        backend,
+        sessions,
+    })
+}
+
+/// Whether a query failed on a unique constraint (a lost race, a duplicate).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}

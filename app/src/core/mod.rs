@@ -1,0 +1,23 @@
+//! The server-only domain: storage, identity, organizations, members, audit.
+//! Plain functions over a database connection, callable without HTTP.
+
+pub mod audit;
+pub mod auth;
+pub mod db;
+pub mod domain;
+pub mod invitations;
+pub mod members;
+pub mod orgs;
+pub mod state;
+pub mod users;
+
+/// Milliseconds since the Unix epoch, the one clock every table uses.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}

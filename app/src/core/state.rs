@@ -1,0 +1,23 @@
+//! What every server function and handler of the console shares.
+
+use secrecy::SecretString;
+
+use super::auth::Throttle;
+use super::db::Db;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    /// Where the console is reached, for links (invitations); no trailing slash.
+    pub public_url: String,
+    /// Kept in the data dir; for encrypting stored provider keys (later issues).
+    pub secret: std::sync::Arc<SecretString>,
+    pub throttle: Throttle,
+    pub leptos_options: leptos::config::LeptosOptions,
+}
+
+impl axum::extract::FromRef<AppState> for leptos::config::LeptosOptions {
+    fn from_ref(s: &AppState) -> Self {
+        s.leptos_options.clone()
+    }
+}

@@ -1,0 +1,12 @@
+//! Tollgate's console: the Leptos application (both targets), its server
+//! functions, and behind `ssr` the domain core they call.
+
+pub mod api;
+pub mod error;
+pub mod policy;
+pub mod ui;
+
+#[cfg(feature = "ssr")]
+pub mod core;
+
+pub use ui::{App, shell};

@@ -1,0 +1,413 @@
+//! The permission matrix of DESIGN.md as data, and the one function that reads it.
+//! Server functions, REST handlers and the console all ask here; nothing else decides.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A user's role in an organization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrgRole {
+    Owner,
+    Member,
+    Billing,
+    Viewer,
+}
+
+impl OrgRole {
+    pub const ALL: [OrgRole; 4] = [
+        OrgRole::Owner,
+        OrgRole::Member,
+        OrgRole::Billing,
+        OrgRole::Viewer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrgRole::Owner => "owner",
+            OrgRole::Member => "member",
+            OrgRole::Billing => "billing",
+            OrgRole::Viewer => "viewer",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            OrgRole::Owner => "Owner",
+            OrgRole::Member => "Member",
+            OrgRole::Billing => "Billing manager",
+            OrgRole::Viewer => "Viewer",
+        }
+    }
+
+    /// How many members of an organization may hold this role at once.
+    pub fn max_per_org(self) -> Option<usize> {
+        match self {
+            OrgRole::Owner => Some(5),
+            OrgRole::Billing => Some(3),
+            OrgRole::Member | OrgRole::Viewer => None,
+        }
+    }
+}
+
+impl std::str::FromStr for OrgRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        OrgRole::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role '{s}': expected owner, member, billing or viewer"))
+    }
+}
+
+impl fmt::Display for OrgRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A user's role in a project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectRole {
+    Admin,
+    Member,
+}
+
+/// The columns of the matrix: where a user sits relative to the resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Seat {
+    OrgOwner,
+    ProjectAdmin,
+    ProjectMember,
+    OrgMemberNoProject,
+    BillingManager,
+    Viewer,
+}
+
+impl Seat {
+    pub const ALL: [Seat; 6] = [
+        Seat::OrgOwner,
+        Seat::ProjectAdmin,
+        Seat::ProjectMember,
+        Seat::OrgMemberNoProject,
+        Seat::BillingManager,
+        Seat::Viewer,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Seat::OrgOwner => "Org owner",
+            Seat::ProjectAdmin => "Project admin",
+            Seat::ProjectMember => "Project member",
+            Seat::OrgMemberNoProject => "Org member, no project",
+            Seat::BillingManager => "Billing manager",
+            Seat::Viewer => "Viewer",
+        }
+    }
+
+    /// The seat of an organization role when acting on the organization itself
+    /// (not inside a project).
+    pub fn at_org(role: OrgRole) -> Seat {
+        match role {
+            OrgRole::Owner => Seat::OrgOwner,
+            OrgRole::Member => Seat::OrgMemberNoProject,
+            OrgRole::Billing => Seat::BillingManager,
+            OrgRole::Viewer => Seat::Viewer,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Seat::OrgOwner => 0,
+            Seat::ProjectAdmin => 1,
+            Seat::ProjectMember => 2,
+            Seat::OrgMemberNoProject => 3,
+            Seat::BillingManager => 4,
+            Seat::Viewer => 5,
+        }
+    }
+}
+
+/// One cell of the matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Grant {
+    Yes,
+    /// Only within the projects (or keys) the user belongs to or owns.
+    Own,
+    /// May look, may not change.
+    ReadOnly,
+    No,
+}
+
+impl Grant {
+    pub fn label(self) -> &'static str {
+        match self {
+            Grant::Yes => "yes",
+            Grant::Own => "own",
+            Grant::ReadOnly => "read-only",
+            Grant::No => "no",
+        }
+    }
+
+    pub fn allows(self) -> bool {
+        !matches!(self, Grant::No)
+    }
+}
+
+/// The rows of the matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Action {
+    ViewOrganization,
+    EditOrganization,
+    ManageOrgMembers,
+    ViewAuditLog,
+    CreateProject,
+    ViewProject,
+    EditProjectSettings,
+    DeleteProject,
+    ViewProjectMembers,
+    AddProjectMembers,
+    EditProjectMemberRoles,
+    ManageOwnKeys,
+    ManageProjectKeys,
+    ManageAllKeys,
+    BillingAndCredits,
+    ViewUsage,
+    ExternalKeys,
+    VirtualModels,
+    McpServers,
+    PromptManagement,
+}
+
+use Grant::{No, Own, ReadOnly, Yes};
+
+/// The matrix: for each action, the grant of each seat, in `Seat::ALL` order
+/// (owner, project admin, project member, member without project, billing, viewer).
+pub const MATRIX: &[(Action, [Grant; 6])] = &[
+    (Action::ViewOrganization, [Yes, Yes, Yes, Yes, Yes, Yes]),
+    (Action::EditOrganization, [Yes, No, No, No, No, No]),
+    (Action::ManageOrgMembers, [Yes, No, No, No, No, No]),
+    (Action::ViewAuditLog, [Yes, No, No, No, No, No]),
+    (Action::CreateProject, [Yes, No, No, No, No, No]),
+    (Action::ViewProject, [Yes, Own, Own, No, No, No]),
+    (Action::EditProjectSettings, [Yes, Yes, No, No, No, No]),
+    (Action::DeleteProject, [Yes, No, No, No, No, No]),
+    (Action::ViewProjectMembers, [Yes, Yes, No, No, No, No]),
+    (Action::AddProjectMembers, [Yes, Yes, No, No, No, No]),
+    (Action::EditProjectMemberRoles, [Yes, Yes, No, No, No, No]),
+    (Action::ManageOwnKeys, [Yes, Yes, Yes, No, No, No]),
+    (Action::ManageProjectKeys, [Yes, Yes, No, No, No, No]),
+    (Action::ManageAllKeys, [Yes, No, No, No, No, No]),
+    (Action::BillingAndCredits, [Yes, No, No, No, Yes, No]),
+    (Action::ViewUsage, [Yes, Own, Own, No, Yes, ReadOnly]),
+    (Action::ExternalKeys, [Yes, No, No, No, No, No]),
+    (Action::VirtualModels, [Yes, No, No, No, No, No]),
+    (Action::McpServers, [Yes, No, No, No, No, No]),
+    (Action::PromptManagement, [Yes, No, No, No, No, No]),
+];
+
+impl Action {
+    /// The name a denial and the Permissions page use.
+    pub fn label(self) -> &'static str {
+        match self {
+            Action::ViewOrganization => "view organization",
+            Action::EditOrganization => "edit organization",
+            Action::ManageOrgMembers => "manage organization members",
+            Action::ViewAuditLog => "view audit log",
+            Action::CreateProject => "create project",
+            Action::ViewProject => "view project",
+            Action::EditProjectSettings => "edit project settings",
+            Action::DeleteProject => "delete project",
+            Action::ViewProjectMembers => "view project members",
+            Action::AddProjectMembers => "add project members",
+            Action::EditProjectMemberRoles => "edit member roles",
+            Action::ManageOwnKeys => "create & manage own keys",
+            Action::ManageProjectKeys => "manage all keys in a project",
+            Action::ManageAllKeys => "manage keys across all projects",
+            Action::BillingAndCredits => "billing & credits",
+            Action::ViewUsage => "view usage analytics",
+            Action::ExternalKeys => "external keys (BYOK)",
+            Action::VirtualModels => "virtual models",
+            Action::McpServers => "MCP servers",
+            Action::PromptManagement => "prompt management",
+        }
+    }
+
+    /// Whether acting on a resource of this row changes it (a read-only grant
+    /// never covers these).
+    pub fn mutates(self) -> bool {
+        !matches!(
+            self,
+            Action::ViewOrganization
+                | Action::ViewAuditLog
+                | Action::ViewProject
+                | Action::ViewProjectMembers
+                | Action::ViewUsage
+        )
+    }
+}
+
+/// The grant of one cell.
+pub fn grant(action: Action, seat: Seat) -> Grant {
+    MATRIX
+        .iter()
+        .find(|(a, _)| *a == action)
+        .map_or(No, |(_, row)| row[seat.index()])
+}
+
+/// Whether a seat may perform an action at all; the console uses it to hide
+/// controls, the server to decide.
+pub fn allows(action: Action, seat: Seat) -> bool {
+    let g = grant(action, seat);
+    match g {
+        ReadOnly => !action.mutates(),
+        other => other.allows(),
+    }
+}
+
+/// A refusal, naming the permission that was missing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denied {
+    pub action: Action,
+    pub role: OrgRole,
+}
+
+impl fmt::Display for Denied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "your role '{}' lacks the permission '{}'",
+            self.role,
+            self.action.label()
+        )
+    }
+}
+
+/// A user's membership of an organization, as loaded from storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrgMember {
+    pub user_id: String,
+    pub org_id: String,
+    pub role: OrgRole,
+}
+
+/// Proof that `actor` may perform `action` in organization `org_id`. Only
+/// [`authorize_org`] makes one; tenant queries take it, so a query that was
+/// not authorized does not compile.
+#[derive(Clone, Debug)]
+pub struct OrgScope {
+    org_id: String,
+    actor_id: String,
+    role: OrgRole,
+    action: Action,
+}
+
+impl OrgScope {
+    pub fn org_id(&self) -> &str {
+        &self.org_id
+    }
+    pub fn actor_id(&self) -> &str {
+        &self.actor_id
+    }
+    pub fn role(&self) -> OrgRole {
+        self.role
+    }
+    pub fn action(&self) -> Action {
+        self.action
+    }
+}
+
+/// The decision for an action on the organization itself.
+pub fn authorize_org(member: &OrgMember, action: Action) -> Result<OrgScope, Denied> {
+    if allows(action, Seat::at_org(member.role)) {
+        Ok(OrgScope {
+            org_id: member.org_id.clone(),
+            actor_id: member.user_id.clone(),
+            role: member.role,
+            action,
+        })
+    } else {
+        Err(Denied {
+            action,
+            role: member.role,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(role: OrgRole) -> OrgMember {
+        OrgMember {
+            user_id: "u".into(),
+            org_id: "o".into(),
+            role,
+        }
+    }
+
+    #[test]
+    fn every_action_has_exactly_one_row() {
+        let all = [
+            Action::ViewOrganization,
+            Action::EditOrganization,
+            Action::ManageOrgMembers,
+            Action::ViewAuditLog,
+            Action::CreateProject,
+            Action::ViewProject,
+            Action::EditProjectSettings,
+            Action::DeleteProject,
+            Action::ViewProjectMembers,
+            Action::AddProjectMembers,
+            Action::EditProjectMemberRoles,
+            Action::ManageOwnKeys,
+            Action::ManageProjectKeys,
+            Action::ManageAllKeys,
+            Action::BillingAndCredits,
+            Action::ViewUsage,
+            Action::ExternalKeys,
+            Action::VirtualModels,
+            Action::McpServers,
+            Action::PromptManagement,
+        ];
+        for a in all {
+            assert_eq!(MATRIX.iter().filter(|(x, _)| *x == a).count(), 1, "{a:?}");
+        }
+        assert_eq!(MATRIX.len(), all.len());
+    }
+
+    #[test]
+    fn owners_may_do_everything_and_the_org_only_roles_stay_out_of_keys() {
+        for (action, _) in MATRIX {
+            assert!(allows(*action, Seat::OrgOwner), "{action:?}");
+        }
+        for seat in [Seat::BillingManager, Seat::Viewer, Seat::OrgMemberNoProject] {
+            for a in [Action::ManageOwnKeys, Action::ManageProjectKeys, Action::CreateProject] {
+                assert!(!allows(a, seat), "{seat:?} {a:?}");
+            }
+        }
+        assert!(allows(Action::BillingAndCredits, Seat::BillingManager));
+        assert!(!allows(Action::BillingAndCredits, Seat::Viewer));
+        assert!(allows(Action::ViewUsage, Seat::Viewer));
+    }
+
+    #[test]
+    fn a_denial_names_the_permission_and_the_role() {
+        let err = authorize_org(&member(OrgRole::Viewer), Action::ManageOrgMembers)
+            .err()
+            .map(|d| d.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("your role 'viewer' lacks the permission 'manage organization members'")
+        );
+        let ok = authorize_org(&member(OrgRole::Owner), Action::ManageOrgMembers);
+        assert_eq!(ok.map(|s| s.org_id().to_owned()).ok().as_deref(), Some("o"));
+    }
+
+    #[test]
+    fn roles_parse_from_their_names_only() {
+        assert_eq!("billing".parse::<OrgRole>(), Ok(OrgRole::Billing));
+        assert!("admin".parse::<OrgRole>().is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! First-run setup, sign-in, accepting an invitation, and the account page.
+
+use leptos::prelude::*;
+use leptos_router::components::{Redirect, A};
+use leptos_router::hooks::use_params_map;
+
+use super::{error_of, go, Shell};
+use crate::api::auth::{setup_status, ChangePassword, SignIn, Setup, SignedIn};
+use crate::api::members::{invitation_info, AcceptInvitation};
+use crate::api::orgs::CreateOrg;
+use crate::api::format_time;
+use crate::error::AppError;
+
+/// After a successful sign-in-like action, load the console afresh.
+fn on_signed_in(value: impl Fn() -> Option<Result<SignedIn, AppError>> + Send + Sync + 'static) {
+    Effect::new(move |_| {
+        if let Some(Ok(s)) = value() {
+            match s.org_id {
+                Some(id) => go(&format!("/orgs/{id}")),
+                None => go("/account"),
+            }
+        }
+    });
+}
+
+/// A password field with a "show" toggle (a control that works only once hydrated).
+#[component]
+fn PasswordField(name: &'static str, label: &'static str, #[prop(optional)] autocomplete: &'static str) -> impl IntoView {
+    let shown = RwSignal::new(false);
+    view! {
+        <label>
+            {label}
+            <input
+                name=name
+                type=move || if shown.get() { "text" } else { "password" }
+                required
+                autocomplete=autocomplete
+                data-testid=name
+            />
+        </label>
+        <label class="inline">
+            <input type="checkbox" data-testid=format!("show-{name}") on:change=move |ev| shown.set(event_target_checked(&ev))/>
+            "Show password"
+        </label>
+    }
+}
+
+#[component]
+pub fn SetupPage() -> impl IntoView {
+    let needed = Resource::new(|| (), |_| setup_status());
+    let action = ServerAction::<Setup>::new();
+    on_signed_in(move || action.value().get());
+    view! {
+        <main class="narrow card">
+            <h1>"Set up Tollgate"</h1>
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    match needed.await {
+                        Ok(true) => view! {
+                            <p class="muted">"Create the first account and its organization. You will be its owner."</p>
+                            <ActionForm action=action>
+                                <label>"Your name"<input name="name" required autocomplete="name"/></label>
+                                <label>"Email"<input name="email" type="email" required autocomplete="email"/></label>
+                                <PasswordField name="password" label="Password (10 characters or more)" autocomplete="new-password"/>
+                                <label>"Organization name"<input name="org_name" required/></label>
+                                <button type="submit" disabled=move || action.pending().get()>"Create owner account"</button>
+                            </ActionForm>
+                            {move || error_of(action.value().get()).map(|e| view! { <p class="error" role="alert">{e}</p> })}
+                        }.into_any(),
+                        _ => view! { <Redirect path="/login"/> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </main>
+    }
+}
+
+#[component]
+pub fn LoginPage() -> impl IntoView {
+    let action = ServerAction::<SignIn>::new();
+    on_signed_in(move || action.value().get());
+    view! {
+        <main class="narrow card">
+            <h1>"Sign in to Tollgate"</h1>
+            <ActionForm action=action>
+                <label>"Email"<input name="email" type="email" required autocomplete="username" data-testid="email"/></label>
+                <PasswordField name="password" label="Password" autocomplete="current-password"/>
+                <button type="submit" disabled=move || action.pending().get()>"Sign in"</button>
+            </ActionForm>
+            {move || error_of(action.value().get()).map(|e| view! { <p class="error" role="alert">{e}</p> })}
+        </main>
+    }
+}
+
+#[component]
+pub fn AcceptInvitePage() -> impl IntoView {
+    let params = use_params_map();
+    let token = move || params.read().get("token").unwrap_or_default();
+    let info = Resource::new(token, invitation_info);
+    let action = ServerAction::<AcceptInvitation>::new();
+    on_signed_in(move || action.value().get());
+    view! {
+        <main class="narrow card">
+            <h1>"Join an organization"</h1>
+            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match info.await {
+                        Ok(i) => view! {
+                            <p>"You are invited to "<strong>{i.org_name.clone()}</strong>" as "<strong>{i.role.label()}</strong>
+                               " ("{i.email.clone()}"). The link is valid until "{format_time(i.expires_at)}"."</p>
+                            <ActionForm action=action>
+                                <input type="hidden" name="token" value=token()/>
+                                {if i.account_exists {
+                                    view! {
+                                        <input type="hidden" name="name" value=""/>
+                                        <p class="muted">"You already have an account; confirm it is you."</p>
+                                        <PasswordField name="password" label="Your password" autocomplete="current-password"/>
+                                    }.into_any()
+                                } else {
+                                    view! {
+                                        <label>"Your name"<input name="name" required autocomplete="name"/></label>
+                                        <PasswordField name="password" label="Choose a password (10 characters or more)" autocomplete="new-password"/>
+                                    }.into_any()
+                                }}
+                                <button type="submit" disabled=move || action.pending().get()>"Accept invitation"</button>
+                            </ActionForm>
+                            {move || error_of(action.value().get()).map(|e| view! { <p class="error" role="alert">{e}</p> })}
+                        }.into_any(),
+                        Err(e) => view! { <p class="error">{e.to_string()}</p><A href="/login">"Sign in"</A> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </main>
+    }
+}
+
+#[component]
+pub fn AccountPage() -> impl IntoView {
+    let change = ServerAction::<ChangePassword>::new();
+    let create = ServerAction::<CreateOrg>::new();
+    Effect::new(move |_| {
+        if let Some(Ok(org)) = create.value().get() {
+            go(&format!("/orgs/{}", org.id));
+        }
+    });
+    view! {
+        <Shell>
+            <section class="card">
+                <h2>"Change password"</h2>
+                <ActionForm action=change>
+                    <PasswordField name="current_password" label="Current password" autocomplete="current-password"/>
+                    <PasswordField name="new_password" label="New password (10 characters or more)" autocomplete="new-password"/>
+                    <button type="submit">"Change password"</button>
+                </ActionForm>
+                {move || match change.value().get() {
+                    Some(Ok(())) => Some(view! { <p class="ok" role="status">"Password changed. Your other sessions were signed out."</p> }.into_any()),
+                    Some(Err(e)) => Some(view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any()),
+                    None => None,
+                }}
+            </section>
+            <section class="card">
+                <h2>"New organization"</h2>
+                <p class="muted">"You will be its owner."</p>
+                <ActionForm action=create>
+                    <label>"Name"<input name="name" required/></label>
+                    <button type="submit">"Create organization"</button>
+                </ActionForm>
+                {move || error_of(create.value().get()).map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            </section>
+        </Shell>
+    }
+}

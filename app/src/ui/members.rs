@@ -1,0 +1,154 @@
+//! Organization members: the list, roles, removal, and invitations.
+
+use leptos::prelude::*;
+
+use super::{error_of, org_param, Shell};
+use crate::api::format_time;
+use crate::api::members::{
+    list_invitations, list_members, ChangeMemberRole, InviteMember, RemoveMember, RevokeInvitation,
+};
+use crate::policy::OrgRole;
+
+fn role_options(selected: OrgRole) -> impl IntoView {
+    OrgRole::ALL
+        .into_iter()
+        .map(|r| view! { <option value=r.as_str() selected=r == selected>{r.label()}</option> })
+        .collect_view()
+}
+
+#[component]
+pub fn MembersPage() -> impl IntoView {
+    let org_id = org_param();
+    let invite = ServerAction::<InviteMember>::new();
+    let revoke = ServerAction::<RevokeInvitation>::new();
+    let change = ServerAction::<ChangeMemberRole>::new();
+    let remove = ServerAction::<RemoveMember>::new();
+    let members = Resource::new(
+        move || (org_id.get(), change.version().get(), remove.version().get()),
+        |(id, _, _)| list_members(id),
+    );
+    let invitations = Resource::new(
+        move || (org_id.get(), invite.version().get(), revoke.version().get(), change.version().get()),
+        |(id, _, _, _)| list_invitations(id),
+    );
+    let copied = RwSignal::new(false);
+    view! {
+        <Shell org_id=org_id>
+            <h1>"Members"</h1>
+            <section class="card">
+                <h2>"Invite someone"</h2>
+                <ActionForm action=invite>
+                    <input type="hidden" name="org_id" value=move || org_id.get()/>
+                    <div class="row">
+                        <label>"Email"<input name="email" type="email" required data-testid="invite-email"/></label>
+                        <label>"Role"<select name="role" data-testid="invite-role">{role_options(OrgRole::Member)}</select></label>
+                        <button type="submit">"Create invitation link"</button>
+                    </div>
+                </ActionForm>
+                {move || match invite.value().get() {
+                    Some(Ok(created)) => {
+                        let link = created.link.clone();
+                        Some(view! {
+                            <div class="reveal" role="status">
+                                <p>"Send this link to "<strong>{created.invitation.email.clone()}</strong>
+                                   ". It is shown only now and works once, until "{format_time(created.invitation.expires_at)}"."</p>
+                                <code data-testid="invite-link">{created.link.clone()}</code>
+                                <button type="button" on:click=move |_| { copy(&link); copied.set(true); }>
+                                    {move || if copied.get() { "Copied" } else { "Copy link" }}
+                                </button>
+                            </div>
+                        }.into_any())
+                    }
+                    Some(Err(e)) => Some(view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any()),
+                    None => None,
+                }}
+            </section>
+            {move || error_of(change.value().get()).or_else(|| error_of(remove.value().get())).or_else(|| error_of(revoke.value().get()))
+                .map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            <section class="card">
+                <h2>"People"</h2>
+                <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                    {move || Suspend::new(async move {
+                        match members.await {
+                            Ok(list) => view! {
+                                <table>
+                                    <thead><tr><th>"Name"</th><th>"Email"</th><th>"Role"</th><th>"Joined"</th><th></th></tr></thead>
+                                    <tbody>
+                                        {list.into_iter().map(|m| {
+                                            let (uid_role, uid_remove) = (m.user_id.clone(), m.user_id.clone());
+                                            let org_now = org_id.get_untracked();
+                                            let org_now2 = org_now.clone();
+                                            view! {
+                                            <tr data-testid=format!("member-{}", m.email)>
+                                                <td>{m.name.clone()}</td>
+                                                <td>{m.email.clone()}</td>
+                                                <td>
+                                                    <ActionForm action=change attr:class="inline-form">
+                                                        <input type="hidden" name="org_id" value=org_now/>
+                                                        <input type="hidden" name="user_id" value=uid_role/>
+                                                        <select name="role" aria-label="Role">{role_options(m.role)}</select>
+                                                        <button type="submit">"Change role"</button>
+                                                    </ActionForm>
+                                                </td>
+                                                <td>{format_time(m.joined_at)}</td>
+                                                <td>
+                                                    <ActionForm action=remove attr:class="inline-form">
+                                                        <input type="hidden" name="org_id" value=org_now2/>
+                                                        <input type="hidden" name="user_id" value=uid_remove/>
+                                                        <button type="submit" class="danger">"Remove"</button>
+                                                    </ActionForm>
+                                                </td>
+                                            </tr>
+                                        }}).collect_view()}
+                                    </tbody>
+                                </table>
+                            }.into_any(),
+                            Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                        }
+                    })}
+                </Suspense>
+            </section>
+            <section class="card">
+                <h2>"Pending invitations"</h2>
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        match invitations.await {
+                            Ok(list) if list.is_empty() => view! { <p class="muted">"None."</p> }.into_any(),
+                            Ok(list) => view! {
+                                <table>
+                                    <thead><tr><th>"Email"</th><th>"Role"</th><th>"Expires"</th><th></th></tr></thead>
+                                    <tbody>
+                                        {list.into_iter().map(|i| view! {
+                                            <tr>
+                                                <td>{i.email.clone()}</td>
+                                                <td>{i.role.label()}</td>
+                                                <td>{format_time(i.expires_at)}</td>
+                                                <td>
+                                                    <ActionForm action=revoke attr:class="inline-form">
+                                                        <input type="hidden" name="org_id" value=org_id.get_untracked()/>
+                                                        <input type="hidden" name="invitation_id" value=i.id.clone()/>
+                                                        <button type="submit" class="danger">"Revoke"</button>
+                                                    </ActionForm>
+                                                </td>
+                                            </tr>
+                                        }).collect_view()}
+                                    </tbody>
+                                </table>
+                            }.into_any(),
+                            Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                        }
+                    })}
+                </Suspense>
+            </section>
+        </Shell>
+    }
+}
+
+fn copy(text: &str) {
+    #[cfg(feature = "hydrate")]
+    if let Some(w) = web_sys::window() {
+        let _ = w.navigator().clipboard().write_text(text);
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = text;
+}

@@ -1,0 +1,182 @@
+//! Pages and components, rendered on the server and hydrated in the browser.
+
+mod account;
+mod audit;
+mod members;
+mod org;
+mod permissions;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::components::{Redirect, Route, Router, Routes, A};
+use leptos_router::hooks::{use_navigate, use_params_map};
+use leptos_router::path;
+
+use crate::api::auth::{current_user, setup_status, Me, SignOut};
+use crate::error::AppError;
+
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <AutoReload options=options.clone()/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="tollgate" href="/pkg/tollgate.css"/>
+        <Title text="Tollgate"/>
+        <Router>
+            <Routes fallback=|| view! { <main class="narrow"><h1>"Not found"</h1><A href="/">"Back to the console"</A></main> }>
+                <Route path=path!("/") view=Home/>
+                <Route path=path!("/setup") view=account::SetupPage/>
+                <Route path=path!("/login") view=account::LoginPage/>
+                <Route path=path!("/invite/:token") view=account::AcceptInvitePage/>
+                <Route path=path!("/account") view=account::AccountPage/>
+                <Route path=path!("/permissions") view=permissions::PermissionsPage/>
+                <Route path=path!("/orgs/:org_id") view=org::OrgPage/>
+                <Route path=path!("/orgs/:org_id/members") view=members::MembersPage/>
+                <Route path=path!("/orgs/:org_id/audit") view=audit::AuditPage/>
+            </Routes>
+        </Router>
+    }
+}
+
+/// Sends the visitor where they belong: setup, sign-in, or their first organization.
+#[component]
+fn Home() -> impl IntoView {
+    let me = Resource::new(|| (), |_| current_user());
+    let setup = Resource::new(|| (), |_| setup_status());
+    view! {
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match me.await {
+                    Ok(me) => match me.orgs.first() {
+                        Some(o) => view! { <Redirect path=format!("/orgs/{}", o.id)/> }.into_any(),
+                        None => view! { <Redirect path="/account"/> }.into_any(),
+                    },
+                    Err(_) => match setup.await {
+                        Ok(true) => view! { <Redirect path="/setup"/> }.into_any(),
+                        _ => view! { <Redirect path="/login"/> }.into_any(),
+                    },
+                }
+            })}
+        </Suspense>
+    }
+}
+
+/// Full page load to `path`: after sign-in or sign-out every resource is stale.
+pub(crate) fn go(path: &str) {
+    #[cfg(feature = "hydrate")]
+    if let Some(w) = web_sys::window() {
+        let _ = w.location().set_href(path);
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = path;
+}
+
+/// The message of a failed action, for display.
+pub(crate) fn error_of<T>(r: Option<Result<T, AppError>>) -> Option<String> {
+    r.and_then(|r| r.err()).map(|e| e.to_string())
+}
+
+/// The current organization's id from the route.
+pub(crate) fn org_param() -> Memo<String> {
+    let params = use_params_map();
+    Memo::new(move |_| params.read().get("org_id").unwrap_or_default())
+}
+
+/// The signed-in frame: header with the organization switcher and navigation.
+/// Without a session it sends the visitor to sign in.
+#[component]
+pub(crate) fn Shell(#[prop(optional)] org_id: Option<Memo<String>>, children: ChildrenFn) -> impl IntoView {
+    let me = Resource::new(|| (), |_| current_user());
+    let children = StoredValue::new(children);
+    view! {
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match me.await {
+                    Ok(me) => view! {
+                        <Header me=me.clone() org_id=org_id/>
+                        <main>{children.read_value()()}</main>
+                    }.into_any(),
+                    Err(AppError::Unauthenticated) => view! { <Redirect path="/login"/> }.into_any(),
+                    Err(e) => view! { <main class="narrow"><p class="error">{e.to_string()}</p></main> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn Header(me: Me, org_id: Option<Memo<String>>) -> impl IntoView {
+    let navigate = use_navigate();
+    let sign_out_action = ServerAction::<SignOut>::new();
+    Effect::new(move |_| {
+        if let Some(Ok(())) = sign_out_action.value().get() {
+            go("/login");
+        }
+    });
+    let current = move || org_id.map(|m| m.get()).unwrap_or_default();
+    let orgs = me.orgs.clone();
+    let current_role = {
+        let orgs = orgs.clone();
+        move || orgs.iter().find(|o| o.id == current()).map(|o| o.role)
+    };
+    let nav_role = current_role.clone();
+    view! {
+        <header class="topbar">
+            <a class="brand" href="/">"Tollgate"</a>
+            <label class="switcher">
+                <span class="visually-hidden">"Organization"</span>
+                <select
+                    aria-label="Organization"
+                    on:change=move |ev| {
+                        let id = event_target_value(&ev);
+                        if !id.is_empty() {
+                            navigate(&format!("/orgs/{id}"), Default::default());
+                        }
+                    }
+                >
+                    <option value="" selected=move || current().is_empty()>"Choose an organization"</option>
+                    {orgs.into_iter().map(|o| {
+                        let id = o.id.clone();
+                        view! { <option value=o.id.clone() selected=move || current() == id>{o.name}</option> }
+                    }).collect_view()}
+                </select>
+            </label>
+            <nav>
+                {move || {
+                    let id = current();
+                    let role = nav_role();
+                    (!id.is_empty()).then(|| {
+                        let seat = role.map(crate::policy::Seat::at_org);
+                        let may = |a| seat.is_some_and(|s| crate::policy::allows(a, s));
+                        view! {
+                            <a href=format!("/orgs/{id}")>"Overview"</a>
+                            {may(crate::policy::Action::ManageOrgMembers).then(|| view! { <a href=format!("/orgs/{id}/members")>"Members"</a> })}
+                            {may(crate::policy::Action::ViewAuditLog).then(|| view! { <a href=format!("/orgs/{id}/audit")>"Audit log"</a> })}
+                        }
+                    })
+                }}
+                <a href="/permissions">"Permissions"</a>
+                <a href="/account">{me.email.clone()}</a>
+                <button class="link" on:click=move |_| { sign_out_action.dispatch(SignOut {}); }>"Sign out"</button>
+            </nav>
+        </header>
+    }
+}
+

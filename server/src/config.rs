@@ -1,0 +1,170 @@
+//! Configuration: built-in defaults, then an optional TOML file, then
+//! `TOLLGATE_*` environment variables (and `DATABASE_URL`). Nothing is required.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use rand::RngCore;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    /// Address the console and APIs listen on.
+    pub listen: SocketAddr,
+    /// `sqlite://…` or `postgres://…`; default: a SQLite file in the data dir.
+    pub database_url: Option<String>,
+    /// Where the SQLite file and the generated server secret live.
+    pub data_dir: PathBuf,
+    /// Where the console is reached from outside (links, secure cookies).
+    pub public_url: Option<String>,
+    /// Where the built browser bundle is (`pkg/`).
+    pub site_root: PathBuf,
+    /// Sign-in attempts a minute per account, and per client address.
+    pub login_attempts_per_account: u32,
+    pub login_attempts_per_ip: u32,
+    /// The server secret; generated into the data dir when not given.
+    #[serde(skip_serializing)]
+    pub secret_key: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            database_url: None,
+            data_dir: PathBuf::from("data"),
+            public_url: None,
+            site_root: PathBuf::from("target/site"),
+            login_attempts_per_account: 5,
+            login_attempts_per_ip: 60,
+            secret_key: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("cannot use the data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+}
+
+impl Config {
+    /// Reads `file` if given (or `TOLLGATE_CONFIG`, or `./tollgate.toml` if it
+    /// exists), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("TOLLGATE_CONFIG").map(PathBuf::from))
+            .or_else(|| Some(PathBuf::from("tollgate.toml")).filter(|p| p.exists()));
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            fig = fig.merge(Toml::file_exact(f));
+        }
+        fig = fig
+            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database_url".into()))
+            .merge(Env::prefixed("TOLLGATE_").ignore(&["CONFIG"]));
+        fig.extract().map_err(|e| ConfigError::Parse(Box::new(e)))
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.data_dir.join("tollgate.db").display())
+        })
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    pub fn ensure_data_dir(&self) -> Result<(), ConfigError> {
+        std::fs::create_dir_all(&self.data_dir).map_err(|source| ConfigError::DataDir {
+            path: self.data_dir.clone(),
+            source,
+        })
+    }
+
+    /// The configured secret, or the one kept in the data dir (made on first start).
+    pub fn secret(&self) -> Result<SecretString, ConfigError> {
+        if let Some(s) = &self.secret_key {
+            return Ok(SecretString::from(s.clone()));
+        }
+        self.ensure_data_dir()?;
+        let path = self.data_dir.join("secret.key");
+        let io = |source| ConfigError::DataDir {
+            path: path.clone(),
+            source,
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => return Ok(SecretString::from(s.trim().to_owned())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        let mut bytes = [0_u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let secret = hex::encode(bytes);
+        write_private(&path, &secret).map_err(io)?;
+        Ok(SecretString::from(secret))
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file_and_env_overrides() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None)?;
+            assert_eq!(c.listen.to_string(), "127.0.0.1:3000");
+            assert_eq!(c.database_url(), "sqlite://data/tollgate.db");
+            jail.set_env("TOLLGATE_LISTEN", "127.0.0.1:4000");
+            jail.set_env("DATABASE_URL", "postgres://x@127.0.0.1/y");
+            jail.create_file("tollgate.toml", "public_url = \"https://gw.example.com/\"")?;
+            let c = Config::load(None)?;
+            assert_eq!(c.listen.to_string(), "127.0.0.1:4000");
+            assert_eq!(c.database_url(), "postgres://x@127.0.0.1/y");
+            assert_eq!(c.public_url(), "https://gw.example.com");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_secret_is_generated_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        use secrecy::ExposeSecret;
+        let a = c.secret().unwrap().expose_secret().to_owned();
+        let b = c.secret().unwrap().expose_secret().to_owned();
+        assert_eq!(a.len(), 64);
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,153 @@
+//! The Tollgate server: configuration, startup and routing of the console, its
+//! server functions and health checks; the operator CLI lives in `cli`.
+
+pub mod cli;
+pub mod config;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Request, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use leptos::config::LeptosOptions;
+use leptos::prelude::provide_context;
+use leptos_axum::{generate_route_list, handle_server_fns_with_context, LeptosRoutes};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use tollgate_app::core::auth::Throttle;
+use tollgate_app::core::db::{self, Db, SessionStore};
+use tollgate_app::core::state::AppState;
+use tollgate_app::{shell, App};
+use tower_http::trace::TraceLayer;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
+
+use crate::config::{Config, ConfigError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+}
+
+/// How long a session lives without use.
+const IDLE: time::Duration = time::Duration::hours(12);
+
+/// Opens the database and builds the shared state.
+pub async fn state(config: &Config) -> Result<AppState, StartError> {
+    let url = config.database_url();
+    if url.starts_with("sqlite:") {
+        config.ensure_data_dir()?;
+    }
+    let db = db::connect(&url).await?;
+    let mut leptos_options = LeptosOptions::builder()
+        .output_name("tollgate")
+        .site_root(config.site_root.to_string_lossy().as_ref())
+        .build();
+    leptos_options.site_addr = config.listen;
+    let nz = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+    Ok(AppState {
+        db,
+        public_url: config.public_url(),
+        secret: Arc::new(config.secret()?),
+        throttle: Throttle::new(
+            nz(config.login_attempts_per_account),
+            nz(config.login_attempts_per_ip),
+        ),
+        leptos_options,
+    })
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let routes = generate_route_list(App);
+    let secure = state.public_url.starts_with("https://");
+    let ctx = state.clone();
+    let shell_opts = state.leptos_options.clone();
+    let console = Router::new()
+        .route(
+            "/api/console/{*fn_name}",
+            get(server_fn_handler).post(server_fn_handler),
+        )
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || provide_context(ctx.clone()),
+            move || shell(shell_opts.clone()),
+        )
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .with_state(state.clone());
+    let console = with_sessions(console, &state.db, secure);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+        .merge(console)
+        .layer(TraceLayer::new_for_http())
+}
+
+fn with_sessions(router: Router, db: &Db, secure: bool) -> Router {
+    fn layer<S: tower_sessions::SessionStore + Clone>(store: S, secure: bool) -> SessionManagerLayer<S> {
+        SessionManagerLayer::new(store)
+            .with_name("tollgate_session")
+            .with_http_only(true)
+            .with_same_site(SameSite::Lax)
+            .with_secure(secure)
+            .with_expiry(Expiry::OnInactivity(IDLE))
+    }
+    match &db.sessions {
+        SessionStore::Sqlite(s) => router.layer(layer(s.clone(), secure)),
+        SessionStore::Postgres(s) => router.layer(layer(s.clone(), secure)),
+    }
+}
+
+async fn server_fn_handler(State(state): State<AppState>, req: Request<Body>) -> impl IntoResponse {
+    handle_server_fns_with_context(move || provide_context(state.clone()), req).await
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match sqlx::query("SELECT 1").execute(&state.db.pool).await {
+        Ok(_) => (StatusCode::OK, "ready"),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+        }
+    }
+}
+
+/// Deletes expired sessions in the background.
+pub fn spawn_session_cleanup(db: &Db) {
+    use tower_sessions::ExpiredDeletion;
+    let every = tokio::time::Duration::from_secs(3600);
+    match &db.sessions {
+        SessionStore::Sqlite(s) => {
+            tokio::spawn(s.clone().continuously_delete_expired(every));
+        }
+        SessionStore::Postgres(s) => {
+            tokio::spawn(s.clone().continuously_delete_expired(every));
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
