@@ -9,4 +9,4 @@ pub mod ui;
 #[cfg(feature = "ssr")]
 pub mod core;
 
-pub use ui::{App, shell};
+pub use ui::{shell, App};

@@ -383,7 +383,11 @@ mod tests {
             assert!(allows(*action, Seat::OrgOwner), "{action:?}");
         }
         for seat in [Seat::BillingManager, Seat::Viewer, Seat::OrgMemberNoProject] {
-            for a in [Action::ManageOwnKeys, Action::ManageProjectKeys, Action::CreateProject] {
+            for a in [
+                Action::ManageOwnKeys,
+                Action::ManageProjectKeys,
+                Action::CreateProject,
+            ] {
                 assert!(!allows(a, seat), "{seat:?} {a:?}");
             }
         }

@@ -11,7 +11,11 @@ use tollgate_app::core::{auth, db, now_ms, orgs, users};
 use tollgate_app::error::AppError;
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "Self-hosted LLM gateway with governance")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Self-hosted LLM gateway with governance"
+)]
 pub struct Cli {
     /// A TOML configuration file (else TOLLGATE_CONFIG, else ./tollgate.toml if present).
     #[arg(long, global = true)]
@@ -89,21 +93,37 @@ async fn run(config: &crate::config::Config, cmd: AdminCommand) -> Result<String
         AdminCommand::CreateOwner { email, org, name } => {
             let email = Email::parse("--email", &email).map_err(shown)?;
             let org_name = OrgName::parse("--org", &org).map_err(shown)?;
-            let default_name = email.as_str().split('@').next().unwrap_or("owner").to_owned();
-            let name = PersonName::parse("--name", name.as_deref().unwrap_or(&default_name)).map_err(shown)?;
+            let default_name = email
+                .as_str()
+                .split('@')
+                .next()
+                .unwrap_or("owner")
+                .to_owned();
+            let name = PersonName::parse("--name", name.as_deref().unwrap_or(&default_name))
+                .map_err(shown)?;
             let password = Password::parse("password", read_password()?).map_err(shown)?;
             let hash = auth::hash_password(password).await.map_err(shown)?;
             let now = now_ms();
             let mut tx = db.pool.begin().await.map_err(sql)?;
             // The instance counts as set up once an owner exists.
-            sqlx::query("INSERT INTO instance (id, setup_at) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(sql)?;
-            let done = auth::create_owner(&mut tx, &email, &name, &hash, &org_name, Some(Actor::cli()), now)
-                .await
-                .map_err(shown)?;
+            sqlx::query(
+                "INSERT INTO instance (id, setup_at) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql)?;
+            let done = auth::create_owner(
+                &mut tx,
+                &email,
+                &name,
+                &hash,
+                &org_name,
+                Some(Actor::cli()),
+                now,
+            )
+            .await
+            .map_err(shown)?;
             tx.commit().await.map_err(sql)?;
             Ok(format!(
                 "created {} as owner of organization '{}' ({})",
@@ -120,7 +140,9 @@ async fn run(config: &crate::config::Config, cmd: AdminCommand) -> Result<String
                 .await
                 .map_err(sql)?
                 .ok_or_else(|| format!("no user with email {}", email.as_str()))?;
-            users::set_password(&mut tx, &user.id, &hash, now).await.map_err(sql)?;
+            users::set_password(&mut tx, &user.id, &hash, now)
+                .await
+                .map_err(sql)?;
             for org in orgs::of_user(&mut tx, &user.id).await.map_err(sql)? {
                 audit::record(
                     &mut tx,
@@ -139,7 +161,10 @@ async fn run(config: &crate::config::Config, cmd: AdminCommand) -> Result<String
                 .map_err(sql)?;
             }
             tx.commit().await.map_err(sql)?;
-            Ok(format!("password of {} reset; their sessions have ended", user.email))
+            Ok(format!(
+                "password of {} reset; their sessions have ended",
+                user.email
+            ))
         }
         AdminCommand::VerifyAudit => {
             let mut conn = db.pool.acquire().await.map_err(sql)?;

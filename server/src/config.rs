@@ -49,7 +49,10 @@ pub enum ConfigError {
     #[error("configuration: {0}")]
     Parse(#[from] Box<figment::Error>),
     #[error("cannot use the data dir {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl Config {
@@ -65,15 +68,19 @@ impl Config {
             fig = fig.merge(Toml::file_exact(f));
         }
         fig = fig
-            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database_url".into()))
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database_url".into()),
+            )
             .merge(Env::prefixed("TOLLGATE_").ignore(&["CONFIG"]));
         fig.extract().map_err(|e| ConfigError::Parse(Box::new(e)))
     }
 
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", self.data_dir.join("tollgate.db").display())
-        })
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("tollgate.db").display()))
     }
 
     pub fn public_url(&self) -> String {
@@ -138,15 +145,19 @@ mod tests {
     use super::*;
 
     #[test]
+    #[expect(
+        clippy::result_large_err,
+        reason = "figment::Jail's closure type is figment's"
+    )]
     fn defaults_need_no_file_and_env_overrides() {
         figment::Jail::expect_with(|jail| {
-            let c = Config::load(None)?;
+            let c = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(c.listen.to_string(), "127.0.0.1:3000");
             assert_eq!(c.database_url(), "sqlite://data/tollgate.db");
             jail.set_env("TOLLGATE_LISTEN", "127.0.0.1:4000");
             jail.set_env("DATABASE_URL", "postgres://x@127.0.0.1/y");
             jail.create_file("tollgate.toml", "public_url = \"https://gw.example.com/\"")?;
-            let c = Config::load(None)?;
+            let c = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(c.listen.to_string(), "127.0.0.1:4000");
             assert_eq!(c.database_url(), "postgres://x@127.0.0.1/y");
             assert_eq!(c.public_url(), "https://gw.example.com");

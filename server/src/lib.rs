@@ -32,7 +32,10 @@ pub enum StartError {
     #[error(transparent)]
     Db(#[from] db::DbError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// How long a session lives without use.
@@ -92,7 +95,10 @@ pub fn router(state: AppState) -> Router {
 }
 
 fn with_sessions(router: Router, db: &Db, secure: bool) -> Router {
-    fn layer<S: tower_sessions::SessionStore + Clone>(store: S, secure: bool) -> SessionManagerLayer<S> {
+    fn layer<S: tower_sessions::SessionStore + Clone>(
+        store: S,
+        secure: bool,
+    ) -> SessionManagerLayer<S> {
         SessionManagerLayer::new(store)
             .with_name("tollgate_session")
             .with_http_only(true)

@@ -40,7 +40,8 @@ pub async fn list_audit_events(
     answer(
         async {
             let (state, _, scope) = authorize(&org_id, Action::ViewAuditLog).await?;
-            let nonempty = |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
+            let nonempty =
+                |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
             let (actor, action) = (nonempty(&actor), nonempty(&action));
             let mut conn = state.db.pool.acquire().await?;
             let mut rows = audit::list(
@@ -56,7 +57,11 @@ pub async fn list_audit_events(
             .await?;
             let more = rows.len() > usize::try_from(PAGE_SIZE).unwrap_or(usize::MAX);
             rows.truncate(usize::try_from(PAGE_SIZE).unwrap_or(usize::MAX));
-            let next_before = if more { rows.last().map(|r| r.seq) } else { None };
+            let next_before = if more {
+                rows.last().map(|r| r.seq)
+            } else {
+                None
+            };
             let (actors, actions) = audit::facets(&mut conn, &scope).await?;
             Ok(AuditPage {
                 events: rows

@@ -51,7 +51,8 @@ pub async fn setup(
             let name = PersonName::parse("name", &name)?;
             let org_name = OrgName::parse("org_name", &org_name)?;
             let password = Password::parse("password", password)?;
-            let done = crate::core::auth::setup(&state.db.pool, &email, &name, password, &org_name).await?;
+            let done = crate::core::auth::setup(&state.db.pool, &email, &name, password, &org_name)
+                .await?;
             start_session(&session().await?, &done.user).await?;
             Ok(SignedIn {
                 org_id: Some(done.org.id),
@@ -136,7 +137,10 @@ pub async fn current_user() -> Result<Me, AppError> {
 
 /// Changes the caller's password; every other session of theirs ends.
 #[server(prefix = "/api/console", endpoint = "change_password")]
-pub async fn change_password(current_password: String, new_password: String) -> Result<(), AppError> {
+pub async fn change_password(
+    current_password: String,
+    new_password: String,
+) -> Result<(), AppError> {
     use super::ssr::*;
     use crate::core::audit::{self, Actor, Change};
     use crate::core::domain::Password;
@@ -151,7 +155,10 @@ pub async fn change_password(current_password: String, new_password: String) -> 
                 users::password_hash(&mut conn, &user.id).await?
             };
             if !auth::verify_password(Password::for_check(current_password), hash).await? {
-                return Err(AppError::invalid("current_password", "is not your current password"));
+                return Err(AppError::invalid(
+                    "current_password",
+                    "is not your current password",
+                ));
             }
             let new_hash = auth::hash_password(new_password).await?;
             let now = now_ms();

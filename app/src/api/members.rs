@@ -55,7 +55,8 @@ fn view_of(i: crate::core::invitations::Invitation) -> InvitationView {
 
 #[cfg(feature = "ssr")]
 fn parse_role(raw: &str) -> Result<OrgRole, AppError> {
-    raw.parse().map_err(|e: String| AppError::invalid("role", e))
+    raw.parse()
+        .map_err(|e: String| AppError::invalid("role", e))
 }
 
 #[server(prefix = "/api/console", endpoint = "list_members")]
@@ -90,7 +91,8 @@ pub async fn list_invitations(org_id: String) -> Result<Vec<InvitationView>, App
         async {
             let (state, _, scope) = authorize(&org_id, Action::ManageOrgMembers).await?;
             let mut conn = state.db.pool.acquire().await?;
-            let rows = crate::core::invitations::pending(&mut conn, &scope, crate::core::now_ms()).await?;
+            let rows =
+                crate::core::invitations::pending(&mut conn, &scope, crate::core::now_ms()).await?;
             Ok(rows.into_iter().map(view_of).collect())
         }
         .await,
@@ -99,7 +101,11 @@ pub async fn list_invitations(org_id: String) -> Result<Vec<InvitationView>, App
 
 /// Invites an email with a role; the answer holds the one link that accepts it.
 #[server(prefix = "/api/console", endpoint = "invite_member")]
-pub async fn invite_member(org_id: String, email: String, role: String) -> Result<InvitationCreated, AppError> {
+pub async fn invite_member(
+    org_id: String,
+    email: String,
+    role: String,
+) -> Result<InvitationCreated, AppError> {
     use super::ssr::*;
     use crate::core::audit::{self, Actor, Change};
     use crate::core::domain::Email;
@@ -114,8 +120,14 @@ pub async fn invite_member(org_id: String, email: String, role: String) -> Resul
             let mut tx = state.db.pool.begin().await?;
             orgs::lock(&mut tx, scope.org_id()).await?;
             if let Some(existing) = users::by_email(&mut tx, &email).await? {
-                if members::membership(&mut tx, &existing.id, scope.org_id()).await?.is_some() {
-                    return Err(AppError::invalid("email", "is already a member of this organization"));
+                if members::membership(&mut tx, &existing.id, scope.org_id())
+                    .await?
+                    .is_some()
+                {
+                    return Err(AppError::invalid(
+                        "email",
+                        "is already a member of this organization",
+                    ));
                 }
             }
             // Said now rather than at acceptance, where it is checked again.
@@ -181,7 +193,11 @@ pub async fn revoke_invitation(org_id: String, invitation_id: String) -> Result<
 }
 
 #[server(prefix = "/api/console", endpoint = "change_member_role")]
-pub async fn change_member_role(org_id: String, user_id: String, role: String) -> Result<MemberView, AppError> {
+pub async fn change_member_role(
+    org_id: String,
+    user_id: String,
+    role: String,
+) -> Result<MemberView, AppError> {
     use super::ssr::*;
     use crate::core::audit::{self, Actor, Change};
     use crate::core::{members, now_ms};
@@ -202,7 +218,9 @@ pub async fn change_member_role(org_id: String, user_id: String, role: String) -
                         action: "member.role_changed",
                         resource_type: "user",
                         resource_id: &before.user_id,
-                        before: Some(serde_json::json!({ "email": before.email, "role": before.role })),
+                        before: Some(
+                            serde_json::json!({ "email": before.email, "role": before.role }),
+                        ),
                         after: Some(serde_json::json!({ "email": before.email, "role": role })),
                     },
                     now,
@@ -267,7 +285,11 @@ pub async fn invitation_info(token: String) -> Result<InvitationDetails, AppErro
             let mut conn = state.db.pool.acquire().await?;
             let inv = invitations::by_token(&mut conn, &token, now_ms())
                 .await?
-                .ok_or_else(|| AppError::not_found("invitation (it may have expired, been revoked or been used)"))?;
+                .ok_or_else(|| {
+                    AppError::not_found(
+                        "invitation (it may have expired, been revoked or been used)",
+                    )
+                })?;
             let org_name = crate::core::orgs::name_for_invitation(&mut conn, &inv).await?;
             let email = Email::parse("email", &inv.email)?;
             let account_exists = users::by_email(&mut conn, &email).await?.is_some();
@@ -286,7 +308,11 @@ pub async fn invitation_info(token: String) -> Result<InvitationDetails, AppErro
 /// Accepts an invitation: joins the invited account (its password proves it is
 /// theirs) or creates it, then signs in.
 #[server(prefix = "/api/console", endpoint = "accept_invitation")]
-pub async fn accept_invitation(token: String, name: String, password: String) -> Result<super::auth::SignedIn, AppError> {
+pub async fn accept_invitation(
+    token: String,
+    name: String,
+    password: String,
+) -> Result<super::auth::SignedIn, AppError> {
     use super::ssr::*;
     use crate::core::audit::{self, Actor, Change};
     use crate::core::domain::{Email, Password, PersonName};

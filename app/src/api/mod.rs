@@ -75,7 +75,10 @@ pub(crate) mod ssr {
         session.cycle_id().await.map_err(fail)?;
         session.insert(USER_KEY, &user.id).await.map_err(fail)?;
         session.insert(SINCE_KEY, now_ms()).await.map_err(fail)?;
-        session.insert(STAMP_KEY, user.password_changed_at).await.map_err(fail)?;
+        session
+            .insert(STAMP_KEY, user.password_changed_at)
+            .await
+            .map_err(fail)?;
         Ok(())
     }
 
@@ -103,7 +106,11 @@ pub(crate) mod ssr {
         let Some(uid) = session.get::<String>(USER_KEY).await.map_err(get)? else {
             return Err(AppError::Unauthenticated);
         };
-        let since = session.get::<i64>(SINCE_KEY).await.map_err(get)?.unwrap_or(0);
+        let since = session
+            .get::<i64>(SINCE_KEY)
+            .await
+            .map_err(get)?
+            .unwrap_or(0);
         let stamp = session.get::<i64>(STAMP_KEY).await.map_err(get)?;
         let mut conn = state.db.pool.acquire().await?;
         let user = users::by_id(&mut conn, &uid).await?;
@@ -132,7 +139,10 @@ pub(crate) mod ssr {
     }
 
     /// Signed in, a member of `org_id`, and allowed `action` there.
-    pub async fn authorize(org_id: &str, action: Action) -> Result<(AppState, User, OrgScope), AppError> {
+    pub async fn authorize(
+        org_id: &str,
+        action: Action,
+    ) -> Result<(AppState, User, OrgScope), AppError> {
         let (state, user, member) = member_of(org_id).await?;
         let scope = policy::authorize_org(&member, action)?;
         Ok((state, user, scope))
@@ -167,7 +177,10 @@ mod tests {
     #[test]
     fn times_format_in_utc() {
         assert_eq!(super::format_time(0), "1970-01-01 00:00 UTC");
-        assert_eq!(super::format_time(1_795_435_020_000), "2026-11-23 11:57 UTC");
+        assert_eq!(
+            super::format_time(1_795_435_020_000),
+            "2026-11-23 11:57 UTC"
+        );
         assert_eq!(super::format_time(951_782_400_000), "2000-02-29 00:00 UTC");
     }
 }

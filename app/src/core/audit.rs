@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{AnyConnection, QueryBuilder, Row};
+use sqlx::{AnyConnection, Row};
 
 use crate::policy::OrgScope;
 
@@ -64,7 +64,12 @@ fn hash_of(h: &Hashed<'_>) -> String {
 
 /// Appends an event in the caller's transaction, so that the change and its
 /// record commit together.
-pub async fn record(conn: &mut AnyConnection, actor: &Actor, change: Change<'_>, at: i64) -> Result<(), sqlx::Error> {
+pub async fn record(
+    conn: &mut AnyConnection,
+    actor: &Actor,
+    change: Change<'_>,
+    at: i64,
+) -> Result<(), sqlx::Error> {
     // Lock the head first: appends are serial on both databases.
     sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1")
         .execute(&mut *conn)
@@ -136,23 +141,25 @@ pub struct Filter<'a> {
 }
 
 /// One organization's events, newest first.
-pub async fn list(conn: &mut AnyConnection, scope: &OrgScope, f: &Filter<'_>) -> Result<Vec<EventRow>, sqlx::Error> {
-    let mut q = QueryBuilder::new(
+pub async fn list(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
+    f: &Filter<'_>,
+) -> Result<Vec<EventRow>, sqlx::Error> {
+    // One static statement (QueryBuilder on `Any` writes `?`, which PostgreSQL
+    // rejects); absent filters are bound as NULL.
+    let rows = sqlx::query(
         "SELECT seq, at, actor_label, action, resource_type, resource_id, before_json, after_json \
-         FROM audit_events WHERE org_id = ",
-    );
-    q.push_bind(scope.org_id());
-    if let Some(actor) = f.actor {
-        q.push(" AND actor_label = ").push_bind(actor);
-    }
-    if let Some(action) = f.action {
-        q.push(" AND action = ").push_bind(action);
-    }
-    if let Some(seq) = f.before_seq {
-        q.push(" AND seq < ").push_bind(seq);
-    }
-    q.push(" ORDER BY seq DESC LIMIT ").push_bind(f.limit);
-    let rows = q.build().fetch_all(&mut *conn).await?;
+         FROM audit_events WHERE org_id = $1 AND ($2 IS NULL OR actor_label = $2) \
+         AND ($3 IS NULL OR action = $3) AND seq < $4 ORDER BY seq DESC LIMIT $5",
+    )
+    .bind(scope.org_id())
+    .bind(f.actor)
+    .bind(f.action)
+    .bind(f.before_seq.unwrap_or(i64::MAX))
+    .bind(f.limit)
+    .fetch_all(&mut *conn)
+    .await?;
     rows.iter()
         .map(|r| {
             Ok(EventRow {
@@ -170,15 +177,22 @@ pub async fn list(conn: &mut AnyConnection, scope: &OrgScope, f: &Filter<'_>) ->
 }
 
 /// The distinct actors and actions of one organization, for the filters.
-pub async fn facets(conn: &mut AnyConnection, scope: &OrgScope) -> Result<(Vec<String>, Vec<String>), sqlx::Error> {
-    let actors = sqlx::query_scalar("SELECT DISTINCT actor_label FROM audit_events WHERE org_id = $1 ORDER BY actor_label")
-        .bind(scope.org_id())
-        .fetch_all(&mut *conn)
-        .await?;
-    let actions = sqlx::query_scalar("SELECT DISTINCT action FROM audit_events WHERE org_id = $1 ORDER BY action")
-        .bind(scope.org_id())
-        .fetch_all(&mut *conn)
-        .await?;
+pub async fn facets(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
+) -> Result<(Vec<String>, Vec<String>), sqlx::Error> {
+    let actors = sqlx::query_scalar(
+        "SELECT DISTINCT actor_label FROM audit_events WHERE org_id = $1 ORDER BY actor_label",
+    )
+    .bind(scope.org_id())
+    .fetch_all(&mut *conn)
+    .await?;
+    let actions = sqlx::query_scalar(
+        "SELECT DISTINCT action FROM audit_events WHERE org_id = $1 ORDER BY action",
+    )
+    .bind(scope.org_id())
+    .fetch_all(&mut *conn)
+    .await?;
     Ok((actors, actions))
 }
 
@@ -191,7 +205,9 @@ pub enum ChainBreak {
     Link { seq: i64 },
     #[error("event {seq}: its content does not match its hash (edited)")]
     Content { seq: i64 },
-    #[error("the chain ends at event {last} but its head says {head} (events removed from the end)")]
+    #[error(
+        "the chain ends at event {last} but its head says {head} (events removed from the end)"
+    )]
     Head { last: i64, head: i64 },
 }
 
@@ -249,7 +265,10 @@ pub async fn verify(conn: &mut AnyConnection) -> Result<Result<i64, ChainBreak>,
     let head_hash: String = head.try_get("hash")?;
     let last = expected - 1;
     if head_seq != last || head_hash != prev {
-        return Ok(Err(ChainBreak::Head { last, head: head_seq }));
+        return Ok(Err(ChainBreak::Head {
+            last,
+            head: head_seq,
+        }));
     }
     Ok(Ok(last))
 }

@@ -73,7 +73,9 @@ impl Throttle {
         if let Some(ip) = ip {
             self.per_ip.check_key(&ip).map_err(wait)?;
         }
-        self.per_account.check_key(&account.to_owned()).map_err(wait)?;
+        self.per_account
+            .check_key(&account.to_owned())
+            .map_err(wait)?;
         Ok(())
     }
 }
@@ -145,7 +147,10 @@ pub async fn create_owner(
     let user = match users::insert(conn, email, name, password_hash, now).await {
         Ok(u) => u,
         Err(e) if super::db::is_unique_violation(&e) => {
-            return Err(AppError::invalid("email", "an account with this email already exists"))
+            return Err(AppError::invalid(
+                "email",
+                "an account with this email already exists",
+            ))
         }
         Err(e) => return Err(e.into()),
     };

@@ -1,7 +1,7 @@
 //! Connecting to SQLite or PostgreSQL through one `AnyPool`, and running the
 //! migrations embedded for each. SQL here uses `$N` parameters, which both accept.
 
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use std::str::FromStr;
 
@@ -95,7 +95,9 @@ pub async fn connect(url: &str) -> Result<Db, DbError> {
     migrator.run(&pool).await.map_err(DbError::Migrate)?;
     let sessions = match backend {
         Backend::Sqlite => {
-            let p = sqlx::SqlitePool::connect(url).await.map_err(DbError::Connect)?;
+            let p = sqlx::SqlitePool::connect(url)
+                .await
+                .map_err(DbError::Connect)?;
             let store = tower_sessions_sqlx_store::SqliteStore::new(p);
             store.migrate().await.map_err(DbError::Sessions)?;
             SessionStore::Sqlite(store)

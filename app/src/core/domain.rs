@@ -23,7 +23,10 @@ impl Email {
         if valid {
             Ok(Email(s))
         } else {
-            Err(AppError::invalid(field, "must be an email address such as ada@example.com"))
+            Err(AppError::invalid(
+                field,
+                "must be an email address such as ada@example.com",
+            ))
         }
     }
 
@@ -70,10 +73,16 @@ fn name(field: &str, raw: &str, max: usize) -> Result<String, AppError> {
         return Err(AppError::invalid(field, "must not be empty"));
     }
     if s.chars().count() > max {
-        return Err(AppError::invalid(field, format!("must be at most {max} characters")));
+        return Err(AppError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     if s.chars().any(char::is_control) {
-        return Err(AppError::invalid(field, "must not contain control characters"));
+        return Err(AppError::invalid(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(s.to_owned())
 }
@@ -108,8 +117,13 @@ mod tests {
 
     #[test]
     fn emails_are_lowercased_and_checked() {
-        assert_eq!(Email::parse("email", " Ada@Example.COM ").map(|e| e.0), Ok("ada@example.com".into()));
-        for bad in ["", "ada", "ada@", "@x.io", "a@b", "a b@x.io", "a@@x.io", "a@x."] {
+        assert_eq!(
+            Email::parse("email", " Ada@Example.COM ").map(|e| e.0),
+            Ok("ada@example.com".into())
+        );
+        for bad in [
+            "", "ada", "ada@", "@x.io", "a@b", "a b@x.io", "a@@x.io", "a@x.",
+        ] {
             assert!(Email::parse("email", bad).is_err(), "{bad}");
         }
     }
@@ -125,7 +139,10 @@ mod tests {
 
     #[test]
     fn names_are_trimmed_and_bounded() {
-        assert_eq!(OrgName::parse("name", "  Acme ").map(|n| n.0), Ok("Acme".into()));
+        assert_eq!(
+            OrgName::parse("name", "  Acme ").map(|n| n.0),
+            Ok("Acme".into())
+        );
         assert!(OrgName::parse("name", "   ").is_err());
         assert!(OrgName::parse("name", &"x".repeat(101)).is_err());
     }

@@ -85,7 +85,11 @@ pub async fn create(
 }
 
 /// Invitations not yet accepted, revoked or expired.
-pub async fn pending(conn: &mut AnyConnection, scope: &OrgScope, now: i64) -> Result<Vec<Invitation>, sqlx::Error> {
+pub async fn pending(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
+    now: i64,
+) -> Result<Vec<Invitation>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, org_id, email, role, created_at, expires_at FROM invitations \
          WHERE org_id = $1 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $2 \
@@ -122,7 +126,11 @@ pub async fn revoke(
 }
 
 /// The invitation a token opens, if it is still pending and unexpired.
-pub async fn by_token(conn: &mut AnyConnection, token: &str, now: i64) -> Result<Option<Invitation>, sqlx::Error> {
+pub async fn by_token(
+    conn: &mut AnyConnection,
+    token: &str,
+    now: i64,
+) -> Result<Option<Invitation>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT id, org_id, email, role, created_at, expires_at FROM invitations \
          WHERE token_hash = $1 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $2",
@@ -135,7 +143,12 @@ pub async fn by_token(conn: &mut AnyConnection, token: &str, now: i64) -> Result
 }
 
 /// Marks an invitation used; fails if it was used or revoked meanwhile.
-pub async fn mark_accepted(conn: &mut AnyConnection, id: &str, user_id: &str, now: i64) -> Result<(), AppError> {
+pub async fn mark_accepted(
+    conn: &mut AnyConnection,
+    id: &str,
+    user_id: &str,
+    now: i64,
+) -> Result<(), AppError> {
     let done = sqlx::query(
         "UPDATE invitations SET accepted_at = $1, accepted_by = $2 \
          WHERE id = $3 AND accepted_at IS NULL AND revoked_at IS NULL",

@@ -42,7 +42,21 @@ pub async fn membership(
     .transpose()
 }
 
-pub async fn list(conn: &mut AnyConnection, scope: &OrgScope) -> Result<Vec<MemberRow>, sqlx::Error> {
+fn member_of_row(r: &sqlx::any::AnyRow) -> Result<MemberRow, sqlx::Error> {
+    let role: String = r.try_get("role")?;
+    Ok(MemberRow {
+        user_id: r.try_get("id")?,
+        email: r.try_get("email")?,
+        name: r.try_get("name")?,
+        role: role_of(&role)?,
+        joined_at: r.try_get("created_at")?,
+    })
+}
+
+pub async fn list(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
+) -> Result<Vec<MemberRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT u.id, u.email, u.name, m.role, m.created_at FROM org_members m \
          JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 ORDER BY u.email",
@@ -50,47 +64,30 @@ pub async fn list(conn: &mut AnyConnection, scope: &OrgScope) -> Result<Vec<Memb
     .bind(scope.org_id())
     .fetch_all(&mut *conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            let role: String = r.try_get("role")?;
-            Ok(MemberRow {
-                user_id: r.try_get("id")?,
-                email: r.try_get("email")?,
-                name: r.try_get("name")?,
-                role: role_of(&role)?,
-                joined_at: r.try_get("created_at")?,
-            })
-        })
-        .collect()
+    rows.iter().map(member_of_row).collect()
 }
 
-pub async fn get(conn: &mut AnyConnection, scope: &OrgScope, user_id: &str) -> Result<Option<MemberRow>, sqlx::Error> {
-    Ok(list_one(conn, scope.org_id(), user_id).await?)
-}
-
-async fn list_one(conn: &mut AnyConnection, org_id: &str, user_id: &str) -> Result<Option<MemberRow>, sqlx::Error> {
+pub async fn get(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
+    user_id: &str,
+) -> Result<Option<MemberRow>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT u.id, u.email, u.name, m.role, m.created_at FROM org_members m \
          JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 AND m.user_id = $2",
     )
-    .bind(org_id)
+    .bind(scope.org_id())
     .bind(user_id)
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(|r| {
-        let role: String = r.try_get("role")?;
-        Ok(MemberRow {
-            user_id: r.try_get("id")?,
-            email: r.try_get("email")?,
-            name: r.try_get("name")?,
-            role: role_of(&role)?,
-            joined_at: r.try_get("created_at")?,
-        })
-    })
-    .transpose()
+    row.as_ref().map(member_of_row).transpose()
 }
 
-async fn count_role(conn: &mut AnyConnection, org_id: &str, role: OrgRole) -> Result<i64, sqlx::Error> {
+async fn count_role(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    role: OrgRole,
+) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COUNT(*) FROM org_members WHERE org_id = $1 AND role = $2")
         .bind(org_id)
         .bind(role.as_str())
@@ -100,7 +97,11 @@ async fn count_role(conn: &mut AnyConnection, org_id: &str, role: OrgRole) -> Re
 
 /// Fails when one more holder of `role` would break its per-organization cap.
 /// Call inside a transaction that holds `orgs::lock`.
-pub async fn check_room_for(conn: &mut AnyConnection, org_id: &str, role: OrgRole) -> Result<(), AppError> {
+pub async fn check_room_for(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    role: OrgRole,
+) -> Result<(), AppError> {
     if let Some(max) = role.max_per_org() {
         let n = count_role(conn, org_id, role).await?;
         if usize::try_from(n).unwrap_or(usize::MAX) >= max {
@@ -114,7 +115,11 @@ pub async fn check_room_for(conn: &mut AnyConnection, org_id: &str, role: OrgRol
 }
 
 /// Fails when taking the owner role away from `current` would leave none.
-async fn check_not_last_owner(conn: &mut AnyConnection, org_id: &str, current: OrgRole) -> Result<(), AppError> {
+async fn check_not_last_owner(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    current: OrgRole,
+) -> Result<(), AppError> {
     if current == OrgRole::Owner && count_role(conn, org_id, OrgRole::Owner).await? <= 1 {
         return Err(AppError::conflict(
             "an organization always keeps at least one owner; make someone else owner first",
@@ -132,18 +137,20 @@ pub async fn insert(
     now: i64,
 ) -> Result<(), AppError> {
     check_room_for(conn, org_id, role).await?;
-    let res = sqlx::query("INSERT INTO org_members (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(org_id)
-        .bind(user_id)
-        .bind(role.as_str())
-        .bind(now)
-        .execute(&mut *conn)
-        .await;
+    let res = sqlx::query(
+        "INSERT INTO org_members (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(org_id)
+    .bind(user_id)
+    .bind(role.as_str())
+    .bind(now)
+    .execute(&mut *conn)
+    .await;
     match res {
         Ok(_) => Ok(()),
-        Err(e) if super::db::is_unique_violation(&e) => {
-            Err(AppError::conflict("that user is already a member of this organization"))
-        }
+        Err(e) if super::db::is_unique_violation(&e) => Err(AppError::conflict(
+            "that user is already a member of this organization",
+        )),
         Err(e) => Err(e.into()),
     }
 }
@@ -175,7 +182,11 @@ pub async fn set_role(
 }
 
 /// Removes a member, keeping the last owner. Returns the removed row.
-pub async fn remove(conn: &mut AnyConnection, scope: &OrgScope, user_id: &str) -> Result<MemberRow, AppError> {
+pub async fn remove(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
+    user_id: &str,
+) -> Result<MemberRow, AppError> {
     super::orgs::lock(conn, scope.org_id()).await?;
     let before = get(conn, scope, user_id)
         .await?

@@ -19,14 +19,20 @@ pub struct MyOrg {
     pub role: OrgRole,
 }
 
-pub async fn insert(conn: &mut AnyConnection, name: &OrgName, now: i64) -> Result<Org, sqlx::Error> {
+pub async fn insert(
+    conn: &mut AnyConnection,
+    name: &OrgName,
+    now: i64,
+) -> Result<Org, sqlx::Error> {
     let id = super::new_id();
-    sqlx::query("INSERT INTO organizations (id, name, created_at, updated_at) VALUES ($1, $2, $3, $3)")
-        .bind(&id)
-        .bind(name.as_str())
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO organizations (id, name, created_at, updated_at) VALUES ($1, $2, $3, $3)",
+    )
+    .bind(&id)
+    .bind(name.as_str())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
     Ok(Org {
         id,
         name: name.as_str().to_owned(),
@@ -48,10 +54,12 @@ pub async fn get(conn: &mut AnyConnection, scope: &OrgScope) -> Result<Option<Or
 }
 
 pub async fn by_name(conn: &mut AnyConnection, name: &str) -> Result<Option<Org>, sqlx::Error> {
-    let row = sqlx::query("SELECT id, name FROM organizations WHERE name = $1 ORDER BY created_at LIMIT 1")
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row = sqlx::query(
+        "SELECT id, name FROM organizations WHERE name = $1 ORDER BY created_at LIMIT 1",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
     row.map(|r| {
         Ok(Org {
             id: r.try_get("id")?,
@@ -61,7 +69,12 @@ pub async fn by_name(conn: &mut AnyConnection, name: &str) -> Result<Option<Org>
     .transpose()
 }
 
-pub async fn rename(conn: &mut AnyConnection, scope: &OrgScope, name: &OrgName, now: i64) -> Result<(), sqlx::Error> {
+pub async fn rename(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
+    name: &OrgName,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE organizations SET name = $1, updated_at = $2 WHERE id = $3")
         .bind(name.as_str())
         .bind(now)

@@ -64,7 +64,10 @@ pub async fn by_id(conn: &mut AnyConnection, id: &str) -> Result<Option<User>, s
         .transpose()
 }
 
-pub async fn by_email(conn: &mut AnyConnection, email: &Email) -> Result<Option<User>, sqlx::Error> {
+pub async fn by_email(
+    conn: &mut AnyConnection,
+    email: &Email,
+) -> Result<Option<User>, sqlx::Error> {
     sqlx::query("SELECT id, email, name, password_changed_at FROM users WHERE email = $1")
         .bind(email.as_str())
         .fetch_optional(&mut *conn)
@@ -93,7 +96,10 @@ pub async fn credentials(
     .transpose()
 }
 
-pub async fn password_hash(conn: &mut AnyConnection, id: &str) -> Result<Option<String>, sqlx::Error> {
+pub async fn password_hash(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *conn)

@@ -5,10 +5,10 @@ use leptos_router::components::{Redirect, A};
 use leptos_router::hooks::use_params_map;
 
 use super::{error_of, go, Shell};
-use crate::api::auth::{setup_status, ChangePassword, SignIn, Setup, SignedIn};
+use crate::api::auth::{setup_status, ChangePassword, Setup, SignIn, SignedIn};
+use crate::api::format_time;
 use crate::api::members::{invitation_info, AcceptInvitation};
 use crate::api::orgs::CreateOrg;
-use crate::api::format_time;
 use crate::error::AppError;
 
 /// After a successful sign-in-like action, load the console afresh.
@@ -25,7 +25,11 @@ fn on_signed_in(value: impl Fn() -> Option<Result<SignedIn, AppError>> + Send + 
 
 /// A password field with a "show" toggle (a control that works only once hydrated).
 #[component]
-fn PasswordField(name: &'static str, label: &'static str, #[prop(optional)] autocomplete: &'static str) -> impl IntoView {
+fn PasswordField(
+    name: &'static str,
+    label: &'static str,
+    #[prop(optional)] autocomplete: &'static str,
+) -> impl IntoView {
     let shown = RwSignal::new(false);
     view! {
         <label>

@@ -13,7 +13,14 @@ pub fn AuditPage() -> impl IntoView {
     let query = use_query_map();
     let get = move |k: &str| query.read().get(k).filter(|v| !v.is_empty());
     let page = Resource::new(
-        move || (org_id.get(), get("actor"), get("action"), get("before").and_then(|b| b.parse::<i64>().ok())),
+        move || {
+            (
+                org_id.get(),
+                get("actor"),
+                get("action"),
+                get("before").and_then(|b| b.parse::<i64>().ok()),
+            )
+        },
         |(org, actor, action, before)| list_audit_events(org, actor, action, before),
     );
     view! {
@@ -74,7 +81,9 @@ pub fn AuditPage() -> impl IntoView {
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -28,7 +28,14 @@ pub fn MembersPage() -> impl IntoView {
         |(id, _, _)| list_members(id),
     );
     let invitations = Resource::new(
-        move || (org_id.get(), invite.version().get(), revoke.version().get(), change.version().get()),
+        move || {
+            (
+                org_id.get(),
+                invite.version().get(),
+                revoke.version().get(),
+                change.version().get(),
+            )
+        },
         |(id, _, _, _)| list_invitations(id),
     );
     let copied = RwSignal::new(false);

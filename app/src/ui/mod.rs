@@ -102,7 +102,10 @@ pub(crate) fn org_param() -> Memo<String> {
 /// The signed-in frame: header with the organization switcher and navigation.
 /// Without a session it sends the visitor to sign in.
 #[component]
-pub(crate) fn Shell(#[prop(optional)] org_id: Option<Memo<String>>, children: ChildrenFn) -> impl IntoView {
+pub(crate) fn Shell(
+    #[prop(optional)] org_id: Option<Memo<String>>,
+    children: ChildrenFn,
+) -> impl IntoView {
     let me = Resource::new(|| (), |_| current_user());
     let children = StoredValue::new(children);
     view! {
@@ -179,4 +182,3 @@ fn Header(me: Me, org_id: Option<Memo<String>>) -> impl IntoView {
         </header>
     }
 }
-

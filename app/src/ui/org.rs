@@ -10,7 +10,10 @@ use crate::policy::{allows, Action, Seat};
 pub fn OrgPage() -> impl IntoView {
     let org_id = org_param();
     let rename = ServerAction::<RenameOrg>::new();
-    let org = Resource::new(move || (org_id.get(), rename.version().get()), |(id, _)| get_org(id));
+    let org = Resource::new(
+        move || (org_id.get(), rename.version().get()),
+        |(id, _)| get_org(id),
+    );
     view! {
         <Shell org_id=org_id>
             <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>

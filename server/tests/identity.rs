@@ -1,0 +1,642 @@
+//! Setup, sign-in, sessions, invitations and the membership rules, over HTTP.
+
+#![expect(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
+
+mod common;
+
+use common::{Backend, TestApp, MEMBER_PASSWORD, OWNER_PASSWORD};
+use sqlx::Row;
+
+async fn racing_setups_have_one_winner(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let calls = (0..8).map(|i| {
+        let app = &app;
+        async move {
+            let c = app.client();
+            let email = format!("racer{i}@example.com");
+            app.call(
+                &c,
+                "setup",
+                &[
+                    ("email", &email),
+                    ("name", "R"),
+                    ("password", OWNER_PASSWORD),
+                    ("org_name", "Race"),
+                ],
+            )
+            .await
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let wins = results.iter().filter(|(s, _)| *s == 200).count();
+    let conflicts: Vec<_> = results.iter().filter(|(s, _)| *s == 409).collect();
+    assert_eq!(wins, 1, "{results:?}");
+    assert_eq!(conflicts.len(), 7, "{results:?}");
+    assert!(conflicts[0].1["message"]
+        .as_str()
+        .unwrap()
+        .contains("setup is already done"));
+    let mut db = app.sql().await;
+    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    let orgs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!((users, orgs), (1, 1));
+    // Closed for good.
+    let c = app.client();
+    assert_eq!(
+        app.ok(&c, "setup_status", &[]).await,
+        serde_json::json!(false)
+    );
+    let (status, _) = app
+        .call(
+            &c,
+            "setup",
+            &[
+                ("email", "late@example.com"),
+                ("name", "L"),
+                ("password", OWNER_PASSWORD),
+                ("org_name", "X"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 409);
+}
+both!(racing_setups_have_one_winner);
+
+async fn setup_validates_each_field(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let c = app.client();
+    let cases = [
+        (("not-an-email", "Ada", OWNER_PASSWORD, "Acme"), "email"),
+        (("ada@example.com", " ", OWNER_PASSWORD, "Acme"), "name"),
+        (("ada@example.com", "Ada", "short", "Acme"), "password"),
+        (("ada@example.com", "Ada", OWNER_PASSWORD, ""), "org_name"),
+    ];
+    for ((email, name, password, org), field) in cases {
+        let (status, body) = app
+            .call(
+                &c,
+                "setup",
+                &[
+                    ("email", email),
+                    ("name", name),
+                    ("password", password),
+                    ("org_name", org),
+                ],
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["code"], "invalid");
+        assert_eq!(body["field"], field, "{body}");
+    }
+    assert_eq!(
+        app.ok(&c, "setup_status", &[]).await,
+        serde_json::json!(true)
+    );
+}
+both!(setup_validates_each_field);
+
+async fn owner_and_billing_limits_and_the_last_owner(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, org) = app.setup("o1@example.com", OWNER_PASSWORD).await;
+    let owner_id = app.user_id(&owner).await;
+    // The sole owner can neither demote nor remove themself.
+    let (status, body) = app
+        .call(
+            &owner,
+            "change_member_role",
+            &[("org_id", &org), ("user_id", &owner_id), ("role", "member")],
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("at least one owner"),
+        "{body}"
+    );
+    let (status, _) = app
+        .call(
+            &owner,
+            "remove_member",
+            &[("org_id", &org), ("user_id", &owner_id)],
+        )
+        .await;
+    assert_eq!(status, 409);
+
+    // Four more owners make five; a sixth is refused at invitation...
+    for i in 2..=5 {
+        app.add_member(&owner, &org, &format!("o{i}@example.com"), "owner")
+            .await;
+    }
+    let (status, body) = app
+        .call(
+            &owner,
+            "invite_member",
+            &[
+                ("org_id", &org),
+                ("email", "o6@example.com"),
+                ("role", "owner"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "role");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 5 owners"),
+        "{body}"
+    );
+    // ...and at promotion.
+    let m = app
+        .add_member(&owner, &org, "m@example.com", "member")
+        .await;
+    let m_id = app.user_id(&m).await;
+    let (status, body) = app
+        .call(
+            &owner,
+            "change_member_role",
+            &[("org_id", &org), ("user_id", &m_id), ("role", "owner")],
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("at most 5 owners"));
+    // With five owners, one may step down.
+    app.ok(
+        &owner,
+        "change_member_role",
+        &[("org_id", &org), ("user_id", &owner_id), ("role", "member")],
+    )
+    .await;
+    let o2 = app.sign_in("o2@example.com", MEMBER_PASSWORD).await;
+
+    // Three billing managers, not four.
+    for i in 1..=3 {
+        app.add_member(&o2, &org, &format!("b{i}@example.com"), "billing")
+            .await;
+    }
+    let (status, body) = app
+        .call(
+            &o2,
+            "change_member_role",
+            &[("org_id", &org), ("user_id", &m_id), ("role", "billing")],
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 3 billings"),
+        "{body}"
+    );
+
+    // An invitation accepted after the cap filled up is refused then, too.
+    let owners_before: i64 = {
+        let mut db = app.sql().await;
+        sqlx::query_scalar("SELECT COUNT(*) FROM org_members WHERE org_id = $1 AND role = 'owner'")
+            .bind(&org)
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    };
+    assert_eq!(owners_before, 4);
+    let token = app
+        .invite(&o2, &org, "late-owner@example.com", "owner")
+        .await;
+    // Room was there at invitation; o1's return to owner fills it before acceptance.
+    app.ok(
+        &o2,
+        "change_member_role",
+        &[("org_id", &org), ("user_id", &owner_id), ("role", "owner")],
+    )
+    .await;
+    let c = app.client();
+    let (status, body) = app
+        .call(
+            &c,
+            "accept_invitation",
+            &[
+                ("token", &token),
+                ("name", "Late"),
+                ("password", MEMBER_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("at most 5 owners"));
+    let mut db = app.sql().await;
+    let late: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE email = 'late-owner@example.com'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(late, 0, "a refused acceptance leaves no account behind");
+}
+both!(owner_and_billing_limits_and_the_last_owner);
+
+async fn invitations_join_existing_accounts_and_work_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, org_a) = app.setup("owner@example.com", OWNER_PASSWORD).await;
+    let bob = app
+        .add_member(&owner, &org_a, "bob@example.com", "member")
+        .await;
+    let org_b = app.ok(&bob, "create_org", &[("name", "Bob's")]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Bob invites the owner (an existing account) into his organization.
+    let token = app
+        .invite(&bob, &org_b, "OWNER@example.com", "viewer")
+        .await;
+    let anon = app.client();
+    let info = app.ok(&anon, "invitation_info", &[("token", &token)]).await;
+    assert_eq!(info["account_exists"], true);
+    assert_eq!(info["org_name"], "Bob's");
+    assert_eq!(info["email"], "owner@example.com");
+    let (status, body) = app
+        .call(
+            &anon,
+            "accept_invitation",
+            &[
+                ("token", &token),
+                ("name", ""),
+                ("password", "not the password"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("password")),
+        "{body}"
+    );
+    app.ok(
+        &anon,
+        "accept_invitation",
+        &[
+            ("token", &token),
+            ("name", ""),
+            ("password", OWNER_PASSWORD),
+        ],
+    )
+    .await;
+    let me = app.ok(&anon, "current_user", &[]).await;
+    let roles: Vec<_> = me["orgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(me["email"], "owner@example.com");
+    assert_eq!(roles.len(), 2, "{me}");
+    // Used once: gone.
+    let (status, _) = app
+        .call(&app.client(), "invitation_info", &[("token", &token)])
+        .await;
+    assert_eq!(status, 404);
+    // A revoked invitation does not open.
+    let token = app
+        .invite(&owner, &org_a, "carol@example.com", "member")
+        .await;
+    let inv_id = app
+        .ok(&owner, "list_invitations", &[("org_id", &org_a)])
+        .await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.ok(
+        &owner,
+        "revoke_invitation",
+        &[("org_id", &org_a), ("invitation_id", &inv_id)],
+    )
+    .await;
+    let (status, _) = app
+        .call(
+            &app.client(),
+            "accept_invitation",
+            &[
+                ("token", &token),
+                ("name", "C"),
+                ("password", MEMBER_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(status, 404);
+    // Only the hash of a token is stored.
+    let mut db = app.sql().await;
+    let stored: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM invitations")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert!(!stored.contains(&token));
+    // Inviting someone who is already a member names the field.
+    let (status, body) = app
+        .call(
+            &owner,
+            "invite_member",
+            &[
+                ("org_id", &org_a),
+                ("email", "bob@example.com"),
+                ("role", "member"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("email")),
+        "{body}"
+    );
+    let (status, body) = app
+        .call(
+            &owner,
+            "invite_member",
+            &[
+                ("org_id", &org_a),
+                ("email", "dan@example.com"),
+                ("role", "admin"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("role")),
+        "{body}"
+    );
+}
+both!(invitations_join_existing_accounts_and_work_once);
+
+async fn sessions_rotate_expire_and_end_on_password_change(backend: Backend) {
+    // More sign-ins than the default throttle allows a minute for one account.
+    let app = TestApp::spawn_with(backend, |c| c.login_attempts_per_account = 50).await;
+    app.setup("ada@example.com", OWNER_PASSWORD).await;
+    // Cookie flags.
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/console/sign_in", app.url))
+        .form(&[("email", "ada@example.com"), ("password", OWNER_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("tollgate_session="), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("Secure"),
+        "plain http on localhost: {cookie}"
+    );
+    let first_id = cookie.split(';').next().unwrap().to_owned();
+    // Signing in again (a planted or old session) gets a new id; the old one is dead.
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/console/sign_in", app.url))
+        .header("cookie", &first_id)
+        .form(&[("email", "ada@example.com"), ("password", OWNER_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    let second_id = res.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_ne!(first_id, second_id);
+    let old = reqwest::Client::new()
+        .post(format!("{}/api/console/current_user", app.url))
+        .header("cookie", &first_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status().as_u16(), 401);
+
+    // Changing the password ends the other sessions, keeps this one.
+    let a = app.sign_in("ada@example.com", OWNER_PASSWORD).await;
+    let b = app.sign_in("ada@example.com", OWNER_PASSWORD).await;
+    let (status, body) = app
+        .call(
+            &a,
+            "change_password",
+            &[
+                ("current_password", "wrong-password"),
+                ("new_password", "a brand new password"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("current_password"))
+    );
+    let (status, body) = app
+        .call(
+            &a,
+            "change_password",
+            &[
+                ("current_password", OWNER_PASSWORD),
+                ("new_password", "short"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("new_password"))
+    );
+    app.ok(
+        &a,
+        "change_password",
+        &[
+            ("current_password", OWNER_PASSWORD),
+            ("new_password", "a brand new password"),
+        ],
+    )
+    .await;
+    app.ok(&a, "current_user", &[]).await;
+    assert_eq!(app.call(&b, "current_user", &[]).await.0, 401);
+    assert_eq!(
+        app.call(
+            &app.client(),
+            "sign_in",
+            &[("email", "ada@example.com"), ("password", OWNER_PASSWORD)]
+        )
+        .await
+        .0,
+        400
+    );
+    app.sign_in("ada@example.com", "a brand new password").await;
+    // Sign-out ends the session.
+    app.ok(&a, "sign_out", &[]).await;
+    assert_eq!(app.call(&a, "current_user", &[]).await.0, 401);
+}
+both!(sessions_rotate_expire_and_end_on_password_change);
+
+async fn sign_in_is_throttled_per_account(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.setup("ada@example.com", OWNER_PASSWORD).await;
+    let c = app.client();
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(
+            app.call(
+                &c,
+                "sign_in",
+                &[
+                    ("email", "ada@example.com"),
+                    ("password", "guess-guess-guess"),
+                ],
+            )
+            .await,
+        );
+    }
+    let codes: Vec<u16> = statuses.iter().map(|(s, _)| *s).collect();
+    assert_eq!(codes, [400, 400, 400, 400, 400, 429]);
+    assert_eq!(statuses[5].1["code"], "rate_limited");
+    assert!(statuses[5].1["retry_after_secs"].as_u64().unwrap() >= 1);
+    // Even the right password waits now; another account does not.
+    assert_eq!(
+        app.call(
+            &c,
+            "sign_in",
+            &[("email", "ada@example.com"), ("password", OWNER_PASSWORD)]
+        )
+        .await
+        .0,
+        429
+    );
+    assert_eq!(
+        app.call(
+            &c,
+            "sign_in",
+            &[("email", "bob@example.com"), ("password", OWNER_PASSWORD)]
+        )
+        .await
+        .0,
+        400
+    );
+}
+both!(sign_in_is_throttled_per_account);
+
+async fn sign_in_is_throttled_per_address(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.login_attempts_per_ip = 3).await;
+    let c = app.client();
+    let codes: Vec<u16> = {
+        let mut v = Vec::new();
+        for i in 0..4 {
+            v.push(
+                app.call(
+                    &c,
+                    "sign_in",
+                    &[
+                        ("email", &format!("u{i}@example.com")),
+                        ("password", "x-x-x-x-x-x"),
+                    ],
+                )
+                .await
+                .0,
+            );
+        }
+        v
+    };
+    assert_eq!(codes, [400, 400, 400, 429]);
+}
+both!(sign_in_is_throttled_per_address);
+
+async fn audit_log_filters_and_pages(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, org) = app.setup("ada@example.com", OWNER_PASSWORD).await;
+    for i in 0..30 {
+        app.ok(
+            &owner,
+            "rename_org",
+            &[("org_id", &org), ("name", &format!("Acme {i}"))],
+        )
+        .await;
+    }
+    app.add_member(&owner, &org, "bob@example.com", "member")
+        .await;
+    // 1 setup + 30 renames + invitation created + accepted = 33 events.
+    let page1 = app
+        .ok(&owner, "list_audit_events", &[("org_id", &org)])
+        .await;
+    let events = page1["events"].as_array().unwrap();
+    assert_eq!(events.len(), 25);
+    assert_eq!(events[0]["action"], "invitation.accepted");
+    assert_eq!(events[0]["actor"], "bob@example.com");
+    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seqs:?}"
+    );
+    let cursor = page1["next_before"].as_i64().unwrap().to_string();
+    let page2 = app
+        .ok(
+            &owner,
+            "list_audit_events",
+            &[("org_id", &org), ("before", &cursor)],
+        )
+        .await;
+    assert_eq!(page2["events"].as_array().unwrap().len(), 8);
+    assert!(page2["next_before"].is_null());
+    let renames = app
+        .ok(
+            &owner,
+            "list_audit_events",
+            &[("org_id", &org), ("action", "org.renamed")],
+        )
+        .await;
+    assert_eq!(renames["events"].as_array().unwrap().len(), 25);
+    assert_eq!(renames["events"][0]["before"], "{\"name\":\"Acme 28\"}");
+    assert_eq!(renames["events"][0]["after"], "{\"name\":\"Acme 29\"}");
+    let bobs = app
+        .ok(
+            &owner,
+            "list_audit_events",
+            &[("org_id", &org), ("actor", "bob@example.com")],
+        )
+        .await;
+    assert_eq!(bobs["events"].as_array().unwrap().len(), 1);
+    assert_eq!(page1["actions"].as_array().unwrap().len(), 4);
+    // Events of one organization stay out of another's log.
+    let other = app.ok(&owner, "create_org", &[("name", "Other")]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let theirs = app
+        .ok(&owner, "list_audit_events", &[("org_id", &other)])
+        .await;
+    assert_eq!(theirs["events"].as_array().unwrap().len(), 1);
+    let mut db = app.sql().await;
+    let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM audit_events")
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(total, 34);
+}
+both!(audit_log_filters_and_pages);
+
+async fn health_endpoints(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let get = |p: &'static str| reqwest::get(format!("{}{p}", app.url));
+    assert_eq!(get("/healthz").await.unwrap().status().as_u16(), 200);
+    let ready = get("/readyz").await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    app.state.db.pool.close().await;
+    assert_eq!(get("/readyz").await.unwrap().status().as_u16(), 503);
+    assert_eq!(get("/healthz").await.unwrap().status().as_u16(), 200);
+}
+both!(health_endpoints);

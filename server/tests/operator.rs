@@ -1,0 +1,411 @@
+//! The `tollgate` binary itself: operator commands, the audit chain check, and
+//! that a password never reaches the database in clear nor the server's log.
+
+#![expect(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
+
+mod common;
+
+use common::{Backend, TestApp, TestDb, OWNER_PASSWORD};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn tollgate(
+    db_url: &str,
+    data_dir: &std::path::Path,
+    args: &[&str],
+    stdin: &str,
+) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .env("TOLLGATE_DATABASE_URL", db_url)
+        .env("TOLLGATE_DATA_DIR", data_dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn verify_audit_detects_edits_and_deletions(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, org) = app.setup("ada@example.com", OWNER_PASSWORD).await;
+    app.ok(
+        &owner,
+        "rename_org",
+        &[("org_id", &org), ("name", "Acme Two")],
+    )
+    .await;
+    app.add_member(&owner, &org, "bob@example.com", "member")
+        .await;
+    let dir = app.db.dir.path();
+    let verify = || tollgate(&app.db.url, dir, &["admin", "verify-audit"], "");
+    let (code, out, err) = verify();
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), "audit chain intact: 4 events verified");
+
+    let mut db = app.sql().await;
+    // Edit: make the rename say something else.
+    sqlx::query("UPDATE audit_events SET after_json = '{\"name\":\"Evil\"}' WHERE seq = 2")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let (code, _, err) = verify();
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("event 2: its content does not match its hash (edited)"),
+        "{err}"
+    );
+    sqlx::query("UPDATE audit_events SET after_json = '{\"name\":\"Acme Two\"}' WHERE seq = 2")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(verify().0, 0, "restored");
+    // Delete from the middle.
+    sqlx::query("DELETE FROM audit_events WHERE seq = 3")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let (code, _, err) = verify();
+    assert_eq!(code, 1);
+    assert!(err.contains("event 4: expected sequence number 3"), "{err}");
+}
+both!(verify_audit_detects_edits_and_deletions);
+
+async fn verify_audit_detects_a_cut_tail(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, org) = app.setup("ada@example.com", OWNER_PASSWORD).await;
+    app.ok(
+        &owner,
+        "rename_org",
+        &[("org_id", &org), ("name", "Acme Two")],
+    )
+    .await;
+    let mut db = app.sql().await;
+    sqlx::query("DELETE FROM audit_events WHERE seq = 2")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let (code, _, err) = tollgate(
+        &app.db.url,
+        app.db.dir.path(),
+        &["admin", "verify-audit"],
+        "",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("the chain ends at event 1 but its head says 2"),
+        "{err}"
+    );
+}
+both!(verify_audit_detects_a_cut_tail);
+
+async fn create_owner_and_reset_password_from_the_cli(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let dir = app.db.dir.path();
+    let (code, _, err) = tollgate(
+        &app.db.url,
+        dir,
+        &[
+            "admin",
+            "create-owner",
+            "--email",
+            "ops@example.com",
+            "--org",
+            "Ops",
+        ],
+        "short\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("password: must be at least 10 characters"),
+        "{err}"
+    );
+    let (code, out, err) = tollgate(
+        &app.db.url,
+        dir,
+        &[
+            "admin",
+            "create-owner",
+            "--email",
+            "ops@example.com",
+            "--org",
+            "Ops",
+        ],
+        "first-password-123\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("created ops@example.com as owner of organization 'Ops'"),
+        "{out}"
+    );
+    // The console's setup is closed once an owner exists.
+    assert_eq!(
+        app.ok(&app.client(), "setup_status", &[]).await,
+        serde_json::json!(false)
+    );
+    let c = app.sign_in("ops@example.com", "first-password-123").await;
+    let me = app.ok(&c, "current_user", &[]).await;
+    assert_eq!(me["orgs"][0]["role"], "owner");
+    assert_eq!(me["orgs"][0]["name"], "Ops");
+
+    let (code, out, err) = tollgate(
+        &app.db.url,
+        dir,
+        &["admin", "reset-password", "--email", "ops@example.com"],
+        "second-password-456\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("password of ops@example.com reset"), "{out}");
+    assert_eq!(
+        app.call(&c, "current_user", &[]).await.0,
+        401,
+        "the old session ended"
+    );
+    assert_eq!(
+        app.call(
+            &app.client(),
+            "sign_in",
+            &[
+                ("email", "ops@example.com"),
+                ("password", "first-password-123")
+            ]
+        )
+        .await
+        .0,
+        400
+    );
+    app.sign_in("ops@example.com", "second-password-456").await;
+    let (code, _, err) = tollgate(
+        &app.db.url,
+        dir,
+        &["admin", "reset-password", "--email", "nobody@example.com"],
+        "second-password-456\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no user with email nobody@example.com"),
+        "{err}"
+    );
+    let org = me["orgs"][0]["id"].as_str().unwrap().to_owned();
+    let c = app.sign_in("ops@example.com", "second-password-456").await;
+    let log = app.ok(&c, "list_audit_events", &[("org_id", &org)]).await;
+    let actions: Vec<_> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("user.password_reset", "operator (cli)"),
+            ("setup.owner_created", "operator (cli)")
+        ]
+    );
+}
+both!(create_owner_and_reset_password_from_the_cli);
+
+/// Every password used here appears in neither the database nor the log of a
+/// real `tollgate` process running at debug level.
+async fn passwords_never_stored_or_logged_in_clear(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let log_path = db.dir.path().join("server.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env("TOLLGATE_DATABASE_URL", &db.url)
+        .env("TOLLGATE_DATA_DIR", db.dir.path().join("data"))
+        .env("TOLLGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "debug")
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    for _ in 0..300 {
+        if client
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let marker = uuid::Uuid::new_v4().simple().to_string();
+    let setup_pw = format!("setup-{marker}");
+    let wrong_pw = format!("wrong-{marker}");
+    let new_pw = format!("changed-{marker}");
+    let member_pw = format!("member-{marker}");
+    let call = |name: &str, form: Vec<(&str, String)>| {
+        let req = client.post(format!("{url}/api/console/{name}")).form(&form);
+        async move {
+            let res = req.send().await.unwrap();
+            (
+                res.status().as_u16(),
+                res.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let (s, body) = call(
+        "setup",
+        vec![
+            ("email", "ada@example.com".into()),
+            ("name", "Ada".into()),
+            ("password", setup_pw.clone()),
+            ("org_name", "Acme".into()),
+        ],
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let org = body["org_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        call(
+            "sign_in",
+            vec![
+                ("email", "ada@example.com".into()),
+                ("password", wrong_pw.clone())
+            ]
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        call(
+            "sign_in",
+            vec![
+                ("email", "ada@example.com".into()),
+                ("password", setup_pw.clone())
+            ]
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        call(
+            "change_password",
+            vec![
+                ("current_password", setup_pw.clone()),
+                ("new_password", new_pw.clone())
+            ]
+        )
+        .await
+        .0,
+        200
+    );
+    let (s, inv) = call(
+        "invite_member",
+        vec![
+            ("org_id", org.clone()),
+            ("email", "bob@example.com".into()),
+            ("role", "member".into()),
+        ],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let token = inv["link"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (s, body) = call(
+        "accept_invitation",
+        vec![
+            ("token", token),
+            ("name", "Bob".into()),
+            ("password", member_pw.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+
+    // Stop the server (SIGTERM: graceful) and read what it wrote.
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("signed in"),
+        "the log was captured at debug level:\n{log}"
+    );
+    assert!(log.contains("sign-in refused"));
+
+    let mut dump = String::new();
+    match backend {
+        Backend::Sqlite => {
+            let path = db.url.trim_start_matches("sqlite://");
+            for f in [path.to_owned(), format!("{path}-wal")] {
+                if let Ok(bytes) = std::fs::read(&f) {
+                    dump.push_str(&String::from_utf8_lossy(&bytes));
+                }
+            }
+        }
+        Backend::Postgres => {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+                .await
+                .unwrap();
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT table_schema || '.' || table_name FROM information_schema.tables \
+                 WHERE table_schema IN ('public', 'tower_sessions') AND table_type = 'BASE TABLE'",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            assert!(tables.len() >= 8, "{tables:?}");
+            for t in tables {
+                let rows: Vec<String> =
+                    sqlx::query_scalar(&format!("SELECT CAST(t AS TEXT) FROM {t} t"))
+                        .fetch_all(&mut conn)
+                        .await
+                        .unwrap();
+                dump.push_str(&rows.join("\n"));
+            }
+        }
+    }
+    assert!(
+        dump.contains("$argon2id$"),
+        "the dump holds the password hashes"
+    );
+    assert!(dump.contains("bob@example.com"));
+    for pw in [&setup_pw, &wrong_pw, &new_pw, &member_pw] {
+        assert!(
+            !dump.contains(pw.as_str()),
+            "a password is in the database in clear"
+        );
+        assert!(
+            !log.contains(pw.as_str()),
+            "a password is in the server log"
+        );
+        assert!(
+            !log.contains(&marker),
+            "part of a password is in the server log"
+        );
+    }
+}
+both!(passwords_never_stored_or_logged_in_clear);
