@@ -135,6 +135,28 @@ test('owner invites a member who accepts; the role change is audited', async () 
   await page.waitForURL(/action=invitation.created/);
   assert.deepEqual(await table.locator('tbody tr td:nth-child(3)').allTextContents(), ['invitation.created']);
 
+  // The Permissions page renders the policy table.
+  await page.goto(server.url + '/permissions');
+  const matrix = page.getByTestId('permissions');
+  await matrix.waitFor();
+  assert.equal(await matrix.locator('tbody tr').count(), 20);
+  const billingRow = matrix.locator('tbody tr', { hasText: 'billing & credits' });
+  assert.deepEqual(await billingRow.locator('td').allTextContents(), ['yes', 'no', 'no', 'no', 'yes', 'no']);
+  await shot(page, '08-permissions');
+
+  // A second organization, then back to the first with the header's switcher.
+  await page.goto(server.url + '/account');
+  await waitForWasm(page);
+  await page.getByLabel('Name', { exact: true }).fill('Side Project');
+  await page.getByRole('button', { name: 'Create organization' }).click();
+  await page.waitForURL((u) => u.pathname.startsWith('/orgs/') && u.href !== orgUrl);
+  await page.locator('h1', { hasText: 'Side Project' }).waitFor();
+  await waitForWasm(page);
+  await page.getByLabel('Organization', { exact: true }).selectOption({ label: 'Acme AI' });
+  await page.waitForURL(orgUrl);
+  await page.locator('h1', { hasText: 'Acme AI' }).waitFor();
+  await shot(page, '09-switched-org');
+
   assert.deepEqual(errors, [], 'no uncaught errors in the page');
   await owner.close();
   await invitee.close();

@@ -25,8 +25,9 @@ pub struct Config {
     pub login_attempts_per_account: u32,
     pub login_attempts_per_ip: u32,
     /// The server secret; generated into the data dir when not given.
+    /// Redacted in `Debug`, never serialized.
     #[serde(skip_serializing)]
-    pub secret_key: Option<String>,
+    pub secret_key: Option<SecretString>,
 }
 
 impl Default for Config {
@@ -101,7 +102,7 @@ impl Config {
     /// The configured secret, or the one kept in the data dir (made on first start).
     pub fn secret(&self) -> Result<SecretString, ConfigError> {
         if let Some(s) = &self.secret_key {
-            return Ok(SecretString::from(s.clone()));
+            return Ok(s.clone());
         }
         self.ensure_data_dir()?;
         let path = self.data_dir.join("secret.key");
@@ -161,6 +162,21 @@ mod tests {
             assert_eq!(c.listen.to_string(), "127.0.0.1:4000");
             assert_eq!(c.database_url(), "postgres://x@127.0.0.1/y");
             assert_eq!(c.public_url(), "https://gw.example.com");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_configured_secret_is_redacted_in_debug() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TOLLGATE_SECRET_KEY", "very-secret-value");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert!(!format!("{c:?}").contains("very-secret-value"));
+            use secrecy::ExposeSecret;
+            assert_eq!(
+                c.secret().map_err(|e| e.to_string())?.expose_secret(),
+                "very-secret-value"
+            );
             Ok(())
         });
     }

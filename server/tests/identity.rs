@@ -640,3 +640,28 @@ async fn health_endpoints(backend: Backend) {
     assert_eq!(get("/healthz").await.unwrap().status().as_u16(), 200);
 }
 both!(health_endpoints);
+
+async fn cookies_are_secure_behind_https(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.public_url = Some("https://gateway.example.com".into())
+    })
+    .await;
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/console/setup", app.url))
+        .form(&[
+            ("email", "ada@example.com"),
+            ("name", "Ada"),
+            ("password", OWNER_PASSWORD),
+            ("org_name", "Acme"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.contains("Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+}
+both!(cookies_are_secure_behind_https);

@@ -122,7 +122,9 @@ pub fn test_config(db: &TestDb, addr: SocketAddr) -> Config {
         database_url: Some(db.url.clone()),
         data_dir: db.dir.path().join("data"),
         public_url: Some(format!("http://{addr}")),
-        secret_key: Some("test-secret-not-for-production".into()),
+        secret_key: Some(secrecy::SecretString::from(
+            "test-secret-not-for-production",
+        )),
         ..Config::default()
     }
 }
