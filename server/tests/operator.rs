@@ -292,18 +292,24 @@ async fn passwords_never_stored_or_logged_in_clear(backend: Backend) {
         .0,
         400
     );
-    assert_eq!(
-        call(
-            "sign_in",
-            vec![
-                ("email", "ada@example.com".into()),
-                ("password", setup_pw.clone())
-            ]
-        )
+    let signed_in = client
+        .post(format!("{url}/api/console/sign_in"))
+        .form(&[
+            ("email", "ada@example.com"),
+            ("password", setup_pw.as_str()),
+        ])
+        .send()
         .await
-        .0,
-        200
-    );
+        .unwrap();
+    assert_eq!(signed_in.status().as_u16(), 200);
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
+    let session_id = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("tollgate_session=")
+        .to_owned();
+    assert!(session_id.len() >= 16, "{cookie}");
     assert_eq!(
         call(
             "change_password",
@@ -355,6 +361,10 @@ async fn passwords_never_stored_or_logged_in_clear(backend: Backend) {
         "the log was captured at debug level:\n{log}"
     );
     assert!(log.contains("sign-in refused"));
+    assert!(
+        !log.contains(&session_id),
+        "a session id is in the server log"
+    );
 
     let mut dump = String::new();
     match backend {
