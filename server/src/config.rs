@@ -142,14 +142,14 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::result_large_err,
+    reason = "figment::Jail's closure type is figment's"
+)]
 mod tests {
     use super::*;
 
     #[test]
-    #[expect(
-        clippy::result_large_err,
-        reason = "figment::Jail's closure type is figment's"
-    )]
     fn defaults_need_no_file_and_env_overrides() {
         figment::Jail::expect_with(|jail| {
             let c = Config::load(None).map_err(|e| e.to_string())?;

@@ -53,22 +53,6 @@ pub async fn get(conn: &mut AnyConnection, scope: &OrgScope) -> Result<Option<Or
     .transpose()
 }
 
-pub async fn by_name(conn: &mut AnyConnection, name: &str) -> Result<Option<Org>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT id, name FROM organizations WHERE name = $1 ORDER BY created_at LIMIT 1",
-    )
-    .bind(name)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.map(|r| {
-        Ok(Org {
-            id: r.try_get("id")?,
-            name: r.try_get("name")?,
-        })
-    })
-    .transpose()
-}
-
 pub async fn rename(
     conn: &mut AnyConnection,
     scope: &OrgScope,
