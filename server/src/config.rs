@@ -24,6 +24,10 @@ pub struct Config {
     /// Sign-in attempts a minute per account, and per client address.
     pub login_attempts_per_account: u32,
     pub login_attempts_per_ip: u32,
+    /// A session ends after this many seconds unused, and this many after
+    /// sign-in however active.
+    pub session_idle_secs: u64,
+    pub session_absolute_secs: u64,
     /// The server secret; generated into the data dir when not given.
     /// Redacted in `Debug`, never serialized.
     #[serde(skip_serializing)]
@@ -40,6 +44,8 @@ impl Default for Config {
             site_root: PathBuf::from("target/site"),
             login_attempts_per_account: 5,
             login_attempts_per_ip: 60,
+            session_idle_secs: 12 * 60 * 60,
+            session_absolute_secs: 7 * 24 * 60 * 60,
             secret_key: None,
         }
     }

@@ -38,9 +38,6 @@ pub enum StartError {
     },
 }
 
-/// How long a session lives without use.
-const IDLE: time::Duration = time::Duration::hours(12);
-
 /// Opens the database and builds the shared state.
 pub async fn state(config: &Config) -> Result<AppState, StartError> {
     let url = config.database_url();
@@ -62,6 +59,10 @@ pub async fn state(config: &Config) -> Result<AppState, StartError> {
             nz(config.login_attempts_per_account),
             nz(config.login_attempts_per_ip),
         ),
+        session_idle_secs: i64::try_from(config.session_idle_secs).unwrap_or(i64::MAX),
+        session_absolute_ms: i64::try_from(config.session_absolute_secs)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000),
         leptos_options,
     })
 }
@@ -85,7 +86,8 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .with_state(state.clone());
-    let console = with_sessions(console, &state.db, secure);
+    let idle = time::Duration::seconds(state.session_idle_secs);
+    let console = with_sessions(console, &state.db, secure, idle);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -94,22 +96,25 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
 }
 
-fn with_sessions(router: Router, db: &Db, secure: bool) -> Router {
-    fn layer<S: tower_sessions::SessionStore + Clone>(
-        store: S,
-        secure: bool,
-    ) -> SessionManagerLayer<S> {
-        SessionManagerLayer::new(store)
-            .with_name("tollgate_session")
-            .with_http_only(true)
-            .with_same_site(SameSite::Lax)
-            .with_secure(secure)
-            .with_expiry(Expiry::OnInactivity(IDLE))
-    }
+fn with_sessions(router: Router, db: &Db, secure: bool, idle: time::Duration) -> Router {
     match &db.sessions {
-        SessionStore::Sqlite(s) => router.layer(layer(s.clone(), secure)),
-        SessionStore::Postgres(s) => router.layer(layer(s.clone(), secure)),
+        SessionStore::Sqlite(s) => router.layer(session_layer(s.clone(), secure, idle)),
+        SessionStore::Postgres(s) => router.layer(session_layer(s.clone(), secure, idle)),
     }
+}
+
+/// HttpOnly, SameSite=Lax, Secure behind https, ended after `idle` unused.
+fn session_layer<S: tower_sessions::SessionStore + Clone>(
+    store: S,
+    secure: bool,
+    idle: time::Duration,
+) -> SessionManagerLayer<S> {
+    SessionManagerLayer::new(store)
+        .with_name("tollgate_session")
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(secure)
+        .with_expiry(Expiry::OnInactivity(idle))
 }
 
 async fn server_fn_handler(State(state): State<AppState>, req: Request<Body>) -> impl IntoResponse {

@@ -665,3 +665,29 @@ async fn cookies_are_secure_behind_https(backend: Backend) {
     );
 }
 both!(cookies_are_secure_behind_https);
+
+async fn sessions_expire_when_idle(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.session_idle_secs = 1).await;
+    let (owner, _) = app.setup("ada@example.com", OWNER_PASSWORD).await;
+    app.ok(&owner, "current_user", &[]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(app.call(&owner, "current_user", &[]).await.0, 401);
+}
+both!(sessions_expire_when_idle);
+
+async fn sessions_end_at_their_absolute_limit_however_active(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.session_absolute_secs = 2).await;
+    let (owner, _) = app.setup("ada@example.com", OWNER_PASSWORD).await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(app.call(&owner, "current_user", &[]).await.0);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert_eq!(statuses[0], 200, "{statuses:?}");
+    assert_eq!(*statuses.last().unwrap(), 401, "{statuses:?}");
+    // Once ended, it stays ended; signing in again starts a new one.
+    assert_eq!(app.call(&owner, "current_user", &[]).await.0, 401);
+    let again = app.sign_in("ada@example.com", OWNER_PASSWORD).await;
+    app.ok(&again, "current_user", &[]).await;
+}
+both!(sessions_end_at_their_absolute_limit_however_active);

@@ -34,8 +34,6 @@ pub(crate) mod ssr {
     const USER_KEY: &str = "uid";
     const SINCE_KEY: &str = "since";
     const STAMP_KEY: &str = "pw";
-    /// A session ends this long after sign-in, however active.
-    const ABSOLUTE_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
     pub fn state() -> Result<AppState, AppError> {
         use_context::<AppState>().ok_or_else(|| AppError::internal("context", &"AppState missing"))
@@ -115,7 +113,10 @@ pub(crate) mod ssr {
         let mut conn = state.db.pool.acquire().await?;
         let user = users::by_id(&mut conn, &uid).await?;
         match user {
-            Some(u) if now_ms() - since < ABSOLUTE_MS && stamp == Some(u.password_changed_at) => {
+            Some(u)
+                if now_ms() - since < state.session_absolute_ms
+                    && stamp == Some(u.password_changed_at) =>
+            {
                 drop(conn);
                 Ok((state, session, u))
             }

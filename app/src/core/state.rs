@@ -13,6 +13,10 @@ pub struct AppState {
     /// Kept in the data dir; for encrypting stored provider keys (later issues).
     pub secret: std::sync::Arc<SecretString>,
     pub throttle: Throttle,
+    /// A session ends after this many seconds unused.
+    pub session_idle_secs: i64,
+    /// A session ends this long after sign-in, however active.
+    pub session_absolute_ms: i64,
     pub leptos_options: leptos::config::LeptosOptions,
 }
 
