@@ -74,6 +74,34 @@ pub enum ProjectRole {
     Member,
 }
 
+impl ProjectRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProjectRole::Admin => "admin",
+            ProjectRole::Member => "member",
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            ProjectRole::Admin => "Project admin",
+            ProjectRole::Member => "Project member",
+        }
+    }
+}
+
+impl std::str::FromStr for ProjectRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(ProjectRole::Admin),
+            "member" => Ok(ProjectRole::Member),
+            _ => Err(format!(
+                "unknown project role '{s}': expected admin or member"
+            )),
+        }
+    }
+}
+
 /// The columns of the matrix: where a user sits relative to the resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Seat {
@@ -103,6 +131,28 @@ impl Seat {
             Seat::OrgMemberNoProject => "Org member, no project",
             Seat::BillingManager => "Billing manager",
             Seat::Viewer => "Viewer",
+        }
+    }
+
+    /// The seat inside one project: owners sit as owners everywhere, members
+    /// by their project role (none: not in the project).
+    pub fn in_project(org: OrgRole, project: Option<ProjectRole>) -> Seat {
+        match (org, project) {
+            (OrgRole::Member, Some(ProjectRole::Admin)) => Seat::ProjectAdmin,
+            (OrgRole::Member, Some(ProjectRole::Member)) => Seat::ProjectMember,
+            (other, _) => Seat::at_org(other),
+        }
+    }
+
+    /// The name a denial uses for this seat.
+    pub fn role_name(self) -> &'static str {
+        match self {
+            Seat::OrgOwner => "owner",
+            Seat::ProjectAdmin => "project admin",
+            Seat::ProjectMember => "project member",
+            Seat::OrgMemberNoProject => "member",
+            Seat::BillingManager => "billing",
+            Seat::Viewer => "viewer",
         }
     }
 
@@ -175,6 +225,7 @@ pub enum Action {
     BillingAndCredits,
     ViewUsage,
     ExternalKeys,
+    ModelCatalogue,
     VirtualModels,
     McpServers,
     PromptManagement,
@@ -202,6 +253,7 @@ pub const MATRIX: &[(Action, [Grant; 6])] = &[
     (Action::BillingAndCredits, [Yes, No, No, No, Yes, No]),
     (Action::ViewUsage, [Yes, Own, Own, No, Yes, ReadOnly]),
     (Action::ExternalKeys, [Yes, No, No, No, No, No]),
+    (Action::ModelCatalogue, [Yes, No, No, No, No, No]),
     (Action::VirtualModels, [Yes, No, No, No, No, No]),
     (Action::McpServers, [Yes, No, No, No, No, No]),
     (Action::PromptManagement, [Yes, No, No, No, No, No]),
@@ -228,6 +280,7 @@ impl Action {
             Action::BillingAndCredits => "billing & credits",
             Action::ViewUsage => "view usage analytics",
             Action::ExternalKeys => "external keys (BYOK)",
+            Action::ModelCatalogue => "model catalogue",
             Action::VirtualModels => "virtual models",
             Action::McpServers => "MCP servers",
             Action::PromptManagement => "prompt management",
@@ -266,11 +319,11 @@ pub fn allows(action: Action, seat: Seat) -> bool {
     }
 }
 
-/// A refusal, naming the permission that was missing.
+/// A refusal, naming the permission that was missing and the seat asking.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Denied {
     pub action: Action,
-    pub role: OrgRole,
+    pub seat: Seat,
 }
 
 impl fmt::Display for Denied {
@@ -278,7 +331,7 @@ impl fmt::Display for Denied {
         write!(
             f,
             "your role '{}' lacks the permission '{}'",
-            self.role,
+            self.seat.role_name(),
             self.action.label()
         )
     }
@@ -320,7 +373,8 @@ impl OrgScope {
 
 /// The decision for an action on the organization itself.
 pub fn authorize_org(member: &OrgMember, action: Action) -> Result<OrgScope, Denied> {
-    if allows(action, Seat::at_org(member.role)) {
+    let seat = Seat::at_org(member.role);
+    if allows(action, seat) {
         Ok(OrgScope {
             org_id: member.org_id.clone(),
             actor_id: member.user_id.clone(),
@@ -328,9 +382,87 @@ pub fn authorize_org(member: &OrgMember, action: Action) -> Result<OrgScope, Den
             action,
         })
     } else {
+        Err(Denied { action, seat })
+    }
+}
+
+/// A user's standing in one project, as loaded from storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectMember {
+    pub org: OrgMember,
+    pub project_id: String,
+    pub role: Option<ProjectRole>,
+}
+
+impl ProjectMember {
+    pub fn seat(&self) -> Seat {
+        Seat::in_project(self.org.role, self.role)
+    }
+
+    /// Whether the project is visible at all; where not, callers answer 404
+    /// so that its name and existence stay unknown.
+    pub fn sees_project(&self) -> bool {
+        allows(Action::ViewProject, self.seat())
+    }
+}
+
+/// Proof that `actor` may perform `action` in one project.
+#[derive(Clone, Debug)]
+pub struct ProjectScope {
+    org: OrgScope,
+    project_id: String,
+    seat: Seat,
+}
+
+impl ProjectScope {
+    pub fn org(&self) -> &OrgScope {
+        &self.org
+    }
+    pub fn org_id(&self) -> &str {
+        &self.org.org_id
+    }
+    pub fn project_id(&self) -> &str {
+        &self.project_id
+    }
+    pub fn actor_id(&self) -> &str {
+        &self.org.actor_id
+    }
+    pub fn seat(&self) -> Seat {
+        self.seat
+    }
+}
+
+/// The decision for an action inside a project.
+pub fn authorize_project(member: &ProjectMember, action: Action) -> Result<ProjectScope, Denied> {
+    let seat = member.seat();
+    if allows(action, seat) {
+        Ok(ProjectScope {
+            org: OrgScope {
+                org_id: member.org.org_id.clone(),
+                actor_id: member.org.user_id.clone(),
+                role: member.org.role,
+                action,
+            },
+            project_id: member.project_id.clone(),
+            seat,
+        })
+    } else {
+        Err(Denied { action, seat })
+    }
+}
+
+/// The decision on one key: project admins and owners manage every key of
+/// the project, members only the keys they own.
+pub fn authorize_key(scope: &ProjectScope, key_owner: Option<&str>) -> Result<(), Denied> {
+    let seat = scope.seat;
+    if allows(Action::ManageProjectKeys, seat)
+        || (allows(Action::ManageOwnKeys, seat) && key_owner == Some(scope.actor_id()))
+    {
+        Ok(())
+    } else {
         Err(Denied {
-            action,
-            role: member.role,
+            action: Action::ManageProjectKeys,
+            seat,
         })
     }
 }
@@ -367,6 +499,7 @@ mod tests {
             Action::BillingAndCredits,
             Action::ViewUsage,
             Action::ExternalKeys,
+            Action::ModelCatalogue,
             Action::VirtualModels,
             Action::McpServers,
             Action::PromptManagement,
@@ -407,6 +540,58 @@ mod tests {
         );
         let ok = authorize_org(&member(OrgRole::Owner), Action::ManageOrgMembers);
         assert_eq!(ok.map(|s| s.org_id().to_owned()).ok().as_deref(), Some("o"));
+    }
+
+    fn in_project(org: OrgRole, role: Option<ProjectRole>) -> ProjectMember {
+        ProjectMember {
+            org: member(org),
+            project_id: "p".into(),
+            role,
+        }
+    }
+
+    #[test]
+    fn project_seats_follow_the_project_role_and_owners_are_admins_everywhere() {
+        assert_eq!(in_project(OrgRole::Owner, None).seat(), Seat::OrgOwner);
+        assert_eq!(
+            in_project(OrgRole::Member, Some(ProjectRole::Admin)).seat(),
+            Seat::ProjectAdmin
+        );
+        assert_eq!(
+            in_project(OrgRole::Member, None).seat(),
+            Seat::OrgMemberNoProject
+        );
+        assert!(!in_project(OrgRole::Member, None).sees_project());
+        assert!(!in_project(OrgRole::Billing, None).sees_project());
+        assert!(in_project(OrgRole::Owner, None).sees_project());
+    }
+
+    #[test]
+    fn members_manage_only_their_own_keys() {
+        let scope = authorize_project(
+            &in_project(OrgRole::Member, Some(ProjectRole::Member)),
+            Action::ManageOwnKeys,
+        );
+        let Ok(scope) = scope else {
+            panic!("a project member manages own keys")
+        };
+        assert!(authorize_key(&scope, Some("u")).is_ok());
+        let err = authorize_key(&scope, Some("someone-else"))
+            .err()
+            .map(|d| d.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("your role 'project member' lacks the permission 'manage all keys in a project'")
+        );
+        let admin = authorize_project(
+            &in_project(OrgRole::Member, Some(ProjectRole::Admin)),
+            Action::ManageOwnKeys,
+        );
+        let Ok(admin) = admin else {
+            panic!("a project admin manages keys")
+        };
+        assert!(authorize_key(&admin, Some("someone-else")).is_ok());
+        assert!(authorize_key(&admin, None).is_ok(), "service keys too");
     }
 
     #[test]

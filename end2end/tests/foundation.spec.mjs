@@ -139,7 +139,7 @@ test('owner invites a member who accepts; the role change is audited', async () 
   await page.goto(server.url + '/permissions');
   const matrix = page.getByTestId('permissions');
   await matrix.waitFor();
-  assert.equal(await matrix.locator('tbody tr').count(), 20);
+  assert.equal(await matrix.locator('tbody tr').count(), 21);
   const billingRow = matrix.locator('tbody tr', { hasText: 'billing & credits' });
   assert.deepEqual(await billingRow.locator('td').allTextContents(), ['yes', 'no', 'no', 'no', 'yes', 'no']);
   await shot(page, '08-permissions');

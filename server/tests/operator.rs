@@ -322,6 +322,41 @@ async fn passwords_never_stored_or_logged_in_clear(backend: Backend) {
         .0,
         200
     );
+    // A key's token, at creation and at rotation, stays out of the log too.
+    let (s, project) = call(
+        "create_project",
+        vec![("org_id", org.clone()), ("name", "Alpha".into())],
+    )
+    .await;
+    assert_eq!(s, 200, "{project}");
+    let project_id = project["id"].as_str().unwrap().to_owned();
+    let key_form = |extra: Vec<(&'static str, String)>| {
+        let mut v = vec![
+            ("org_id", org.clone()),
+            ("project_id", project_id.clone()),
+            ("name", "ci".to_owned()),
+            ("max_budget", String::new()),
+            ("budget_reset", "never".to_owned()),
+            ("tpm", String::new()),
+            ("rpm", String::new()),
+            ("expires_at", String::new()),
+            ("tags", String::new()),
+        ];
+        v.extend(extra);
+        v
+    };
+    let (s, issued) = call("create_key", key_form(vec![])).await;
+    assert_eq!(s, 200, "{issued}");
+    let key_token = issued["token"].as_str().unwrap().to_owned();
+    let key_id = issued["key"]["id"].as_str().unwrap().to_owned();
+    let (s, rotated) = call(
+        "rotate_key",
+        vec![("org_id", org.clone()), ("key_id", key_id)],
+    )
+    .await;
+    assert_eq!(s, 200, "{rotated}");
+    let rotated_token = rotated["token"].as_str().unwrap().to_owned();
+
     let (s, inv) = call(
         "invite_member",
         vec![
@@ -403,6 +438,17 @@ async fn passwords_never_stored_or_logged_in_clear(backend: Backend) {
         "the dump holds the password hashes"
     );
     assert!(dump.contains("bob@example.com"));
+    for t in [&key_token, &rotated_token] {
+        let secret = &t[t.len() - 38..t.len() - 6];
+        assert!(
+            !log.contains(t.as_str()) && !log.contains(secret),
+            "a key token is in the server log"
+        );
+        assert!(
+            !dump.contains(t.as_str()) && !dump.contains(secret),
+            "a key token is in the database"
+        );
+    }
     for pw in [&setup_pw, &wrong_pw, &new_pw, &member_pw] {
         assert!(
             !dump.contains(pw.as_str()),

@@ -3,8 +3,11 @@
 
 pub mod audit;
 pub mod auth;
+pub mod catalogue;
+pub mod keys;
 pub mod members;
 pub mod orgs;
+pub mod projects;
 
 /// Every server function lives under this prefix, apart from `/v1` and the REST APIs.
 pub const PREFIX: &str = "/api/console";
@@ -29,7 +32,7 @@ pub(crate) mod ssr {
     use crate::core::users::{self, User};
     use crate::core::{members, now_ms};
     use crate::error::AppError;
-    use crate::policy::{self, Action, OrgMember, OrgScope};
+    use crate::policy::{self, Action, OrgMember, OrgScope, ProjectMember, ProjectScope};
 
     const USER_KEY: &str = "uid";
     const SINCE_KEY: &str = "since";
@@ -148,6 +151,51 @@ pub(crate) mod ssr {
         let scope = policy::authorize_org(&member, action)?;
         Ok((state, user, scope))
     }
+
+    /// Signed in, able to see the project (else 404: its name stays unknown),
+    /// and allowed `action` in it.
+    pub async fn authorize_project(
+        org_id: &str,
+        project_id: &str,
+        action: Action,
+    ) -> Result<(AppState, User, ProjectScope), AppError> {
+        let (state, user, member) = member_of(org_id).await?;
+        let mut conn = state.db.pool.acquire().await?;
+        let role = crate::core::projects::role_of(&mut conn, org_id, project_id, &user.id).await?;
+        drop(conn);
+        let standing = ProjectMember {
+            org: member,
+            project_id: project_id.to_owned(),
+            role,
+        };
+        if !standing.sees_project() {
+            return Err(AppError::not_found("project"));
+        }
+        let scope = policy::authorize_project(&standing, action)?;
+        Ok((state, user, scope))
+    }
+
+    /// Authorizes an action on one key (named by id): its project must be
+    /// visible, and the key the caller's own unless they manage the project's keys.
+    pub async fn authorize_key(
+        org_id: &str,
+        key_id: &str,
+    ) -> Result<(AppState, User, ProjectScope, crate::core::keys::KeyRow), AppError> {
+        // Session and membership first: strangers learn nothing about keys.
+        let project_id = {
+            let (state, _, _) = member_of(org_id).await?;
+            let mut conn = state.db.pool.acquire().await?;
+            crate::core::keys::project_of(&mut conn, org_id, key_id).await?
+        };
+        let (state, user, scope) =
+            authorize_project(org_id, &project_id, Action::ManageOwnKeys).await?;
+        let key = {
+            let mut conn = state.db.pool.acquire().await?;
+            crate::core::keys::get(&mut conn, &scope, key_id).await?
+        };
+        policy::authorize_key(&scope, key.owner_id.as_deref())?;
+        Ok((state, user, scope, key))
+    }
 }
 
 /// Formats Unix milliseconds as `YYYY-MM-DD HH:MM UTC`, identically on the
@@ -173,8 +221,32 @@ pub fn format_time(ms: i64) -> String {
     )
 }
 
+/// Formats micro-dollars as `$5.00`, keeping digits past the cents where
+/// they matter (`$0.000125`).
+pub fn format_usd(micros: i64) -> String {
+    let sign = if micros < 0 { "-" } else { "" };
+    let m = micros.unsigned_abs();
+    let (whole, frac) = (m / 1_000_000, m % 1_000_000);
+    let frac = format!("{frac:06}");
+    let frac = frac.trim_end_matches('0');
+    let frac = if frac.len() < 2 {
+        format!("{frac:0<2}")
+    } else {
+        frac.to_owned()
+    };
+    format!("{sign}${whole}.{frac}")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dollars_format_to_the_cent_or_finer() {
+        assert_eq!(super::format_usd(5_000_000), "$5.00");
+        assert_eq!(super::format_usd(12_500_000), "$12.50");
+        assert_eq!(super::format_usd(125), "$0.000125");
+        assert_eq!(super::format_usd(0), "$0.00");
+    }
+
     #[test]
     fn times_format_in_utc() {
         assert_eq!(super::format_time(0), "1970-01-01 00:00 UTC");

@@ -67,7 +67,7 @@ impl Password {
 }
 
 /// A trimmed, non-empty display name of at most `max` characters.
-fn name(field: &str, raw: &str, max: usize) -> Result<String, AppError> {
+pub fn name(field: &str, raw: &str, max: usize) -> Result<String, AppError> {
     let s = raw.trim();
     if s.is_empty() {
         return Err(AppError::invalid(field, "must not be empty"));

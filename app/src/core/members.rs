@@ -178,6 +178,10 @@ pub async fn set_role(
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
+    // Billing managers and viewers have no project access and no keys.
+    if matches!(role, OrgRole::Billing | OrgRole::Viewer) {
+        super::projects::forget_member(conn, scope.org_id(), user_id, super::now_ms()).await?;
+    }
     Ok(before)
 }
 
@@ -197,5 +201,6 @@ pub async fn remove(
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
+    super::projects::forget_member(conn, scope.org_id(), user_id, super::now_ms()).await?;
     Ok(before)
 }

@@ -3,11 +3,15 @@
 
 pub mod audit;
 pub mod auth;
+pub mod catalogue;
 pub mod db;
 pub mod domain;
 pub mod invitations;
+pub mod keys;
+pub mod limits;
 pub mod members;
 pub mod orgs;
+pub mod projects;
 pub mod state;
 pub mod users;
 

@@ -33,6 +33,7 @@ pub async fn insert(
     .bind(now)
     .execute(&mut *conn)
     .await?;
+    super::catalogue::seed(conn, &id, now).await?;
     Ok(Org {
         id,
         name: name.as_str().to_owned(),

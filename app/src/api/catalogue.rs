@@ -1,0 +1,145 @@
+//! The organization's model catalogue: every member reads it (projects and
+//! keys pick from it), owners edit it.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AppError;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelView {
+    pub id: String,
+    pub provider: String,
+    pub upstream: String,
+    /// Micro-USD per million tokens.
+    pub input_price: i64,
+    pub output_price: i64,
+    pub context_window: i64,
+}
+
+#[cfg(feature = "ssr")]
+fn view_of(m: crate::core::catalogue::Model) -> ModelView {
+    ModelView {
+        id: m.id,
+        provider: m.provider,
+        upstream: m.upstream,
+        input_price: m.input_price,
+        output_price: m.output_price,
+        context_window: m.context_window,
+    }
+}
+
+#[server(prefix = "/api/console", endpoint = "list_models")]
+pub async fn list_models(org_id: String) -> Result<Vec<ModelView>, AppError> {
+    use super::ssr::*;
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, _, scope) = authorize(&org_id, Action::ViewOrganization).await?;
+            let mut conn = state.db.pool.acquire().await?;
+            let models = crate::core::catalogue::list(&mut conn, &scope).await?;
+            Ok(models.into_iter().map(view_of).collect())
+        }
+        .await,
+    )
+}
+
+/// Adds a model to the catalogue or changes one (by id).
+#[server(prefix = "/api/console", endpoint = "upsert_model")]
+pub async fn upsert_model(
+    org_id: String,
+    id: String,
+    provider: String,
+    upstream: String,
+    input_price: String,
+    output_price: String,
+    context_window: String,
+) -> Result<ModelView, AppError> {
+    use super::ssr::*;
+    use crate::core::audit::{self, Actor, Change};
+    use crate::core::catalogue::{self, Model};
+    use crate::core::domain::name;
+    use crate::core::limits::{parse_rate, Usd};
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, user, scope) = authorize(&org_id, Action::ModelCatalogue).await?;
+            let model_id = name("id", &id, 120)?;
+            if !model_id.contains('/') || model_id.chars().any(char::is_whitespace) {
+                return Err(AppError::invalid(
+                    "id",
+                    "must look like provider/model, without spaces",
+                ));
+            }
+            let m = Model {
+                id: model_id,
+                provider: name("provider", &provider, 60)?,
+                upstream: name("upstream", &upstream, 120)?,
+                input_price: Usd::parse("input_price", &input_price)?.0,
+                output_price: Usd::parse("output_price", &output_price)?.0,
+                context_window: parse_rate("context_window", &context_window)?
+                    .ok_or_else(|| AppError::invalid("context_window", "is required"))?,
+            };
+            let now = crate::core::now_ms();
+            let mut tx = state.db.pool.begin().await?;
+            let before = catalogue::upsert(&mut tx, &scope, &m, now).await?;
+            let json = |m: &Model| {
+                serde_json::json!({
+                    "provider": m.provider, "upstream": m.upstream, "input_price": m.input_price,
+                    "output_price": m.output_price, "context_window": m.context_window,
+                })
+            };
+            audit::record(
+                &mut tx,
+                &Actor::user(&user.id, &user.email),
+                Change {
+                    org_id: Some(scope.org_id()),
+                    action: "model.upserted",
+                    resource_type: "model",
+                    resource_id: &m.id,
+                    before: before.as_ref().map(json),
+                    after: Some(json(&m)),
+                },
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(view_of(m))
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/api/console", endpoint = "delete_model")]
+pub async fn delete_model(org_id: String, id: String) -> Result<(), AppError> {
+    use super::ssr::*;
+    use crate::core::audit::{self, Actor, Change};
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, user, scope) = authorize(&org_id, Action::ModelCatalogue).await?;
+            let now = crate::core::now_ms();
+            let mut tx = state.db.pool.begin().await?;
+            if !crate::core::catalogue::delete(&mut tx, &scope, &id).await? {
+                return Err(AppError::not_found("model"));
+            }
+            audit::record(
+                &mut tx,
+                &Actor::user(&user.id, &user.email),
+                Change {
+                    org_id: Some(scope.org_id()),
+                    action: "model.deleted",
+                    resource_type: "model",
+                    resource_id: &id,
+                    before: None,
+                    after: None,
+                },
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await,
+    )
+}

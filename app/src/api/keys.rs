@@ -1,0 +1,455 @@
+//! API keys: create (token revealed once), list, edit, revoke, rotate, and a
+//! builder's own keys across projects.
+
+// Not `expect`: the server macro makes a client stub on the wasm target and a
+// handler on the server, and only some of them trip the lint.
+#![allow(
+    clippy::too_many_arguments,
+    reason = "a server function takes one argument per form field"
+)]
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AppError;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyView {
+    pub id: String,
+    /// The stable identifier for APIs (`api_key_id_hash`).
+    pub id_hash: String,
+    pub name: String,
+    /// `sk-tg-…a91c`: all that is ever shown again of a token.
+    pub hint: String,
+    pub project_id: String,
+    pub project_name: String,
+    /// The owner's email, or `None` for a service key.
+    pub owner: Option<String>,
+    pub owner_id: Option<String>,
+    /// active, expired or revoked.
+    pub status: String,
+    pub spend_micros: i64,
+    pub budget_micros: Option<i64>,
+    pub budget_reset: String,
+    pub next_reset: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub models: Vec<String>,
+    pub tpm_limit: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub no_content_logging: bool,
+    pub tags: Vec<String>,
+    pub created_at: i64,
+}
+
+/// The answer to create and rotate: the one response that carries the token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyIssued {
+    pub key: KeyView,
+    pub token: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPage {
+    pub keys: Vec<KeyView>,
+    pub total: i64,
+    pub page: i64,
+    pub page_size: i64,
+}
+
+pub const PAGE_SIZE: i64 = 50;
+
+#[cfg(feature = "ssr")]
+pub(crate) fn view_of(k: crate::core::keys::KeyRow, now: i64) -> KeyView {
+    use crate::core::limits::ResetInterval;
+    let status = if k.revoked_at.is_some() {
+        "revoked"
+    } else if k.limits.expires_at.is_some_and(|t| t <= now) {
+        "expired"
+    } else {
+        "active"
+    };
+    let next_reset = ResetInterval::parse("budget_reset", &k.limits.budget_reset)
+        .ok()
+        .and_then(|r| r.next_reset(now));
+    KeyView {
+        id: k.id,
+        id_hash: k.id_hash,
+        name: k.limits.name,
+        hint: k.hint,
+        project_id: k.project_id,
+        project_name: k.project_name,
+        owner: k.owner_email,
+        owner_id: k.owner_id,
+        status: status.to_owned(),
+        spend_micros: k.spend_micros,
+        budget_micros: k.limits.budget_micros,
+        budget_reset: k.limits.budget_reset,
+        next_reset,
+        expires_at: k.limits.expires_at,
+        models: k.limits.models,
+        tpm_limit: k.limits.tpm_limit,
+        rpm_limit: k.limits.rpm_limit,
+        no_content_logging: k.limits.no_content_logging,
+        tags: k.limits.tags,
+        created_at: k.created_at,
+    }
+}
+
+/// The form fields of a key, parsed and held within the project's caps.
+#[cfg(feature = "ssr")]
+pub(crate) struct KeyForm {
+    pub name: String,
+    pub max_budget: String,
+    pub budget_reset: String,
+    pub models: Option<Vec<String>>,
+    pub tpm: String,
+    pub rpm: String,
+    pub expires_at: String,
+    pub no_content_logging: Option<String>,
+    pub tags: String,
+}
+
+#[cfg(feature = "ssr")]
+impl KeyForm {
+    pub(crate) fn parse(
+        self,
+        project: &crate::core::projects::Project,
+        now: i64,
+    ) -> Result<crate::core::keys::KeyLimits, AppError> {
+        use crate::core::limits::*;
+        let mut models = self.models.unwrap_or_default();
+        models.retain(|m| !m.trim().is_empty());
+        models.dedup();
+        if models.is_empty() {
+            models = project.models.clone();
+        }
+        check_models_within("models", &models, &project.models)?;
+        let tpm = parse_rate("tpm", &self.tpm)?;
+        let rpm = parse_rate("rpm", &self.rpm)?;
+        check_rate_within("tpm", tpm, project.tpm_limit)?;
+        check_rate_within("rpm", rpm, project.rpm_limit)?;
+        Ok(crate::core::keys::KeyLimits {
+            name: crate::core::domain::name("name", &self.name, 100)?,
+            models,
+            tpm_limit: tpm,
+            rpm_limit: rpm,
+            budget_micros: Usd::parse_optional("max_budget", &self.max_budget)?.map(|u| u.0),
+            budget_reset: ResetInterval::parse("budget_reset", &self.budget_reset)?
+                .as_str()
+                .to_owned(),
+            expires_at: parse_expiry("expires_at", &self.expires_at, now)?,
+            no_content_logging: self
+                .no_content_logging
+                .is_some_and(|v| !matches!(v.as_str(), "" | "false" | "off" | "0")),
+            tags: parse_tags("tags", &self.tags)?,
+        })
+    }
+}
+
+#[cfg(feature = "ssr")]
+fn limits_json(l: &crate::core::keys::KeyLimits) -> serde_json::Value {
+    serde_json::json!({
+        "name": l.name, "models": l.models, "tpm_limit": l.tpm_limit, "rpm_limit": l.rpm_limit,
+        "budget_micros": l.budget_micros, "budget_reset": l.budget_reset, "expires_at": l.expires_at,
+        "no_content_logging": l.no_content_logging, "tags": l.tags,
+    })
+}
+
+/// Creates the caller's own key in a project; the answer holds the token once.
+#[server(prefix = "/api/console", endpoint = "create_key")]
+pub async fn create_key(
+    org_id: String,
+    project_id: String,
+    name: String,
+    max_budget: String,
+    budget_reset: String,
+    models: Option<Vec<String>>,
+    tpm: String,
+    rpm: String,
+    expires_at: String,
+    no_content_logging: Option<String>,
+    tags: String,
+) -> Result<KeyIssued, AppError> {
+    use super::ssr::*;
+    use crate::core::audit::{self, Actor, Change};
+    use crate::core::keys::{self, Holder};
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, user, scope) =
+                authorize_project(&org_id, &project_id, Action::ManageOwnKeys).await?;
+            let now = crate::core::now_ms();
+            let mut tx = state.db.pool.begin().await?;
+            let project = crate::core::projects::get(&mut tx, &scope).await?;
+            let form = KeyForm {
+                name,
+                max_budget,
+                budget_reset,
+                models,
+                tpm,
+                rpm,
+                expires_at,
+                no_content_logging,
+                tags,
+            };
+            let limits = form.parse(&project, now)?;
+            let (row, token) =
+                keys::create(&mut tx, &scope, Holder::User(&user.id), &limits, now).await?;
+            audit::record(
+                &mut tx,
+                &Actor::user(&user.id, &user.email),
+                Change {
+                    org_id: Some(scope.org_id()),
+                    action: "key.created",
+                    resource_type: "api_key",
+                    resource_id: &row.id_hash,
+                    before: None,
+                    after: Some(limits_json(&limits)),
+                },
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(KeyIssued {
+                key: view_of(row, now),
+                token: token.expose().to_owned(),
+            })
+        }
+        .await,
+    )
+}
+
+/// One page of a project's keys: everyone's for admins and owners, one's own
+/// for members. Sort: newest (default), name, expiry.
+#[server(prefix = "/api/console", endpoint = "list_keys")]
+pub async fn list_keys(
+    org_id: String,
+    project_id: String,
+    search: Option<String>,
+    tag: Option<String>,
+    sort: Option<String>,
+    page: Option<i64>,
+) -> Result<KeyPage, AppError> {
+    use super::ssr::*;
+    use crate::core::keys::{self, ListQuery, Sort};
+    use crate::policy::{allows, Action};
+    answer(
+        async {
+            let (state, user, scope) =
+                authorize_project(&org_id, &project_id, Action::ManageOwnKeys).await?;
+            let sort = match sort.as_deref().unwrap_or("newest") {
+                "" | "newest" => Sort::Newest,
+                "name" => Sort::Name,
+                "expiry" => Sort::Expiry,
+                other => {
+                    return Err(AppError::invalid(
+                        "sort",
+                        format!("'{other}' is not one of newest, name, expiry"),
+                    ))
+                }
+            };
+            let page = page.unwrap_or(1).max(1);
+            let all = allows(Action::ManageProjectKeys, scope.seat());
+            let tag = tag
+                .map(|t| t.trim().to_lowercase())
+                .filter(|t| !t.is_empty());
+            let mut conn = state.db.pool.acquire().await?;
+            let (rows, total) = keys::list(
+                &mut conn,
+                &scope,
+                &ListQuery {
+                    search: search.as_deref(),
+                    tag: tag.as_deref(),
+                    owner: (!all).then_some(user.id.as_str()),
+                    sort,
+                    offset: (page - 1).saturating_mul(PAGE_SIZE),
+                    limit: PAGE_SIZE,
+                },
+            )
+            .await?;
+            let now = crate::core::now_ms();
+            Ok(KeyPage {
+                keys: rows.into_iter().map(|k| view_of(k, now)).collect(),
+                total,
+                page,
+                page_size: PAGE_SIZE,
+            })
+        }
+        .await,
+    )
+}
+
+/// Changes a key's name and limits, with the same rules as creating it.
+#[server(prefix = "/api/console", endpoint = "update_key")]
+pub async fn update_key(
+    org_id: String,
+    key_id: String,
+    name: String,
+    max_budget: String,
+    budget_reset: String,
+    models: Option<Vec<String>>,
+    tpm: String,
+    rpm: String,
+    expires_at: String,
+    no_content_logging: Option<String>,
+    tags: String,
+) -> Result<KeyView, AppError> {
+    use super::ssr::*;
+    use crate::core::audit::{self, Actor, Change};
+    use crate::core::keys;
+    answer(
+        async {
+            let (state, user, scope, before) = authorize_key(&org_id, &key_id).await?;
+            if before.revoked_at.is_some() {
+                return Err(AppError::conflict("a revoked key cannot be changed"));
+            }
+            let now = crate::core::now_ms();
+            let mut tx = state.db.pool.begin().await?;
+            let project = crate::core::projects::get(&mut tx, &scope).await?;
+            let form = KeyForm {
+                name,
+                max_budget,
+                budget_reset,
+                models,
+                tpm,
+                rpm,
+                expires_at,
+                no_content_logging,
+                tags,
+            };
+            let limits = form.parse(&project, now)?;
+            keys::update(&mut tx, &scope, &key_id, &limits, now).await?;
+            audit::record(
+                &mut tx,
+                &Actor::user(&user.id, &user.email),
+                Change {
+                    org_id: Some(scope.org_id()),
+                    action: "key.updated",
+                    resource_type: "api_key",
+                    resource_id: &before.id_hash,
+                    before: Some(limits_json(&before.limits)),
+                    after: Some(limits_json(&limits)),
+                },
+                now,
+            )
+            .await?;
+            let row = keys::get(&mut tx, &scope, &key_id).await?;
+            tx.commit().await?;
+            Ok(view_of(row, now))
+        }
+        .await,
+    )
+}
+
+/// Revokes a key; the next request with it is refused.
+#[server(prefix = "/api/console", endpoint = "revoke_key")]
+pub async fn revoke_key(org_id: String, key_id: String) -> Result<KeyView, AppError> {
+    use super::ssr::*;
+    use crate::core::audit::{self, Actor, Change};
+    use crate::core::keys;
+    answer(
+        async {
+            let (state, user, scope, before) = authorize_key(&org_id, &key_id).await?;
+            let now = crate::core::now_ms();
+            let mut tx = state.db.pool.begin().await?;
+            keys::revoke(&mut tx, &scope, &key_id, now).await?;
+            audit::record(
+                &mut tx,
+                &Actor::user(&user.id, &user.email),
+                Change {
+                    org_id: Some(scope.org_id()),
+                    action: "key.revoked",
+                    resource_type: "api_key",
+                    resource_id: &before.id_hash,
+                    before: Some(
+                        serde_json::json!({ "name": before.limits.name, "hint": before.hint }),
+                    ),
+                    after: Some(serde_json::json!({ "revoked_at": now })),
+                },
+                now,
+            )
+            .await?;
+            let row = keys::get(&mut tx, &scope, &key_id).await?;
+            tx.commit().await?;
+            Ok(view_of(row, now))
+        }
+        .await,
+    )
+}
+
+/// A new token for the key, revealed once; the old one stops working at once,
+/// or after `grace_minutes` (at most a week).
+#[server(prefix = "/api/console", endpoint = "rotate_key")]
+pub async fn rotate_key(
+    org_id: String,
+    key_id: String,
+    grace_minutes: Option<String>,
+) -> Result<KeyIssued, AppError> {
+    use super::ssr::*;
+    use crate::core::audit::{self, Actor, Change};
+    use crate::core::keys;
+    answer(
+        async {
+            let (state, user, scope, before) = authorize_key(&org_id, &key_id).await?;
+            let grace = match grace_minutes
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
+                None => 0,
+                Some(s) => match s.parse::<i64>() {
+                    Ok(m) if (0..=10_080).contains(&m) => m,
+                    _ => {
+                        return Err(AppError::invalid(
+                            "grace_minutes",
+                            "must be a whole number of minutes from 0 to 10080",
+                        ))
+                    }
+                },
+            };
+            let now = crate::core::now_ms();
+            let mut tx = state.db.pool.begin().await?;
+            let token = keys::rotate(&mut tx, &scope, &key_id, now + grace * 60_000, now).await?;
+            audit::record(
+                &mut tx,
+                &Actor::user(&user.id, &user.email),
+                Change {
+                    org_id: Some(scope.org_id()),
+                    action: "key.rotated",
+                    resource_type: "api_key",
+                    resource_id: &before.id_hash,
+                    before: Some(serde_json::json!({ "hint": before.hint })),
+                    after: Some(
+                        serde_json::json!({ "hint": token.hint(), "grace_minutes": grace }),
+                    ),
+                },
+                now,
+            )
+            .await?;
+            let row = keys::get(&mut tx, &scope, &key_id).await?;
+            tx.commit().await?;
+            Ok(KeyIssued {
+                key: view_of(row, now),
+                token: token.expose().to_owned(),
+            })
+        }
+        .await,
+    )
+}
+
+/// The caller's own keys across every project of the organization.
+#[server(prefix = "/api/console", endpoint = "my_keys")]
+pub async fn my_keys(org_id: String) -> Result<Vec<KeyView>, AppError> {
+    use super::ssr::*;
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, _, scope) = authorize(&org_id, Action::ViewOrganization).await?;
+            let mut conn = state.db.pool.acquire().await?;
+            let rows = crate::core::keys::of_owner(&mut conn, &scope).await?;
+            let now = crate::core::now_ms();
+            Ok(rows.into_iter().map(|k| view_of(k, now)).collect())
+        }
+        .await,
+    )
+}

@@ -1,0 +1,435 @@
+//! The `api_keys` and `api_key_tags` tables: keys as stored (public id, hash of
+//! the secret, hint — never the token), their limits, listing and lifecycle.
+
+pub mod token;
+
+use sqlx::{AnyConnection, Row};
+
+use super::projects::{json_list, to_json};
+use crate::error::AppError;
+use crate::policy::ProjectScope;
+use token::Token;
+
+/// What a key may do; always within its project's caps (checked by the caller).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyLimits {
+    pub name: String,
+    pub models: Vec<String>,
+    pub tpm_limit: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub budget_micros: Option<i64>,
+    pub budget_reset: String,
+    pub expires_at: Option<i64>,
+    pub no_content_logging: bool,
+    pub tags: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRow {
+    pub id: String,
+    pub id_hash: String,
+    pub hint: String,
+    pub org_id: String,
+    pub project_id: String,
+    pub project_name: String,
+    pub kind: String,
+    pub owner_id: Option<String>,
+    pub owner_email: Option<String>,
+    pub limits: KeyLimits,
+    pub spend_micros: i64,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// The columns every read selects, joined with the owner and the project.
+macro_rules! key_select {
+    () => {
+        "SELECT k.id, k.id_hash, k.hint, k.org_id, k.project_id, p.name AS project_name, k.kind, k.owner_id, \
+         u.email AS owner_email, k.name, k.models_json, k.tpm_limit, k.rpm_limit, k.budget_micros, \
+         k.budget_reset, k.expires_at, k.no_content_logging, k.tags_json, k.spend_micros, k.created_at, \
+         k.revoked_at FROM api_keys k JOIN projects p ON p.id = k.project_id \
+         LEFT JOIN users u ON u.id = k.owner_id "
+    };
+}
+
+fn key_of(r: &sqlx::any::AnyRow) -> Result<KeyRow, sqlx::Error> {
+    Ok(KeyRow {
+        id: r.try_get("id")?,
+        id_hash: r.try_get("id_hash")?,
+        hint: r.try_get("hint")?,
+        org_id: r.try_get("org_id")?,
+        project_id: r.try_get("project_id")?,
+        project_name: r.try_get("project_name")?,
+        kind: r.try_get("kind")?,
+        owner_id: r.try_get("owner_id")?,
+        owner_email: r.try_get("owner_email")?,
+        limits: KeyLimits {
+            name: r.try_get("name")?,
+            models: json_list(&r.try_get::<String, _>("models_json")?)?,
+            tpm_limit: r.try_get("tpm_limit")?,
+            rpm_limit: r.try_get("rpm_limit")?,
+            budget_micros: r.try_get("budget_micros")?,
+            budget_reset: r.try_get("budget_reset")?,
+            expires_at: r.try_get("expires_at")?,
+            no_content_logging: r.try_get::<i64, _>("no_content_logging")? != 0,
+            tags: json_list(&r.try_get::<String, _>("tags_json")?)?,
+        },
+        spend_micros: r.try_get("spend_micros")?,
+        created_at: r.try_get("created_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+async fn write_tags(
+    conn: &mut AnyConnection,
+    key_id: &str,
+    project_id: &str,
+    tags: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM api_key_tags WHERE key_id = $1")
+        .bind(key_id)
+        .execute(&mut *conn)
+        .await?;
+    for tag in tags {
+        sqlx::query("INSERT INTO api_key_tags (key_id, project_id, tag) VALUES ($1, $2, $3)")
+            .bind(key_id)
+            .bind(project_id)
+            .bind(tag)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Who a new key belongs to.
+pub enum Holder<'a> {
+    User(&'a str),
+    Service,
+}
+
+/// Stores a new key; the returned token is the only copy of its secret.
+pub async fn create(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+    holder: Holder<'_>,
+    limits: &KeyLimits,
+    now: i64,
+) -> Result<(KeyRow, Token), AppError> {
+    let token = Token::mint();
+    let id = super::new_id();
+    let (kind, owner) = match holder {
+        Holder::User(u) => ("user", Some(u)),
+        Holder::Service => ("service", None),
+    };
+    sqlx::query(
+        "INSERT INTO api_keys (id, public_id, id_hash, secret_hash, hint, org_id, project_id, kind, owner_id, \
+         name, name_lower, models_json, tpm_limit, rpm_limit, budget_micros, budget_reset, expires_at, \
+         no_content_logging, tags_json, metadata_json, spend_micros, created_by, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, '{}', 0, $20, $21, $21)",
+    )
+    .bind(&id)
+    .bind(token.public_id())
+    .bind(token::id_hash(token.public_id()))
+    .bind(token.secret_hash())
+    .bind(token.hint())
+    .bind(scope.org_id())
+    .bind(scope.project_id())
+    .bind(kind)
+    .bind(owner)
+    .bind(&limits.name)
+    .bind(limits.name.to_lowercase())
+    .bind(to_json(&limits.models))
+    .bind(limits.tpm_limit)
+    .bind(limits.rpm_limit)
+    .bind(limits.budget_micros)
+    .bind(&limits.budget_reset)
+    .bind(limits.expires_at)
+    .bind(i64::from(limits.no_content_logging))
+    .bind(to_json(&limits.tags))
+    .bind(scope.actor_id())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    write_tags(conn, &id, scope.project_id(), &limits.tags).await?;
+    let row = get(conn, scope, &id).await?;
+    Ok((row, token))
+}
+
+/// One key of the scoped project, by its internal id.
+pub async fn get(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+    id: &str,
+) -> Result<KeyRow, AppError> {
+    let row = sqlx::query(concat!(
+        key_select!(),
+        "WHERE k.id = $1 AND k.project_id = $2 AND k.org_id = $3"
+    ))
+    .bind(id)
+    .bind(scope.project_id())
+    .bind(scope.org_id())
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| AppError::not_found("key"))?;
+    Ok(key_of(&row)?)
+}
+
+/// The project a key (named by its internal id) lives in, within one
+/// organization — to authorize before reading it.
+pub async fn project_of(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    id: &str,
+) -> Result<String, AppError> {
+    sqlx::query_scalar("SELECT project_id FROM api_keys WHERE id = $1 AND org_id = $2")
+        .bind(id)
+        .bind(org_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| AppError::not_found("key"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sort {
+    Newest,
+    Name,
+    Expiry,
+}
+
+pub struct ListQuery<'a> {
+    /// Part of the name, case-insensitive.
+    pub search: Option<&'a str>,
+    pub tag: Option<&'a str>,
+    /// Only the caller's own keys (a project member's view).
+    pub owner: Option<&'a str>,
+    pub sort: Sort,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// Escapes `%`, `_` and `\` so that a search is taken literally by LIKE.
+fn like_pattern(s: &str) -> String {
+    let escaped: String = s
+        .to_lowercase()
+        .chars()
+        .flat_map(|c| match c {
+            '%' | '_' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    format!("%{escaped}%")
+}
+
+/// One page of a project's keys and the total that match.
+pub async fn list(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+    q: &ListQuery<'_>,
+) -> Result<(Vec<KeyRow>, i64), sqlx::Error> {
+    // Static statements only: one per sort and per "by tag" (an index each).
+    macro_rules! filters {
+        () => {
+            "WHERE k.project_id = $1 AND ($2 IS NULL OR k.name_lower LIKE $2 ESCAPE '\\') \
+             AND ($3 IS NULL OR k.owner_id = $3) "
+        };
+    }
+    macro_rules! by_tag {
+        () => {
+            "AND k.id IN (SELECT t.key_id FROM api_key_tags t WHERE t.project_id = $1 AND t.tag = $4) "
+        };
+    }
+    // Every statement names every parameter; without a tag, `$4` is NULL.
+    macro_rules! no_tag {
+        () => {
+            "AND $4 IS NULL "
+        };
+    }
+    let sql = match (q.sort, q.tag.is_some()) {
+        (Sort::Newest, false) => concat!(key_select!(), filters!(), no_tag!(), "ORDER BY k.created_at DESC, k.id DESC LIMIT $5 OFFSET $6"),
+        (Sort::Newest, true) => concat!(key_select!(), filters!(), by_tag!(), "ORDER BY k.created_at DESC, k.id DESC LIMIT $5 OFFSET $6"),
+        (Sort::Name, false) => concat!(key_select!(), filters!(), no_tag!(), "ORDER BY k.name_lower, k.id LIMIT $5 OFFSET $6"),
+        (Sort::Name, true) => concat!(key_select!(), filters!(), by_tag!(), "ORDER BY k.name_lower, k.id LIMIT $5 OFFSET $6"),
+        (Sort::Expiry, false) => concat!(key_select!(), filters!(), no_tag!(), "ORDER BY CASE WHEN k.expires_at IS NULL THEN 1 ELSE 0 END, k.expires_at, k.id LIMIT $5 OFFSET $6"),
+        (Sort::Expiry, true) => concat!(key_select!(), filters!(), by_tag!(), "ORDER BY CASE WHEN k.expires_at IS NULL THEN 1 ELSE 0 END, k.expires_at, k.id LIMIT $5 OFFSET $6"),
+    };
+    let count_sql = if q.tag.is_some() {
+        concat!("SELECT COUNT(*) FROM api_keys k ", filters!(), by_tag!())
+    } else {
+        concat!("SELECT COUNT(*) FROM api_keys k ", filters!(), no_tag!())
+    };
+    let pattern = q
+        .search
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| like_pattern(s.trim()));
+    let rows = sqlx::query(sql)
+        .bind(scope.project_id())
+        .bind(pattern.as_deref())
+        .bind(q.owner)
+        .bind(q.tag)
+        .bind(q.limit)
+        .bind(q.offset)
+        .fetch_all(&mut *conn)
+        .await?;
+    let total: i64 = sqlx::query_scalar(count_sql)
+        .bind(scope.project_id())
+        .bind(pattern.as_deref())
+        .bind(q.owner)
+        .bind(q.tag)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok((rows.iter().map(key_of).collect::<Result<_, _>>()?, total))
+}
+
+/// The caller's own keys across the projects of the scoped organization.
+pub async fn of_owner(
+    conn: &mut AnyConnection,
+    scope: &crate::policy::OrgScope,
+) -> Result<Vec<KeyRow>, sqlx::Error> {
+    let rows = sqlx::query(concat!(
+        key_select!(),
+        "WHERE k.org_id = $1 AND k.owner_id = $2 ORDER BY k.created_at DESC, k.id DESC"
+    ))
+    .bind(scope.org_id())
+    .bind(scope.actor_id())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(key_of).collect()
+}
+
+pub async fn update(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+    id: &str,
+    l: &KeyLimits,
+    now: i64,
+) -> Result<(), AppError> {
+    sqlx::query(
+        "UPDATE api_keys SET name = $1, name_lower = $2, models_json = $3, tpm_limit = $4, rpm_limit = $5, \
+         budget_micros = $6, budget_reset = $7, expires_at = $8, no_content_logging = $9, tags_json = $10, \
+         updated_at = $11 WHERE id = $12 AND project_id = $13",
+    )
+    .bind(&l.name)
+    .bind(l.name.to_lowercase())
+    .bind(to_json(&l.models))
+    .bind(l.tpm_limit)
+    .bind(l.rpm_limit)
+    .bind(l.budget_micros)
+    .bind(&l.budget_reset)
+    .bind(l.expires_at)
+    .bind(i64::from(l.no_content_logging))
+    .bind(to_json(&l.tags))
+    .bind(now)
+    .bind(id)
+    .bind(scope.project_id())
+    .execute(&mut *conn)
+    .await?;
+    write_tags(conn, id, scope.project_id(), &l.tags).await?;
+    Ok(())
+}
+
+/// Revokes a key at once; a revoked key stays revoked.
+pub async fn revoke(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+    id: &str,
+    now: i64,
+) -> Result<(), AppError> {
+    let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND project_id = $3 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(id)
+        .bind(scope.project_id())
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(AppError::conflict("the key is already revoked"))
+    }
+}
+
+/// A new secret for the same key; the old one works until `grace_until`
+/// (now, without grace). Returns the new token.
+pub async fn rotate(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+    id: &str,
+    grace_until: i64,
+    now: i64,
+) -> Result<Token, AppError> {
+    let row = sqlx::query(
+        "SELECT public_id, secret_hash, revoked_at FROM api_keys WHERE id = $1 AND project_id = $2",
+    )
+    .bind(id)
+    .bind(scope.project_id())
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| AppError::not_found("key"))?;
+    if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
+        return Err(AppError::conflict(
+            "a revoked key cannot be rotated; create a new one",
+        ));
+    }
+    let public_id: String = row.try_get("public_id")?;
+    let old_hash: String = row.try_get("secret_hash")?;
+    let token = Token::with_public_id(public_id);
+    sqlx::query(
+        "UPDATE api_keys SET secret_hash = $1, hint = $2, prev_secret_hash = $3, prev_valid_until = $4, \
+         updated_at = $5 WHERE id = $6",
+    )
+    .bind(token.secret_hash())
+    .bind(token.hint())
+    .bind(if grace_until > now { Some(old_hash) } else { None })
+    .bind(if grace_until > now { Some(grace_until) } else { None })
+    .bind(now)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(token)
+}
+
+/// Keys that still work: not revoked, not expired.
+pub async fn live_count(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM api_keys WHERE project_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+    )
+    .bind(scope.project_id())
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// Whether a presented token is a live key: the check the proxy will make
+/// from memory, here against the database (tests, CLI).
+pub async fn authenticate(
+    conn: &mut AnyConnection,
+    presented: &str,
+    now: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    let Some(parsed) = token::parse(presented) else {
+        return Ok(None);
+    };
+    let row = sqlx::query(
+        "SELECT id, secret_hash, prev_secret_hash, prev_valid_until, revoked_at, expires_at FROM api_keys WHERE public_id = $1",
+    )
+    .bind(parsed.public_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let hash = token::hash_secret(parsed.secret);
+    let current: String = r.try_get("secret_hash")?;
+    let prev: Option<String> = r.try_get("prev_secret_hash")?;
+    let prev_until: Option<i64> = r.try_get("prev_valid_until")?;
+    let matches = hash == current
+        || (prev.as_deref() == Some(hash.as_str()) && prev_until.is_some_and(|t| t > now));
+    let revoked = r.try_get::<Option<i64>, _>("revoked_at")?.is_some();
+    let expired = r
+        .try_get::<Option<i64>, _>("expires_at")?
+        .is_some_and(|t| t <= now);
+    (matches && !revoked && !expired)
+        .then(|| r.try_get("id"))
+        .transpose()
+}

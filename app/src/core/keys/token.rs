@@ -1,0 +1,157 @@
+//! The key token: `sk-tg-<public id>-<secret><checksum>`. The public id finds
+//! the key, the secret proves it (only its SHA-256 is stored), and a CRC-32 of
+//! the rest lets secret scanners recognise a Tollgate key offline.
+
+use rand::distributions::{Alphanumeric, DistString};
+use sha2::{Digest, Sha256};
+
+pub const PREFIX: &str = "sk-tg-";
+const PUBLIC_ID_LEN: usize = 12;
+const SECRET_LEN: usize = 32;
+const CHECKSUM_LEN: usize = 6;
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// A freshly minted token. Not `Debug`, not `Serialize`: it leaves the server
+/// once, in the answer to create or rotate.
+pub struct Token {
+    full: String,
+    public_id: String,
+    secret_hash: String,
+    hint: String,
+}
+
+impl Token {
+    pub fn mint() -> Token {
+        let mut rng = rand::rngs::OsRng;
+        let public_id = Alphanumeric.sample_string(&mut rng, PUBLIC_ID_LEN);
+        Token::with_public_id(public_id)
+    }
+
+    /// A new secret for an existing public id (rotation keeps the key's identity).
+    pub fn with_public_id(public_id: String) -> Token {
+        let secret = Alphanumeric.sample_string(&mut rand::rngs::OsRng, SECRET_LEN);
+        let body = format!("{PREFIX}{public_id}-{secret}");
+        let full = format!("{body}{}", checksum(&body));
+        let hint = format!("{PREFIX}…{}", &full[full.len() - 4..]);
+        Token {
+            secret_hash: hash_secret(&secret),
+            full,
+            public_id,
+            hint,
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.full
+    }
+    pub fn public_id(&self) -> &str {
+        &self.public_id
+    }
+    pub fn secret_hash(&self) -> &str {
+        &self.secret_hash
+    }
+    pub fn hint(&self) -> &str {
+        &self.hint
+    }
+}
+
+fn checksum(body: &str) -> String {
+    let mut n = crc32fast::hash(body.as_bytes());
+    let mut out = [b'0'; CHECKSUM_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    out.iter().map(|&b| b as char).collect()
+}
+
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// The identifier APIs use for a key (`api_key_id_hash`): one-way, stable
+/// across rotation, and not enough to call models.
+pub fn id_hash(public_id: &str) -> String {
+    hex::encode(Sha256::digest(
+        format!("tollgate-key-id:{public_id}").as_bytes(),
+    ))
+}
+
+/// The parts of a well-formed token with a valid checksum.
+pub struct Parsed<'a> {
+    pub public_id: &'a str,
+    pub secret: &'a str,
+}
+
+pub fn parse(token: &str) -> Option<Parsed<'_>> {
+    let rest = token.strip_prefix(PREFIX)?;
+    let (public_id, tail) = rest.split_once('-')?;
+    if public_id.len() != PUBLIC_ID_LEN || tail.len() != SECRET_LEN + CHECKSUM_LEN {
+        return None;
+    }
+    if !public_id
+        .bytes()
+        .chain(tail.bytes())
+        .all(|b| b.is_ascii_alphanumeric())
+    {
+        return None;
+    }
+    let (secret, sum) = tail.split_at(SECRET_LEN);
+    let body = &token[..token.len() - CHECKSUM_LEN];
+    (checksum(body) == sum).then_some(Parsed { public_id, secret })
+}
+
+/// Whether `s` is a Tollgate key: prefix, shape and checksum, offline.
+pub fn looks_like_tollgate_key(s: &str) -> bool {
+    parse(s).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_tokens_parse_and_carry_their_hash_and_hint() {
+        let t = Token::mint();
+        assert!(t.expose().starts_with("sk-tg-"));
+        assert_eq!(
+            t.expose().len(),
+            PREFIX.len() + PUBLIC_ID_LEN + 1 + SECRET_LEN + CHECKSUM_LEN
+        );
+        assert!(looks_like_tollgate_key(t.expose()));
+        let p = parse(t.expose()).unwrap();
+        assert_eq!(p.public_id, t.public_id());
+        assert_eq!(hash_secret(p.secret), t.secret_hash());
+        assert!(t.hint().starts_with("sk-tg-…"));
+        assert!(t.expose().ends_with(&t.hint()["sk-tg-…".len()..]));
+        assert_ne!(Token::mint().expose(), t.expose());
+    }
+
+    #[test]
+    fn a_changed_character_fails_the_checksum() {
+        let t = Token::mint();
+        let full = t.expose();
+        for i in [
+            PREFIX.len(),
+            PREFIX.len() + PUBLIC_ID_LEN + 5,
+            full.len() - 1,
+        ] {
+            let mut b = full.as_bytes().to_vec();
+            b[i] = if b[i] == b'a' { b'b' } else { b'a' };
+            let changed = String::from_utf8(b).unwrap();
+            assert!(!looks_like_tollgate_key(&changed), "position {i}");
+        }
+        assert!(!looks_like_tollgate_key("sk-proj-abc"));
+        assert!(!looks_like_tollgate_key(""));
+    }
+
+    #[test]
+    fn rotation_keeps_the_public_id_and_its_hash() {
+        let t = Token::mint();
+        let r = Token::with_public_id(t.public_id().to_owned());
+        assert_eq!(r.public_id(), t.public_id());
+        assert_ne!(r.secret_hash(), t.secret_hash());
+        assert_eq!(id_hash(t.public_id()), id_hash(r.public_id()));
+        assert_eq!(id_hash("x").len(), 64);
+    }
+}

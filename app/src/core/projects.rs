@@ -1,0 +1,362 @@
+//! The `projects` and `project_members` tables.
+
+use sqlx::{AnyConnection, Row};
+
+use crate::error::AppError;
+use crate::policy::{OrgRole, OrgScope, ProjectRole, ProjectScope};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Project {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub models: Vec<String>,
+    pub tpm_limit: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub budget_micros: Option<i64>,
+    pub budget_reset: String,
+    pub ip_allowlist: Vec<String>,
+    pub created_at: i64,
+}
+
+/// The settings an admin may change.
+pub struct Settings {
+    pub name: String,
+    pub models: Vec<String>,
+    pub tpm_limit: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub budget_micros: Option<i64>,
+    pub budget_reset: String,
+    pub ip_allowlist: Vec<String>,
+}
+
+const COLUMNS: &str = "id, org_id, name, models_json, tpm_limit, rpm_limit, budget_micros, \
+                       budget_reset, ip_allowlist_json, created_at";
+
+pub(crate) fn json_list(s: &str) -> Result<Vec<String>, sqlx::Error> {
+    serde_json::from_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+pub(crate) fn to_json(list: &[String]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn project_of(r: &sqlx::any::AnyRow) -> Result<Project, sqlx::Error> {
+    Ok(Project {
+        id: r.try_get("id")?,
+        org_id: r.try_get("org_id")?,
+        name: r.try_get("name")?,
+        models: json_list(&r.try_get::<String, _>("models_json")?)?,
+        tpm_limit: r.try_get("tpm_limit")?,
+        rpm_limit: r.try_get("rpm_limit")?,
+        budget_micros: r.try_get("budget_micros")?,
+        budget_reset: r.try_get("budget_reset")?,
+        ip_allowlist: json_list(&r.try_get::<String, _>("ip_allowlist_json")?)?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn name_taken(e: sqlx::Error) -> AppError {
+    if super::db::is_unique_violation(&e) {
+        AppError::invalid(
+            "name",
+            "a project with this name already exists in the organization",
+        )
+    } else {
+        e.into()
+    }
+}
+
+pub async fn insert(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
+    name: &str,
+    now: i64,
+) -> Result<Project, AppError> {
+    let p = Project {
+        id: super::new_id(),
+        org_id: scope.org_id().to_owned(),
+        name: name.to_owned(),
+        models: super::catalogue::default_project_models(),
+        tpm_limit: None,
+        rpm_limit: None,
+        budget_micros: None,
+        budget_reset: "never".to_owned(),
+        ip_allowlist: Vec::new(),
+        created_at: now,
+    };
+    sqlx::query(
+        "INSERT INTO projects (id, org_id, name, models_json, budget_reset, ip_allowlist_json, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'never', '[]', $5, $5)",
+    )
+    .bind(&p.id)
+    .bind(&p.org_id)
+    .bind(&p.name)
+    .bind(to_json(&p.models))
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(name_taken)?;
+    Ok(p)
+}
+
+/// The caller's role in a project of `org_id`; `Ok(None)` when the project
+/// exists there but they are not in it, `Err(NotFound)` when it does not exist.
+pub async fn role_of(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    project_id: &str,
+    user_id: &str,
+) -> Result<Option<ProjectRole>, AppError> {
+    let row = sqlx::query(
+        "SELECT pm.role FROM projects p LEFT JOIN project_members pm \
+         ON pm.project_id = p.id AND pm.user_id = $3 WHERE p.id = $2 AND p.org_id = $1",
+    )
+    .bind(org_id)
+    .bind(project_id)
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| AppError::not_found("project"))?;
+    let role: Option<String> = row.try_get("role")?;
+    role.map(|r| {
+        r.parse()
+            .map_err(|e: String| AppError::internal("project role", &e))
+    })
+    .transpose()
+}
+
+pub async fn get(conn: &mut AnyConnection, scope: &ProjectScope) -> Result<Project, AppError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM projects WHERE id = $1 AND org_id = $2"
+    ))
+    .bind(scope.project_id())
+    .bind(scope.org_id())
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| AppError::not_found("project"))?;
+    Ok(project_of(&row)?)
+}
+
+/// Projects the caller may see: every one for owners, their own for others.
+pub async fn visible(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
+) -> Result<Vec<(Project, Option<ProjectRole>)>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS}, (SELECT role FROM project_members pm WHERE pm.project_id = p.id AND pm.user_id = $2) AS my_role \
+         FROM projects p WHERE p.org_id = $1 AND ($3 = 1 OR EXISTS \
+         (SELECT 1 FROM project_members pm WHERE pm.project_id = p.id AND pm.user_id = $2)) ORDER BY p.name"
+    ))
+    .bind(scope.org_id())
+    .bind(scope.actor_id())
+    .bind(i64::from(scope.role() == OrgRole::Owner))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let role: Option<String> = r.try_get("my_role")?;
+            Ok((project_of(r)?, role.and_then(|s| s.parse().ok())))
+        })
+        .collect()
+}
+
+pub async fn update(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+    s: &Settings,
+    now: i64,
+) -> Result<(), AppError> {
+    sqlx::query(
+        "UPDATE projects SET name = $1, models_json = $2, tpm_limit = $3, rpm_limit = $4, budget_micros = $5, \
+         budget_reset = $6, ip_allowlist_json = $7, updated_at = $8 WHERE id = $9 AND org_id = $10",
+    )
+    .bind(&s.name)
+    .bind(to_json(&s.models))
+    .bind(s.tpm_limit)
+    .bind(s.rpm_limit)
+    .bind(s.budget_micros)
+    .bind(&s.budget_reset)
+    .bind(to_json(&s.ip_allowlist))
+    .bind(now)
+    .bind(scope.project_id())
+    .bind(scope.org_id())
+    .execute(&mut *conn)
+    .await
+    .map_err(name_taken)?;
+    // Keys never exceed their project: lower caps lower the keys above them.
+    for (col, cap) in [("tpm_limit", s.tpm_limit), ("rpm_limit", s.rpm_limit)] {
+        if let Some(cap) = cap {
+            let sql = match col {
+                "tpm_limit" => "UPDATE api_keys SET tpm_limit = $1 WHERE project_id = $2 AND (tpm_limit IS NULL OR tpm_limit > $1)",
+                _ => "UPDATE api_keys SET rpm_limit = $1 WHERE project_id = $2 AND (rpm_limit IS NULL OR rpm_limit > $1)",
+            };
+            sqlx::query(sql)
+                .bind(cap)
+                .bind(scope.project_id())
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes a project and with it its keys; returns how many keys were live.
+pub async fn delete(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+    now: i64,
+) -> Result<i64, AppError> {
+    let live = super::keys::live_count(conn, scope, now).await?;
+    sqlx::query("DELETE FROM projects WHERE id = $1 AND org_id = $2")
+        .bind(scope.project_id())
+        .bind(scope.org_id())
+        .execute(&mut *conn)
+        .await?;
+    Ok(live)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectMemberRow {
+    pub user_id: String,
+    pub email: String,
+    pub name: String,
+    pub org_role: OrgRole,
+    /// `None` for owners, who are admins of every project without a row.
+    pub role: Option<ProjectRole>,
+}
+
+/// The project's people: its members, and the organization's owners as
+/// implicit admins.
+pub async fn members(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+) -> Result<Vec<ProjectMemberRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT u.id, u.email, u.name, om.role AS org_role, pm.role AS project_role FROM org_members om \
+         JOIN users u ON u.id = om.user_id \
+         LEFT JOIN project_members pm ON pm.user_id = om.user_id AND pm.project_id = $2 \
+         WHERE om.org_id = $1 AND (om.role = 'owner' OR pm.role IS NOT NULL) ORDER BY u.email",
+    )
+    .bind(scope.org_id())
+    .bind(scope.project_id())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let org_role: String = r.try_get("org_role")?;
+            let role: Option<String> = r.try_get("project_role")?;
+            Ok(ProjectMemberRow {
+                user_id: r.try_get("id")?,
+                email: r.try_get("email")?,
+                name: r.try_get("name")?,
+                org_role: super::members::role_of(&org_role)?,
+                role: role.and_then(|s| s.parse().ok()),
+            })
+        })
+        .collect()
+}
+
+/// Adds an organization member to the project, or changes their role.
+/// Owners are admins already; billing managers and viewers stay out of projects.
+pub async fn set_member(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+    user_id: &str,
+    role: ProjectRole,
+    now: i64,
+) -> Result<Option<ProjectRole>, AppError> {
+    let org_role = super::members::membership(conn, user_id, scope.org_id())
+        .await?
+        .ok_or_else(|| AppError::invalid("user_id", "is not a member of this organization"))?
+        .role;
+    match org_role {
+        OrgRole::Owner => {
+            return Err(AppError::invalid(
+                "user_id",
+                "organization owners are admins of every project already",
+            ))
+        }
+        OrgRole::Billing | OrgRole::Viewer => {
+            return Err(AppError::invalid(
+                "user_id",
+                format!(
+                    "a {} has no access to projects; make them a member first",
+                    org_role.label().to_lowercase()
+                ),
+            ))
+        }
+        OrgRole::Member => {}
+    }
+    let before: Option<String> = sqlx::query_scalar(
+        "SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2",
+    )
+    .bind(scope.project_id())
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO project_members (project_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (project_id, user_id) DO UPDATE SET role = $3",
+    )
+    .bind(scope.project_id())
+    .bind(user_id)
+    .bind(role.as_str())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(before.and_then(|s| s.parse().ok()))
+}
+
+/// Removes a member from the project; their own keys there are revoked.
+/// Returns their role and how many keys were revoked.
+pub async fn remove_member(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+    user_id: &str,
+    now: i64,
+) -> Result<(ProjectRole, u64), AppError> {
+    let role: Option<String> = sqlx::query_scalar(
+        "DELETE FROM project_members WHERE project_id = $1 AND user_id = $2 RETURNING role",
+    )
+    .bind(scope.project_id())
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let role = role
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| AppError::not_found("project member"))?;
+    let revoked = sqlx::query(
+        "UPDATE api_keys SET revoked_at = $1 WHERE project_id = $2 AND owner_id = $3 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(scope.project_id())
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok((role, revoked))
+}
+
+/// When someone leaves an organization: out of its projects, their keys revoked.
+pub async fn forget_member(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    user_id: &str,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM project_members WHERE user_id = $1 AND project_id IN (SELECT id FROM projects WHERE org_id = $2)",
+    )
+    .bind(user_id)
+    .bind(org_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE org_id = $2 AND owner_id = $3 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(org_id)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected())
+}
