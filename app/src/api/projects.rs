@@ -401,3 +401,39 @@ pub async fn remove_project_member(
         .await,
     )
 }
+
+/// A person who could be added to a project.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub user_id: String,
+    pub email: String,
+    pub name: String,
+}
+
+/// Organization members (role member) not yet in the project: what a project
+/// admin may pick from without seeing the whole organization's roster.
+#[server(prefix = "/api/console", endpoint = "project_candidates")]
+pub async fn project_candidates(
+    org_id: String,
+    project_id: String,
+) -> Result<Vec<Candidate>, AppError> {
+    use super::ssr::*;
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, _, scope) =
+                authorize_project(&org_id, &project_id, Action::AddProjectMembers).await?;
+            let mut conn = state.db.pool.acquire().await?;
+            let rows = crate::core::projects::candidates(&mut conn, &scope).await?;
+            Ok(rows
+                .into_iter()
+                .map(|(user_id, email, name)| Candidate {
+                    user_id,
+                    email,
+                    name,
+                })
+                .collect())
+        }
+        .await,
+    )
+}

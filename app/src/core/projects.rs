@@ -360,3 +360,22 @@ pub async fn forget_member(
         .await?
         .rows_affected())
 }
+
+/// Members of the organization (role member) who are not in the project yet.
+pub async fn candidates(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT u.id, u.email, u.name FROM org_members om JOIN users u ON u.id = om.user_id \
+         WHERE om.org_id = $1 AND om.role = 'member' AND NOT EXISTS \
+         (SELECT 1 FROM project_members pm WHERE pm.project_id = $2 AND pm.user_id = om.user_id) ORDER BY u.email",
+    )
+    .bind(scope.org_id())
+    .bind(scope.project_id())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("email")?, r.try_get("name")?)))
+        .collect()
+}

@@ -78,7 +78,7 @@ pub fn AuditPage() -> impl IntoView {
 }
 
 /// Percent-encodes a query value (actors are emails, actions dotted names).
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

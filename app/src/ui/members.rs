@@ -60,7 +60,7 @@ pub fn MembersPage() -> impl IntoView {
                                 <p>"Send this link to "<strong>{created.invitation.email.clone()}</strong>
                                    ". It is shown only now and works once, until "{format_time(created.invitation.expires_at)}"."</p>
                                 <code data-testid="invite-link">{created.link.clone()}</code>
-                                <button type="button" on:click=move |_| { copy(&link); copied.set(true); }>
+                                <button type="button" on:click=move |_| { super::copy(&link); copied.set(true); }>
                                     {move || if copied.get() { "Copied" } else { "Copy link" }}
                                 </button>
                             </div>
@@ -149,13 +149,4 @@ pub fn MembersPage() -> impl IntoView {
             </section>
         </Shell>
     }
-}
-
-fn copy(text: &str) {
-    #[cfg(feature = "hydrate")]
-    if let Some(w) = web_sys::window() {
-        let _ = w.navigator().clipboard().write_text(text);
-    }
-    #[cfg(not(feature = "hydrate"))]
-    let _ = text;
 }

@@ -2,9 +2,12 @@
 
 mod account;
 mod audit;
+mod keys;
 mod members;
+mod models;
 mod org;
 mod permissions;
+mod projects;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -22,6 +25,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>
                 <MetaTags/>
@@ -50,6 +54,10 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/orgs/:org_id") view=org::OrgPage/>
                 <Route path=path!("/orgs/:org_id/members") view=members::MembersPage/>
                 <Route path=path!("/orgs/:org_id/audit") view=audit::AuditPage/>
+                <Route path=path!("/orgs/:org_id/projects") view=projects::ProjectsPage/>
+                <Route path=path!("/orgs/:org_id/projects/:project_id") view=projects::ProjectPage/>
+                <Route path=path!("/orgs/:org_id/keys") view=keys::MyKeysPage/>
+                <Route path=path!("/orgs/:org_id/models") view=models::ModelsPage/>
             </Routes>
         </Router>
     }
@@ -86,6 +94,16 @@ pub(crate) fn go(path: &str) {
     }
     #[cfg(not(feature = "hydrate"))]
     let _ = path;
+}
+
+/// Puts text on the clipboard (the browser only).
+pub(crate) fn copy(text: &str) {
+    #[cfg(feature = "hydrate")]
+    if let Some(w) = web_sys::window() {
+        let _ = w.navigator().clipboard().write_text(text);
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = text;
 }
 
 /// The message of a failed action, for display.
@@ -170,6 +188,9 @@ fn Header(me: Me, org_id: Option<Memo<String>>) -> impl IntoView {
                         let may = |a| seat.is_some_and(|s| crate::policy::allows(a, s));
                         view! {
                             <a href=format!("/orgs/{id}")>"Overview"</a>
+                            <a href=format!("/orgs/{id}/projects")>"Projects"</a>
+                            <a href=format!("/orgs/{id}/keys")>"My keys"</a>
+                            <a href=format!("/orgs/{id}/models")>"Models"</a>
                             {may(crate::policy::Action::ManageOrgMembers).then(|| view! { <a href=format!("/orgs/{id}/members")>"Members"</a> })}
                             {may(crate::policy::Action::ViewAuditLog).then(|| view! { <a href=format!("/orgs/{id}/audit")>"Audit log"</a> })}
                         }

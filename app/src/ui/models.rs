@@ -1,0 +1,79 @@
+//! The model catalogue: everyone in the organization reads it; owners edit it.
+
+use leptos::prelude::*;
+
+use super::{error_of, org_param, Shell};
+use crate::api::catalogue::{list_models, DeleteModel, UpsertModel};
+use crate::api::format_usd;
+use crate::api::orgs::get_org;
+use crate::policy::{allows, Action, Seat};
+
+#[component]
+pub fn ModelsPage() -> impl IntoView {
+    let org_id = org_param();
+    let upsert = ServerAction::<UpsertModel>::new();
+    let delete = ServerAction::<DeleteModel>::new();
+    let models = Resource::new(
+        move || (org_id.get(), upsert.version().get(), delete.version().get()),
+        |(o, _, _)| list_models(o),
+    );
+    let org = Resource::new(move || org_id.get(), get_org);
+    view! {
+        <Shell org_id=org_id>
+            <h1>"Model catalogue"</h1>
+            <p class="muted">"Prices are per million tokens. Projects choose their models from this list."</p>
+            {move || error_of(upsert.value().get()).or_else(|| error_of(delete.value().get())).map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    let may_edit = org.await.is_ok_and(|o| allows(Action::ModelCatalogue, Seat::at_org(o.role)));
+                    let list = models.await.unwrap_or_default();
+                    view! {
+                        <section class="card">
+                            <table data-testid="models">
+                                <thead><tr><th>"Model"</th><th>"Provider"</th><th>"Upstream name"</th><th>"Input"</th><th>"Output"</th><th>"Context"</th><th></th></tr></thead>
+                                <tbody>
+                                    {list.into_iter().map(|m| view! {
+                                        <tr>
+                                            <td><code>{m.id.clone()}</code></td>
+                                            <td>{m.provider.clone()}</td>
+                                            <td>{m.upstream.clone()}</td>
+                                            <td>{format_usd(m.input_price)}</td>
+                                            <td>{format_usd(m.output_price)}</td>
+                                            <td>{m.context_window}</td>
+                                            <td>{may_edit.then(|| view! {
+                                                <ActionForm action=delete attr:class="inline-form">
+                                                    <input type="hidden" name="org_id" value=org_id.get_untracked()/>
+                                                    <input type="hidden" name="id" value=m.id.clone()/>
+                                                    <button type="submit" class="danger">"Remove"</button>
+                                                </ActionForm>
+                                            })}</td>
+                                        </tr>
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        </section>
+                        {may_edit.then(|| view! {
+                            <section class="card">
+                                <h2>"Add or change a model"</h2>
+                                <ActionForm action=upsert>
+                                    <input type="hidden" name="org_id" value=org_id.get_untracked()/>
+                                    <div class="row">
+                                        <label>"Id (provider/model)"<input name="id" required placeholder="vllm/llama-3.1-8b"/></label>
+                                        <label>"Provider"<input name="provider" required placeholder="vllm"/></label>
+                                        <label>"Upstream name"<input name="upstream" required/></label>
+                                    </div>
+                                    <div class="row">
+                                        <label>"Input USD / 1M"<input name="input_price" required inputmode="decimal"/></label>
+                                        <label>"Output USD / 1M"<input name="output_price" required inputmode="decimal"/></label>
+                                        <label>"Context window"<input name="context_window" required inputmode="numeric"/></label>
+                                        <button type="submit">"Save model"</button>
+                                    </div>
+                                </ActionForm>
+                            </section>
+                        })}
+                    }
+                })}
+            </Suspense>
+        </Shell>
+    }
+}

@@ -1,0 +1,327 @@
+//! Projects: the list, and one project's keys, settings, members and deletion.
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_params_map;
+
+use super::keys::ProjectKeys;
+use super::{error_of, go, org_param, Shell};
+use crate::api::catalogue::list_models;
+use crate::api::format_usd;
+use crate::api::projects::{
+    get_project, list_project_members, list_projects, project_candidates, AddProjectMember,
+    ChangeProjectMemberRole, CreateProject, DeleteProject, ProjectView, RemoveProjectMember,
+    UpdateProject,
+};
+use crate::policy::{allows, Action, OrgRole, ProjectRole, Seat};
+
+#[component]
+pub fn ProjectsPage() -> impl IntoView {
+    let org_id = org_param();
+    let create = ServerAction::<CreateProject>::new();
+    let projects = Resource::new(
+        move || (org_id.get(), create.version().get()),
+        |(o, _)| list_projects(o),
+    );
+    let org = Resource::new(move || org_id.get(), crate::api::orgs::get_org);
+    view! {
+        <Shell org_id=org_id>
+            <h1>"Projects"</h1>
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    let may_create = org.await.is_ok_and(|o| allows(Action::CreateProject, Seat::at_org(o.role)));
+                    may_create.then(|| view! {
+                        <section class="card">
+                            <h2>"New project"</h2>
+                            <ActionForm action=create>
+                                <input type="hidden" name="org_id" value=org_id.get_untracked()/>
+                                <div class="row">
+                                    <label>"Name"<input name="name" required data-testid="project-name"/></label>
+                                    <button type="submit">"Create project"</button>
+                                </div>
+                            </ActionForm>
+                            {move || error_of(create.value().get()).map(|e| view! { <p class="error" role="alert">{e}</p> })}
+                        </section>
+                    })
+                })}
+            </Suspense>
+            <section class="card">
+                <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                    {move || Suspend::new(async move {
+                        match projects.await {
+                            Ok(list) if list.is_empty() => view! { <p class="muted">"No projects you belong to yet."</p> }.into_any(),
+                            Ok(list) => view! {
+                                <table>
+                                    <thead><tr><th>"Project"</th><th>"Your role"</th></tr></thead>
+                                    <tbody>
+                                        {list.into_iter().map(|p| view! {
+                                            <tr>
+                                                <td><a href=format!("/orgs/{}/projects/{}", org_id.get_untracked(), p.id)>{p.name}</a></td>
+                                                <td>{p.my_seat.label()}</td>
+                                            </tr>
+                                        }).collect_view()}
+                                    </tbody>
+                                </table>
+                            }.into_any(),
+                            Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                        }
+                    })}
+                </Suspense>
+            </section>
+        </Shell>
+    }
+}
+
+fn limit(v: Option<i64>) -> String {
+    v.map_or_else(|| "no cap".to_owned(), |n| n.to_string())
+}
+
+/// Each section awaits the project in a Suspense of its own, directly under
+/// the Shell: a third level of nested Suspense was rendered inline by the
+/// server without the markers hydration expects.
+#[component]
+pub fn ProjectPage() -> impl IntoView {
+    let org_id = org_param();
+    let params = use_params_map();
+    let project_id = Memo::new(move |_| params.read().get("project_id").unwrap_or_default());
+    let update = ServerAction::<UpdateProject>::new();
+    let project = Resource::new(
+        move || (org_id.get(), project_id.get(), update.version().get()),
+        |(o, p, _)| get_project(o, p),
+    );
+    view! {
+        <Shell org_id=org_id>
+            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match project.await {
+                        Ok(p) => {
+                            let budget = p.budget_micros.map_or_else(|| "no budget".to_owned(), |b| format!("{} ({})", format_usd(b), p.budget_reset));
+                            view! {
+                                <h1 data-testid="project-title">{p.name.clone()}</h1>
+                                <p class="muted">
+                                    "You are " {p.my_seat.label().to_lowercase()} ". Models: " {p.models.join(", ")}
+                                    ". TPM " {limit(p.tpm_limit)} ", RPM " {limit(p.rpm_limit)} ", budget " {budget} "."
+                                </p>
+                            }.into_any()
+                        }
+                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                    }
+                })}
+            </Suspense>
+            <ProjectKeys org_id=org_id project_id=project_id project=project/>
+            <Settings org_id=org_id project=project update=update/>
+            <Members org_id=org_id project_id=project_id project=project/>
+            <Delete org_id=org_id project=project/>
+        </Shell>
+    }
+}
+
+type ProjectResource = Resource<Result<ProjectView, crate::error::AppError>>;
+
+#[component]
+fn Settings(
+    org_id: Memo<String>,
+    project: ProjectResource,
+    update: ServerAction<UpdateProject>,
+) -> impl IntoView {
+    let catalogue = Resource::new(move || org_id.get(), list_models);
+    view! {
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                let (Ok(p), models) = (project.await, catalogue.await) else { return ().into_any() };
+                if !allows(Action::EditProjectSettings, p.my_seat) {
+                    return ().into_any();
+                }
+                let models = models.unwrap_or_default();
+                view! {
+                    <section class="card">
+                        <h2>"Settings"</h2>
+                        <ActionForm action=update>
+                            <input type="hidden" name="org_id" value=org_id.get_untracked()/>
+                            <input type="hidden" name="project_id" value=p.id.clone()/>
+                            <label>"Name"<input name="name" value=p.name.clone() required/></label>
+                            <fieldset>
+                                <legend>"Models"</legend>
+                                {models.into_iter().enumerate().map(|(i, m)| {
+                                    let on = p.models.contains(&m.id);
+                                    view! {
+                                        <label class="inline">
+                                            <input type="checkbox" name=format!("models[{i}]") value=m.id.clone() checked=on/>
+                                            {m.id.clone()}
+                                        </label>
+                                    }
+                                }).collect_view()}
+                            </fieldset>
+                            <div class="row">
+                                <label>"TPM cap"<input name="tpm" inputmode="numeric" value=p.tpm_limit.map(|n| n.to_string()).unwrap_or_default() placeholder="no cap"/></label>
+                                <label>"RPM cap"<input name="rpm" inputmode="numeric" value=p.rpm_limit.map(|n| n.to_string()).unwrap_or_default() placeholder="no cap"/></label>
+                                <label>"Budget (USD)"<input name="max_budget" inputmode="decimal" value=p.budget_micros.map(|b| format_usd(b).trim_start_matches('$').to_owned()).unwrap_or_default() placeholder="no budget"/></label>
+                                <label>"Budget resets"
+                                    <select name="budget_reset">
+                                        {["never", "daily", "weekly", "monthly"].into_iter().map(|r| view! { <option value=r selected=p.budget_reset == r>{r}</option> }).collect_view()}
+                                    </select>
+                                </label>
+                            </div>
+                            <label>"IP allowlist (CIDRs, one per line; empty: any address)"
+                                <textarea name="ip_allowlist" rows="3">{p.ip_allowlist.join("\n")}</textarea>
+                            </label>
+                            <button type="submit">"Save settings"</button>
+                        </ActionForm>
+                        {move || match update.value().get() {
+                            Some(Ok(_)) => Some(view! { <p class="ok" role="status">"Saved."</p> }.into_any()),
+                            Some(Err(e)) => Some(view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any()),
+                            None => None,
+                        }}
+                    </section>
+                }.into_any()
+            })}
+        </Suspense>
+    }
+}
+
+/// One Suspense awaits the project, its members and the candidates together.
+#[component]
+fn Members(
+    org_id: Memo<String>,
+    project_id: Memo<String>,
+    project: ProjectResource,
+) -> impl IntoView {
+    let add = ServerAction::<AddProjectMember>::new();
+    let change = ServerAction::<ChangeProjectMemberRole>::new();
+    let remove = ServerAction::<RemoveProjectMember>::new();
+    let versions = move || {
+        (
+            add.version().get(),
+            change.version().get(),
+            remove.version().get(),
+        )
+    };
+    // Fetched for every seat (a member's console gets a 403 here): reading the
+    // project inside these sources made server and client disagree.
+    let members = Resource::new(
+        move || (org_id.get(), project_id.get(), versions()),
+        |(o, p, _)| list_project_members(o, p),
+    );
+    let candidates = Resource::new(
+        move || (org_id.get(), project_id.get(), versions()),
+        |(o, p, _)| project_candidates(o, p),
+    );
+    view! {
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                let Ok(p) = project.await else { return ().into_any() };
+                if !allows(Action::ViewProjectMembers, p.my_seat) {
+                    return ().into_any();
+                }
+                let list = members.await.unwrap_or_default();
+                let people = if allows(Action::AddProjectMembers, p.my_seat) { candidates.await.ok() } else { None };
+                let (o, pid) = (org_id.get_untracked(), p.id.clone());
+                view! {
+                    <section class="card">
+                        <h2>"Project members"</h2>
+                        {move || error_of(add.value().get()).or_else(|| error_of(change.value().get())).or_else(|| error_of(remove.value().get()))
+                            .map(|e| view! { <p class="error" role="alert">{e}</p> })}
+                        <table>
+                            <thead><tr><th>"Name"</th><th>"Email"</th><th>"Role"</th><th></th></tr></thead>
+                            <tbody>
+                                {list.into_iter().map(|m| {
+                                    let (o1, p1, o2, p2) = (o.clone(), pid.clone(), o.clone(), pid.clone());
+                                    let (uid1, uid2) = (m.user_id.clone(), m.user_id.clone());
+                                    view! {
+                                        <tr data-testid=format!("project-member-{}", m.email)>
+                                            <td>{m.name.clone()}</td>
+                                            <td>{m.email.clone()}</td>
+                                            {match (m.org_role, m.role) {
+                                                (OrgRole::Owner, _) | (_, None) => view! { <td>"Owner (admin of every project)"</td><td></td> }.into_any(),
+                                                (_, Some(role)) => view! {
+                                                    <td>
+                                                        <ActionForm action=change attr:class="inline-form">
+                                                            <input type="hidden" name="org_id" value=o1/>
+                                                            <input type="hidden" name="project_id" value=p1/>
+                                                            <input type="hidden" name="user_id" value=uid1/>
+                                                            <select name="role" aria-label="Project role">
+                                                                <option value="admin" selected=role == ProjectRole::Admin>"Admin"</option>
+                                                                <option value="member" selected=role == ProjectRole::Member>"Member"</option>
+                                                            </select>
+                                                            <button type="submit">"Change role"</button>
+                                                        </ActionForm>
+                                                    </td>
+                                                    <td>
+                                                        <ActionForm action=remove attr:class="inline-form">
+                                                            <input type="hidden" name="org_id" value=o2/>
+                                                            <input type="hidden" name="project_id" value=p2/>
+                                                            <input type="hidden" name="user_id" value=uid2/>
+                                                            <button type="submit" class="danger">"Remove"</button>
+                                                        </ActionForm>
+                                                    </td>
+                                                }.into_any(),
+                                            }}
+                                        </tr>
+                                    }
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                        {people.map(|people| view! {
+                            <ActionForm action=add>
+                                <input type="hidden" name="org_id" value=o.clone()/>
+                                <input type="hidden" name="project_id" value=pid.clone()/>
+                                <div class="row">
+                                    <label>"Add a member of the organization"
+                                        <select name="user_id" data-testid="add-project-member">
+                                            {people.into_iter()
+                                                .map(|c| view! { <option value=c.user_id>{format!("{} ({})", c.name, c.email)}</option> })
+                                                .collect_view()}
+                                        </select>
+                                    </label>
+                                    <label>"As"
+                                        <select name="role" data-testid="add-project-role">
+                                            <option value="member">"Member"</option>
+                                            <option value="admin">"Admin"</option>
+                                        </select>
+                                    </label>
+                                    <button type="submit">"Add to project"</button>
+                                </div>
+                            </ActionForm>
+                        })}
+                    </section>
+                }.into_any()
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn Delete(org_id: Memo<String>, project: ProjectResource) -> impl IntoView {
+    let delete = ServerAction::<DeleteProject>::new();
+    Effect::new(move |_| {
+        if let Some(Ok(_)) = delete.value().get() {
+            go(&format!("/orgs/{}/projects", org_id.get_untracked()));
+        }
+    });
+    view! {
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                let Ok(p) = project.await else { return ().into_any() };
+                if !allows(Action::DeleteProject, p.my_seat) {
+                    return ().into_any();
+                }
+                view! {
+                    <section class="card danger-zone">
+                        <h2>"Delete project"</h2>
+                        <p>"Deleting " <strong>{p.name.clone()}</strong> " revokes its "
+                           <strong data-testid="live-keys">{p.live_keys}</strong>
+                           {if p.live_keys == 1 { " working key" } else { " working keys" }} " at once. Type the project's name to confirm."</p>
+                        <ActionForm action=delete>
+                            <input type="hidden" name="org_id" value=org_id.get_untracked()/>
+                            <input type="hidden" name="project_id" value=p.id.clone()/>
+                            <div class="row">
+                                <label>"Project name"<input name="confirm" required autocomplete="off"/></label>
+                                <button type="submit" class="danger">"Delete project and revoke its keys"</button>
+                            </div>
+                        </ActionForm>
+                        {move || error_of(delete.value().get()).map(|e| view! { <p class="error" role="alert">{e}</p> })}
+                    </section>
+                }.into_any()
+            })}
+        </Suspense>
+    }
+}

@@ -1,0 +1,172 @@
+//! Seeds 100,000 keys into one project and times the console's key list over
+//! HTTP: the first page, and a tag search. Prints figures; asserts nothing.
+//!
+//! cargo run --release -p tollgate-server --example key_list_bench -- [sqlite|postgres] [keys]
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    reason = "a benchmark script"
+)]
+
+use std::time::{Duration, Instant};
+use tollgate_app::core::keys::{self, Holder, KeyLimits};
+use tollgate_app::policy::{self, OrgMember, OrgRole, ProjectMember};
+use tollgate_server::config::Config;
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let backend = args.next().unwrap_or_else(|| "sqlite".into());
+    let n: usize = args.next().map_or(100_000, |s| s.parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = match backend.as_str() {
+        "postgres" => {
+            let admin = std::env::var("TOLLGATE_TEST_PG")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+            let name = format!("tollgate_bench_{}", std::process::id());
+            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                .await
+                .unwrap();
+            sqlx::Executor::execute(&mut c, format!("DROP DATABASE IF EXISTS {name}").as_str())
+                .await
+                .unwrap();
+            sqlx::Executor::execute(&mut c, format!("CREATE DATABASE {name}").as_str())
+                .await
+                .unwrap();
+            format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+        }
+        _ => format!("sqlite://{}", dir.path().join("bench.db").display()),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = Config {
+        listen: addr,
+        database_url: Some(db_url.clone()),
+        data_dir: dir.path().join("data"),
+        public_url: Some(format!("http://{addr}")),
+        ..Config::default()
+    };
+    let state = tollgate_server::state(&config).await.unwrap();
+    tokio::spawn(tollgate_server::serve(
+        listener,
+        tollgate_server::router(state.clone()),
+        std::future::pending(),
+    ));
+    let url = format!("http://{addr}/api/console");
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let post = |f: &str, form: Vec<(&str, String)>| {
+        let req = http.post(format!("{url}/{f}")).form(&form);
+        async move {
+            let res = req.send().await.unwrap();
+            assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+            res.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let setup = post(
+        "setup",
+        vec![
+            ("email", "bench@example.com".into()),
+            ("name", "Bench".into()),
+            ("password", "benchmark-password".into()),
+            ("org_name", "Bench".into()),
+        ],
+    )
+    .await;
+    let org_id = setup["org_id"].as_str().unwrap().to_owned();
+    let project = post(
+        "create_project",
+        vec![("org_id", org_id.clone()), ("name", "Big".into())],
+    )
+    .await;
+    let project_id = project["id"].as_str().unwrap().to_owned();
+    let owner_id = post("current_user", vec![]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Seed with the same core function the console uses, in batches.
+    let member = ProjectMember {
+        org: OrgMember {
+            user_id: owner_id.clone(),
+            org_id: org_id.clone(),
+            role: OrgRole::Owner,
+        },
+        project_id: project_id.clone(),
+        role: None,
+    };
+    let scope = policy::authorize_project(&member, policy::Action::ManageOwnKeys).unwrap();
+    let started = Instant::now();
+    let now = tollgate_app::core::now_ms();
+    for batch in 0..n.div_ceil(1000) {
+        let mut tx = state.db.pool.begin().await.unwrap();
+        for i in batch * 1000..((batch + 1) * 1000).min(n) {
+            let limits = KeyLimits {
+                name: format!("key-{i:06}"),
+                models: vec!["mock/echo".into()],
+                tpm_limit: None,
+                rpm_limit: Some(60),
+                budget_micros: Some(5_000_000),
+                budget_reset: "monthly".into(),
+                expires_at: None,
+                no_content_logging: false,
+                tags: vec![format!("team-{}", i % 100), "bench".into()],
+            };
+            keys::create(
+                &mut tx,
+                &scope,
+                Holder::User(&owner_id),
+                &limits,
+                now + i as i64,
+            )
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    println!(
+        "backend {backend}: seeded {n} keys in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let base = vec![
+        ("org_id", org_id.clone()),
+        ("project_id", project_id.clone()),
+    ];
+    let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
+        ("first page (newest)", base.clone()),
+        (
+            "tag search (team-42, 1% of keys)",
+            [base.clone(), vec![("tag", "team-42".into())]].concat(),
+        ),
+        (
+            "name search (key-0999)",
+            [base.clone(), vec![("search", "key-0999".into())]].concat(),
+        ),
+        (
+            "page 1000 (offset 49,950)",
+            [base.clone(), vec![("page", "1000".into())]].concat(),
+        ),
+    ];
+    for (label, form) in cases {
+        let mut times: Vec<Duration> = Vec::new();
+        let mut total = 0;
+        for _ in 0..25 {
+            let t = Instant::now();
+            let page = post("list_keys", form.clone()).await;
+            times.push(t.elapsed());
+            total = page["total"].as_i64().unwrap();
+        }
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "  {label:<34} total {total:>6}  p50 {:>6.1} ms  p95 {:>6.1} ms  max {:>6.1} ms",
+            ms(times[12]),
+            ms(times[23]),
+            ms(times[24])
+        );
+    }
+}
