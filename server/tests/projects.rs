@@ -1027,6 +1027,42 @@ async fn the_token_is_shown_once_and_only_its_hash_is_kept(backend: Backend) {
         .ok(&w.member, "list_keys", &[("org_id", o), ("project_id", p)])
         .await;
     assert_eq!(listed["keys"][0]["status"], "revoked");
+    // Every change is in the audit log, with the key's id hash as the resource.
+    let log = w
+        .app
+        .ok(
+            &w.owner,
+            "list_audit_events",
+            &[("org_id", o), ("action", "")],
+        )
+        .await;
+    let id_hash = s(&issued["key"]["id_hash"]);
+    let mut key_events: Vec<String> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"].as_str().unwrap().ends_with(&id_hash))
+        .map(|e| s(&e["action"]))
+        .collect();
+    key_events.reverse();
+    assert_eq!(
+        key_events,
+        [
+            "key.created",
+            "key.updated",
+            "key.rotated",
+            "key.rotated",
+            "key.revoked"
+        ]
+    );
+    let actions: Vec<String> = log["actions"].as_array().unwrap().iter().map(s).collect();
+    for a in ["project.created", "project.member_added"] {
+        assert!(actions.contains(&a.to_owned()), "{a} in {actions:?}");
+    }
+    assert!(
+        !log.to_string().contains(&tok),
+        "the audit log holds no token"
+    );
     // No column of any table holds a token or a secret.
     let tables = [
         "api_keys",
