@@ -319,6 +319,26 @@ pub fn allows(action: Action, seat: Seat) -> bool {
     }
 }
 
+/// Whether this organization role sees every project (owners) rather than
+/// only its own: the "view project" cell is a plain yes.
+pub fn sees_all_projects(role: OrgRole) -> bool {
+    grant(Action::ViewProject, Seat::at_org(role)) == Grant::Yes
+}
+
+/// Whether membership of a project changes anything for this role: owners are
+/// admins everywhere already, billing managers and viewers stay out.
+pub fn joins_projects(role: OrgRole) -> bool {
+    Seat::in_project(role, Some(ProjectRole::Member)) != Seat::at_org(role)
+}
+
+/// Whether this role may hold keys at all (inside a project it belongs to).
+pub fn may_hold_keys(role: OrgRole) -> bool {
+    allows(
+        Action::ManageOwnKeys,
+        Seat::in_project(role, Some(ProjectRole::Member)),
+    )
+}
+
 /// A refusal, naming the permission that was missing and the seat asking.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Denied {
@@ -564,6 +584,18 @@ mod tests {
         assert!(!in_project(OrgRole::Member, None).sees_project());
         assert!(!in_project(OrgRole::Billing, None).sees_project());
         assert!(in_project(OrgRole::Owner, None).sees_project());
+    }
+
+    #[test]
+    fn project_questions_follow_from_the_table() {
+        assert!(sees_all_projects(OrgRole::Owner));
+        assert!(!sees_all_projects(OrgRole::Member));
+        assert!(joins_projects(OrgRole::Member));
+        for r in [OrgRole::Owner, OrgRole::Billing, OrgRole::Viewer] {
+            assert!(!joins_projects(r), "{r}");
+        }
+        assert!(may_hold_keys(OrgRole::Owner) && may_hold_keys(OrgRole::Member));
+        assert!(!may_hold_keys(OrgRole::Billing) && !may_hold_keys(OrgRole::Viewer));
     }
 
     #[test]

@@ -160,9 +160,21 @@ pub(crate) mod ssr {
         action: Action,
     ) -> Result<(AppState, User, ProjectScope), AppError> {
         let (state, user, member) = member_of(org_id).await?;
+        let scope = in_project(&state, member, project_id, action).await?;
+        Ok((state, user, scope))
+    }
+
+    /// The policy's decision for a member of the organization in one project.
+    async fn in_project(
+        state: &AppState,
+        member: OrgMember,
+        project_id: &str,
+        action: Action,
+    ) -> Result<ProjectScope, AppError> {
         let mut conn = state.db.pool.acquire().await?;
-        let role = crate::core::projects::role_of(&mut conn, org_id, project_id, &user.id).await?;
-        drop(conn);
+        let role =
+            crate::core::projects::role_of(&mut conn, &member.org_id, project_id, &member.user_id)
+                .await?;
         let standing = ProjectMember {
             org: member,
             project_id: project_id.to_owned(),
@@ -171,8 +183,7 @@ pub(crate) mod ssr {
         if !standing.sees_project() {
             return Err(AppError::not_found("project"));
         }
-        let scope = policy::authorize_project(&standing, action)?;
-        Ok((state, user, scope))
+        Ok(policy::authorize_project(&standing, action)?)
     }
 
     /// Authorizes an action on one key (named by id): its project must be
@@ -182,17 +193,14 @@ pub(crate) mod ssr {
         key_id: &str,
     ) -> Result<(AppState, User, ProjectScope, crate::core::keys::KeyRow), AppError> {
         // Session and membership first: strangers learn nothing about keys.
-        let project_id = {
-            let (state, _, _) = member_of(org_id).await?;
-            let mut conn = state.db.pool.acquire().await?;
-            crate::core::keys::project_of(&mut conn, org_id, key_id).await?
-        };
-        let (state, user, scope) =
-            authorize_project(org_id, &project_id, Action::ManageOwnKeys).await?;
-        let key = {
-            let mut conn = state.db.pool.acquire().await?;
-            crate::core::keys::get(&mut conn, &scope, key_id).await?
-        };
+        let (state, user, member) = member_of(org_id).await?;
+        let mut conn = state.db.pool.acquire().await?;
+        let project_id = crate::core::keys::project_of(&mut conn, org_id, key_id).await?;
+        drop(conn);
+        let scope = in_project(&state, member, &project_id, Action::ManageOwnKeys).await?;
+        let mut conn = state.db.pool.acquire().await?;
+        let key = crate::core::keys::get(&mut conn, &scope, key_id).await?;
+        drop(conn);
         policy::authorize_key(&scope, key.owner_id.as_deref())?;
         Ok((state, user, scope, key))
     }

@@ -182,7 +182,7 @@ pub async fn update_project(
             };
             let now = crate::core::now_ms();
             let mut tx = state.db.pool.begin().await?;
-            let catalogue_ids = catalogue::ids(&mut tx, scope.org_id()).await?;
+            let catalogue_ids = catalogue::ids(&mut tx, scope.org()).await?;
             check_models_within("models", &settings.models, &catalogue_ids).map_err(|_| {
                 AppError::invalid(
                     "models",

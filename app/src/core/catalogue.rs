@@ -110,11 +110,10 @@ fn model_of(r: &sqlx::any::AnyRow) -> Result<Model, sqlx::Error> {
     })
 }
 
-/// The catalogue's ids of one organization (reading it needs no permission
-/// beyond membership: projects pick from it).
-pub async fn ids(conn: &mut AnyConnection, org_id: &str) -> Result<Vec<String>, sqlx::Error> {
+/// The catalogue's ids of the scoped organization (projects pick from it).
+pub async fn ids(conn: &mut AnyConnection, scope: &OrgScope) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT id FROM models WHERE org_id = $1 ORDER BY id")
-        .bind(org_id)
+        .bind(scope.org_id())
         .fetch_all(&mut *conn)
         .await
 }

@@ -178,9 +178,9 @@ pub async fn set_role(
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
-    // Billing managers and viewers have no project access and no keys.
-    if matches!(role, OrgRole::Billing | OrgRole::Viewer) {
-        super::projects::forget_member(conn, scope.org_id(), user_id, super::now_ms()).await?;
+    // Roles that may hold no keys (billing managers, viewers) leave projects too.
+    if !crate::policy::may_hold_keys(role) {
+        super::projects::forget_member(conn, scope, user_id, super::now_ms()).await?;
     }
     Ok(before)
 }
@@ -201,6 +201,6 @@ pub async fn remove(
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
-    super::projects::forget_member(conn, scope.org_id(), user_id, super::now_ms()).await?;
+    super::projects::forget_member(conn, scope, user_id, super::now_ms()).await?;
     Ok(before)
 }

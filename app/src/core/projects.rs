@@ -30,8 +30,13 @@ pub struct Settings {
     pub ip_allowlist: Vec<String>,
 }
 
-const COLUMNS: &str = "id, org_id, name, models_json, tpm_limit, rpm_limit, budget_micros, \
-                       budget_reset, ip_allowlist_json, created_at";
+/// The columns every read of a project selects.
+macro_rules! columns {
+    () => {
+        "id, org_id, name, models_json, tpm_limit, rpm_limit, budget_micros, budget_reset, \
+         ip_allowlist_json, created_at"
+    };
+}
 
 pub(crate) fn json_list(s: &str) -> Result<Vec<String>, sqlx::Error> {
     serde_json::from_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
@@ -127,8 +132,10 @@ pub async fn role_of(
 }
 
 pub async fn get(conn: &mut AnyConnection, scope: &ProjectScope) -> Result<Project, AppError> {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM projects WHERE id = $1 AND org_id = $2"
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM projects WHERE id = $1 AND org_id = $2"
     ))
     .bind(scope.project_id())
     .bind(scope.org_id())
@@ -143,14 +150,16 @@ pub async fn visible(
     conn: &mut AnyConnection,
     scope: &OrgScope,
 ) -> Result<Vec<(Project, Option<ProjectRole>)>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS}, (SELECT role FROM project_members pm WHERE pm.project_id = p.id AND pm.user_id = $2) AS my_role \
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        ", (SELECT role FROM project_members pm WHERE pm.project_id = p.id AND pm.user_id = $2) AS my_role \
          FROM projects p WHERE p.org_id = $1 AND ($3 = 1 OR EXISTS \
          (SELECT 1 FROM project_members pm WHERE pm.project_id = p.id AND pm.user_id = $2)) ORDER BY p.name"
     ))
     .bind(scope.org_id())
     .bind(scope.actor_id())
-    .bind(i64::from(scope.role() == OrgRole::Owner))
+    .bind(i64::from(crate::policy::sees_all_projects(scope.role())))
     .fetch_all(&mut *conn)
     .await?;
     rows.iter()
@@ -270,23 +279,16 @@ pub async fn set_member(
         .await?
         .ok_or_else(|| AppError::invalid("user_id", "is not a member of this organization"))?
         .role;
-    match org_role {
-        OrgRole::Owner => {
-            return Err(AppError::invalid(
-                "user_id",
-                "organization owners are admins of every project already",
-            ))
-        }
-        OrgRole::Billing | OrgRole::Viewer => {
-            return Err(AppError::invalid(
-                "user_id",
-                format!(
-                    "a {} has no access to projects; make them a member first",
-                    org_role.label().to_lowercase()
-                ),
-            ))
-        }
-        OrgRole::Member => {}
+    if !crate::policy::joins_projects(org_role) {
+        let why = if crate::policy::sees_all_projects(org_role) {
+            "organization owners are admins of every project already".to_owned()
+        } else {
+            format!(
+                "a {} has no access to projects; make them a member first",
+                org_role.label().to_lowercase()
+            )
+        };
+        return Err(AppError::invalid("user_id", why));
     }
     let before: Option<String> = sqlx::query_scalar(
         "SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2",
@@ -341,7 +343,7 @@ pub async fn remove_member(
 /// When someone leaves an organization: out of its projects, their keys revoked.
 pub async fn forget_member(
     conn: &mut AnyConnection,
-    org_id: &str,
+    scope: &OrgScope,
     user_id: &str,
     now: i64,
 ) -> Result<u64, sqlx::Error> {
@@ -349,12 +351,12 @@ pub async fn forget_member(
         "DELETE FROM project_members WHERE user_id = $1 AND project_id IN (SELECT id FROM projects WHERE org_id = $2)",
     )
     .bind(user_id)
-    .bind(org_id)
+    .bind(scope.org_id())
     .execute(&mut *conn)
     .await?;
     Ok(sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE org_id = $2 AND owner_id = $3 AND revoked_at IS NULL")
         .bind(now)
-        .bind(org_id)
+        .bind(scope.org_id())
         .bind(user_id)
         .execute(&mut *conn)
         .await?
