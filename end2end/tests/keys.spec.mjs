@@ -131,6 +131,7 @@ test('a member creates a key, sees its token once, and the owner revokes it', as
   await ownersRow.getByTestId('revoke').click();
   await owner.waitForFunction(() =>
     document.querySelector('[data-testid="key-ci-bot"] [data-testid="key-status"]')?.textContent === 'revoked');
+  await owner.waitForFunction(() => document.querySelector('[data-testid="live-keys"]')?.textContent === '0');
   await shot(owner, '12-key-revoked');
   await bob.reload();
   await row.waitFor();

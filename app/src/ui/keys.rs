@@ -95,6 +95,36 @@ fn Reveal(issued: KeyIssued, on_close: impl Fn() + Send + Sync + 'static) -> imp
     }
 }
 
+/// The actions on a project's keys, made by the page that shows them.
+#[derive(Clone, Copy)]
+pub struct KeyActions {
+    pub create: ServerAction<CreateKey>,
+    pub rotate: ServerAction<RotateKey>,
+    pub revoke: ServerAction<RevokeKey>,
+    pub update: ServerAction<UpdateKey>,
+}
+
+impl KeyActions {
+    pub fn new() -> KeyActions {
+        KeyActions {
+            create: ServerAction::new(),
+            rotate: ServerAction::new(),
+            revoke: ServerAction::new(),
+            update: ServerAction::new(),
+        }
+    }
+
+    /// Changes whenever any of them completes.
+    pub fn version(&self) -> (usize, usize, usize, usize) {
+        (
+            self.create.version().get(),
+            self.rotate.version().get(),
+            self.revoke.version().get(),
+            self.update.version().get(),
+        )
+    }
+}
+
 /// One project's keys: create, reveal, list, edit, rotate, revoke. Its two
 /// boundaries sit directly under the Shell (see `ProjectPage`).
 #[component]
@@ -102,11 +132,14 @@ pub fn ProjectKeys(
     org_id: Memo<String>,
     project_id: Memo<String>,
     project: Resource<Result<ProjectView, AppError>>,
+    actions: KeyActions,
 ) -> impl IntoView {
-    let create = ServerAction::<CreateKey>::new();
-    let rotate = ServerAction::<RotateKey>::new();
-    let revoke = ServerAction::<RevokeKey>::new();
-    let update = ServerAction::<UpdateKey>::new();
+    let KeyActions {
+        create,
+        rotate,
+        revoke,
+        update,
+    } = actions;
     let query = use_query_map();
     let q = move |k: &str| query.read().get(k).filter(|v| !v.is_empty());
     let keys = Resource::new(

@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
-use super::keys::ProjectKeys;
+use super::keys::{KeyActions, ProjectKeys};
 use super::{error_of, go, org_param, Shell};
 use crate::api::catalogue::list_models;
 use crate::api::format_usd;
@@ -84,9 +84,19 @@ pub fn ProjectPage() -> impl IntoView {
     let params = use_params_map();
     let project_id = Memo::new(move |_| params.read().get("project_id").unwrap_or_default());
     let update = ServerAction::<UpdateProject>::new();
+    // The key actions live here so that the project (and its count of working
+    // keys, which the delete section shows) is read again after each.
+    let key_actions = KeyActions::new();
     let project = Resource::new(
-        move || (org_id.get(), project_id.get(), update.version().get()),
-        |(o, p, _)| get_project(o, p),
+        move || {
+            (
+                org_id.get(),
+                project_id.get(),
+                update.version().get(),
+                key_actions.version(),
+            )
+        },
+        |(o, p, _, _)| get_project(o, p),
     );
     view! {
         <Shell org_id=org_id>
@@ -107,7 +117,7 @@ pub fn ProjectPage() -> impl IntoView {
                     }
                 })}
             </Suspense>
-            <ProjectKeys org_id=org_id project_id=project_id project=project/>
+            <ProjectKeys org_id=org_id project_id=project_id project=project actions=key_actions/>
             <Settings org_id=org_id project=project update=update/>
             <Members org_id=org_id project_id=project_id project=project/>
             <Delete org_id=org_id project=project/>
@@ -260,7 +270,9 @@ fn Members(
                                 }).collect_view()}
                             </tbody>
                         </table>
-                        {people.map(|people| view! {
+                        {people.map(|people| if people.is_empty() {
+                            view! { <p class="muted">"Every member of the organization who can join is in this project."</p> }.into_any()
+                        } else { view! {
                             <ActionForm action=add>
                                 <input type="hidden" name="org_id" value=o.clone()/>
                                 <input type="hidden" name="project_id" value=pid.clone()/>
@@ -281,7 +293,7 @@ fn Members(
                                     <button type="submit">"Add to project"</button>
                                 </div>
                             </ActionForm>
-                        })}
+                        }.into_any() })}
                     </section>
                 }.into_any()
             })}
