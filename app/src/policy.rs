@@ -377,6 +377,16 @@ pub struct OrgScope {
 }
 
 impl OrgScope {
+    /// A second action asked of the same seat (one request, two permissions).
+    pub fn also(&self, action: Action) -> Result<(), Denied> {
+        let seat = Seat::at_org(self.role);
+        if allows(action, seat) {
+            Ok(())
+        } else {
+            Err(Denied { action, seat })
+        }
+    }
+
     pub fn org_id(&self) -> &str {
         &self.org_id
     }

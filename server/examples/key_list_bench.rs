@@ -48,9 +48,12 @@ async fn main() {
         ..Config::default()
     };
     let state = tollgate_server::state(&config).await.unwrap();
+    let gateway = tollgate_server::proxy::Gateway::start(&state, &config.proxy)
+        .await
+        .unwrap();
     tokio::spawn(tollgate_server::serve(
         listener,
-        tollgate_server::router(state.clone()),
+        tollgate_server::router(state.clone(), gateway),
         std::future::pending(),
     ));
     let url = format!("http://{addr}/api/console");

@@ -1,4 +1,5 @@
-//! Operator commands: `tollgate admin create-owner | reset-password | verify-audit`.
+//! Operator commands: `tollgate admin create-owner | reset-password |
+//! verify-audit | provisioning-key`.
 //! Passwords come from standard input, never from the command line.
 
 use clap::{Parser, Subcommand};
@@ -52,6 +53,15 @@ pub enum AdminCommand {
     },
     /// Check the audit log's hash chain; exits 1 at the first broken event.
     VerifyAudit,
+    /// Print a new provisioning key for an organization (by id or name), for
+    /// headless bootstrap; the only output is the token.
+    ProvisioningKey {
+        #[arg(long)]
+        org: String,
+        /// What the key is for (default: "bootstrap").
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 pub async fn admin(config: &crate::config::Config, cmd: AdminCommand) -> ExitCode {
@@ -165,6 +175,50 @@ async fn run(config: &crate::config::Config, cmd: AdminCommand) -> Result<String
                 "password of {} reset; their sessions have ended",
                 user.email
             ))
+        }
+        AdminCommand::ProvisioningKey { org, name } => {
+            let name = tollgate_app::core::domain::name(
+                "--name",
+                name.as_deref().unwrap_or("bootstrap"),
+                100,
+            )
+            .map_err(shown)?;
+            let now = now_ms();
+            let mut tx = db.pool.begin().await.map_err(sql)?;
+            let found = orgs::find(&mut tx, &org).await.map_err(sql)?;
+            let org = match found.as_slice() {
+                [one] => one.clone(),
+                [] => return Err(format!("no organization with the id or name '{org}'")),
+                many => {
+                    let ids: Vec<&str> = many.iter().map(|o| o.id.as_str()).collect();
+                    return Err(format!(
+                        "{} organizations are named '{org}'; give one of their ids: {}",
+                        many.len(),
+                        ids.join(", ")
+                    ));
+                }
+            };
+            let (key, token) =
+                tollgate_app::core::provisioning::create(&mut tx, &org.id, &name, None, now)
+                    .await
+                    .map_err(sql)?;
+            audit::record(
+                &mut tx,
+                &Actor::cli(),
+                Change {
+                    org_id: Some(&org.id),
+                    action: "provisioning_key.created",
+                    resource_type: "provisioning_key",
+                    resource_id: &key.id,
+                    before: None,
+                    after: Some(serde_json::json!({ "name": key.name, "hint": key.hint })),
+                },
+                now,
+            )
+            .await
+            .map_err(sql)?;
+            tx.commit().await.map_err(sql)?;
+            Ok(token.expose().to_owned())
         }
         AdminCommand::VerifyAudit => {
             let mut conn = db.pool.acquire().await.map_err(sql)?;

@@ -32,6 +32,43 @@ pub struct Config {
     /// Redacted in `Debug`, never serialized.
     #[serde(skip_serializing)]
     pub secret_key: Option<SecretString>,
+    /// The `/v1` proxy (`[proxy]` in TOML, `TOLLGATE_PROXY__*` in the environment).
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProxyConfig {
+    /// Output tokens reserved for a request that sets no `max_tokens`.
+    pub default_max_tokens: u32,
+    /// Upstream timeouts: connecting, a whole answer, and the gap between
+    /// two chunks of a stream (or before its first).
+    pub connect_timeout_ms: u64,
+    pub upstream_timeout_ms: u64,
+    pub stream_idle_timeout_ms: u64,
+    /// Bodies kept in the content log are cut after this many bytes each.
+    pub content_log_max_bytes: usize,
+    /// The usage ledger: events waiting in memory at most, a batch at most,
+    /// and how long an event waits before it is written.
+    pub ledger_queue: usize,
+    pub ledger_batch: usize,
+    pub ledger_flush_ms: u64,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            default_max_tokens: 4096,
+            connect_timeout_ms: 5_000,
+            upstream_timeout_ms: 600_000,
+            stream_idle_timeout_ms: 60_000,
+            content_log_max_bytes: 16 * 1024,
+            ledger_queue: 100_000,
+            ledger_batch: 5_000,
+            ledger_flush_ms: 1_000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -47,6 +84,7 @@ impl Default for Config {
             session_idle_secs: 12 * 60 * 60,
             session_absolute_secs: 7 * 24 * 60 * 60,
             secret_key: None,
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -80,7 +118,7 @@ impl Config {
                     .only(&["DATABASE_URL"])
                     .map(|_| "database_url".into()),
             )
-            .merge(Env::prefixed("TOLLGATE_").ignore(&["CONFIG"]));
+            .merge(Env::prefixed("TOLLGATE_").ignore(&["CONFIG"]).split("__"));
         fig.extract().map_err(|e| ConfigError::Parse(Box::new(e)))
     }
 
@@ -168,6 +206,10 @@ mod tests {
             assert_eq!(c.listen.to_string(), "127.0.0.1:4000");
             assert_eq!(c.database_url(), "postgres://x@127.0.0.1/y");
             assert_eq!(c.public_url(), "https://gw.example.com");
+            jail.set_env("TOLLGATE_PROXY__DEFAULT_MAX_TOKENS", "512");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.proxy.default_max_tokens, 512);
+            assert_eq!(c.proxy.ledger_batch, 5_000);
             Ok(())
         });
     }

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod proxy;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -31,6 +32,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Db(#[from] db::DbError),
+    #[error("cannot load the proxy's state: {0}")]
+    Proxy(#[source] sqlx::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -64,11 +67,13 @@ pub async fn state(config: &Config) -> Result<AppState, StartError> {
             .unwrap_or(i64::MAX)
             .saturating_mul(1000),
         leptos_options,
+        changes: tollgate_app::core::changes::Changes::default(),
     })
 }
 
-/// The whole HTTP surface.
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP surface: the proxy on `/v1` (no sessions, no Leptos), the
+/// console and its server functions, health checks.
+pub fn router(state: AppState, gateway: Arc<proxy::Gateway>) -> Router {
     let routes = generate_route_list(App);
     let secure = state.public_url.starts_with("https://");
     let ctx = state.clone();
@@ -93,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .with_state(state)
         .merge(console)
+        .merge(proxy::router(gateway))
         .layer(TraceLayer::new_for_http())
 }
 

@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use tollgate_server::cli::{Cli, Command};
 use tollgate_server::config::Config;
 
+/// The proxy allocates per request (JSON bodies, headers); mimalloc keeps
+/// that cheap under many threads (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -45,13 +50,20 @@ async fn run(config: Config) -> Result<(), tollgate_server::StartError> {
         })?;
     let addr = listener.local_addr().map_or(config.listen, |a| a);
     tracing::info!(backend = ?state.db.backend, "Tollgate console: http://{addr}");
-    let app = tollgate_server::router(state);
-    tollgate_server::serve(listener, app, shutdown_signal())
+    let gateway = tollgate_server::proxy::Gateway::start(&state, &config.proxy)
+        .await
+        .map_err(tollgate_server::StartError::Proxy)?;
+    let app = tollgate_server::router(state, gateway.clone());
+    let served = tollgate_server::serve(listener, app, shutdown_signal())
         .await
         .map_err(|source| tollgate_server::StartError::Listen {
             addr: addr.to_string(),
             source,
-        })
+        });
+    // Every request has finished: write the usage events still queued.
+    gateway.shutdown().await;
+    tracing::info!("usage ledger flushed; stopped");
+    served
 }
 
 async fn shutdown_signal() {

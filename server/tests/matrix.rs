@@ -285,6 +285,11 @@ const ANY_ARGS: &[(&str, &str)] = &[
     ("input_price", "0"),
     ("output_price", "0"),
     ("context_window", "1"),
+    ("spend_cap", ""),
+    ("spend_cap_reset", "never"),
+    ("kind", "mock"),
+    ("base_url", ""),
+    ("api_key", ""),
 ];
 
 async fn every_server_function_needs_a_session(backend: Backend) {

@@ -401,38 +401,7 @@ async fn passwords_never_stored_or_logged_in_clear(backend: Backend) {
         "a session id is in the server log"
     );
 
-    let mut dump = String::new();
-    match backend {
-        Backend::Sqlite => {
-            let path = db.url.trim_start_matches("sqlite://");
-            for f in [path.to_owned(), format!("{path}-wal")] {
-                if let Ok(bytes) = std::fs::read(&f) {
-                    dump.push_str(&String::from_utf8_lossy(&bytes));
-                }
-            }
-        }
-        Backend::Postgres => {
-            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
-                .await
-                .unwrap();
-            let tables: Vec<String> = sqlx::query_scalar(
-                "SELECT table_schema || '.' || table_name FROM information_schema.tables \
-                 WHERE table_schema IN ('public', 'tower_sessions') AND table_type = 'BASE TABLE'",
-            )
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-            assert!(tables.len() >= 8, "{tables:?}");
-            for t in tables {
-                let rows: Vec<String> =
-                    sqlx::query_scalar(&format!("SELECT CAST(t AS TEXT) FROM {t} t"))
-                        .fetch_all(&mut conn)
-                        .await
-                        .unwrap();
-                dump.push_str(&rows.join("\n"));
-            }
-        }
-    }
+    let dump = common::dump(&db).await;
     assert!(
         dump.contains("$argon2id$"),
         "the dump holds the password hashes"
@@ -465,3 +434,70 @@ async fn passwords_never_stored_or_logged_in_clear(backend: Backend) {
     }
 }
 both!(passwords_never_stored_or_logged_in_clear);
+
+async fn the_cli_prints_a_provisioning_key(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, org) = app.setup("owner@a.test", OWNER_PASSWORD).await;
+    let data = app.db.dir.path().join("data");
+    let (code, out, err) = tollgate(
+        &app.db.url,
+        &data,
+        &[
+            "admin",
+            "provisioning-key",
+            "--org",
+            "Acme",
+            "--name",
+            "bootstrap",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let token = out.trim().to_owned();
+    assert!(
+        token.starts_with("sk-tgp-") && !token.contains(' '),
+        "only the token is printed: {out}"
+    );
+    let mut conn = app.sql().await;
+    let who = tollgate_app::core::provisioning::authenticate(&mut conn, &token, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(who.org_id, org);
+    let list = app
+        .ok(&owner, "list_provisioning_keys", &[("org_id", &org)])
+        .await;
+    assert_eq!(list[0]["name"], "bootstrap");
+    // By id too; an unknown or ambiguous name is an error that says so.
+    assert_eq!(
+        tollgate(
+            &app.db.url,
+            &data,
+            &["admin", "provisioning-key", "--org", &org],
+            ""
+        )
+        .0,
+        0
+    );
+    let (code, _, err) = tollgate(
+        &app.db.url,
+        &data,
+        &["admin", "provisioning-key", "--org", "Nope"],
+        "",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no organization with the id or name 'Nope'"),
+        "{err}"
+    );
+    app.ok(&owner, "create_org", &[("name", "Acme")]).await;
+    let (code, _, err) = tollgate(
+        &app.db.url,
+        &data,
+        &["admin", "provisioning-key", "--org", "Acme"],
+        "",
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("2 organizations are named 'Acme'"), "{err}");
+}
+both!(the_cli_prints_a_provisioning_key);

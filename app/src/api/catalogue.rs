@@ -1,6 +1,13 @@
 //! The organization's model catalogue: every member reads it (projects and
 //! keys pick from it), owners edit it.
 
+// Not `expect`: the server macro makes a client stub on the wasm target and a
+// handler on the server, and only some of them trip the lint.
+#![allow(
+    clippy::too_many_arguments,
+    reason = "a server function takes one argument per form field"
+)]
+
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +22,7 @@ pub struct ModelView {
     pub input_price: i64,
     pub output_price: i64,
     pub context_window: i64,
+    pub fallbacks: Vec<String>,
 }
 
 #[cfg(feature = "ssr")]
@@ -26,6 +34,7 @@ fn view_of(m: crate::core::catalogue::Model) -> ModelView {
         input_price: m.input_price,
         output_price: m.output_price,
         context_window: m.context_window,
+        fallbacks: m.fallbacks,
     }
 }
 
@@ -54,6 +63,7 @@ pub async fn upsert_model(
     input_price: String,
     output_price: String,
     context_window: String,
+    fallbacks: Option<String>,
 ) -> Result<ModelView, AppError> {
     use super::ssr::*;
     use crate::core::audit::{self, Actor, Change};
@@ -79,6 +89,7 @@ pub async fn upsert_model(
                 output_price: Usd::parse("output_price", &output_price)?.0,
                 context_window: parse_rate("context_window", &context_window)?
                     .ok_or_else(|| AppError::invalid("context_window", "is required"))?,
+                fallbacks: parse_fallbacks(fallbacks.as_deref().unwrap_or(""))?,
             };
             let now = crate::core::now_ms();
             let mut tx = state.db.pool.begin().await?;
@@ -87,6 +98,7 @@ pub async fn upsert_model(
                 serde_json::json!({
                     "provider": m.provider, "upstream": m.upstream, "input_price": m.input_price,
                     "output_price": m.output_price, "context_window": m.context_window,
+                    "fallbacks": m.fallbacks,
                 })
             };
             audit::record(
@@ -104,6 +116,10 @@ pub async fn upsert_model(
             )
             .await?;
             tx.commit().await?;
+            state
+                .changes
+                .publish(crate::core::changes::Change::Org(org_id.clone()))
+                .await;
             Ok(view_of(m))
         }
         .await,
@@ -138,8 +154,46 @@ pub async fn delete_model(org_id: String, id: String) -> Result<(), AppError> {
             )
             .await?;
             tx.commit().await?;
+            state
+                .changes
+                .publish(crate::core::changes::Change::Org(org_id.clone()))
+                .await;
             Ok(())
         }
         .await,
     )
+}
+
+/// `provider:upstream` deployments, separated by commas or new lines.
+#[cfg(feature = "ssr")]
+fn parse_fallbacks(raw: &str) -> Result<Vec<String>, AppError> {
+    let mut out = Vec::new();
+    for d in raw
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        match d.split_once(':') {
+            Some((p, u))
+                if !p.trim().is_empty()
+                    && !u.trim().is_empty()
+                    && !d.contains(char::is_whitespace) =>
+            {
+                out.push(d.to_owned());
+            }
+            _ => {
+                return Err(AppError::invalid(
+                    "fallbacks",
+                    format!("'{d}' is not provider:upstream, such as openai-eu:gpt-4o-mini"),
+                ))
+            }
+        }
+    }
+    if out.len() > 5 {
+        return Err(AppError::invalid(
+            "fallbacks",
+            "at most 5 further deployments",
+        ));
+    }
+    Ok(out)
 }

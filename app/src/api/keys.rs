@@ -138,9 +138,10 @@ impl KeyForm {
                 .as_str()
                 .to_owned(),
             expires_at: parse_expiry("expires_at", &self.expires_at, now)?,
-            no_content_logging: self
-                .no_content_logging
-                .is_some_and(|v| !matches!(v.as_str(), "" | "false" | "off" | "0")),
+            no_content_logging: super::checkbox(
+                "no_content_logging",
+                self.no_content_logging.as_deref(),
+            )?,
             tags: parse_tags("tags", &self.tags)?,
         })
     }
@@ -171,7 +172,8 @@ pub async fn create_key(
     tags: String,
 ) -> Result<KeyIssued, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
+    use crate::core::audit::{self, Actor};
+    use crate::core::changes::Change;
     use crate::core::keys::{self, Holder};
     use crate::policy::Action;
     answer(
@@ -198,7 +200,7 @@ pub async fn create_key(
             audit::record(
                 &mut tx,
                 &Actor::user(&user.id, &user.email),
-                Change {
+                audit::Change {
                     org_id: Some(scope.org_id()),
                     action: "key.created",
                     resource_type: "api_key",
@@ -210,6 +212,7 @@ pub async fn create_key(
             )
             .await?;
             tx.commit().await?;
+            state.changes.publish(Change::Key(row.id.clone())).await;
             Ok(KeyIssued {
                 key: view_of(row, now),
                 token: token.expose().to_owned(),
@@ -295,7 +298,8 @@ pub async fn update_key(
     tags: String,
 ) -> Result<KeyView, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
+    use crate::core::audit::{self, Actor};
+    use crate::core::changes::Change;
     use crate::core::keys;
     answer(
         async {
@@ -322,7 +326,7 @@ pub async fn update_key(
             audit::record(
                 &mut tx,
                 &Actor::user(&user.id, &user.email),
-                Change {
+                audit::Change {
                     org_id: Some(scope.org_id()),
                     action: "key.updated",
                     resource_type: "api_key",
@@ -335,6 +339,7 @@ pub async fn update_key(
             .await?;
             let row = keys::get(&mut tx, &scope, &key_id).await?;
             tx.commit().await?;
+            state.changes.publish(Change::Key(key_id.clone())).await;
             Ok(view_of(row, now))
         }
         .await,
@@ -345,7 +350,8 @@ pub async fn update_key(
 #[server(prefix = "/api/console", endpoint = "revoke_key")]
 pub async fn revoke_key(org_id: String, key_id: String) -> Result<KeyView, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
+    use crate::core::audit::{self, Actor};
+    use crate::core::changes::Change;
     use crate::core::keys;
     answer(
         async {
@@ -356,7 +362,7 @@ pub async fn revoke_key(org_id: String, key_id: String) -> Result<KeyView, AppEr
             audit::record(
                 &mut tx,
                 &Actor::user(&user.id, &user.email),
-                Change {
+                audit::Change {
                     org_id: Some(scope.org_id()),
                     action: "key.revoked",
                     resource_type: "api_key",
@@ -371,6 +377,7 @@ pub async fn revoke_key(org_id: String, key_id: String) -> Result<KeyView, AppEr
             .await?;
             let row = keys::get(&mut tx, &scope, &key_id).await?;
             tx.commit().await?;
+            state.changes.publish(Change::Key(key_id.clone())).await;
             Ok(view_of(row, now))
         }
         .await,
@@ -386,7 +393,8 @@ pub async fn rotate_key(
     grace_minutes: Option<String>,
 ) -> Result<KeyIssued, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
+    use crate::core::audit::{self, Actor};
+    use crate::core::changes::Change;
     use crate::core::keys;
     answer(
         async {
@@ -413,7 +421,7 @@ pub async fn rotate_key(
             audit::record(
                 &mut tx,
                 &Actor::user(&user.id, &user.email),
-                Change {
+                audit::Change {
                     org_id: Some(scope.org_id()),
                     action: "key.rotated",
                     resource_type: "api_key",
@@ -428,6 +436,7 @@ pub async fn rotate_key(
             .await?;
             let row = keys::get(&mut tx, &scope, &key_id).await?;
             tx.commit().await?;
+            state.changes.publish(Change::Key(row.id.clone())).await;
             Ok(KeyIssued {
                 key: view_of(row, now),
                 token: token.expose().to_owned(),

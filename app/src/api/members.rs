@@ -228,6 +228,10 @@ pub async fn change_member_role(
                 .await?;
             }
             tx.commit().await?;
+            state
+                .changes
+                .publish(crate::core::changes::Change::OrgAll(org_id.clone()))
+                .await;
             Ok(MemberView {
                 user_id: before.user_id,
                 email: before.email,
@@ -267,6 +271,10 @@ pub async fn remove_member(org_id: String, user_id: String) -> Result<(), AppErr
             )
             .await?;
             tx.commit().await?;
+            state
+                .changes
+                .publish(crate::core::changes::Change::OrgAll(org_id.clone()))
+                .await;
             Ok(())
         }
         .await,

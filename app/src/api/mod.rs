@@ -8,6 +8,8 @@ pub mod keys;
 pub mod members;
 pub mod orgs;
 pub mod projects;
+pub mod providers;
+pub mod provisioning;
 
 /// Every server function lives under this prefix, apart from `/v1` and the REST APIs.
 pub const PREFIX: &str = "/api/console";
@@ -208,6 +210,20 @@ pub(crate) mod ssr {
 
 /// Formats Unix milliseconds as `YYYY-MM-DD HH:MM UTC`, identically on the
 /// server and in the browser (no locale, no time zone: no hydration mismatch).
+/// A checkbox as a form sends it: absent or off is false.
+#[cfg(feature = "ssr")]
+pub(crate) fn checkbox(field: &str, raw: Option<&str>) -> Result<bool, crate::error::AppError> {
+    use crate::error::AppError;
+    match raw.map(str::trim) {
+        None | Some("" | "false" | "off" | "0") => Ok(false),
+        Some("on" | "true" | "1") => Ok(true),
+        Some(other) => Err(AppError::invalid(
+            field,
+            format!("'{other}' is not on or off"),
+        )),
+    }
+}
+
 pub fn format_time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);

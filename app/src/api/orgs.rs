@@ -44,6 +44,10 @@ pub async fn create_org(name: String) -> Result<OrgView, AppError> {
             )
             .await?;
             tx.commit().await?;
+            state
+                .changes
+                .publish(crate::core::changes::Change::Org(org.id.clone()))
+                .await;
             Ok(OrgView {
                 id: org.id,
                 name: org.name,
@@ -113,6 +117,111 @@ pub async fn rename_org(org_id: String, name: String) -> Result<OrgView, AppErro
                 name: name.as_str().to_owned(),
                 role: scope.role(),
             })
+        }
+        .await,
+    )
+}
+
+/// What limits and logs the organization's traffic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendingView {
+    pub spend_cap_micros: Option<i64>,
+    pub spend_cap_reset: String,
+    pub content_logging: bool,
+}
+
+#[cfg(feature = "ssr")]
+fn spending_view(s: crate::core::orgs::Spending) -> SpendingView {
+    SpendingView {
+        spend_cap_micros: s.spend_cap_micros,
+        spend_cap_reset: s.spend_cap_reset,
+        content_logging: s.content_logging,
+    }
+}
+
+#[server(prefix = "/api/console", endpoint = "get_spending")]
+pub async fn get_spending(org_id: String) -> Result<SpendingView, AppError> {
+    use super::ssr::*;
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, _, scope) = authorize(&org_id, Action::ViewOrganization).await?;
+            let mut conn = state.db.pool.acquire().await?;
+            Ok(spending_view(
+                crate::core::orgs::spending(&mut conn, &scope).await?,
+            ))
+        }
+        .await,
+    )
+}
+
+/// Both settings go through here; each needs its own permission, and only a
+/// setting that changes is checked: the spend cap is billing's, content
+/// logging the owner's.
+#[server(prefix = "/api/console", endpoint = "update_spending")]
+pub async fn update_spending(
+    org_id: String,
+    spend_cap: String,
+    spend_cap_reset: String,
+    content_logging: Option<String>,
+) -> Result<SpendingView, AppError> {
+    use super::ssr::*;
+    use crate::core::audit::{self, Actor, Change};
+    use crate::core::limits::{ResetInterval, Usd};
+    use crate::core::{now_ms, orgs};
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, user, scope) = authorize(&org_id, Action::ViewOrganization).await?;
+            let wanted = orgs::Spending {
+                spend_cap_micros: Usd::parse_optional("spend_cap", &spend_cap)?.map(|u| u.0),
+                spend_cap_reset: ResetInterval::parse("spend_cap_reset", &spend_cap_reset)?
+                    .as_str()
+                    .to_owned(),
+                content_logging: super::checkbox("content_logging", content_logging.as_deref())?,
+            };
+            let now = now_ms();
+            let mut tx = state.db.pool.begin().await?;
+            orgs::lock(&mut tx, scope.org_id()).await?;
+            let before = orgs::spending(&mut tx, &scope).await?;
+            if before.spend_cap_micros != wanted.spend_cap_micros
+                || before.spend_cap_reset != wanted.spend_cap_reset
+            {
+                scope.also(Action::BillingAndCredits)?;
+            }
+            if before.content_logging != wanted.content_logging {
+                scope.also(Action::EditOrganization)?;
+            }
+            if before == wanted {
+                return Ok(spending_view(before));
+            }
+            orgs::set_spending(&mut tx, &scope, &wanted, now).await?;
+            let json = |s: &orgs::Spending| {
+                serde_json::json!({
+                    "spend_cap_micros": s.spend_cap_micros, "spend_cap_reset": s.spend_cap_reset,
+                    "content_logging": s.content_logging,
+                })
+            };
+            audit::record(
+                &mut tx,
+                &Actor::user(&user.id, &user.email),
+                Change {
+                    org_id: Some(scope.org_id()),
+                    action: "org.spending_changed",
+                    resource_type: "organization",
+                    resource_id: scope.org_id(),
+                    before: Some(json(&before)),
+                    after: Some(json(&wanted)),
+                },
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            state
+                .changes
+                .publish(crate::core::changes::Change::Org(org_id.clone()))
+                .await;
+            Ok(spending_view(wanted))
         }
         .await,
     )

@@ -30,6 +30,8 @@ pub struct ProjectView {
     pub budget_micros: Option<i64>,
     pub budget_reset: String,
     pub ip_allowlist: Vec<String>,
+    /// Bodies may be kept where the organization allows it too.
+    pub content_logging: bool,
     /// Where the caller sits here; the console shows what this seat may do.
     pub my_seat: Seat,
     /// Keys that still work (what deleting the project would revoke).
@@ -95,6 +97,10 @@ pub async fn create_project(org_id: String, name: String) -> Result<ProjectSumma
             )
             .await?;
             tx.commit().await?;
+            state
+                .changes
+                .publish(crate::core::changes::Change::Project(p.id.clone()))
+                .await;
             Ok(ProjectSummary {
                 id: p.id,
                 name: p.name,
@@ -110,6 +116,7 @@ fn settings_json(p: &crate::core::projects::Project) -> serde_json::Value {
     serde_json::json!({
         "name": p.name, "models": p.models, "tpm_limit": p.tpm_limit, "rpm_limit": p.rpm_limit,
         "budget_micros": p.budget_micros, "budget_reset": p.budget_reset, "ip_allowlist": p.ip_allowlist,
+        "content_logging": p.content_logging,
     })
 }
 
@@ -134,6 +141,7 @@ pub async fn get_project(org_id: String, project_id: String) -> Result<ProjectVi
                 budget_micros: p.budget_micros,
                 budget_reset: p.budget_reset,
                 ip_allowlist: p.ip_allowlist,
+                content_logging: p.content_logging,
                 my_seat: scope.seat(),
                 live_keys,
             })
@@ -155,6 +163,7 @@ pub async fn update_project(
     max_budget: String,
     budget_reset: String,
     ip_allowlist: String,
+    content_logging: Option<String>,
 ) -> Result<ProjectView, AppError> {
     use super::ssr::*;
     use crate::core::audit::{self, Actor, Change};
@@ -179,6 +188,7 @@ pub async fn update_project(
                     .as_str()
                     .to_owned(),
                 ip_allowlist: parse_ip_allowlist("ip_allowlist", &ip_allowlist)?,
+                content_logging: super::checkbox("content_logging", content_logging.as_deref())?,
             };
             let now = crate::core::now_ms();
             let mut tx = state.db.pool.begin().await?;
@@ -207,6 +217,10 @@ pub async fn update_project(
             )
             .await?;
             tx.commit().await?;
+            state
+                .changes
+                .publish(crate::core::changes::Change::Project(project_id.clone()))
+                .await;
             drop(after);
             get_project(org_id, project_id).await
         }
@@ -254,6 +268,10 @@ pub async fn delete_project(
             )
             .await?;
             tx.commit().await?;
+            state
+                .changes
+                .publish(crate::core::changes::Change::Project(project_id.clone()))
+                .await;
             Ok(revoked)
         }
         .await,
@@ -396,6 +414,10 @@ pub async fn remove_project_member(
             )
             .await?;
             tx.commit().await?;
+            state
+                .changes
+                .publish(crate::core::changes::Change::Project(project_id.clone()))
+                .await;
             Ok(revoked)
         }
         .await,

@@ -14,6 +14,9 @@ pub struct Model {
     pub input_price: i64,
     pub output_price: i64,
     pub context_window: i64,
+    /// Further deployments (`provider:upstream`), tried in order when the
+    /// first fails before answering.
+    pub fallbacks: Vec<String>,
 }
 
 /// (id, provider, upstream name, input $/1M, output $/1M in micro-USD, context window)
@@ -107,6 +110,7 @@ fn model_of(r: &sqlx::any::AnyRow) -> Result<Model, sqlx::Error> {
         input_price: r.try_get("input_micros_per_mtok")?,
         output_price: r.try_get("output_micros_per_mtok")?,
         context_window: r.try_get("context_window")?,
+        fallbacks: super::projects::json_list(&r.try_get::<String, _>("fallbacks_json")?)?,
     })
 }
 
@@ -120,8 +124,8 @@ pub async fn ids(conn: &mut AnyConnection, scope: &OrgScope) -> Result<Vec<Strin
 
 pub async fn list(conn: &mut AnyConnection, scope: &OrgScope) -> Result<Vec<Model>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, provider, upstream, input_micros_per_mtok, output_micros_per_mtok, context_window \
-         FROM models WHERE org_id = $1 ORDER BY id",
+        "SELECT id, provider, upstream, input_micros_per_mtok, output_micros_per_mtok, context_window, \
+         fallbacks_json FROM models WHERE org_id = $1 ORDER BY id",
     )
     .bind(scope.org_id())
     .fetch_all(&mut *conn)
@@ -137,8 +141,8 @@ pub async fn upsert(
     now: i64,
 ) -> Result<Option<Model>, sqlx::Error> {
     let before = sqlx::query(
-        "SELECT id, provider, upstream, input_micros_per_mtok, output_micros_per_mtok, context_window \
-         FROM models WHERE org_id = $1 AND id = $2",
+        "SELECT id, provider, upstream, input_micros_per_mtok, output_micros_per_mtok, context_window, \
+         fallbacks_json FROM models WHERE org_id = $1 AND id = $2",
     )
     .bind(scope.org_id())
     .bind(&m.id)
@@ -149,9 +153,9 @@ pub async fn upsert(
     .transpose()?;
     sqlx::query(
         "INSERT INTO models (org_id, id, provider, upstream, input_micros_per_mtok, output_micros_per_mtok, \
-         context_window, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         context_window, created_at, fallbacks_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (org_id, id) DO UPDATE SET provider = $3, upstream = $4, input_micros_per_mtok = $5, \
-         output_micros_per_mtok = $6, context_window = $7",
+         output_micros_per_mtok = $6, context_window = $7, fallbacks_json = $9",
     )
     .bind(scope.org_id())
     .bind(&m.id)
@@ -161,6 +165,7 @@ pub async fn upsert(
     .bind(m.output_price)
     .bind(m.context_window)
     .bind(now)
+    .bind(super::projects::to_json(&m.fallbacks))
     .execute(&mut *conn)
     .await?;
     Ok(before)
@@ -177,4 +182,19 @@ pub async fn delete(
         .execute(&mut *conn)
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// One organization's catalogue, for the proxy's memory.
+pub async fn load_for_proxy(
+    conn: &mut AnyConnection,
+    org_id: &str,
+) -> Result<Vec<Model>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, provider, upstream, input_micros_per_mtok, output_micros_per_mtok, context_window, \
+         fallbacks_json FROM models WHERE org_id = $1",
+    )
+    .bind(org_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(model_of).collect()
 }

@@ -4,6 +4,8 @@
 use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -33,6 +35,9 @@ pub enum SessionStore {
 #[derive(Clone, Debug)]
 pub struct Db {
     pub pool: AnyPool,
+    /// How many times a connection was handed out (new or reused): what a
+    /// test reads to prove a path never touched the database.
+    pub acquires: Arc<AtomicU64>,
     pub backend: Backend,
     pub sessions: SessionStore,
 }
@@ -56,6 +61,13 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrati
 pub async fn connect(url: &str) -> Result<Db, DbError> {
     install_default_drivers();
     let backend = Backend::of_url(url).ok_or(DbError::UnknownScheme)?;
+    let acquires = Arc::new(AtomicU64::new(0));
+    let reused = acquires.clone();
+    let fresh = acquires.clone();
+    let counted = AnyPoolOptions::new().before_acquire(move |_, _| {
+        reused.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async { Ok(true) })
+    });
     let pool = match backend {
         Backend::Sqlite => {
             let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)
@@ -69,9 +81,10 @@ pub async fn connect(url: &str) -> Result<Db, DbError> {
                 .await
                 .map_err(DbError::Connect)?;
             typed.close().await;
-            AnyPoolOptions::new()
+            counted
                 .max_connections(8)
-                .after_connect(|conn, _| {
+                .after_connect(move |conn, _| {
+                    fresh.fetch_add(1, Ordering::Relaxed);
                     Box::pin(async move {
                         conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;")
                             .await?;
@@ -82,8 +95,12 @@ pub async fn connect(url: &str) -> Result<Db, DbError> {
                 .await
                 .map_err(DbError::Connect)?
         }
-        Backend::Postgres => AnyPoolOptions::new()
+        Backend::Postgres => counted
             .max_connections(16)
+            .after_connect(move |_, _| {
+                fresh.fetch_add(1, Ordering::Relaxed);
+                Box::pin(async { Ok(()) })
+            })
             .connect(url)
             .await
             .map_err(DbError::Connect)?,
@@ -111,6 +128,7 @@ pub async fn connect(url: &str) -> Result<Db, DbError> {
     };
     Ok(Db {
         pool,
+        acquires,
         backend,
         sessions,
     })

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod catalogue;
+pub mod changes;
 pub mod db;
 pub mod domain;
 pub mod invitations;
@@ -12,7 +13,10 @@ pub mod limits;
 pub mod members;
 pub mod orgs;
 pub mod projects;
+pub mod providers;
+pub mod provisioning;
 pub mod state;
+pub mod usage;
 pub mod users;
 
 /// Milliseconds since the Unix epoch, the one clock every table uses.

@@ -34,6 +34,7 @@ pub async fn insert(
     .execute(&mut *conn)
     .await?;
     super::catalogue::seed(conn, &id, now).await?;
+    super::providers::seed(conn, &id, now).await?;
     Ok(Org {
         id,
         name: name.as_str().to_owned(),
@@ -111,4 +112,101 @@ pub async fn name_for_invitation(
         .bind(&inv.org_id)
         .fetch_one(&mut *conn)
         .await
+}
+
+/// What limits and logs an organization's traffic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spending {
+    /// The most the organization may spend per period; `None`: no cap.
+    pub spend_cap_micros: Option<i64>,
+    pub spend_cap_reset: String,
+    /// Whether any of its projects may keep request and response bodies.
+    pub content_logging: bool,
+}
+
+/// An organization as the proxy holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyOrg {
+    pub id: String,
+    pub spending: Spending,
+}
+
+fn spending_of(r: &sqlx::any::AnyRow) -> Result<Spending, sqlx::Error> {
+    Ok(Spending {
+        spend_cap_micros: r.try_get("spend_cap_micros")?,
+        spend_cap_reset: r.try_get("spend_cap_reset")?,
+        content_logging: r.try_get::<i64, _>("content_logging")? != 0,
+    })
+}
+
+pub async fn spending(conn: &mut AnyConnection, scope: &OrgScope) -> Result<Spending, sqlx::Error> {
+    let r = sqlx::query(
+        "SELECT spend_cap_micros, spend_cap_reset, content_logging FROM organizations WHERE id = $1",
+    )
+    .bind(scope.org_id())
+    .fetch_one(&mut *conn)
+    .await?;
+    spending_of(&r)
+}
+
+pub async fn set_spending(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
+    s: &Spending,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE organizations SET spend_cap_micros = $1, spend_cap_reset = $2, content_logging = $3, \
+         updated_at = $4 WHERE id = $5",
+    )
+    .bind(s.spend_cap_micros)
+    .bind(&s.spend_cap_reset)
+    .bind(i64::from(s.content_logging))
+    .bind(now)
+    .bind(scope.org_id())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Every organization, or one, for the proxy's memory.
+pub async fn load_for_proxy(
+    conn: &mut AnyConnection,
+    only: Option<&str>,
+) -> Result<Vec<ProxyOrg>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, spend_cap_micros, spend_cap_reset, content_logging FROM organizations \
+         WHERE $1 IS NULL OR id = $1",
+    )
+    .bind(only)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ProxyOrg {
+                id: r.try_get("id")?,
+                spending: spending_of(r)?,
+            })
+        })
+        .collect()
+}
+
+/// Organizations whose id is `s`, or else whose name is `s` (the operator
+/// CLI names them either way; names need not be unique).
+pub async fn find(conn: &mut AnyConnection, s: &str) -> Result<Vec<Org>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, name FROM organizations WHERE id = $1 OR (name = $1 AND NOT EXISTS \
+         (SELECT 1 FROM organizations WHERE id = $1)) ORDER BY id",
+    )
+    .bind(s)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Org {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+            })
+        })
+        .collect()
 }

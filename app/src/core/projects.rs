@@ -16,6 +16,9 @@ pub struct Project {
     pub budget_micros: Option<i64>,
     pub budget_reset: String,
     pub ip_allowlist: Vec<String>,
+    /// Whether request and response bodies may be kept (if the organization
+    /// allows it and the key does not opt out).
+    pub content_logging: bool,
     pub created_at: i64,
 }
 
@@ -28,13 +31,14 @@ pub struct Settings {
     pub budget_micros: Option<i64>,
     pub budget_reset: String,
     pub ip_allowlist: Vec<String>,
+    pub content_logging: bool,
 }
 
 /// The columns every read of a project selects.
 macro_rules! columns {
     () => {
         "id, org_id, name, models_json, tpm_limit, rpm_limit, budget_micros, budget_reset, \
-         ip_allowlist_json, created_at"
+         ip_allowlist_json, content_logging, created_at"
     };
 }
 
@@ -57,6 +61,7 @@ fn project_of(r: &sqlx::any::AnyRow) -> Result<Project, sqlx::Error> {
         budget_micros: r.try_get("budget_micros")?,
         budget_reset: r.try_get("budget_reset")?,
         ip_allowlist: json_list(&r.try_get::<String, _>("ip_allowlist_json")?)?,
+        content_logging: r.try_get::<i64, _>("content_logging")? != 0,
         created_at: r.try_get("created_at")?,
     })
 }
@@ -88,6 +93,7 @@ pub async fn insert(
         budget_micros: None,
         budget_reset: "never".to_owned(),
         ip_allowlist: Vec::new(),
+        content_logging: true,
         created_at: now,
     };
     sqlx::query(
@@ -178,7 +184,7 @@ pub async fn update(
 ) -> Result<(), AppError> {
     sqlx::query(
         "UPDATE projects SET name = $1, models_json = $2, tpm_limit = $3, rpm_limit = $4, budget_micros = $5, \
-         budget_reset = $6, ip_allowlist_json = $7, updated_at = $8 WHERE id = $9 AND org_id = $10",
+         budget_reset = $6, ip_allowlist_json = $7, updated_at = $8, content_logging = $11 WHERE id = $9 AND org_id = $10",
     )
     .bind(&s.name)
     .bind(to_json(&s.models))
@@ -190,6 +196,7 @@ pub async fn update(
     .bind(now)
     .bind(scope.project_id())
     .bind(scope.org_id())
+    .bind(i64::from(s.content_logging))
     .execute(&mut *conn)
     .await
     .map_err(name_taken)?;
@@ -379,5 +386,38 @@ pub async fn candidates(
     .await?;
     rows.iter()
         .map(|r| Ok((r.try_get("id")?, r.try_get("email")?, r.try_get("name")?)))
+        .collect()
+}
+
+/// Projects as the proxy holds them: all, one organization's, or one.
+pub async fn load_for_proxy(
+    conn: &mut AnyConnection,
+    org_id: Option<&str>,
+    project_id: Option<&str>,
+) -> Result<Vec<Project>, sqlx::Error> {
+    let q = match (org_id, project_id) {
+        (_, Some(id)) => sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM projects WHERE id = $1"
+        ))
+        .bind(id),
+        (Some(org), None) => sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM projects WHERE org_id = $1"
+        ))
+        .bind(org),
+        (None, None) => sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM projects WHERE $1 IS NULL"
+        ))
+        .bind(None::<String>),
+    };
+    q.fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(project_of)
         .collect()
 }

@@ -18,6 +18,8 @@ pub struct AppState {
     /// A session ends this long after sign-in, however active.
     pub session_absolute_ms: i64,
     pub leptos_options: leptos::config::LeptosOptions,
+    /// Writes the proxy must see are published here after they commit.
+    pub changes: super::changes::Changes,
 }
 
 impl axum::extract::FromRef<AppState> for leptos::config::LeptosOptions {

@@ -75,15 +75,19 @@ fn KeyFields(project_models: Vec<String>, #[prop(optional)] key: Option<KeyView>
 
 /// Shows a token once, with a copy button; closing it forgets it.
 #[component]
-fn Reveal(issued: KeyIssued, on_close: impl Fn() + Send + Sync + 'static) -> impl IntoView {
+pub(super) fn Reveal(
+    name: String,
+    token: String,
+    on_close: impl Fn() + Send + Sync + 'static,
+) -> impl IntoView {
     let copied = RwSignal::new(false);
-    let token = issued.token.clone();
+    let shown = token.clone();
     view! {
         <div class="modal-backdrop">
             <div class="modal" role="dialog" aria-modal="true" aria-labelledby="reveal-title" data-testid="reveal">
-                <h2 id="reveal-title">"Your new key: " {issued.key.name.clone()}</h2>
+                <h2 id="reveal-title">"Your new key: " {name}</h2>
                 <p><strong>"Copy it now. It will not be shown again"</strong> " — Tollgate keeps only a hash of it."</p>
-                <code data-testid="token">{issued.token.clone()}</code>
+                <code data-testid="token">{shown}</code>
                 <div class="row">
                     <button type="button" on:click=move |_| { super::copy(&token); copied.set(true); }>
                         {move || if copied.get() { "Copied" } else { "Copy to clipboard" }}
@@ -195,7 +199,7 @@ pub fn ProjectKeys(
                     }.into_any()
                 })}
             </Suspense>
-            {move || shown.get().map(|issued| view! { <Reveal issued=issued on_close=move || { shown.set(None); show_form.set(false); }/> })}
+            {move || shown.get().map(|issued| view! { <Reveal name=issued.key.name.clone() token=issued.token.clone() on_close=move || { shown.set(None); show_form.set(false); }/> })}
             {move || error_of(revoke.value().get()).or_else(|| error_of(rotate.value().get())).or_else(|| error_of(update.value().get()))
                 .map(|e| view! { <p class="error" role="alert">{e}</p> })}
             <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>

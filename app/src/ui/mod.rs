@@ -1,5 +1,6 @@
 //! Pages and components, rendered on the server and hydrated in the browser.
 
+mod access;
 mod account;
 mod audit;
 mod keys;
@@ -8,6 +9,7 @@ mod models;
 mod org;
 mod permissions;
 mod projects;
+mod providers;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -58,6 +60,8 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/orgs/:org_id/projects/:project_id") view=projects::ProjectPage/>
                 <Route path=path!("/orgs/:org_id/keys") view=keys::MyKeysPage/>
                 <Route path=path!("/orgs/:org_id/models") view=models::ModelsPage/>
+                <Route path=path!("/orgs/:org_id/providers") view=providers::ProvidersPage/>
+                <Route path=path!("/orgs/:org_id/access") view=access::AccessPage/>
             </Routes>
         </Router>
     }
@@ -192,6 +196,8 @@ fn Header(me: Me, org_id: Option<Memo<String>>) -> impl IntoView {
                             <a href=format!("/orgs/{id}/keys")>"My keys"</a>
                             <a href=format!("/orgs/{id}/models")>"Models"</a>
                             {may(crate::policy::Action::ManageOrgMembers).then(|| view! { <a href=format!("/orgs/{id}/members")>"Members"</a> })}
+                            {may(crate::policy::Action::ExternalKeys).then(|| view! { <a href=format!("/orgs/{id}/providers")>"Providers"</a> })}
+                            {may(crate::policy::Action::ManageAllKeys).then(|| view! { <a href=format!("/orgs/{id}/access")>"Provisioning"</a> })}
                             {may(crate::policy::Action::ViewAuditLog).then(|| view! { <a href=format!("/orgs/{id}/audit")>"Audit log"</a> })}
                         }
                     })

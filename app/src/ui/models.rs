@@ -30,7 +30,7 @@ pub fn ModelsPage() -> impl IntoView {
                     view! {
                         <section class="card">
                             <table data-testid="models">
-                                <thead><tr><th>"Model"</th><th>"Provider"</th><th>"Upstream name"</th><th>"Input"</th><th>"Output"</th><th>"Context"</th><th></th></tr></thead>
+                                <thead><tr><th>"Model"</th><th>"Provider"</th><th>"Upstream name"</th><th>"Input"</th><th>"Output"</th><th>"Context"</th><th>"Fallbacks"</th><th></th></tr></thead>
                                 <tbody>
                                     {list.into_iter().map(|m| view! {
                                         <tr>
@@ -40,6 +40,7 @@ pub fn ModelsPage() -> impl IntoView {
                                             <td>{format_usd(m.input_price)}</td>
                                             <td>{format_usd(m.output_price)}</td>
                                             <td>{m.context_window}</td>
+                                            <td>{m.fallbacks.join(", ")}</td>
                                             <td>{may_edit.then(|| view! {
                                                 <ActionForm action=delete attr:class="inline-form">
                                                     <input type="hidden" name="org_id" value=org_id.get_untracked()/>
@@ -66,6 +67,7 @@ pub fn ModelsPage() -> impl IntoView {
                                         <label>"Input USD / 1M"<input name="input_price" required inputmode="decimal"/></label>
                                         <label>"Output USD / 1M"<input name="output_price" required inputmode="decimal"/></label>
                                         <label>"Context window"<input name="context_window" required inputmode="numeric"/></label>
+                                        <label>"Fallbacks (provider:upstream, …)"<input name="fallbacks" placeholder="none"/></label>
                                         <button type="submit">"Save model"</button>
                                     </div>
                                 </ActionForm>

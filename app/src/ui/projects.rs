@@ -174,6 +174,10 @@ fn Settings(
                             <label>"IP allowlist (CIDRs, one per line; empty: any address)"
                                 <textarea name="ip_allowlist" rows="3">{p.ip_allowlist.join("\n")}</textarea>
                             </label>
+                            <label class="inline">
+                                <input type="checkbox" name="content_logging" value="on" checked=p.content_logging/>
+                                "Keep request and response bodies (only where the organization allows it; a key can opt out)"
+                            </label>
                             <button type="submit">"Save settings"</button>
                         </ActionForm>
                         {move || match update.value().get() {

@@ -105,6 +105,7 @@ pub struct TestApp {
     pub url: String,
     pub db: TestDb,
     pub state: tollgate_app::core::state::AppState,
+    pub gateway: std::sync::Arc<tollgate_server::proxy::Gateway>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -145,7 +146,10 @@ impl TestApp {
         let mut config = test_config(&db, addr);
         tweak(&mut config);
         let state = tollgate_server::state(&config).await.unwrap();
-        let app = tollgate_server::router(state.clone());
+        let gateway = tollgate_server::proxy::Gateway::start(&state, &config.proxy)
+            .await
+            .unwrap();
+        let app = tollgate_server::router(state.clone(), gateway.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(tollgate_server::serve(listener, app, async {
             let _ = rx.await;
@@ -154,6 +158,7 @@ impl TestApp {
             url: format!("http://{addr}"),
             db,
             state,
+            gateway,
             shutdown: Some(tx),
         }
     }
@@ -279,3 +284,148 @@ impl TestApp {
 
 pub const OWNER_PASSWORD: &str = "owner-password-1234";
 pub const MEMBER_PASSWORD: &str = "member-password-1234";
+
+/// Everything the database holds, as text: the raw SQLite file and its WAL,
+/// or every PostgreSQL table cast to text. For "this never reaches the
+/// database" checks.
+pub async fn dump(db: &TestDb) -> String {
+    let mut dump = String::new();
+    if db.pg_name.is_none() {
+        let path = db.url.trim_start_matches("sqlite://");
+        for f in [path.to_owned(), format!("{path}-wal")] {
+            if let Ok(bytes) = std::fs::read(&f) {
+                dump.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+        return dump;
+    }
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_schema || '.' || table_name FROM information_schema.tables \
+         WHERE table_schema IN ('public', 'tower_sessions') AND table_type = 'BASE TABLE'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(tables.len() >= 8, "{tables:?}");
+    for t in tables {
+        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT CAST(t AS TEXT) FROM {t} t"))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        dump.push_str(&rows.join("\n"));
+    }
+    dump
+}
+
+/// The real `tollgate` binary serving on a free port, its log in a file.
+pub struct Binary {
+    pub url: String,
+    pub child: std::process::Child,
+    pub log_path: std::path::PathBuf,
+}
+
+impl Binary {
+    pub async fn start(db: &TestDb, env: &[(&str, &str)]) -> Binary {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        let log_path = db.dir.path().join(format!("server-{port}.log"));
+        let log_file = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        cmd.env("TOLLGATE_DATABASE_URL", &db.url)
+            .env("TOLLGATE_DATA_DIR", db.dir.path().join("data"))
+            .env("TOLLGATE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "debug")
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let probe = reqwest::Client::new();
+        for _ in 0..600 {
+            if probe
+                .get(format!("{url}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Binary {
+            url,
+            child,
+            log_path,
+        }
+    }
+
+    /// SIGTERM, then waits for the process to end; returns its exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The fields of `create_key` with no limits, then `extra` (replacing a
+/// default of the same name): every key in these tests starts here.
+pub fn key_form<'a>(
+    org: &'a str,
+    project: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut form: Vec<(&str, &str)> = vec![
+        ("org_id", org),
+        ("project_id", project),
+        ("name", "k"),
+        ("max_budget", ""),
+        ("budget_reset", "never"),
+        ("tpm", ""),
+        ("rpm", ""),
+        ("expires_at", ""),
+        ("tags", ""),
+    ];
+    for (k, v) in extra {
+        form.retain(|(f, _)| f != k);
+        form.push((k, v));
+    }
+    form
+}
+
+impl TestApp {
+    /// Creates a key as `client`; returns its id and its token.
+    pub async fn create_key(
+        &self,
+        client: &reqwest::Client,
+        org: &str,
+        project: &str,
+        extra: &[(&str, &str)],
+    ) -> (String, String) {
+        let issued = self
+            .ok(client, "create_key", &key_form(org, project, extra))
+            .await;
+        (
+            issued["key"]["id"].as_str().unwrap().to_owned(),
+            issued["token"].as_str().unwrap().to_owned(),
+        )
+    }
+}

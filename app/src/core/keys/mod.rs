@@ -433,3 +433,79 @@ pub async fn authenticate(
         .then(|| r.try_get("id"))
         .transpose()
 }
+
+/// A key as the proxy holds it in memory: what authenticates it (hashes,
+/// never the secret) and every limit it carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyKey {
+    pub id: String,
+    pub public_id: String,
+    pub secret_hash: String,
+    pub prev_secret_hash: Option<String>,
+    pub prev_valid_until: Option<i64>,
+    pub org_id: String,
+    pub project_id: String,
+    pub models: Vec<String>,
+    pub tpm_limit: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub budget_micros: Option<i64>,
+    pub budget_reset: String,
+    pub expires_at: Option<i64>,
+    pub no_content_logging: bool,
+    pub revoked_at: Option<i64>,
+}
+
+/// Which keys to load.
+#[derive(Clone, Copy, Debug)]
+pub enum Load<'a> {
+    All,
+    Org(&'a str),
+    Project(&'a str),
+    One(&'a str),
+}
+
+pub async fn load_for_proxy(
+    conn: &mut AnyConnection,
+    which: Load<'_>,
+) -> Result<Vec<ProxyKey>, sqlx::Error> {
+    macro_rules! select {
+        ($where:literal) => {
+            concat!(
+                "SELECT id, public_id, secret_hash, prev_secret_hash, prev_valid_until, org_id, project_id, \
+                 models_json, tpm_limit, rpm_limit, budget_micros, budget_reset, expires_at, no_content_logging, \
+                 revoked_at FROM api_keys ",
+                $where
+            )
+        };
+    }
+    let q = match which {
+        Load::All => {
+            sqlx::query(select!("WHERE $1 IS NULL OR $1 IS NOT NULL")).bind(None::<String>)
+        }
+        Load::Org(id) => sqlx::query(select!("WHERE org_id = $1")).bind(id),
+        Load::Project(id) => sqlx::query(select!("WHERE project_id = $1")).bind(id),
+        Load::One(id) => sqlx::query(select!("WHERE id = $1")).bind(id),
+    };
+    let rows = q.fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ProxyKey {
+                id: r.try_get("id")?,
+                public_id: r.try_get("public_id")?,
+                secret_hash: r.try_get("secret_hash")?,
+                prev_secret_hash: r.try_get("prev_secret_hash")?,
+                prev_valid_until: r.try_get("prev_valid_until")?,
+                org_id: r.try_get("org_id")?,
+                project_id: r.try_get("project_id")?,
+                models: json_list(&r.try_get::<String, _>("models_json")?)?,
+                tpm_limit: r.try_get("tpm_limit")?,
+                rpm_limit: r.try_get("rpm_limit")?,
+                budget_micros: r.try_get("budget_micros")?,
+                budget_reset: r.try_get("budget_reset")?,
+                expires_at: r.try_get("expires_at")?,
+                no_content_logging: r.try_get::<i64, _>("no_content_logging")? != 0,
+                revoked_at: r.try_get("revoked_at")?,
+            })
+        })
+        .collect()
+}

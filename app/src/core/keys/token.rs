@@ -1,11 +1,15 @@
-//! The key token: `sk-tg-<public id>-<secret><checksum>`. The public id finds
-//! the key, the secret proves it (only its SHA-256 is stored), and a CRC-32 of
-//! the rest lets secret scanners recognise a Tollgate key offline.
+//! The key token: `sk-tg-<public id>-<secret><checksum>` (provisioning keys:
+//! `sk-tgp-…`). The public id finds the key, the secret proves it (only its
+//! SHA-256 is stored), and a CRC-32 of the rest lets secret scanners
+//! recognise a Tollgate key offline.
 
 use rand::distributions::{Alphanumeric, DistString};
 use sha2::{Digest, Sha256};
 
 pub const PREFIX: &str = "sk-tg-";
+/// Provisioning keys: they manage keys through the machine APIs and can
+/// never call models, so they look different at a glance.
+pub const PROVISIONING_PREFIX: &str = "sk-tgp-";
 const PUBLIC_ID_LEN: usize = 12;
 const SECRET_LEN: usize = 32;
 const CHECKSUM_LEN: usize = 6;
@@ -22,17 +26,30 @@ pub struct Token {
 
 impl Token {
     pub fn mint() -> Token {
+        Token::mint_with(PREFIX)
+    }
+
+    /// A provisioning key's token.
+    pub fn mint_provisioning() -> Token {
+        Token::mint_with(PROVISIONING_PREFIX)
+    }
+
+    fn mint_with(prefix: &str) -> Token {
         let mut rng = rand::rngs::OsRng;
         let public_id = Alphanumeric.sample_string(&mut rng, PUBLIC_ID_LEN);
-        Token::with_public_id(public_id)
+        Token::make(prefix, public_id)
     }
 
     /// A new secret for an existing public id (rotation keeps the key's identity).
     pub fn with_public_id(public_id: String) -> Token {
+        Token::make(PREFIX, public_id)
+    }
+
+    fn make(prefix: &str, public_id: String) -> Token {
         let secret = Alphanumeric.sample_string(&mut rand::rngs::OsRng, SECRET_LEN);
-        let body = format!("{PREFIX}{public_id}-{secret}");
+        let body = format!("{prefix}{public_id}-{secret}");
         let full = format!("{body}{}", checksum(&body));
-        let hint = format!("{PREFIX}…{}", &full[full.len() - 4..]);
+        let hint = format!("{prefix}…{}", &full[full.len() - 4..]);
         Token {
             secret_hash: hash_secret(&secret),
             full,
@@ -83,8 +100,18 @@ pub struct Parsed<'a> {
     pub secret: &'a str,
 }
 
+/// An API key's token.
 pub fn parse(token: &str) -> Option<Parsed<'_>> {
-    let rest = token.strip_prefix(PREFIX)?;
+    parse_with(PREFIX, token)
+}
+
+/// A provisioning key's token.
+pub fn parse_provisioning(token: &str) -> Option<Parsed<'_>> {
+    parse_with(PROVISIONING_PREFIX, token)
+}
+
+fn parse_with<'a>(prefix: &str, token: &'a str) -> Option<Parsed<'a>> {
+    let rest = token.strip_prefix(prefix)?;
     let (public_id, tail) = rest.split_once('-')?;
     if public_id.len() != PUBLIC_ID_LEN || tail.len() != SECRET_LEN + CHECKSUM_LEN {
         return None;
@@ -143,6 +170,17 @@ mod tests {
         }
         assert!(!looks_like_tollgate_key("sk-proj-abc"));
         assert!(!looks_like_tollgate_key(""));
+    }
+
+    #[test]
+    fn provisioning_tokens_are_not_api_keys_and_back() {
+        let p = Token::mint_provisioning();
+        assert!(p.expose().starts_with("sk-tgp-"));
+        assert!(p.hint().starts_with("sk-tgp-…"));
+        assert!(parse(p.expose()).is_none());
+        let parsed = parse_provisioning(p.expose()).unwrap();
+        assert_eq!(hash_secret(parsed.secret), p.secret_hash());
+        assert!(parse_provisioning(Token::mint().expose()).is_none());
     }
 
     #[test]

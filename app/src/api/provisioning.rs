@@ -1,0 +1,136 @@
+//! Provisioning keys: owners create them (the token is shown once), list and
+//! revoke them. Automation uses them on the machine APIs; never on `/v1`.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AppError;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisioningKeyView {
+    pub id: String,
+    pub name: String,
+    pub hint: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    /// active or revoked.
+    pub status: String,
+}
+
+/// A new provisioning key; `token` is its only appearance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisioningKeyIssued {
+    pub key: ProvisioningKeyView,
+    pub token: String,
+}
+
+#[cfg(feature = "ssr")]
+fn view_of(k: crate::core::provisioning::ProvisioningKey) -> ProvisioningKeyView {
+    use super::format_time;
+    ProvisioningKeyView {
+        id: k.id,
+        name: k.name,
+        hint: k.hint,
+        created_at: format_time(k.created_at),
+        last_used_at: k.last_used_at.map(format_time),
+        status: if k.revoked_at.is_some() {
+            "revoked"
+        } else {
+            "active"
+        }
+        .to_owned(),
+    }
+}
+
+#[server(prefix = "/api/console", endpoint = "list_provisioning_keys")]
+pub async fn list_provisioning_keys(org_id: String) -> Result<Vec<ProvisioningKeyView>, AppError> {
+    use super::ssr::*;
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, _, scope) = authorize(&org_id, Action::ManageAllKeys).await?;
+            let mut conn = state.db.pool.acquire().await?;
+            let list = crate::core::provisioning::list(&mut conn, &scope).await?;
+            Ok(list.into_iter().map(view_of).collect())
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/api/console", endpoint = "create_provisioning_key")]
+pub async fn create_provisioning_key(
+    org_id: String,
+    name: String,
+) -> Result<ProvisioningKeyIssued, AppError> {
+    use super::ssr::*;
+    use crate::core::audit::{self, Actor, Change};
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, user, scope) = authorize(&org_id, Action::ManageAllKeys).await?;
+            let name = crate::core::domain::name("name", &name, 100)?;
+            let now = crate::core::now_ms();
+            let mut tx = state.db.pool.begin().await?;
+            let (key, token) = crate::core::provisioning::create(
+                &mut tx,
+                scope.org_id(),
+                &name,
+                Some(&user.id),
+                now,
+            )
+            .await?;
+            audit::record(
+                &mut tx,
+                &Actor::user(&user.id, &user.email),
+                Change {
+                    org_id: Some(scope.org_id()),
+                    action: "provisioning_key.created",
+                    resource_type: "provisioning_key",
+                    resource_id: &key.id,
+                    before: None,
+                    after: Some(serde_json::json!({ "name": key.name, "hint": key.hint })),
+                },
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(ProvisioningKeyIssued {
+                key: view_of(key),
+                token: token.expose().to_owned(),
+            })
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/api/console", endpoint = "revoke_provisioning_key")]
+pub async fn revoke_provisioning_key(org_id: String, key_id: String) -> Result<(), AppError> {
+    use super::ssr::*;
+    use crate::core::audit::{self, Actor, Change};
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, user, scope) = authorize(&org_id, Action::ManageAllKeys).await?;
+            let now = crate::core::now_ms();
+            let mut tx = state.db.pool.begin().await?;
+            let before = crate::core::provisioning::revoke(&mut tx, &scope, &key_id, now).await?;
+            audit::record(
+                &mut tx,
+                &Actor::user(&user.id, &user.email),
+                Change {
+                    org_id: Some(scope.org_id()),
+                    action: "provisioning_key.revoked",
+                    resource_type: "provisioning_key",
+                    resource_id: &before.id,
+                    before: Some(serde_json::json!({ "name": before.name, "hint": before.hint })),
+                    after: Some(serde_json::json!({ "revoked_at": now })),
+                },
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await,
+    )
+}

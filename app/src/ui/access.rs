@@ -1,0 +1,80 @@
+//! Provisioning keys (owners): automation manages service keys with them
+//! through the machine APIs. The token is shown once; keys can be revoked.
+
+use leptos::prelude::*;
+
+use super::keys::Reveal;
+use super::{error_of, org_param, Shell};
+use crate::api::provisioning::{
+    list_provisioning_keys, CreateProvisioningKey, ProvisioningKeyIssued, RevokeProvisioningKey,
+};
+
+#[component]
+pub fn AccessPage() -> impl IntoView {
+    let org_id = org_param();
+    let create = ServerAction::<CreateProvisioningKey>::new();
+    let revoke = ServerAction::<RevokeProvisioningKey>::new();
+    let keys = Resource::new(
+        move || (org_id.get(), create.version().get(), revoke.version().get()),
+        |(o, _, _)| list_provisioning_keys(o),
+    );
+    let shown = RwSignal::new(None::<ProvisioningKeyIssued>);
+    Effect::new(move |_| {
+        if let Some(Ok(issued)) = create.value().get() {
+            shown.set(Some(issued));
+        }
+    });
+    view! {
+        <Shell org_id=org_id>
+            <h1>"Provisioning keys"</h1>
+            <p class="muted">"For automation: they manage service keys through the machine APIs of this organization, and can never call models."</p>
+            {move || error_of(create.value().get()).or_else(|| error_of(revoke.value().get())).map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            <section class="card">
+                <h2>"New provisioning key"</h2>
+                <ActionForm action=create>
+                    <input type="hidden" name="org_id" value=move || org_id.get()/>
+                    <div class="row">
+                        <label>"Name"<input name="name" required placeholder="ci-pipeline" data-testid="provisioning-name"/></label>
+                        <button type="submit" data-testid="create-provisioning-key">"Create key"</button>
+                    </div>
+                </ActionForm>
+            </section>
+            {move || shown.get().map(|issued| view! { <Reveal name=issued.key.name.clone() token=issued.token.clone() on_close=move || shown.set(None)/> })}
+            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match keys.await {
+                        Ok(list) => view! {
+                            <section class="card">
+                                <table data-testid="provisioning-keys">
+                                    <thead><tr><th>"Name"</th><th>"Key"</th><th>"Created"</th><th>"Last used"</th><th>"Status"</th><th></th></tr></thead>
+                                    <tbody>
+                                        {list.into_iter().map(|k| {
+                                            let active = k.status == "active";
+                                            view! {
+                                                <tr>
+                                                    <td>{k.name.clone()}</td>
+                                                    <td><code>{k.hint.clone()}</code></td>
+                                                    <td>{k.created_at.clone()}</td>
+                                                    <td>{k.last_used_at.clone().unwrap_or_else(|| "never".to_owned())}</td>
+                                                    <td>{k.status.clone()}</td>
+                                                    <td>{active.then(|| view! {
+                                                        <ActionForm action=revoke attr:class="inline-form">
+                                                            <input type="hidden" name="org_id" value=org_id.get_untracked()/>
+                                                            <input type="hidden" name="key_id" value=k.id.clone()/>
+                                                            <button type="submit" class="danger">"Revoke"</button>
+                                                        </ActionForm>
+                                                    })}</td>
+                                                </tr>
+                                            }
+                                        }).collect_view()}
+                                    </tbody>
+                                </table>
+                            </section>
+                        }.into_any(),
+                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </Shell>
+    }
+}

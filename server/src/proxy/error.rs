@@ -1,0 +1,134 @@
+//! The one error type of `/v1`: OpenAI-shaped JSON
+//! (`{"error": {"message", "type", "param", "code"}}`) that names the rule
+//! that was hit and never holds the key.
+
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug)]
+pub struct ProxyError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub code: &'static str,
+    pub param: Option<&'static str>,
+    pub message: String,
+    pub headers: Vec<(HeaderName, String)>,
+}
+
+impl ProxyError {
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        ProxyError {
+            status,
+            kind,
+            code,
+            param: None,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            code,
+            message,
+        )
+    }
+
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "permission_error", code, message)
+    }
+
+    pub fn invalid(param: &'static str, message: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+            message,
+        );
+        e.param = Some(param);
+        e
+    }
+
+    pub fn model_not_found(model: &str) -> Self {
+        let mut e = Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            format!("the model '{model}' does not exist in this organization's catalogue"),
+        );
+        e.param = Some("model");
+        e
+    }
+
+    pub fn rate_limited(message: String, headers: Vec<(HeaderName, String)>) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            message,
+        );
+        e.headers = headers;
+        e
+    }
+
+    pub fn budget(code: &'static str, message: String) -> Self {
+        Self::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "budget_exceeded",
+            code,
+            message,
+        )
+    }
+
+    pub fn bad_gateway(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, "upstream_error", code, message)
+    }
+
+    pub fn gateway_timeout(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_error",
+            "upstream_timeout",
+            message,
+        )
+    }
+
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_error",
+            code,
+            message,
+        )
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        })
+    }
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, axum::Json(self.body())).into_response();
+        for (name, value) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                res.headers_mut().insert(name, v);
+            }
+        }
+        res
+    }
+}

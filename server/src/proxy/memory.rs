@@ -1,0 +1,436 @@
+//! What the proxy knows, held in memory: keys by public id, projects,
+//! organizations with their catalogue and providers. Loaded at start and
+//! kept current by change events; a request never reads the database.
+
+use ipnet::IpNet;
+use secrecy::SecretString;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use tollgate_app::core::catalogue::{self, Model};
+use tollgate_app::core::changes::Change;
+use tollgate_app::core::db::Db;
+use tollgate_app::core::keys::{self, token, Load, ProxyKey};
+use tollgate_app::core::limits::ResetInterval;
+use tollgate_app::core::orgs::{self, ProxyOrg};
+use tollgate_app::core::projects::{self, Project};
+use tollgate_app::core::providers::{self, Upstream};
+
+use super::error::ProxyError;
+
+pub struct KeyEntry {
+    pub key: ProxyKey,
+    pub reset: ResetInterval,
+}
+
+pub struct ProjectEntry {
+    pub project: Project,
+    pub reset: ResetInterval,
+    pub allow: Vec<IpNet>,
+}
+
+pub struct OrgEntry {
+    pub org: ProxyOrg,
+    pub reset: ResetInterval,
+    /// Each catalogue model with where it is served from, resolved at load.
+    pub routes: HashMap<String, Route>,
+}
+
+pub struct Route {
+    pub model: Arc<Model>,
+    /// In the order they are tried; empty where no named provider exists.
+    pub deployments: Arc<[Deployment]>,
+}
+
+/// A key that authenticated, with its project and organization.
+#[derive(Clone)]
+pub struct Caller {
+    pub key: Arc<KeyEntry>,
+    pub project: Arc<ProjectEntry>,
+    pub org: Arc<OrgEntry>,
+}
+
+/// One place a model is served from, its endpoints' URLs parsed once.
+#[derive(Clone)]
+pub struct Deployment {
+    pub provider: Arc<Upstream>,
+    pub upstream_model: String,
+    pub urls: Arc<Urls>,
+}
+
+/// A provider's endpoints (`None` where its base URL does not parse).
+pub struct Urls {
+    pub chat: Option<reqwest::Url>,
+    pub completions: Option<reqwest::Url>,
+    pub embeddings: Option<reqwest::Url>,
+    pub messages: Option<reqwest::Url>,
+}
+
+impl Urls {
+    fn of(base: &str) -> Urls {
+        let at = |path: &str| reqwest::Url::parse(&format!("{base}/{path}")).ok();
+        Urls {
+            chat: at("chat/completions"),
+            completions: at("completions"),
+            embeddings: at("embeddings"),
+            messages: at("messages"),
+        }
+    }
+}
+
+fn routes(models: Vec<Model>, upstreams: Vec<Upstream>) -> HashMap<String, Route> {
+    let providers: HashMap<String, (Arc<Upstream>, Arc<Urls>)> = upstreams
+        .into_iter()
+        .map(|u| {
+            let urls = Arc::new(Urls::of(&u.provider.base_url));
+            (u.provider.name.clone(), (Arc::new(u), urls))
+        })
+        .collect();
+    models
+        .into_iter()
+        .map(|m| {
+            let first = std::iter::once((m.provider.as_str(), m.upstream.as_str()));
+            let rest = m.fallbacks.iter().filter_map(|f| f.split_once(':'));
+            let deployments: Vec<Deployment> = first
+                .chain(rest)
+                .filter_map(|(provider, upstream)| {
+                    providers.get(provider.trim()).map(|(p, urls)| Deployment {
+                        provider: p.clone(),
+                        upstream_model: upstream.trim().to_owned(),
+                        urls: urls.clone(),
+                    })
+                })
+                .collect();
+            let route = Route {
+                model: Arc::new(m),
+                deployments: deployments.into(),
+            };
+            (route.model.id.clone(), route)
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Maps {
+    /// By public id, the part of a token that is not secret.
+    keys: HashMap<String, Arc<KeyEntry>>,
+    /// Internal id → public id.
+    key_ids: HashMap<String, String>,
+    projects: HashMap<String, Arc<ProjectEntry>>,
+    orgs: HashMap<String, Arc<OrgEntry>>,
+}
+
+pub struct Memory {
+    db: Db,
+    secret: Arc<SecretString>,
+    maps: RwLock<Maps>,
+}
+
+fn reset_of(s: &str) -> ResetInterval {
+    ResetInterval::parse("budget_reset", s).unwrap_or(ResetInterval::Never)
+}
+
+fn key_entry(key: ProxyKey) -> Arc<KeyEntry> {
+    let reset = reset_of(&key.budget_reset);
+    Arc::new(KeyEntry { key, reset })
+}
+
+fn project_entry(project: Project) -> Arc<ProjectEntry> {
+    let allow = project
+        .ip_allowlist
+        .iter()
+        .filter_map(|s| {
+            s.parse::<IpNet>()
+                .ok()
+                .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+        })
+        .collect();
+    Arc::new(ProjectEntry {
+        reset: reset_of(&project.budget_reset),
+        project,
+        allow,
+    })
+}
+
+impl Memory {
+    pub fn new(db: Db, secret: Arc<SecretString>) -> Memory {
+        Memory {
+            db,
+            secret,
+            maps: RwLock::new(Maps::default()),
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Maps> {
+        self.maps
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
+        self.maps
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn org_entry(&self, org: ProxyOrg) -> Result<Arc<OrgEntry>, sqlx::Error> {
+        let mut conn = self.db.pool.acquire().await?;
+        let models = catalogue::load_for_proxy(&mut conn, &org.id).await?;
+        let upstreams = providers::load_for_proxy(&mut conn, &org.id, &self.secret).await?;
+        Ok(Arc::new(OrgEntry {
+            reset: reset_of(&org.spending.spend_cap_reset),
+            routes: routes(models, upstreams),
+            org,
+        }))
+    }
+
+    /// Everything, at start.
+    pub async fn load_all(&self) -> Result<(), sqlx::Error> {
+        let mut conn = self.db.pool.acquire().await?;
+        let all_orgs = orgs::load_for_proxy(&mut conn, None).await?;
+        let all_projects = projects::load_for_proxy(&mut conn, None, None).await?;
+        let all_keys = keys::load_for_proxy(&mut conn, Load::All).await?;
+        drop(conn);
+        let mut org_entries = HashMap::new();
+        for o in all_orgs {
+            let id = o.id.clone();
+            org_entries.insert(id, self.org_entry(o).await?);
+        }
+        let mut m = Maps {
+            orgs: org_entries,
+            projects: all_projects
+                .into_iter()
+                .map(|p| (p.id.clone(), project_entry(p)))
+                .collect(),
+            ..Maps::default()
+        };
+        for k in all_keys {
+            m.key_ids.insert(k.id.clone(), k.public_id.clone());
+            m.keys.insert(k.public_id.clone(), key_entry(k));
+        }
+        *self.write() = m;
+        Ok(())
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.read().keys.len()
+    }
+
+    /// Reloads what changed and swaps it in.
+    pub async fn apply(&self, change: &Change) -> Result<(), sqlx::Error> {
+        // An organization made elsewhere (first-run setup, another
+        // organization, the CLI) is loaded when something of it changes.
+        let org_of = |m: &Maps| match change {
+            Change::Key(id) => m
+                .key_ids
+                .get(id)
+                .and_then(|p| m.keys.get(p))
+                .map(|k| k.key.org_id.clone()),
+            Change::Project(id) => m.projects.get(id).map(|p| p.project.org_id.clone()),
+            Change::Org(_) | Change::OrgAll(_) => None,
+        };
+        self.apply_inner(change).await?;
+        let missing = {
+            let m = self.read();
+            org_of(&m).filter(|o| !m.orgs.contains_key(o))
+        };
+        if let Some(org) = missing {
+            self.reload_org(&org).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_inner(&self, change: &Change) -> Result<(), sqlx::Error> {
+        match change {
+            Change::Key(id) => {
+                let mut conn = self.db.pool.acquire().await?;
+                let found = keys::load_for_proxy(&mut conn, Load::One(id)).await?;
+                let project = match found.first() {
+                    Some(k) if !self.read().projects.contains_key(&k.project_id) => {
+                        projects::load_for_proxy(&mut conn, None, Some(&k.project_id)).await?
+                    }
+                    _ => Vec::new(),
+                };
+                let mut m = self.write();
+                for p in project {
+                    m.projects.insert(p.id.clone(), project_entry(p));
+                }
+                replace_keys(&mut m, |k| k.id == *id, found);
+            }
+            Change::Project(id) => {
+                let mut conn = self.db.pool.acquire().await?;
+                let found = projects::load_for_proxy(&mut conn, None, Some(id)).await?;
+                let keys = keys::load_for_proxy(&mut conn, Load::Project(id)).await?;
+                let mut m = self.write();
+                m.projects.remove(id);
+                for p in found {
+                    m.projects.insert(p.id.clone(), project_entry(p));
+                }
+                replace_keys(&mut m, |k| k.project_id == *id, keys);
+            }
+            Change::Org(id) => self.reload_org(id).await?,
+            Change::OrgAll(id) => {
+                self.reload_org(id).await?;
+                let mut conn = self.db.pool.acquire().await?;
+                let found = projects::load_for_proxy(&mut conn, Some(id), None).await?;
+                let keys = keys::load_for_proxy(&mut conn, Load::Org(id)).await?;
+                let mut m = self.write();
+                m.projects.retain(|_, p| p.project.org_id != *id);
+                for p in found {
+                    m.projects.insert(p.id.clone(), project_entry(p));
+                }
+                replace_keys(&mut m, |k| k.org_id == *id, keys);
+            }
+        }
+        Ok(())
+    }
+
+    async fn reload_org(&self, id: &str) -> Result<(), sqlx::Error> {
+        let mut conn = self.db.pool.acquire().await?;
+        let found = orgs::load_for_proxy(&mut conn, Some(id)).await?;
+        drop(conn);
+        let entry = match found.into_iter().next() {
+            Some(o) => Some(self.org_entry(o).await?),
+            None => None,
+        };
+        let mut m = self.write();
+        match entry {
+            Some(e) => m.orgs.insert(id.to_owned(), e),
+            None => m.orgs.remove(id),
+        };
+        Ok(())
+    }
+
+    /// The caller behind a bearer token: 401 for a token that is not a live
+    /// key (the message says which rule: unknown, revoked, expired).
+    pub fn authenticate(&self, presented: &str, now: i64) -> Result<Caller, ProxyError> {
+        let unknown = || ProxyError::unauthorized("invalid_api_key", "the API key is not valid");
+        if token::parse_provisioning(presented).is_some() {
+            return Err(ProxyError::forbidden(
+                "provisioning_key",
+                "provisioning keys cannot call models; use an API key",
+            ));
+        }
+        let parsed = token::parse(presented).ok_or_else(unknown)?;
+        let (key, project, org) = {
+            let m = self.read();
+            let key = m.keys.get(parsed.public_id).cloned().ok_or_else(unknown)?;
+            let project = m
+                .projects
+                .get(&key.key.project_id)
+                .cloned()
+                .ok_or_else(unknown)?;
+            let org = m.orgs.get(&key.key.org_id).cloned().ok_or_else(unknown)?;
+            (key, project, org)
+        };
+        let hash = token::hash_secret(parsed.secret);
+        let k = &key.key;
+        let current = constant_time_eq(hash.as_bytes(), k.secret_hash.as_bytes());
+        let previous = k.prev_valid_until.is_some_and(|t| t > now)
+            && k.prev_secret_hash
+                .as_deref()
+                .is_some_and(|p| constant_time_eq(hash.as_bytes(), p.as_bytes()));
+        if !current && !previous {
+            return Err(unknown());
+        }
+        if k.revoked_at.is_some() {
+            return Err(ProxyError::unauthorized(
+                "key_revoked",
+                "the API key was revoked",
+            ));
+        }
+        if let Some(at) = k.expires_at.filter(|t| *t <= now) {
+            return Err(ProxyError::unauthorized(
+                "key_expired",
+                format!(
+                    "the API key expired at {}",
+                    tollgate_app::api::format_time(at)
+                ),
+            ));
+        }
+        Ok(Caller { key, project, org })
+    }
+}
+
+fn replace_keys(m: &mut Maps, gone: impl Fn(&ProxyKey) -> bool, fresh: Vec<ProxyKey>) {
+    let stale: Vec<String> = m
+        .keys
+        .iter()
+        .filter(|(_, e)| gone(&e.key))
+        .map(|(p, _)| p.clone())
+        .collect();
+    for p in stale {
+        if let Some(e) = m.keys.remove(&p) {
+            m.key_ids.remove(&e.key.id);
+        }
+    }
+    for k in fresh {
+        m.key_ids.insert(k.id.clone(), k.public_id.clone());
+        m.keys.insert(k.public_id.clone(), key_entry(k));
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Caller {
+    /// 403 where the project's IP allowlist does not hold the client.
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), ProxyError> {
+        let allow = &self.project.allow;
+        if allow.is_empty() || allow.iter().any(|n| n.contains(&ip)) {
+            Ok(())
+        } else {
+            Err(ProxyError::forbidden(
+                "ip_not_allowed",
+                format!("the project's IP allowlist does not include {ip}"),
+            ))
+        }
+    }
+
+    /// The model and where it is served from: allowed for key ∩ project ∩
+    /// organization, else 403 (404 where the catalogue has no such model).
+    pub fn route(&self, model: &str) -> Result<(Arc<Model>, Arc<[Deployment]>), ProxyError> {
+        let route = self
+            .org
+            .routes
+            .get(model)
+            .ok_or_else(|| ProxyError::model_not_found(model))?;
+        if !self.project.project.models.iter().any(|x| x == model) {
+            return Err(ProxyError::forbidden(
+                "model_not_allowed",
+                format!("the project does not allow the model '{model}'"),
+            ));
+        }
+        if !self.key.key.models.iter().any(|x| x == model) {
+            return Err(ProxyError::forbidden(
+                "model_not_allowed",
+                format!("this API key does not allow the model '{model}'"),
+            ));
+        }
+        if route.deployments.is_empty() {
+            return Err(ProxyError::unavailable(
+                "provider_not_configured",
+                format!(
+                    "the model '{model}' is served by the provider '{}', which this organization has not configured",
+                    route.model.provider
+                ),
+            ));
+        }
+        Ok((route.model.clone(), route.deployments.clone()))
+    }
+
+    /// The models this key may call, for `GET /v1/models`.
+    pub fn models(&self) -> Vec<Arc<Model>> {
+        let mut out: Vec<Arc<Model>> = self
+            .key
+            .key
+            .models
+            .iter()
+            .filter(|m| self.project.project.models.contains(m))
+            .filter_map(|m| self.org.routes.get(m).map(|r| r.model.clone()))
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+}

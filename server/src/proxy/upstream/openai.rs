@@ -1,0 +1,88 @@
+//! Any OpenAI-compatible upstream: the body goes as it came (model mapped);
+//! streams ask for `stream_options.include_usage` so the last chunk has usage.
+
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use super::{excerpt, transport, Call, Clients, Endpoint, Reply, UpstreamError};
+
+pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamError> {
+    let up = &c.deployment.provider;
+    let name = &up.provider.name;
+    let urls = &c.deployment.urls;
+    let url = match c.endpoint {
+        Endpoint::Chat => &urls.chat,
+        Endpoint::Completions => &urls.completions,
+        Endpoint::Embeddings => &urls.embeddings,
+    }
+    .clone()
+    .ok_or_else(|| {
+        UpstreamError::Connect(format!("the provider '{name}' has no valid base URL"))
+    })?;
+    let mut req = clients.http.post(url);
+    if let Some(k) = &up.api_key {
+        req = req.bearer_auth(k.expose_secret());
+    }
+    let res = if c.stream {
+        let mut body = c.body.clone();
+        if let Some(obj) = body.as_object_mut() {
+            let opts = obj
+                .entry("stream_options")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(o) = opts.as_object_mut() {
+                o.insert("include_usage".into(), Value::Bool(true));
+            }
+        }
+        tokio::time::timeout(clients.idle, req.json(&body).send())
+            .await
+            .map_err(|_| {
+                UpstreamError::Timeout(format!(
+                    "the provider '{name}' did not start its answer in time"
+                ))
+            })?
+    } else {
+        req.timeout(clients.timeout).json(c.body).send().await
+    }
+    .map_err(|e| transport(&e, name))?;
+    let status = res.status().as_u16();
+    if status >= 500 || status == 429 {
+        let body = res.bytes().await.unwrap_or_default();
+        return Err(UpstreamError::Status {
+            status,
+            message: excerpt(&body),
+        });
+    }
+    let is_sse = res
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if !c.stream || status >= 400 || !is_sse {
+        let body = res.bytes().await.map_err(|e| transport(&e, name))?;
+        if c.stream && status < 400 {
+            return Err(UpstreamError::Malformed(format!(
+                "the provider '{name}' answered a stream request without a stream"
+            )));
+        }
+        return Ok(Reply::Whole { status, body });
+    }
+    let provider = name.clone();
+    let events = res
+        .bytes_stream()
+        .eventsource()
+        .map(move |ev| match ev {
+            Ok(e) => Ok(e.data),
+            Err(e) => Err(UpstreamError::Connect(format!(
+                "the stream from the provider '{provider}' broke: {}",
+                match e {
+                    eventsource_stream::EventStreamError::Transport(_) =>
+                        "connection lost".to_owned(),
+                    other => other.to_string(),
+                }
+            ))),
+        })
+        .boxed();
+    Ok(Reply::Stream(events))
+}

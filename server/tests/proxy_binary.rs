@@ -1,0 +1,265 @@
+//! The proxy in the real binary: a key with content logging off leaves no
+//! body in the database or the log (debug level), and SIGTERM under load
+//! loses no usage event of an admitted request.
+
+#![expect(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
+
+mod common;
+
+use common::{Backend, Binary, TestDb};
+use serde_json::{json, Value};
+use sqlx::Row;
+
+/// A console session on the binary, signed in as the first owner.
+struct Console {
+    url: String,
+    http: reqwest::Client,
+    org: String,
+    project: String,
+}
+
+impl Console {
+    async fn call(&self, name: &str, form: &[(&str, &str)]) -> Value {
+        let res = self
+            .http
+            .post(format!("{}/api/console/{name}", self.url))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        assert!(status.is_success(), "{name}: {body}");
+        body
+    }
+
+    async fn set_up(url: &str) -> Console {
+        let http = reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .unwrap();
+        let mut c = Console {
+            url: url.to_owned(),
+            http,
+            org: String::new(),
+            project: String::new(),
+        };
+        let body = c
+            .call(
+                "setup",
+                &[
+                    ("email", "owner@a.test"),
+                    ("name", "Owner"),
+                    ("password", "owner-password-1234"),
+                    ("org_name", "Acme"),
+                ],
+            )
+            .await;
+        c.org = body["org_id"].as_str().unwrap().to_owned();
+        let p = c
+            .call("create_project", &[("org_id", &c.org), ("name", "P")])
+            .await;
+        c.project = p["id"].as_str().unwrap().to_owned();
+        c
+    }
+
+    async fn key(&self, extra: &[(&str, &str)]) -> (String, String) {
+        let form = common::key_form(&self.org, &self.project, extra);
+        let issued = self.call("create_key", &form).await;
+        (
+            issued["key"]["id"].as_str().unwrap().to_owned(),
+            issued["token"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+async fn chat(url: &str, token: &str, text: &str, stream: bool) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(token)
+        .json(&json!({ "model": "mock/echo", "stream": stream,
+            "messages": [{ "role": "user", "content": text }] }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn no_content_logging_leaves_no_body_anywhere(backend: Backend) {
+    sqlx::any::install_default_drivers();
+    let db = TestDb::new(backend).await;
+    let mut server = Binary::start(&db, &[]).await;
+    let console = Console::set_up(&server.url).await;
+    console
+        .call(
+            "update_spending",
+            &[
+                ("org_id", &console.org),
+                ("spend_cap", ""),
+                ("spend_cap_reset", "monthly"),
+                ("content_logging", "on"),
+            ],
+        )
+        .await;
+    let (_, logged) = console.key(&[]).await;
+    let (_, private) = console.key(&[("no_content_logging", "on")]).await;
+    let kept = format!("kept-{}", uuid::Uuid::new_v4().simple());
+    let secret = format!("private-{}", uuid::Uuid::new_v4().simple());
+    for stream in [false, true] {
+        let res = chat(&server.url, &logged, &format!("remember {kept}"), stream).await;
+        assert_eq!(res.status(), 200);
+        assert!(res.text().await.unwrap().contains(&kept));
+        let res = chat(&server.url, &private, &format!("forget {secret}"), stream).await;
+        assert_eq!(res.status(), 200);
+        assert!(
+            res.text().await.unwrap().contains(&secret),
+            "the answer echoes it"
+        );
+    }
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/embeddings", server.url))
+        .bearer_auth(&private)
+        .json(&json!({ "model": "mock/embed", "input": secret }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(server.stop(), Some(0));
+
+    let log = server.log();
+    assert!(log.contains("DEBUG"), "the log was written at debug level");
+    let dump = common::dump(&db).await;
+    assert!(
+        dump.contains(&kept),
+        "the logged key's bodies are in the content log"
+    );
+    assert!(
+        !dump.contains(&secret),
+        "a body of the no-logging key is in the database"
+    );
+    assert!(
+        !log.contains(&secret),
+        "a body of the no-logging key is in the log"
+    );
+    assert!(!log.contains(&kept), "a prompt is in the log");
+    for token in [&logged, &private] {
+        let secret = &token[token.len() - 38..token.len() - 6];
+        assert!(
+            !log.contains(secret) && !dump.contains(secret),
+            "a key's secret was stored or logged"
+        );
+    }
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM request_logs")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows, 2, "one content log per request of the logged key");
+    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_events")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(events, 5, "every request metered, logged or not");
+}
+both!(no_content_logging_leaves_no_body_anywhere);
+
+async fn sigterm_under_load_loses_no_usage_event(backend: Backend) {
+    sqlx::any::install_default_drivers();
+    let db = TestDb::new(backend).await;
+    let mut server = Binary::start(&db, &[]).await;
+    let console = Console::set_up(&server.url).await;
+    // Slow answers, so that many are in flight when the signal comes.
+    console
+        .call(
+            "upsert_provider",
+            &[
+                ("org_id", &console.org),
+                ("name", "mock"),
+                ("kind", "mock"),
+                ("base_url", ""),
+                ("api_key", ""),
+                ("latency_ms", "30"),
+            ],
+        )
+        .await;
+    let (key_id, token) = console.key(&[]).await;
+    let url = server.url.clone();
+    let load: Vec<_> = (0..300)
+        .map(|i| {
+            let url = url.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(i)).await;
+                let res = reqwest::Client::new()
+                    .post(format!("{url}/v1/chat/completions"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "model": "mock/echo", "stream": i % 2 == 0,
+                        "messages": [{ "role": "user", "content": "one two three four five" }] }))
+                    .send()
+                    .await
+                    .ok()?;
+                if res.status() != 200 {
+                    return None;
+                }
+                let id = res.headers()["x-request-id"].to_str().ok()?.to_owned();
+                // A stream cut by the shutdown still counts as admitted.
+                let _ = res.text().await;
+                Some(id)
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let pid = server.child.id();
+    let stopped = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+    });
+    let mut admitted = Vec::new();
+    for task in load {
+        if let Some(id) = task.await.unwrap() {
+            admitted.push(id);
+        }
+    }
+    stopped.await.unwrap().unwrap();
+    assert_eq!(server.child.wait().unwrap().code(), Some(0));
+    assert!(
+        admitted.len() >= 20,
+        "only {} requests got in before the signal",
+        admitted.len()
+    );
+    assert!(
+        admitted.len() < 300,
+        "the signal came before the load ended"
+    );
+    assert!(server.log().contains("usage ledger flushed"));
+
+    // After a restart, the ledger holds every admitted request.
+    let again = Binary::start(&db, &[]).await;
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    let rows = sqlx::query("SELECT request_id, status FROM usage_events WHERE key_id = $1")
+        .bind(&key_id)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let stored: std::collections::HashMap<String, i64> = rows
+        .iter()
+        .map(|r| (r.get("request_id"), r.get("status")))
+        .collect();
+    for id in &admitted {
+        assert!(
+            stored.contains_key(id),
+            "admitted request {id} has no usage event"
+        );
+    }
+    eprintln!(
+        "{} admitted before SIGTERM, {} events stored",
+        admitted.len(),
+        stored.len()
+    );
+    drop(again);
+}
+both!(sigterm_under_load_loses_no_usage_event);
