@@ -111,16 +111,19 @@ pub enum Seat {
     OrgMemberNoProject,
     BillingManager,
     Viewer,
+    /// An organization's provisioning key, calling the machine APIs.
+    Provisioning,
 }
 
 impl Seat {
-    pub const ALL: [Seat; 6] = [
+    pub const ALL: [Seat; 7] = [
         Seat::OrgOwner,
         Seat::ProjectAdmin,
         Seat::ProjectMember,
         Seat::OrgMemberNoProject,
         Seat::BillingManager,
         Seat::Viewer,
+        Seat::Provisioning,
     ];
 
     pub fn label(self) -> &'static str {
@@ -131,16 +134,23 @@ impl Seat {
             Seat::OrgMemberNoProject => "Org member, no project",
             Seat::BillingManager => "Billing manager",
             Seat::Viewer => "Viewer",
+            Seat::Provisioning => "Provisioning key",
         }
     }
 
     /// The seat inside one project: owners sit as owners everywhere, members
     /// by their project role (none: not in the project).
     pub fn in_project(org: OrgRole, project: Option<ProjectRole>) -> Seat {
-        match (org, project) {
-            (OrgRole::Member, Some(ProjectRole::Admin)) => Seat::ProjectAdmin,
-            (OrgRole::Member, Some(ProjectRole::Member)) => Seat::ProjectMember,
-            (other, _) => Seat::at_org(other),
+        Seat::at_org(org).with_project(project)
+    }
+
+    /// The seat an organization-level seat takes in a project: only plain
+    /// members change, by their project role.
+    pub fn with_project(self, project: Option<ProjectRole>) -> Seat {
+        match (self, project) {
+            (Seat::OrgMemberNoProject, Some(ProjectRole::Admin)) => Seat::ProjectAdmin,
+            (Seat::OrgMemberNoProject, Some(ProjectRole::Member)) => Seat::ProjectMember,
+            (other, _) => other,
         }
     }
 
@@ -153,6 +163,7 @@ impl Seat {
             Seat::OrgMemberNoProject => "member",
             Seat::BillingManager => "billing",
             Seat::Viewer => "viewer",
+            Seat::Provisioning => "provisioning key",
         }
     }
 
@@ -175,6 +186,7 @@ impl Seat {
             Seat::OrgMemberNoProject => 3,
             Seat::BillingManager => 4,
             Seat::Viewer => 5,
+            Seat::Provisioning => 6,
         }
     }
 }
@@ -234,29 +246,39 @@ pub enum Action {
 use Grant::{No, Own, ReadOnly, Yes};
 
 /// The matrix: for each action, the grant of each seat, in `Seat::ALL` order
-/// (owner, project admin, project member, member without project, billing, viewer).
-pub const MATRIX: &[(Action, [Grant; 6])] = &[
-    (Action::ViewOrganization, [Yes, Yes, Yes, Yes, Yes, Yes]),
-    (Action::EditOrganization, [Yes, No, No, No, No, No]),
-    (Action::ManageOrgMembers, [Yes, No, No, No, No, No]),
-    (Action::ViewAuditLog, [Yes, No, No, No, No, No]),
-    (Action::CreateProject, [Yes, No, No, No, No, No]),
-    (Action::ViewProject, [Yes, Own, Own, No, No, No]),
-    (Action::EditProjectSettings, [Yes, Yes, No, No, No, No]),
-    (Action::DeleteProject, [Yes, No, No, No, No, No]),
-    (Action::ViewProjectMembers, [Yes, Yes, No, No, No, No]),
-    (Action::AddProjectMembers, [Yes, Yes, No, No, No, No]),
-    (Action::EditProjectMemberRoles, [Yes, Yes, No, No, No, No]),
-    (Action::ManageOwnKeys, [Yes, Yes, Yes, No, No, No]),
-    (Action::ManageProjectKeys, [Yes, Yes, No, No, No, No]),
-    (Action::ManageAllKeys, [Yes, No, No, No, No, No]),
-    (Action::BillingAndCredits, [Yes, No, No, No, Yes, No]),
-    (Action::ViewUsage, [Yes, Own, Own, No, Yes, ReadOnly]),
-    (Action::ExternalKeys, [Yes, No, No, No, No, No]),
-    (Action::ModelCatalogue, [Yes, No, No, No, No, No]),
-    (Action::VirtualModels, [Yes, No, No, No, No, No]),
-    (Action::McpServers, [Yes, No, No, No, No, No]),
-    (Action::PromptManagement, [Yes, No, No, No, No, No]),
+/// (owner, project admin, project member, member without project, billing,
+/// viewer, provisioning key).
+pub const MATRIX: &[(Action, [Grant; 7])] = &[
+    (
+        Action::ViewOrganization,
+        [Yes, Yes, Yes, Yes, Yes, Yes, Yes],
+    ),
+    (Action::EditOrganization, [Yes, No, No, No, No, No, Yes]),
+    (Action::ManageOrgMembers, [Yes, No, No, No, No, No, Yes]),
+    (Action::ViewAuditLog, [Yes, No, No, No, No, No, No]),
+    (Action::CreateProject, [Yes, No, No, No, No, No, Yes]),
+    (Action::ViewProject, [Yes, Own, Own, No, No, No, Yes]),
+    (Action::EditProjectSettings, [Yes, Yes, No, No, No, No, Yes]),
+    (Action::DeleteProject, [Yes, No, No, No, No, No, Yes]),
+    (Action::ViewProjectMembers, [Yes, Yes, No, No, No, No, Yes]),
+    (Action::AddProjectMembers, [Yes, Yes, No, No, No, No, Yes]),
+    (
+        Action::EditProjectMemberRoles,
+        [Yes, Yes, No, No, No, No, Yes],
+    ),
+    (Action::ManageOwnKeys, [Yes, Yes, Yes, No, No, No, Yes]),
+    (Action::ManageProjectKeys, [Yes, Yes, No, No, No, No, Yes]),
+    (Action::ManageAllKeys, [Yes, No, No, No, No, No, Yes]),
+    (Action::BillingAndCredits, [Yes, No, No, No, Yes, No, No]),
+    (
+        Action::ViewUsage,
+        [Yes, Own, Own, No, Yes, ReadOnly, ReadOnly],
+    ),
+    (Action::ExternalKeys, [Yes, No, No, No, No, No, No]),
+    (Action::ModelCatalogue, [Yes, No, No, No, No, No, No]),
+    (Action::VirtualModels, [Yes, No, No, No, No, No, No]),
+    (Action::McpServers, [Yes, No, No, No, No, No, No]),
+    (Action::PromptManagement, [Yes, No, No, No, No, No, No]),
 ];
 
 impl Action {
@@ -372,14 +394,15 @@ pub struct OrgMember {
 pub struct OrgScope {
     org_id: String,
     actor_id: String,
-    role: OrgRole,
+    /// The seat at the organization level: a role's, or a provisioning key's.
+    seat: Seat,
     action: Action,
 }
 
 impl OrgScope {
     /// A second action asked of the same seat (one request, two permissions).
     pub fn also(&self, action: Action) -> Result<(), Denied> {
-        let seat = Seat::at_org(self.role);
+        let seat = self.seat;
         if allows(action, seat) {
             Ok(())
         } else {
@@ -393,8 +416,16 @@ impl OrgScope {
     pub fn actor_id(&self) -> &str {
         &self.actor_id
     }
-    pub fn role(&self) -> OrgRole {
-        self.role
+    /// The acting user, or `None` for a provisioning key.
+    pub fn user_id(&self) -> Option<&str> {
+        (self.seat != Seat::Provisioning).then_some(self.actor_id.as_str())
+    }
+    pub fn seat(&self) -> Seat {
+        self.seat
+    }
+    /// Whether this seat sees every project rather than only its own.
+    pub fn sees_all_projects(&self) -> bool {
+        grant(Action::ViewProject, self.seat) == Grant::Yes
     }
     pub fn action(&self) -> Action {
         self.action
@@ -408,7 +439,7 @@ pub fn authorize_org(member: &OrgMember, action: Action) -> Result<OrgScope, Den
         Ok(OrgScope {
             org_id: member.org_id.clone(),
             actor_id: member.user_id.clone(),
-            role: member.role,
+            seat,
             action,
         })
     } else {
@@ -470,7 +501,7 @@ pub fn authorize_project(member: &ProjectMember, action: Action) -> Result<Proje
             org: OrgScope {
                 org_id: member.org.org_id.clone(),
                 actor_id: member.org.user_id.clone(),
-                role: member.org.role,
+                seat: Seat::at_org(member.org.role),
                 action,
             },
             project_id: member.project_id.clone(),
@@ -479,6 +510,43 @@ pub fn authorize_project(member: &ProjectMember, action: Action) -> Result<Proje
     } else {
         Err(Denied { action, seat })
     }
+}
+
+/// A provisioning key, as authenticated: it acts in its own organization only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Machine {
+    pub key_id: String,
+    pub org_id: String,
+}
+
+/// The decision for a provisioning key's action on its organization.
+pub fn authorize_machine(machine: &Machine, action: Action) -> Result<OrgScope, Denied> {
+    let seat = Seat::Provisioning;
+    if allows(action, seat) {
+        Ok(OrgScope {
+            org_id: machine.org_id.clone(),
+            actor_id: machine.key_id.clone(),
+            seat,
+            action,
+        })
+    } else {
+        Err(Denied { action, seat })
+    }
+}
+
+/// The decision for a provisioning key's action in one project of its
+/// organization (the caller's queries, scoped by both, find the project or 404).
+pub fn authorize_machine_project(
+    machine: &Machine,
+    project_id: &str,
+    action: Action,
+) -> Result<ProjectScope, Denied> {
+    let org = authorize_machine(machine, action)?;
+    Ok(ProjectScope {
+        org,
+        project_id: project_id.to_owned(),
+        seat: Seat::Provisioning,
+    })
 }
 
 /// The decision on one key: project admins and owners manage every key of

@@ -117,6 +117,7 @@ async fn main() {
                 expires_at: None,
                 no_content_logging: false,
                 tags: vec![format!("team-{}", i % 100), "bench".into()],
+                metadata: serde_json::json!({}),
             };
             keys::create(
                 &mut tx,

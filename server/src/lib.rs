@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod machine;
 pub mod proxy;
 
 use axum::body::Body;
@@ -96,7 +97,8 @@ pub fn router(state: AppState, gateway: Arc<proxy::Gateway>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(machine::router(state.clone()))
         .merge(console)
         .merge(proxy::router(gateway))
         .layer(TraceLayer::new_for_http())

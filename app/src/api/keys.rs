@@ -143,17 +143,9 @@ impl KeyForm {
                 self.no_content_logging.as_deref(),
             )?,
             tags: parse_tags("tags", &self.tags)?,
+            metadata: serde_json::json!({}),
         })
     }
-}
-
-#[cfg(feature = "ssr")]
-fn limits_json(l: &crate::core::keys::KeyLimits) -> serde_json::Value {
-    serde_json::json!({
-        "name": l.name, "models": l.models, "tpm_limit": l.tpm_limit, "rpm_limit": l.rpm_limit,
-        "budget_micros": l.budget_micros, "budget_reset": l.budget_reset, "expires_at": l.expires_at,
-        "no_content_logging": l.no_content_logging, "tags": l.tags,
-    })
 }
 
 /// Creates the caller's own key in a project; the answer holds the token once.
@@ -172,17 +164,18 @@ pub async fn create_key(
     tags: String,
 ) -> Result<KeyIssued, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor};
-    use crate::core::changes::Change;
-    use crate::core::keys::{self, Holder};
+    use crate::core::audit::Actor;
+    use crate::core::keys::Holder;
+    use crate::core::ops;
     use crate::policy::Action;
     answer(
         async {
             let (state, user, scope) =
                 authorize_project(&org_id, &project_id, Action::ManageOwnKeys).await?;
             let now = crate::core::now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            let project = crate::core::projects::get(&mut tx, &scope).await?;
+            let mut conn = state.db.pool.acquire().await?;
+            let project = crate::core::projects::get(&mut conn, &scope).await?;
+            drop(conn);
             let form = KeyForm {
                 name,
                 max_budget,
@@ -195,24 +188,9 @@ pub async fn create_key(
                 tags,
             };
             let limits = form.parse(&project, now)?;
+            let actor = Actor::user(&user.id, &user.email);
             let (row, token) =
-                keys::create(&mut tx, &scope, Holder::User(&user.id), &limits, now).await?;
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                audit::Change {
-                    org_id: Some(scope.org_id()),
-                    action: "key.created",
-                    resource_type: "api_key",
-                    resource_id: &row.id_hash,
-                    before: None,
-                    after: Some(limits_json(&limits)),
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            state.changes.publish(Change::Key(row.id.clone())).await;
+                ops::create_key(&state, &actor, &scope, Holder::User(&user.id), &limits).await?;
             Ok(KeyIssued {
                 key: view_of(row, now),
                 token: token.expose().to_owned(),
@@ -298,18 +276,15 @@ pub async fn update_key(
     tags: String,
 ) -> Result<KeyView, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor};
-    use crate::core::changes::Change;
-    use crate::core::keys;
+    use crate::core::audit::Actor;
+    use crate::core::ops;
     answer(
         async {
             let (state, user, scope, before) = authorize_key(&org_id, &key_id).await?;
-            if before.revoked_at.is_some() {
-                return Err(AppError::conflict("a revoked key cannot be changed"));
-            }
             let now = crate::core::now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            let project = crate::core::projects::get(&mut tx, &scope).await?;
+            let mut conn = state.db.pool.acquire().await?;
+            let project = crate::core::projects::get(&mut conn, &scope).await?;
+            drop(conn);
             let form = KeyForm {
                 name,
                 max_budget,
@@ -321,25 +296,12 @@ pub async fn update_key(
                 no_content_logging,
                 tags,
             };
-            let limits = form.parse(&project, now)?;
-            keys::update(&mut tx, &scope, &key_id, &limits, now).await?;
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                audit::Change {
-                    org_id: Some(scope.org_id()),
-                    action: "key.updated",
-                    resource_type: "api_key",
-                    resource_id: &before.id_hash,
-                    before: Some(limits_json(&before.limits)),
-                    after: Some(limits_json(&limits)),
-                },
-                now,
-            )
-            .await?;
-            let row = keys::get(&mut tx, &scope, &key_id).await?;
-            tx.commit().await?;
-            state.changes.publish(Change::Key(key_id.clone())).await;
+            let limits = crate::core::keys::KeyLimits {
+                metadata: before.limits.metadata.clone(),
+                ..form.parse(&project, now)?
+            };
+            let actor = Actor::user(&user.id, &user.email);
+            let row = ops::update_key(&state, &actor, &scope, &before, &limits).await?;
             Ok(view_of(row, now))
         }
         .await,
@@ -350,34 +312,14 @@ pub async fn update_key(
 #[server(prefix = "/api/console", endpoint = "revoke_key")]
 pub async fn revoke_key(org_id: String, key_id: String) -> Result<KeyView, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor};
-    use crate::core::changes::Change;
-    use crate::core::keys;
+    use crate::core::audit::Actor;
+    use crate::core::ops;
     answer(
         async {
             let (state, user, scope, before) = authorize_key(&org_id, &key_id).await?;
+            let actor = Actor::user(&user.id, &user.email);
+            let row = ops::revoke_key(&state, &actor, &scope, &before).await?;
             let now = crate::core::now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            keys::revoke(&mut tx, &scope, &key_id, now).await?;
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                audit::Change {
-                    org_id: Some(scope.org_id()),
-                    action: "key.revoked",
-                    resource_type: "api_key",
-                    resource_id: &before.id_hash,
-                    before: Some(
-                        serde_json::json!({ "name": before.limits.name, "hint": before.hint }),
-                    ),
-                    after: Some(serde_json::json!({ "revoked_at": now })),
-                },
-                now,
-            )
-            .await?;
-            let row = keys::get(&mut tx, &scope, &key_id).await?;
-            tx.commit().await?;
-            state.changes.publish(Change::Key(key_id.clone())).await;
             Ok(view_of(row, now))
         }
         .await,
@@ -393,9 +335,8 @@ pub async fn rotate_key(
     grace_minutes: Option<String>,
 ) -> Result<KeyIssued, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor};
-    use crate::core::changes::Change;
-    use crate::core::keys;
+    use crate::core::audit::Actor;
+    use crate::core::ops;
     answer(
         async {
             let (state, user, scope, before) = authorize_key(&org_id, &key_id).await?;
@@ -415,28 +356,10 @@ pub async fn rotate_key(
                     }
                 },
             };
+            let actor = Actor::user(&user.id, &user.email);
+            let (row, token) =
+                ops::rotate_key(&state, &actor, &scope, &before, grace * 60_000).await?;
             let now = crate::core::now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            let token = keys::rotate(&mut tx, &scope, &key_id, now + grace * 60_000, now).await?;
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                audit::Change {
-                    org_id: Some(scope.org_id()),
-                    action: "key.rotated",
-                    resource_type: "api_key",
-                    resource_id: &before.id_hash,
-                    before: Some(serde_json::json!({ "hint": before.hint })),
-                    after: Some(
-                        serde_json::json!({ "hint": token.hint(), "grace_minutes": grace }),
-                    ),
-                },
-                now,
-            )
-            .await?;
-            let row = keys::get(&mut tx, &scope, &key_id).await?;
-            tx.commit().await?;
-            state.changes.publish(Change::Key(row.id.clone())).await;
             Ok(KeyIssued {
                 key: view_of(row, now),
                 token: token.expose().to_owned(),

@@ -107,49 +107,17 @@ pub async fn invite_member(
     role: String,
 ) -> Result<InvitationCreated, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
+    use crate::core::audit::Actor;
     use crate::core::domain::Email;
-    use crate::core::{invitations, members, now_ms, orgs, users};
     use crate::policy::Action;
     answer(
         async {
             let (state, user, scope) = authorize(&org_id, Action::ManageOrgMembers).await?;
             let email = Email::parse("email", &email)?;
             let role = parse_role(&role)?;
-            let now = now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            orgs::lock(&mut tx, scope.org_id()).await?;
-            if let Some(existing) = users::by_email(&mut tx, &email).await? {
-                if members::membership(&mut tx, &existing.id, scope.org_id())
-                    .await?
-                    .is_some()
-                {
-                    return Err(AppError::invalid(
-                        "email",
-                        "is already a member of this organization",
-                    ));
-                }
-            }
-            // Said now rather than at acceptance, where it is checked again.
-            members::check_room_for(&mut tx, scope.org_id(), role)
-                .await
-                .map_err(|e| AppError::invalid("role", e.to_string()))?;
-            let (inv, token) = invitations::create(&mut tx, &scope, &email, role, now).await?;
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                Change {
-                    org_id: Some(scope.org_id()),
-                    action: "invitation.created",
-                    resource_type: "invitation",
-                    resource_id: &inv.id,
-                    before: None,
-                    after: Some(serde_json::json!({ "email": inv.email, "role": role })),
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
+            let actor = Actor::user(&user.id, &user.email);
+            let (inv, token) =
+                crate::core::ops::invite(&state, &actor, &scope, &email, role, None).await?;
             Ok(InvitationCreated {
                 link: format!("{}/invite/{}", state.public_url, token.expose()),
                 invitation: view_of(inv),
@@ -199,39 +167,16 @@ pub async fn change_member_role(
     role: String,
 ) -> Result<MemberView, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
-    use crate::core::{members, now_ms};
+    use crate::core::audit::Actor;
     use crate::policy::Action;
     answer(
         async {
             let (state, user, scope) = authorize(&org_id, Action::ManageOrgMembers).await?;
             let role = parse_role(&role)?;
-            let now = now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            let before = members::set_role(&mut tx, &scope, &user_id, role).await?;
-            if before.role != role {
-                audit::record(
-                    &mut tx,
-                    &Actor::user(&user.id, &user.email),
-                    Change {
-                        org_id: Some(scope.org_id()),
-                        action: "member.role_changed",
-                        resource_type: "user",
-                        resource_id: &before.user_id,
-                        before: Some(
-                            serde_json::json!({ "email": before.email, "role": before.role }),
-                        ),
-                        after: Some(serde_json::json!({ "email": before.email, "role": role })),
-                    },
-                    now,
-                )
-                .await?;
-            }
-            tx.commit().await?;
-            state
-                .changes
-                .publish(crate::core::changes::Change::OrgAll(org_id.clone()))
-                .await;
+            let actor = Actor::user(&user.id, &user.email);
+            let before =
+                crate::core::ops::change_member_role(&state, &actor, &scope, &user_id, role)
+                    .await?;
             Ok(MemberView {
                 user_id: before.user_id,
                 email: before.email,
@@ -368,6 +313,9 @@ pub async fn accept_invitation(
             };
             invitations::mark_accepted(&mut tx, &inv.id, &user.id, now).await?;
             members::insert(&mut tx, &inv.org_id, &user.id, inv.role, now).await?;
+            if let Some((project_id, role)) = &inv.project {
+                crate::core::projects::join_invited(&mut tx, &inv.org_id, &user.id, inv.role, (project_id, *role), now).await?;
+            }
             audit::record(
                 &mut tx,
                 &Actor::user(&user.id, &user.email),

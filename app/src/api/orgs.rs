@@ -64,7 +64,8 @@ pub async fn get_org(org_id: String) -> Result<OrgView, AppError> {
     use crate::policy::Action;
     answer(
         async {
-            let (state, _, scope) = authorize(&org_id, Action::ViewOrganization).await?;
+            let (state, _, member) = member_of(&org_id).await?;
+            let scope = crate::policy::authorize_org(&member, Action::ViewOrganization)?;
             let mut conn = state.db.pool.acquire().await?;
             let org = crate::core::orgs::get(&mut conn, &scope)
                 .await?
@@ -72,7 +73,7 @@ pub async fn get_org(org_id: String) -> Result<OrgView, AppError> {
             Ok(OrgView {
                 id: org.id,
                 name: org.name,
-                role: scope.role(),
+                role: member.role,
             })
         }
         .await,
@@ -88,7 +89,8 @@ pub async fn rename_org(org_id: String, name: String) -> Result<OrgView, AppErro
     use crate::policy::Action;
     answer(
         async {
-            let (state, user, scope) = authorize(&org_id, Action::EditOrganization).await?;
+            let (state, user, member) = member_of(&org_id).await?;
+            let scope = crate::policy::authorize_org(&member, Action::EditOrganization)?;
             let name = OrgName::parse("name", &name)?;
             let now = now_ms();
             let mut tx = state.db.pool.begin().await?;
@@ -115,7 +117,7 @@ pub async fn rename_org(org_id: String, name: String) -> Result<OrgView, AppErro
             Ok(OrgView {
                 id: before.id,
                 name: name.as_str().to_owned(),
-                role: scope.role(),
+                role: member.role,
             })
         }
         .await,

@@ -62,7 +62,7 @@ pub async fn list_projects(org_id: String) -> Result<Vec<ProjectSummary>, AppErr
                 .map(|(p, role)| ProjectSummary {
                     id: p.id,
                     name: p.name,
-                    my_seat: Seat::in_project(scope.role(), role),
+                    my_seat: scope.seat().with_project(role),
                 })
                 .collect())
         }
@@ -73,34 +73,14 @@ pub async fn list_projects(org_id: String) -> Result<Vec<ProjectSummary>, AppErr
 #[server(prefix = "/api/console", endpoint = "create_project")]
 pub async fn create_project(org_id: String, name: String) -> Result<ProjectSummary, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
+    use crate::core::audit::Actor;
     use crate::policy::Action;
     answer(
         async {
             let (state, user, scope) = authorize(&org_id, Action::CreateProject).await?;
             let name = crate::core::domain::name("name", &name, 100)?;
-            let now = crate::core::now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            let p = crate::core::projects::insert(&mut tx, &scope, &name, now).await?;
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                Change {
-                    org_id: Some(scope.org_id()),
-                    action: "project.created",
-                    resource_type: "project",
-                    resource_id: &p.id,
-                    before: None,
-                    after: Some(serde_json::json!({ "name": p.name, "models": p.models })),
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            state
-                .changes
-                .publish(crate::core::changes::Change::Project(p.id.clone()))
-                .await;
+            let actor = Actor::user(&user.id, &user.email);
+            let p = crate::core::ops::create_project(&state, &actor, &scope, &name).await?;
             Ok(ProjectSummary {
                 id: p.id,
                 name: p.name,
@@ -109,15 +89,6 @@ pub async fn create_project(org_id: String, name: String) -> Result<ProjectSumma
         }
         .await,
     )
-}
-
-#[cfg(feature = "ssr")]
-fn settings_json(p: &crate::core::projects::Project) -> serde_json::Value {
-    serde_json::json!({
-        "name": p.name, "models": p.models, "tpm_limit": p.tpm_limit, "rpm_limit": p.rpm_limit,
-        "budget_micros": p.budget_micros, "budget_reset": p.budget_reset, "ip_allowlist": p.ip_allowlist,
-        "content_logging": p.content_logging,
-    })
 }
 
 #[server(prefix = "/api/console", endpoint = "get_project")]
@@ -166,11 +137,9 @@ pub async fn update_project(
     content_logging: Option<String>,
 ) -> Result<ProjectView, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
-    use crate::core::limits::{
-        check_models_within, parse_ip_allowlist, parse_rate, ResetInterval, Usd,
-    };
-    use crate::core::{catalogue, projects};
+    use crate::core::audit::Actor;
+    use crate::core::limits::{parse_ip_allowlist, parse_rate, ResetInterval, Usd};
+    use crate::core::projects;
     use crate::policy::Action;
     answer(
         async {
@@ -190,38 +159,8 @@ pub async fn update_project(
                 ip_allowlist: parse_ip_allowlist("ip_allowlist", &ip_allowlist)?,
                 content_logging: super::checkbox("content_logging", content_logging.as_deref())?,
             };
-            let now = crate::core::now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            let catalogue_ids = catalogue::ids(&mut tx, scope.org()).await?;
-            check_models_within("models", &settings.models, &catalogue_ids).map_err(|_| {
-                AppError::invalid(
-                    "models",
-                    "every model must be in the organization's catalogue",
-                )
-            })?;
-            let before = projects::get(&mut tx, &scope).await?;
-            projects::update(&mut tx, &scope, &settings, now).await?;
-            let after = projects::get(&mut tx, &scope).await?;
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                Change {
-                    org_id: Some(scope.org_id()),
-                    action: "project.updated",
-                    resource_type: "project",
-                    resource_id: scope.project_id(),
-                    before: Some(settings_json(&before)),
-                    after: Some(settings_json(&after)),
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            state
-                .changes
-                .publish(crate::core::changes::Change::Project(project_id.clone()))
-                .await;
-            drop(after);
+            let actor = Actor::user(&user.id, &user.email);
+            crate::core::ops::update_project(&state, &actor, &scope, &settings).await?;
             get_project(org_id, project_id).await
         }
         .await,
@@ -236,42 +175,24 @@ pub async fn delete_project(
     confirm: String,
 ) -> Result<i64, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
+    use crate::core::audit::Actor;
     use crate::core::projects;
     use crate::policy::Action;
     answer(
         async {
             let (state, user, scope) =
                 authorize_project(&org_id, &project_id, Action::DeleteProject).await?;
-            let now = crate::core::now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            let p = projects::get(&mut tx, &scope).await?;
+            let mut conn = state.db.pool.acquire().await?;
+            let p = projects::get(&mut conn, &scope).await?;
+            drop(conn);
             if confirm.trim() != p.name {
                 return Err(AppError::invalid(
                     "confirm",
                     format!("type the project's name, '{}', to delete it", p.name),
                 ));
             }
-            let revoked = projects::delete(&mut tx, &scope, now).await?;
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                Change {
-                    org_id: Some(scope.org_id()),
-                    action: "project.deleted",
-                    resource_type: "project",
-                    resource_id: scope.project_id(),
-                    before: Some(settings_json(&p)),
-                    after: Some(serde_json::json!({ "keys_revoked": revoked })),
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            state
-                .changes
-                .publish(crate::core::changes::Change::Project(project_id.clone()))
-                .await;
+            let actor = Actor::user(&user.id, &user.email);
+            let revoked = crate::core::ops::delete_project(&state, &actor, &scope, &p).await?;
             Ok(revoked)
         }
         .await,
@@ -315,7 +236,7 @@ async fn set_project_member(
     adding: bool,
 ) -> Result<(), AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
+    use crate::core::audit::Actor;
     use crate::policy::Action;
     let action = if adding {
         Action::AddProjectMembers
@@ -326,38 +247,8 @@ async fn set_project_member(
     let role: ProjectRole = role
         .parse()
         .map_err(|e: String| AppError::invalid("role", e))?;
-    let now = crate::core::now_ms();
-    let mut tx = state.db.pool.begin().await?;
-    let before = crate::core::projects::set_member(&mut tx, &scope, &user_id, role, now).await?;
-    match (adding, before) {
-        (true, Some(_)) => {
-            return Err(AppError::conflict(
-                "already a member of this project; change their role instead",
-            ))
-        }
-        (false, None) => return Err(AppError::not_found("project member")),
-        _ => {}
-    }
-    audit::record(
-        &mut tx,
-        &Actor::user(&user.id, &user.email),
-        Change {
-            org_id: Some(scope.org_id()),
-            action: if adding {
-                "project.member_added"
-            } else {
-                "project.member_role_changed"
-            },
-            resource_type: "project",
-            resource_id: scope.project_id(),
-            before: before.map(|r| serde_json::json!({ "user_id": user_id, "role": r })),
-            after: Some(serde_json::json!({ "user_id": user_id, "role": role })),
-        },
-        now,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
+    let actor = Actor::user(&user.id, &user.email);
+    crate::core::ops::set_project_member(&state, &actor, &scope, &user_id, role, adding).await
 }
 
 /// Adds a member of the organization to the project as admin or member.
@@ -389,35 +280,15 @@ pub async fn remove_project_member(
     user_id: String,
 ) -> Result<u64, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
+    use crate::core::audit::Actor;
     use crate::policy::Action;
     answer(
         async {
             let (state, user, scope) =
                 authorize_project(&org_id, &project_id, Action::EditProjectMemberRoles).await?;
-            let now = crate::core::now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            let (role, revoked) =
-                crate::core::projects::remove_member(&mut tx, &scope, &user_id, now).await?;
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                Change {
-                    org_id: Some(scope.org_id()),
-                    action: "project.member_removed",
-                    resource_type: "project",
-                    resource_id: scope.project_id(),
-                    before: Some(serde_json::json!({ "user_id": user_id, "role": role })),
-                    after: Some(serde_json::json!({ "keys_revoked": revoked })),
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            state
-                .changes
-                .publish(crate::core::changes::Change::Project(project_id.clone()))
-                .await;
+            let actor = Actor::user(&user.id, &user.email);
+            let revoked =
+                crate::core::ops::remove_project_member(&state, &actor, &scope, &user_id).await?;
             Ok(revoked)
         }
         .await,

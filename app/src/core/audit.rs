@@ -9,7 +9,7 @@ use crate::policy::OrgScope;
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Who made a change: a signed-in user, or the operator's CLI.
+/// Who made a change: a signed-in user, a provisioning key, or the operator's CLI.
 #[derive(Clone, Debug)]
 pub struct Actor {
     pub id: Option<String>,
@@ -21,6 +21,12 @@ impl Actor {
         Actor {
             id: Some(id.to_owned()),
             label: email.to_owned(),
+        }
+    }
+    pub fn provisioning(key_id: &str, name: &str) -> Actor {
+        Actor {
+            id: Some(key_id.to_owned()),
+            label: format!("provisioning key '{name}'"),
         }
     }
     pub fn cli() -> Actor {

@@ -7,7 +7,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::domain::Email;
 use crate::error::AppError;
-use crate::policy::{OrgRole, OrgScope};
+use crate::policy::{OrgRole, OrgScope, ProjectRole};
 
 pub const VALID_FOR_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
@@ -19,6 +19,8 @@ pub struct Invitation {
     pub role: OrgRole,
     pub created_at: i64,
     pub expires_at: i64,
+    /// A project the invitee joins on acceptance, with their role there.
+    pub project: Option<(String, ProjectRole)>,
 }
 
 /// The secret half of an invitation, to be put in a link and forgotten.
@@ -48,6 +50,17 @@ fn invitation_of(r: &sqlx::any::AnyRow) -> Result<Invitation, sqlx::Error> {
         role: super::members::role_of(&role)?,
         created_at: r.try_get("created_at")?,
         expires_at: r.try_get("expires_at")?,
+        project: match (
+            r.try_get::<Option<String>, _>("project_id")?,
+            r.try_get::<Option<String>, _>("project_role")?,
+        ) {
+            (Some(p), Some(role)) => Some((
+                p,
+                role.parse()
+                    .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+            )),
+            _ => None,
+        },
     })
 }
 
@@ -56,6 +69,7 @@ pub async fn create(
     scope: &OrgScope,
     email: &Email,
     role: OrgRole,
+    project: Option<(&str, ProjectRole)>,
     now: i64,
 ) -> Result<(Invitation, InvitationToken), AppError> {
     let token = InvitationToken::generate();
@@ -66,19 +80,22 @@ pub async fn create(
         role,
         created_at: now,
         expires_at: now + VALID_FOR_MS,
+        project: project.map(|(p, r)| (p.to_owned(), r)),
     };
     sqlx::query(
-        "INSERT INTO invitations (id, org_id, email, role, token_hash, invited_by, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO invitations (id, org_id, email, role, token_hash, invited_by, created_at, expires_at, \
+         project_id, project_role) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&inv.id)
     .bind(&inv.org_id)
     .bind(&inv.email)
     .bind(role.as_str())
     .bind(hash_token(token.expose()))
-    .bind(scope.actor_id())
+    .bind(scope.user_id())
     .bind(inv.created_at)
     .bind(inv.expires_at)
+    .bind(project.map(|p| p.0))
+    .bind(project.map(|p| p.1.as_str()))
     .execute(&mut *conn)
     .await?;
     Ok((inv, token))
@@ -91,7 +108,7 @@ pub async fn pending(
     now: i64,
 ) -> Result<Vec<Invitation>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, org_id, email, role, created_at, expires_at FROM invitations \
+        "SELECT id, org_id, email, role, created_at, expires_at, project_id, project_role FROM invitations \
          WHERE org_id = $1 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $2 \
          ORDER BY created_at DESC",
     )
@@ -112,7 +129,7 @@ pub async fn revoke(
     let row = sqlx::query(
         "UPDATE invitations SET revoked_at = $1 WHERE id = $2 AND org_id = $3 \
          AND accepted_at IS NULL AND revoked_at IS NULL \
-         RETURNING id, org_id, email, role, created_at, expires_at",
+         RETURNING id, org_id, email, role, created_at, expires_at, project_id, project_role",
     )
     .bind(now)
     .bind(id)
@@ -132,7 +149,7 @@ pub async fn by_token(
     now: i64,
 ) -> Result<Option<Invitation>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT id, org_id, email, role, created_at, expires_at FROM invitations \
+        "SELECT id, org_id, email, role, created_at, expires_at, project_id, project_role FROM invitations \
          WHERE token_hash = $1 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $2",
     )
     .bind(hash_token(token))

@@ -11,6 +11,7 @@ pub mod invitations;
 pub mod keys;
 pub mod limits;
 pub mod members;
+pub mod ops;
 pub mod orgs;
 pub mod projects;
 pub mod providers;

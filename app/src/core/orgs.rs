@@ -210,3 +210,40 @@ pub async fn find(conn: &mut AnyConnection, s: &str) -> Result<Vec<Org>, sqlx::E
         })
         .collect()
 }
+
+/// Where and what the organization is alerted about (budget and spend alerts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alerting {
+    pub webhook_url: Option<String>,
+    pub alert_types: Vec<String>,
+}
+
+pub async fn alerting(conn: &mut AnyConnection, scope: &OrgScope) -> Result<Alerting, sqlx::Error> {
+    let r =
+        sqlx::query("SELECT alert_webhook_url, alert_types_json FROM organizations WHERE id = $1")
+            .bind(scope.org_id())
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(Alerting {
+        webhook_url: r.try_get("alert_webhook_url")?,
+        alert_types: super::projects::json_list(&r.try_get::<String, _>("alert_types_json")?)?,
+    })
+}
+
+pub async fn set_alerting(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
+    a: &Alerting,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE organizations SET alert_webhook_url = $1, alert_types_json = $2, updated_at = $3 WHERE id = $4",
+    )
+    .bind(a.webhook_url.as_deref())
+    .bind(super::projects::to_json(&a.alert_types))
+    .bind(now)
+    .bind(scope.org_id())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

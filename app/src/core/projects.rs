@@ -151,6 +151,28 @@ pub async fn get(conn: &mut AnyConnection, scope: &ProjectScope) -> Result<Proje
     Ok(project_of(&row)?)
 }
 
+/// A project of the scoped organization by its id or by its exact name (the
+/// machine APIs accept either). Only for seats that see every project.
+pub async fn find(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
+    reference: &str,
+) -> Result<Option<Project>, sqlx::Error> {
+    if !scope.sees_all_projects() {
+        return Ok(None);
+    }
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM projects WHERE org_id = $1 AND (id = $2 OR name = $2) ORDER BY CASE WHEN id = $2 THEN 0 ELSE 1 END LIMIT 1"
+    ))
+    .bind(scope.org_id())
+    .bind(reference)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(project_of).transpose()
+}
+
 /// Projects the caller may see: every one for owners, their own for others.
 pub async fn visible(
     conn: &mut AnyConnection,
@@ -165,7 +187,7 @@ pub async fn visible(
     ))
     .bind(scope.org_id())
     .bind(scope.actor_id())
-    .bind(i64::from(crate::policy::sees_all_projects(scope.role())))
+    .bind(i64::from(scope.sees_all_projects()))
     .fetch_all(&mut *conn)
     .await?;
     rows.iter()
@@ -315,6 +337,34 @@ pub async fn set_member(
     .execute(&mut *conn)
     .await?;
     Ok(before.and_then(|s| s.parse().ok()))
+}
+
+/// Adds a new member of the organization to the project their invitation
+/// named (if it still exists there); nothing for roles that do not join.
+pub async fn join_invited(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    user_id: &str,
+    org_role: OrgRole,
+    (project_id, role): (&str, ProjectRole),
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    if !crate::policy::joins_projects(org_role) {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO project_members (project_id, user_id, role, created_at) \
+         SELECT id, $1, $2, $3 FROM projects WHERE id = $4 AND org_id = $5 \
+         ON CONFLICT (project_id, user_id) DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(role.as_str())
+    .bind(now)
+    .bind(project_id)
+    .bind(org_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Removes a member from the project; their own keys there are revoked.

@@ -181,3 +181,96 @@ pub async fn spend(
         })
         .collect()
 }
+
+/// How a usage report splits each day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupBy {
+    Project,
+    Key,
+    Model,
+}
+
+/// One UTC day of spend, whole or for one group (project, key or model).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DayRow {
+    /// Days since 1970-01-01 (UTC).
+    pub day: i64,
+    /// The group's id (a project's or key's id, or a model name); empty when whole.
+    pub group: String,
+    /// The group's name where it has one (a project's or key's).
+    pub label: Option<String>,
+    pub requests: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_micros: i64,
+}
+
+macro_rules! day_sums {
+    () => {
+        "SELECT CAST(u.at / 86400000 AS BIGINT) AS day, COUNT(*) AS requests, \
+         CAST(COALESCE(SUM(u.tokens_in), 0) AS BIGINT) AS tokens_in, \
+         CAST(COALESCE(SUM(u.tokens_out), 0) AS BIGINT) AS tokens_out, \
+         CAST(COALESCE(SUM(u.cost_micros), 0) AS BIGINT) AS cost_micros"
+    };
+}
+
+fn day_of(r: &sqlx::any::AnyRow, grouped: bool) -> Result<DayRow, sqlx::Error> {
+    Ok(DayRow {
+        day: r.try_get("day")?,
+        group: if grouped {
+            r.try_get("grp")?
+        } else {
+            String::new()
+        },
+        label: if grouped { r.try_get("label")? } else { None },
+        requests: r.try_get("requests")?,
+        tokens_in: r.try_get("tokens_in")?,
+        tokens_out: r.try_get("tokens_out")?,
+        cost_micros: r.try_get("cost_micros")?,
+    })
+}
+
+/// The organization's usage per UTC day in `[from, to)` (Unix ms), whole or
+/// split by `group`, oldest first.
+pub async fn daily(
+    conn: &mut AnyConnection,
+    scope: &crate::policy::OrgScope,
+    from: i64,
+    to: i64,
+    group: Option<GroupBy>,
+) -> Result<Vec<DayRow>, sqlx::Error> {
+    let sql = match group {
+        None => concat!(
+            day_sums!(),
+            " FROM usage_events u WHERE u.org_id = $1 AND u.at >= $2 AND u.at < $3 \
+             GROUP BY CAST(u.at / 86400000 AS BIGINT) ORDER BY day"
+        ),
+        Some(GroupBy::Project) => concat!(
+            day_sums!(),
+            ", u.project_id AS grp, MAX(p.name) AS label FROM usage_events u \
+             LEFT JOIN projects p ON p.id = u.project_id \
+             WHERE u.org_id = $1 AND u.at >= $2 AND u.at < $3 \
+             GROUP BY CAST(u.at / 86400000 AS BIGINT), u.project_id ORDER BY day, grp"
+        ),
+        Some(GroupBy::Key) => concat!(
+            day_sums!(),
+            ", u.key_id AS grp, MAX(k.name) AS label FROM usage_events u \
+             LEFT JOIN api_keys k ON k.id = u.key_id \
+             WHERE u.org_id = $1 AND u.at >= $2 AND u.at < $3 \
+             GROUP BY CAST(u.at / 86400000 AS BIGINT), u.key_id ORDER BY day, grp"
+        ),
+        Some(GroupBy::Model) => concat!(
+            day_sums!(),
+            ", u.model AS grp, MAX(u.model) AS label FROM usage_events u \
+             WHERE u.org_id = $1 AND u.at >= $2 AND u.at < $3 \
+             GROUP BY CAST(u.at / 86400000 AS BIGINT), u.model ORDER BY day, grp"
+        ),
+    };
+    let rows = sqlx::query(sql)
+        .bind(scope.org_id())
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(|r| day_of(r, group.is_some())).collect()
+}

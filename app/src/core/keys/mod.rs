@@ -22,6 +22,8 @@ pub struct KeyLimits {
     pub expires_at: Option<i64>,
     pub no_content_logging: bool,
     pub tags: Vec<String>,
+    /// A JSON object the key's creator attaches (`{}` when none).
+    pub metadata: serde_json::Value,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,7 +48,7 @@ macro_rules! key_select {
     () => {
         "SELECT k.id, k.id_hash, k.hint, k.org_id, k.project_id, p.name AS project_name, k.kind, k.owner_id, \
          u.email AS owner_email, k.name, k.models_json, k.tpm_limit, k.rpm_limit, k.budget_micros, \
-         k.budget_reset, k.expires_at, k.no_content_logging, k.tags_json, k.spend_micros, k.created_at, \
+         k.budget_reset, k.expires_at, k.no_content_logging, k.tags_json, k.metadata_json, k.spend_micros, k.created_at, \
          k.revoked_at FROM api_keys k JOIN projects p ON p.id = k.project_id \
          LEFT JOIN users u ON u.id = k.owner_id "
     };
@@ -73,6 +75,8 @@ fn key_of(r: &sqlx::any::AnyRow) -> Result<KeyRow, sqlx::Error> {
             expires_at: r.try_get("expires_at")?,
             no_content_logging: r.try_get::<i64, _>("no_content_logging")? != 0,
             tags: json_list(&r.try_get::<String, _>("tags_json")?)?,
+            metadata: serde_json::from_str(&r.try_get::<String, _>("metadata_json")?)
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         },
         spend_micros: r.try_get("spend_micros")?,
         created_at: r.try_get("created_at")?,
@@ -125,7 +129,7 @@ pub async fn create(
         "INSERT INTO api_keys (id, public_id, id_hash, secret_hash, hint, org_id, project_id, kind, owner_id, \
          name, name_lower, models_json, tpm_limit, rpm_limit, budget_micros, budget_reset, expires_at, \
          no_content_logging, tags_json, metadata_json, spend_micros, created_by, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, '{}', 0, $20, $21, $21)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $22, 0, $20, $21, $21)",
     )
     .bind(&id)
     .bind(token.public_id())
@@ -148,6 +152,7 @@ pub async fn create(
     .bind(to_json(&limits.tags))
     .bind(scope.actor_id())
     .bind(now)
+    .bind(limits.metadata.to_string())
     .execute(&mut *conn)
     .await?;
     write_tags(conn, &id, scope.project_id(), &limits.tags).await?;
@@ -280,6 +285,62 @@ pub async fn list(
     Ok((rows.iter().map(key_of).collect::<Result<_, _>>()?, total))
 }
 
+/// A key of the scoped organization named the way the machine APIs name one:
+/// by its `api_key_id_hash`, or by its token (checked against the stored hash).
+pub async fn find(
+    conn: &mut AnyConnection,
+    scope: &crate::policy::OrgScope,
+    reference: &str,
+) -> Result<KeyRow, AppError> {
+    let reference = reference.trim();
+    let row = match token::parse(reference) {
+        Some(parsed) => {
+            sqlx::query(concat!(
+                key_select!(),
+                "WHERE k.public_id = $1 AND k.secret_hash = $2 AND k.org_id = $3"
+            ))
+            .bind(parsed.public_id)
+            .bind(token::hash_secret(parsed.secret))
+            .bind(scope.org_id())
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+        None => {
+            sqlx::query(concat!(
+                key_select!(),
+                "WHERE k.id_hash = $1 AND k.org_id = $2"
+            ))
+            .bind(reference)
+            .bind(scope.org_id())
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+    };
+    let row = row.ok_or_else(|| AppError::not_found("key"))?;
+    Ok(key_of(&row)?)
+}
+
+/// Every key of the scoped organization, newest first; service keys only
+/// when asked, one project's when named.
+pub async fn in_org(
+    conn: &mut AnyConnection,
+    scope: &crate::policy::OrgScope,
+    project_id: Option<&str>,
+    service_only: bool,
+) -> Result<Vec<KeyRow>, sqlx::Error> {
+    let rows = sqlx::query(concat!(
+        key_select!(),
+        "WHERE k.org_id = $1 AND ($2 = '' OR k.project_id = $2) AND ($3 = 0 OR k.kind = 'service') \
+         ORDER BY k.created_at DESC, k.id DESC"
+    ))
+    .bind(scope.org_id())
+    .bind(project_id.unwrap_or(""))
+    .bind(i64::from(service_only))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(key_of).collect()
+}
+
 /// The caller's own keys across the projects of the scoped organization.
 pub async fn of_owner(
     conn: &mut AnyConnection,
@@ -306,7 +367,7 @@ pub async fn update(
     sqlx::query(
         "UPDATE api_keys SET name = $1, name_lower = $2, models_json = $3, tpm_limit = $4, rpm_limit = $5, \
          budget_micros = $6, budget_reset = $7, expires_at = $8, no_content_logging = $9, tags_json = $10, \
-         updated_at = $11 WHERE id = $12 AND project_id = $13",
+         updated_at = $11, metadata_json = $14 WHERE id = $12 AND project_id = $13",
     )
     .bind(&l.name)
     .bind(l.name.to_lowercase())
@@ -321,6 +382,7 @@ pub async fn update(
     .bind(now)
     .bind(id)
     .bind(scope.project_id())
+    .bind(l.metadata.to_string())
     .execute(&mut *conn)
     .await?;
     write_tags(conn, id, scope.project_id(), &l.tags).await?;
@@ -344,6 +406,26 @@ pub async fn revoke(
         Ok(())
     } else {
         Err(AppError::conflict("the key is already revoked"))
+    }
+}
+
+/// Deletes a key (its tags go with it).
+pub async fn delete(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+    id: &str,
+) -> Result<(), AppError> {
+    let done =
+        sqlx::query("DELETE FROM api_keys WHERE id = $1 AND project_id = $2 AND org_id = $3")
+            .bind(id)
+            .bind(scope.project_id())
+            .bind(scope.org_id())
+            .execute(&mut *conn)
+            .await?;
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(AppError::not_found("key"))
     }
 }
 

@@ -1,0 +1,215 @@
+//! The machine APIs, each authenticated by a provisioning key that acts in its
+//! own organization only: FastRouter-compatible `/prod/*`, LiteLLM-compatible
+//! `/key/*`, `/team/*`…, and the native REST API under `/api/v1` with its
+//! OpenAPI document. Handlers extract, authorize through the policy module,
+//! call `core::ops`, and map the answer.
+
+pub mod fastrouter;
+pub mod input;
+pub mod litellm;
+pub mod rest;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::json;
+use tollgate_app::core::audit::Actor;
+use tollgate_app::core::state::AppState;
+use tollgate_app::core::{now_ms, projects, provisioning};
+use tollgate_app::error::AppError;
+use tollgate_app::policy::{self, Action, Machine, OrgScope, ProjectScope};
+
+/// Every machine route; none passes through sessions or Leptos.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(fastrouter::routes())
+        .merge(litellm::routes())
+        .merge(rest::routes())
+        .with_state(state)
+}
+
+/// The one error type of the machine APIs:
+/// `{"error": {"code", "message", "field"}}` with the matching status. The
+/// message names the field; it never holds SQL, a stack or a secret.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_field",
+            message: format!("{field}: {}", message.into()),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: format!("{} not found", what.into()),
+            field: None,
+        }
+    }
+
+    fn unauthorized(message: &str) -> ApiError {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: message.to_owned(),
+            field: None,
+        }
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> ApiError {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        match e {
+            AppError::Invalid { field, message } => ApiError::invalid(&field, message),
+            AppError::NotFound { resource } => ApiError::not_found(resource),
+            other => {
+                let code = match &other {
+                    AppError::Unauthenticated => "unauthorized",
+                    AppError::Forbidden { .. } => "forbidden",
+                    AppError::Conflict { .. } => "conflict",
+                    AppError::RateLimited { .. } => "rate_limited",
+                    AppError::Request { .. } => "invalid_request",
+                    _ => "internal",
+                };
+                ApiError {
+                    status,
+                    code,
+                    message: other.to_string(),
+                    field: None,
+                }
+            }
+        }
+    }
+}
+
+impl From<policy::Denied> for ApiError {
+    fn from(d: policy::Denied) -> ApiError {
+        AppError::from(d).into()
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> ApiError {
+        AppError::from(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(f) = self.field {
+            error["field"] = json!(f);
+        }
+        (self.status, axum::Json(json!({ "error": error }))).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// An error about one of our field names, put under the API's own name.
+pub fn renamed(mut e: ApiError, ours: &str, theirs: &str) -> ApiError {
+    if e.field.as_deref() == Some(ours) {
+        e.message = e.message.replacen(ours, theirs, 1);
+        e.field = Some(theirs.to_owned());
+    }
+    e
+}
+
+/// Unix milliseconds as RFC 3339 (UTC).
+pub fn iso(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// The caller of a machine API: a live provisioning key, and through it one
+/// organization. Anything else is 401 before any handler runs.
+pub struct Caller {
+    pub state: AppState,
+    pub machine: Machine,
+    pub actor: Actor,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Caller> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "send a provisioning key as 'Authorization: Bearer sk-tgp-…'",
+                )
+            })?;
+        let mut conn = state.db.pool.acquire().await?;
+        let principal = provisioning::authenticate(&mut conn, presented, now_ms())
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the provisioning key is unknown or revoked"))?;
+        Ok(Caller {
+            state: state.clone(),
+            actor: Actor::provisioning(&principal.key_id, &principal.name),
+            machine: Machine {
+                key_id: principal.key_id,
+                org_id: principal.org_id,
+            },
+        })
+    }
+}
+
+impl Caller {
+    /// The policy's decision for an action on the caller's organization. A
+    /// request that names another organization gets 404, as if it did not exist.
+    pub fn org(&self, named: Option<&str>, action: Action) -> ApiResult<OrgScope> {
+        if let Some(other) = named.filter(|o| !o.is_empty() && *o != self.machine.org_id) {
+            return Err(ApiError::not_found(format!("organization '{other}'")));
+        }
+        Ok(policy::authorize_machine(&self.machine, action)?)
+    }
+
+    /// A project of the caller's organization, named by id or by name, with
+    /// the policy's decision for `action` in it.
+    pub async fn project(
+        &self,
+        field: &str,
+        reference: &str,
+        action: Action,
+    ) -> ApiResult<(ProjectScope, projects::Project)> {
+        let org = self.org(None, Action::ViewOrganization)?;
+        let mut conn = self.state.db.pool.acquire().await?;
+        let found = projects::find(&mut conn, &org, reference.trim())
+            .await?
+            .ok_or_else(|| ApiError {
+                status: StatusCode::NOT_FOUND,
+                code: "not_found",
+                message: format!("{field}: no project '{reference}' in this organization"),
+                field: Some(field.to_owned()),
+            })?;
+        let scope = policy::authorize_machine_project(&self.machine, &found.id, action)?;
+        Ok((scope, found))
+    }
+}

@@ -1,0 +1,795 @@
+//! The native REST API under `/api/v1` — the organization, its projects,
+//! members, keys and usage — and its OpenAPI document at `/api/openapi.json`,
+//! generated from these handlers and types.
+
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tollgate_app::core::keys::{self, Holder, KeyRow};
+use tollgate_app::core::projects::{self, Project, Settings};
+use tollgate_app::core::state::AppState;
+use tollgate_app::core::usage::{self, GroupBy};
+use tollgate_app::core::{members, now_ms, ops, orgs};
+use tollgate_app::policy::{Action, ProjectRole, ProjectScope};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+
+use super::input::{expiry, nullable, rate, reset, usd, Input, KeySpec, Params};
+use super::{iso, ApiError, ApiResult, Caller};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/v1/organization", get(organization))
+        .route("/api/v1/members", get(org_members))
+        .route("/api/v1/projects", get(list_projects).post(create_project))
+        .route(
+            "/api/v1/projects/{project}",
+            get(get_project)
+                .patch(update_project)
+                .delete(delete_project),
+        )
+        .route("/api/v1/projects/{project}/members", get(project_members))
+        .route(
+            "/api/v1/projects/{project}/members/{user_id}",
+            put(set_project_member).delete(remove_project_member),
+        )
+        .route("/api/v1/keys", get(list_keys).post(create_key))
+        .route(
+            "/api/v1/keys/{key}",
+            get(get_key).patch(update_key).delete(delete_key),
+        )
+        .route("/api/v1/keys/{key}/rotate", post(rotate_key))
+        .route("/api/v1/usage", get(usage_report))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tollgate API",
+        description = "Manage an organization's projects, members, keys and usage with a provisioning key \
+                       (`Authorization: Bearer sk-tgp-…`). Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`."
+    ),
+    paths(
+        organization, org_members, list_projects, create_project, get_project, update_project,
+        delete_project, project_members, set_project_member, remove_project_member, list_keys,
+        create_key, get_key, update_key, delete_key, rotate_key, usage_report
+    ),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&BearerAuth),
+    security(("provisioning_key" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(c) = openapi.components.as_mut() {
+            c.add_security_scheme(
+                "provisioning_key",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
+        }
+    }
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// Every error answer.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable: invalid_field, malformed_json, unauthorized, forbidden, not_found, conflict, internal.
+    code: String,
+    /// Names the field where one is at fault.
+    message: String,
+    field: Option<String>,
+}
+
+// ---- organization and members ----
+
+#[derive(Serialize, ToSchema)]
+pub struct OrganizationOut {
+    id: String,
+    name: String,
+    /// USD per period; null: no cap.
+    spend_cap: Option<f64>,
+    spend_cap_reset: String,
+    content_logging: bool,
+}
+
+#[utoipa::path(get, path = "/api/v1/organization", tag = "organization",
+    responses((status = 200, body = OrganizationOut), (status = 401, body = ErrorBody)))]
+async fn organization(caller: Caller) -> ApiResult<Json<OrganizationOut>> {
+    let scope = caller.org(None, Action::ViewOrganization)?;
+    let mut conn = caller.state.db.pool.acquire().await?;
+    let org = orgs::get(&mut conn, &scope)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organization"))?;
+    let s = orgs::spending(&mut conn, &scope).await?;
+    Ok(Json(OrganizationOut {
+        id: org.id,
+        name: org.name,
+        spend_cap: s.spend_cap_micros.map(dollars),
+        spend_cap_reset: s.spend_cap_reset,
+        content_logging: s.content_logging,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MemberOut {
+    user_id: String,
+    email: String,
+    name: String,
+    /// owner, member, billing or viewer; in a project: admin or member.
+    role: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/members", tag = "organization",
+    responses((status = 200, body = [MemberOut]), (status = 401, body = ErrorBody)))]
+async fn org_members(caller: Caller) -> ApiResult<Json<Vec<MemberOut>>> {
+    let scope = caller.org(None, Action::ManageOrgMembers)?;
+    let mut conn = caller.state.db.pool.acquire().await?;
+    let all = members::list(&mut conn, &scope).await?;
+    Ok(Json(
+        all.into_iter()
+            .map(|m| MemberOut {
+                user_id: m.user_id,
+                email: m.email,
+                name: m.name,
+                role: m.role.as_str().to_owned(),
+            })
+            .collect(),
+    ))
+}
+
+// ---- projects ----
+
+fn dollars(micros: i64) -> f64 {
+    micros as f64 / 1e6
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectOut {
+    id: String,
+    name: String,
+    models: Vec<String>,
+    tpm_limit: Option<i64>,
+    rpm_limit: Option<i64>,
+    /// USD per period; null: no budget.
+    max_budget: Option<f64>,
+    /// never, daily, weekly or monthly (calendar-aligned, UTC).
+    budget_reset: String,
+    ip_allowlist: Vec<String>,
+    content_logging: bool,
+    created_at: String,
+}
+
+fn project_out(p: Project) -> ProjectOut {
+    ProjectOut {
+        id: p.id,
+        name: p.name,
+        models: p.models,
+        tpm_limit: p.tpm_limit,
+        rpm_limit: p.rpm_limit,
+        max_budget: p.budget_micros.map(dollars),
+        budget_reset: p.budget_reset,
+        ip_allowlist: p.ip_allowlist,
+        content_logging: p.content_logging,
+        created_at: iso(p.created_at),
+    }
+}
+
+/// A project's settings; on update, absent fields stay and `null` clears.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectIn {
+    name: Option<String>,
+    /// Model ids from the organization's catalogue.
+    models: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    tpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    rpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<f64>)]
+    max_budget: Option<Option<f64>>,
+    budget_reset: Option<String>,
+    ip_allowlist: Option<Vec<String>>,
+    content_logging: Option<bool>,
+}
+
+impl ProjectIn {
+    fn settings(self, p: &Project) -> ApiResult<Settings> {
+        Ok(Settings {
+            name: match self.name {
+                Some(n) => tollgate_app::core::domain::name("name", &n, 100)?,
+                None => p.name.clone(),
+            },
+            models: self.models.unwrap_or_else(|| p.models.clone()),
+            tpm_limit: match self.tpm_limit {
+                Some(n) => n.map(|n| rate("tpm_limit", n)).transpose()?,
+                None => p.tpm_limit,
+            },
+            rpm_limit: match self.rpm_limit {
+                Some(n) => n.map(|n| rate("rpm_limit", n)).transpose()?,
+                None => p.rpm_limit,
+            },
+            budget_micros: match self.max_budget {
+                Some(b) => b.map(|d| usd("max_budget", d)).transpose()?,
+                None => p.budget_micros,
+            },
+            budget_reset: match self.budget_reset {
+                Some(r) => reset("budget_reset", &r)?.as_str().to_owned(),
+                None => p.budget_reset.clone(),
+            },
+            ip_allowlist: match self.ip_allowlist {
+                Some(l) => {
+                    tollgate_app::core::limits::parse_ip_allowlist("ip_allowlist", &l.join(","))?
+                }
+                None => p.ip_allowlist.clone(),
+            },
+            content_logging: self.content_logging.unwrap_or(p.content_logging),
+        })
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects",
+    responses((status = 200, body = [ProjectOut]), (status = 401, body = ErrorBody)))]
+async fn list_projects(caller: Caller) -> ApiResult<Json<Vec<ProjectOut>>> {
+    let scope = caller.org(None, Action::ViewProject)?;
+    let mut conn = caller.state.db.pool.acquire().await?;
+    let all = projects::visible(&mut conn, &scope).await?;
+    Ok(Json(all.into_iter().map(|(p, _)| project_out(p)).collect()))
+}
+
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects", request_body = ProjectIn,
+    responses((status = 201, body = ProjectOut), (status = 400, body = ErrorBody)))]
+async fn create_project(
+    caller: Caller,
+    Input(b): Input<ProjectIn>,
+) -> ApiResult<(StatusCode, Json<ProjectOut>)> {
+    let org = caller.org(None, Action::CreateProject)?;
+    let name = b
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::invalid("name", "is required"))?;
+    let name = tollgate_app::core::domain::name("name", &name, 100)?;
+    let draft = Project {
+        id: String::new(),
+        org_id: org.org_id().to_owned(),
+        name: name.clone(),
+        models: tollgate_app::core::catalogue::default_project_models(),
+        tpm_limit: None,
+        rpm_limit: None,
+        budget_micros: None,
+        budget_reset: "never".to_owned(),
+        ip_allowlist: Vec::new(),
+        content_logging: true,
+        created_at: 0,
+    };
+    let settings = b.settings(&draft)?;
+    let created = ops::create_project(&caller.state, &caller.actor, &org, &name).await?;
+    let scope = tollgate_app::policy::authorize_machine_project(
+        &caller.machine,
+        &created.id,
+        Action::EditProjectSettings,
+    )?;
+    let p = ops::update_project(&caller.state, &caller.actor, &scope, &settings).await?;
+    Ok((StatusCode::CREATED, Json(project_out(p))))
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{project}", tag = "projects",
+    params(("project" = String, Path, description = "the project's id or name")),
+    responses((status = 200, body = ProjectOut), (status = 404, body = ErrorBody)))]
+async fn get_project(caller: Caller, Path(project): Path<String>) -> ApiResult<Json<ProjectOut>> {
+    let (_, p) = caller
+        .project("project", &project, Action::ViewProject)
+        .await?;
+    Ok(Json(project_out(p)))
+}
+
+#[utoipa::path(patch, path = "/api/v1/projects/{project}", tag = "projects", request_body = ProjectIn,
+    params(("project" = String, Path, description = "the project's id or name")),
+    responses((status = 200, body = ProjectOut), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn update_project(
+    caller: Caller,
+    Path(project): Path<String>,
+    Input(b): Input<ProjectIn>,
+) -> ApiResult<Json<ProjectOut>> {
+    let (scope, before) = caller
+        .project("project", &project, Action::EditProjectSettings)
+        .await?;
+    let settings = b.settings(&before)?;
+    let p = ops::update_project(&caller.state, &caller.actor, &scope, &settings).await?;
+    Ok(Json(project_out(p)))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    id: String,
+    /// How many keys still worked when it went (they are gone with it).
+    keys_revoked: i64,
+}
+
+#[utoipa::path(delete, path = "/api/v1/projects/{project}", tag = "projects",
+    params(("project" = String, Path, description = "the project's id or name")),
+    responses((status = 200, body = Deleted), (status = 404, body = ErrorBody)))]
+async fn delete_project(caller: Caller, Path(project): Path<String>) -> ApiResult<Json<Deleted>> {
+    let (scope, p) = caller
+        .project("project", &project, Action::DeleteProject)
+        .await?;
+    let revoked = ops::delete_project(&caller.state, &caller.actor, &scope, &p).await?;
+    Ok(Json(Deleted {
+        id: p.id,
+        keys_revoked: revoked,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{project}/members", tag = "projects",
+    params(("project" = String, Path, description = "the project's id or name")),
+    responses((status = 200, body = [MemberOut]), (status = 404, body = ErrorBody)))]
+async fn project_members(
+    caller: Caller,
+    Path(project): Path<String>,
+) -> ApiResult<Json<Vec<MemberOut>>> {
+    let (scope, _) = caller
+        .project("project", &project, Action::ViewProjectMembers)
+        .await?;
+    let mut conn = caller.state.db.pool.acquire().await?;
+    let all = projects::members(&mut conn, &scope).await?;
+    Ok(Json(
+        all.into_iter()
+            .map(|m| MemberOut {
+                user_id: m.user_id,
+                email: m.email,
+                name: m.name,
+                role: m.role.map_or("admin", ProjectRole::as_str).to_owned(),
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleIn {
+    /// admin or member.
+    role: String,
+}
+
+#[utoipa::path(put, path = "/api/v1/projects/{project}/members/{user_id}", tag = "projects",
+    request_body = RoleIn,
+    params(("project" = String, Path, description = "the project's id or name"),
+           ("user_id" = String, Path, description = "an organization member's id")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn set_project_member(
+    caller: Caller,
+    Path((project, user_id)): Path<(String, String)>,
+    Input(b): Input<RoleIn>,
+) -> ApiResult<StatusCode> {
+    let role: ProjectRole = b
+        .role
+        .parse()
+        .map_err(|e: String| ApiError::invalid("role", e))?;
+    let (scope, _) = caller
+        .project("project", &project, Action::AddProjectMembers)
+        .await?;
+    let mut conn = caller.state.db.pool.acquire().await?;
+    let present = projects::members(&mut conn, &scope)
+        .await?
+        .iter()
+        .any(|m| m.user_id == user_id && m.role.is_some());
+    drop(conn);
+    ops::set_project_member(
+        &caller.state,
+        &caller.actor,
+        &scope,
+        &user_id,
+        role,
+        !present,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/api/v1/projects/{project}/members/{user_id}", tag = "projects",
+    params(("project" = String, Path, description = "the project's id or name"),
+           ("user_id" = String, Path, description = "a project member's id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn remove_project_member(
+    caller: Caller,
+    Path((project, user_id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let (scope, _) = caller
+        .project("project", &project, Action::EditProjectMemberRoles)
+        .await?;
+    ops::remove_project_member(&caller.state, &caller.actor, &scope, &user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- keys ----
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyOut {
+    /// `api_key_id_hash`: names the key in this API; never the secret.
+    id: String,
+    name: String,
+    /// `sk-tg-…a91c`.
+    hint: String,
+    project_id: String,
+    project_name: String,
+    /// user or service.
+    kind: String,
+    owner_id: Option<String>,
+    models: Vec<String>,
+    tpm_limit: Option<i64>,
+    rpm_limit: Option<i64>,
+    max_budget: Option<f64>,
+    budget_reset: String,
+    /// Spent since the key was made, USD.
+    spend: f64,
+    expires_at: Option<String>,
+    #[schema(value_type = Object)]
+    metadata: Value,
+    tags: Vec<String>,
+    /// active, expired or revoked.
+    status: String,
+    created_at: String,
+}
+
+fn key_out(k: KeyRow) -> KeyOut {
+    let now = now_ms();
+    let status = if k.revoked_at.is_some() {
+        "revoked"
+    } else if k.limits.expires_at.is_some_and(|t| t <= now) {
+        "expired"
+    } else {
+        "active"
+    };
+    KeyOut {
+        id: k.id_hash,
+        name: k.limits.name,
+        hint: k.hint,
+        project_id: k.project_id,
+        project_name: k.project_name,
+        kind: k.kind,
+        owner_id: k.owner_id,
+        models: k.limits.models,
+        tpm_limit: k.limits.tpm_limit,
+        rpm_limit: k.limits.rpm_limit,
+        max_budget: k.limits.budget_micros.map(dollars),
+        budget_reset: k.limits.budget_reset,
+        spend: dollars(k.spend_micros),
+        expires_at: k.limits.expires_at.map(iso),
+        metadata: k.limits.metadata,
+        tags: k.limits.tags,
+        status: status.to_owned(),
+        created_at: iso(k.created_at),
+    }
+}
+
+/// The answer to create and rotate: the only time the token is shown.
+#[derive(Serialize, ToSchema)]
+pub struct KeyIssued {
+    token: String,
+    key: KeyOut,
+}
+
+/// A service key's settings; on update, absent fields stay and `null` clears.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyIn {
+    /// The project's id or name (create only).
+    project: Option<String>,
+    name: Option<String>,
+    models: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<f64>)]
+    max_budget: Option<Option<f64>>,
+    budget_reset: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    tpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    rpm_limit: Option<Option<i64>>,
+    /// RFC 3339, or a duration from now such as 90d.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    expires_at: Option<Option<String>>,
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Value>,
+    tags: Option<Vec<String>>,
+}
+
+impl KeyIn {
+    fn spec(self, now: i64) -> ApiResult<KeySpec> {
+        Ok(KeySpec {
+            name: self.name.map(|n| ("name", n)),
+            models: self.models.map(|m| ("models", m)),
+            budget_micros: self
+                .max_budget
+                .map(|b| b.map(|d| usd("max_budget", d)).transpose())
+                .transpose()?,
+            budget_reset: self
+                .budget_reset
+                .map(|r| reset("budget_reset", &r))
+                .transpose()?,
+            tpm: self
+                .tpm_limit
+                .map(|n| {
+                    n.map(|n| rate("tpm_limit", n))
+                        .transpose()
+                        .map(|n| ("tpm_limit", n))
+                })
+                .transpose()?,
+            rpm: self
+                .rpm_limit
+                .map(|n| {
+                    n.map(|n| rate("rpm_limit", n))
+                        .transpose()
+                        .map(|n| ("rpm_limit", n))
+                })
+                .transpose()?,
+            expires_at: self
+                .expires_at
+                .map(|e| e.map(|e| expiry("expires_at", &e, now)).transpose())
+                .transpose()?,
+            metadata: self.metadata.map(|m| ("metadata", m)),
+            tags: self.tags.map(|t| ("tags", t)),
+        })
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFilter {
+    /// A project's id or name.
+    project: Option<String>,
+    tag: Option<String>,
+    /// user or service.
+    kind: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys", params(KeyFilter),
+    responses((status = 200, body = [KeyOut]), (status = 400, body = ErrorBody)))]
+async fn list_keys(caller: Caller, Params(q): Params<KeyFilter>) -> ApiResult<Json<Vec<KeyOut>>> {
+    let org = caller.org(None, Action::ManageAllKeys)?;
+    let project = match &q.project {
+        Some(p) => Some(
+            caller
+                .project("project", p, Action::ManageProjectKeys)
+                .await?
+                .1,
+        ),
+        None => None,
+    };
+    let service_only = match q.kind.as_deref() {
+        None | Some("") => None,
+        Some("service") => Some(true),
+        Some("user") => Some(false),
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "kind",
+                format!("'{other}' is not one of user, service"),
+            ))
+        }
+    };
+    let tag = q.tag.map(|t| t.trim().to_lowercase());
+    let mut conn = caller.state.db.pool.acquire().await?;
+    let all = keys::in_org(
+        &mut conn,
+        &org,
+        project.as_ref().map(|p| p.id.as_str()),
+        service_only == Some(true),
+    )
+    .await?;
+    Ok(Json(
+        all.into_iter()
+            .filter(|k| service_only != Some(false) || k.kind == "user")
+            .filter(|k| tag.as_ref().is_none_or(|t| k.limits.tags.contains(t)))
+            .map(key_out)
+            .collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = KeyIn,
+    responses((status = 201, body = KeyIssued), (status = 400, body = ErrorBody)))]
+async fn create_key(
+    caller: Caller,
+    Input(mut b): Input<KeyIn>,
+) -> ApiResult<(StatusCode, Json<KeyIssued>)> {
+    let project = b
+        .project
+        .take()
+        .ok_or_else(|| ApiError::invalid("project", "is required: the project's id or name"))?;
+    let (scope, p) = caller
+        .project("project", &project, Action::ManageProjectKeys)
+        .await?;
+    let limits = b.spec(now_ms())?.apply(None, &p)?;
+    let (row, token) = ops::create_key(
+        &caller.state,
+        &caller.actor,
+        &scope,
+        Holder::Service,
+        &limits,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(KeyIssued {
+            token: token.expose().to_owned(),
+            key: key_out(row),
+        }),
+    ))
+}
+
+async fn named_key(caller: &Caller, id: &str) -> ApiResult<(ProjectScope, KeyRow)> {
+    let org = caller.org(None, Action::ManageAllKeys)?;
+    let mut conn = caller.state.db.pool.acquire().await?;
+    let key = keys::find(&mut conn, &org, id)
+        .await
+        .ok()
+        .filter(|k| k.id_hash == id)
+        .ok_or_else(|| ApiError::not_found(format!("key '{id}'")))?;
+    drop(conn);
+    let (scope, _) = caller
+        .project("project", &key.project_id, Action::ManageProjectKeys)
+        .await?;
+    Ok((scope, key))
+}
+
+#[utoipa::path(get, path = "/api/v1/keys/{key}", tag = "keys",
+    params(("key" = String, Path, description = "the key's api_key_id_hash")),
+    responses((status = 200, body = KeyOut), (status = 404, body = ErrorBody)))]
+async fn get_key(caller: Caller, Path(key): Path<String>) -> ApiResult<Json<KeyOut>> {
+    let (_, k) = named_key(&caller, &key).await?;
+    Ok(Json(key_out(k)))
+}
+
+#[utoipa::path(patch, path = "/api/v1/keys/{key}", tag = "keys", request_body = KeyIn,
+    params(("key" = String, Path, description = "the key's api_key_id_hash")),
+    responses((status = 200, body = KeyOut), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn update_key(
+    caller: Caller,
+    Path(key): Path<String>,
+    Input(b): Input<KeyIn>,
+) -> ApiResult<Json<KeyOut>> {
+    if b.project.is_some() {
+        return Err(ApiError::invalid(
+            "project",
+            "a key cannot move between projects; create one in the other project",
+        ));
+    }
+    let (scope, before) = named_key(&caller, &key).await?;
+    let mut conn = caller.state.db.pool.acquire().await?;
+    let p = projects::get(&mut conn, &scope).await?;
+    drop(conn);
+    let limits = b.spec(now_ms())?.apply(Some(&before.limits), &p)?;
+    let row = ops::update_key(&caller.state, &caller.actor, &scope, &before, &limits).await?;
+    Ok(Json(key_out(row)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/keys/{key}", tag = "keys",
+    params(("key" = String, Path, description = "the key's api_key_id_hash")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn delete_key(caller: Caller, Path(key): Path<String>) -> ApiResult<StatusCode> {
+    let (scope, before) = named_key(&caller, &key).await?;
+    ops::delete_key(&caller.state, &caller.actor, &scope, &before).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateIn {
+    /// Minutes the old token keeps working (0 to 10080); 0 by default.
+    grace_minutes: Option<i64>,
+}
+
+#[utoipa::path(post, path = "/api/v1/keys/{key}/rotate", tag = "keys", request_body = RotateIn,
+    params(("key" = String, Path, description = "the key's api_key_id_hash")),
+    responses((status = 200, body = KeyIssued), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn rotate_key(
+    caller: Caller,
+    Path(key): Path<String>,
+    Input(b): Input<RotateIn>,
+) -> ApiResult<Json<KeyIssued>> {
+    let grace = b.grace_minutes.unwrap_or(0);
+    if !(0..=10_080).contains(&grace) {
+        return Err(ApiError::invalid(
+            "grace_minutes",
+            "must be from 0 to 10080",
+        ));
+    }
+    let (scope, before) = named_key(&caller, &key).await?;
+    let (row, token) = ops::rotate_key(
+        &caller.state,
+        &caller.actor,
+        &scope,
+        &before,
+        grace * 60_000,
+    )
+    .await?;
+    Ok(Json(KeyIssued {
+        token: token.expose().to_owned(),
+        key: key_out(row),
+    }))
+}
+
+// ---- usage ----
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// First day, `YYYY-MM-DD` (UTC); 30 days before `to` by default.
+    from: Option<String>,
+    /// Last day, inclusive; today by default.
+    to: Option<String>,
+    /// project, key or model; the whole organization when absent.
+    group_by: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UsageDay {
+    date: String,
+    /// The project's or key's id, or the model; absent for the whole organization.
+    group: Option<String>,
+    name: Option<String>,
+    requests: i64,
+    tokens_in: i64,
+    tokens_out: i64,
+    /// USD.
+    cost: f64,
+}
+
+#[utoipa::path(get, path = "/api/v1/usage", tag = "usage", params(UsageQuery),
+    responses((status = 200, body = [UsageDay]), (status = 400, body = ErrorBody)))]
+async fn usage_report(
+    caller: Caller,
+    Params(q): Params<UsageQuery>,
+) -> ApiResult<Json<Vec<UsageDay>>> {
+    let org = caller.org(None, Action::ViewUsage)?;
+    let group = match q.group_by.as_deref() {
+        None | Some("") => None,
+        Some("project") => Some(GroupBy::Project),
+        Some("key") => Some(GroupBy::Key),
+        Some("model") => Some(GroupBy::Model),
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "group_by",
+                format!("'{other}' is not one of project, key, model"),
+            ))
+        }
+    };
+    let (from, to) = super::input::days(("from", q.from.as_deref()), ("to", q.to.as_deref()))?;
+    let mut conn = caller.state.db.pool.acquire().await?;
+    let rows = usage::daily(&mut conn, &org, from, to, group).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| UsageDay {
+                date: iso(r.day * 86_400_000)
+                    .get(..10)
+                    .unwrap_or_default()
+                    .to_owned(),
+                group: group.map(|_| r.group),
+                name: r.label,
+                requests: r.requests,
+                tokens_in: r.tokens_in,
+                tokens_out: r.tokens_out,
+                cost: dollars(r.cost_micros),
+            })
+            .collect(),
+    ))
+}
