@@ -27,24 +27,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Input<T> {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::invalid("body", e.body_text()))?;
-        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
+        let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Value::Object(serde_json::Map::new())
         } else {
-            &bytes
+            serde_json::from_slice(&bytes).map_err(|e| ApiError {
+                code: "malformed_json",
+                ..ApiError::invalid("body", format!("malformed JSON: {e}"))
+            })?
         };
-        let de = &mut serde_json::Deserializer::from_slice(text);
-        serde_path_to_error::deserialize(de)
+        if !value.is_object() {
+            return Err(ApiError::invalid("body", "must be a JSON object"));
+        }
+        serde_path_to_error::deserialize(value)
             .map(Input)
             .map_err(|e| {
                 let path = e.path().to_string();
-                let inner = e.into_inner();
-                if inner.is_syntax() || inner.is_eof() {
-                    return ApiError {
-                        code: "malformed_json",
-                        ..ApiError::invalid("body", format!("malformed JSON: {inner}"))
-                    };
-                }
-                serde_problem(&path, &inner.to_string())
+                serde_problem(&path, &e.into_inner().to_string())
             })
     }
 }
@@ -80,6 +78,7 @@ fn serde_problem(path: &str, message: &str) -> ApiError {
         .filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"));
     let field = match (path, named) {
         (".", Some(n)) => n.to_owned(),
+        (p, Some(n)) if p == n || p.ends_with(&format!(".{n}")) => p.to_owned(),
         (p, Some(n)) => format!("{p}.{n}"),
         (".", None) => "body".to_owned(),
         (p, None) => p.to_owned(),
@@ -334,6 +333,10 @@ mod tests {
     fn serde_complaints_name_the_field() {
         let e = serde_problem(".", "unknown field `colour`, expected one of `name`");
         assert_eq!(e.field.as_deref(), Some("colour"));
+        let e = serde_problem("colour", "unknown field `colour`, expected one of `name`");
+        assert_eq!(e.field.as_deref(), Some("colour"));
+        let e = serde_problem("general_settings", "unknown field `x`, expected `alerting`");
+        assert_eq!(e.field.as_deref(), Some("general_settings.x"));
         let e = serde_problem(".", "missing field `api_key_name` at line 1 column 2");
         assert_eq!(e.field.as_deref(), Some("api_key_name"));
         assert_eq!(e.message, "api_key_name: missing field `api_key_name`");

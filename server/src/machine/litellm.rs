@@ -456,6 +456,7 @@ async fn team_new(caller: Caller, Input(b): Input<TeamBody>) -> ApiResult<Json<V
         created_at: 0,
     };
     let settings = b.settings(&draft)?;
+    caller.check_catalogue("models", &settings.models).await?;
     let created = ops::create_project(&caller.state, &caller.actor, &org, &name)
         .await
         .map_err(|e| renamed(e.into(), "name", "team_alias"))?;

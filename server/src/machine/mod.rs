@@ -182,6 +182,21 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 impl Caller {
+    /// Refuses models outside the organization's catalogue before anything
+    /// is stored (so a bad field leaves no half-made project behind).
+    pub async fn check_catalogue(&self, field: &str, models: &[String]) -> ApiResult<()> {
+        let org = self.org(None, Action::ViewOrganization)?;
+        let mut conn = self.state.db.pool.acquire().await?;
+        let known = tollgate_app::core::catalogue::ids(&mut conn, &org).await?;
+        match models.iter().find(|m| !known.contains(m)) {
+            Some(m) => Err(ApiError::invalid(
+                field,
+                format!("'{m}' is not in the organization's catalogue"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The policy's decision for an action on the caller's organization. A
     /// request that names another organization gets 404, as if it did not exist.
     pub fn org(&self, named: Option<&str>, action: Action) -> ApiResult<OrgScope> {

@@ -281,6 +281,7 @@ async fn create_project(
         created_at: 0,
     };
     let settings = b.settings(&draft)?;
+    caller.check_catalogue("models", &settings.models).await?;
     let created = ops::create_project(&caller.state, &caller.actor, &org, &name).await?;
     let scope = tollgate_app::policy::authorize_machine_project(
         &caller.machine,
@@ -555,6 +556,7 @@ impl KeyIn {
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct KeyFilter {
     /// A project's id or name.
     project: Option<String>,
@@ -732,6 +734,7 @@ async fn rotate_key(
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// First day, `YYYY-MM-DD` (UTC); 30 days before `to` by default.
     from: Option<String>,
