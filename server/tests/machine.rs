@@ -957,3 +957,100 @@ async fn rest_api_and_a_valid_openapi_document(backend: Backend) {
     assert!(!out.status.success());
 }
 both!(rest_api_and_a_valid_openapi_document);
+
+/// Service keys belong to no one: made in the console by a project admin
+/// (not by a plain member) or by a provisioning key, they keep working when
+/// their maker leaves or is revoked.
+async fn service_keys_outlive_whoever_made_them(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, _) = two_orgs(&app).await;
+    let admin = app
+        .add_member(&a.owner, &a.id, "pat@a.test", "member")
+        .await;
+    let member = app
+        .add_member(&a.owner, &a.id, "sam@a.test", "member")
+        .await;
+    for (who, role) in [(&admin, "admin"), (&member, "member")] {
+        let uid = app.user_id(who).await;
+        app.ok(
+            &a.owner,
+            "add_project_member",
+            &[
+                ("org_id", &a.id),
+                ("project_id", &a.project),
+                ("user_id", &uid),
+                ("role", role),
+            ],
+        )
+        .await;
+    }
+    let (st, body) = app
+        .call(
+            &member,
+            "create_key",
+            &common::key_form(&a.id, &a.project, &[("service", "on")]),
+        )
+        .await;
+    assert_eq!(
+        st, 403,
+        "a plain member may not make a key nobody owns: {body}"
+    );
+    let (_, own) = app.create_key(&admin, &a.id, &a.project, &[]).await;
+    let (_, service) = app
+        .create_key(
+            &admin,
+            &a.id,
+            &a.project,
+            &[("service", "on"), ("name", "nightly")],
+        )
+        .await;
+    let (_, made) = post(
+        &app,
+        &a.pk,
+        "/prod/createServiceKey",
+        json!({ "api_key_name": "by-automation", "project_id": a.project }),
+    )
+    .await;
+    let by_key = s(&made["api_key"]);
+
+    // The admin leaves; the provisioning key is revoked.
+    let admin_id = app.user_id(&admin).await;
+    app.ok(
+        &a.owner,
+        "remove_member",
+        &[("org_id", &a.id), ("user_id", &admin_id)],
+    )
+    .await;
+    let pks = app
+        .ok(&a.owner, "list_provisioning_keys", &[("org_id", &a.id)])
+        .await;
+    app.ok(
+        &a.owner,
+        "revoke_provisioning_key",
+        &[("org_id", &a.id), ("key_id", &s(&pks[0]["id"]))],
+    )
+    .await;
+    assert_eq!(
+        chat(&app, &own, "mock/echo").await,
+        401,
+        "the admin's own key went with them"
+    );
+    assert_eq!(chat(&app, &service, "mock/echo").await, 200);
+    assert_eq!(chat(&app, &by_key, "mock/echo").await, 200);
+    let keys = app
+        .ok(
+            &a.owner,
+            "list_keys",
+            &[("org_id", &a.id), ("project_id", &a.project)],
+        )
+        .await;
+    let services: Vec<String> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["owner"].is_null() && k["status"] == "active")
+        .map(|k| s(&k["name"]))
+        .collect();
+    assert_eq!(services, ["by-automation", "nightly"]);
+}
+both!(service_keys_outlive_whoever_made_them);

@@ -148,7 +148,8 @@ impl KeyForm {
     }
 }
 
-/// Creates the caller's own key in a project; the answer holds the token once.
+/// Creates the caller's own key in a project (or, for those who manage all its
+/// keys, a service key owned by no one); the answer holds the token once.
 #[server(prefix = "/api/console", endpoint = "create_key")]
 pub async fn create_key(
     org_id: String,
@@ -162,6 +163,7 @@ pub async fn create_key(
     expires_at: String,
     no_content_logging: Option<String>,
     tags: String,
+    service: Option<String>,
 ) -> Result<KeyIssued, AppError> {
     use super::ssr::*;
     use crate::core::audit::Actor;
@@ -188,9 +190,16 @@ pub async fn create_key(
                 tags,
             };
             let limits = form.parse(&project, now)?;
+            // A service key belongs to no one: only whoever manages all the
+            // project's keys may make one.
+            let holder = if super::checkbox("service", service.as_deref())? {
+                crate::policy::authorize_key(&scope, None)?;
+                Holder::Service
+            } else {
+                Holder::User(&user.id)
+            };
             let actor = Actor::user(&user.id, &user.email);
-            let (row, token) =
-                ops::create_key(&state, &actor, &scope, Holder::User(&user.id), &limits).await?;
+            let (row, token) = ops::create_key(&state, &actor, &scope, holder, &limits).await?;
             Ok(KeyIssued {
                 key: view_of(row, now),
                 token: token.expose().to_owned(),

@@ -39,6 +39,20 @@ pub fn AccessPage() -> impl IntoView {
                     </div>
                 </ActionForm>
             </section>
+            <section class="card" data-testid="machine-apis">
+                <h2>"Machine APIs"</h2>
+                <p>"Send a provisioning key as " <code>"Authorization: Bearer sk-tgp-…"</code> " to:"</p>
+                <ul>
+                    <li>"the REST API under " <code>"/api/v1"</code> " (organization, projects, members, keys, usage), described by its "
+                        <a href="/api/openapi.json" rel="external" data-testid="openapi-link">"OpenAPI document"</a> ";"</li>
+                    <li>"FastRouter-compatible service keys: " <code>"/prod/createServiceKey"</code> ", " <code>"/prod/getServiceKeys"</code> ", "
+                        <code>"/prod/updateServiceKey"</code> ", " <code>"/prod/deleteServiceKey"</code> ";"</li>
+                    <li>"LiteLLM-compatible management: " <code>"/key/*"</code> ", " <code>"/team/*"</code> ", " <code>"/user/*"</code> ", "
+                        <code>"/organization/member_permission_update"</code> ", " <code>"/billing/daily-spend"</code> ", "
+                        <code>"/global/spend/report"</code> ", " <code>"/config/update"</code> " (a LiteLLM team is a project here)."</li>
+                </ul>
+                <p class="muted">"Every change they make is in the audit log under the key's name."</p>
+            </section>
             {move || shown.get().map(|issued| view! { <Reveal name=issued.key.name.clone() token=issued.token.clone() on_close=move || shown.set(None)/> })}
             <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
                 {move || Suspend::new(async move {

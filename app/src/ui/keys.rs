@@ -192,6 +192,12 @@ pub fn ProjectKeys(
                                 <input type="hidden" name="org_id" value=org_id.get_untracked()/>
                                 <input type="hidden" name="project_id" value=p.id.clone()/>
                                 <KeyFields project_models=p.models.clone()/>
+                                {manages_all.then(|| view! {
+                                    <label class="inline">
+                                        <input type="checkbox" name="service" value="on" data-testid="key-service"/>
+                                        "Service account key: owned by no one, it keeps working when people leave"
+                                    </label>
+                                })}
                                 <button type="submit" data-testid="create-key">"Create key"</button>
                             </ActionForm>
                             {move || error_of(create.value().get()).map(|e| view! { <p class="error" role="alert">{e}</p> })}
