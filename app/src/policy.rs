@@ -705,6 +705,44 @@ mod tests {
     }
 
     #[test]
+    fn a_provisioning_key_manages_keys_projects_and_people_but_not_money_or_providers() {
+        for a in [
+            Action::ManageAllKeys,
+            Action::CreateProject,
+            Action::DeleteProject,
+            Action::ManageOrgMembers,
+        ] {
+            assert!(allows(a, Seat::Provisioning), "{a:?}");
+        }
+        for a in [
+            Action::BillingAndCredits,
+            Action::ExternalKeys,
+            Action::ModelCatalogue,
+            Action::ViewAuditLog,
+        ] {
+            assert!(!allows(a, Seat::Provisioning), "{a:?}");
+        }
+        assert_eq!(
+            grant(Action::ViewUsage, Seat::Provisioning),
+            Grant::ReadOnly
+        );
+        let m = Machine {
+            key_id: "pk".into(),
+            org_id: "o".into(),
+        };
+        let scope = authorize_machine(&m, Action::ManageAllKeys).ok();
+        assert_eq!(scope.as_ref().and_then(|s| s.user_id()), None, "not a user");
+        assert_eq!(scope.map(|s| s.org_id().to_owned()).as_deref(), Some("o"));
+        let denied = authorize_machine(&m, Action::ExternalKeys)
+            .err()
+            .map(|d| d.to_string());
+        assert_eq!(
+            denied.as_deref(),
+            Some("your role 'provisioning key' lacks the permission 'external keys (BYOK)'")
+        );
+    }
+
+    #[test]
     fn roles_parse_from_their_names_only() {
         assert_eq!("billing".parse::<OrgRole>(), Ok(OrgRole::Billing));
         assert!("admin".parse::<OrgRole>().is_err());

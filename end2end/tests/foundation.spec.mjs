@@ -141,7 +141,8 @@ test('owner invites a member who accepts; the role change is audited', async () 
   await matrix.waitFor();
   assert.equal(await matrix.locator('tbody tr').count(), 21);
   const billingRow = matrix.locator('tbody tr', { hasText: 'billing & credits' });
-  assert.deepEqual(await billingRow.locator('td').allTextContents(), ['yes', 'no', 'no', 'no', 'yes', 'no']);
+  assert.deepEqual(await billingRow.locator('td').allTextContents(), ['yes', 'no', 'no', 'no', 'yes', 'no', 'no']);
+  assert.equal(await matrix.locator('thead th').last().textContent(), 'Provisioning key');
   await shot(page, '08-permissions');
 
   // A second organization, then back to the first with the header's switcher.

@@ -77,9 +77,10 @@ test('what automation makes is in the console; admins make service keys', async 
 
   // The owner makes a service key with the checkbox.
   await page.getByTestId('new-key').click();
-  await page.getByTestId('key-name').fill('nightly-batch');
-  await page.getByTestId('key-service').check();
-  await page.getByTestId('create-key').click();
+  const form = page.locator('form').filter({ has: page.getByTestId('create-key') });
+  await form.getByTestId('key-name').fill('nightly-batch');
+  await form.getByTestId('key-service').check();
+  await form.getByTestId('create-key').click();
   await page.getByTestId('token').waitFor();
   await page.getByRole('button', { name: 'I have stored it' }).click();
   const nightly = page.getByRole('row').filter({ hasText: 'nightly-batch' });
@@ -89,7 +90,7 @@ test('what automation makes is in the console; admins make service keys', async 
 
   // The audit log names the provisioning key as the actor.
   await page.goto(`${server.url}/orgs/${org}/audit`);
-  await page.getByText("provisioning key 'terraform'").first().waitFor();
+  await page.getByRole('cell', { name: "provisioning key 'terraform'" }).first().waitFor();
   await shot(page, '18-audit-provisioning');
 
   // The provisioning page links the OpenAPI document.

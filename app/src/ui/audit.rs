@@ -58,10 +58,10 @@ pub fn AuditPage() -> impl IntoView {
                                             <tr>
                                                 <td>{format_time(e.at)}</td>
                                                 <td>{e.actor}</td>
-                                                <td><code>{e.action}</code></td>
-                                                <td>{e.resource}</td>
-                                                <td><code>{e.before.unwrap_or_default()}</code></td>
-                                                <td><code>{e.after.unwrap_or_default()}</code></td>
+                                                <td class="nowrap"><code>{e.action}</code></td>
+                                                <td class="audit-resource">{e.resource}</td>
+                                                <td class="audit-json"><code>{e.before.unwrap_or_default()}</code></td>
+                                                <td class="audit-json"><code>{e.after.unwrap_or_default()}</code></td>
                                             </tr>
                                         }).collect_view()}
                                     </tbody>
