@@ -101,7 +101,10 @@ pub fn router(state: AppState, gateway: Arc<proxy::Gateway>) -> Router {
         .merge(machine::router(state.clone()))
         .merge(console)
         .merge(proxy::router(gateway))
-        .layer(TraceLayer::new_for_http())
+        // The path only: a query string may carry a key (LiteLLM's `/key/info?key=`).
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+            tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+        }))
 }
 
 fn with_sessions(router: Router, db: &Db, secure: bool, idle: time::Duration) -> Router {

@@ -22,6 +22,25 @@ pub struct Project {
     pub created_at: i64,
 }
 
+impl Project {
+    /// A new project as it starts: the default models, no caps, no budget.
+    pub fn new(id: String, org_id: &str, name: &str, now: i64) -> Project {
+        Project {
+            id,
+            org_id: org_id.to_owned(),
+            name: name.to_owned(),
+            models: super::catalogue::default_project_models(),
+            tpm_limit: None,
+            rpm_limit: None,
+            budget_micros: None,
+            budget_reset: "never".to_owned(),
+            ip_allowlist: Vec::new(),
+            content_logging: true,
+            created_at: now,
+        }
+    }
+}
+
 /// The settings an admin may change.
 pub struct Settings {
     pub name: String,
@@ -83,19 +102,7 @@ pub async fn insert(
     name: &str,
     now: i64,
 ) -> Result<Project, AppError> {
-    let p = Project {
-        id: super::new_id(),
-        org_id: scope.org_id().to_owned(),
-        name: name.to_owned(),
-        models: super::catalogue::default_project_models(),
-        tpm_limit: None,
-        rpm_limit: None,
-        budget_micros: None,
-        budget_reset: "never".to_owned(),
-        ip_allowlist: Vec::new(),
-        content_logging: true,
-        created_at: now,
-    };
+    let p = Project::new(super::new_id(), scope.org_id(), name, now);
     sqlx::query(
         "INSERT INTO projects (id, org_id, name, models_json, budget_reset, ip_allowlist_json, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, 'never', '[]', $5, $5)",

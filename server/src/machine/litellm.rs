@@ -440,32 +440,9 @@ async fn team_new(caller: Caller, Input(b): Input<TeamBody>) -> ApiResult<Json<V
         .team_alias
         .clone()
         .ok_or_else(|| ApiError::invalid("team_alias", "is required"))?;
-    let name = tollgate_app::core::domain::name("team_alias", &alias, 100)?;
-    // Checked before anything is stored, so a bad field leaves no half team.
-    let draft = Project {
-        id: String::new(),
-        org_id: org.org_id().to_owned(),
-        name: name.clone(),
-        models: tollgate_app::core::catalogue::default_project_models(),
-        tpm_limit: None,
-        rpm_limit: None,
-        budget_micros: None,
-        budget_reset: "never".to_owned(),
-        ip_allowlist: Vec::new(),
-        content_logging: true,
-        created_at: 0,
-    };
-    let settings = b.settings(&draft)?;
-    caller.check_catalogue("models", &settings.models).await?;
-    let created = ops::create_project(&caller.state, &caller.actor, &org, &name)
-        .await
-        .map_err(|e| renamed(e.into(), "name", "team_alias"))?;
-    let scope = tollgate_app::policy::authorize_machine_project(
-        &caller.machine,
-        &created.id,
-        Action::EditProjectSettings,
-    )?;
-    let p = ops::update_project(&caller.state, &caller.actor, &scope, &settings).await?;
+    let p = caller
+        .create_project(&org, "team_alias", &alias, |draft| b.settings(draft))
+        .await?;
     Ok(Json(team_view(&p)))
 }
 

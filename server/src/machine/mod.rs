@@ -17,7 +17,7 @@ use axum::Router;
 use serde_json::json;
 use tollgate_app::core::audit::Actor;
 use tollgate_app::core::state::AppState;
-use tollgate_app::core::{now_ms, projects, provisioning};
+use tollgate_app::core::{now_ms, ops, projects, provisioning};
 use tollgate_app::error::AppError;
 use tollgate_app::policy::{self, Action, Machine, OrgScope, ProjectScope};
 
@@ -204,6 +204,31 @@ impl Caller {
             return Err(ApiError::not_found(format!("organization '{other}'")));
         }
         Ok(policy::authorize_machine(&self.machine, action)?)
+    }
+
+    /// Creates a project named `name` (the API calls it `field`) with the
+    /// settings `settings_of` derives from a new project's. Everything is
+    /// checked before anything is stored, so a bad field leaves no half project.
+    pub async fn create_project(
+        &self,
+        org: &OrgScope,
+        field: &str,
+        name: &str,
+        settings_of: impl FnOnce(&projects::Project) -> ApiResult<projects::Settings>,
+    ) -> ApiResult<projects::Project> {
+        let name = tollgate_app::core::domain::name(field, name, 100)?;
+        let draft = projects::Project::new(String::new(), org.org_id(), &name, 0);
+        let settings = settings_of(&draft)?;
+        self.check_catalogue("models", &settings.models).await?;
+        let created = ops::create_project(&self.state, &self.actor, org, &name)
+            .await
+            .map_err(|e| renamed(e.into(), "name", field))?;
+        let scope = policy::authorize_machine_project(
+            &self.machine,
+            &created.id,
+            Action::EditProjectSettings,
+        )?;
+        Ok(ops::update_project(&self.state, &self.actor, &scope, &settings).await?)
     }
 
     /// A project of the caller's organization, named by id or by name, with

@@ -266,29 +266,9 @@ async fn create_project(
         .name
         .clone()
         .ok_or_else(|| ApiError::invalid("name", "is required"))?;
-    let name = tollgate_app::core::domain::name("name", &name, 100)?;
-    let draft = Project {
-        id: String::new(),
-        org_id: org.org_id().to_owned(),
-        name: name.clone(),
-        models: tollgate_app::core::catalogue::default_project_models(),
-        tpm_limit: None,
-        rpm_limit: None,
-        budget_micros: None,
-        budget_reset: "never".to_owned(),
-        ip_allowlist: Vec::new(),
-        content_logging: true,
-        created_at: 0,
-    };
-    let settings = b.settings(&draft)?;
-    caller.check_catalogue("models", &settings.models).await?;
-    let created = ops::create_project(&caller.state, &caller.actor, &org, &name).await?;
-    let scope = tollgate_app::policy::authorize_machine_project(
-        &caller.machine,
-        &created.id,
-        Action::EditProjectSettings,
-    )?;
-    let p = ops::update_project(&caller.state, &caller.actor, &scope, &settings).await?;
+    let p = caller
+        .create_project(&org, "name", &name, |draft| b.settings(draft))
+        .await?;
     Ok((StatusCode::CREATED, Json(project_out(p))))
 }
 
