@@ -236,6 +236,7 @@ pub enum Action {
     ManageAllKeys,
     BillingAndCredits,
     ViewUsage,
+    ViewRequestLog,
     ExternalKeys,
     ModelCatalogue,
     VirtualModels,
@@ -274,6 +275,7 @@ pub const MATRIX: &[(Action, [Grant; 7])] = &[
         Action::ViewUsage,
         [Yes, Own, Own, No, Yes, ReadOnly, ReadOnly],
     ),
+    (Action::ViewRequestLog, [Yes, Yes, No, No, No, No, No]),
     (Action::ExternalKeys, [Yes, No, No, No, No, No, No]),
     (Action::ModelCatalogue, [Yes, No, No, No, No, No, No]),
     (Action::VirtualModels, [Yes, No, No, No, No, No, No]),
@@ -301,6 +303,7 @@ impl Action {
             Action::ManageAllKeys => "manage keys across all projects",
             Action::BillingAndCredits => "billing & credits",
             Action::ViewUsage => "view usage analytics",
+            Action::ViewRequestLog => "view request log",
             Action::ExternalKeys => "external keys (BYOK)",
             Action::ModelCatalogue => "model catalogue",
             Action::VirtualModels => "virtual models",
@@ -319,6 +322,7 @@ impl Action {
                 | Action::ViewProject
                 | Action::ViewProjectMembers
                 | Action::ViewUsage
+                | Action::ViewRequestLog
         )
     }
 }
@@ -465,6 +469,18 @@ impl ProjectMember {
     pub fn sees_project(&self) -> bool {
         allows(Action::ViewProject, self.seat())
     }
+
+    /// Whether the project's existence is known to this member anyway: seats
+    /// that read the whole organization's usage (billing managers, viewers)
+    /// see every project's name there, so a refusal names the permission
+    /// (403) rather than hiding the project (404).
+    pub fn knows_project(&self) -> bool {
+        self.sees_project()
+            || matches!(
+                grant(Action::ViewUsage, Seat::at_org(self.org.role)),
+                Yes | ReadOnly
+            )
+    }
 }
 
 /// Proof that `actor` may perform `action` in one project.
@@ -549,6 +565,93 @@ pub fn authorize_machine_project(
     })
 }
 
+/// What of an organization's usage a caller may read: all of it, or the
+/// projects they administer whole and their own keys elsewhere.
+#[derive(Clone, Debug)]
+pub struct UsageScope {
+    org: OrgScope,
+    whole: bool,
+    /// Projects read whole (the caller is their admin).
+    projects: Vec<String>,
+    /// Projects where only the caller's own keys are read.
+    own_keys_in: Vec<String>,
+}
+
+impl UsageScope {
+    pub fn org(&self) -> &OrgScope {
+        &self.org
+    }
+    /// Whether the whole organization is visible (totals, credits, caps).
+    pub fn whole(&self) -> bool {
+        self.whole
+    }
+    /// The acting user, whose own keys are visible.
+    pub fn user_id(&self) -> Option<&str> {
+        self.org.user_id()
+    }
+    /// Whether usage of this project through a key owned by `key_owner` is
+    /// visible.
+    pub fn sees(&self, project_id: &str, key_owner: Option<&str>) -> bool {
+        self.whole
+            || self.projects.iter().any(|p| p == project_id)
+            || (self.own_keys_in.iter().any(|p| p == project_id)
+                && key_owner.is_some_and(|o| Some(o) == self.user_id()))
+    }
+    /// Whether a whole project is visible.
+    pub fn sees_project(&self, project_id: &str) -> bool {
+        self.whole || self.projects.iter().any(|p| p == project_id)
+    }
+}
+
+/// The decision on reading usage: seats granted it for the organization read
+/// all of it; members read by their seat in each of their `projects` (admins
+/// the project, members their own keys); with neither, a denial.
+pub fn authorize_usage(
+    member: &OrgMember,
+    projects: &[(String, ProjectRole)],
+) -> Result<UsageScope, Denied> {
+    let action = Action::ViewUsage;
+    let at_org = Seat::at_org(member.role);
+    let org = OrgScope {
+        org_id: member.org_id.clone(),
+        actor_id: member.user_id.clone(),
+        seat: at_org,
+        action,
+    };
+    if matches!(grant(action, at_org), Yes | ReadOnly) {
+        return Ok(UsageScope {
+            org,
+            whole: true,
+            projects: Vec::new(),
+            own_keys_in: Vec::new(),
+        });
+    }
+    let mut scope = UsageScope {
+        org,
+        whole: false,
+        projects: Vec::new(),
+        own_keys_in: Vec::new(),
+    };
+    for (project, role) in projects {
+        let seat = Seat::in_project(member.role, Some(*role));
+        if !allows(action, seat) {
+            continue;
+        }
+        if allows(Action::ManageProjectKeys, seat) {
+            scope.projects.push(project.clone());
+        } else {
+            scope.own_keys_in.push(project.clone());
+        }
+    }
+    if scope.projects.is_empty() && scope.own_keys_in.is_empty() {
+        return Err(Denied {
+            action,
+            seat: at_org,
+        });
+    }
+    Ok(scope)
+}
+
 /// The decision on one key: project admins and owners manage every key of
 /// the project, members only the keys they own.
 pub fn authorize_key(scope: &ProjectScope, key_owner: Option<&str>) -> Result<(), Denied> {
@@ -596,6 +699,7 @@ mod tests {
             Action::ManageAllKeys,
             Action::BillingAndCredits,
             Action::ViewUsage,
+            Action::ViewRequestLog,
             Action::ExternalKeys,
             Action::ModelCatalogue,
             Action::VirtualModels,

@@ -35,6 +35,33 @@ pub struct Config {
     /// The `/v1` proxy (`[proxy]` in TOML, `TOLLGATE_PROXY__*` in the environment).
     #[serde(default)]
     pub proxy: ProxyConfig,
+    /// Budget and expiry alerts (`[alerts]`, `TOLLGATE_ALERTS__*`).
+    #[serde(default)]
+    pub alerts: AlertConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AlertConfig {
+    /// How often budgets and expiries are looked at, and due deliveries sent.
+    pub interval_ms: u64,
+    /// A failed delivery is retried after this, doubling each time (at most
+    /// an hour), up to `max_attempts` attempts.
+    pub retry_base_ms: u64,
+    pub max_attempts: u32,
+    /// One delivery's timeout.
+    pub timeout_ms: u64,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        AlertConfig {
+            interval_ms: 30_000,
+            retry_base_ms: 10_000,
+            max_attempts: 8,
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -85,6 +112,7 @@ impl Default for Config {
             session_absolute_secs: 7 * 24 * 60 * 60,
             secret_key: None,
             proxy: ProxyConfig::default(),
+            alerts: AlertConfig::default(),
         }
     }
 }

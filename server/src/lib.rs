@@ -1,6 +1,7 @@
 //! The Tollgate server: configuration, startup and routing of the console, its
 //! server functions and health checks; the operator CLI lives in `cli`.
 
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod machine;

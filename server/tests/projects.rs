@@ -105,7 +105,9 @@ async fn world(backend: Backend) -> World {
 }
 
 /// Expected outcome per seat: owner, project admin, project member, org member
-/// without the project, billing manager, owner of another organization.
+/// without the project, billing manager, owner of another organization. A
+/// billing manager sees every project's name in usage, so is refused (403)
+/// rather than kept from knowing the project (404).
 #[derive(Clone, Copy)]
 enum E {
     Ok,
@@ -151,13 +153,13 @@ async fn project_rows_cell_by_cell(backend: Backend) {
         (
             "get_project",
             vec![],
-            [Yes, Yes, Yes, Hidden, Hidden, Hidden],
+            [Yes, Yes, Yes, Hidden, Forbidden, Hidden],
             "view project",
         ),
         (
             "list_project_members",
             vec![],
-            [Yes, Yes, Forbidden, Hidden, Hidden, Hidden],
+            [Yes, Yes, Forbidden, Hidden, Forbidden, Hidden],
             "view project members",
         ),
         (
@@ -172,7 +174,7 @@ async fn project_rows_cell_by_cell(backend: Backend) {
                 ("budget_reset", "monthly".into()),
                 ("ip_allowlist", "".into()),
             ],
-            [Yes, Yes, Forbidden, Hidden, Hidden, Hidden],
+            [Yes, Yes, Forbidden, Hidden, Forbidden, Hidden],
             "edit project settings",
         ),
         (
@@ -181,7 +183,7 @@ async fn project_rows_cell_by_cell(backend: Backend) {
                 ("user_id", w.newcomer_id.clone()),
                 ("role", "member".into()),
             ],
-            [Yes, Yes, Forbidden, Hidden, Hidden, Hidden],
+            [Yes, Yes, Forbidden, Hidden, Forbidden, Hidden],
             "add project members",
         ),
         (
@@ -190,7 +192,7 @@ async fn project_rows_cell_by_cell(backend: Backend) {
                 ("user_id", w.newcomer_id.clone()),
                 ("role", "member".into()),
             ],
-            [Yes, Yes, Forbidden, Hidden, Hidden, Hidden],
+            [Yes, Yes, Forbidden, Hidden, Forbidden, Hidden],
             "edit member roles",
         ),
         (
@@ -204,13 +206,13 @@ async fn project_rows_cell_by_cell(backend: Backend) {
                 ("expires_at", "".into()),
                 ("tags", "".into()),
             ],
-            [Yes, Yes, Yes, Hidden, Hidden, Hidden],
+            [Yes, Yes, Yes, Hidden, Forbidden, Hidden],
             "create & manage own keys",
         ),
         (
             "list_keys",
             vec![],
-            [Yes, Yes, Yes, Hidden, Hidden, Hidden],
+            [Yes, Yes, Yes, Hidden, Forbidden, Hidden],
             "create & manage own keys",
         ),
     ];
@@ -274,7 +276,8 @@ async fn project_rows_cell_by_cell(backend: Backend) {
     }
     let delete = [("org_id", o), ("project_id", p), ("confirm", "Alpha")];
     for (i, (who, client)) in seats.iter().enumerate().skip(1) {
-        let expect = if i <= 2 { Forbidden } else { Hidden };
+        // Billing managers know every project from usage: 403, not 404.
+        let expect = if i <= 2 || i == 4 { Forbidden } else { Hidden };
         check(
             who,
             "delete_project",
@@ -419,12 +422,15 @@ async fn keys_rows_cell_by_cell(backend: Backend) {
         );
         for (who, client) in [
             ("outsider", &w.outsider),
-            ("billing", &w.billing),
             ("other org owner", &w.other_owner),
         ] {
             let (status, _) = w.app.call(client, function, &args).await;
             assert_eq!(status, 404, "{who} {function}");
         }
+        // A billing manager knows the project (from usage), not its keys.
+        let (status, body) = w.app.call(&w.billing, function, &args).await;
+        assert_eq!(status, 403, "billing {function}: {body}");
+        assert_eq!(body["permission"], "create & manage own keys");
         assert_eq!(w.app.call(&w.anonymous, function, &args).await.0, 401);
     }
     // The member manages their own key; the admin and the owner any key.

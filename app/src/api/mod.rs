@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod catalogue;
 pub mod keys;
 pub mod members;
@@ -10,6 +11,7 @@ pub mod orgs;
 pub mod projects;
 pub mod providers;
 pub mod provisioning;
+pub mod usage;
 
 /// Every server function lives under this prefix, apart from `/v1` and the REST APIs.
 pub const PREFIX: &str = "/api/console";
@@ -182,7 +184,7 @@ pub(crate) mod ssr {
             project_id: project_id.to_owned(),
             role,
         };
-        if !standing.sees_project() {
+        if !standing.knows_project() {
             return Err(AppError::not_found("project"));
         }
         Ok(policy::authorize_project(&standing, action)?)

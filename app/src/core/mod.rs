@@ -1,8 +1,10 @@
 //! The server-only domain: storage, identity, organizations, members, audit.
 //! Plain functions over a database connection, callable without HTTP.
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod catalogue;
 pub mod changes;
 pub mod db;

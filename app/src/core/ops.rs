@@ -419,8 +419,14 @@ pub async fn set_alerting(
     let mut tx = state.db.pool.begin().await?;
     let before = orgs::alerting(&mut tx, scope).await?;
     orgs::set_alerting(&mut tx, scope, alerting, now).await?;
-    let as_json =
-        |a: &orgs::Alerting| json!({ "webhook_url": a.webhook_url, "alert_types": a.alert_types });
+    // Webhook URLs carry their token: the audit log keeps where, not the URL.
+    let as_json = |a: &orgs::Alerting| {
+        json!({
+            "webhook": a.webhook_url.as_deref().map(orgs::url_hint),
+            "slack": a.slack_url.as_deref().map(orgs::url_hint),
+            "alert_types": a.alert_types, "thresholds": a.thresholds,
+        })
+    };
     let change = audited(
         scope,
         "org.alerting_updated",

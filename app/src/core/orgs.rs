@@ -129,6 +129,9 @@ pub struct Spending {
 pub struct ProxyOrg {
     pub id: String,
     pub spending: Spending,
+    /// Whether the prepaid credit balance is enforced, and the credits entered.
+    pub prepaid: bool,
+    pub credits_micros: i64,
 }
 
 fn spending_of(r: &sqlx::any::AnyRow) -> Result<Spending, sqlx::Error> {
@@ -175,8 +178,9 @@ pub async fn load_for_proxy(
     only: Option<&str>,
 ) -> Result<Vec<ProxyOrg>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, spend_cap_micros, spend_cap_reset, content_logging FROM organizations \
-         WHERE $1 IS NULL OR id = $1",
+        "SELECT o.id, o.spend_cap_micros, o.spend_cap_reset, o.content_logging, o.prepaid, \
+         (SELECT CAST(COALESCE(SUM(c.amount_micros), 0) AS BIGINT) FROM credit_entries c \
+         WHERE c.org_id = o.id) AS credits FROM organizations o WHERE $1 IS NULL OR o.id = $1",
     )
     .bind(only)
     .fetch_all(&mut *conn)
@@ -186,6 +190,8 @@ pub async fn load_for_proxy(
             Ok(ProxyOrg {
                 id: r.try_get("id")?,
                 spending: spending_of(r)?,
+                prepaid: r.try_get::<i64, _>("prepaid")? != 0,
+                credits_micros: r.try_get("credits")?,
             })
         })
         .collect()
@@ -211,22 +217,37 @@ pub async fn find(conn: &mut AnyConnection, s: &str) -> Result<Vec<Org>, sqlx::E
         .collect()
 }
 
-/// Where and what the organization is alerted about (budget and spend alerts).
+/// Where and what the organization is alerted about: a generic JSON
+/// webhook and a Slack-compatible one (`{"text": …}`), the alert types a
+/// LiteLLM-style client set (empty: all), and the budget thresholds in percent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Alerting {
     pub webhook_url: Option<String>,
+    pub slack_url: Option<String>,
     pub alert_types: Vec<String>,
+    pub thresholds: Vec<i64>,
+}
+
+/// The thresholds when none are set: half, most, all of a budget.
+pub const DEFAULT_THRESHOLDS: [i64; 3] = [50, 80, 100];
+
+fn thresholds_of(json: &str) -> Vec<i64> {
+    serde_json::from_str(json).unwrap_or_else(|_| DEFAULT_THRESHOLDS.to_vec())
 }
 
 pub async fn alerting(conn: &mut AnyConnection, scope: &OrgScope) -> Result<Alerting, sqlx::Error> {
-    let r =
-        sqlx::query("SELECT alert_webhook_url, alert_types_json FROM organizations WHERE id = $1")
-            .bind(scope.org_id())
-            .fetch_one(&mut *conn)
-            .await?;
+    let r = sqlx::query(
+        "SELECT alert_webhook_url, alert_slack_url, alert_types_json, alert_thresholds_json \
+         FROM organizations WHERE id = $1",
+    )
+    .bind(scope.org_id())
+    .fetch_one(&mut *conn)
+    .await?;
     Ok(Alerting {
         webhook_url: r.try_get("alert_webhook_url")?,
+        slack_url: r.try_get("alert_slack_url")?,
         alert_types: super::projects::json_list(&r.try_get::<String, _>("alert_types_json")?)?,
+        thresholds: thresholds_of(&r.try_get::<String, _>("alert_thresholds_json")?),
     })
 }
 
@@ -237,13 +258,54 @@ pub async fn set_alerting(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE organizations SET alert_webhook_url = $1, alert_types_json = $2, updated_at = $3 WHERE id = $4",
+        "UPDATE organizations SET alert_webhook_url = $1, alert_slack_url = $2, alert_types_json = $3, \
+         alert_thresholds_json = $4, updated_at = $5 WHERE id = $6",
     )
     .bind(a.webhook_url.as_deref())
+    .bind(a.slack_url.as_deref())
     .bind(super::projects::to_json(&a.alert_types))
+    .bind(serde_json::to_string(&a.thresholds).unwrap_or_else(|_| "[]".into()))
     .bind(now)
     .bind(scope.org_id())
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Where a webhook goes, without what makes it a secret (Slack's and most
+/// webhooks carry their token in the path): `https://hooks.slack.com/…`.
+pub fn url_hint(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or("?")),
+        Err(_) => "(unparsable URL)".to_owned(),
+    }
+}
+
+/// Every organization with somewhere to send alerts.
+pub async fn alerting_all(
+    conn: &mut AnyConnection,
+) -> Result<Vec<(String, Alerting, Spending)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, alert_webhook_url, alert_slack_url, alert_types_json, alert_thresholds_json, \
+         spend_cap_micros, spend_cap_reset, content_logging FROM organizations \
+         WHERE alert_webhook_url IS NOT NULL OR alert_slack_url IS NOT NULL",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("id")?,
+                Alerting {
+                    webhook_url: r.try_get("alert_webhook_url")?,
+                    slack_url: r.try_get("alert_slack_url")?,
+                    alert_types: super::projects::json_list(
+                        &r.try_get::<String, _>("alert_types_json")?,
+                    )?,
+                    thresholds: thresholds_of(&r.try_get::<String, _>("alert_thresholds_json")?),
+                },
+                spending_of(r)?,
+            ))
+        })
+        .collect()
 }

@@ -39,7 +39,31 @@ pub struct ContentLog {
     pub truncated: bool,
 }
 
-/// Writes a batch in one transaction; events already stored (a retried
+/// A UTC day in milliseconds; the rollup's days are `at / DAY_MS`.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// Requests, errors, tokens and cost, summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub requests: i64,
+    pub errors: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_micros: i64,
+}
+
+impl Totals {
+    pub fn add(&mut self, o: &Totals) {
+        self.requests += o.requests;
+        self.errors += o.errors;
+        self.tokens_in += o.tokens_in;
+        self.tokens_out += o.tokens_out;
+        self.cost_micros += o.cost_micros;
+    }
+}
+
+/// Writes a batch in one transaction, adding each new event to the daily
+/// rollup; events already stored (a retried
 /// batch) are skipped, and only new ones add to their key's lifetime spend.
 pub async fn write_batch(
     conn: &mut AnyConnection,
@@ -49,6 +73,7 @@ pub async fn write_batch(
     use sqlx::Connection;
     let mut tx = conn.begin().await?;
     let mut spend: HashMap<&str, i64> = HashMap::new();
+    let mut rollup: HashMap<(&str, i64, &str, &str, &str), Totals> = HashMap::new();
     for e in events {
         let done = sqlx::query(
             "INSERT INTO usage_events (request_id, at, org_id, project_id, key_id, model, provider, endpoint, \
@@ -73,9 +98,48 @@ pub async fn write_batch(
         .bind(e.latency_ms)
         .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 1 && e.cost_micros != 0 {
-            *spend.entry(&e.key_id).or_default() += e.cost_micros;
+        if done.rows_affected() == 1 {
+            if e.cost_micros != 0 {
+                *spend.entry(&e.key_id).or_default() += e.cost_micros;
+            }
+            let r = rollup
+                .entry((
+                    e.org_id.as_str(),
+                    e.at.div_euclid(DAY_MS),
+                    e.project_id.as_str(),
+                    e.key_id.as_str(),
+                    e.model.as_str(),
+                ))
+                .or_default();
+            r.requests += 1;
+            r.errors += i64::from(e.status >= 400);
+            r.tokens_in += e.tokens_in;
+            r.tokens_out += e.tokens_out;
+            r.cost_micros += e.cost_micros;
         }
+    }
+    for ((org, day, project, key, model), r) in rollup {
+        sqlx::query(
+            "INSERT INTO usage_daily (org_id, day, project_id, key_id, model, requests, errors, tokens_in, \
+             tokens_out, cost_micros) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (org_id, day, project_id, key_id, model) DO UPDATE SET \
+             requests = usage_daily.requests + excluded.requests, errors = usage_daily.errors + excluded.errors, \
+             tokens_in = usage_daily.tokens_in + excluded.tokens_in, \
+             tokens_out = usage_daily.tokens_out + excluded.tokens_out, \
+             cost_micros = usage_daily.cost_micros + excluded.cost_micros",
+        )
+        .bind(org)
+        .bind(day)
+        .bind(project)
+        .bind(key)
+        .bind(model)
+        .bind(r.requests)
+        .bind(r.errors)
+        .bind(r.tokens_in)
+        .bind(r.tokens_out)
+        .bind(r.cost_micros)
+        .execute(&mut *tx)
+        .await?;
     }
     for (key_id, micros) in spend {
         sqlx::query("UPDATE api_keys SET spend_micros = spend_micros + $1 WHERE id = $2")
@@ -136,21 +200,25 @@ macro_rules! sums {
     ($col:literal) => {
         concat!(
             "SELECT ", $col, " AS id, \
-             CAST(COALESCE(SUM(CASE WHEN at >= $1 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS day, \
-             CAST(COALESCE(SUM(CASE WHEN at >= $2 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS week, \
-             CAST(COALESCE(SUM(CASE WHEN at >= $3 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS month, \
+             CAST(COALESCE(SUM(CASE WHEN day >= $1 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS d, \
+             CAST(COALESCE(SUM(CASE WHEN day >= $2 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS w, \
+             CAST(COALESCE(SUM(CASE WHEN day >= $3 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS m, \
              CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS total \
-             FROM usage_events WHERE ($4 IS NULL OR ", $col, " = $4) GROUP BY ", $col
+             FROM usage_daily WHERE ($4 IS NULL OR ", $col, " = $4) AND ($5 IS NULL OR org_id = $5) \
+             GROUP BY ", $col
         )
     };
 }
 
-/// Spend per key, project or organization (all of them, or the one `only`),
-/// by calendar period in UTC at `now`.
+/// Spend per key, project or organization (all of them, or the one `only`,
+/// or those of the organization `org`),
+/// by calendar period in UTC at `now`, from the daily rollup (every period
+/// starts at a UTC midnight).
 pub async fn spend(
     conn: &mut AnyConnection,
     level: Level,
     only: Option<&str>,
+    org: Option<&str>,
     now: i64,
 ) -> Result<HashMap<String, Spend>, sqlx::Error> {
     use super::limits::ResetInterval;
@@ -159,12 +227,13 @@ pub async fn spend(
         Level::Project => sums!("project_id"),
         Level::Org => sums!("org_id"),
     };
-    let start = |r: ResetInterval| r.period_start(now).unwrap_or(0);
+    let start = |r: ResetInterval| r.period_start(now).unwrap_or(0).div_euclid(DAY_MS);
     let rows = sqlx::query(sql)
         .bind(start(ResetInterval::Daily))
         .bind(start(ResetInterval::Weekly))
         .bind(start(ResetInterval::Monthly))
         .bind(only)
+        .bind(org)
         .fetch_all(&mut *conn)
         .await?;
     rows.iter()
@@ -172,9 +241,9 @@ pub async fn spend(
             Ok((
                 r.try_get("id")?,
                 Spend {
-                    day: r.try_get("day")?,
-                    week: r.try_get("week")?,
-                    month: r.try_get("month")?,
+                    day: r.try_get("d")?,
+                    week: r.try_get("w")?,
+                    month: r.try_get("m")?,
                     total: r.try_get("total")?,
                 },
             ))
@@ -207,7 +276,7 @@ pub struct DayRow {
 
 macro_rules! day_sums {
     () => {
-        "SELECT CAST(u.at / 86400000 AS BIGINT) AS day, COUNT(*) AS requests, \
+        "SELECT u.day AS day, CAST(COALESCE(SUM(u.requests), 0) AS BIGINT) AS requests, \
          CAST(COALESCE(SUM(u.tokens_in), 0) AS BIGINT) AS tokens_in, \
          CAST(COALESCE(SUM(u.tokens_out), 0) AS BIGINT) AS tokens_out, \
          CAST(COALESCE(SUM(u.cost_micros), 0) AS BIGINT) AS cost_micros"
@@ -230,8 +299,9 @@ fn day_of(r: &sqlx::any::AnyRow, grouped: bool) -> Result<DayRow, sqlx::Error> {
     })
 }
 
-/// The organization's usage per UTC day in `[from, to)` (Unix ms), whole or
-/// split by `group`, oldest first.
+/// The organization's usage per UTC day for the days that `[from, to)`
+/// (Unix ms) touches, whole or split by `group`, oldest first; from the
+/// daily rollup.
 pub async fn daily(
     conn: &mut AnyConnection,
     scope: &crate::policy::OrgScope,
@@ -242,35 +312,244 @@ pub async fn daily(
     let sql = match group {
         None => concat!(
             day_sums!(),
-            " FROM usage_events u WHERE u.org_id = $1 AND u.at >= $2 AND u.at < $3 \
-             GROUP BY CAST(u.at / 86400000 AS BIGINT) ORDER BY day"
+            " FROM usage_daily u WHERE u.org_id = $1 AND u.day >= $2 AND u.day < $3 \
+             GROUP BY u.day ORDER BY day"
         ),
         Some(GroupBy::Project) => concat!(
             day_sums!(),
-            ", u.project_id AS grp, MAX(p.name) AS label FROM usage_events u \
+            ", u.project_id AS grp, MAX(p.name) AS label FROM usage_daily u \
              LEFT JOIN projects p ON p.id = u.project_id \
-             WHERE u.org_id = $1 AND u.at >= $2 AND u.at < $3 \
-             GROUP BY CAST(u.at / 86400000 AS BIGINT), u.project_id ORDER BY day, grp"
+             WHERE u.org_id = $1 AND u.day >= $2 AND u.day < $3 \
+             GROUP BY u.day, u.project_id ORDER BY day, grp"
         ),
         Some(GroupBy::Key) => concat!(
             day_sums!(),
-            ", u.key_id AS grp, MAX(k.name) AS label FROM usage_events u \
+            ", u.key_id AS grp, MAX(k.name) AS label FROM usage_daily u \
              LEFT JOIN api_keys k ON k.id = u.key_id \
-             WHERE u.org_id = $1 AND u.at >= $2 AND u.at < $3 \
-             GROUP BY CAST(u.at / 86400000 AS BIGINT), u.key_id ORDER BY day, grp"
+             WHERE u.org_id = $1 AND u.day >= $2 AND u.day < $3 \
+             GROUP BY u.day, u.key_id ORDER BY day, grp"
         ),
         Some(GroupBy::Model) => concat!(
             day_sums!(),
-            ", u.model AS grp, MAX(u.model) AS label FROM usage_events u \
-             WHERE u.org_id = $1 AND u.at >= $2 AND u.at < $3 \
-             GROUP BY CAST(u.at / 86400000 AS BIGINT), u.model ORDER BY day, grp"
+            ", u.model AS grp, MAX(u.model) AS label FROM usage_daily u \
+             WHERE u.org_id = $1 AND u.day >= $2 AND u.day < $3 \
+             GROUP BY u.day, u.model ORDER BY day, grp"
         ),
     };
     let rows = sqlx::query(sql)
         .bind(scope.org_id())
-        .bind(from)
-        .bind(to)
+        .bind(from.div_euclid(DAY_MS))
+        .bind((to + DAY_MS - 1).div_euclid(DAY_MS))
         .fetch_all(&mut *conn)
         .await?;
     rows.iter().map(|r| day_of(r, group.is_some())).collect()
+}
+
+/// One row of the daily rollup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RollupRow {
+    pub day: i64,
+    pub project_id: String,
+    pub key_id: String,
+    pub model: String,
+    pub totals: Totals,
+}
+
+/// The rollup rows of an organization for days `[from_day, to_day)`, of one
+/// project or key where given. What the caller may see of them is the
+/// usage scope's to filter.
+pub async fn rollup(
+    conn: &mut AnyConnection,
+    scope: &crate::policy::OrgScope,
+    from_day: i64,
+    to_day: i64,
+    project: Option<&str>,
+    key: Option<&str>,
+) -> Result<Vec<RollupRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT day, project_id, key_id, model, requests, errors, tokens_in, tokens_out, cost_micros \
+         FROM usage_daily WHERE org_id = $1 AND day >= $2 AND day < $3 \
+         AND ($4 IS NULL OR project_id = $4) AND ($5 IS NULL OR key_id = $5) ORDER BY day",
+    )
+    .bind(scope.org_id())
+    .bind(from_day)
+    .bind(to_day)
+    .bind(project)
+    .bind(key)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(RollupRow {
+                day: r.try_get("day")?,
+                project_id: r.try_get("project_id")?,
+                key_id: r.try_get("key_id")?,
+                model: r.try_get("model")?,
+                totals: Totals {
+                    requests: r.try_get("requests")?,
+                    errors: r.try_get("errors")?,
+                    tokens_in: r.try_get("tokens_in")?,
+                    tokens_out: r.try_get("tokens_out")?,
+                    cost_micros: r.try_get("cost_micros")?,
+                },
+            })
+        })
+        .collect()
+}
+
+/// Everything an organization has spent, and since `month_start_day`.
+pub async fn org_spent(
+    conn: &mut AnyConnection,
+    scope: &crate::policy::OrgScope,
+    month_start_day: i64,
+) -> Result<(i64, i64), sqlx::Error> {
+    let r = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS total, \
+         CAST(COALESCE(SUM(CASE WHEN day >= $2 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS month \
+         FROM usage_daily WHERE org_id = $1",
+    )
+    .bind(scope.org_id())
+    .bind(month_start_day)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((r.try_get("total")?, r.try_get("month")?))
+}
+
+/// One request in the log: metadata, and whether its bodies were kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedRequest {
+    pub request_id: String,
+    pub at: i64,
+    pub key_id: String,
+    pub key_name: Option<String>,
+    pub model: String,
+    pub endpoint: String,
+    pub stream: bool,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_micros: i64,
+    pub status: i64,
+    pub error_code: Option<String>,
+    pub latency_ms: i64,
+    pub has_body: bool,
+}
+
+/// A project's requests, newest first, `limit` of them before the cursor
+/// `(at, request_id)`.
+pub async fn requests(
+    conn: &mut AnyConnection,
+    scope: &crate::policy::ProjectScope,
+    before: Option<(i64, &str)>,
+    limit: i64,
+) -> Result<Vec<LoggedRequest>, sqlx::Error> {
+    let (at, id) = before.unzip();
+    let rows = sqlx::query(
+        "SELECT u.request_id, u.at, u.key_id, k.name AS key_name, u.model, u.endpoint, u.stream, \
+         u.tokens_in, u.tokens_out, u.cost_micros, u.status, u.error_code, u.latency_ms, \
+         CASE WHEN l.request_id IS NULL THEN 0 ELSE 1 END AS has_body \
+         FROM usage_events u LEFT JOIN api_keys k ON k.id = u.key_id \
+         LEFT JOIN request_logs l ON l.request_id = u.request_id \
+         WHERE u.project_id = $1 AND u.org_id = $2 \
+         AND ($3 IS NULL OR u.at < $3 OR (u.at = $3 AND u.request_id < $4)) \
+         ORDER BY u.at DESC, u.request_id DESC LIMIT $5",
+    )
+    .bind(scope.project_id())
+    .bind(scope.org_id())
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(LoggedRequest {
+                request_id: r.try_get("request_id")?,
+                at: r.try_get("at")?,
+                key_id: r.try_get("key_id")?,
+                key_name: r.try_get("key_name")?,
+                model: r.try_get("model")?,
+                endpoint: r.try_get("endpoint")?,
+                stream: r.try_get::<i64, _>("stream")? != 0,
+                tokens_in: r.try_get("tokens_in")?,
+                tokens_out: r.try_get("tokens_out")?,
+                cost_micros: r.try_get("cost_micros")?,
+                status: r.try_get("status")?,
+                error_code: r.try_get("error_code")?,
+                latency_ms: r.try_get("latency_ms")?,
+                has_body: r.try_get::<i64, _>("has_body")? != 0,
+            })
+        })
+        .collect()
+}
+
+/// The kept bodies of one request of the project: (request, response, truncated).
+pub async fn request_bodies(
+    conn: &mut AnyConnection,
+    scope: &crate::policy::ProjectScope,
+    request_id: &str,
+) -> Result<Option<(String, String, bool)>, sqlx::Error> {
+    let r = sqlx::query(
+        "SELECT request_body, response_body, truncated FROM request_logs \
+         WHERE request_id = $1 AND project_id = $2 AND org_id = $3",
+    )
+    .bind(request_id)
+    .bind(scope.project_id())
+    .bind(scope.org_id())
+    .fetch_optional(&mut *conn)
+    .await?;
+    r.map(|r| {
+        Ok((
+            r.try_get("request_body")?,
+            r.try_get("response_body")?,
+            r.try_get::<i64, _>("truncated")? != 0,
+        ))
+    })
+    .transpose()
+}
+
+/// A key as usage reports name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub id: String,
+    pub name: String,
+    pub project_id: String,
+    pub owner_id: Option<String>,
+    pub budget_micros: Option<i64>,
+    pub budget_reset: String,
+    pub revoked: bool,
+}
+
+/// The organization's projects `(id, name)` and keys, for naming report rows.
+pub async fn names(
+    conn: &mut AnyConnection,
+    scope: &crate::policy::OrgScope,
+) -> Result<(Vec<(String, String)>, Vec<KeyInfo>), sqlx::Error> {
+    let projects = sqlx::query("SELECT id, name FROM projects WHERE org_id = $1 ORDER BY name")
+        .bind(scope.org_id())
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let keys = sqlx::query(
+        "SELECT id, name, project_id, owner_id, budget_micros, budget_reset, revoked_at FROM api_keys \
+         WHERE org_id = $1 ORDER BY name",
+    )
+    .bind(scope.org_id())
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(KeyInfo {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            project_id: r.try_get("project_id")?,
+            owner_id: r.try_get("owner_id")?,
+            budget_micros: r.try_get("budget_micros")?,
+            budget_reset: r.try_get("budget_reset")?,
+            revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+        })
+    })
+    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok((projects, keys))
 }

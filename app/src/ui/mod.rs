@@ -3,6 +3,7 @@
 mod access;
 mod account;
 mod audit;
+mod billing;
 mod keys;
 mod members;
 mod models;
@@ -10,6 +11,8 @@ mod org;
 mod permissions;
 mod projects;
 mod providers;
+mod requests;
+mod usage;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -28,6 +31,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
+                // ECharts, which charming's charts call (from npm at build time).
+                <script defer src="/echarts.min.js"></script>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>
                 <MetaTags/>
@@ -62,6 +67,9 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/orgs/:org_id/models") view=models::ModelsPage/>
                 <Route path=path!("/orgs/:org_id/providers") view=providers::ProvidersPage/>
                 <Route path=path!("/orgs/:org_id/access") view=access::AccessPage/>
+                <Route path=path!("/orgs/:org_id/usage") view=usage::UsagePage/>
+                <Route path=path!("/orgs/:org_id/billing") view=billing::BillingPage/>
+                <Route path=path!("/orgs/:org_id/projects/:project_id/requests") view=requests::RequestLogPage/>
             </Routes>
         </Router>
     }
@@ -129,13 +137,24 @@ pub(crate) fn Shell(
     children: ChildrenFn,
 ) -> impl IntoView {
     let me = Resource::new(|| (), |_| current_user());
+    let stop = Resource::new(
+        move || org_id.map(|m| m.get()),
+        |id| async move {
+            match id {
+                Some(id) => crate::api::billing::get_stop(id).await.ok(),
+                None => None,
+            }
+        },
+    );
     let children = StoredValue::new(children);
     view! {
         <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
             {move || Suspend::new(async move {
+                let stop = stop.await;
                 match me.await {
                     Ok(me) => view! {
                         <Header me=me.clone() org_id=org_id/>
+                        {stop.and_then(|s| banner(&s)).map(|text| view! { <div class="banner" role="alert" data-testid="stop-banner">{text}</div> })}
                         <main>{children.read_value()()}</main>
                     }.into_any(),
                     Err(AppError::Unauthenticated) => view! { <Redirect path="/login"/> }.into_any(),
@@ -143,6 +162,20 @@ pub(crate) fn Shell(
                 }
             })}
         </Suspense>
+    }
+}
+
+/// The banner's text when the organization's requests are stopped.
+fn banner(s: &crate::api::billing::Stop) -> Option<String> {
+    if s.credits_exhausted {
+        Some("This organization's prepaid credits are used up: every API request answers 402 until an owner or billing manager adds credits.".to_owned())
+    } else if s.cap_exhausted {
+        Some(format!(
+            "This organization has reached its spend cap: every API request answers 402 until {}, or until an owner or billing manager raises the cap.",
+            s.cap_resets_at.map_or_else(|| "the cap is raised".to_owned(), crate::api::format_time)
+        ))
+    } else {
+        None
     }
 }
 
@@ -195,6 +228,8 @@ fn Header(me: Me, org_id: Option<Memo<String>>) -> impl IntoView {
                             <a href=format!("/orgs/{id}/projects")>"Projects"</a>
                             <a href=format!("/orgs/{id}/keys")>"My keys"</a>
                             <a href=format!("/orgs/{id}/models")>"Models"</a>
+                            <a href=format!("/orgs/{id}/usage")>"Usage"</a>
+                            {may(crate::policy::Action::BillingAndCredits).then(|| view! { <a href=format!("/orgs/{id}/billing")>"Billing"</a> })}
                             {may(crate::policy::Action::ManageOrgMembers).then(|| view! { <a href=format!("/orgs/{id}/members")>"Members"</a> })}
                             {may(crate::policy::Action::ExternalKeys).then(|| view! { <a href=format!("/orgs/{id}/providers")>"Providers"</a> })}
                             {may(crate::policy::Action::ManageAllKeys).then(|| view! { <a href=format!("/orgs/{id}/access")>"Provisioning"</a> })}

@@ -111,6 +111,9 @@ pub fn ProjectPage() -> impl IntoView {
                                     "You are " {p.my_seat.label().to_lowercase()} ". Models: " {p.models.join(", ")}
                                     ". TPM " {limit(p.tpm_limit)} ", RPM " {limit(p.rpm_limit)} ", budget " {budget} "."
                                 </p>
+                                {allows(Action::ViewRequestLog, p.my_seat).then(|| view! {
+                                    <p><a href=format!("/orgs/{}/projects/{}/requests", org_id.get_untracked(), p.id)>"Request log"</a></p>
+                                })}
                             }.into_any()
                         }
                         Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),

@@ -995,15 +995,18 @@ async fn config_update(caller: Caller, Input(b): Input<ConfigUpdate>) -> ApiResu
     let mut alerting = orgs::alerting(&mut conn, &org).await?;
     drop(conn);
     if let Some(env) = b.environment_variables {
-        if let Some(url) = env.webhook_url.or(env.slack_webhook_url) {
-            let field = "environment_variables.WEBHOOK_URL";
-            let parsed = url::Url::parse(url.trim())
+        let parse = |field: &str, url: &str| {
+            url::Url::parse(url.trim())
                 .ok()
                 .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-                .ok_or_else(|| {
-                    ApiError::invalid(field, format!("'{url}' is not an http(s) URL"))
-                })?;
-            alerting.webhook_url = Some(parsed.to_string());
+                .map(|u| u.to_string())
+                .ok_or_else(|| ApiError::invalid(field, "not an http(s) URL".to_owned()))
+        };
+        if let Some(url) = env.webhook_url {
+            alerting.webhook_url = Some(parse("environment_variables.WEBHOOK_URL", &url)?);
+        }
+        if let Some(url) = env.slack_webhook_url {
+            alerting.slack_url = Some(parse("environment_variables.SLACK_WEBHOOK_URL", &url)?);
         }
     }
     if let Some(g) = b.general_settings {
@@ -1012,12 +1015,15 @@ async fn config_update(caller: Caller, Input(b): Input<ConfigUpdate>) -> ApiResu
                 if !matches!(c.as_str(), "webhook" | "slack") {
                     return Err(ApiError::invalid(
                         &format!("general_settings.alerting[{i}]"),
-                        format!("'{c}' is not a channel Tollgate sends to: use webhook"),
+                        format!("'{c}' is not a channel Tollgate sends to: use webhook or slack"),
                     ));
                 }
             }
-            if channels.is_empty() {
+            if !channels.iter().any(|c| c == "webhook") {
                 alerting.webhook_url = None;
+            }
+            if !channels.iter().any(|c| c == "slack") {
+                alerting.slack_url = None;
             }
         }
         if let Some(types) = g.alert_types {
@@ -1035,6 +1041,10 @@ async fn config_update(caller: Caller, Input(b): Input<ConfigUpdate>) -> ApiResu
     ops::set_alerting(&caller.state, &caller.actor, &org, &alerting).await?;
     Ok(Json(json!({
         "message": "alerting settings updated",
-        "alerting": { "webhook_url": alerting.webhook_url, "alert_types": alerting.alert_types },
+        "alerting": {
+            "webhook": alerting.webhook_url.as_deref().map(orgs::url_hint),
+            "slack": alerting.slack_url.as_deref().map(orgs::url_hint),
+            "alert_types": alerting.alert_types,
+        },
     })))
 }

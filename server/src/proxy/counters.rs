@@ -372,6 +372,32 @@ impl LocalCounters {
                 return Err(ProxyError::budget(code, msg));
             }
         }
+        // The prepaid credit balance: credits minus everything metered and
+        // what requests in flight have reserved.
+        if org.prepaid {
+            let acc = self.account(&mut inner, Level::Org, &org.id, a.now);
+            let balance = org.credits_micros - acc.spend.total;
+            let left = balance - acc.reserved;
+            if left <= 0 || a.cost > left {
+                let in_flight = if acc.reserved > 0 {
+                    format!(
+                        ", {} reserved by requests in flight",
+                        format_usd(acc.reserved)
+                    )
+                } else {
+                    String::new()
+                };
+                return Err(ProxyError::budget(
+                    "org_credits_exhausted",
+                    format!(
+                        "organization credit balance exhausted: {} left of {} in credits{in_flight}; this request may cost up to {}",
+                        format_usd(balance),
+                        format_usd(org.credits_micros),
+                        format_usd(a.cost),
+                    ),
+                ));
+            }
+        }
         // Admitted: reserve everywhere at once.
         for (level, id, tpm) in [
             (Level::Key, &key.id, key.tpm_limit),

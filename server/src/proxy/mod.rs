@@ -71,7 +71,7 @@ impl Gateway {
         let mut base = HashMap::new();
         let mut conn = state.db.pool.acquire().await?;
         for level in [Level::Key, Level::Project, Level::Org] {
-            for (id, spend) in usage::spend(&mut conn, level, None, now).await? {
+            for (id, spend) in usage::spend(&mut conn, level, None, None, now).await? {
                 base.insert((level, id), spend);
             }
         }

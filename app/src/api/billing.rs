@@ -1,0 +1,431 @@
+//! Billing: the credit ledger and balance, the prepaid switch, monthly
+//! statements (also as CSV), and alert settings with the alerts sent. Owners
+//! and billing managers; every member learns only whether `/v1` is stopped.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AppError;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditView {
+    pub at: i64,
+    pub kind: String,
+    pub amount_micros: i64,
+    pub note: String,
+    pub reference: String,
+    pub entered_by: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillingView {
+    pub prepaid: bool,
+    pub credits_micros: i64,
+    pub spent_micros: i64,
+    pub balance_micros: i64,
+    pub cap_micros: Option<i64>,
+    pub cap_reset: String,
+    pub cap_spent_micros: i64,
+    pub cap_resets_at: Option<i64>,
+    pub credits_exhausted: bool,
+    pub cap_exhausted: bool,
+    pub entries: Vec<CreditView>,
+    /// Months with a statement, newest first (`YYYY-MM`).
+    pub months: Vec<String>,
+}
+
+#[server(prefix = "/api/console", endpoint = "get_billing")]
+pub async fn get_billing(org_id: String) -> Result<BillingView, AppError> {
+    use super::ssr::*;
+    use crate::core::{billing, now_ms};
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, _, scope) = authorize(&org_id, Action::BillingAndCredits).await?;
+            let mut conn = state.db.pool.acquire().await?;
+            let s = billing::standing(&mut conn, &scope, now_ms()).await?;
+            let entries = billing::credits(&mut conn, &scope).await?;
+            let months = billing::months(&mut conn, &scope).await?;
+            Ok(BillingView {
+                prepaid: s.prepaid,
+                credits_micros: s.credits_micros,
+                spent_micros: s.spent_micros,
+                balance_micros: s.balance_micros,
+                cap_micros: s.cap_micros,
+                cap_reset: s.cap_reset,
+                cap_spent_micros: s.cap_spent_micros,
+                cap_resets_at: s.cap_resets_at,
+                credits_exhausted: s.credits_exhausted,
+                cap_exhausted: s.cap_exhausted,
+                entries: entries
+                    .into_iter()
+                    .map(|e| CreditView {
+                        at: e.at,
+                        kind: e.kind,
+                        amount_micros: e.amount_micros,
+                        note: e.note,
+                        reference: e.reference,
+                        entered_by: e.entered_by,
+                    })
+                    .collect(),
+                months,
+            })
+        }
+        .await,
+    )
+}
+
+/// Enters a grant, a purchase (both positive) or an adjustment (either sign).
+#[server(prefix = "/api/console", endpoint = "add_credit")]
+pub async fn add_credit(
+    org_id: String,
+    kind: String,
+    amount: String,
+    note: String,
+    reference: String,
+) -> Result<(), AppError> {
+    use super::ssr::*;
+    use crate::core::audit::{self, Actor, Change};
+    use crate::core::billing::{self, CreditEntry, CreditKind};
+    use crate::core::limits::Usd;
+    use crate::core::{new_id, now_ms};
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, user, scope) = authorize(&org_id, Action::BillingAndCredits).await?;
+            let kind = CreditKind::parse("kind", &kind)?;
+            let raw = amount.trim();
+            let (negative, digits) = match raw.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, raw),
+            };
+            let micros = Usd::parse("amount", digits)?.0;
+            let micros = if negative { -micros } else { micros };
+            if micros == 0 {
+                return Err(AppError::invalid("amount", "must not be zero"));
+            }
+            if micros < 0 && kind != CreditKind::Adjustment {
+                return Err(AppError::invalid(
+                    "amount",
+                    "only an adjustment may be negative",
+                ));
+            }
+            let note = note.trim();
+            if note.chars().count() > 500 {
+                return Err(AppError::invalid("note", "at most 500 characters"));
+            }
+            let reference = reference.trim();
+            if reference.chars().count() > 200 {
+                return Err(AppError::invalid("reference", "at most 200 characters"));
+            }
+            let now = now_ms();
+            let entry = CreditEntry {
+                id: new_id(),
+                at: now,
+                kind: kind.as_str().to_owned(),
+                amount_micros: micros,
+                note: note.to_owned(),
+                reference: reference.to_owned(),
+                entered_by: user.email.clone(),
+            };
+            let mut tx = state.db.pool.begin().await?;
+            billing::add_credit(&mut tx, &scope, &entry).await?;
+            audit::record(
+                &mut tx,
+                &Actor::user(&user.id, &user.email),
+                Change {
+                    org_id: Some(scope.org_id()),
+                    action: "billing.credit_added",
+                    resource_type: "credit",
+                    resource_id: &entry.id,
+                    before: None,
+                    after: Some(serde_json::json!({
+                        "kind": entry.kind, "amount_micros": micros, "note": entry.note,
+                        "reference": entry.reference,
+                    })),
+                },
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            state
+                .changes
+                .publish(crate::core::changes::Change::Org(org_id.clone()))
+                .await;
+            Ok(())
+        }
+        .await,
+    )
+}
+
+/// Turns enforcement of the credit balance on or off.
+#[server(prefix = "/api/console", endpoint = "set_prepaid")]
+pub async fn set_prepaid(org_id: String, prepaid: Option<String>) -> Result<(), AppError> {
+    use super::ssr::*;
+    use crate::core::audit::{self, Actor, Change};
+    use crate::core::{billing, now_ms};
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, user, scope) = authorize(&org_id, Action::BillingAndCredits).await?;
+            let on = super::checkbox("prepaid", prepaid.as_deref())?;
+            let now = now_ms();
+            let mut tx = state.db.pool.begin().await?;
+            let before = billing::standing(&mut tx, &scope, now).await?.prepaid;
+            if before == on {
+                return Ok(());
+            }
+            billing::set_prepaid(&mut tx, &scope, on, now).await?;
+            audit::record(
+                &mut tx,
+                &Actor::user(&user.id, &user.email),
+                Change {
+                    org_id: Some(scope.org_id()),
+                    action: "billing.prepaid_changed",
+                    resource_type: "organization",
+                    resource_id: scope.org_id(),
+                    before: Some(serde_json::json!({ "prepaid": before })),
+                    after: Some(serde_json::json!({ "prepaid": on })),
+                },
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            state
+                .changes
+                .publish(crate::core::changes::Change::Org(org_id.clone()))
+                .await;
+            Ok(())
+        }
+        .await,
+    )
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementLineView {
+    pub project: String,
+    pub model: String,
+    pub requests: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_micros: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementView {
+    pub month: String,
+    pub lines: Vec<StatementLineView>,
+    pub by_project: Vec<(String, i64)>,
+    pub total_micros: i64,
+    pub credits_micros: i64,
+    /// The same statement as CSV.
+    pub csv: String,
+}
+
+#[server(prefix = "/api/console", endpoint = "get_statement")]
+pub async fn get_statement(org_id: String, month: String) -> Result<StatementView, AppError> {
+    use super::ssr::*;
+    use crate::core::billing;
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, _, scope) = authorize(&org_id, Action::BillingAndCredits).await?;
+            let mut conn = state.db.pool.acquire().await?;
+            // No month: this one.
+            let month = match month.trim() {
+                "" => billing::month_of(crate::core::now_ms()),
+                m => m.to_owned(),
+            };
+            let s = billing::statement(&mut conn, &scope, &month).await?;
+            Ok(StatementView {
+                csv: billing::statement_csv(&s),
+                by_project: billing::by_project(&s),
+                month: s.month,
+                total_micros: s.total_micros,
+                credits_micros: s.credits_micros,
+                lines: s
+                    .lines
+                    .into_iter()
+                    .map(|l| StatementLineView {
+                        project: l.project_name,
+                        model: l.model,
+                        requests: l.requests,
+                        tokens_in: l.tokens_in,
+                        tokens_out: l.tokens_out,
+                        cost_micros: l.cost_micros,
+                    })
+                    .collect(),
+            })
+        }
+        .await,
+    )
+}
+
+/// Whether `/v1` is stopped for the organization, for the console's banner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stop {
+    pub credits_exhausted: bool,
+    pub cap_exhausted: bool,
+    pub cap_resets_at: Option<i64>,
+}
+
+#[server(prefix = "/api/console", endpoint = "get_stop")]
+pub async fn get_stop(org_id: String) -> Result<Stop, AppError> {
+    use super::ssr::*;
+    use crate::core::{billing, now_ms};
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, _, scope) = authorize(&org_id, Action::ViewOrganization).await?;
+            let mut conn = state.db.pool.acquire().await?;
+            let s = billing::standing(&mut conn, &scope, now_ms()).await?;
+            Ok(Stop {
+                credits_exhausted: s.credits_exhausted,
+                cap_exhausted: s.cap_exhausted,
+                cap_resets_at: s.cap_resets_at,
+            })
+        }
+        .await,
+    )
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryView {
+    pub target: String,
+    pub attempts: i64,
+    pub delivered_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub next_at: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertView {
+    pub at: i64,
+    pub kind: String,
+    pub message: String,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertingView {
+    /// Where each webhook goes (scheme and host only: the URL holds a token).
+    pub webhook: Option<String>,
+    pub slack: Option<String>,
+    pub thresholds: Vec<i64>,
+    pub sent: Vec<AlertView>,
+}
+
+#[server(prefix = "/api/console", endpoint = "get_alerting")]
+pub async fn get_alerting(org_id: String) -> Result<AlertingView, AppError> {
+    use super::ssr::*;
+    use crate::core::{alerts, orgs};
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, _, scope) = authorize(&org_id, Action::BillingAndCredits).await?;
+            let mut conn = state.db.pool.acquire().await?;
+            let a = orgs::alerting(&mut conn, &scope).await?;
+            let sent = alerts::list(&mut conn, &scope, 50).await?;
+            Ok(AlertingView {
+                webhook: a.webhook_url.as_deref().map(orgs::url_hint),
+                slack: a.slack_url.as_deref().map(orgs::url_hint),
+                thresholds: a.thresholds,
+                sent: sent
+                    .into_iter()
+                    .map(|s| AlertView {
+                        at: s.at,
+                        kind: s.kind,
+                        message: s.message,
+                        deliveries: s
+                            .deliveries
+                            .into_iter()
+                            .map(|(target, attempts, delivered_at, last_error, next_at)| {
+                                DeliveryView {
+                                    target,
+                                    attempts,
+                                    delivered_at,
+                                    last_error,
+                                    next_at,
+                                }
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+        }
+        .await,
+    )
+}
+
+/// Sets where alerts go and at which thresholds. An empty URL keeps the one
+/// set before; `clear_webhook` / `clear_slack` remove it.
+#[server(prefix = "/api/console", endpoint = "update_alerting")]
+pub async fn update_alerting(
+    org_id: String,
+    webhook_url: String,
+    slack_url: String,
+    thresholds: String,
+    clear_webhook: Option<String>,
+    clear_slack: Option<String>,
+) -> Result<(), AppError> {
+    use super::ssr::*;
+    use crate::core::{audit::Actor, ops, orgs};
+    use crate::policy::Action;
+    answer(
+        async {
+            let (state, user, scope) = authorize(&org_id, Action::BillingAndCredits).await?;
+            let url = |field: &str, raw: &str| -> Result<Option<String>, AppError> {
+                let raw = raw.trim();
+                if raw.is_empty() {
+                    return Ok(None);
+                }
+                url::Url::parse(raw)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                    .map(|u| Some(u.to_string()))
+                    .ok_or_else(|| AppError::invalid(field, "not an http(s) URL"))
+            };
+            let webhook = url("webhook_url", &webhook_url)?;
+            let slack = url("slack_url", &slack_url)?;
+            let mut levels = Vec::new();
+            for part in thresholds
+                .split([',', ' '])
+                .filter(|s| !s.trim().is_empty())
+            {
+                match part.trim().trim_end_matches('%').parse::<i64>() {
+                    Ok(n) if (1..=1000).contains(&n) => levels.push(n),
+                    _ => {
+                        return Err(AppError::invalid(
+                            "thresholds",
+                            format!("'{part}' is not a percentage from 1 to 1000"),
+                        ))
+                    }
+                }
+            }
+            levels.sort_unstable();
+            levels.dedup();
+            if levels.is_empty() {
+                levels = orgs::DEFAULT_THRESHOLDS.to_vec();
+            }
+            let mut conn = state.db.pool.acquire().await?;
+            let mut a = orgs::alerting(&mut conn, &scope).await?;
+            drop(conn);
+            if let Some(w) = webhook {
+                a.webhook_url = Some(w);
+            }
+            if let Some(s) = slack {
+                a.slack_url = Some(s);
+            }
+            if super::checkbox("clear_webhook", clear_webhook.as_deref())? {
+                a.webhook_url = None;
+            }
+            if super::checkbox("clear_slack", clear_slack.as_deref())? {
+                a.slack_url = None;
+            }
+            a.thresholds = levels;
+            ops::set_alerting(&state, &Actor::user(&user.id, &user.email), &scope, &a).await?;
+            Ok(())
+        }
+        .await,
+    )
+}

@@ -1,0 +1,368 @@
+//! The money side of an organization: the prepaid credit ledger and its
+//! balance, whether `/v1` is stopped (credits or the spend cap exhausted),
+//! and monthly statements by project and model, read from the daily rollup.
+
+use sqlx::{AnyConnection, Row};
+use std::collections::BTreeMap;
+
+use super::limits::ResetInterval;
+use super::usage::DAY_MS;
+use crate::policy::OrgScope;
+
+/// What a credit entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreditKind {
+    Grant,
+    Purchase,
+    Adjustment,
+}
+
+impl CreditKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CreditKind::Grant => "grant",
+            CreditKind::Purchase => "purchase",
+            CreditKind::Adjustment => "adjustment",
+        }
+    }
+
+    /// Parses a kind; the error names `field`.
+    pub fn parse(field: &str, s: &str) -> Result<CreditKind, crate::error::AppError> {
+        match s.trim() {
+            "grant" => Ok(CreditKind::Grant),
+            "purchase" => Ok(CreditKind::Purchase),
+            "adjustment" => Ok(CreditKind::Adjustment),
+            other => Err(crate::error::AppError::invalid(
+                field,
+                format!("'{other}' is not grant, purchase or adjustment"),
+            )),
+        }
+    }
+}
+
+/// One entry of the credit ledger; amounts are signed micro-USD (only an
+/// adjustment may be negative).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreditEntry {
+    pub id: String,
+    pub at: i64,
+    pub kind: String,
+    pub amount_micros: i64,
+    pub note: String,
+    pub reference: String,
+    pub entered_by: String,
+}
+
+pub async fn add_credit(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
+    e: &CreditEntry,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO credit_entries (id, org_id, at, kind, amount_micros, note, reference, entered_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&e.id)
+    .bind(scope.org_id())
+    .bind(e.at)
+    .bind(&e.kind)
+    .bind(e.amount_micros)
+    .bind(&e.note)
+    .bind(&e.reference)
+    .bind(&e.entered_by)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The ledger, newest first.
+pub async fn credits(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
+) -> Result<Vec<CreditEntry>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, at, kind, amount_micros, note, reference, entered_by FROM credit_entries \
+         WHERE org_id = $1 ORDER BY at DESC, id DESC",
+    )
+    .bind(scope.org_id())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(CreditEntry {
+                id: r.try_get("id")?,
+                at: r.try_get("at")?,
+                kind: r.try_get("kind")?,
+                amount_micros: r.try_get("amount_micros")?,
+                note: r.try_get("note")?,
+                reference: r.try_get("reference")?,
+                entered_by: r.try_get("entered_by")?,
+            })
+        })
+        .collect()
+}
+
+pub async fn set_prepaid(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
+    prepaid: bool,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE organizations SET prepaid = $1, updated_at = $2 WHERE id = $3")
+        .bind(i64::from(prepaid))
+        .bind(now)
+        .bind(scope.org_id())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Where the organization stands: credits, spend, cap, and what stops `/v1`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Standing {
+    /// Whether the credit balance is enforced.
+    pub prepaid: bool,
+    pub credits_micros: i64,
+    /// Everything metered, ever.
+    pub spent_micros: i64,
+    /// Credits minus metered spend.
+    pub balance_micros: i64,
+    pub cap_micros: Option<i64>,
+    pub cap_reset: String,
+    /// Spend in the cap's current period.
+    pub cap_spent_micros: i64,
+    /// When the cap's period ends (`None`: never).
+    pub cap_resets_at: Option<i64>,
+    pub credits_exhausted: bool,
+    pub cap_exhausted: bool,
+}
+
+pub async fn standing(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
+    now: i64,
+) -> Result<Standing, sqlx::Error> {
+    let r = sqlx::query(
+        "SELECT o.prepaid, o.spend_cap_micros, o.spend_cap_reset, \
+         (SELECT CAST(COALESCE(SUM(c.amount_micros), 0) AS BIGINT) FROM credit_entries c WHERE c.org_id = o.id) AS credits \
+         FROM organizations o WHERE o.id = $1",
+    )
+    .bind(scope.org_id())
+    .fetch_one(&mut *conn)
+    .await?;
+    let prepaid = r.try_get::<i64, _>("prepaid")? != 0;
+    let credits: i64 = r.try_get("credits")?;
+    let cap: Option<i64> = r.try_get("spend_cap_micros")?;
+    let cap_reset: String = r.try_get("spend_cap_reset")?;
+    let reset = ResetInterval::parse("spend_cap_reset", &cap_reset).unwrap_or(ResetInterval::Never);
+    let start_day = reset.period_start(now).unwrap_or(0).div_euclid(DAY_MS);
+    let s = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS total, \
+         CAST(COALESCE(SUM(CASE WHEN day >= $2 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS period \
+         FROM usage_daily WHERE org_id = $1",
+    )
+    .bind(scope.org_id())
+    .bind(start_day)
+    .fetch_one(&mut *conn)
+    .await?;
+    let spent: i64 = s.try_get("total")?;
+    let cap_spent: i64 = s.try_get("period")?;
+    Ok(Standing {
+        prepaid,
+        credits_micros: credits,
+        spent_micros: spent,
+        balance_micros: credits - spent,
+        cap_exhausted: cap.is_some_and(|c| cap_spent >= c),
+        cap_micros: cap,
+        cap_reset,
+        cap_spent_micros: cap_spent,
+        cap_resets_at: reset.next_reset(now),
+        credits_exhausted: prepaid && credits - spent <= 0,
+    })
+}
+
+/// A month of spend for one project and model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatementLine {
+    pub project_id: String,
+    pub project_name: String,
+    pub model: String,
+    pub requests: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_micros: i64,
+}
+
+/// A calendar month (UTC) of an organization's spend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statement {
+    /// `YYYY-MM`.
+    pub month: String,
+    pub from: i64,
+    pub to: i64,
+    pub lines: Vec<StatementLine>,
+    pub total_micros: i64,
+    /// Credits entered during the month.
+    pub credits_micros: i64,
+}
+
+/// The first instant of the month `YYYY-MM` and of the month after, in ms.
+pub fn month_bounds(field: &str, month: &str) -> Result<(i64, i64), crate::error::AppError> {
+    let bad =
+        || crate::error::AppError::invalid(field, format!("'{month}' is not a month like 2026-11"));
+    let (y, m) = month.trim().split_once('-').ok_or_else(bad)?;
+    let y: i32 = y.parse().map_err(|_| bad())?;
+    let m: u8 = m.parse().map_err(|_| bad())?;
+    let start = |y: i32, m: u8| -> Result<i64, crate::error::AppError> {
+        let month = time::Month::try_from(m).map_err(|_| bad())?;
+        let d = time::Date::from_calendar_date(y, month, 1).map_err(|_| bad())?;
+        Ok(d.midnight().assume_utc().unix_timestamp() * 1000)
+    };
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    Ok((start(y, m)?, start(ny, nm)?))
+}
+
+/// The month `now` falls in, as `YYYY-MM`.
+pub fn month_of(ms: i64) -> String {
+    crate::api::format_time(ms)[..7].to_owned()
+}
+
+pub async fn statement(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
+    month: &str,
+) -> Result<Statement, crate::error::AppError> {
+    let (from, to) = month_bounds("month", month)?;
+    let rows = sqlx::query(
+        "SELECT u.project_id, MAX(p.name) AS project_name, u.model, \
+         CAST(SUM(u.requests) AS BIGINT) AS requests, CAST(SUM(u.tokens_in) AS BIGINT) AS tokens_in, \
+         CAST(SUM(u.tokens_out) AS BIGINT) AS tokens_out, CAST(SUM(u.cost_micros) AS BIGINT) AS cost \
+         FROM usage_daily u LEFT JOIN projects p ON p.id = u.project_id \
+         WHERE u.org_id = $1 AND u.day >= $2 AND u.day < $3 \
+         GROUP BY u.project_id, u.model ORDER BY project_name, u.project_id, u.model",
+    )
+    .bind(scope.org_id())
+    .bind(from / DAY_MS)
+    .bind(to / DAY_MS)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut lines = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let project_id: String = r.try_get("project_id")?;
+        lines.push(StatementLine {
+            project_name: r
+                .try_get::<Option<String>, _>("project_name")?
+                .unwrap_or_else(|| format!("(deleted project {project_id})")),
+            project_id,
+            model: r.try_get("model")?,
+            requests: r.try_get("requests")?,
+            tokens_in: r.try_get("tokens_in")?,
+            tokens_out: r.try_get("tokens_out")?,
+            cost_micros: r.try_get("cost")?,
+        });
+    }
+    let credits: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT) FROM credit_entries \
+         WHERE org_id = $1 AND at >= $2 AND at < $3",
+    )
+    .bind(scope.org_id())
+    .bind(from)
+    .bind(to)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Statement {
+        month: month.trim().to_owned(),
+        from,
+        to,
+        total_micros: lines.iter().map(|l| l.cost_micros).sum(),
+        lines,
+        credits_micros: credits,
+    })
+}
+
+/// Dollars with six decimals, for machines (`12.500000`).
+pub fn usd_plain(micros: i64) -> String {
+    let sign = if micros < 0 { "-" } else { "" };
+    let m = micros.unsigned_abs();
+    format!("{sign}{}.{:06}", m / 1_000_000, m % 1_000_000)
+}
+
+/// The statement as CSV: one line per project and model, then the total.
+pub fn statement_csv(s: &Statement) -> String {
+    let field = |v: &str| {
+        if v.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", v.replace('"', "\"\""))
+        } else {
+            v.to_owned()
+        }
+    };
+    let mut out =
+        String::from("month,project_id,project,model,requests,tokens_in,tokens_out,cost_usd\n");
+    for l in &s.lines {
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{}\n",
+            s.month,
+            field(&l.project_id),
+            field(&l.project_name),
+            field(&l.model),
+            l.requests,
+            l.tokens_in,
+            l.tokens_out,
+            usd_plain(l.cost_micros)
+        ));
+    }
+    let sums = s.lines.iter().fold([0i64; 3], |mut a, l| {
+        a[0] += l.requests;
+        a[1] += l.tokens_in;
+        a[2] += l.tokens_out;
+        a
+    });
+    out.push_str(&format!(
+        "{},,TOTAL,,{},{},{},{}\n",
+        s.month,
+        sums[0],
+        sums[1],
+        sums[2],
+        usd_plain(s.total_micros)
+    ));
+    out
+}
+
+/// Months that have usage or credits, newest first (for the statement list).
+pub async fn months(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
+) -> Result<Vec<String>, sqlx::Error> {
+    let first: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(d) FROM (SELECT MIN(day) * 86400000 AS d FROM usage_daily WHERE org_id = $1 \
+         UNION ALL SELECT MIN(at) AS d FROM credit_entries WHERE org_id = $1) x",
+    )
+    .bind(scope.org_id())
+    .fetch_one(&mut *conn)
+    .await?;
+    let now = super::now_ms();
+    let mut out = Vec::new();
+    let mut at = now;
+    let first = first.unwrap_or(now).min(now);
+    // Walk back month by month from this one to the first.
+    loop {
+        let m = month_of(at);
+        let (start, _) =
+            month_bounds("month", &m).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        out.push(m);
+        if start <= first || out.len() >= 120 {
+            break;
+        }
+        at = start - 1;
+    }
+    Ok(out)
+}
+
+/// Sums statement lines per project (for the statement's first table).
+pub fn by_project(s: &Statement) -> Vec<(String, i64)> {
+    let mut m: BTreeMap<String, i64> = BTreeMap::new();
+    for l in &s.lines {
+        *m.entry(l.project_name.clone()).or_default() += l.cost_micros;
+    }
+    m.into_iter().collect()
+}

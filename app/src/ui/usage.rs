@@ -1,0 +1,281 @@
+//! The usage page: spend and tokens per day (charts drawn by ECharts through
+//! charming in the browser), splits by project, key and model, and keys'
+//! budgets with their reset and a projection. Filters: period, project, key.
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_query_map;
+
+use super::{org_param, Shell};
+use crate::api::usage::{get_usage, Slice, TotalsView, PERIODS};
+use crate::api::{format_time, format_usd};
+
+/// What a chart shows; drawn only in the browser.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum ChartSpec {
+    /// Stacked bars per category (day), one series per name.
+    Stacked {
+        categories: Vec<String>,
+        series: Vec<(String, Vec<f64>)>,
+    },
+    /// Lines per category (day).
+    Lines {
+        categories: Vec<String>,
+        series: Vec<(String, Vec<f64>)>,
+    },
+    /// Shares of a whole.
+    Pie { slices: Vec<(String, f64)> },
+}
+
+/// A chart's element; ECharts draws into it once the page is live.
+#[component]
+pub(crate) fn Chart(id: &'static str, spec: ChartSpec) -> impl IntoView {
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| draw(id, &spec));
+    #[cfg(not(feature = "hydrate"))]
+    let _ = spec;
+    view! { <div id=id class="chart" data-testid=id></div> }
+}
+
+#[cfg(feature = "hydrate")]
+fn draw(id: &str, spec: &ChartSpec) {
+    use charming::component::{Axis, Grid, Legend};
+    use charming::element::{AxisType, Tooltip, Trigger};
+    use charming::series::{Bar, Line, Pie};
+    use charming::{Chart, Renderer, WasmRenderer};
+    let width = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.get_element_by_id(id))
+        .map_or(640, |e| {
+            u32::try_from(e.client_width()).unwrap_or(640).max(320)
+        });
+    let axes = |c: Chart, categories: &[String]| {
+        c.tooltip(Tooltip::new().trigger(Trigger::Axis))
+            .legend(Legend::new())
+            .grid(Grid::new().left(60).right(20).bottom(30))
+            .x_axis(
+                Axis::new()
+                    .type_(AxisType::Category)
+                    .data(categories.to_vec()),
+            )
+            .y_axis(Axis::new().type_(AxisType::Value))
+    };
+    let chart = match spec {
+        ChartSpec::Stacked { categories, series } => {
+            series
+                .iter()
+                .fold(axes(Chart::new(), categories), |c, (name, v)| {
+                    c.series(
+                        Bar::new()
+                            .name(name.as_str())
+                            .stack("total")
+                            .data(v.clone()),
+                    )
+                })
+        }
+        ChartSpec::Lines { categories, series } => series
+            .iter()
+            .fold(axes(Chart::new(), categories), |c, (name, v)| {
+                c.series(Line::new().name(name.as_str()).data(v.clone()))
+            }),
+        ChartSpec::Pie { slices } => Chart::new()
+            .tooltip(Tooltip::new().trigger(Trigger::Item))
+            .legend(Legend::new())
+            .series(
+                Pie::new().radius(vec!["35%", "65%"]).data(
+                    slices
+                        .iter()
+                        .map(|(n, v)| (*v, n.as_str()))
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+    };
+    if let Err(e) = WasmRenderer::new(width, 280)
+        .renderer(Renderer::Svg)
+        .render(id, &chart)
+    {
+        leptos::logging::warn!("chart {id}: {e:?}");
+    }
+}
+
+fn dollars(micros: i64) -> f64 {
+    // Charts only: amounts shown as text stay exact (format_usd).
+    #[allow(clippy::cast_precision_loss)]
+    let d = micros as f64 / 1e6;
+    d
+}
+
+fn count(n: i64) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let f = n as f64;
+    f
+}
+
+/// `MM-DD` of a day number.
+fn day_label(day: i64) -> String {
+    format_time(day * 86_400_000)[5..10].to_owned()
+}
+
+#[component]
+pub fn UsagePage() -> impl IntoView {
+    let org_id = org_param();
+    let query = use_query_map();
+    let get = move |k: &str| query.read().get(k).filter(|v| !v.is_empty());
+    let report = Resource::new(
+        move || {
+            (
+                org_id.get(),
+                get("days").and_then(|d| d.parse::<i64>().ok()),
+                get("project"),
+                get("key"),
+            )
+        },
+        |(org, days, project, key)| get_usage(org, days, project, key),
+    );
+    view! {
+        <Shell org_id=org_id>
+            <h1>"Usage"</h1>
+            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match report.await {
+                        Ok(r) => {
+                            let days = get("days").and_then(|d| d.parse::<i64>().ok()).unwrap_or(30);
+                            let project = get("project").unwrap_or_default();
+                            let key = get("key").unwrap_or_default();
+                            let categories: Vec<String> = r.days.iter().map(|d| day_label(d.day)).collect();
+                            let spend = ChartSpec::Stacked {
+                                categories: categories.clone(),
+                                series: r.spend_by_model.iter().map(|s| (s.name.clone(), s.values.iter().map(|v| dollars(*v)).collect())).collect(),
+                            };
+                            let tokens = ChartSpec::Lines {
+                                categories,
+                                series: vec![
+                                    ("input tokens".to_owned(), r.days.iter().map(|d| count(d.totals.tokens_in)).collect()),
+                                    ("output tokens".to_owned(), r.days.iter().map(|d| count(d.totals.tokens_out)).collect()),
+                                ],
+                            };
+                            let projects_pie = ChartSpec::Pie {
+                                slices: r.by_project.iter().map(|s| (s.name.clone(), dollars(s.totals.cost_micros))).collect(),
+                            };
+                            view! {
+                                <form method="get" class="row filters" data-testid="usage-filters">
+                                    <label>"Period"
+                                        <select name="days">
+                                            {PERIODS.iter().map(|d| view! { <option value=d.to_string() selected=*d == days>{format!("Last {d} days")}</option> }).collect_view()}
+                                        </select>
+                                    </label>
+                                    <label>"Project"
+                                        <select name="project">
+                                            <option value="">"All projects"</option>
+                                            {r.projects.iter().map(|(id, name)| view! { <option value=id.clone() selected=*id == project>{name.clone()}</option> }).collect_view()}
+                                        </select>
+                                    </label>
+                                    <label>"Key"
+                                        <select name="key">
+                                            <option value="">"All keys"</option>
+                                            {r.keys.iter().map(|(id, name)| view! { <option value=id.clone() selected=*id == key>{name.clone()}</option> }).collect_view()}
+                                        </select>
+                                    </label>
+                                    <button type="submit">"Show"</button>
+                                </form>
+                                {(!r.whole).then(|| view! { <p class="muted">"Showing the projects you administer and your own keys."</p> })}
+                                <section class="stats" data-testid="usage-totals">
+                                    <div><span class="muted">"Spend"</span><strong data-testid="total-spend">{format_usd(r.totals.cost_micros)}</strong></div>
+                                    <div><span class="muted">"Requests"</span><strong data-testid="total-requests">{r.totals.requests}</strong></div>
+                                    <div><span class="muted">"Errors"</span><strong>{r.totals.errors}</strong></div>
+                                    <div><span class="muted">"Input tokens"</span><strong data-testid="total-tokens-in">{r.totals.tokens_in}</strong></div>
+                                    <div><span class="muted">"Output tokens"</span><strong data-testid="total-tokens-out">{r.totals.tokens_out}</strong></div>
+                                </section>
+                                <section class="card">
+                                    <h2>"Spend per day by model (USD)"</h2>
+                                    <Chart id="chart-spend" spec=spend/>
+                                </section>
+                                <section class="card">
+                                    <h2>"Tokens per day"</h2>
+                                    <Chart id="chart-tokens" spec=tokens/>
+                                </section>
+                                <div class="two">
+                                    <section class="card">
+                                        <h2>"Spend by project"</h2>
+                                        <Chart id="chart-projects" spec=projects_pie/>
+                                    </section>
+                                    <section class="card">
+                                        <h2>"By model"</h2>
+                                        <SliceTable slices=r.by_model.clone() label="Model" testid="by-model"/>
+                                    </section>
+                                </div>
+                                <section class="card">
+                                    <h2>"Top keys by spend"</h2>
+                                    <SliceTable slices=r.by_key.iter().take(10).cloned().collect() label="Key" testid="top-keys"/>
+                                </section>
+                                <section class="card">
+                                    <h2>"Key budgets"</h2>
+                                    {if r.key_budgets.is_empty() {
+                                        view! { <p class="muted">"No key in view has a budget."</p> }.into_any()
+                                    } else {
+                                        view! {
+                                            <table data-testid="key-budgets">
+                                                <thead><tr><th>"Key"</th><th>"Project"</th><th>"Spent"</th><th>"Budget"</th><th>"Used"</th><th>"Resets"</th><th>"At this rate"</th></tr></thead>
+                                                <tbody>
+                                                    {r.key_budgets.iter().map(|b| {
+                                                        let pct = if b.budget_micros > 0 { (i128::from(b.spent_micros) * 100 / i128::from(b.budget_micros)).min(999) } else { 0 };
+                                                        view! {
+                                                            <tr>
+                                                                <td>{b.name.clone()}</td>
+                                                                <td>{b.project.clone()}</td>
+                                                                <td>{format_usd(b.spent_micros)}</td>
+                                                                <td>{format!("{} ({})", format_usd(b.budget_micros), b.reset)}</td>
+                                                                <td><meter min="0" max="100" value=pct.min(100).to_string()></meter>" "{format!("{pct}%")}</td>
+                                                                <td>{b.next_reset.map_or_else(|| "never".to_owned(), format_time)}</td>
+                                                                <td>{match (b.runs_out, b.daily_rate_micros) {
+                                                                    (Some(t), rate) => format!("runs out on {} ({}/day)", &format_time(t)[..10], format_usd(rate)),
+                                                                    (None, 0) => "nothing spent in the last 7 days".to_owned(),
+                                                                    (None, rate) => format!("lasts until the reset ({}/day)", format_usd(rate)),
+                                                                }}</td>
+                                                            </tr>
+                                                        }
+                                                    }).collect_view()}
+                                                </tbody>
+                                            </table>
+                                        }.into_any()
+                                    }}
+                                </section>
+                                <section class="card">
+                                    <h2>"By project"</h2>
+                                    <SliceTable slices=r.by_project.clone() label="Project" testid="by-project"/>
+                                </section>
+                            }.into_any()
+                        }
+                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </Shell>
+    }
+}
+
+#[component]
+fn SliceTable(slices: Vec<Slice>, label: &'static str, testid: &'static str) -> impl IntoView {
+    if slices.is_empty() {
+        return view! { <p class="muted">"No usage in this period."</p> }.into_any();
+    }
+    let row = |name: String, project: Option<String>, t: TotalsView| {
+        view! {
+            <tr>
+                <td>{name}{project.map(|p| view! { <span class="muted">{format!(" · {p}")}</span> })}</td>
+                <td class="num">{t.requests}</td>
+                <td class="num">{t.tokens_in}</td>
+                <td class="num">{t.tokens_out}</td>
+                <td class="num">{format_usd(t.cost_micros)}</td>
+            </tr>
+        }
+    };
+    view! {
+        <table data-testid=testid>
+            <thead><tr><th>{label}</th><th>"Requests"</th><th>"Input tokens"</th><th>"Output tokens"</th><th>"Spend"</th></tr></thead>
+            <tbody>
+                {slices.into_iter().map(|s| row(s.name, s.project, s.totals)).collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
+}
