@@ -290,6 +290,14 @@ const ANY_ARGS: &[(&str, &str)] = &[
     ("kind", "mock"),
     ("base_url", ""),
     ("api_key", ""),
+    ("request_id", "x"),
+    ("amount", "1"),
+    ("note", ""),
+    ("reference", ""),
+    ("month", "2026-11"),
+    ("webhook_url", ""),
+    ("slack_url", ""),
+    ("thresholds", ""),
 ];
 
 async fn every_server_function_needs_a_session(backend: Backend) {

@@ -339,14 +339,12 @@ pub async fn get_alerting(org_id: String) -> Result<AlertingView, AppError> {
                         deliveries: s
                             .deliveries
                             .into_iter()
-                            .map(|(target, attempts, delivered_at, last_error, next_at)| {
-                                DeliveryView {
-                                    target,
-                                    attempts,
-                                    delivered_at,
-                                    last_error,
-                                    next_at,
-                                }
+                            .map(|d| DeliveryView {
+                                target: d.target,
+                                attempts: d.attempts,
+                                delivered_at: d.delivered_at,
+                                last_error: d.last_error,
+                                next_at: d.next_at,
                             })
                             .collect(),
                     })

@@ -395,8 +395,18 @@ pub struct SentAlert {
     pub subject_type: String,
     pub threshold: i64,
     pub message: String,
-    /// (target, attempts, delivered at, last error, next attempt at).
-    pub deliveries: Vec<(String, i64, Option<i64>, Option<String>, Option<i64>)>,
+    pub deliveries: Vec<Delivery>,
+}
+
+/// Where one destination's delivery of an alert stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub target: String,
+    pub attempts: i64,
+    pub delivered_at: Option<i64>,
+    pub last_error: Option<String>,
+    /// The next attempt; `None` once delivered or given up.
+    pub next_at: Option<i64>,
 }
 
 pub async fn list(
@@ -425,13 +435,13 @@ pub async fn list(
         let deliveries = ds
             .iter()
             .map(|d| {
-                Ok((
-                    d.try_get("target")?,
-                    d.try_get("attempts")?,
-                    d.try_get("delivered_at")?,
-                    d.try_get("last_error")?,
-                    d.try_get("next_at")?,
-                ))
+                Ok(Delivery {
+                    target: d.try_get("target")?,
+                    attempts: d.try_get("attempts")?,
+                    delivered_at: d.try_get("delivered_at")?,
+                    last_error: d.try_get("last_error")?,
+                    next_at: d.try_get("next_at")?,
+                })
             })
             .collect::<Result<_, sqlx::Error>>()?;
         out.push(SentAlert {

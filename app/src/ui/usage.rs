@@ -41,7 +41,7 @@ fn draw(id: &str, spec: &ChartSpec) {
     use charming::component::{Axis, Grid, Legend};
     use charming::element::{AxisType, Tooltip, Trigger};
     use charming::series::{Bar, Line, Pie};
-    use charming::{Chart, Renderer, WasmRenderer};
+    use charming::{Chart, WasmRenderer};
     let width = web_sys::window()
         .and_then(|w| w.document())
         .and_then(|d| d.get_element_by_id(id))
@@ -50,8 +50,8 @@ fn draw(id: &str, spec: &ChartSpec) {
         });
     let axes = |c: Chart, categories: &[String]| {
         c.tooltip(Tooltip::new().trigger(Trigger::Axis))
-            .legend(Legend::new())
-            .grid(Grid::new().left(60).right(20).bottom(30))
+            .legend(Legend::new().top(0))
+            .grid(Grid::new().left(60).right(20).top(40).bottom(30))
             .x_axis(
                 Axis::new()
                     .type_(AxisType::Category)
@@ -79,7 +79,7 @@ fn draw(id: &str, spec: &ChartSpec) {
             }),
         ChartSpec::Pie { slices } => Chart::new()
             .tooltip(Tooltip::new().trigger(Trigger::Item))
-            .legend(Legend::new())
+            .legend(Legend::new().top(0))
             .series(
                 Pie::new().radius(vec!["35%", "65%"]).data(
                     slices
@@ -89,10 +89,7 @@ fn draw(id: &str, spec: &ChartSpec) {
                 ),
             ),
     };
-    if let Err(e) = WasmRenderer::new(width, 280)
-        .renderer(Renderer::Svg)
-        .render(id, &chart)
-    {
+    if let Err(e) = WasmRenderer::new(width, 280).render(id, &chart) {
         leptos::logging::warn!("chart {id}: {e:?}");
     }
 }
