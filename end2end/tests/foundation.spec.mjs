@@ -139,7 +139,9 @@ test('owner invites a member who accepts; the role change is audited', async () 
   await page.goto(server.url + '/permissions');
   const matrix = page.getByTestId('permissions');
   await matrix.waitFor();
-  assert.equal(await matrix.locator('tbody tr').count(), 21);
+  assert.equal(await matrix.locator('tbody tr').count(), 22);
+  const logRow = matrix.locator('tbody tr', { hasText: 'view request log' });
+  assert.deepEqual(await logRow.locator('td').allTextContents(), ['yes', 'yes', 'no', 'no', 'no', 'no', 'no']);
   const billingRow = matrix.locator('tbody tr', { hasText: 'billing & credits' });
   assert.deepEqual(await billingRow.locator('td').allTextContents(), ['yes', 'no', 'no', 'no', 'yes', 'no', 'no']);
   assert.equal(await matrix.locator('thead th').last().textContent(), 'Provisioning key');

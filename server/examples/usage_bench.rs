@@ -229,7 +229,7 @@ async fn main() {
     // For comparison: 30 days of daily sums read off the events themselves.
     let t = Instant::now();
     let rows = sqlx::query(
-        "SELECT CAST(at / 86400000 AS BIGINT) AS day, COUNT(*), SUM(cost_micros) FROM usage_events \
+        "SELECT CAST(at / 86400000 AS BIGINT) AS day, COUNT(*) AS n, CAST(SUM(cost_micros) AS BIGINT) AS cost FROM usage_events \
          WHERE org_id = $1 AND at >= $2 GROUP BY CAST(at / 86400000 AS BIGINT)",
     )
     .bind(&org)
