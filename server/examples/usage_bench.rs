@@ -13,74 +13,18 @@
 )]
 
 use std::time::{Duration, Instant};
-use tollgate_server::config::Config;
+
+mod bench_support;
 
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
     let backend = args.next().unwrap_or_else(|| "sqlite".into());
     let n: i64 = args.next().map_or(10_000_000, |s| s.parse().unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let db_url = match backend.as_str() {
-        "postgres" => {
-            let admin = std::env::var("TOLLGATE_TEST_PG")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-            let name = format!("tollgate_bench_{}", std::process::id());
-            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-                .await
-                .unwrap();
-            sqlx::Executor::execute(&mut c, format!("DROP DATABASE IF EXISTS {name}").as_str())
-                .await
-                .unwrap();
-            sqlx::Executor::execute(&mut c, format!("CREATE DATABASE {name}").as_str())
-                .await
-                .unwrap();
-            format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
-        }
-        _ => format!("sqlite://{}", dir.path().join("bench.db").display()),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = Config {
-        listen: addr,
-        database_url: Some(db_url.clone()),
-        data_dir: dir.path().join("data"),
-        public_url: Some(format!("http://{addr}")),
-        ..Config::default()
-    };
-    let state = tollgate_server::state(&config).await.unwrap();
-    let gateway = tollgate_server::proxy::Gateway::start(&state, &config.proxy)
-        .await
-        .unwrap();
-    tokio::spawn(tollgate_server::serve(
-        listener,
-        tollgate_server::router(state.clone(), gateway),
-        std::future::pending(),
-    ));
-    let url = format!("http://{addr}/api/console");
-    let http = reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .unwrap();
-    let post = |f: &str, form: Vec<(&str, String)>| {
-        let req = http.post(format!("{url}/{f}")).form(&form);
-        async move {
-            let res = req.send().await.unwrap();
-            assert!(res.status().is_success(), "{}", res.text().await.unwrap());
-            res.json::<serde_json::Value>().await.unwrap()
-        }
-    };
-    let setup = post(
-        "setup",
-        vec![
-            ("email", "bench@example.com".into()),
-            ("name", "Bench".into()),
-            ("password", "benchmark-password".into()),
-            ("org_name", "Bench".into()),
-        ],
-    )
-    .await;
-    let org = setup["org_id"].as_str().unwrap().to_owned();
+    let bench = bench_support::start(&backend).await;
+    let state = &bench.state;
+    let post = |f: &'static str, form: Vec<(&'static str, String)>| bench.post(f, form);
+    let org = bench.setup().await;
     let mut conn = state.db.pool.acquire().await.unwrap();
     sqlx::query("CREATE TABLE bench_keys (i BIGINT PRIMARY KEY, key_id TEXT NOT NULL, project_id TEXT NOT NULL)")
         .execute(&mut *conn)

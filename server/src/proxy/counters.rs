@@ -200,6 +200,15 @@ impl LocalCounters {
     }
 }
 
+/// What requests in flight hold, for a refusal's message (nothing if none).
+fn in_flight(reserved: i64) -> String {
+    if reserved > 0 {
+        format!(", {} reserved by requests in flight", format_usd(reserved))
+    } else {
+        String::new()
+    }
+}
+
 fn label(level: Level) -> &'static str {
     match level {
         Level::Key => "key",
@@ -348,14 +357,7 @@ impl LocalCounters {
                 } else {
                     "budget"
                 };
-                let in_flight = if acc.reserved > 0 {
-                    format!(
-                        ", {} reserved by requests in flight",
-                        format_usd(acc.reserved)
-                    )
-                } else {
-                    String::new()
-                };
+                let in_flight = in_flight(acc.reserved);
                 let msg = format!(
                     "{} {what} {} ({}) exhausted: spent {}{in_flight}; this request may cost up to {}",
                     label(level),
@@ -379,14 +381,7 @@ impl LocalCounters {
             let balance = org.credits_micros - acc.spend.total;
             let left = balance - acc.reserved;
             if left <= 0 || a.cost > left {
-                let in_flight = if acc.reserved > 0 {
-                    format!(
-                        ", {} reserved by requests in flight",
-                        format_usd(acc.reserved)
-                    )
-                } else {
-                    String::new()
-                };
+                let in_flight = in_flight(acc.reserved);
                 return Err(ProxyError::budget(
                     "org_credits_exhausted",
                     format!(
