@@ -3,6 +3,7 @@
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use ipnet::IpNet;
 use rand::RngCore;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -81,6 +82,14 @@ pub struct ProxyConfig {
     pub ledger_queue: usize,
     pub ledger_batch: usize,
     pub ledger_flush_ms: u64,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (IPs or CIDRs;
+    /// `TOLLGATE_TRUSTED_PROXIES`, comma-separated). Empty: none is, and the
+    /// IP allowlist sees the TCP peer.
+    #[serde(
+        serialize_with = "nets::serialize",
+        deserialize_with = "nets::deserialize"
+    )]
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for ProxyConfig {
@@ -94,6 +103,7 @@ impl Default for ProxyConfig {
             ledger_queue: 100_000,
             ledger_batch: 5_000,
             ledger_flush_ms: 1_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -146,7 +156,16 @@ impl Config {
                     .only(&["DATABASE_URL"])
                     .map(|_| "database_url".into()),
             )
-            .merge(Env::prefixed("TOLLGATE_").ignore(&["CONFIG"]).split("__"));
+            .merge(
+                Env::raw()
+                    .only(&["TOLLGATE_TRUSTED_PROXIES"])
+                    .map(|_| "proxy.trusted_proxies".into()),
+            )
+            .merge(
+                Env::prefixed("TOLLGATE_")
+                    .ignore(&["CONFIG", "TRUSTED_PROXIES"])
+                    .split("__"),
+            );
         fig.extract().map_err(|e| ConfigError::Parse(Box::new(e)))
     }
 
@@ -196,6 +215,44 @@ impl Config {
     }
 }
 
+/// A list of addresses and networks: a TOML list, or one comma-separated
+/// string (as an environment variable is). A bare address is a /32 (/128).
+mod nets {
+    use ipnet::IpNet;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::net::IpAddr;
+
+    pub fn parse(s: &str) -> Result<IpNet, String> {
+        let s = s.trim();
+        s.parse::<IpNet>()
+            .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+            .map_err(|_| format!("trusted_proxies: '{s}' is not an IP address or CIDR"))
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(String),
+        Many(Vec<String>),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+        let items = match Raw::deserialize(d)? {
+            Raw::One(s) => s.split(',').map(str::to_owned).collect(),
+            Raw::Many(v) => v,
+        };
+        items
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| parse(s).map_err(serde::de::Error::custom))
+            .collect()
+    }
+
+    pub fn serialize<S: Serializer>(nets: &[IpNet], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(nets.iter().map(ToString::to_string))
+    }
+}
+
 #[cfg(unix)]
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
@@ -238,6 +295,25 @@ mod tests {
             let c = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(c.proxy.default_max_tokens, 512);
             assert_eq!(c.proxy.ledger_batch, 5_000);
+            assert!(c.proxy.trusted_proxies.is_empty());
+            jail.create_file(
+                "tollgate.toml",
+                "[proxy]\ntrusted_proxies = [\"::1\", \"172.16.0.0/12\"]",
+            )?;
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.proxy.trusted_proxies.len(), 2);
+            jail.set_env("TOLLGATE_TRUSTED_PROXIES", "10.0.0.1, 192.168.0.0/16");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            let nets: Vec<String> = c
+                .proxy
+                .trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(nets, ["10.0.0.1/32", "192.168.0.0/16"]);
+            jail.set_env("TOLLGATE_TRUSTED_PROXIES", "10.0.0.1,nonsense");
+            let e = Config::load(None).map(|_| ()).unwrap_err().to_string();
+            assert!(e.contains("nonsense"), "{e}");
             Ok(())
         });
     }

@@ -1030,13 +1030,10 @@ async fn upstream_faults_are_openai_shaped_and_retried(backend: Backend) {
         .call(&token, "chat/completions", chat_body("t/boom", "hi"))
         .await;
     assert_eq!((s, code(&v).as_str()), (502, "upstream_error"));
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("503: overloaded"),
-        "{v}"
-    );
+    // The status, and a reference instead of the upstream's own words.
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("503") && msg.contains("reference"), "{v}");
+    assert!(!msg.contains("overloaded"), "{v}");
     let (s, v) = gw
         .call(&token, "chat/completions", chat_body("t/junk", "hi"))
         .await;
@@ -1414,3 +1411,619 @@ async fn the_ledger_is_idempotent_by_request_id(backend: Backend) {
     assert_eq!(spend, 251 * 7);
 }
 both!(the_ledger_is_idempotent_by_request_id);
+
+/// Status and JSON body, or status 0 where the server dropped the
+/// connection (a panic in a debug build).
+async fn try_call(gw: &Gw, token: &str, path: &str, body: Value) -> (u16, Value) {
+    match gw
+        .http
+        .post(format!("{}/v1/{path}", gw.app.url))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+    {
+        Ok(res) => {
+            let status = res.status().as_u16();
+            (status, res.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+/// The security test's scenario: `max_tokens: i64::MAX` with a long prompt
+/// on a key with TPM 100 and a $1 budget was admitted and spent $16.
+async fn hostile_numbers_are_refused_and_budgets_hold(backend: Backend) {
+    let gw = Gw::new(backend).await;
+    let (key_id, token) = gw
+        .key(&[
+            ("tpm", "100"),
+            ("max_budget", "1"),
+            ("budget_reset", "never"),
+        ])
+        .await;
+    let long = LONG.repeat(20);
+    for _ in 0..5 {
+        let mut b = chat_body(PRICED, &long);
+        b["max_tokens"] = json!(i64::MAX);
+        let (s, v) = try_call(&gw, &token, "chat/completions", b).await;
+        assert_eq!(
+            (s, v["error"]["param"].as_str()),
+            (400, Some("max_tokens")),
+            "{v}"
+        );
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+    }
+    // Every numeric input of /v1: i64::MAX, above the context window,
+    // negative, zero, fractional, beyond i64, a string.
+    let hostile = [
+        json!(i64::MAX),
+        json!(128_001),
+        json!(1_000_000_000_000_i64),
+        json!(-1),
+        json!(i64::MIN),
+        json!(0),
+        json!(1.5),
+        json!(u64::MAX),
+        json!(1e300),
+        json!("10"),
+    ];
+    for (path, field) in [
+        ("chat/completions", "max_tokens"),
+        ("chat/completions", "max_completion_tokens"),
+        ("completions", "max_tokens"),
+    ] {
+        for n in &hostile {
+            let mut b = if path == "completions" {
+                json!({ "model": PRICED, "prompt": LONG })
+            } else {
+                chat_body(PRICED, LONG)
+            };
+            b[field] = n.clone();
+            for stream in [false, true] {
+                b["stream"] = json!(stream);
+                let (s, v) = try_call(&gw, &token, path, b.clone()).await;
+                assert_eq!(
+                    (s, v["error"]["param"].as_str()),
+                    (400, Some(field)),
+                    "{path} {field}={n}: {v}"
+                );
+            }
+        }
+    }
+    // Embeddings read no such field; hostile numbers there change nothing.
+    let (s, v) = try_call(
+        &gw,
+        &token,
+        "embeddings",
+        json!({ "model": "mock/embed", "input": [[i64::MAX, -1]], "dimensions": i64::MAX,
+                "max_tokens": i64::MAX }),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    // The largest request the window allows is admitted on the counters'
+    // terms: TPM 100 refuses it, and without TPM the $1 budget does.
+    let mut b = chat_body(PRICED, LONG);
+    b["max_tokens"] = json!(128_000);
+    let (s, v) = try_call(&gw, &token, "chat/completions", b.clone()).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (429, Some("rate_limit_exceeded")),
+        "{v}"
+    );
+    let (no_tpm_id, no_tpm) = gw
+        .key(&[("max_budget", "1"), ("budget_reset", "never")])
+        .await;
+    for _ in 0..3 {
+        let (s, v) = try_call(&gw, &no_tpm, "chat/completions", b.clone()).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (402, Some("key_budget_exceeded")),
+            "{v}"
+        );
+    }
+    for id in [&key_id, &no_tpm_id] {
+        let spent: i64 = gw.events(id).await.iter().map(|e| e.4).sum();
+        assert!(
+            (0..=1_000_000).contains(&spent),
+            "spent {spent} micro-USD of $1"
+        );
+    }
+}
+both!(hostile_numbers_are_refused_and_budgets_hold);
+
+/// An upstream that lies about usage: negative counts (plain and streamed),
+/// i64::MAX, and an Anthropic answer with i64::MAX tokens.
+async fn hostile_usage_upstream() -> String {
+    use axum::routing::post;
+    fn chat(usage: Value) -> Value {
+        json!({ "id": "x", "object": "chat.completion", "model": "up",
+            "choices": [{ "index": 0, "message": { "role": "assistant", "content": "four words right here" }, "finish_reason": "stop" }],
+            "usage": usage })
+    }
+    fn stream(usage: Value) -> ([(&'static str, &'static str); 1], String) {
+        let chunk =
+            json!({ "choices": [{ "index": 0, "delta": { "content": "four words right here" } }] });
+        let last = json!({ "choices": [], "usage": usage });
+        (
+            [("content-type", "text/event-stream")],
+            format!("data: {chunk}\n\ndata: {last}\n\ndata: [DONE]\n\n"),
+        )
+    }
+    let negative =
+        json!({ "prompt_tokens": -1_000_000_000_i64, "completion_tokens": -100_000_000_000_i64 });
+    let huge = json!({ "prompt_tokens": i64::MAX, "completion_tokens": i64::MAX });
+    let (n1, n2, h1, h2) = (negative.clone(), negative, huge.clone(), huge);
+    let app = axum::Router::new()
+        .route(
+            "/neg/chat/completions",
+            post(move |axum::Json(b): axum::Json<Value>| {
+                let u = n1.clone();
+                async move {
+                    use axum::response::IntoResponse;
+                    if b["stream"] == json!(true) {
+                        stream(u).into_response()
+                    } else {
+                        axum::Json(chat(u)).into_response()
+                    }
+                }
+            }),
+        )
+        .route(
+            "/max/chat/completions",
+            post(move |axum::Json(b): axum::Json<Value>| {
+                let u = h1.clone();
+                async move {
+                    use axum::response::IntoResponse;
+                    if b["stream"] == json!(true) {
+                        stream(u).into_response()
+                    } else {
+                        axum::Json(chat(u)).into_response()
+                    }
+                }
+            }),
+        )
+        .route(
+            "/ant/messages",
+            post(move || {
+                let _ = &n2;
+                let _ = &h2;
+                async move {
+                    axum::Json(json!({ "id": "msg_1", "type": "message", "role": "assistant",
+                        "content": [{ "type": "text", "text": "four words right here" }], "stop_reason": "end_turn",
+                        "usage": { "input_tokens": i64::MAX, "output_tokens": i64::MAX } }))
+                }
+            }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    url
+}
+
+/// Adds an upstream provider and a model served by it at 10 USD per
+/// million tokens; returns the model's id.
+async fn fake_model(gw: &Gw, name: &str, kind: &str, base_url: &str) -> String {
+    gw.app
+        .ok(
+            &gw.owner,
+            "upsert_provider",
+            &[
+                ("org_id", &gw.org),
+                ("name", name),
+                ("kind", kind),
+                ("base_url", base_url),
+                ("api_key", "sk-upstream-secret-0000"),
+                ("latency_ms", ""),
+            ],
+        )
+        .await;
+    let id = format!("t/{name}");
+    gw.app
+        .ok(
+            &gw.owner,
+            "upsert_model",
+            &[
+                ("org_id", &gw.org),
+                ("id", &id),
+                ("provider", name),
+                ("upstream", "up-model"),
+                ("input_price", "10"),
+                ("output_price", "10"),
+                ("context_window", "1000"),
+                ("fallbacks", ""),
+            ],
+        )
+        .await;
+    id
+}
+
+/// Every reader of usage and spend, as the owner and a provisioning key:
+/// each must answer 200.
+async fn readers_answer(gw: &Gw) {
+    let pk = gw
+        .app
+        .ok(
+            &gw.owner,
+            "create_provisioning_key",
+            &[("org_id", &gw.org), ("name", "reader")],
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for path in [
+        format!("/key/list?team_id={}", gw.project),
+        "/key/list?return_full_object=true".to_owned(),
+        format!("/api/v1/keys?project={}", gw.project),
+        "/api/v1/usage?group_by=key".to_owned(),
+        "/api/v1/usage?group_by=project".to_owned(),
+        "/api/v1/usage".to_owned(),
+    ] {
+        let res = gw
+            .http
+            .get(format!("{}{path}", gw.app.url))
+            .bearer_auth(&pk)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        assert_eq!(status, 200, "{path}: {}", res.text().await.unwrap());
+    }
+    for (name, form) in [
+        (
+            "list_keys",
+            vec![
+                ("org_id", gw.org.as_str()),
+                ("project_id", gw.project.as_str()),
+            ],
+        ),
+        ("my_keys", vec![("org_id", gw.org.as_str())]),
+    ] {
+        let (s, v) = gw.app.call(&gw.owner, name, &form).await;
+        assert_eq!(s, 200, "{name}: {v}");
+    }
+}
+
+async fn hostile_upstream_usage_is_not_billed(backend: Backend) {
+    let gw = Gw::new(backend).await;
+    let up = hostile_usage_upstream().await;
+    let neg = fake_model(&gw, "neg", "openai", &format!("{up}/neg")).await;
+    let max = fake_model(&gw, "max", "openai", &format!("{up}/max")).await;
+    let ant = fake_model(&gw, "ant", "anthropic", &format!("{up}/ant")).await;
+    gw.project_settings(&[
+        ("models[4]", &neg),
+        ("models[5]", &max),
+        ("models[6]", &ant),
+    ])
+    .await;
+    let (key_id, token) = gw.key(&[]).await;
+    for model in [&neg, &max, &ant] {
+        for stream in [false, true] {
+            if model == &ant && stream {
+                continue;
+            }
+            let mut b = chat_body(model, "hi");
+            b["max_tokens"] = json!(50);
+            b["stream"] = json!(stream);
+            b["stream_options"] = json!({ "include_usage": true });
+            let res = match gw
+                .http
+                .post(format!("{}/v1/chat/completions", gw.app.url))
+                .bearer_auth(&token)
+                .json(&b)
+                .send()
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => panic!("{model} stream={stream}: the server dropped the request: {e}"),
+            };
+            assert_eq!(res.status(), 200, "{model} stream={stream}");
+            let _ = res.text().await;
+        }
+    }
+    let events = gw.events(&key_id).await;
+    assert_eq!(events.len(), 5, "{events:?}");
+    for e in &events {
+        // Counted instead: the prompt's estimate, four words out.
+        assert!((1..=1000).contains(&e.2), "tokens in {e:?}");
+        assert!((1..=50).contains(&e.3), "tokens out {e:?}");
+        assert!((1..=10_000).contains(&e.4), "cost {e:?}");
+    }
+    readers_answer(&gw).await;
+}
+both!(hostile_upstream_usage_is_not_billed);
+
+/// Extreme values already stored (by an older version): every reader
+/// still answers, and the gateway still starts.
+async fn extreme_stored_usage_is_read(backend: Backend) {
+    let gw = Gw::new(backend).await;
+    let (key_id, token) = gw.key(&[]).await;
+    assert_eq!(
+        gw.call(&token, "chat/completions", chat_body("mock/echo", "hi"))
+            .await
+            .0,
+        200
+    );
+    gw.app.gateway.ledger.flush().await;
+    let mut conn = gw.app.sql().await;
+    let day = tollgate_app::core::now_ms() / 86_400_000;
+    for (d, model) in [(day, "mock/x"), (day, "mock/y"), (day - 1, "mock/x")] {
+        sqlx::query(
+            "INSERT INTO usage_daily (org_id, day, project_id, key_id, model, requests, errors, \
+             tokens_in, tokens_out, cost_micros) VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $6, $6)",
+        )
+        .bind(&gw.org)
+        .bind(d)
+        .bind(&gw.project)
+        .bind(&key_id)
+        .bind(model)
+        .bind(i64::MAX)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO usage_events (request_id, at, org_id, project_id, key_id, model, provider, endpoint, \
+         stream, tokens_in, tokens_out, cost_micros, status, error_code, latency_ms) \
+         SELECT 'extreme-' || request_id, at, org_id, project_id, key_id, model, provider, endpoint, \
+         stream, $1, $1, $1, status, error_code, latency_ms FROM usage_events",
+    )
+    .bind(i64::MAX)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE api_keys SET spend_micros = $1 WHERE id = $2")
+        .bind(i64::MAX)
+        .bind(&key_id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    readers_answer(&gw).await;
+    // A restart reads the same sums.
+    let again =
+        tollgate_server::proxy::Gateway::start(&gw.app.state, &Config::default().proxy).await;
+    assert!(
+        again.is_ok(),
+        "the gateway no longer starts: {:?}",
+        again.err()
+    );
+}
+both!(extreme_stored_usage_is_read);
+
+/// An upstream whose errors carry secrets: a 401 echoing the provider key,
+/// a 500 with internal details, the same for Anthropic, and an Anthropic
+/// stream that fails with the key in its error event.
+async fn leaky_upstream() -> String {
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    const LEAK: &str = "Incorrect API key provided: Bearer sk-upstream-secret-0000; see http://10.0.0.5/admin?password=hunter2";
+    let app = axum::Router::new()
+        .route(
+            "/l401/chat/completions",
+            post(|| async { (StatusCode::UNAUTHORIZED, axum::Json(json!({ "error": { "message": LEAK } }))) }),
+        )
+        .route(
+            "/l500/chat/completions",
+            post(|| async { (StatusCode::INTERNAL_SERVER_ERROR, LEAK) }),
+        )
+        .route(
+            "/a401/messages",
+            post(|| async {
+                (StatusCode::UNAUTHORIZED, axum::Json(json!({ "type": "error", "error": { "type": "authentication_error", "message": LEAK } })))
+            }),
+        )
+        .route(
+            "/a500/messages",
+            post(|| async { (StatusCode::INTERNAL_SERVER_ERROR, LEAK) }),
+        )
+        .route(
+            "/astream/messages",
+            post(|| async {
+                let err = json!({ "type": "error", "error": { "type": "api_error", "message": LEAK } });
+                ([("content-type", "text/event-stream")], format!("event: error\ndata: {err}\n\n"))
+            }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    url
+}
+
+async fn upstream_error_bodies_stay_in_the_log(backend: Backend) {
+    let gw = Gw::new(backend).await;
+    let up = leaky_upstream().await;
+    let mut models = Vec::new();
+    for (name, kind) in [
+        ("l401", "openai"),
+        ("l500", "openai"),
+        ("a401", "anthropic"),
+        ("a500", "anthropic"),
+        ("astream", "anthropic"),
+    ] {
+        models.push(fake_model(&gw, name, kind, &format!("{up}/{name}")).await);
+    }
+    let settings: Vec<(String, String)> = models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (format!("models[{}]", i + 4), m.clone()))
+        .collect();
+    let settings: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    gw.project_settings(&settings).await;
+    let (_, token) = gw.key(&[]).await;
+    for (model, stream, status) in [
+        ("t/l401", false, 401),
+        ("t/l401", true, 401),
+        ("t/l500", false, 502),
+        ("t/l500", true, 502),
+        ("t/a401", false, 401),
+        ("t/a401", true, 401),
+        ("t/a500", false, 502),
+        ("t/a500", true, 502),
+        ("t/astream", true, 200),
+    ] {
+        let mut b = chat_body(model, "hi");
+        b["stream"] = json!(stream);
+        let res = gw.post(&token, "chat/completions", b).await;
+        assert_eq!(res.status(), status, "{model} stream={stream}");
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let text = res.text().await.unwrap();
+        for leak in ["sk-upstream", "hunter2", "10.0.0.5", "Incorrect API key"] {
+            assert!(
+                !text.contains(leak),
+                "{model} stream={stream} leaks {leak}: {text}"
+            );
+        }
+        let err: Value = if status == 200 {
+            serde_json::from_str(sse_data(&text).last().unwrap()).unwrap()
+        } else {
+            serde_json::from_str(&text).unwrap()
+        };
+        assert_eq!(err["error"]["type"], "upstream_error", "{model}: {err}");
+        let msg = err["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(&id), "{model}: no reference in {msg}");
+    }
+}
+both!(upstream_error_bodies_stay_in_the_log);
+
+/// Sends headers announcing a ~31 MiB body and 1 KiB of it, then holds the
+/// rest; returns the status line the server answers with meanwhile.
+async fn answer_while_body_held(url: &str, auth: Option<&str>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = auth.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n",
+        31 * 1024 * 1024
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&[b' '; 1024]).await.unwrap();
+    let mut buf = vec![0_u8; 4096];
+    // The rest of the body never comes: an answer can only be one that did
+    // not wait for it.
+    let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("no answer while the body was held back"))
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn bodies_are_not_read_before_the_key_is_checked(backend: Backend) {
+    let gw = Gw::new(backend).await;
+    let (key_id, token) = gw.key(&[]).await;
+    assert_eq!(
+        answer_while_body_held(&gw.app.url, None).await,
+        "HTTP/1.1 401 Unauthorized"
+    );
+    assert_eq!(
+        answer_while_body_held(&gw.app.url, Some("sk-tg-nope")).await,
+        "HTTP/1.1 401 Unauthorized"
+    );
+    gw.app
+        .ok(
+            &gw.owner,
+            "revoke_key",
+            &[("org_id", &gw.org), ("key_id", &key_id)],
+        )
+        .await;
+    assert_eq!(
+        answer_while_body_held(&gw.app.url, Some(&token)).await,
+        "HTTP/1.1 401 Unauthorized"
+    );
+    let (_, fresh) = gw.key(&[]).await;
+    gw.project_settings(&[("ip_allowlist", "10.0.0.0/8")]).await;
+    assert_eq!(
+        answer_while_body_held(&gw.app.url, Some(&fresh)).await,
+        "HTTP/1.1 403 Forbidden"
+    );
+    // A body over the limit is refused, OpenAI-shaped.
+    gw.project_settings(&[]).await;
+    let big = "x".repeat(33 * 1024 * 1024);
+    let (s, v) = gw
+        .call(&fresh, "chat/completions", chat_body("mock/echo", &big))
+        .await;
+    assert_eq!(
+        (s, v["error"]["param"].as_str()),
+        (413, Some("body")),
+        "{v}"
+    );
+}
+both!(bodies_are_not_read_before_the_key_is_checked);
+
+async fn an_unparseable_allowlist_entry_denies(backend: Backend) {
+    let gw = Gw::new(backend).await;
+    let (_, token) = gw.key(&[]).await;
+    let body = chat_body("mock/echo", "hi");
+    let mut conn = gw.app.sql().await;
+    for list in [r#"["not-an-address"]"#, r#"["127.0.0.1", "10.0.0.0/33"]"#] {
+        sqlx::query("UPDATE projects SET ip_allowlist_json = $1 WHERE id = $2")
+            .bind(list)
+            .bind(&gw.project)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        gw.app
+            .state
+            .changes
+            .publish(tollgate_app::core::changes::Change::Project(
+                gw.project.clone(),
+            ))
+            .await;
+        let (s, v) = gw.call(&token, "chat/completions", body.clone()).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (403, Some("ip_allowlist_invalid")),
+            "{list}: {v}"
+        );
+    }
+    // An empty list is no allowlist.
+    gw.project_settings(&[("ip_allowlist", "")]).await;
+    assert_eq!(gw.call(&token, "chat/completions", body).await.0, 200);
+}
+both!(an_unparseable_allowlist_entry_denies);
+
+async fn forwarded_for_counts_only_from_trusted_proxies(backend: Backend) {
+    let body = chat_body("mock/echo", "hi");
+    for trusted in [true, false] {
+        let gw = Gw::with(backend, |c| {
+            if trusted {
+                c.proxy.trusted_proxies = vec![
+                    "127.0.0.0/8".parse().unwrap(),
+                    "10.1.2.3".parse::<std::net::IpAddr>().unwrap().into(),
+                ];
+            }
+        })
+        .await;
+        gw.project_settings(&[("ip_allowlist", "203.0.113.7")])
+            .await;
+        let (_, token) = gw.key(&[]).await;
+        for (xff, via_trusted) in [
+            ("203.0.113.7", 200),
+            ("203.0.113.7, 10.1.2.3", 200),
+            // The left-most entry is the client's own claim: not believed.
+            ("203.0.113.7, 198.51.100.1", 403),
+            ("not-an-address", 403),
+        ] {
+            let res = gw
+                .http
+                .post(format!("{}/v1/chat/completions", gw.app.url))
+                .bearer_auth(&token)
+                .header("x-forwarded-for", xff)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let want = if trusted { via_trusted } else { 403 };
+            assert_eq!(res.status(), want, "trusted={trusted} {xff}");
+        }
+    }
+}
+both!(forwarded_for_counts_only_from_trusted_proxies);

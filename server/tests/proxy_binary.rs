@@ -263,3 +263,80 @@ async fn sigterm_under_load_loses_no_usage_event(backend: Backend) {
     drop(again);
 }
 both!(sigterm_under_load_loses_no_usage_event);
+
+/// Each `/v1` request's span carries who and what as fields (organization,
+/// project, the key's public id, model, status, the rule that refused it),
+/// never the token's secret or the prompt.
+async fn v1_spans_name_the_request(backend: Backend) {
+    sqlx::any::install_default_drivers();
+    let db = TestDb::new(backend).await;
+    let mut server = Binary::start(&db, &[]).await;
+    let console = Console::set_up(&server.url).await;
+    console
+        .call(
+            "update_project",
+            &[
+                ("org_id", &console.org),
+                ("project_id", &console.project),
+                ("name", "P"),
+                ("models[0]", "mock/echo"),
+                ("tpm", ""),
+                ("rpm", ""),
+                ("max_budget", ""),
+                ("budget_reset", "never"),
+                ("ip_allowlist", ""),
+            ],
+        )
+        .await;
+    let (_, token) = console.key(&[]).await;
+    let public_id = token
+        .trim_start_matches("sk-tg-")
+        .split('-')
+        .next()
+        .unwrap()
+        .to_owned();
+    let prompt = format!("prompt-{}", uuid::Uuid::new_v4().simple());
+    let res = chat(&server.url, &token, &prompt, false).await;
+    assert_eq!(res.status(), 200);
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", server.url))
+        .bearer_auth(&token)
+        .json(&json!({ "model": "mock/fast", "messages": [{ "role": "user", "content": prompt }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(server.stop(), Some(0));
+    // The log as text, without its colours.
+    let raw = server.log();
+    let mut log = String::with_capacity(raw.len());
+    let mut rest = raw.as_str();
+    while let Some(i) = rest.find('\u{1b}') {
+        log.push_str(&rest[..i]);
+        rest = rest[i..].find('m').map_or("", |j| &rest[i + j + 1..]);
+    }
+    log.push_str(rest);
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(&public_id)).collect();
+    let done = |status: &str| {
+        lines.iter().any(|l| {
+            l.contains(&format!("org={}", console.org))
+                && l.contains(&format!("project={}", console.project))
+                && l.contains(&format!("key_id={public_id}"))
+                && l.contains(&format!("status={status}"))
+        })
+    };
+    assert!(
+        done("200") && lines.iter().any(|l| l.contains("model=mock/echo")),
+        "{log}"
+    );
+    assert!(
+        done("403") && lines.iter().any(|l| l.contains("rule=model_not_allowed")),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&token[token.len() - 38..]),
+        "the key's secret is logged"
+    );
+    assert!(!log.contains(&prompt), "a prompt is logged");
+}
+both!(v1_spans_name_the_request);

@@ -196,16 +196,46 @@ impl Spend {
     }
 }
 
+/// `SUM(expr)` as a BIGINT that saturates rather than fails on extreme
+/// stored values: summed in double precision (exact below 2^53), clamped
+/// to the BIGINT range; 0 over no rows.
+macro_rules! sat_sum {
+    ($e:literal) => {
+        concat!(
+            "CASE WHEN COALESCE(SUM(CAST(",
+            $e,
+            " AS DOUBLE PRECISION)), 0) >= 9.2e18 \
+             THEN CAST(9223372036854775807 AS BIGINT) \
+             WHEN COALESCE(SUM(CAST(",
+            $e,
+            " AS DOUBLE PRECISION)), 0) <= -9.2e18 \
+             THEN CAST(-9223372036854775807 AS BIGINT) \
+             ELSE CAST(COALESCE(SUM(CAST(",
+            $e,
+            " AS DOUBLE PRECISION)), 0) AS BIGINT) END"
+        )
+    };
+}
+
 macro_rules! sums {
     ($col:literal) => {
         concat!(
-            "SELECT ", $col, " AS id, \
-             CAST(COALESCE(SUM(CASE WHEN day >= $1 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS d, \
-             CAST(COALESCE(SUM(CASE WHEN day >= $2 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS w, \
-             CAST(COALESCE(SUM(CASE WHEN day >= $3 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS m, \
-             CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS total \
-             FROM usage_daily WHERE ($4 IS NULL OR ", $col, " = $4) AND ($5 IS NULL OR org_id = $5) \
-             GROUP BY ", $col
+            "SELECT ",
+            $col,
+            " AS id, ",
+            sat_sum!("CASE WHEN day >= $1 THEN cost_micros ELSE 0 END"),
+            " AS d, ",
+            sat_sum!("CASE WHEN day >= $2 THEN cost_micros ELSE 0 END"),
+            " AS w, ",
+            sat_sum!("CASE WHEN day >= $3 THEN cost_micros ELSE 0 END"),
+            " AS m, ",
+            sat_sum!("cost_micros"),
+            " AS total \
+             FROM usage_daily WHERE ($4 IS NULL OR ",
+            $col,
+            " = $4) AND ($5 IS NULL OR org_id = $5) \
+             GROUP BY ",
+            $col
         )
     };
 }
@@ -276,10 +306,17 @@ pub struct DayRow {
 
 macro_rules! day_sums {
     () => {
-        "SELECT u.day AS day, CAST(COALESCE(SUM(u.requests), 0) AS BIGINT) AS requests, \
-         CAST(COALESCE(SUM(u.tokens_in), 0) AS BIGINT) AS tokens_in, \
-         CAST(COALESCE(SUM(u.tokens_out), 0) AS BIGINT) AS tokens_out, \
-         CAST(COALESCE(SUM(u.cost_micros), 0) AS BIGINT) AS cost_micros"
+        concat!(
+            "SELECT u.day AS day, ",
+            sat_sum!("u.requests"),
+            " AS requests, ",
+            sat_sum!("u.tokens_in"),
+            " AS tokens_in, ",
+            sat_sum!("u.tokens_out"),
+            " AS tokens_out, ",
+            sat_sum!("u.cost_micros"),
+            " AS cost_micros"
+        )
     };
 }
 
@@ -403,11 +440,13 @@ pub async fn org_spent(
     scope: &crate::policy::OrgScope,
     month_start_day: i64,
 ) -> Result<(i64, i64), sqlx::Error> {
-    let r = sqlx::query(
-        "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS total, \
-         CAST(COALESCE(SUM(CASE WHEN day >= $2 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS month \
-         FROM usage_daily WHERE org_id = $1",
-    )
+    let r = sqlx::query(concat!(
+        "SELECT ",
+        sat_sum!("cost_micros"),
+        " AS total, ",
+        sat_sum!("CASE WHEN day >= $2 THEN cost_micros ELSE 0 END"),
+        " AS month FROM usage_daily WHERE org_id = $1"
+    ))
     .bind(scope.org_id())
     .bind(month_start_day)
     .fetch_one(&mut *conn)

@@ -236,7 +236,11 @@ impl Counters for LocalCounters {
         for (level, id) in [(Level::Key, &t.key_id), (Level::Project, &t.project_id)] {
             if let Some(w) = inner.windows.get_mut(&(level, id.clone())) {
                 if w.minute == t.minute {
-                    w.used = (w.used + tokens - t.tokens).max(0);
+                    w.used = w
+                        .used
+                        .saturating_add(tokens)
+                        .saturating_sub(t.tokens)
+                        .max(0);
                 }
             }
         }
@@ -246,11 +250,16 @@ impl Counters for LocalCounters {
             (Level::Org, &t.org_id),
         ] {
             let acc = self.account(&mut inner, level, id, now);
-            acc.reserved = (acc.reserved - t.cost).max(0);
-            acc.spend.day += cost;
-            acc.spend.week += cost;
-            acc.spend.month += cost;
-            acc.spend.total += cost;
+            acc.reserved = acc.reserved.saturating_sub(t.cost).max(0);
+            let cost = cost.max(0);
+            for spent in [
+                &mut acc.spend.day,
+                &mut acc.spend.week,
+                &mut acc.spend.month,
+                &mut acc.spend.total,
+            ] {
+                *spent = spent.saturating_add(cost);
+            }
         }
     }
 }
@@ -312,8 +321,8 @@ impl LocalCounters {
             if w.minute != minute {
                 *w = Window { minute, used: 0 };
             }
-            if w.used + a.tokens > limit {
-                let remaining = (limit - w.used).max(0);
+            if w.used.saturating_add(a.tokens) > limit {
+                let remaining = limit.saturating_sub(w.used).max(0);
                 let msg = format!(
                     "{} rate limit of {limit} tokens per minute reached: this request needs up to {} tokens and {remaining} remain; retry in {retry_tokens}s",
                     label(level),
@@ -328,7 +337,7 @@ impl LocalCounters {
                 return Err(ProxyError::rate_limited(msg, hs));
             }
             if tpm_report.is_none() {
-                tpm_report = Some((limit, limit - w.used - a.tokens));
+                tpm_report = Some((limit, limit.saturating_sub(w.used).saturating_sub(a.tokens)));
             }
         }
         // Budgets: key, project, organization.
@@ -351,7 +360,7 @@ impl LocalCounters {
             let Some(limit) = limit else { continue };
             let acc = self.account(&mut inner, level, id, a.now);
             let spent = acc.spend.for_interval(reset);
-            if spent + acc.reserved + a.cost > limit {
+            if spent.saturating_add(acc.reserved).saturating_add(a.cost) > limit {
                 let what = if level == Level::Org {
                     "spend cap"
                 } else {
@@ -378,8 +387,8 @@ impl LocalCounters {
         // what requests in flight have reserved.
         if org.prepaid {
             let acc = self.account(&mut inner, Level::Org, &org.id, a.now);
-            let balance = org.credits_micros - acc.spend.total;
-            let left = balance - acc.reserved;
+            let balance = org.credits_micros.saturating_sub(acc.spend.total);
+            let left = balance.saturating_sub(acc.reserved);
             if left <= 0 || a.cost > left {
                 let in_flight = in_flight(acc.reserved);
                 return Err(ProxyError::budget(
@@ -400,12 +409,13 @@ impl LocalCounters {
         ] {
             if tpm.is_some() {
                 if let Some(w) = inner.windows.get_mut(&(level, id.clone())) {
-                    w.used += a.tokens;
+                    w.used = w.used.saturating_add(a.tokens);
                 }
             }
         }
         for (level, id, _, _) in levels {
-            self.account(&mut inner, level, id, a.now).reserved += a.cost;
+            let acc = self.account(&mut inner, level, id, a.now);
+            acc.reserved = acc.reserved.saturating_add(a.cost);
         }
         drop(inner);
         if let Some((limit, remaining)) = tpm_report {

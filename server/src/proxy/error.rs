@@ -56,6 +56,17 @@ impl ProxyError {
         e
     }
 
+    pub fn too_large(param: &'static str, message: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "body_too_large",
+            message,
+        );
+        e.param = Some(param);
+        e
+    }
+
     pub fn model_not_found(model: &str) -> Self {
         let mut e = Self::new(
             StatusCode::NOT_FOUND,
@@ -89,6 +100,15 @@ impl ProxyError {
 
     pub fn bad_gateway(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_GATEWAY, "upstream_error", code, message)
+    }
+
+    /// The provider refused the request (a 4xx): its status, Tollgate's words.
+    pub fn upstream_refused(status: u16, message: impl Into<String>) -> Self {
+        let status = StatusCode::from_u16(status)
+            .ok()
+            .filter(StatusCode::is_client_error)
+            .unwrap_or(StatusCode::BAD_GATEWAY);
+        Self::new(status, "upstream_error", "upstream_error", message)
     }
 
     pub fn gateway_timeout(message: impl Into<String>) -> Self {

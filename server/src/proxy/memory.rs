@@ -27,6 +27,9 @@ pub struct ProjectEntry {
     pub project: Project,
     pub reset: ResetInterval,
     pub allow: Vec<IpNet>,
+    /// Allowlist entries that are not addresses or networks: while there
+    /// are any, the allowlist allows nobody (fail closed).
+    pub unparseable: usize,
 }
 
 pub struct OrgEntry {
@@ -136,19 +139,29 @@ fn key_entry(key: ProxyKey) -> Arc<KeyEntry> {
 }
 
 fn project_entry(project: Project) -> Arc<ProjectEntry> {
-    let allow = project
+    let (allow, bad): (Vec<_>, Vec<_>) = project
         .ip_allowlist
         .iter()
-        .filter_map(|s| {
+        .map(|s| {
+            let s = s.trim();
             s.parse::<IpNet>()
-                .ok()
-                .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| s)
         })
-        .collect();
+        .partition(Result::is_ok);
+    let bad: Vec<&str> = bad.into_iter().filter_map(Result::err).collect();
+    if !bad.is_empty() {
+        tracing::error!(
+            project = %project.id,
+            entries = ?bad,
+            "the project's IP allowlist has entries that are not addresses or networks; it allows nobody until they are fixed"
+        );
+    }
     Arc::new(ProjectEntry {
         reset: reset_of(&project.budget_reset),
+        allow: allow.into_iter().filter_map(Result::ok).collect(),
+        unparseable: bad.len(),
         project,
-        allow,
     })
 }
 
@@ -375,16 +388,32 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Caller {
-    /// 403 where the project's IP allowlist does not hold the client.
-    pub fn check_ip(&self, ip: IpAddr) -> Result<(), ProxyError> {
-        let allow = &self.project.allow;
-        if allow.is_empty() || allow.iter().any(|n| n.contains(&ip)) {
-            Ok(())
-        } else {
-            Err(ProxyError::forbidden(
+    /// 403 where the project's IP allowlist does not hold the client
+    /// (`None`: its address could not be read), or cannot be read itself.
+    pub fn check_ip(&self, ip: Option<IpAddr>) -> Result<(), ProxyError> {
+        let p = &self.project;
+        if p.unparseable > 0 {
+            return Err(ProxyError::forbidden(
+                "ip_allowlist_invalid",
+                format!(
+                    "the project's IP allowlist has {} entries that are not addresses or networks; it allows nobody until they are fixed",
+                    p.unparseable
+                ),
+            ));
+        }
+        if p.allow.is_empty() {
+            return Ok(());
+        }
+        match ip {
+            Some(ip) if p.allow.iter().any(|n| n.contains(&ip)) => Ok(()),
+            Some(ip) => Err(ProxyError::forbidden(
                 "ip_not_allowed",
                 format!("the project's IP allowlist does not include {ip}"),
-            ))
+            )),
+            None => Err(ProxyError::forbidden(
+                "ip_not_allowed",
+                "the client's address in X-Forwarded-For is not an IP address",
+            )),
         }
     }
 

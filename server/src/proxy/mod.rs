@@ -11,21 +11,24 @@ pub mod tokens;
 pub mod upstream;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
 use futures::StreamExt;
+use ipnet::IpNet;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tollgate_app::core::catalogue::Model;
 use tollgate_app::core::changes::{Applied, Change, Listener};
 use tollgate_app::core::state::AppState;
 use tollgate_app::core::usage::{self, ContentLog, Level, UsageEvent};
+use tracing::field::{display, Empty};
+use tracing::{Instrument, Span};
 
 use crate::config::ProxyConfig;
 use counters::{Admission, Counters, Headers, LocalCounters, Ticket};
@@ -85,11 +88,19 @@ impl Gateway {
                 config.ledger_batch,
                 Duration::from_millis(config.ledger_flush_ms),
             ),
+            // A client without its timeouts would hang requests for ever:
+            // refuse to start instead (as a configuration error, the one
+            // kind of start-up error the server's caller knows for the proxy).
             clients: Clients::new(
                 Duration::from_millis(config.connect_timeout_ms),
                 Duration::from_millis(config.upstream_timeout_ms),
                 Duration::from_millis(config.stream_idle_timeout_ms),
-            ),
+            )
+            .map_err(|e| {
+                sqlx::Error::Configuration(
+                    format!("the proxy cannot build its HTTP client: {e}").into(),
+                )
+            })?,
             config: config.clone(),
         });
         state
@@ -113,17 +124,20 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/v1/{*rest}", any(unknown))
-        .layer(DefaultBodyLimit::max(32 * 1024 * 1024))
         .with_state(gw)
 }
 
 type Peer = ConnectInfo<SocketAddr>;
 
+/// The largest request body read (after the key is checked).
+const BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+/// The body is taken unread: it is read only once the key has passed.
 async fn chat(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(peer): Peer,
     h: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     handle(gw, Endpoint::Chat, peer, h, body).await
 }
@@ -132,7 +146,7 @@ async fn completions(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(peer): Peer,
     h: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     handle(gw, Endpoint::Completions, peer, h, body).await
 }
@@ -141,9 +155,65 @@ async fn embeddings(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(peer): Peer,
     h: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     handle(gw, Endpoint::Embeddings, peer, h, body).await
+}
+
+/// Reads the body up to `BODY_LIMIT`, refusing more without reading it.
+async fn read_body(h: &HeaderMap, body: Body) -> Result<Bytes, ProxyError> {
+    let too_large = || {
+        ProxyError::too_large(
+            "body",
+            format!("the body is larger than {} MiB", BODY_LIMIT / (1024 * 1024)),
+        )
+    };
+    let declared = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return Err(too_large());
+    }
+    let mut chunks = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|_| ProxyError::invalid("body", "the body was cut short"))?;
+        if buf.len().saturating_add(chunk.len()) > BODY_LIMIT {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// The client's address: the TCP peer, or, where the peer is a trusted
+/// proxy, the right-most `X-Forwarded-For` address that is not one (the
+/// left-most where all are). `None` where that entry is not an address.
+fn client_ip(peer: IpAddr, h: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let hops: Vec<&str> = h
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let ip = hop
+            .parse::<IpAddr>()
+            .or_else(|_| hop.parse::<SocketAddr>().map(|a| a.ip()))
+            .ok()?;
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    Some(client)
 }
 
 async fn unknown() -> Response {
@@ -167,15 +237,26 @@ fn bearer(h: &HeaderMap) -> Result<&str, ProxyError> {
         })
 }
 
+/// The caller behind the request's headers: key (revoked, expired) and the
+/// project's IP allowlist, before anything of the body is read.
+fn admit_caller(gw: &Gateway, peer: SocketAddr, h: &HeaderMap) -> Result<Caller, ProxyError> {
+    let caller = gw
+        .memory
+        .authenticate(bearer(h)?, tollgate_app::core::now_ms())?;
+    let k = &caller.key.key;
+    let span = Span::current();
+    span.record("org", display(&k.org_id));
+    span.record("project", display(&k.project_id));
+    span.record("key_id", display(&k.public_id));
+    caller.check_ip(client_ip(peer.ip(), h, &gw.config.trusted_proxies))?;
+    Ok(caller)
+}
+
 async fn models(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): Peer, h: HeaderMap) -> Response {
-    let caller =
-        match bearer(&h).and_then(|t| gw.memory.authenticate(t, tollgate_app::core::now_ms())) {
-            Ok(c) => c,
-            Err(e) => return e.into_response(),
-        };
-    if let Err(e) = caller.check_ip(peer.ip()) {
-        return e.into_response();
-    }
+    let caller = match admit_caller(&gw, peer, &h) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
     let data: Vec<Value> = caller
         .models()
         .iter()
@@ -184,11 +265,12 @@ async fn models(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): Peer, h: Head
     axum::Json(json!({ "object": "list", "data": data })).into_response()
 }
 
-/// Micro-USD for these tokens at the catalogue's prices, rounded up.
+/// Micro-USD for these tokens at the catalogue's prices, rounded up;
+/// never negative, at most `i64::MAX`.
 fn cost(m: &Model, tokens_in: i64, tokens_out: i64) -> i64 {
-    let micros = i128::from(tokens_in) * i128::from(m.input_price)
-        + i128::from(tokens_out) * i128::from(m.output_price);
-    i64::try_from((micros + 999_999) / 1_000_000).unwrap_or(i64::MAX)
+    let part = |tokens: i64, price: i64| i128::from(tokens.max(0)) * i128::from(price.max(0));
+    let micros = part(tokens_in, m.input_price).saturating_add(part(tokens_out, m.output_price));
+    i64::try_from(micros.saturating_add(999_999) / 1_000_000).unwrap_or(i64::MAX)
 }
 
 fn truncate(bytes: &[u8], max: usize) -> (String, bool) {
@@ -215,6 +297,8 @@ struct Ctx {
     stream: bool,
     provider: String,
     prompt_estimate: i64,
+    /// The output tokens reserved (none for embeddings).
+    max_output: i64,
     /// The request body, kept where content logging is allowed.
     request_log: Option<(String, bool)>,
 }
@@ -271,11 +355,75 @@ impl Ctx {
         let c = cost(&self.model, tokens_in, tokens_out);
         self.gw.counters.settle(
             ticket,
-            tokens_in + tokens_out,
+            tokens_in.saturating_add(tokens_out),
             c,
             tollgate_app::core::now_ms(),
         );
         self.record(status, tokens_in, tokens_out, c, error);
+    }
+
+    /// The tokens to bill: what the provider reported where the request
+    /// could have produced it (from zero, output within what was reserved,
+    /// input within the model's context window or twice the estimate),
+    /// else the estimate and `counted` output.
+    fn tokens_used(
+        &self,
+        reported_in: Option<i64>,
+        reported_out: Option<i64>,
+        counted: impl FnOnce() -> i64,
+    ) -> (i64, i64) {
+        let max_in = self
+            .model
+            .context_window
+            .max(self.prompt_estimate.saturating_mul(2));
+        let reported_out = match self.endpoint {
+            Endpoint::Embeddings => reported_out.or(Some(0)),
+            _ => reported_out,
+        };
+        let tin = reported_in.filter(|n| (0..=max_in).contains(n));
+        let tout = reported_out.filter(|n| (0..=self.max_output).contains(n));
+        if tin != reported_in || tout != reported_out {
+            tracing::warn!(
+                provider = %self.provider,
+                reported_in,
+                reported_out,
+                max_in,
+                max_out = self.max_output,
+                "the provider reported usage this request cannot have had; counting instead"
+            );
+        }
+        match (tin, tout) {
+            (Some(i), Some(o)) => (i, o),
+            (i, _) => (i.unwrap_or(self.prompt_estimate), counted()),
+        }
+    }
+
+    /// The one mapping of an upstream failure to the client's error. What
+    /// the upstream said stays in the log (redacted where it was read);
+    /// the client gets the status and the request id to find it by.
+    fn upstream_error(&self, e: UpstreamError) -> ProxyError {
+        let p = &self.provider;
+        let id = &self.request_id;
+        match e {
+            UpstreamError::Timeout(m) => ProxyError::gateway_timeout(m),
+            UpstreamError::Status { status, detail } => {
+                tracing::warn!(provider = %p, upstream_status = status, detail = %detail, "the provider failed");
+                ProxyError::bad_gateway(
+                    "upstream_error",
+                    format!("the provider '{p}' answered {status}; reference {id}"),
+                )
+            }
+            UpstreamError::Refused { status, detail } => {
+                tracing::warn!(provider = %p, upstream_status = status, detail = %detail, "the provider refused the request");
+                ProxyError::upstream_refused(
+                    status,
+                    format!("the provider '{p}' refused the request ({status}); reference {id}"),
+                )
+            }
+            UpstreamError::Malformed(m) => ProxyError::bad_gateway("upstream_malformed", m),
+            UpstreamError::Connect(m) => ProxyError::bad_gateway("upstream_unreachable", m),
+            UpstreamError::Unsupported(m) => ProxyError::invalid("model", m),
+        }
     }
 }
 
@@ -284,30 +432,73 @@ async fn handle(
     endpoint: Endpoint,
     peer: SocketAddr,
     h: HeaderMap,
-    raw: Bytes,
+    body: Body,
 ) -> Response {
     let request_id = uuid::Uuid::new_v4().simple().to_string();
-    let mut res = match forward(gw, endpoint, peer, &h, raw, &request_id).await {
+    // Who and what as fields, filled in as they become known; never the
+    // token or the body.
+    let span = tracing::info_span!(
+        "v1",
+        request_id = %request_id,
+        endpoint = endpoint.as_str(),
+        org = Empty,
+        project = Empty,
+        key_id = Empty,
+        model = Empty,
+        status = Empty,
+        rule = Empty,
+    );
+    let answer = forward(gw, endpoint, peer, &h, body, &request_id)
+        .instrument(span.clone())
+        .await;
+    let mut res = match answer {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            span.record("rule", display(e.code));
+            e.into_response()
+        }
     };
+    span.record("status", res.status().as_u16());
+    span.in_scope(|| tracing::debug!("answered"));
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert("x-request-id", v);
     }
     res
 }
 
-fn positive(body: &Value, field: &'static str) -> Result<Option<i64>, ProxyError> {
+/// A token count the client asks for: absent, or a whole number from 1 to
+/// `max` (the model's context window).
+fn tokens_field(body: &Value, field: &'static str, max: i64) -> Result<Option<i64>, ProxyError> {
+    let max = max.max(1);
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_i64() {
-            Some(n) if n > 0 => Ok(Some(n)),
+            Some(n) if (1..=max).contains(&n) => Ok(Some(n)),
             _ => Err(ProxyError::invalid(
                 field,
-                format!("'{field}' must be a positive whole number"),
+                format!(
+                    "'{field}' must be a whole number from 1 to {max}, the model's context window"
+                ),
             )),
         },
     }
+}
+
+/// The output tokens a request reserves: `max_completion_tokens`, else
+/// `max_tokens`, else the configured default; none for embeddings.
+fn max_output(
+    body: &Value,
+    endpoint: Endpoint,
+    model: &Model,
+    default: u32,
+) -> Result<i64, ProxyError> {
+    if endpoint == Endpoint::Embeddings {
+        return Ok(0);
+    }
+    let window = model.context_window;
+    let completion = tokens_field(body, "max_completion_tokens", window)?;
+    let max = tokens_field(body, "max_tokens", window)?;
+    Ok(completion.or(max).unwrap_or(i64::from(default)))
 }
 
 async fn forward(
@@ -315,14 +506,15 @@ async fn forward(
     endpoint: Endpoint,
     peer: SocketAddr,
     h: &HeaderMap,
-    raw: Bytes,
+    body: Body,
     request_id: &str,
 ) -> Result<Response, ProxyError> {
     let started = Instant::now();
     let now = tollgate_app::core::now_ms();
-    // 1–2: the key, from memory: revoked, expired, IP allowlist.
-    let caller = gw.memory.authenticate(bearer(h)?, now)?;
-    caller.check_ip(peer.ip())?;
+    // 1–2: the key, from memory: revoked, expired, IP allowlist; only then
+    // the body.
+    let caller = admit_caller(&gw, peer, h)?;
+    let raw = read_body(h, body).await?;
     let mut body: Value = serde_json::from_slice(&raw)
         .map_err(|e| ProxyError::invalid("body", format!("the body is not valid JSON: {e}")))?;
     if !body.is_object() {
@@ -336,6 +528,7 @@ async fn forward(
         .and_then(Value::as_str)
         .ok_or_else(|| ProxyError::invalid("model", "'model' is required: one of GET /v1/models"))?
         .to_owned();
+    Span::current().record("model", display(&model_name));
     // 3: the model, allowed for key ∩ project ∩ organization.
     let (model, deployments) = caller.route(&model_name)?;
     let stream = endpoint != Endpoint::Embeddings && body.get("stream") == Some(&Value::Bool(true));
@@ -345,15 +538,7 @@ async fn forward(
         Endpoint::Completions => tokens::completion_prompt(&body),
         Endpoint::Embeddings => tokens::embedding_input(&body),
     };
-    let max_tokens = match endpoint {
-        Endpoint::Embeddings => 0,
-        _ => match positive(&body, "max_completion_tokens")? {
-            Some(n) => n,
-            None => {
-                positive(&body, "max_tokens")?.unwrap_or(i64::from(gw.config.default_max_tokens))
-            }
-        },
-    };
+    let max_tokens = max_output(&body, endpoint, &model, gw.config.default_max_tokens)?;
     let k = &caller.key.key;
     let logs = caller.org.org.spending.content_logging
         && caller.project.project.content_logging
@@ -372,12 +557,13 @@ async fn forward(
             .map(|d| d.provider.provider.name.clone())
             .unwrap_or_default(),
         prompt_estimate,
+        max_output: max_tokens,
         request_log: logs.then(|| truncate(&raw, gw.config.content_log_max_bytes)),
     };
     // 4–5: rate limits and budget reservations, all levels at once.
     let admission = Admission {
         caller: &caller,
-        tokens: prompt_estimate + max_tokens,
+        tokens: prompt_estimate.saturating_add(max_tokens),
         cost: cost(&model, prompt_estimate, max_tokens),
         now,
     };
@@ -413,7 +599,7 @@ async fn forward(
             Ok(Reply::Whole {
                 status,
                 body: answer,
-            }) => match whole(&ctx, status, &answer) {
+            }) => match whole(&ctx, &answer) {
                 Ok((tin, tout)) => {
                     ctx.finish(ticket, status, tin, tout, None);
                     ctx.log_content(&answer);
@@ -433,33 +619,20 @@ async fn forward(
             }
         }
         if let Some(e) = &failure {
-            tracing::warn!(provider = %ctx.provider, model = %model_name, error = ?e, "upstream failed");
+            tracing::warn!(provider = %ctx.provider, error = ?e, "upstream failed");
         }
     }
     let e = match failure {
-        Some(UpstreamError::Timeout(m)) => ProxyError::gateway_timeout(m),
-        Some(UpstreamError::Status { status, message }) => ProxyError::bad_gateway(
-            "upstream_error",
-            format!(
-                "the provider '{}' answered {status}: {message}",
-                ctx.provider
-            ),
-        ),
-        Some(UpstreamError::Malformed(m)) => ProxyError::bad_gateway("upstream_malformed", m),
-        Some(UpstreamError::Connect(m)) => ProxyError::bad_gateway("upstream_unreachable", m),
-        Some(UpstreamError::Unsupported(m)) => ProxyError::invalid("model", m),
+        Some(e) => ctx.upstream_error(e),
         None => ProxyError::bad_gateway("upstream_error", "no provider answered"),
     };
     ctx.finish(ticket, e.status.as_u16(), 0, 0, Some(e.code));
     Err(e)
 }
 
-/// Tokens of a whole answer: the provider's usage, else counted. An error
-/// the upstream answered (4xx) costs nothing.
-fn whole(ctx: &Ctx, status: u16, answer: &[u8]) -> Result<(i64, i64), UpstreamError> {
-    if status >= 400 {
-        return Ok((0, 0));
-    }
+/// Tokens of a whole answer: the provider's usage where plausible, else
+/// counted.
+fn whole(ctx: &Ctx, answer: &[u8]) -> Result<(i64, i64), UpstreamError> {
     let v: Value = serde_json::from_slice(answer).map_err(|_| {
         UpstreamError::Malformed(format!(
             "the provider '{}' sent an answer that is not JSON",
@@ -470,15 +643,11 @@ fn whole(ctx: &Ctx, status: u16, answer: &[u8]) -> Result<(i64, i64), UpstreamEr
     let tout = v
         .pointer("/usage/completion_tokens")
         .and_then(Value::as_i64);
-    Ok(match (tin, tout) {
-        (Some(i), Some(o)) => (i, o),
-        (Some(i), None) if ctx.endpoint == Endpoint::Embeddings => (i, 0),
-        _ => {
-            let mut text = String::new();
-            tokens::answer_text(&v, &mut text);
-            (tin.unwrap_or(ctx.prompt_estimate), tokens::count(&text))
-        }
-    })
+    Ok(ctx.tokens_used(tin, tout, || {
+        let mut text = String::new();
+        tokens::answer_text(&v, &mut text);
+        tokens::count(&text)
+    }))
 }
 
 fn with_headers(mut res: Response, headers: Headers) -> Response {
@@ -511,9 +680,12 @@ impl Meter {
         let Some(ticket) = self.ticket.take() else {
             return;
         };
-        let (tin, tout) = self
-            .usage
-            .unwrap_or_else(|| (self.ctx.prompt_estimate, tokens::count(&self.text)));
+        let text = &self.text;
+        let (tin, tout) =
+            self.ctx
+                .tokens_used(self.usage.map(|u| u.0), self.usage.map(|u| u.1), || {
+                    tokens::count(text)
+                });
         self.ctx.finish(ticket, status, tin, tout, error);
         if let Some(log) = self.response_log.take() {
             self.ctx.log_content(&log);
@@ -564,70 +736,64 @@ fn streaming(
         text: String::new(),
         response_log: logging.then(Vec::new),
     };
-    let body = futures::stream::unfold(Some((meter, events)), move |state| async move {
-        let (mut meter, mut events) = state?;
-        loop {
-            let next = match tokio::time::timeout(idle, events.next()).await {
-                Err(_) => {
-                    let e = ProxyError::gateway_timeout(format!(
-                        "the provider '{}' stopped sending for {}s",
-                        meter.ctx.provider,
-                        idle.as_secs()
-                    ));
-                    meter.finish(504, Some(e.code));
-                    return Some((Ok::<_, std::convert::Infallible>(sse_error(&e)), None));
-                }
-                Ok(None) => {
+    // The chunks are metered after the handler returned: in its span still.
+    let span = Span::current();
+    let body = futures::stream::unfold(Some((meter, events)), move |state| {
+        let span = span.clone();
+        async move {
+            let (mut meter, mut events) = state?;
+            loop {
+                let next = match tokio::time::timeout(idle, events.next()).await {
+                    Err(_) => {
+                        let e = ProxyError::gateway_timeout(format!(
+                            "the provider '{}' stopped sending for {}s",
+                            meter.ctx.provider,
+                            idle.as_secs()
+                        ));
+                        meter.finish(504, Some(e.code));
+                        return Some((Ok::<_, std::convert::Infallible>(sse_error(&e)), None));
+                    }
+                    Ok(None) => {
+                        meter.finish(200, None);
+                        return None;
+                    }
+                    Ok(Some(Err(e))) => {
+                        let e = meter.ctx.upstream_error(e);
+                        meter.finish(e.status.as_u16(), Some(e.code));
+                        return Some((Ok(sse_error(&e)), None));
+                    }
+                    Ok(Some(Ok(data))) => data,
+                };
+                if next == "[DONE]" {
                     meter.finish(200, None);
-                    return None;
+                    return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None));
                 }
-                Ok(Some(Err(e))) => {
-                    let e = match e {
-                        UpstreamError::Timeout(m) => ProxyError::gateway_timeout(m),
-                        UpstreamError::Status { status, message } => ProxyError::bad_gateway(
-                            "upstream_error",
-                            format!("the provider answered {status}: {message}"),
+                let Ok(v) = serde_json::from_str::<Value>(&next) else {
+                    let e = ProxyError::bad_gateway(
+                        "upstream_malformed",
+                        format!(
+                            "the provider '{}' sent a chunk that is not JSON",
+                            meter.ctx.provider
                         ),
-                        UpstreamError::Malformed(m) | UpstreamError::Unsupported(m) => {
-                            ProxyError::bad_gateway("upstream_malformed", m)
-                        }
-                        UpstreamError::Connect(m) => {
-                            ProxyError::bad_gateway("upstream_unreachable", m)
-                        }
-                    };
-                    meter.finish(e.status.as_u16(), Some(e.code));
+                    );
+                    meter.finish(502, Some(e.code));
                     return Some((Ok(sse_error(&e)), None));
+                };
+                meter.observe(&next, &v);
+                let usage_only = v
+                    .get("choices")
+                    .and_then(Value::as_array)
+                    .is_some_and(Vec::is_empty);
+                if usage_only && !wants_usage {
+                    continue;
                 }
-                Ok(Some(Ok(data))) => data,
-            };
-            if next == "[DONE]" {
-                meter.finish(200, None);
-                return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None));
+                return Some((
+                    Ok(Bytes::from(format!("data: {next}\n\n"))),
+                    Some((meter, events)),
+                ));
             }
-            let Ok(v) = serde_json::from_str::<Value>(&next) else {
-                let e = ProxyError::bad_gateway(
-                    "upstream_malformed",
-                    format!(
-                        "the provider '{}' sent a chunk that is not JSON",
-                        meter.ctx.provider
-                    ),
-                );
-                meter.finish(502, Some(e.code));
-                return Some((Ok(sse_error(&e)), None));
-            };
-            meter.observe(&next, &v);
-            let usage_only = v
-                .get("choices")
-                .and_then(Value::as_array)
-                .is_some_and(Vec::is_empty);
-            if usage_only && !wants_usage {
-                continue;
-            }
-            return Some((
-                Ok(Bytes::from(format!("data: {next}\n\n"))),
-                Some((meter, events)),
-            ));
         }
+        .instrument(span)
     });
     let res = Response::builder()
         .status(StatusCode::OK)

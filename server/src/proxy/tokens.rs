@@ -35,7 +35,7 @@ fn content_tokens(content: &Value) -> i64 {
                 Some(t) => count(t),
                 None => PER_OTHER_PART,
             })
-            .sum(),
+            .fold(0, i64::saturating_add),
         Value::Null => 0,
         other => count(&other.to_string()),
     }
@@ -46,17 +46,18 @@ pub fn chat_prompt(body: &Value) -> i64 {
     let messages = body.get("messages").and_then(Value::as_array);
     let mut n = PER_REPLY;
     for m in messages.into_iter().flatten() {
-        n += PER_MESSAGE;
-        n += m.get("content").map_or(0, content_tokens);
+        n = n
+            .saturating_add(PER_MESSAGE)
+            .saturating_add(m.get("content").map_or(0, content_tokens));
         if let Some(name) = m.get("name").and_then(Value::as_str) {
-            n += count(name) + 1;
+            n = n.saturating_add(count(name)).saturating_add(1);
         }
         if let Some(calls) = m.get("tool_calls") {
-            n += count(&calls.to_string());
+            n = n.saturating_add(count(&calls.to_string()));
         }
     }
     if let Some(tools) = body.get("tools") {
-        n += count(&tools.to_string());
+        n = n.saturating_add(count(&tools.to_string()));
     }
     n
 }
@@ -73,7 +74,7 @@ pub fn completion_prompt(body: &Value) -> i64 {
                 Value::Number(_) => 1,
                 _ => 0,
             })
-            .sum(),
+            .fold(0, i64::saturating_add),
         _ => 0,
     }
 }

@@ -48,7 +48,7 @@ macro_rules! key_select {
     () => {
         "SELECT k.id, k.id_hash, k.hint, k.org_id, k.project_id, p.name AS project_name, k.kind, k.owner_id, \
          u.email AS owner_email, k.name, k.models_json, k.tpm_limit, k.rpm_limit, k.budget_micros, \
-         k.budget_reset, k.expires_at, k.no_content_logging, k.tags_json, k.metadata_json, k.spend_micros, k.created_at, \
+         k.budget_reset, k.expires_at, k.no_content_logging, k.tags_json, k.metadata_json, CAST(k.spend_micros AS BIGINT) AS spend_micros, k.created_at, \
          k.revoked_at FROM api_keys k JOIN projects p ON p.id = k.project_id \
          LEFT JOIN users u ON u.id = k.owner_id "
     };

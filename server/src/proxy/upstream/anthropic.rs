@@ -8,7 +8,7 @@ use futures::StreamExt;
 use secrecy::ExposeSecret;
 use serde_json::{json, Map, Value};
 
-use super::{excerpt, now_secs, text_of, transport, Call, Clients, Endpoint, Reply, UpstreamError};
+use super::{now_secs, text_of, transport, Call, Clients, Endpoint, Reply, UpstreamError};
 
 const VERSION: &str = "2023-06-01";
 
@@ -79,7 +79,7 @@ fn finish_reason(stop: Option<&str>) -> Value {
 }
 
 fn usage(input: i64, output: i64) -> Value {
-    json!({ "prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output })
+    json!({ "prompt_tokens": input, "completion_tokens": output, "total_tokens": input.saturating_add(output) })
 }
 
 /// A Messages answer as a chat completion.
@@ -106,23 +106,6 @@ pub fn translate_answer(v: &Value, id: &str, model: &str) -> Value {
                       "finish_reason": finish_reason(v.get("stop_reason").and_then(Value::as_str)) }],
         "usage": usage(input, output),
     })
-}
-
-/// An Anthropic error body in OpenAI's shape.
-fn translate_error(body: &[u8]) -> Bytes {
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let message = v
-        .pointer("/error/message")
-        .and_then(Value::as_str)
-        .map_or_else(|| excerpt(body), str::to_owned);
-    let kind = v
-        .pointer("/error/type")
-        .and_then(Value::as_str)
-        .unwrap_or("invalid_request_error");
-    Bytes::from(
-        json!({ "error": { "message": message, "type": kind, "param": null, "code": null } })
-            .to_string(),
-    )
 }
 
 pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamError> {
@@ -155,22 +138,12 @@ pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamErro
     }
     .map_err(|e| transport(&e, name))?;
     let status = res.status().as_u16();
-    if status >= 500 || status == 429 {
+    if status >= 400 {
         let body = res.bytes().await.unwrap_or_default();
-        return Err(UpstreamError::Status {
-            status,
-            message: excerpt(&body),
-        });
+        return Err(UpstreamError::answered(status, &body, up.api_key.as_ref()));
     }
     let id = format!("chatcmpl-{}", c.request_id);
     let model = c.client_model.to_owned();
-    if status >= 400 {
-        let body = res.bytes().await.map_err(|e| transport(&e, name))?;
-        return Ok(Reply::Whole {
-            status,
-            body: translate_error(&body),
-        });
-    }
     if !c.stream {
         let body = res.bytes().await.map_err(|e| transport(&e, name))?;
         let v: Value = serde_json::from_slice(&body).map_err(|_| {
@@ -184,6 +157,7 @@ pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamErro
         });
     }
     let provider = name.clone();
+    let key = up.api_key.clone();
     let created = now_secs();
     let mut input = 0_i64;
     let mut output = 0_i64;
@@ -218,12 +192,7 @@ pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamErro
                     .to_string(),
                     "[DONE]".to_owned(),
                 ],
-                Some("error") => {
-                    return Err(UpstreamError::Status {
-                        status: 502,
-                        message: v.pointer("/error/message").and_then(Value::as_str).unwrap_or("stream error").to_owned(),
-                    })
-                }
+                Some("error") => return Err(UpstreamError::answered(502, ev.data.as_bytes(), key.as_ref())),
                 _ => Vec::new(),
             };
             Ok(out)

@@ -50,7 +50,7 @@ fn pieces(text: &str) -> Vec<String> {
 }
 
 fn usage(prompt: i64, completion: i64) -> Value {
-    json!({ "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion })
+    json!({ "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt.saturating_add(completion) })
 }
 
 pub async fn call(c: &Call<'_>) -> Result<Reply, UpstreamError> {

@@ -8,6 +8,7 @@ mod openai;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use std::time::Duration;
 use tollgate_app::core::providers::Kind;
@@ -48,7 +49,7 @@ pub struct Call<'a> {
 pub type Events = BoxStream<'static, Result<String, UpstreamError>>;
 
 pub enum Reply {
-    /// A whole answer with the upstream's status (a 4xx passes through).
+    /// A whole successful answer with the upstream's status.
     Whole {
         status: u16,
         body: Bytes,
@@ -60,10 +61,16 @@ pub enum Reply {
 pub enum UpstreamError {
     Connect(String),
     Timeout(String),
-    /// A 5xx or 429 from the upstream.
+    /// A 5xx or 429 from the upstream; `detail` (its words, redacted) is
+    /// for the log only.
     Status {
         status: u16,
-        message: String,
+        detail: String,
+    },
+    /// A 4xx from the upstream (no other deployment is tried); `detail` as above.
+    Refused {
+        status: u16,
+        detail: String,
     },
     Malformed(String),
     /// The provider cannot do this at all (no retry helps).
@@ -73,7 +80,21 @@ pub enum UpstreamError {
 impl UpstreamError {
     /// Whether another deployment of the model might answer.
     pub fn retryable(&self) -> bool {
-        !matches!(self, UpstreamError::Unsupported(_))
+        !matches!(
+            self,
+            UpstreamError::Unsupported(_) | UpstreamError::Refused { .. }
+        )
+    }
+
+    /// A failure status and body from the upstream: retryable for a 5xx or
+    /// 429, a refusal otherwise. The body is kept redacted, for the log.
+    fn answered(status: u16, body: &[u8], key: Option<&SecretString>) -> UpstreamError {
+        let detail = redact(&excerpt(body), key.map(ExposeSecret::expose_secret));
+        if status >= 500 || status == 429 {
+            UpstreamError::Status { status, detail }
+        } else {
+            UpstreamError::Refused { status, detail }
+        }
     }
 }
 
@@ -84,18 +105,23 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub fn new(connect: Duration, timeout: Duration, idle: Duration) -> Clients {
+    /// The one place the upstream HTTP client is built; an error here is a
+    /// start-up error (a default client would have no timeouts).
+    pub fn new(
+        connect: Duration,
+        timeout: Duration,
+        idle: Duration,
+    ) -> Result<Clients, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(connect)
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Clients {
+            .build()?;
+        Ok(Clients {
             http,
             timeout,
             idle,
-        }
+        })
     }
 
     pub async fn call(&self, c: &Call<'_>) -> Result<Reply, UpstreamError> {
@@ -135,6 +161,45 @@ fn excerpt(body: &[u8]) -> String {
     msg.chars().take(300).collect()
 }
 
+const REDACTED: &str = "[redacted]";
+
+/// `text` with the provider's key, and anything shaped like a key
+/// (`sk-…`) or a bearer credential, replaced: for logging what an upstream
+/// said.
+pub fn redact(text: &str, key: Option<&str>) -> String {
+    let text = match key.filter(|k| k.len() >= 4) {
+        Some(k) => text.replace(k, REDACTED),
+        None => text.to_owned(),
+    };
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while let Some((start, len)) = ["sk-", "bearer "]
+        .iter()
+        .filter_map(|m| lower[at..].find(m).map(|i| (at + i, m.len())))
+        .min()
+    {
+        let token_start = start + len;
+        let glued = start > 0
+            && len == 3
+            && text[..start]
+                .chars()
+                .next_back()
+                .is_some_and(char::is_alphanumeric);
+        let token_len = text[token_start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+            .unwrap_or(text.len() - token_start);
+        out.push_str(&text[at..token_start]);
+        at = token_start;
+        if !glued && token_len > 0 {
+            out.push_str(REDACTED);
+            at += token_len;
+        }
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
 /// The text of a message's `content`: a string, or the text parts of an array.
 fn text_of(content: &Value) -> String {
     match content {
@@ -150,4 +215,27 @@ fn text_of(content: &Value) -> String {
 
 pub fn now_secs() -> i64 {
     tollgate_app::core::now_ms() / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_keys_and_bearer_tokens() {
+        let said = "Incorrect API key provided: Bearer sk-live-AbC.123_x; key my-provider-key; \
+                    sk-ant-api03-zzz at http://10.0.0.5/ ask-me ok";
+        let r = redact(said, Some("my-provider-key"));
+        for leak in ["AbC.123_x", "my-provider-key", "api03-zzz"] {
+            assert!(!r.contains(leak), "{r}");
+        }
+        assert!(r.contains("Bearer [redacted]"), "{r}");
+        assert!(r.contains("key [redacted];"), "{r}");
+        assert!(
+            r.contains("task-sk-1 ok"),
+            "a word that merely contains sk-: {r}"
+        );
+        assert_eq!(redact("bearer", None), "bearer");
+        assert_eq!(redact("sk-", None), "sk-");
+    }
 }

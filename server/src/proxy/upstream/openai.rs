@@ -6,7 +6,7 @@ use futures::StreamExt;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use super::{excerpt, transport, Call, Clients, Endpoint, Reply, UpstreamError};
+use super::{transport, Call, Clients, Endpoint, Reply, UpstreamError};
 
 pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamError> {
     let up = &c.deployment.provider;
@@ -47,21 +47,18 @@ pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamErro
     }
     .map_err(|e| transport(&e, name))?;
     let status = res.status().as_u16();
-    if status >= 500 || status == 429 {
+    if status >= 400 {
         let body = res.bytes().await.unwrap_or_default();
-        return Err(UpstreamError::Status {
-            status,
-            message: excerpt(&body),
-        });
+        return Err(UpstreamError::answered(status, &body, up.api_key.as_ref()));
     }
     let is_sse = res
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
-    if !c.stream || status >= 400 || !is_sse {
+    if !c.stream || !is_sse {
         let body = res.bytes().await.map_err(|e| transport(&e, name))?;
-        if c.stream && status < 400 {
+        if c.stream {
             return Err(UpstreamError::Malformed(format!(
                 "the provider '{name}' answered a stream request without a stream"
             )));
@@ -74,12 +71,12 @@ pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamErro
         .eventsource()
         .map(move |ev| match ev {
             Ok(e) => Ok(e.data),
+            // Not the parser's message: it may quote what the upstream sent.
             Err(e) => Err(UpstreamError::Connect(format!(
                 "the stream from the provider '{provider}' broke: {}",
                 match e {
-                    eventsource_stream::EventStreamError::Transport(_) =>
-                        "connection lost".to_owned(),
-                    other => other.to_string(),
+                    eventsource_stream::EventStreamError::Transport(_) => "connection lost",
+                    _ => "an event that is not SSE",
                 }
             ))),
         })
