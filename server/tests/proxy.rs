@@ -125,6 +125,29 @@ impl Gw {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET path` (from the root) with a bearer token.
+    async fn get(&self, token: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.app.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn revoke(&self, key_id: &str) {
+        let form = [("org_id", self.org.as_str()), ("key_id", key_id)];
+        self.app.ok(&self.owner, "revoke_key", &form).await;
+    }
+
+    /// The owner calls `name`; returns the string `field` of its answer.
+    async fn field_of(&self, name: &str, form: &[(&str, &str)], field: &str) -> String {
+        self.app.ok(&self.owner, name, form).await[field]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     async fn set_mock_latency(&self, ms: &str) {
         self.app
             .ok(
@@ -271,13 +294,7 @@ async fn endpoints_answer_like_openai(backend: Backend) {
 
     // The models this key may use, and only those.
     let (_, narrow) = gw.key(&[("models[0]", "mock/fast")]).await;
-    let res = gw
-        .http
-        .get(format!("{}/v1/models", gw.app.url))
-        .bearer_auth(&narrow)
-        .send()
-        .await
-        .unwrap();
+    let res = gw.get(&narrow, "/v1/models").await;
     let list: Value = res.json().await.unwrap();
     assert_eq!(list["object"], "list");
     let ids: Vec<&str> = list["data"]
@@ -376,16 +393,12 @@ async fn refusals_name_the_rule(backend: Backend) {
 
     // Rotation: the old token stops at once, the new one works.
     let rotated = gw
-        .app
-        .ok(
-            &gw.owner,
+        .field_of(
             "rotate_key",
             &[("org_id", &gw.org), ("key_id", &key_id)],
+            "token",
         )
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await;
     assert_eq!(
         gw.call(&token, "chat/completions", body.clone()).await.0,
         401
@@ -396,13 +409,7 @@ async fn refusals_name_the_rule(backend: Backend) {
     );
 
     // Revocation applies to the very next request.
-    gw.app
-        .ok(
-            &gw.owner,
-            "revoke_key",
-            &[("org_id", &gw.org), ("key_id", &key_id)],
-        )
-        .await;
+    gw.revoke(&key_id).await;
     let (s, v) = gw.call(&rotated, "chat/completions", body.clone()).await;
     assert_eq!((s, code(&v).as_str()), (401, "key_revoked"));
 
@@ -591,16 +598,12 @@ async fn project_budget_is_shared_by_its_keys(backend: Backend) {
     let c = cost_of_one(&gw).await;
     // A second project spends the probe's money elsewhere: the budget is this one's.
     let q = gw
-        .app
-        .ok(
-            &gw.owner,
+        .field_of(
             "create_project",
             &[("org_id", &gw.org), ("name", "Q")],
+            "id",
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await;
     gw.project_settings_of(&q, &[]).await;
     let budget = c * 50 + c / 2;
     gw.project_settings_of(
@@ -634,16 +637,12 @@ async fn org_cap_holds_across_projects(backend: Backend) {
     gw.set_mock_latency("20").await;
     let c = cost_of_one(&gw).await;
     let q = gw
-        .app
-        .ok(
-            &gw.owner,
+        .field_of(
             "create_project",
             &[("org_id", &gw.org), ("name", "Q")],
+            "id",
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await;
     gw.project_settings_of(&q, &[]).await;
     // The probe already spent `c` this month.
     let cap = c * 51 + c / 2;
@@ -1535,64 +1534,40 @@ both!(hostile_numbers_are_refused_and_budgets_hold);
 /// An upstream that lies about usage: negative counts (plain and streamed),
 /// i64::MAX, and an Anthropic answer with i64::MAX tokens.
 async fn hostile_usage_upstream() -> String {
+    use axum::response::IntoResponse;
     use axum::routing::post;
-    fn chat(usage: Value) -> Value {
-        json!({ "id": "x", "object": "chat.completion", "model": "up",
-            "choices": [{ "index": 0, "message": { "role": "assistant", "content": "four words right here" }, "finish_reason": "stop" }],
-            "usage": usage })
+    /// Answers with `usage`, whole or as a stream as asked.
+    fn lying(usage: Value) -> axum::routing::MethodRouter {
+        post(move |axum::Json(b): axum::Json<Value>| async move {
+            let text = "four words right here";
+            if b["stream"] == json!(true) {
+                let chunk = json!({ "choices": [{ "index": 0, "delta": { "content": text } }] });
+                let last = json!({ "choices": [], "usage": usage });
+                let body = format!("data: {chunk}\n\ndata: {last}\n\ndata: [DONE]\n\n");
+                ([("content-type", "text/event-stream")], body).into_response()
+            } else {
+                axum::Json(json!({ "id": "x", "object": "chat.completion", "model": "up",
+                    "choices": [{ "index": 0, "message": { "role": "assistant", "content": text }, "finish_reason": "stop" }],
+                    "usage": usage }))
+                .into_response()
+            }
+        })
     }
-    fn stream(usage: Value) -> ([(&'static str, &'static str); 1], String) {
-        let chunk =
-            json!({ "choices": [{ "index": 0, "delta": { "content": "four words right here" } }] });
-        let last = json!({ "choices": [], "usage": usage });
-        (
-            [("content-type", "text/event-stream")],
-            format!("data: {chunk}\n\ndata: {last}\n\ndata: [DONE]\n\n"),
-        )
-    }
-    let negative =
-        json!({ "prompt_tokens": -1_000_000_000_i64, "completion_tokens": -100_000_000_000_i64 });
-    let huge = json!({ "prompt_tokens": i64::MAX, "completion_tokens": i64::MAX });
-    let (n1, n2, h1, h2) = (negative.clone(), negative, huge.clone(), huge);
     let app = axum::Router::new()
         .route(
             "/neg/chat/completions",
-            post(move |axum::Json(b): axum::Json<Value>| {
-                let u = n1.clone();
-                async move {
-                    use axum::response::IntoResponse;
-                    if b["stream"] == json!(true) {
-                        stream(u).into_response()
-                    } else {
-                        axum::Json(chat(u)).into_response()
-                    }
-                }
-            }),
+            lying(json!({ "prompt_tokens": -1_000_000_000_i64, "completion_tokens": -100_000_000_000_i64 })),
         )
         .route(
             "/max/chat/completions",
-            post(move |axum::Json(b): axum::Json<Value>| {
-                let u = h1.clone();
-                async move {
-                    use axum::response::IntoResponse;
-                    if b["stream"] == json!(true) {
-                        stream(u).into_response()
-                    } else {
-                        axum::Json(chat(u)).into_response()
-                    }
-                }
-            }),
+            lying(json!({ "prompt_tokens": i64::MAX, "completion_tokens": i64::MAX })),
         )
         .route(
             "/ant/messages",
-            post(move || {
-                let _ = &n2;
-                let _ = &h2;
-                async move {
-                    axum::Json(json!({ "id": "msg_1", "type": "message", "role": "assistant",
-                        "content": [{ "type": "text", "text": "four words right here" }], "stop_reason": "end_turn",
-                        "usage": { "input_tokens": i64::MAX, "output_tokens": i64::MAX } }))
-                }
+            post(|| async {
+                axum::Json(json!({ "id": "msg_1", "type": "message", "role": "assistant",
+                    "content": [{ "type": "text", "text": "four words right here" }], "stop_reason": "end_turn",
+                    "usage": { "input_tokens": i64::MAX, "output_tokens": i64::MAX } }))
             }),
         );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1641,17 +1616,8 @@ async fn fake_model(gw: &Gw, name: &str, kind: &str, base_url: &str) -> String {
 /// Every reader of usage and spend, as the owner and a provisioning key:
 /// each must answer 200.
 async fn readers_answer(gw: &Gw) {
-    let pk = gw
-        .app
-        .ok(
-            &gw.owner,
-            "create_provisioning_key",
-            &[("org_id", &gw.org), ("name", "reader")],
-        )
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let form = [("org_id", gw.org.as_str()), ("name", "reader")];
+    let pk = gw.field_of("create_provisioning_key", &form, "token").await;
     for path in [
         format!("/key/list?team_id={}", gw.project),
         "/key/list?return_full_object=true".to_owned(),
@@ -1660,13 +1626,7 @@ async fn readers_answer(gw: &Gw) {
         "/api/v1/usage?group_by=project".to_owned(),
         "/api/v1/usage".to_owned(),
     ] {
-        let res = gw
-            .http
-            .get(format!("{}{path}", gw.app.url))
-            .bearer_auth(&pk)
-            .send()
-            .await
-            .unwrap();
+        let res = gw.get(&pk, &path).await;
         let status = res.status().as_u16();
         assert_eq!(status, 200, "{path}: {}", res.text().await.unwrap());
     }
@@ -1927,13 +1887,7 @@ async fn bodies_are_not_read_before_the_key_is_checked(backend: Backend) {
         answer_while_body_held(&gw.app.url, Some("sk-tg-nope")).await,
         "HTTP/1.1 401 Unauthorized"
     );
-    gw.app
-        .ok(
-            &gw.owner,
-            "revoke_key",
-            &[("org_id", &gw.org), ("key_id", &key_id)],
-        )
-        .await;
+    gw.revoke(&key_id).await;
     assert_eq!(
         answer_while_body_held(&gw.app.url, Some(&token)).await,
         "HTTP/1.1 401 Unauthorized"

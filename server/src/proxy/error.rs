@@ -57,13 +57,9 @@ impl ProxyError {
     }
 
     pub fn too_large(param: &'static str, message: impl Into<String>) -> Self {
-        let mut e = Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            "body_too_large",
-            message,
-        );
-        e.param = Some(param);
+        let mut e = Self::invalid(param, message);
+        e.status = StatusCode::PAYLOAD_TOO_LARGE;
+        e.code = "body_too_large";
         e
     }
 
