@@ -87,8 +87,8 @@ pub async fn add_credit(
     use super::ssr::*;
     use crate::core::audit::{self, Actor, Change};
     use crate::core::billing::{self, CreditEntry, CreditKind};
-    use crate::core::limits::Usd;
     use crate::core::{new_id, now_ms};
+    use crate::format::Usd;
     use crate::policy::Action;
     answer(
         async {
@@ -99,7 +99,7 @@ pub async fn add_credit(
                 Some(rest) => (true, rest),
                 None => (false, raw),
             };
-            let micros = Usd::parse("amount", digits)?.0;
+            let micros = Usd::parse("amount", digits)?.micros();
             let micros = if negative { -micros } else { micros };
             if micros == 0 {
                 return Err(AppError::invalid("amount", "must not be zero"));
@@ -233,7 +233,7 @@ pub async fn get_statement(org_id: String, month: String) -> Result<StatementVie
             let mut conn = state.db.pool.acquire().await?;
             // No month: this one.
             let month = match month.trim() {
-                "" => billing::month_of(crate::core::now_ms()),
+                "" => crate::format::month_of(crate::core::now_ms()),
                 m => m.to_owned(),
             };
             let s = billing::statement(&mut conn, &scope, &month).await?;

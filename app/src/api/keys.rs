@@ -61,13 +61,7 @@ pub const PAGE_SIZE: i64 = 50;
 #[cfg(feature = "ssr")]
 pub(crate) fn view_of(k: crate::core::keys::KeyRow, now: i64) -> KeyView {
     use crate::core::limits::ResetInterval;
-    let status = if k.revoked_at.is_some() {
-        "revoked"
-    } else if k.limits.expires_at.is_some_and(|t| t <= now) {
-        "expired"
-    } else {
-        "active"
-    };
+    let status = k.status(now).as_str();
     let next_reset = ResetInterval::parse("budget_reset", &k.limits.budget_reset)
         .ok()
         .and_then(|r| r.next_reset(now));
@@ -117,6 +111,7 @@ impl KeyForm {
         now: i64,
     ) -> Result<crate::core::keys::KeyLimits, AppError> {
         use crate::core::limits::*;
+        use crate::format::Usd;
         let mut models = self.models.unwrap_or_default();
         models.retain(|m| !m.trim().is_empty());
         models.dedup();
@@ -133,7 +128,7 @@ impl KeyForm {
             models,
             tpm_limit: tpm,
             rpm_limit: rpm,
-            budget_micros: Usd::parse_optional("max_budget", &self.max_budget)?.map(|u| u.0),
+            budget_micros: Usd::parse_optional("max_budget", &self.max_budget)?.map(Usd::micros),
             budget_reset: ResetInterval::parse("budget_reset", &self.budget_reset)?
                 .as_str()
                 .to_owned(),

@@ -138,8 +138,9 @@ pub async fn update_project(
 ) -> Result<ProjectView, AppError> {
     use super::ssr::*;
     use crate::core::audit::Actor;
-    use crate::core::limits::{parse_ip_allowlist, parse_rate, ResetInterval, Usd};
+    use crate::core::limits::{parse_ip_allowlist, parse_rate, ResetInterval};
     use crate::core::projects;
+    use crate::format::Usd;
     use crate::policy::Action;
     answer(
         async {
@@ -152,7 +153,7 @@ pub async fn update_project(
                 models,
                 tpm_limit: parse_rate("tpm", &tpm)?,
                 rpm_limit: parse_rate("rpm", &rpm)?,
-                budget_micros: Usd::parse_optional("max_budget", &max_budget)?.map(|u| u.0),
+                budget_micros: Usd::parse_optional("max_budget", &max_budget)?.map(Usd::micros),
                 budget_reset: ResetInterval::parse("budget_reset", &budget_reset)?
                     .as_str()
                     .to_owned(),

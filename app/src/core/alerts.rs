@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use super::limits::ResetInterval;
 use super::orgs::{self, Alerting};
 use super::usage::{self, Level, Spend};
-use crate::api::{format_time, format_usd};
+use crate::format::{format_time, format_usd, Usd};
 use crate::policy::OrgScope;
 
 const WEEK_MS: i64 = 7 * 86_400_000;
@@ -249,8 +249,8 @@ async fn raise(
         "organization_id": c.org_id,
         "subject": { "type": c.subject_type, "id": c.subject_id, "name": c.subject_name },
         "threshold_percent": (c.kind == "budget").then_some(c.threshold),
-        "spent_usd": c.spent.map(super::billing::usd_plain),
-        "budget_usd": c.budget.map(super::billing::usd_plain),
+        "spent_usd": c.spent.map(|m| Usd::from_micros(m).plain()),
+        "budget_usd": c.budget.map(|m| Usd::from_micros(m).plain()),
         "period_start": format_time(c.period_start),
         "message": c.message,
         "at": format_time(now),

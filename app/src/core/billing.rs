@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use super::limits::ResetInterval;
 use super::usage::DAY_MS;
+use crate::format::Usd;
 use crate::policy::OrgScope;
 
 /// What a credit entry records.
@@ -222,11 +223,6 @@ pub fn month_bounds(field: &str, month: &str) -> Result<(i64, i64), crate::error
     Ok((start(y, m)?, start(ny, nm)?))
 }
 
-/// The month `now` falls in, as `YYYY-MM`.
-pub fn month_of(ms: i64) -> String {
-    crate::api::format_time(ms)[..7].to_owned()
-}
-
 pub async fn statement(
     conn: &mut AnyConnection,
     scope: &OrgScope,
@@ -280,13 +276,6 @@ pub async fn statement(
     })
 }
 
-/// Dollars with six decimals, for machines (`12.500000`).
-pub fn usd_plain(micros: i64) -> String {
-    let sign = if micros < 0 { "-" } else { "" };
-    let m = micros.unsigned_abs();
-    format!("{sign}{}.{:06}", m / 1_000_000, m % 1_000_000)
-}
-
 /// The statement as CSV: one line per project and model, then the total.
 pub fn statement_csv(s: &Statement) -> String {
     let field = |v: &str| {
@@ -308,7 +297,7 @@ pub fn statement_csv(s: &Statement) -> String {
             l.requests,
             l.tokens_in,
             l.tokens_out,
-            usd_plain(l.cost_micros)
+            Usd::from_micros(l.cost_micros).plain()
         ));
     }
     let sums = s.lines.iter().fold([0i64; 3], |mut a, l| {
@@ -323,7 +312,7 @@ pub fn statement_csv(s: &Statement) -> String {
         sums[0],
         sums[1],
         sums[2],
-        usd_plain(s.total_micros)
+        Usd::from_micros(s.total_micros).plain()
     ));
     out
 }
@@ -346,7 +335,7 @@ pub async fn months(
     let first = first.unwrap_or(now).min(now);
     // Walk back month by month from this one to the first.
     loop {
-        let m = month_of(at);
+        let m = crate::format::month_of(at);
         let (start, _) =
             month_bounds("month", &m).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
         out.push(m);

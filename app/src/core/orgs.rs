@@ -96,7 +96,7 @@ pub async fn of_user(conn: &mut AnyConnection, user_id: &str) -> Result<Vec<MyOr
             Ok(MyOrg {
                 id: r.try_get("id")?,
                 name: r.try_get("name")?,
-                role: super::members::role_of(&role)?,
+                role: super::db::text_as::<OrgRole>(&role)?,
             })
         })
         .collect()
@@ -246,7 +246,7 @@ pub async fn alerting(conn: &mut AnyConnection, scope: &OrgScope) -> Result<Aler
     Ok(Alerting {
         webhook_url: r.try_get("alert_webhook_url")?,
         slack_url: r.try_get("alert_slack_url")?,
-        alert_types: super::projects::json_list(&r.try_get::<String, _>("alert_types_json")?)?,
+        alert_types: super::db::json_list(&r.try_get::<String, _>("alert_types_json")?)?,
         thresholds: thresholds_of(&r.try_get::<String, _>("alert_thresholds_json")?),
     })
 }
@@ -263,7 +263,7 @@ pub async fn set_alerting(
     )
     .bind(a.webhook_url.as_deref())
     .bind(a.slack_url.as_deref())
-    .bind(super::projects::to_json(&a.alert_types))
+    .bind(super::db::to_json(&a.alert_types))
     .bind(serde_json::to_string(&a.thresholds).unwrap_or_else(|_| "[]".into()))
     .bind(now)
     .bind(scope.org_id())
@@ -299,7 +299,7 @@ pub async fn alerting_all(
                 Alerting {
                     webhook_url: r.try_get("alert_webhook_url")?,
                     slack_url: r.try_get("alert_slack_url")?,
-                    alert_types: super::projects::json_list(
+                    alert_types: super::db::json_list(
                         &r.try_get::<String, _>("alert_types_json")?,
                     )?,
                     thresholds: thresholds_of(&r.try_get::<String, _>("alert_thresholds_json")?),

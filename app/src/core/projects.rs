@@ -2,6 +2,7 @@
 
 use sqlx::{AnyConnection, Row};
 
+use super::db::{json_list, to_json};
 use crate::error::AppError;
 use crate::policy::{OrgRole, OrgScope, ProjectRole, ProjectScope};
 
@@ -59,14 +60,6 @@ macro_rules! columns {
         "id, org_id, name, models_json, tpm_limit, rpm_limit, budget_micros, budget_reset, \
          ip_allowlist_json, content_logging, created_at"
     };
-}
-
-pub(crate) fn json_list(s: &str) -> Result<Vec<String>, sqlx::Error> {
-    serde_json::from_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
-}
-
-pub(crate) fn to_json(list: &[String]) -> String {
-    serde_json::to_string(list).unwrap_or_else(|_| "[]".to_owned())
 }
 
 fn project_of(r: &sqlx::any::AnyRow) -> Result<Project, sqlx::Error> {
@@ -295,7 +288,7 @@ pub async fn members(
                 user_id: r.try_get("id")?,
                 email: r.try_get("email")?,
                 name: r.try_get("name")?,
-                org_role: super::members::role_of(&org_role)?,
+                org_role: super::db::text_as::<OrgRole>(&org_role)?,
                 role: role.and_then(|s| s.parse().ok()),
             })
         })

@@ -79,7 +79,7 @@ fn key_view(k: &KeyRow) -> Value {
         "metadata": k.limits.metadata,
         "tags": k.limits.tags,
         "blocked": k.revoked_at.is_some(),
-        "key_type": k.kind,
+        "key_type": k.kind.as_str(),
         "created_at": iso(k.created_at),
     })
 }

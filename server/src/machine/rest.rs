@@ -8,7 +8,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tollgate_app::core::keys::{self, Holder, KeyRow};
+use tollgate_app::core::keys::{self, Holder, KeyKind, KeyRow};
 use tollgate_app::core::projects::{self, Project, Settings};
 use tollgate_app::core::state::AppState;
 use tollgate_app::core::usage::{self, GroupBy};
@@ -432,20 +432,14 @@ pub struct KeyOut {
 
 fn key_out(k: KeyRow) -> KeyOut {
     let now = now_ms();
-    let status = if k.revoked_at.is_some() {
-        "revoked"
-    } else if k.limits.expires_at.is_some_and(|t| t <= now) {
-        "expired"
-    } else {
-        "active"
-    };
+    let status = k.status(now).as_str();
     KeyOut {
         id: k.id_hash,
         name: k.limits.name,
         hint: k.hint,
         project_id: k.project_id,
         project_name: k.project_name,
-        kind: k.kind,
+        kind: k.kind.as_str().to_owned(),
         owner_id: k.owner_id,
         models: k.limits.models,
         tpm_limit: k.limits.tpm_limit,
@@ -580,7 +574,7 @@ async fn list_keys(caller: Caller, Params(q): Params<KeyFilter>) -> ApiResult<Js
     .await?;
     Ok(Json(
         all.into_iter()
-            .filter(|k| service_only != Some(false) || k.kind == "user")
+            .filter(|k| service_only != Some(false) || k.kind == KeyKind::User)
             .filter(|k| tag.as_ref().is_none_or(|t| k.limits.tags.contains(t)))
             .map(key_out)
             .collect(),

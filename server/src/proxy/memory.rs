@@ -344,7 +344,7 @@ impl Memory {
                 "key_expired",
                 format!(
                     "the API key expired at {}",
-                    tollgate_app::api::format_time(at)
+                    tollgate_app::format::format_time(at)
                 ),
             ));
         }

@@ -5,7 +5,7 @@ pub mod token;
 
 use sqlx::{AnyConnection, Row};
 
-use super::projects::{json_list, to_json};
+use super::db::{json_list, to_json};
 use crate::error::AppError;
 use crate::policy::ProjectScope;
 use token::Token;
@@ -26,6 +26,64 @@ pub struct KeyLimits {
     pub metadata: serde_json::Value,
 }
 
+/// Whom a key belongs to: a user, or no one (a service account's key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    User,
+    Service,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::User => "user",
+            KeyKind::Service => "service",
+        }
+    }
+}
+
+impl std::str::FromStr for KeyKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "user" => Ok(KeyKind::User),
+            "service" => Ok(KeyKind::Service),
+            other => Err(format!(
+                "unknown key kind '{other}': expected user or service"
+            )),
+        }
+    }
+}
+
+/// Whether a key still works, and if not why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyStatus {
+    Active,
+    Revoked,
+    Expired,
+}
+
+impl KeyStatus {
+    /// The one rule: revoked wins, then an expiry at or before `now`.
+    pub fn of(revoked_at: Option<i64>, expires_at: Option<i64>, now: i64) -> KeyStatus {
+        if revoked_at.is_some() {
+            KeyStatus::Revoked
+        } else if expires_at.is_some_and(|t| t <= now) {
+            KeyStatus::Expired
+        } else {
+            KeyStatus::Active
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Revoked => "revoked",
+            KeyStatus::Expired => "expired",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyRow {
     pub id: String,
@@ -34,13 +92,19 @@ pub struct KeyRow {
     pub org_id: String,
     pub project_id: String,
     pub project_name: String,
-    pub kind: String,
+    pub kind: KeyKind,
     pub owner_id: Option<String>,
     pub owner_email: Option<String>,
     pub limits: KeyLimits,
     pub spend_micros: i64,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+}
+
+impl KeyRow {
+    pub fn status(&self, now: i64) -> KeyStatus {
+        KeyStatus::of(self.revoked_at, self.limits.expires_at, now)
+    }
 }
 
 /// The columns every read selects, joined with the owner and the project.
@@ -62,7 +126,7 @@ fn key_of(r: &sqlx::any::AnyRow) -> Result<KeyRow, sqlx::Error> {
         org_id: r.try_get("org_id")?,
         project_id: r.try_get("project_id")?,
         project_name: r.try_get("project_name")?,
-        kind: r.try_get("kind")?,
+        kind: super::db::text_as(&r.try_get::<String, _>("kind")?)?,
         owner_id: r.try_get("owner_id")?,
         owner_email: r.try_get("owner_email")?,
         limits: KeyLimits {
@@ -122,8 +186,8 @@ pub async fn create(
     let token = Token::mint();
     let id = super::new_id();
     let (kind, owner) = match holder {
-        Holder::User(u) => ("user", Some(u)),
-        Holder::Service => ("service", None),
+        Holder::User(u) => (KeyKind::User, Some(u)),
+        Holder::Service => (KeyKind::Service, None),
     };
     sqlx::query(
         "INSERT INTO api_keys (id, public_id, id_hash, secret_hash, hint, org_id, project_id, kind, owner_id, \
@@ -138,7 +202,7 @@ pub async fn create(
     .bind(token.hint())
     .bind(scope.org_id())
     .bind(scope.project_id())
-    .bind(kind)
+    .bind(kind.as_str())
     .bind(owner)
     .bind(&limits.name)
     .bind(limits.name.to_lowercase())
@@ -507,11 +571,8 @@ pub async fn authenticate(
     let prev_until: Option<i64> = r.try_get("prev_valid_until")?;
     let matches = hash == current
         || (prev.as_deref() == Some(hash.as_str()) && prev_until.is_some_and(|t| t > now));
-    let revoked = r.try_get::<Option<i64>, _>("revoked_at")?.is_some();
-    let expired = r
-        .try_get::<Option<i64>, _>("expires_at")?
-        .is_some_and(|t| t <= now);
-    (matches && !revoked && !expired)
+    let status = KeyStatus::of(r.try_get("revoked_at")?, r.try_get("expires_at")?, now);
+    (matches && status == KeyStatus::Active)
         .then(|| r.try_get("id"))
         .transpose()
 }
