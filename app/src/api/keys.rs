@@ -60,11 +60,8 @@ pub const PAGE_SIZE: i64 = 50;
 
 #[cfg(feature = "ssr")]
 pub(crate) fn view_of(k: crate::core::keys::KeyRow, now: i64) -> KeyView {
-    use crate::core::limits::ResetInterval;
     let status = k.status(now).as_str();
-    let next_reset = ResetInterval::parse("budget_reset", &k.limits.budget_reset)
-        .ok()
-        .and_then(|r| r.next_reset(now));
+    let next_reset = k.limits.budget_reset.next_reset(now);
     KeyView {
         id: k.id,
         id_hash: k.id_hash,
@@ -77,7 +74,7 @@ pub(crate) fn view_of(k: crate::core::keys::KeyRow, now: i64) -> KeyView {
         status: status.to_owned(),
         spend_micros: k.spend_micros,
         budget_micros: k.limits.budget_micros,
-        budget_reset: k.limits.budget_reset,
+        budget_reset: k.limits.budget_reset.as_str().to_owned(),
         next_reset,
         expires_at: k.limits.expires_at,
         models: k.limits.models,
@@ -129,9 +126,7 @@ impl KeyForm {
             tpm_limit: tpm,
             rpm_limit: rpm,
             budget_micros: Usd::parse_optional("max_budget", &self.max_budget)?.map(Usd::micros),
-            budget_reset: ResetInterval::parse("budget_reset", &self.budget_reset)?
-                .as_str()
-                .to_owned(),
+            budget_reset: ResetInterval::parse("budget_reset", &self.budget_reset)?,
             expires_at: parse_expiry("expires_at", &self.expires_at, now)?,
             no_content_logging: super::checkbox(
                 "no_content_logging",

@@ -130,8 +130,7 @@ pub async fn evaluate(conn: &mut AnyConnection, now: i64) -> Result<usize, sqlx:
     let mut out = Vec::new();
     for (org_id, a, spending) in &orgs_ {
         if let (Some(cap), true) = (spending.spend_cap_micros, budget_alerts(a)) {
-            let reset = ResetInterval::parse("spend_cap_reset", &spending.spend_cap_reset)
-                .unwrap_or(ResetInterval::Monthly);
+            let reset = spending.spend_cap_reset;
             crossed(
                 &mut out,
                 a,
@@ -157,8 +156,7 @@ pub async fn evaluate(conn: &mut AnyConnection, now: i64) -> Result<usize, sqlx:
             continue;
         };
         let id: String = r.try_get("id")?;
-        let reset = ResetInterval::parse("budget_reset", &r.try_get::<String, _>("budget_reset")?)
-            .unwrap_or(ResetInterval::Never);
+        let reset = super::db::text_as(&r.try_get::<String, _>("budget_reset")?)?;
         crossed(
             &mut out,
             a,
@@ -191,9 +189,7 @@ pub async fn evaluate(conn: &mut AnyConnection, now: i64) -> Result<usize, sqlx:
             .try_get::<Option<i64>, _>("budget_micros")?
             .filter(|_| budget_alerts(a))
         {
-            let reset =
-                ResetInterval::parse("budget_reset", &r.try_get::<String, _>("budget_reset")?)
-                    .unwrap_or(ResetInterval::Never);
+            let reset = super::db::text_as(&r.try_get::<String, _>("budget_reset")?)?;
             crossed(
                 &mut out,
                 a,

@@ -158,3 +158,21 @@ where
     s.parse()
         .map_err(|e: T::Err| sqlx::Error::Decode(e.to_string().into()))
 }
+
+/// A column of micro-dollars read as money: the one place `Usd` leaves the
+/// database (it goes in by `Usd::micros`).
+pub(crate) fn usd(r: &sqlx::any::AnyRow, column: &str) -> Result<crate::format::Usd, sqlx::Error> {
+    use sqlx::Row;
+    r.try_get::<i64, _>(column)
+        .map(crate::format::Usd::from_micros)
+}
+
+/// A nullable column of micro-dollars (no limit where NULL).
+pub(crate) fn usd_opt(
+    r: &sqlx::any::AnyRow,
+    column: &str,
+) -> Result<Option<crate::format::Usd>, sqlx::Error> {
+    use sqlx::Row;
+    r.try_get::<Option<i64>, _>(column)
+        .map(|m| m.map(crate::format::Usd::from_micros))
+}

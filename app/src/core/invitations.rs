@@ -54,11 +54,7 @@ fn invitation_of(r: &sqlx::any::AnyRow) -> Result<Invitation, sqlx::Error> {
             r.try_get::<Option<String>, _>("project_id")?,
             r.try_get::<Option<String>, _>("project_role")?,
         ) {
-            (Some(p), Some(role)) => Some((
-                p,
-                role.parse()
-                    .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
-            )),
+            (Some(p), Some(role)) => Some((p, super::db::text_as::<ProjectRole>(&role)?)),
             _ => None,
         },
     })

@@ -6,13 +6,32 @@ use time::{Date, Duration, OffsetDateTime, Time};
 
 use crate::error::AppError;
 
-/// When a budget starts over: calendar-aligned in UTC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// When a budget starts over: calendar-aligned in UTC. Stored and sent as
+/// its name (`never`, `daily`, `weekly`, `monthly`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ResetInterval {
     Never,
     Daily,
     Weekly,
     Monthly,
+}
+
+/// The stored name only (forms go through [`ResetInterval::parse`], which
+/// also takes a blank for never).
+impl std::str::FromStr for ResetInterval {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            ResetInterval::Never,
+            ResetInterval::Daily,
+            ResetInterval::Weekly,
+            ResetInterval::Monthly,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+        .ok_or_else(|| format!("unknown reset interval '{s}'"))
+    }
 }
 
 impl ResetInterval {
@@ -29,6 +48,7 @@ impl ResetInterval {
         }
     }
 
+    /// The name as stored and sent.
     pub fn as_str(self) -> &'static str {
         match self {
             ResetInterval::Never => "never",

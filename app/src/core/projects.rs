@@ -3,6 +3,7 @@
 use sqlx::{AnyConnection, Row};
 
 use super::db::{json_list, to_json};
+use super::limits::ResetInterval;
 use crate::error::AppError;
 use crate::policy::{OrgRole, OrgScope, ProjectRole, ProjectScope};
 
@@ -15,7 +16,7 @@ pub struct Project {
     pub tpm_limit: Option<i64>,
     pub rpm_limit: Option<i64>,
     pub budget_micros: Option<i64>,
-    pub budget_reset: String,
+    pub budget_reset: ResetInterval,
     pub ip_allowlist: Vec<String>,
     /// Whether request and response bodies may be kept (if the organization
     /// allows it and the key does not opt out).
@@ -34,7 +35,7 @@ impl Project {
             tpm_limit: None,
             rpm_limit: None,
             budget_micros: None,
-            budget_reset: "never".to_owned(),
+            budget_reset: ResetInterval::Never,
             ip_allowlist: Vec::new(),
             content_logging: true,
             created_at: now,
@@ -49,7 +50,7 @@ pub struct Settings {
     pub tpm_limit: Option<i64>,
     pub rpm_limit: Option<i64>,
     pub budget_micros: Option<i64>,
-    pub budget_reset: String,
+    pub budget_reset: ResetInterval,
     pub ip_allowlist: Vec<String>,
     pub content_logging: bool,
 }
@@ -71,7 +72,7 @@ fn project_of(r: &sqlx::any::AnyRow) -> Result<Project, sqlx::Error> {
         tpm_limit: r.try_get("tpm_limit")?,
         rpm_limit: r.try_get("rpm_limit")?,
         budget_micros: r.try_get("budget_micros")?,
-        budget_reset: r.try_get("budget_reset")?,
+        budget_reset: super::db::text_as(&r.try_get::<String, _>("budget_reset")?)?,
         ip_allowlist: json_list(&r.try_get::<String, _>("ip_allowlist_json")?)?,
         content_logging: r.try_get::<i64, _>("content_logging")? != 0,
         created_at: r.try_get("created_at")?,
@@ -213,7 +214,7 @@ pub async fn update(
     .bind(s.tpm_limit)
     .bind(s.rpm_limit)
     .bind(s.budget_micros)
-    .bind(&s.budget_reset)
+    .bind(s.budget_reset.as_str())
     .bind(to_json(&s.ip_allowlist))
     .bind(now)
     .bind(scope.project_id())

@@ -121,7 +121,7 @@ async fn organization(caller: Caller) -> ApiResult<Json<OrganizationOut>> {
         id: org.id,
         name: org.name,
         spend_cap: s.spend_cap_micros.map(dollars),
-        spend_cap_reset: s.spend_cap_reset,
+        spend_cap_reset: s.spend_cap_reset.as_str().to_owned(),
         content_logging: s.content_logging,
     }))
 }
@@ -183,7 +183,7 @@ fn project_out(p: Project) -> ProjectOut {
         tpm_limit: p.tpm_limit,
         rpm_limit: p.rpm_limit,
         max_budget: p.budget_micros.map(dollars),
-        budget_reset: p.budget_reset,
+        budget_reset: p.budget_reset.as_str().to_owned(),
         ip_allowlist: p.ip_allowlist,
         content_logging: p.content_logging,
         created_at: iso(p.created_at),
@@ -232,8 +232,8 @@ impl ProjectIn {
                 None => p.budget_micros,
             },
             budget_reset: match self.budget_reset {
-                Some(r) => reset("budget_reset", &r)?.as_str().to_owned(),
-                None => p.budget_reset.clone(),
+                Some(r) => reset("budget_reset", &r)?,
+                None => p.budget_reset,
             },
             ip_allowlist: match self.ip_allowlist {
                 Some(l) => {
@@ -445,7 +445,7 @@ fn key_out(k: KeyRow) -> KeyOut {
         tpm_limit: k.limits.tpm_limit,
         rpm_limit: k.limits.rpm_limit,
         max_budget: k.limits.budget_micros.map(dollars),
-        budget_reset: k.limits.budget_reset,
+        budget_reset: k.limits.budget_reset.as_str().to_owned(),
         spend: dollars(k.spend_micros),
         expires_at: k.limits.expires_at.map(iso),
         metadata: k.limits.metadata,

@@ -126,12 +126,8 @@ pub struct Memory {
     maps: RwLock<Maps>,
 }
 
-fn reset_of(s: &str) -> ResetInterval {
-    ResetInterval::parse("budget_reset", s).unwrap_or(ResetInterval::Never)
-}
-
 fn key_entry(key: ProxyKey) -> Arc<KeyEntry> {
-    let reset = reset_of(&key.budget_reset);
+    let reset = key.budget_reset;
     Arc::new(KeyEntry { key, reset })
 }
 
@@ -146,7 +142,7 @@ fn project_entry(project: Project) -> Arc<ProjectEntry> {
         })
         .collect();
     Arc::new(ProjectEntry {
-        reset: reset_of(&project.budget_reset),
+        reset: project.budget_reset,
         project,
         allow,
     })
@@ -178,7 +174,7 @@ impl Memory {
         let models = catalogue::load_for_proxy(&mut conn, &org.id).await?;
         let upstreams = providers::load_for_proxy(&mut conn, &org.id, &self.secret).await?;
         Ok(Arc::new(OrgEntry {
-            reset: reset_of(&org.spending.spend_cap_reset),
+            reset: org.spending.spend_cap_reset,
             routes: routes(models, upstreams),
             org,
         }))

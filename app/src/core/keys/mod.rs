@@ -6,6 +6,7 @@ pub mod token;
 use sqlx::{AnyConnection, Row};
 
 use super::db::{json_list, to_json};
+use super::limits::ResetInterval;
 use crate::error::AppError;
 use crate::policy::ProjectScope;
 use token::Token;
@@ -18,7 +19,7 @@ pub struct KeyLimits {
     pub tpm_limit: Option<i64>,
     pub rpm_limit: Option<i64>,
     pub budget_micros: Option<i64>,
-    pub budget_reset: String,
+    pub budget_reset: ResetInterval,
     pub expires_at: Option<i64>,
     pub no_content_logging: bool,
     pub tags: Vec<String>,
@@ -135,7 +136,7 @@ fn key_of(r: &sqlx::any::AnyRow) -> Result<KeyRow, sqlx::Error> {
             tpm_limit: r.try_get("tpm_limit")?,
             rpm_limit: r.try_get("rpm_limit")?,
             budget_micros: r.try_get("budget_micros")?,
-            budget_reset: r.try_get("budget_reset")?,
+            budget_reset: super::db::text_as(&r.try_get::<String, _>("budget_reset")?)?,
             expires_at: r.try_get("expires_at")?,
             no_content_logging: r.try_get::<i64, _>("no_content_logging")? != 0,
             tags: json_list(&r.try_get::<String, _>("tags_json")?)?,
@@ -210,7 +211,7 @@ pub async fn create(
     .bind(limits.tpm_limit)
     .bind(limits.rpm_limit)
     .bind(limits.budget_micros)
-    .bind(&limits.budget_reset)
+    .bind(limits.budget_reset.as_str())
     .bind(limits.expires_at)
     .bind(i64::from(limits.no_content_logging))
     .bind(to_json(&limits.tags))
@@ -439,7 +440,7 @@ pub async fn update(
     .bind(l.tpm_limit)
     .bind(l.rpm_limit)
     .bind(l.budget_micros)
-    .bind(&l.budget_reset)
+    .bind(l.budget_reset.as_str())
     .bind(l.expires_at)
     .bind(i64::from(l.no_content_logging))
     .bind(to_json(&l.tags))
@@ -592,7 +593,7 @@ pub struct ProxyKey {
     pub tpm_limit: Option<i64>,
     pub rpm_limit: Option<i64>,
     pub budget_micros: Option<i64>,
-    pub budget_reset: String,
+    pub budget_reset: ResetInterval,
     pub expires_at: Option<i64>,
     pub no_content_logging: bool,
     pub revoked_at: Option<i64>,
@@ -644,7 +645,7 @@ pub async fn load_for_proxy(
                 tpm_limit: r.try_get("tpm_limit")?,
                 rpm_limit: r.try_get("rpm_limit")?,
                 budget_micros: r.try_get("budget_micros")?,
-                budget_reset: r.try_get("budget_reset")?,
+                budget_reset: super::db::text_as(&r.try_get::<String, _>("budget_reset")?)?,
                 expires_at: r.try_get("expires_at")?,
                 no_content_logging: r.try_get::<i64, _>("no_content_logging")? != 0,
                 revoked_at: r.try_get("revoked_at")?,
