@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod error;
+pub mod format;
 pub mod policy;
 pub mod ui;
 

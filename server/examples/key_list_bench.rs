@@ -57,7 +57,7 @@ async fn main() {
                 tpm_limit: None,
                 rpm_limit: Some(60),
                 budget_micros: Some(5_000_000),
-                budget_reset: "monthly".into(),
+                budget_reset: tollgate_app::core::limits::ResetInterval::Monthly,
                 expires_at: None,
                 no_content_logging: false,
                 tags: vec![format!("team-{}", i % 100), "bench".into()],

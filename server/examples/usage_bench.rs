@@ -126,7 +126,7 @@ async fn main() {
     );
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let month = tollgate_app::core::billing::month_of(now);
+    let month = tollgate_app::format::month_of(now);
     let base = vec![("org_id", org.clone())];
     type Form<'a> = Vec<(&'a str, String)>;
     let cases: Vec<(&str, &str, Form)> = vec![

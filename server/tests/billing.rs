@@ -296,7 +296,7 @@ async fn billing_managers_and_viewers(backend: Backend) {
         ("note", "welcome"),
         ("reference", "G-1"),
     ];
-    let month = tollgate_app::core::billing::month_of(tollgate_app::core::now_ms());
+    let month = tollgate_app::format::month_of(tollgate_app::core::now_ms());
     // The billing manager: credits, statements, alerts and usage, yes.
     app.ok(&billing, "add_credit", &credit).await;
     app.ok(&billing, "get_billing", &[("org_id", o)]).await;
@@ -602,7 +602,7 @@ async fn statements_equal_the_ledger(backend: Backend) {
         (r.get("n"), r.get("cost"), r.get("t_in"), r.get("t_out"));
     assert_eq!(n, 7);
     assert!(cost > 0);
-    let month = tollgate_app::core::billing::month_of(tollgate_app::core::now_ms());
+    let month = tollgate_app::format::month_of(tollgate_app::core::now_ms());
     let st = app
         .ok(
             &owner,
@@ -808,7 +808,7 @@ async fn threshold_alerts_arrive_once_and_are_retried(backend: Backend) {
             ("name", "short-lived"),
             (
                 "expires_at",
-                &tollgate_app::api::format_time(now + 3 * 86_400_000)[..16].replace(' ', "T"),
+                &tollgate_app::format::format_time(now + 3 * 86_400_000)[..16].replace(' ', "T"),
             ),
         ],
     )

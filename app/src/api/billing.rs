@@ -48,12 +48,12 @@ pub async fn get_billing(org_id: String) -> Result<BillingView, AppError> {
             let months = billing::months(&mut conn, &scope).await?;
             Ok(BillingView {
                 prepaid: s.prepaid,
-                credits_micros: s.credits_micros,
-                spent_micros: s.spent_micros,
-                balance_micros: s.balance_micros,
-                cap_micros: s.cap_micros,
-                cap_reset: s.cap_reset,
-                cap_spent_micros: s.cap_spent_micros,
+                credits_micros: s.credits.micros(),
+                spent_micros: s.spent.micros(),
+                balance_micros: s.balance.micros(),
+                cap_micros: s.cap.map(crate::format::Usd::micros),
+                cap_reset: s.cap_reset.as_str().to_owned(),
+                cap_spent_micros: s.cap_spent.micros(),
                 cap_resets_at: s.cap_resets_at,
                 credits_exhausted: s.credits_exhausted,
                 cap_exhausted: s.cap_exhausted,
@@ -87,8 +87,8 @@ pub async fn add_credit(
     use super::ssr::*;
     use crate::core::audit::{self, Actor, Change};
     use crate::core::billing::{self, CreditEntry, CreditKind};
-    use crate::core::limits::Usd;
     use crate::core::{new_id, now_ms};
+    use crate::format::Usd;
     use crate::policy::Action;
     answer(
         async {
@@ -99,7 +99,7 @@ pub async fn add_credit(
                 Some(rest) => (true, rest),
                 None => (false, raw),
             };
-            let micros = Usd::parse("amount", digits)?.0;
+            let micros = Usd::parse("amount", digits)?.micros();
             let micros = if negative { -micros } else { micros };
             if micros == 0 {
                 return Err(AppError::invalid("amount", "must not be zero"));
@@ -233,16 +233,19 @@ pub async fn get_statement(org_id: String, month: String) -> Result<StatementVie
             let mut conn = state.db.pool.acquire().await?;
             // No month: this one.
             let month = match month.trim() {
-                "" => billing::month_of(crate::core::now_ms()),
+                "" => crate::format::month_of(crate::core::now_ms()),
                 m => m.to_owned(),
             };
             let s = billing::statement(&mut conn, &scope, &month).await?;
             Ok(StatementView {
                 csv: billing::statement_csv(&s),
-                by_project: billing::by_project(&s),
+                by_project: billing::by_project(&s)
+                    .into_iter()
+                    .map(|(name, cost)| (name, cost.micros()))
+                    .collect(),
                 month: s.month,
-                total_micros: s.total_micros,
-                credits_micros: s.credits_micros,
+                total_micros: s.total.micros(),
+                credits_micros: s.credits.micros(),
                 lines: s
                     .lines
                     .into_iter()
@@ -252,7 +255,7 @@ pub async fn get_statement(org_id: String, month: String) -> Result<StatementVie
                         requests: l.requests,
                         tokens_in: l.tokens_in,
                         tokens_out: l.tokens_out,
-                        cost_micros: l.cost_micros,
+                        cost_micros: l.cost.micros(),
                     })
                     .collect(),
             })

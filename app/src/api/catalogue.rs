@@ -69,7 +69,8 @@ pub async fn upsert_model(
     use crate::core::audit::{self, Actor, Change};
     use crate::core::catalogue::{self, Model};
     use crate::core::domain::name;
-    use crate::core::limits::{parse_rate, Usd};
+    use crate::core::limits::parse_rate;
+    use crate::format::Usd;
     use crate::policy::Action;
     answer(
         async {
@@ -85,8 +86,8 @@ pub async fn upsert_model(
                 id: model_id,
                 provider: name("provider", &provider, 60)?,
                 upstream: name("upstream", &upstream, 120)?,
-                input_price: Usd::parse("input_price", &input_price)?.0,
-                output_price: Usd::parse("output_price", &output_price)?.0,
+                input_price: Usd::parse("input_price", &input_price)?.micros(),
+                output_price: Usd::parse("output_price", &output_price)?.micros(),
                 context_window: parse_rate("context_window", &context_window)?
                     .ok_or_else(|| AppError::invalid("context_window", "is required"))?,
                 fallbacks: parse_fallbacks(fallbacks.as_deref().unwrap_or(""))?,

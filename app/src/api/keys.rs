@@ -60,17 +60,8 @@ pub const PAGE_SIZE: i64 = 50;
 
 #[cfg(feature = "ssr")]
 pub(crate) fn view_of(k: crate::core::keys::KeyRow, now: i64) -> KeyView {
-    use crate::core::limits::ResetInterval;
-    let status = if k.revoked_at.is_some() {
-        "revoked"
-    } else if k.limits.expires_at.is_some_and(|t| t <= now) {
-        "expired"
-    } else {
-        "active"
-    };
-    let next_reset = ResetInterval::parse("budget_reset", &k.limits.budget_reset)
-        .ok()
-        .and_then(|r| r.next_reset(now));
+    let status = k.status(now).as_str();
+    let next_reset = k.limits.budget_reset.next_reset(now);
     KeyView {
         id: k.id,
         id_hash: k.id_hash,
@@ -83,7 +74,7 @@ pub(crate) fn view_of(k: crate::core::keys::KeyRow, now: i64) -> KeyView {
         status: status.to_owned(),
         spend_micros: k.spend_micros,
         budget_micros: k.limits.budget_micros,
-        budget_reset: k.limits.budget_reset,
+        budget_reset: k.limits.budget_reset.as_str().to_owned(),
         next_reset,
         expires_at: k.limits.expires_at,
         models: k.limits.models,
@@ -117,6 +108,7 @@ impl KeyForm {
         now: i64,
     ) -> Result<crate::core::keys::KeyLimits, AppError> {
         use crate::core::limits::*;
+        use crate::format::Usd;
         let mut models = self.models.unwrap_or_default();
         models.retain(|m| !m.trim().is_empty());
         models.dedup();
@@ -133,10 +125,8 @@ impl KeyForm {
             models,
             tpm_limit: tpm,
             rpm_limit: rpm,
-            budget_micros: Usd::parse_optional("max_budget", &self.max_budget)?.map(|u| u.0),
-            budget_reset: ResetInterval::parse("budget_reset", &self.budget_reset)?
-                .as_str()
-                .to_owned(),
+            budget_micros: Usd::parse_optional("max_budget", &self.max_budget)?.map(Usd::micros),
+            budget_reset: ResetInterval::parse("budget_reset", &self.budget_reset)?,
             expires_at: parse_expiry("expires_at", &self.expires_at, now)?,
             no_content_logging: super::checkbox(
                 "no_content_logging",

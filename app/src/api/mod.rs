@@ -210,8 +210,6 @@ pub(crate) mod ssr {
     }
 }
 
-/// Formats Unix milliseconds as `YYYY-MM-DD HH:MM UTC`, identically on the
-/// server and in the browser (no locale, no time zone: no hydration mismatch).
 /// A checkbox as a form sends it: absent or off is false.
 #[cfg(feature = "ssr")]
 pub(crate) fn checkbox(field: &str, raw: Option<&str>) -> Result<bool, crate::error::AppError> {
@@ -223,63 +221,5 @@ pub(crate) fn checkbox(field: &str, raw: Option<&str>) -> Result<bool, crate::er
             field,
             format!("'{other}' is not on or off"),
         )),
-    }
-}
-
-pub fn format_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        rem / 3600,
-        (rem % 3600) / 60
-    )
-}
-
-/// Formats micro-dollars as `$5.00`, keeping digits past the cents where
-/// they matter (`$0.000125`).
-pub fn format_usd(micros: i64) -> String {
-    let sign = if micros < 0 { "-" } else { "" };
-    let m = micros.unsigned_abs();
-    let (whole, frac) = (m / 1_000_000, m % 1_000_000);
-    let frac = format!("{frac:06}");
-    let frac = frac.trim_end_matches('0');
-    let frac = if frac.len() < 2 {
-        format!("{frac:0<2}")
-    } else {
-        frac.to_owned()
-    };
-    format!("{sign}${whole}.{frac}")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dollars_format_to_the_cent_or_finer() {
-        assert_eq!(super::format_usd(5_000_000), "$5.00");
-        assert_eq!(super::format_usd(12_500_000), "$12.50");
-        assert_eq!(super::format_usd(125), "$0.000125");
-        assert_eq!(super::format_usd(0), "$0.00");
-    }
-
-    #[test]
-    fn times_format_in_utc() {
-        assert_eq!(super::format_time(0), "1970-01-01 00:00 UTC");
-        assert_eq!(
-            super::format_time(1_795_435_020_000),
-            "2026-11-23 11:57 UTC"
-        );
-        assert_eq!(super::format_time(951_782_400_000), "2000-02-29 00:00 UTC");
     }
 }

@@ -136,7 +136,7 @@ pub struct SpendingView {
 fn spending_view(s: crate::core::orgs::Spending) -> SpendingView {
     SpendingView {
         spend_cap_micros: s.spend_cap_micros,
-        spend_cap_reset: s.spend_cap_reset,
+        spend_cap_reset: s.spend_cap_reset.as_str().to_owned(),
         content_logging: s.content_logging,
     }
 }
@@ -169,17 +169,16 @@ pub async fn update_spending(
 ) -> Result<SpendingView, AppError> {
     use super::ssr::*;
     use crate::core::audit::{self, Actor, Change};
-    use crate::core::limits::{ResetInterval, Usd};
+    use crate::core::limits::ResetInterval;
     use crate::core::{now_ms, orgs};
+    use crate::format::Usd;
     use crate::policy::Action;
     answer(
         async {
             let (state, user, scope) = authorize(&org_id, Action::ViewOrganization).await?;
             let wanted = orgs::Spending {
-                spend_cap_micros: Usd::parse_optional("spend_cap", &spend_cap)?.map(|u| u.0),
-                spend_cap_reset: ResetInterval::parse("spend_cap_reset", &spend_cap_reset)?
-                    .as_str()
-                    .to_owned(),
+                spend_cap_micros: Usd::parse_optional("spend_cap", &spend_cap)?.map(Usd::micros),
+                spend_cap_reset: ResetInterval::parse("spend_cap_reset", &spend_cap_reset)?,
                 content_logging: super::checkbox("content_logging", content_logging.as_deref())?,
             };
             let now = now_ms();

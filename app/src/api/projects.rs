@@ -110,7 +110,7 @@ pub async fn get_project(org_id: String, project_id: String) -> Result<ProjectVi
                 tpm_limit: p.tpm_limit,
                 rpm_limit: p.rpm_limit,
                 budget_micros: p.budget_micros,
-                budget_reset: p.budget_reset,
+                budget_reset: p.budget_reset.as_str().to_owned(),
                 ip_allowlist: p.ip_allowlist,
                 content_logging: p.content_logging,
                 my_seat: scope.seat(),
@@ -138,8 +138,9 @@ pub async fn update_project(
 ) -> Result<ProjectView, AppError> {
     use super::ssr::*;
     use crate::core::audit::Actor;
-    use crate::core::limits::{parse_ip_allowlist, parse_rate, ResetInterval, Usd};
+    use crate::core::limits::{parse_ip_allowlist, parse_rate, ResetInterval};
     use crate::core::projects;
+    use crate::format::Usd;
     use crate::policy::Action;
     answer(
         async {
@@ -152,10 +153,8 @@ pub async fn update_project(
                 models,
                 tpm_limit: parse_rate("tpm", &tpm)?,
                 rpm_limit: parse_rate("rpm", &rpm)?,
-                budget_micros: Usd::parse_optional("max_budget", &max_budget)?.map(|u| u.0),
-                budget_reset: ResetInterval::parse("budget_reset", &budget_reset)?
-                    .as_str()
-                    .to_owned(),
+                budget_micros: Usd::parse_optional("max_budget", &max_budget)?.map(Usd::micros),
+                budget_reset: ResetInterval::parse("budget_reset", &budget_reset)?,
                 ip_allowlist: parse_ip_allowlist("ip_allowlist", &ip_allowlist)?,
                 content_logging: super::checkbox("content_logging", content_logging.as_deref())?,
             };

@@ -26,7 +26,7 @@ pub struct ProvisioningKeyIssued {
 
 #[cfg(feature = "ssr")]
 fn view_of(k: crate::core::provisioning::ProvisioningKey) -> ProvisioningKeyView {
-    use super::format_time;
+    use crate::format::format_time;
     ProvisioningKeyView {
         id: k.id,
         name: k.name,

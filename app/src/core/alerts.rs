@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use super::limits::ResetInterval;
 use super::orgs::{self, Alerting};
 use super::usage::{self, Level, Spend};
-use crate::api::{format_time, format_usd};
+use crate::format::{format_time, format_usd, Usd};
 use crate::policy::OrgScope;
 
 const WEEK_MS: i64 = 7 * 86_400_000;
@@ -130,8 +130,7 @@ pub async fn evaluate(conn: &mut AnyConnection, now: i64) -> Result<usize, sqlx:
     let mut out = Vec::new();
     for (org_id, a, spending) in &orgs_ {
         if let (Some(cap), true) = (spending.spend_cap_micros, budget_alerts(a)) {
-            let reset = ResetInterval::parse("spend_cap_reset", &spending.spend_cap_reset)
-                .unwrap_or(ResetInterval::Monthly);
+            let reset = spending.spend_cap_reset;
             crossed(
                 &mut out,
                 a,
@@ -157,8 +156,7 @@ pub async fn evaluate(conn: &mut AnyConnection, now: i64) -> Result<usize, sqlx:
             continue;
         };
         let id: String = r.try_get("id")?;
-        let reset = ResetInterval::parse("budget_reset", &r.try_get::<String, _>("budget_reset")?)
-            .unwrap_or(ResetInterval::Never);
+        let reset = super::db::text_as(&r.try_get::<String, _>("budget_reset")?)?;
         crossed(
             &mut out,
             a,
@@ -191,9 +189,7 @@ pub async fn evaluate(conn: &mut AnyConnection, now: i64) -> Result<usize, sqlx:
             .try_get::<Option<i64>, _>("budget_micros")?
             .filter(|_| budget_alerts(a))
         {
-            let reset =
-                ResetInterval::parse("budget_reset", &r.try_get::<String, _>("budget_reset")?)
-                    .unwrap_or(ResetInterval::Never);
+            let reset = super::db::text_as(&r.try_get::<String, _>("budget_reset")?)?;
             crossed(
                 &mut out,
                 a,
@@ -249,8 +245,8 @@ async fn raise(
         "organization_id": c.org_id,
         "subject": { "type": c.subject_type, "id": c.subject_id, "name": c.subject_name },
         "threshold_percent": (c.kind == "budget").then_some(c.threshold),
-        "spent_usd": c.spent.map(super::billing::usd_plain),
-        "budget_usd": c.budget.map(super::billing::usd_plain),
+        "spent_usd": c.spent.map(|m| Usd::from_micros(m).plain()),
+        "budget_usd": c.budget.map(|m| Usd::from_micros(m).plain()),
         "period_start": format_time(c.period_start),
         "message": c.message,
         "at": format_time(now),

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use super::limits::ResetInterval;
 use super::usage::DAY_MS;
+use crate::format::Usd;
 use crate::policy::OrgScope;
 
 /// What a credit entry records.
@@ -122,15 +123,15 @@ pub async fn set_prepaid(
 pub struct Standing {
     /// Whether the credit balance is enforced.
     pub prepaid: bool,
-    pub credits_micros: i64,
+    pub credits: Usd,
     /// Everything metered, ever.
-    pub spent_micros: i64,
-    /// Credits minus metered spend.
-    pub balance_micros: i64,
-    pub cap_micros: Option<i64>,
-    pub cap_reset: String,
+    pub spent: Usd,
+    /// Credits minus metered spend (saturating).
+    pub balance: Usd,
+    pub cap: Option<Usd>,
+    pub cap_reset: ResetInterval,
     /// Spend in the cap's current period.
-    pub cap_spent_micros: i64,
+    pub cap_spent: Usd,
     /// When the cap's period ends (`None`: never).
     pub cap_resets_at: Option<i64>,
     pub credits_exhausted: bool,
@@ -151,10 +152,9 @@ pub async fn standing(
     .fetch_one(&mut *conn)
     .await?;
     let prepaid = r.try_get::<i64, _>("prepaid")? != 0;
-    let credits: i64 = r.try_get("credits")?;
-    let cap: Option<i64> = r.try_get("spend_cap_micros")?;
-    let cap_reset: String = r.try_get("spend_cap_reset")?;
-    let reset = ResetInterval::parse("spend_cap_reset", &cap_reset).unwrap_or(ResetInterval::Never);
+    let credits = super::db::usd(&r, "credits")?;
+    let cap = super::db::usd_opt(&r, "spend_cap_micros")?;
+    let reset: ResetInterval = super::db::text_as(&r.try_get::<String, _>("spend_cap_reset")?)?;
     let start_day = reset.period_start(now).unwrap_or(0).div_euclid(DAY_MS);
     let s = sqlx::query(
         "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS total, \
@@ -165,19 +165,20 @@ pub async fn standing(
     .bind(start_day)
     .fetch_one(&mut *conn)
     .await?;
-    let spent: i64 = s.try_get("total")?;
-    let cap_spent: i64 = s.try_get("period")?;
+    let spent = super::db::usd(&s, "total")?;
+    let cap_spent = super::db::usd(&s, "period")?;
+    let balance = credits.saturating_sub(spent);
     Ok(Standing {
         prepaid,
-        credits_micros: credits,
-        spent_micros: spent,
-        balance_micros: credits - spent,
+        credits,
+        spent,
+        balance,
         cap_exhausted: cap.is_some_and(|c| cap_spent >= c),
-        cap_micros: cap,
-        cap_reset,
-        cap_spent_micros: cap_spent,
+        cap,
+        cap_reset: reset,
+        cap_spent,
         cap_resets_at: reset.next_reset(now),
-        credits_exhausted: prepaid && credits - spent <= 0,
+        credits_exhausted: prepaid && balance <= Usd::ZERO,
     })
 }
 
@@ -190,7 +191,7 @@ pub struct StatementLine {
     pub requests: i64,
     pub tokens_in: i64,
     pub tokens_out: i64,
-    pub cost_micros: i64,
+    pub cost: Usd,
 }
 
 /// A calendar month (UTC) of an organization's spend.
@@ -201,9 +202,9 @@ pub struct Statement {
     pub from: i64,
     pub to: i64,
     pub lines: Vec<StatementLine>,
-    pub total_micros: i64,
+    pub total: Usd,
     /// Credits entered during the month.
-    pub credits_micros: i64,
+    pub credits: Usd,
 }
 
 /// The first instant of the month `YYYY-MM` and of the month after, in ms.
@@ -220,11 +221,6 @@ pub fn month_bounds(field: &str, month: &str) -> Result<(i64, i64), crate::error
     };
     let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
     Ok((start(y, m)?, start(ny, nm)?))
-}
-
-/// The month `now` falls in, as `YYYY-MM`.
-pub fn month_of(ms: i64) -> String {
-    crate::api::format_time(ms)[..7].to_owned()
 }
 
 pub async fn statement(
@@ -258,7 +254,7 @@ pub async fn statement(
             requests: r.try_get("requests")?,
             tokens_in: r.try_get("tokens_in")?,
             tokens_out: r.try_get("tokens_out")?,
-            cost_micros: r.try_get("cost")?,
+            cost: super::db::usd(r, "cost")?,
         });
     }
     let credits: i64 = sqlx::query_scalar(
@@ -274,17 +270,12 @@ pub async fn statement(
         month: month.trim().to_owned(),
         from,
         to,
-        total_micros: lines.iter().map(|l| l.cost_micros).sum(),
+        total: lines
+            .iter()
+            .fold(Usd::ZERO, |sum, l| sum.saturating_add(l.cost)),
         lines,
-        credits_micros: credits,
+        credits: Usd::from_micros(credits),
     })
-}
-
-/// Dollars with six decimals, for machines (`12.500000`).
-pub fn usd_plain(micros: i64) -> String {
-    let sign = if micros < 0 { "-" } else { "" };
-    let m = micros.unsigned_abs();
-    format!("{sign}{}.{:06}", m / 1_000_000, m % 1_000_000)
 }
 
 /// The statement as CSV: one line per project and model, then the total.
@@ -308,13 +299,13 @@ pub fn statement_csv(s: &Statement) -> String {
             l.requests,
             l.tokens_in,
             l.tokens_out,
-            usd_plain(l.cost_micros)
+            l.cost.plain()
         ));
     }
     let sums = s.lines.iter().fold([0i64; 3], |mut a, l| {
-        a[0] += l.requests;
-        a[1] += l.tokens_in;
-        a[2] += l.tokens_out;
+        a[0] = a[0].saturating_add(l.requests);
+        a[1] = a[1].saturating_add(l.tokens_in);
+        a[2] = a[2].saturating_add(l.tokens_out);
         a
     });
     out.push_str(&format!(
@@ -323,7 +314,7 @@ pub fn statement_csv(s: &Statement) -> String {
         sums[0],
         sums[1],
         sums[2],
-        usd_plain(s.total_micros)
+        s.total.plain()
     ));
     out
 }
@@ -346,7 +337,7 @@ pub async fn months(
     let first = first.unwrap_or(now).min(now);
     // Walk back month by month from this one to the first.
     loop {
-        let m = month_of(at);
+        let m = crate::format::month_of(at);
         let (start, _) =
             month_bounds("month", &m).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
         out.push(m);
@@ -359,10 +350,11 @@ pub async fn months(
 }
 
 /// Sums statement lines per project (for the statement's first table).
-pub fn by_project(s: &Statement) -> Vec<(String, i64)> {
-    let mut m: BTreeMap<String, i64> = BTreeMap::new();
+pub fn by_project(s: &Statement) -> Vec<(String, Usd)> {
+    let mut m: BTreeMap<String, Usd> = BTreeMap::new();
     for l in &s.lines {
-        *m.entry(l.project_name.clone()).or_default() += l.cost_micros;
+        let sum = m.entry(l.project_name.clone()).or_default();
+        *sum = sum.saturating_add(l.cost);
     }
     m.into_iter().collect()
 }

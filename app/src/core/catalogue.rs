@@ -3,7 +3,7 @@
 
 use sqlx::{AnyConnection, Row};
 
-use crate::policy::OrgScope;
+use crate::policy::{OrgScope, TenantScope};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Model {
@@ -110,12 +110,15 @@ fn model_of(r: &sqlx::any::AnyRow) -> Result<Model, sqlx::Error> {
         input_price: r.try_get("input_micros_per_mtok")?,
         output_price: r.try_get("output_micros_per_mtok")?,
         context_window: r.try_get("context_window")?,
-        fallbacks: super::projects::json_list(&r.try_get::<String, _>("fallbacks_json")?)?,
+        fallbacks: super::db::json_list(&r.try_get::<String, _>("fallbacks_json")?)?,
     })
 }
 
 /// The catalogue's ids of the scoped organization (projects pick from it).
-pub async fn ids(conn: &mut AnyConnection, scope: &OrgScope) -> Result<Vec<String>, sqlx::Error> {
+pub async fn ids(
+    conn: &mut AnyConnection,
+    scope: &TenantScope,
+) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT id FROM models WHERE org_id = $1 ORDER BY id")
         .bind(scope.org_id())
         .fetch_all(&mut *conn)
@@ -165,7 +168,7 @@ pub async fn upsert(
     .bind(m.output_price)
     .bind(m.context_window)
     .bind(now)
-    .bind(super::projects::to_json(&m.fallbacks))
+    .bind(super::db::to_json(&m.fallbacks))
     .execute(&mut *conn)
     .await?;
     Ok(before)

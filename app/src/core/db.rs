@@ -138,3 +138,41 @@ pub async fn connect(url: &str) -> Result<Db, DbError> {
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
+
+/// The JSON-in-text codec: a list stored as a JSON array in a TEXT column.
+pub(crate) fn json_list(s: &str) -> Result<Vec<String>, sqlx::Error> {
+    serde_json::from_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+pub(crate) fn to_json(list: &[String]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// A TEXT column read as its type (roles, reset intervals, key kinds): the
+/// one place a stored name that no longer parses becomes a decode error.
+pub(crate) fn text_as<T>(s: &str) -> Result<T, sqlx::Error>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    s.parse()
+        .map_err(|e: T::Err| sqlx::Error::Decode(e.to_string().into()))
+}
+
+/// A column of micro-dollars read as money: the one place `Usd` leaves the
+/// database (it goes in by `Usd::micros`).
+pub(crate) fn usd(r: &sqlx::any::AnyRow, column: &str) -> Result<crate::format::Usd, sqlx::Error> {
+    use sqlx::Row;
+    r.try_get::<i64, _>(column)
+        .map(crate::format::Usd::from_micros)
+}
+
+/// A nullable column of micro-dollars (no limit where NULL).
+pub(crate) fn usd_opt(
+    r: &sqlx::any::AnyRow,
+    column: &str,
+) -> Result<Option<crate::format::Usd>, sqlx::Error> {
+    use sqlx::Row;
+    r.try_get::<Option<i64>, _>(column)
+        .map(|m| m.map(crate::format::Usd::from_micros))
+}

@@ -47,18 +47,14 @@ fn invitation_of(r: &sqlx::any::AnyRow) -> Result<Invitation, sqlx::Error> {
         id: r.try_get("id")?,
         org_id: r.try_get("org_id")?,
         email: r.try_get("email")?,
-        role: super::members::role_of(&role)?,
+        role: super::db::text_as::<OrgRole>(&role)?,
         created_at: r.try_get("created_at")?,
         expires_at: r.try_get("expires_at")?,
         project: match (
             r.try_get::<Option<String>, _>("project_id")?,
             r.try_get::<Option<String>, _>("project_role")?,
         ) {
-            (Some(p), Some(role)) => Some((
-                p,
-                role.parse()
-                    .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
-            )),
+            (Some(p), Some(role)) => Some((p, super::db::text_as::<ProjectRole>(&role)?)),
             _ => None,
         },
     })

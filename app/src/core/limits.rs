@@ -6,66 +6,32 @@ use time::{Date, Duration, OffsetDateTime, Time};
 
 use crate::error::AppError;
 
-/// An amount of US dollars in micro-dollars (1e-6), exact.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Usd(pub i64);
-
-impl Usd {
-    /// Parses "5", "5.5", "$5.00", "0.000125"; at most 6 decimals, not negative.
-    pub fn parse(field: &str, raw: &str) -> Result<Usd, AppError> {
-        let s = raw.trim().trim_start_matches('$');
-        let bad = || {
-            AppError::invalid(
-                field,
-                format!("'{raw}' is not an amount in USD such as 5 or 12.50"),
-            )
-        };
-        if s.starts_with('-') {
-            return Err(AppError::invalid(field, "must not be negative"));
-        }
-        let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-        if whole.is_empty() && frac.is_empty() || !whole.chars().all(|c| c.is_ascii_digit()) {
-            return Err(bad());
-        }
-        if frac.len() > 6 || !frac.chars().all(|c| c.is_ascii_digit()) {
-            return Err(bad());
-        }
-        let whole: i64 = if whole.is_empty() {
-            0
-        } else {
-            whole.parse().map_err(|_| bad())?
-        };
-        let frac: i64 = format!("{frac:0<6}").parse().map_err(|_| bad())?;
-        whole
-            .checked_mul(1_000_000)
-            .and_then(|w| w.checked_add(frac))
-            .map(Usd)
-            .ok_or_else(|| AppError::invalid(field, "is too large"))
-    }
-
-    /// Blank means "no limit".
-    pub fn parse_optional(field: &str, raw: &str) -> Result<Option<Usd>, AppError> {
-        if raw.trim().is_empty() {
-            Ok(None)
-        } else {
-            Usd::parse(field, raw).map(Some)
-        }
-    }
-}
-
-impl std::fmt::Display for Usd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", crate::api::format_usd(self.0))
-    }
-}
-
-/// When a budget starts over: calendar-aligned in UTC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// When a budget starts over: calendar-aligned in UTC. Stored and sent as
+/// its name (`never`, `daily`, `weekly`, `monthly`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ResetInterval {
     Never,
     Daily,
     Weekly,
     Monthly,
+}
+
+/// The stored name only (forms go through [`ResetInterval::parse`], which
+/// also takes a blank for never).
+impl std::str::FromStr for ResetInterval {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            ResetInterval::Never,
+            ResetInterval::Daily,
+            ResetInterval::Weekly,
+            ResetInterval::Monthly,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+        .ok_or_else(|| format!("unknown reset interval '{s}'"))
+    }
 }
 
 impl ResetInterval {
@@ -82,6 +48,7 @@ impl ResetInterval {
         }
     }
 
+    /// The name as stored and sent.
     pub fn as_str(self) -> &'static str {
         match self {
             ResetInterval::Never => "never",
@@ -286,25 +253,6 @@ mod tests {
     fn at(s: &str) -> i64 {
         let t = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap();
         i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap()
-    }
-
-    #[test]
-    fn dollars_parse_exactly() {
-        assert_eq!(Usd::parse("b", "5"), Ok(Usd(5_000_000)));
-        assert_eq!(Usd::parse("b", "$12.50"), Ok(Usd(12_500_000)));
-        assert_eq!(Usd::parse("b", "0.000125"), Ok(Usd(125)));
-        assert_eq!(Usd::parse("b", ".5"), Ok(Usd(500_000)));
-        for bad in ["", "abc", "1.2.3", "1.0000001", "1e3"] {
-            assert!(Usd::parse("b", bad).is_err(), "{bad}");
-        }
-        assert_eq!(
-            Usd::parse("max_budget", "-1")
-                .err()
-                .map(|e| e.to_string())
-                .as_deref(),
-            Some("max_budget: must not be negative")
-        );
-        assert_eq!(Usd::parse_optional("b", " "), Ok(None));
     }
 
     #[test]

@@ -15,10 +15,6 @@ pub struct MemberRow {
     pub joined_at: i64,
 }
 
-pub(crate) fn role_of(s: &str) -> Result<OrgRole, sqlx::Error> {
-    s.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))
-}
-
 /// The membership that the policy decides on; `None` when the user is not a
 /// member (the caller answers 404, so other tenants learn nothing).
 pub async fn membership(
@@ -36,7 +32,7 @@ pub async fn membership(
         Ok(OrgMember {
             user_id: user_id.to_owned(),
             org_id: org_id.to_owned(),
-            role: role_of(&r)?,
+            role: super::db::text_as::<OrgRole>(&r)?,
         })
     })
     .transpose()
@@ -48,7 +44,7 @@ fn member_of_row(r: &sqlx::any::AnyRow) -> Result<MemberRow, sqlx::Error> {
         user_id: r.try_get("id")?,
         email: r.try_get("email")?,
         name: r.try_get("name")?,
-        role: role_of(&role)?,
+        role: super::db::text_as::<OrgRole>(&role)?,
         joined_at: r.try_get("created_at")?,
     })
 }

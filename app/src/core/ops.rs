@@ -14,10 +14,10 @@ use super::projects::{self, Project, Settings};
 use super::state::AppState;
 use super::{catalogue, domain::Email, now_ms, orgs, users};
 use crate::error::AppError;
-use crate::policy::{OrgRole, OrgScope, ProjectRole, ProjectScope};
+use crate::policy::{OrgRole, OrgScope, ProjectRole, ProjectScope, TenantScope};
 
 fn audited<'a>(
-    scope: &'a OrgScope,
+    scope: &'a TenantScope,
     action: &'a str,
     resource_type: &'a str,
     resource_id: &'a str,

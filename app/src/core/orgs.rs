@@ -3,6 +3,7 @@
 use sqlx::{AnyConnection, Row};
 
 use super::domain::OrgName;
+use super::limits::ResetInterval;
 use crate::policy::{OrgRole, OrgScope};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,7 +97,7 @@ pub async fn of_user(conn: &mut AnyConnection, user_id: &str) -> Result<Vec<MyOr
             Ok(MyOrg {
                 id: r.try_get("id")?,
                 name: r.try_get("name")?,
-                role: super::members::role_of(&role)?,
+                role: super::db::text_as::<OrgRole>(&role)?,
             })
         })
         .collect()
@@ -119,7 +120,7 @@ pub async fn name_for_invitation(
 pub struct Spending {
     /// The most the organization may spend per period; `None`: no cap.
     pub spend_cap_micros: Option<i64>,
-    pub spend_cap_reset: String,
+    pub spend_cap_reset: ResetInterval,
     /// Whether any of its projects may keep request and response bodies.
     pub content_logging: bool,
 }
@@ -137,7 +138,7 @@ pub struct ProxyOrg {
 fn spending_of(r: &sqlx::any::AnyRow) -> Result<Spending, sqlx::Error> {
     Ok(Spending {
         spend_cap_micros: r.try_get("spend_cap_micros")?,
-        spend_cap_reset: r.try_get("spend_cap_reset")?,
+        spend_cap_reset: super::db::text_as(&r.try_get::<String, _>("spend_cap_reset")?)?,
         content_logging: r.try_get::<i64, _>("content_logging")? != 0,
     })
 }
@@ -163,7 +164,7 @@ pub async fn set_spending(
          updated_at = $4 WHERE id = $5",
     )
     .bind(s.spend_cap_micros)
-    .bind(&s.spend_cap_reset)
+    .bind(s.spend_cap_reset.as_str())
     .bind(i64::from(s.content_logging))
     .bind(now)
     .bind(scope.org_id())
@@ -246,7 +247,7 @@ pub async fn alerting(conn: &mut AnyConnection, scope: &OrgScope) -> Result<Aler
     Ok(Alerting {
         webhook_url: r.try_get("alert_webhook_url")?,
         slack_url: r.try_get("alert_slack_url")?,
-        alert_types: super::projects::json_list(&r.try_get::<String, _>("alert_types_json")?)?,
+        alert_types: super::db::json_list(&r.try_get::<String, _>("alert_types_json")?)?,
         thresholds: thresholds_of(&r.try_get::<String, _>("alert_thresholds_json")?),
     })
 }
@@ -263,7 +264,7 @@ pub async fn set_alerting(
     )
     .bind(a.webhook_url.as_deref())
     .bind(a.slack_url.as_deref())
-    .bind(super::projects::to_json(&a.alert_types))
+    .bind(super::db::to_json(&a.alert_types))
     .bind(serde_json::to_string(&a.thresholds).unwrap_or_else(|_| "[]".into()))
     .bind(now)
     .bind(scope.org_id())
@@ -299,7 +300,7 @@ pub async fn alerting_all(
                 Alerting {
                     webhook_url: r.try_get("alert_webhook_url")?,
                     slack_url: r.try_get("alert_slack_url")?,
-                    alert_types: super::projects::json_list(
+                    alert_types: super::db::json_list(
                         &r.try_get::<String, _>("alert_types_json")?,
                     )?,
                     thresholds: thresholds_of(&r.try_get::<String, _>("alert_thresholds_json")?),

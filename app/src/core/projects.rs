@@ -2,6 +2,8 @@
 
 use sqlx::{AnyConnection, Row};
 
+use super::db::{json_list, to_json};
+use super::limits::ResetInterval;
 use crate::error::AppError;
 use crate::policy::{OrgRole, OrgScope, ProjectRole, ProjectScope};
 
@@ -14,7 +16,7 @@ pub struct Project {
     pub tpm_limit: Option<i64>,
     pub rpm_limit: Option<i64>,
     pub budget_micros: Option<i64>,
-    pub budget_reset: String,
+    pub budget_reset: ResetInterval,
     pub ip_allowlist: Vec<String>,
     /// Whether request and response bodies may be kept (if the organization
     /// allows it and the key does not opt out).
@@ -33,7 +35,7 @@ impl Project {
             tpm_limit: None,
             rpm_limit: None,
             budget_micros: None,
-            budget_reset: "never".to_owned(),
+            budget_reset: ResetInterval::Never,
             ip_allowlist: Vec::new(),
             content_logging: true,
             created_at: now,
@@ -48,7 +50,7 @@ pub struct Settings {
     pub tpm_limit: Option<i64>,
     pub rpm_limit: Option<i64>,
     pub budget_micros: Option<i64>,
-    pub budget_reset: String,
+    pub budget_reset: ResetInterval,
     pub ip_allowlist: Vec<String>,
     pub content_logging: bool,
 }
@@ -61,14 +63,6 @@ macro_rules! columns {
     };
 }
 
-pub(crate) fn json_list(s: &str) -> Result<Vec<String>, sqlx::Error> {
-    serde_json::from_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
-}
-
-pub(crate) fn to_json(list: &[String]) -> String {
-    serde_json::to_string(list).unwrap_or_else(|_| "[]".to_owned())
-}
-
 fn project_of(r: &sqlx::any::AnyRow) -> Result<Project, sqlx::Error> {
     Ok(Project {
         id: r.try_get("id")?,
@@ -78,7 +72,7 @@ fn project_of(r: &sqlx::any::AnyRow) -> Result<Project, sqlx::Error> {
         tpm_limit: r.try_get("tpm_limit")?,
         rpm_limit: r.try_get("rpm_limit")?,
         budget_micros: r.try_get("budget_micros")?,
-        budget_reset: r.try_get("budget_reset")?,
+        budget_reset: super::db::text_as(&r.try_get::<String, _>("budget_reset")?)?,
         ip_allowlist: json_list(&r.try_get::<String, _>("ip_allowlist_json")?)?,
         content_logging: r.try_get::<i64, _>("content_logging")? != 0,
         created_at: r.try_get("created_at")?,
@@ -220,7 +214,7 @@ pub async fn update(
     .bind(s.tpm_limit)
     .bind(s.rpm_limit)
     .bind(s.budget_micros)
-    .bind(&s.budget_reset)
+    .bind(s.budget_reset.as_str())
     .bind(to_json(&s.ip_allowlist))
     .bind(now)
     .bind(scope.project_id())
@@ -295,7 +289,7 @@ pub async fn members(
                 user_id: r.try_get("id")?,
                 email: r.try_get("email")?,
                 name: r.try_get("name")?,
-                org_role: super::members::role_of(&org_role)?,
+                org_role: super::db::text_as::<OrgRole>(&org_role)?,
                 role: role.and_then(|s| s.parse().ok()),
             })
         })

@@ -397,7 +397,7 @@ pub struct RollupRow {
 /// usage scope's to filter.
 pub async fn rollup(
     conn: &mut AnyConnection,
-    scope: &crate::policy::OrgScope,
+    scope: &crate::policy::TenantScope,
     from_day: i64,
     to_day: i64,
     project: Option<&str>,
@@ -561,7 +561,7 @@ pub struct KeyInfo {
 /// The organization's projects `(id, name)` and keys, for naming report rows.
 pub async fn names(
     conn: &mut AnyConnection,
-    scope: &crate::policy::OrgScope,
+    scope: &crate::policy::TenantScope,
 ) -> Result<(Vec<(String, String)>, Vec<KeyInfo>), sqlx::Error> {
     let projects = sqlx::query("SELECT id, name FROM projects WHERE org_id = $1 ORDER BY name")
         .bind(scope.org_id())

@@ -6,10 +6,10 @@ use leptos_router::hooks::use_params_map;
 
 use super::{error_of, go, Shell};
 use crate::api::auth::{setup_status, ChangePassword, Setup, SignIn, SignedIn};
-use crate::api::format_time;
 use crate::api::members::{invitation_info, AcceptInvitation};
 use crate::api::orgs::CreateOrg;
 use crate::error::AppError;
+use crate::format::format_time;
 
 /// After a successful sign-in-like action, load the console afresh.
 fn on_signed_in(value: impl Fn() -> Option<Result<SignedIn, AppError>> + Send + Sync + 'static) {

@@ -5,7 +5,7 @@ use leptos_router::hooks::use_query_map;
 
 use super::{org_param, Shell};
 use crate::api::audit::list_audit_events;
-use crate::api::format_time;
+use crate::format::format_time;
 
 #[component]
 pub fn AuditPage() -> impl IntoView {

@@ -8,7 +8,7 @@ use super::{error_of, org_param, Shell};
 use crate::api::billing::{
     get_alerting, get_billing, get_statement, AddCredit, SetPrepaid, UpdateAlerting,
 };
-use crate::api::{format_time, format_usd};
+use crate::format::{format_time, format_usd};
 
 #[component]
 pub fn BillingPage() -> impl IntoView {

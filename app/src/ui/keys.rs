@@ -9,8 +9,8 @@ use crate::api::keys::{
     list_keys, my_keys, CreateKey, KeyIssued, KeyView, RevokeKey, RotateKey, UpdateKey, PAGE_SIZE,
 };
 use crate::api::projects::ProjectView;
-use crate::api::{format_time, format_usd};
 use crate::error::AppError;
+use crate::format::{format_time, format_usd};
 use crate::policy::{allows, Action};
 
 /// `YYYY-MM-DDTHH:MM` in UTC, what a datetime-local field holds.

@@ -3,10 +3,10 @@
 use leptos::prelude::*;
 
 use super::{error_of, org_param, Shell};
-use crate::api::format_time;
 use crate::api::members::{
     list_invitations, list_members, ChangeMemberRole, InviteMember, RemoveMember, RevokeInvitation,
 };
+use crate::format::format_time;
 use crate::policy::OrgRole;
 
 fn role_options(selected: OrgRole) -> impl IntoView {

@@ -172,7 +172,7 @@ fn banner(s: &crate::api::billing::Stop) -> Option<String> {
     } else if s.cap_exhausted {
         Some(format!(
             "This organization has reached its spend cap: every API request answers 402 until {}, or until an owner or billing manager raises the cap.",
-            s.cap_resets_at.map_or_else(|| "the cap is raised".to_owned(), crate::api::format_time)
+            s.cap_resets_at.map_or_else(|| "the cap is raised".to_owned(), crate::format::format_time)
         ))
     } else {
         None

@@ -4,8 +4,8 @@ use leptos::prelude::*;
 
 use super::{error_of, org_param, Shell};
 use crate::api::catalogue::{list_models, DeleteModel, UpsertModel};
-use crate::api::format_usd;
 use crate::api::orgs::get_org;
+use crate::format::format_usd;
 use crate::policy::{allows, Action, Seat};
 
 #[component]

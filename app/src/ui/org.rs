@@ -3,8 +3,8 @@
 use leptos::prelude::*;
 
 use super::{error_of, org_param, Shell};
-use crate::api::format_usd;
 use crate::api::orgs::{get_org, get_spending, RenameOrg, UpdateSpending};
+use crate::format::format_usd;
 use crate::policy::{allows, Action, Seat};
 
 #[component]

@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 use super::Shell;
-use crate::policy::{Grant, Seat, MATRIX};
+use crate::policy::{rows, Grant, Seat};
 
 #[component]
 pub fn PermissionsPage() -> impl IntoView {
@@ -21,7 +21,7 @@ pub fn PermissionsPage() -> impl IntoView {
                     </tr>
                 </thead>
                 <tbody>
-                    {MATRIX.iter().map(|(action, row)| view! {
+                    {rows().map(|(action, row)| view! {
                         <tr>
                             <th scope="row">{action.label()}</th>
                             {row.iter().map(|g| {

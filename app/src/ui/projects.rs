@@ -6,12 +6,12 @@ use leptos_router::hooks::use_params_map;
 use super::keys::{KeyActions, ProjectKeys};
 use super::{error_of, go, org_param, Shell};
 use crate::api::catalogue::list_models;
-use crate::api::format_usd;
 use crate::api::projects::{
     get_project, list_project_members, list_projects, project_candidates, AddProjectMember,
     ChangeProjectMemberRole, CreateProject, DeleteProject, ProjectView, RemoveProjectMember,
     UpdateProject,
 };
+use crate::format::format_usd;
 use crate::policy::{allows, Action, OrgRole, ProjectRole, Seat};
 
 #[component]

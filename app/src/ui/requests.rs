@@ -6,7 +6,7 @@ use leptos_router::hooks::{use_params_map, use_query_map};
 
 use super::{org_param, Shell};
 use crate::api::usage::{get_request_bodies, list_requests};
-use crate::api::{format_time, format_usd};
+use crate::format::{format_time, format_usd};
 
 #[component]
 pub fn RequestLogPage() -> impl IntoView {

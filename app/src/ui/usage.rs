@@ -7,7 +7,7 @@ use leptos_router::hooks::use_query_map;
 
 use super::{org_param, Shell};
 use crate::api::usage::{get_usage, Slice, TotalsView, PERIODS};
-use crate::api::{format_time, format_usd};
+use crate::format::{count_f64 as count, day_label, format_time, format_usd, Usd};
 
 /// What a chart shows; drawn only in the browser.
 #[derive(Clone, Debug, PartialEq)]
@@ -95,21 +95,7 @@ fn draw(id: &str, spec: &ChartSpec) {
 }
 
 fn dollars(micros: i64) -> f64 {
-    // Charts only: amounts shown as text stay exact (format_usd).
-    #[allow(clippy::cast_precision_loss)]
-    let d = micros as f64 / 1e6;
-    d
-}
-
-fn count(n: i64) -> f64 {
-    #[allow(clippy::cast_precision_loss)]
-    let f = n as f64;
-    f
-}
-
-/// `MM-DD` of a day number.
-fn day_label(day: i64) -> String {
-    format_time(day * 86_400_000)[5..10].to_owned()
+    Usd::from_micros(micros).dollars()
 }
 
 #[component]

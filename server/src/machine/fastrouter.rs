@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use tollgate_app::core::keys::{self, Holder, KeyRow};
+use tollgate_app::core::keys::{self, Holder, KeyKind, KeyRow};
 use tollgate_app::core::state::AppState;
 use tollgate_app::core::{now_ms, ops};
 use tollgate_app::policy::Action;
@@ -220,7 +220,7 @@ async fn service_key(
     let key = keys::find(&mut conn, &org, id_hash)
         .await
         .ok()
-        .filter(|k| k.kind == "service" && k.id_hash == id_hash.trim())
+        .filter(|k| k.kind == KeyKind::Service && k.id_hash == id_hash.trim())
         .ok_or_else(|| ApiError {
             field: Some("api_key_id_hash".to_owned()),
             ..ApiError::not_found(format!("service key '{id_hash}'"))

@@ -250,7 +250,7 @@ impl KeySpec {
                     tpm_limit: None,
                     rpm_limit: None,
                     budget_micros: None,
-                    budget_reset: "never".to_owned(),
+                    budget_reset: ResetInterval::Never,
                     expires_at: None,
                     no_content_logging: false,
                     tags: Vec::new(),
@@ -274,7 +274,7 @@ impl KeySpec {
             l.budget_micros = b;
         }
         if let Some(r) = self.budget_reset {
-            r.as_str().clone_into(&mut l.budget_reset);
+            l.budget_reset = r;
         }
         if let Some((field, tpm)) = self.tpm {
             check_rate_within(field, tpm, project.tpm_limit)?;

@@ -72,14 +72,14 @@ fn key_view(k: &KeyRow) -> Value {
         "models": k.limits.models,
         "spend": k.spend_micros as f64 / 1e6,
         "max_budget": dollars(k.limits.budget_micros),
-        "budget_duration": duration_of(&k.limits.budget_reset),
+        "budget_duration": duration_of(k.limits.budget_reset.as_str()),
         "expires": k.limits.expires_at.map(iso),
         "tpm_limit": k.limits.tpm_limit,
         "rpm_limit": k.limits.rpm_limit,
         "metadata": k.limits.metadata,
         "tags": k.limits.tags,
         "blocked": k.revoked_at.is_some(),
-        "key_type": k.kind,
+        "key_type": k.kind.as_str(),
         "created_at": iso(k.created_at),
     })
 }
@@ -91,7 +91,7 @@ fn team_view(p: &Project) -> Value {
         "organization_id": p.org_id,
         "models": p.models,
         "max_budget": dollars(p.budget_micros),
-        "budget_duration": duration_of(&p.budget_reset),
+        "budget_duration": duration_of(p.budget_reset.as_str()),
         "tpm_limit": p.tpm_limit,
         "rpm_limit": p.rpm_limit,
         "created_at": iso(p.created_at),
@@ -416,11 +416,9 @@ impl TeamBody {
                 None => p.budget_micros,
             },
             budget_reset: match self.budget_duration {
-                Some(Some(d)) => reset_of_duration("budget_duration", &d)?
-                    .as_str()
-                    .to_owned(),
-                Some(None) => "never".to_owned(),
-                None => p.budget_reset.clone(),
+                Some(Some(d)) => reset_of_duration("budget_duration", &d)?,
+                Some(None) => ResetInterval::Never,
+                None => p.budget_reset,
             },
             ip_allowlist: p.ip_allowlist.clone(),
             content_logging: p.content_logging,

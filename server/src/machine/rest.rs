@@ -8,7 +8,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tollgate_app::core::keys::{self, Holder, KeyRow};
+use tollgate_app::core::keys::{self, Holder, KeyKind, KeyRow};
 use tollgate_app::core::projects::{self, Project, Settings};
 use tollgate_app::core::state::AppState;
 use tollgate_app::core::usage::{self, GroupBy};
@@ -121,7 +121,7 @@ async fn organization(caller: Caller) -> ApiResult<Json<OrganizationOut>> {
         id: org.id,
         name: org.name,
         spend_cap: s.spend_cap_micros.map(dollars),
-        spend_cap_reset: s.spend_cap_reset,
+        spend_cap_reset: s.spend_cap_reset.as_str().to_owned(),
         content_logging: s.content_logging,
     }))
 }
@@ -183,7 +183,7 @@ fn project_out(p: Project) -> ProjectOut {
         tpm_limit: p.tpm_limit,
         rpm_limit: p.rpm_limit,
         max_budget: p.budget_micros.map(dollars),
-        budget_reset: p.budget_reset,
+        budget_reset: p.budget_reset.as_str().to_owned(),
         ip_allowlist: p.ip_allowlist,
         content_logging: p.content_logging,
         created_at: iso(p.created_at),
@@ -232,8 +232,8 @@ impl ProjectIn {
                 None => p.budget_micros,
             },
             budget_reset: match self.budget_reset {
-                Some(r) => reset("budget_reset", &r)?.as_str().to_owned(),
-                None => p.budget_reset.clone(),
+                Some(r) => reset("budget_reset", &r)?,
+                None => p.budget_reset,
             },
             ip_allowlist: match self.ip_allowlist {
                 Some(l) => {
@@ -432,26 +432,20 @@ pub struct KeyOut {
 
 fn key_out(k: KeyRow) -> KeyOut {
     let now = now_ms();
-    let status = if k.revoked_at.is_some() {
-        "revoked"
-    } else if k.limits.expires_at.is_some_and(|t| t <= now) {
-        "expired"
-    } else {
-        "active"
-    };
+    let status = k.status(now).as_str();
     KeyOut {
         id: k.id_hash,
         name: k.limits.name,
         hint: k.hint,
         project_id: k.project_id,
         project_name: k.project_name,
-        kind: k.kind,
+        kind: k.kind.as_str().to_owned(),
         owner_id: k.owner_id,
         models: k.limits.models,
         tpm_limit: k.limits.tpm_limit,
         rpm_limit: k.limits.rpm_limit,
         max_budget: k.limits.budget_micros.map(dollars),
-        budget_reset: k.limits.budget_reset,
+        budget_reset: k.limits.budget_reset.as_str().to_owned(),
         spend: dollars(k.spend_micros),
         expires_at: k.limits.expires_at.map(iso),
         metadata: k.limits.metadata,
@@ -580,7 +574,7 @@ async fn list_keys(caller: Caller, Params(q): Params<KeyFilter>) -> ApiResult<Js
     .await?;
     Ok(Json(
         all.into_iter()
-            .filter(|k| service_only != Some(false) || k.kind == "user")
+            .filter(|k| service_only != Some(false) || k.kind == KeyKind::User)
             .filter(|k| tag.as_ref().is_none_or(|t| k.limits.tags.contains(t)))
             .map(key_out)
             .collect(),

@@ -14,9 +14,9 @@ use governor::{Quota, RateLimiter};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use tollgate_app::api::format_usd;
 use tollgate_app::core::limits::ResetInterval;
 use tollgate_app::core::usage::{Level, Spend};
+use tollgate_app::format::format_usd;
 
 use super::error::ProxyError;
 use super::memory::Caller;

@@ -129,12 +129,8 @@ pub struct Memory {
     maps: RwLock<Maps>,
 }
 
-fn reset_of(s: &str) -> ResetInterval {
-    ResetInterval::parse("budget_reset", s).unwrap_or(ResetInterval::Never)
-}
-
 fn key_entry(key: ProxyKey) -> Arc<KeyEntry> {
-    let reset = reset_of(&key.budget_reset);
+    let reset = key.budget_reset;
     Arc::new(KeyEntry { key, reset })
 }
 
@@ -158,7 +154,7 @@ fn project_entry(project: Project) -> Arc<ProjectEntry> {
         );
     }
     Arc::new(ProjectEntry {
-        reset: reset_of(&project.budget_reset),
+        reset: project.budget_reset,
         allow: allow.into_iter().filter_map(Result::ok).collect(),
         unparseable: bad.len(),
         project,
@@ -191,7 +187,7 @@ impl Memory {
         let models = catalogue::load_for_proxy(&mut conn, &org.id).await?;
         let upstreams = providers::load_for_proxy(&mut conn, &org.id, &self.secret).await?;
         Ok(Arc::new(OrgEntry {
-            reset: reset_of(&org.spending.spend_cap_reset),
+            reset: org.spending.spend_cap_reset,
             routes: routes(models, upstreams),
             org,
         }))
@@ -357,7 +353,7 @@ impl Memory {
                 "key_expired",
                 format!(
                     "the API key expired at {}",
-                    tollgate_app::api::format_time(at)
+                    tollgate_app::format::format_time(at)
                 ),
             ));
         }

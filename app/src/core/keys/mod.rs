@@ -5,7 +5,8 @@ pub mod token;
 
 use sqlx::{AnyConnection, Row};
 
-use super::projects::{json_list, to_json};
+use super::db::{json_list, to_json};
+use super::limits::ResetInterval;
 use crate::error::AppError;
 use crate::policy::ProjectScope;
 use token::Token;
@@ -18,12 +19,70 @@ pub struct KeyLimits {
     pub tpm_limit: Option<i64>,
     pub rpm_limit: Option<i64>,
     pub budget_micros: Option<i64>,
-    pub budget_reset: String,
+    pub budget_reset: ResetInterval,
     pub expires_at: Option<i64>,
     pub no_content_logging: bool,
     pub tags: Vec<String>,
     /// A JSON object the key's creator attaches (`{}` when none).
     pub metadata: serde_json::Value,
+}
+
+/// Whom a key belongs to: a user, or no one (a service account's key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    User,
+    Service,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::User => "user",
+            KeyKind::Service => "service",
+        }
+    }
+}
+
+impl std::str::FromStr for KeyKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "user" => Ok(KeyKind::User),
+            "service" => Ok(KeyKind::Service),
+            other => Err(format!(
+                "unknown key kind '{other}': expected user or service"
+            )),
+        }
+    }
+}
+
+/// Whether a key still works, and if not why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyStatus {
+    Active,
+    Revoked,
+    Expired,
+}
+
+impl KeyStatus {
+    /// The one rule: revoked wins, then an expiry at or before `now`.
+    pub fn of(revoked_at: Option<i64>, expires_at: Option<i64>, now: i64) -> KeyStatus {
+        if revoked_at.is_some() {
+            KeyStatus::Revoked
+        } else if expires_at.is_some_and(|t| t <= now) {
+            KeyStatus::Expired
+        } else {
+            KeyStatus::Active
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Revoked => "revoked",
+            KeyStatus::Expired => "expired",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,13 +93,19 @@ pub struct KeyRow {
     pub org_id: String,
     pub project_id: String,
     pub project_name: String,
-    pub kind: String,
+    pub kind: KeyKind,
     pub owner_id: Option<String>,
     pub owner_email: Option<String>,
     pub limits: KeyLimits,
     pub spend_micros: i64,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+}
+
+impl KeyRow {
+    pub fn status(&self, now: i64) -> KeyStatus {
+        KeyStatus::of(self.revoked_at, self.limits.expires_at, now)
+    }
 }
 
 /// The columns every read selects, joined with the owner and the project.
@@ -62,7 +127,7 @@ fn key_of(r: &sqlx::any::AnyRow) -> Result<KeyRow, sqlx::Error> {
         org_id: r.try_get("org_id")?,
         project_id: r.try_get("project_id")?,
         project_name: r.try_get("project_name")?,
-        kind: r.try_get("kind")?,
+        kind: super::db::text_as(&r.try_get::<String, _>("kind")?)?,
         owner_id: r.try_get("owner_id")?,
         owner_email: r.try_get("owner_email")?,
         limits: KeyLimits {
@@ -71,7 +136,7 @@ fn key_of(r: &sqlx::any::AnyRow) -> Result<KeyRow, sqlx::Error> {
             tpm_limit: r.try_get("tpm_limit")?,
             rpm_limit: r.try_get("rpm_limit")?,
             budget_micros: r.try_get("budget_micros")?,
-            budget_reset: r.try_get("budget_reset")?,
+            budget_reset: super::db::text_as(&r.try_get::<String, _>("budget_reset")?)?,
             expires_at: r.try_get("expires_at")?,
             no_content_logging: r.try_get::<i64, _>("no_content_logging")? != 0,
             tags: json_list(&r.try_get::<String, _>("tags_json")?)?,
@@ -122,8 +187,8 @@ pub async fn create(
     let token = Token::mint();
     let id = super::new_id();
     let (kind, owner) = match holder {
-        Holder::User(u) => ("user", Some(u)),
-        Holder::Service => ("service", None),
+        Holder::User(u) => (KeyKind::User, Some(u)),
+        Holder::Service => (KeyKind::Service, None),
     };
     sqlx::query(
         "INSERT INTO api_keys (id, public_id, id_hash, secret_hash, hint, org_id, project_id, kind, owner_id, \
@@ -138,7 +203,7 @@ pub async fn create(
     .bind(token.hint())
     .bind(scope.org_id())
     .bind(scope.project_id())
-    .bind(kind)
+    .bind(kind.as_str())
     .bind(owner)
     .bind(&limits.name)
     .bind(limits.name.to_lowercase())
@@ -146,7 +211,7 @@ pub async fn create(
     .bind(limits.tpm_limit)
     .bind(limits.rpm_limit)
     .bind(limits.budget_micros)
-    .bind(&limits.budget_reset)
+    .bind(limits.budget_reset.as_str())
     .bind(limits.expires_at)
     .bind(i64::from(limits.no_content_logging))
     .bind(to_json(&limits.tags))
@@ -375,7 +440,7 @@ pub async fn update(
     .bind(l.tpm_limit)
     .bind(l.rpm_limit)
     .bind(l.budget_micros)
-    .bind(&l.budget_reset)
+    .bind(l.budget_reset.as_str())
     .bind(l.expires_at)
     .bind(i64::from(l.no_content_logging))
     .bind(to_json(&l.tags))
@@ -507,11 +572,8 @@ pub async fn authenticate(
     let prev_until: Option<i64> = r.try_get("prev_valid_until")?;
     let matches = hash == current
         || (prev.as_deref() == Some(hash.as_str()) && prev_until.is_some_and(|t| t > now));
-    let revoked = r.try_get::<Option<i64>, _>("revoked_at")?.is_some();
-    let expired = r
-        .try_get::<Option<i64>, _>("expires_at")?
-        .is_some_and(|t| t <= now);
-    (matches && !revoked && !expired)
+    let status = KeyStatus::of(r.try_get("revoked_at")?, r.try_get("expires_at")?, now);
+    (matches && status == KeyStatus::Active)
         .then(|| r.try_get("id"))
         .transpose()
 }
@@ -531,7 +593,7 @@ pub struct ProxyKey {
     pub tpm_limit: Option<i64>,
     pub rpm_limit: Option<i64>,
     pub budget_micros: Option<i64>,
-    pub budget_reset: String,
+    pub budget_reset: ResetInterval,
     pub expires_at: Option<i64>,
     pub no_content_logging: bool,
     pub revoked_at: Option<i64>,
@@ -583,7 +645,7 @@ pub async fn load_for_proxy(
                 tpm_limit: r.try_get("tpm_limit")?,
                 rpm_limit: r.try_get("rpm_limit")?,
                 budget_micros: r.try_get("budget_micros")?,
-                budget_reset: r.try_get("budget_reset")?,
+                budget_reset: super::db::text_as(&r.try_get::<String, _>("budget_reset")?)?,
                 expires_at: r.try_get("expires_at")?,
                 no_content_logging: r.try_get::<i64, _>("no_content_logging")? != 0,
                 revoked_at: r.try_get("revoked_at")?,

@@ -1,0 +1,161 @@
+//! The matrix and the scopes, cell by cell.
+
+use super::*;
+
+fn member(role: OrgRole) -> OrgMember {
+    OrgMember {
+        user_id: "u".into(),
+        org_id: "o".into(),
+        role,
+    }
+}
+
+#[test]
+fn every_action_is_listed_once() {
+    // The `match` in `Action::row` gives each action exactly one row; the
+    // list the Permissions page walks must name each action once.
+    for a in Action::ALL {
+        assert_eq!(Action::ALL.iter().filter(|x| **x == a).count(), 1, "{a:?}");
+        assert_eq!(rows().filter(|(x, _)| *x == a).count(), 1, "{a:?}");
+    }
+}
+
+#[test]
+fn owners_may_do_everything_and_the_org_only_roles_stay_out_of_keys() {
+    for action in Action::ALL {
+        assert!(allows(action, Seat::OrgOwner), "{action:?}");
+    }
+    for seat in [Seat::BillingManager, Seat::Viewer, Seat::OrgMemberNoProject] {
+        for a in [
+            Action::ManageOwnKeys,
+            Action::ManageProjectKeys,
+            Action::CreateProject,
+        ] {
+            assert!(!allows(a, seat), "{seat:?} {a:?}");
+        }
+    }
+    assert!(allows(Action::BillingAndCredits, Seat::BillingManager));
+    assert!(!allows(Action::BillingAndCredits, Seat::Viewer));
+    assert!(allows(Action::ViewUsage, Seat::Viewer));
+}
+
+#[test]
+fn a_denial_names_the_permission_and_the_role() {
+    let err = authorize_org(&member(OrgRole::Viewer), Action::ManageOrgMembers)
+        .err()
+        .map(|d| d.to_string());
+    assert_eq!(
+        err.as_deref(),
+        Some("your role 'viewer' lacks the permission 'manage organization members'")
+    );
+    let ok = authorize_org(&member(OrgRole::Owner), Action::ManageOrgMembers);
+    assert_eq!(ok.map(|s| s.org_id().to_owned()).ok().as_deref(), Some("o"));
+}
+
+fn in_project(org: OrgRole, role: Option<ProjectRole>) -> ProjectMember {
+    ProjectMember {
+        org: member(org),
+        project_id: "p".into(),
+        role,
+    }
+}
+
+#[test]
+fn project_seats_follow_the_project_role_and_owners_are_admins_everywhere() {
+    assert_eq!(in_project(OrgRole::Owner, None).seat(), Seat::OrgOwner);
+    assert_eq!(
+        in_project(OrgRole::Member, Some(ProjectRole::Admin)).seat(),
+        Seat::ProjectAdmin
+    );
+    assert_eq!(
+        in_project(OrgRole::Member, None).seat(),
+        Seat::OrgMemberNoProject
+    );
+    assert!(!in_project(OrgRole::Member, None).sees_project());
+    assert!(!in_project(OrgRole::Billing, None).sees_project());
+    assert!(in_project(OrgRole::Owner, None).sees_project());
+}
+
+#[test]
+fn project_questions_follow_from_the_table() {
+    assert!(sees_all_projects(OrgRole::Owner));
+    assert!(!sees_all_projects(OrgRole::Member));
+    assert!(joins_projects(OrgRole::Member));
+    for r in [OrgRole::Owner, OrgRole::Billing, OrgRole::Viewer] {
+        assert!(!joins_projects(r), "{r}");
+    }
+    assert!(may_hold_keys(OrgRole::Owner) && may_hold_keys(OrgRole::Member));
+    assert!(!may_hold_keys(OrgRole::Billing) && !may_hold_keys(OrgRole::Viewer));
+}
+
+#[test]
+fn members_manage_only_their_own_keys() {
+    let scope = authorize_project(
+        &in_project(OrgRole::Member, Some(ProjectRole::Member)),
+        Action::ManageOwnKeys,
+    );
+    let Ok(scope) = scope else {
+        panic!("a project member manages own keys")
+    };
+    assert!(authorize_key(&scope, Some("u")).is_ok());
+    let err = authorize_key(&scope, Some("someone-else"))
+        .err()
+        .map(|d| d.to_string());
+    assert_eq!(
+        err.as_deref(),
+        Some("your role 'project member' lacks the permission 'manage all keys in a project'")
+    );
+    let admin = authorize_project(
+        &in_project(OrgRole::Member, Some(ProjectRole::Admin)),
+        Action::ManageOwnKeys,
+    );
+    let Ok(admin) = admin else {
+        panic!("a project admin manages keys")
+    };
+    assert!(authorize_key(&admin, Some("someone-else")).is_ok());
+    assert!(authorize_key(&admin, None).is_ok(), "service keys too");
+}
+
+#[test]
+fn a_provisioning_key_manages_keys_projects_and_people_but_not_money_or_providers() {
+    for a in [
+        Action::ManageAllKeys,
+        Action::CreateProject,
+        Action::DeleteProject,
+        Action::ManageOrgMembers,
+    ] {
+        assert!(allows(a, Seat::Provisioning), "{a:?}");
+    }
+    for a in [
+        Action::BillingAndCredits,
+        Action::ExternalKeys,
+        Action::ModelCatalogue,
+        Action::ViewAuditLog,
+    ] {
+        assert!(!allows(a, Seat::Provisioning), "{a:?}");
+    }
+    assert_eq!(
+        grant(Action::ViewUsage, Seat::Provisioning),
+        Grant::ReadOnly
+    );
+    let m = Machine {
+        key_id: "pk".into(),
+        org_id: "o".into(),
+    };
+    let scope = authorize_machine(&m, Action::ManageAllKeys).ok();
+    assert_eq!(scope.as_ref().and_then(|s| s.user_id()), None, "not a user");
+    assert_eq!(scope.map(|s| s.org_id().to_owned()).as_deref(), Some("o"));
+    let denied = authorize_machine(&m, Action::ExternalKeys)
+        .err()
+        .map(|d| d.to_string());
+    assert_eq!(
+        denied.as_deref(),
+        Some("your role 'provisioning key' lacks the permission 'external keys (BYOK)'")
+    );
+}
+
+#[test]
+fn roles_parse_from_their_names_only() {
+    assert_eq!("billing".parse::<OrgRole>(), Ok(OrgRole::Billing));
+    assert!("admin".parse::<OrgRole>().is_err());
+}
