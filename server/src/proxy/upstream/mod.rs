@@ -84,11 +84,17 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub fn new(connect: Duration, timeout: Duration, idle: Duration) -> Clients {
-        let http = reqwest::Client::builder()
+    pub fn new(
+        connect: Duration,
+        timeout: Duration,
+        idle: Duration,
+        allow_private: bool,
+    ) -> Clients {
+        let builder = reqwest::Client::builder()
             .connect_timeout(connect)
             .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        let http = crate::net_guard::guard(builder, allow_private)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         Clients {
