@@ -72,11 +72,32 @@ impl From<crate::policy::Denied> for AppError {
 impl FromServerFnError for AppError {
     type Encoder = JsonEncoding;
 
+    /// On the server, arguments that do not decode (a missing field, another
+    /// encoding) are the caller's mistake: 400 naming the field, not 500.
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        #[cfg(feature = "ssr")]
+        if let ServerFnErrorErr::Args(m)
+        | ServerFnErrorErr::MissingArg(m)
+        | ServerFnErrorErr::Deserialization(m) = &value
+        {
+            let error = match missing_field(m) {
+                Some(field) => AppError::invalid(field, "is required"),
+                None => AppError::invalid("arguments", "cannot be read as a form"),
+            };
+            crate::api::ssr::set_status(&error);
+            return error;
+        }
         AppError::Request {
             message: value.to_string(),
         }
     }
+}
+
+/// The field serde names in "missing field `name`".
+#[cfg(feature = "ssr")]
+fn missing_field(message: &str) -> Option<&str> {
+    let (_, rest) = message.split_once("missing field `")?;
+    rest.split_once('`').map(|(field, _)| field)
 }
 
 #[cfg(feature = "ssr")]

@@ -101,6 +101,8 @@ fn start_tollgate(dir: &std::path::Path) -> String {
                 database_url: Some(format!("sqlite://{}", dir.join("bench.db").display())),
                 data_dir: dir.join("data"),
                 public_url: Some(format!("http://{addr}")),
+                // The fake upstream listens on 127.0.0.1.
+                allow_private_networks: true,
                 ..Config::default()
             };
             let state = tollgate_server::state(&config).await.unwrap();

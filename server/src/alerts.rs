@@ -15,6 +15,7 @@ pub struct Alerter {
     db: Db,
     http: reqwest::Client,
     config: AlertConfig,
+    allow_private: bool,
 }
 
 /// How long a claimed delivery is someone's before another instance may retry it.
@@ -22,13 +23,19 @@ const LEASE_MS: i64 = 60_000;
 const MAX_BACKOFF_MS: i64 = 3_600_000;
 
 impl Alerter {
-    pub fn new(db: Db, config: AlertConfig) -> Alerter {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms))
+    /// `allow_private`: the operator's `allow_private_networks`.
+    pub fn new(db: Db, config: AlertConfig, allow_private: bool) -> Alerter {
+        let builder = reqwest::Client::builder().timeout(Duration::from_millis(config.timeout_ms));
+        let http = crate::net_guard::guard(builder, allow_private)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
-        Alerter { db, http, config }
+        Alerter {
+            db,
+            http,
+            config,
+            allow_private,
+        }
     }
 
     /// Runs forever at the configured interval.
@@ -90,6 +97,10 @@ impl Alerter {
         let Some(url) = d.url.as_deref() else {
             return Err("no URL is configured for this destination".to_owned());
         };
+        let url = reqwest::Url::parse(url).map_err(|_| "the URL is not valid".to_owned())?;
+        if !self.allow_private && crate::net_guard::is_private_literal(&url) {
+            return Err("the URL is a private address (allow_private_networks)".to_owned());
+        }
         let req = self.http.post(url);
         let req = match d.target {
             Target::Slack => req.json(&serde_json::json!({ "text": d.message })),

@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use tollgate_app::core::state::OrgCreation;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Config {
@@ -22,7 +23,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Where the built browser bundle is (`pkg/`).
     pub site_root: PathBuf,
-    /// Sign-in attempts a minute per account, and per client address.
+    /// Sign-in attempts a minute per account from one client address, and
+    /// per client address.
     pub login_attempts_per_account: u32,
     pub login_attempts_per_ip: u32,
     /// A session ends after this many seconds unused, and this many after
@@ -39,6 +41,15 @@ pub struct Config {
     /// Budget and expiry alerts (`[alerts]`, `TOLLGATE_ALERTS__*`).
     #[serde(default)]
     pub alerts: AlertConfig,
+    /// Whether providers, webhooks and MCP servers may be on loopback,
+    /// private, link-local or CGNAT addresses. Off: a tenant could otherwise
+    /// read internal services through the proxy.
+    #[serde(default)]
+    pub allow_private_networks: bool,
+    /// Who creates organizations from the console: `anyone` signed in, or
+    /// `operators` only (the CLI and the first-run setup).
+    #[serde(default)]
+    pub org_creation: OrgCreation,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -123,6 +134,8 @@ impl Default for Config {
             secret_key: None,
             proxy: ProxyConfig::default(),
             alerts: AlertConfig::default(),
+            allow_private_networks: false,
+            org_creation: OrgCreation::Anyone,
         }
     }
 }
@@ -183,11 +196,21 @@ impl Config {
             .to_owned()
     }
 
+    /// Creates the data dir (and tightens an existing one) for its owner
+    /// only: it holds the database and the server secret.
     pub fn ensure_data_dir(&self) -> Result<(), ConfigError> {
-        std::fs::create_dir_all(&self.data_dir).map_err(|source| ConfigError::DataDir {
+        let io = |source| ConfigError::DataDir {
             path: self.data_dir.clone(),
             source,
-        })
+        };
+        std::fs::create_dir_all(&self.data_dir).map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io)?;
+        }
+        Ok(())
     }
 
     /// The configured secret, or the one kept in the data dir (made on first start).
@@ -291,10 +314,16 @@ mod tests {
             assert_eq!(c.listen.to_string(), "127.0.0.1:4000");
             assert_eq!(c.database_url(), "postgres://x@127.0.0.1/y");
             assert_eq!(c.public_url(), "https://gw.example.com");
+            assert!(!c.allow_private_networks);
+            assert_eq!(c.org_creation, OrgCreation::Anyone);
+            jail.set_env("TOLLGATE_ALLOW_PRIVATE_NETWORKS", "true");
+            jail.set_env("TOLLGATE_ORG_CREATION", "operators");
             jail.set_env("TOLLGATE_PROXY__DEFAULT_MAX_TOKENS", "512");
             let c = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(c.proxy.default_max_tokens, 512);
             assert_eq!(c.proxy.ledger_batch, 5_000);
+            assert!(c.allow_private_networks);
+            assert_eq!(c.org_creation, OrgCreation::Operators);
             assert!(c.proxy.trusted_proxies.is_empty());
             jail.create_file(
                 "tollgate.toml",

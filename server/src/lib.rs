@@ -4,7 +4,9 @@
 pub mod alerts;
 pub mod cli;
 pub mod config;
+pub mod csrf;
 pub mod machine;
+pub mod net_guard;
 pub mod proxy;
 
 use axum::body::Body;
@@ -70,6 +72,8 @@ pub async fn state(config: &Config) -> Result<AppState, StartError> {
             .saturating_mul(1000),
         leptos_options,
         changes: tollgate_app::core::changes::Changes::default(),
+        allow_private_networks: config.allow_private_networks,
+        org_creation: config.org_creation,
     })
 }
 
@@ -95,6 +99,10 @@ pub fn router(state: AppState, gateway: Arc<proxy::Gateway>) -> Router {
         .with_state(state.clone());
     let idle = time::Duration::seconds(state.session_idle_secs);
     let console = with_sessions(console, &state.db, secure, idle);
+    let console = console.layer(axum::middleware::from_fn_with_state(
+        csrf::ConsoleOrigin::of_public_url(&state.public_url),
+        csrf::same_origin,
+    ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

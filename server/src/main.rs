@@ -53,7 +53,12 @@ async fn run(config: Config) -> Result<(), tollgate_server::StartError> {
     let gateway = tollgate_server::proxy::Gateway::start(&state, &config.proxy)
         .await
         .map_err(tollgate_server::StartError::Proxy)?;
-    tollgate_server::alerts::Alerter::new(state.db.clone(), config.alerts.clone()).spawn();
+    tollgate_server::alerts::Alerter::new(
+        state.db.clone(),
+        config.alerts.clone(),
+        config.allow_private_networks,
+    )
+    .spawn();
     let app = tollgate_server::router(state, gateway.clone());
     let served = tollgate_server::serve(listener, app, shutdown_signal())
         .await

@@ -733,7 +733,7 @@ async fn threshold_alerts_arrive_once_and_are_retried(backend: Backend) {
         retry_base_ms: 1_000,
         ..Default::default()
     };
-    let alerter = Alerter::new(app.state.db.clone(), config);
+    let alerter = Alerter::new(app.state.db.clone(), config, true);
     let now = tollgate_app::core::now_ms();
     let spend = |n: usize| {
         let (app, token) = (&app, token.clone());
@@ -867,7 +867,7 @@ async fn a_paused_project_is_alerted(backend: Backend) {
     let (s, v) = chat(&app, &a.tokens[0], PRICED).await;
     assert_eq!((s, code(&v)), (402, "project_budget_exceeded"));
     app.gateway.ledger.flush().await;
-    let alerter = Alerter::new(app.state.db.clone(), Default::default());
+    let alerter = Alerter::new(app.state.db.clone(), Default::default(), true);
     let now = tollgate_app::core::now_ms();
     // The 100% threshold and the pause; the receiver fails the first once.
     assert_eq!(alerter.run_once(now).await.unwrap(), (2, 2));

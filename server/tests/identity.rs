@@ -265,7 +265,6 @@ async fn invitations_join_existing_accounts_and_work_once(backend: Backend) {
         .await;
     let anon = app.client();
     let info = app.ok(&anon, "invitation_info", &[("token", &token)]).await;
-    assert_eq!(info["account_exists"], true);
     assert_eq!(info["org_name"], "Bob's");
     assert_eq!(info["email"], "owner@example.com");
     let (status, body) = app
@@ -691,3 +690,227 @@ async fn sessions_end_at_their_absolute_limit_however_active(backend: Backend) {
     app.ok(&again, "current_user", &[]).await;
 }
 both!(sessions_end_at_their_absolute_limit_however_active);
+
+/// A cross-origin browser POST (another site, a sibling subdomain, a `text/plain`
+/// form) carries the victim's cookie; it must not change anything.
+async fn cross_origin_console_posts_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, _) = app.setup("ada@example.com", OWNER_PASSWORD).await;
+    let url = format!("{}/api/console/create_org", app.url);
+    let post = |origin: Option<&str>, site: Option<&str>, content_type: &str, body: &str| {
+        let mut req = owner
+            .post(&url)
+            .header("content-type", content_type)
+            .body(body.to_owned());
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        if let Some(s) = site {
+            req = req.header("sec-fetch-site", s);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let form = "application/x-www-form-urlencoded";
+    let refused = [
+        post(Some("http://evil.test"), None, form, "name=Evil").await,
+        post(Some("null"), None, form, "name=Null").await,
+        post(None, Some("same-site"), form, "name=Sibling").await,
+        post(
+            Some("http://evil.test"),
+            Some("cross-site"),
+            "text/plain",
+            "name=Plain",
+        )
+        .await,
+        post(None, None, "text/plain", "name=Plain").await,
+        post(None, None, "application/json", r#"{"name":"Json"}"#).await,
+    ];
+    assert_eq!(refused, [403, 403, 403, 403, 415, 415]);
+    let me = app.ok(&owner, "current_user", &[]).await;
+    assert_eq!(me["orgs"].as_array().unwrap().len(), 1, "{me}");
+    // What the console itself sends, and a client that is not a browser.
+    assert_eq!(
+        post(Some(&app.url), Some("same-origin"), form, "name=Mine").await,
+        200
+    );
+    app.ok(&owner, "create_org", &[("name", "Scripted")]).await;
+    let me = app.ok(&owner, "current_user", &[]).await;
+    assert_eq!(me["orgs"].as_array().unwrap().len(), 3, "{me}");
+}
+both!(cross_origin_console_posts_are_refused);
+
+async fn bad_console_arguments_answer_400_naming_the_field(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, org) = app.setup("ada@example.com", OWNER_PASSWORD).await;
+    let (status, body) = app.call(&owner, "create_org", &[]).await;
+    assert_eq!(
+        (status, body["code"].as_str(), body["field"].as_str()),
+        (400, Some("invalid"), Some("name")),
+        "{body}"
+    );
+    let (status, body) = app.call(&owner, "rename_org", &[("org_id", &org)]).await;
+    assert_eq!(
+        (status, body["code"].as_str(), body["field"].as_str()),
+        (400, Some("invalid"), Some("name")),
+        "{body}"
+    );
+}
+both!(bad_console_arguments_answer_400_naming_the_field);
+
+/// Whoever holds an invitation link (its inviter too) must not learn from it
+/// whether the invited email has an account.
+async fn invitation_info_does_not_tell_whether_an_account_exists(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, org_a) = app.setup("owner@example.com", OWNER_PASSWORD).await;
+    app.add_member(&owner, &org_a, "bob@example.com", "member")
+        .await;
+    let org_b = app.ok(&owner, "create_org", &[("name", "B")]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let known = app
+        .invite(&owner, &org_b, "bob@example.com", "viewer")
+        .await;
+    let unknown = app
+        .invite(&owner, &org_b, "carol@example.com", "viewer")
+        .await;
+    let anon = app.client();
+    let a = app.ok(&anon, "invitation_info", &[("token", &known)]).await;
+    let b = app
+        .ok(&anon, "invitation_info", &[("token", &unknown)])
+        .await;
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&a), keys(&b));
+    assert!(a.get("account_exists").is_none(), "{a}");
+    // Accepting works for both: the existing account proves itself, the new one is made.
+    app.ok(
+        &app.client(),
+        "accept_invitation",
+        &[
+            ("token", &known),
+            ("name", ""),
+            ("password", MEMBER_PASSWORD),
+        ],
+    )
+    .await;
+    app.ok(
+        &app.client(),
+        "accept_invitation",
+        &[
+            ("token", &unknown),
+            ("name", "Carol"),
+            ("password", "carol-password-1234"),
+        ],
+    )
+    .await;
+}
+both!(invitation_info_does_not_tell_whether_an_account_exists);
+
+/// The 429 says when to come back, and a client that is not the one failing
+/// still signs in with the right password.
+async fn sign_in_throttle_says_when_and_spares_other_clients(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.setup("ada@example.com", OWNER_PASSWORD).await;
+    let attacker = app.client();
+    let wrong = [
+        ("email", "ada@example.com"),
+        ("password", "guess-guess-guess"),
+    ];
+    for _ in 0..5 {
+        assert_eq!(app.call(&attacker, "sign_in", &wrong).await.0, 400);
+    }
+    let res = attacker
+        .post(format!("{}/api/console/sign_in", app.url))
+        .form(&wrong)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 429);
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok());
+    assert!(retry.is_some_and(|s| s >= 1), "{:?}", res.headers());
+    // The owner, from another address (all of 127/8 is this machine).
+    let elsewhere = reqwest::Client::builder()
+        .cookie_store(true)
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let right = [("email", "ada@example.com"), ("password", OWNER_PASSWORD)];
+    let (status, body) = app.call(&elsewhere, "sign_in", &right).await;
+    assert_eq!(status, 200, "{body}");
+    app.ok(&elsewhere, "current_user", &[]).await;
+    // The failing client stays throttled.
+    assert_eq!(app.call(&attacker, "sign_in", &right).await.0, 429);
+}
+both!(sign_in_throttle_says_when_and_spares_other_clients);
+
+/// A read of the database does not give a working session cookie.
+async fn sessions_are_stored_under_a_hash_of_the_cookie(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.setup("ada@example.com", OWNER_PASSWORD).await;
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/console/sign_in", app.url))
+        .form(&[("email", "ada@example.com"), ("password", OWNER_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let value = pair.trim_start_matches("tollgate_session=").to_owned();
+    let table = match backend {
+        Backend::Sqlite => "SELECT id FROM tower_sessions",
+        Backend::Postgres => "SELECT id FROM tower_sessions.session",
+    };
+    let ids: Vec<String> = sqlx::query_scalar(table)
+        .fetch_all(&mut app.sql().await)
+        .await
+        .unwrap();
+    assert!(!ids.is_empty());
+    assert!(
+        ids.iter().all(|id| !id.contains(&value)),
+        "{value} in {ids:?}"
+    );
+    // The cookie itself still works.
+    let me = reqwest::Client::new()
+        .post(format!("{}/api/console/current_user", app.url))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status().as_u16(), 200);
+}
+both!(sessions_are_stored_under_a_hash_of_the_cookie);
+
+/// The data dir is the owner's only, also when it existed with looser modes.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_dir_and_database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut data_dir = None;
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.database_url = None;
+        std::fs::create_dir_all(&c.data_dir).unwrap();
+        std::fs::set_permissions(&c.data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        data_dir = Some(c.data_dir.clone());
+    })
+    .await;
+    let dir = data_dir.unwrap();
+    app.setup("ada@example.com", OWNER_PASSWORD).await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let modes: Vec<(String, u32)> = ["", "tollgate.db", "tollgate.db-wal", "tollgate.db-shm"]
+        .iter()
+        .map(|f| (f.to_string(), mode(&dir.join(f))))
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("".into(), 0o700),
+            ("tollgate.db".into(), 0o600),
+            ("tollgate.db-wal".into(), 0o600),
+            ("tollgate.db-shm".into(), 0o600)
+        ]
+    );
+}

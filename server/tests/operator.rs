@@ -501,3 +501,68 @@ async fn the_cli_prints_a_provisioning_key(backend: Backend) {
     assert!(err.contains("2 organizations are named 'Acme'"), "{err}");
 }
 both!(the_cli_prints_a_provisioning_key);
+
+/// With private networks not allowed (the default), a provider or a webhook
+/// on this machine, the LAN or the cloud's metadata address is refused when
+/// saved, also behind a name that resolves there.
+async fn private_networks_are_refused_unless_allowed(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.allow_private_networks = false).await;
+    let (owner, org) = app.setup("ada@example.com", OWNER_PASSWORD).await;
+    let internal = [
+        "http://127.0.0.1:9/v1",
+        "http://10.1.2.3/v1",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]:8080/v1",
+        "http://[::ffff:127.0.0.1]:8080/v1",
+        "http://100.64.0.1/v1",
+        "http://0.0.0.0:8080/v1",
+        "http://localhost:1234/v1",
+    ];
+    for url in internal {
+        let (s, v) = app
+            .call(
+                &owner,
+                "upsert_provider",
+                &[
+                    ("org_id", &org),
+                    ("name", "internal"),
+                    ("kind", "openai"),
+                    ("base_url", url),
+                    ("api_key", ""),
+                ],
+            )
+            .await;
+        assert_eq!(
+            (s, v["field"].as_str()),
+            (400, Some("base_url")),
+            "{url}: {v}"
+        );
+    }
+    for field in ["webhook_url", "slack_url"] {
+        let mut form = vec![
+            ("org_id", org.as_str()),
+            ("webhook_url", ""),
+            ("slack_url", ""),
+            ("thresholds", ""),
+        ];
+        form.retain(|(k, _)| *k != field);
+        form.push((field, "http://169.254.169.254/hook"));
+        let (s, v) = app.call(&owner, "update_alerting", &form).await;
+        assert_eq!((s, v["field"].as_str()), (400, Some(field)), "{v}");
+    }
+}
+both!(private_networks_are_refused_unless_allowed);
+
+/// `org_creation = "operators"`: first-run setup and the CLI make
+/// organizations, the console does not.
+async fn org_creation_can_be_kept_to_operators(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.org_creation = tollgate_app::core::state::OrgCreation::Operators
+    })
+    .await;
+    let (owner, _) = app.setup("ada@example.com", OWNER_PASSWORD).await;
+    let (s, v) = app.call(&owner, "create_org", &[("name", "Side")]).await;
+    assert_eq!(s, 403, "{v}");
+    assert!(v.to_string().contains("org_creation"), "{v}");
+}
+both!(org_creation_can_be_kept_to_operators);

@@ -388,6 +388,12 @@ pub async fn update_alerting(
             };
             let webhook = url("webhook_url", &webhook_url)?;
             let slack = url("slack_url", &slack_url)?;
+            let net = state.allow_private_networks;
+            for (field, u) in [("webhook_url", &webhook), ("slack_url", &slack)] {
+                if let Some(u) = u {
+                    crate::core::net::check_url(field, u, net).await?;
+                }
+            }
             let mut levels = Vec::new();
             for part in thresholds
                 .split([',', ' '])

@@ -62,16 +62,29 @@ pub(crate) mod ssr {
     /// Sets the HTTP status of a failed server function from its error. Only
     /// when called over HTTP: during a page render the page keeps its own status.
     pub fn answer<T>(result: Result<T, AppError>) -> Result<T, AppError> {
-        let called_over_http = use_context::<axum::http::request::Parts>()
-            .is_some_and(|p| p.uri.path().starts_with(super::PREFIX));
-        if let (Err(e), true) = (&result, called_over_http) {
-            if let Some(opts) = use_context::<leptos_axum::ResponseOptions>() {
-                if let Ok(code) = axum::http::StatusCode::from_u16(e.status()) {
-                    opts.set_status(code);
-                }
-            }
+        if let Err(e) = &result {
+            set_status(e);
         }
         result
+    }
+
+    /// The status (and a 429's `Retry-After`) of an error answered over HTTP.
+    pub fn set_status(e: &AppError) {
+        let called_over_http = use_context::<axum::http::request::Parts>()
+            .is_some_and(|p| p.uri.path().starts_with(super::PREFIX));
+        let Some(opts) = use_context::<leptos_axum::ResponseOptions>().filter(|_| called_over_http)
+        else {
+            return;
+        };
+        if let Ok(code) = axum::http::StatusCode::from_u16(e.status()) {
+            opts.set_status(code);
+        }
+        if let AppError::RateLimited { retry_after_secs } = e {
+            opts.insert_header(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after_secs),
+            );
+        }
     }
 
     /// Starts a fresh session for `user` (a new id, so a planted one is useless).

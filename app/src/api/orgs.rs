@@ -14,7 +14,8 @@ pub struct OrgView {
     pub role: OrgRole,
 }
 
-/// Any signed-in user may create an organization and becomes its owner.
+/// A signed-in user creates an organization and becomes its owner (unless
+/// the operator keeps that to operators: `org_creation`).
 #[server(prefix = "/api/console", endpoint = "create_org")]
 pub async fn create_org(name: String) -> Result<OrgView, AppError> {
     use super::ssr::*;
@@ -24,6 +25,7 @@ pub async fn create_org(name: String) -> Result<OrgView, AppError> {
     answer(
         async {
             let (state, _, user) = signed_in().await?;
+            state.org_creation.check()?;
             let name = OrgName::parse("name", &name)?;
             let now = now_ms();
             let mut tx = state.db.pool.begin().await?;

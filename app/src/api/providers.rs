@@ -67,6 +67,7 @@ pub async fn upsert_provider(
                 &api_key,
                 latency_ms.as_deref().unwrap_or(""),
             )?;
+            p.check_network(state.allow_private_networks).await?;
             let now = crate::core::now_ms();
             let mut tx = state.db.pool.begin().await?;
             let before = providers::upsert(&mut tx, &scope, &state.secret, &p, now).await?;

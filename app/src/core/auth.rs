@@ -48,10 +48,12 @@ pub async fn verify_password(password: Password, hash: Option<String>) -> Result
 const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0p1FHIbuTjNfL1SpKp3nzyhAKtNwqk8Xb0rn1ATpaS4";
 
-/// Sign-in attempts allowed per account and per client address.
+/// Sign-in attempts allowed per account from one client address, and per
+/// client address. Counting an account's attempts per address, not overall,
+/// means wrong passwords from one client do not lock its owner out elsewhere.
 #[derive(Clone)]
 pub struct Throttle {
-    per_account: Arc<DefaultKeyedRateLimiter<String>>,
+    per_account: Arc<DefaultKeyedRateLimiter<(String, Option<IpAddr>)>>,
     per_ip: Arc<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
@@ -74,7 +76,7 @@ impl Throttle {
             self.per_ip.check_key(&ip).map_err(wait)?;
         }
         self.per_account
-            .check_key(&account.to_owned())
+            .check_key(&(account.to_owned(), ip))
             .map_err(wait)?;
         Ok(())
     }

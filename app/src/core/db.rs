@@ -6,6 +6,8 @@ use sqlx::{AnyPool, Executor};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use tower_sessions::session::{Id, Record};
+use tower_sessions::{session_store, ExpiredDeletion};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -28,8 +30,69 @@ impl Backend {
 /// The session store, typed per backend (tower-sessions-sqlx-store has one each).
 #[derive(Clone, Debug)]
 pub enum SessionStore {
-    Sqlite(tower_sessions_sqlx_store::SqliteStore),
-    Postgres(tower_sessions_sqlx_store::PostgresStore),
+    Sqlite(Hashed<tower_sessions_sqlx_store::SqliteStore>),
+    Postgres(Hashed<tower_sessions_sqlx_store::PostgresStore>),
+}
+
+/// Keeps each session under a SHA-256 of its cookie's id, so that reading the
+/// sessions table does not give a working cookie.
+#[derive(Clone, Debug)]
+pub struct Hashed<S>(pub S);
+
+fn hashed(id: &Id) -> Id {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"tollgate/session-id/v1\0")
+        .chain_update(id.0.to_le_bytes())
+        .finalize();
+    let mut half = [0_u8; 16];
+    half.copy_from_slice(&digest[..16]);
+    Id(i128::from_le_bytes(half))
+}
+
+#[async_trait::async_trait]
+impl<S: tower_sessions::SessionStore> tower_sessions::SessionStore for Hashed<S> {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        loop {
+            let want = hashed(&record.id);
+            let mut stored = Record {
+                id: want,
+                ..record.clone()
+            };
+            // The inner store picks another id when this one is taken; that id
+            // is no hash of a cookie, so drop it and draw a new cookie id.
+            self.0.create(&mut stored).await?;
+            if stored.id == want {
+                return Ok(());
+            }
+            self.0.delete(&stored.id).await?;
+            record.id = Id::default();
+        }
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let stored = Record {
+            id: hashed(&record.id),
+            ..record.clone()
+        };
+        self.0.save(&stored).await
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        let found = self.0.load(&hashed(id)).await?;
+        Ok(found.map(|r| Record { id: *id, ..r }))
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        self.0.delete(&hashed(id)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: ExpiredDeletion> ExpiredDeletion for Hashed<S> {
+    async fn delete_expired(&self) -> session_store::Result<()> {
+        self.0.delete_expired().await
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -52,6 +115,8 @@ pub enum DbError {
     Migrate(#[source] sqlx::migrate::MigrateError),
     #[error("cannot set up the session store: {0}")]
     Sessions(#[source] sqlx::Error),
+    #[error("cannot make the database files private: {0}")]
+    Files(#[source] std::io::Error),
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -70,8 +135,10 @@ pub async fn connect(url: &str) -> Result<Db, DbError> {
     });
     let pool = match backend {
         Backend::Sqlite => {
-            let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)
-                .map_err(DbError::Connect)?
+            let opts =
+                sqlx::sqlite::SqliteConnectOptions::from_str(url).map_err(DbError::Connect)?;
+            owner_only(opts.get_filename()).map_err(DbError::Files)?;
+            let opts = opts
                 .create_if_missing(true)
                 .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                 .foreign_keys(true)
@@ -117,13 +184,13 @@ pub async fn connect(url: &str) -> Result<Db, DbError> {
                 .map_err(DbError::Connect)?;
             let store = tower_sessions_sqlx_store::SqliteStore::new(p);
             store.migrate().await.map_err(DbError::Sessions)?;
-            SessionStore::Sqlite(store)
+            SessionStore::Sqlite(Hashed(store))
         }
         Backend::Postgres => {
             let p = sqlx::PgPool::connect(url).await.map_err(DbError::Connect)?;
             let store = tower_sessions_sqlx_store::PostgresStore::new(p);
             store.migrate().await.map_err(DbError::Sessions)?;
-            SessionStore::Postgres(store)
+            SessionStore::Postgres(Hashed(store))
         }
     };
     Ok(Db {
@@ -132,6 +199,42 @@ pub async fn connect(url: &str) -> Result<Db, DbError> {
         backend,
         sessions,
     })
+}
+
+/// Creates the SQLite file readable by its owner only before SQLite opens it
+/// (SQLite gives `-wal` and `-shm` the main file's mode), and tightens files
+/// an older version left readable by others.
+#[cfg(unix)]
+fn owner_only(db: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if db.as_os_str().is_empty() || db.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(db);
+    match created {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn owner_only(_db: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Whether a query failed on a unique constraint (a lost race, a duplicate).

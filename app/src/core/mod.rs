@@ -13,6 +13,7 @@ pub mod invitations;
 pub mod keys;
 pub mod limits;
 pub mod members;
+pub mod net;
 pub mod ops;
 pub mod orgs;
 pub mod projects;

@@ -132,6 +132,17 @@ impl NewProvider {
     }
 }
 
+impl NewProvider {
+    /// Refuses a base URL on a private network unless the operator allows it
+    /// (the mock has none).
+    pub async fn check_network(&self, allow_private: bool) -> Result<(), AppError> {
+        if self.kind == Kind::Mock {
+            return Ok(());
+        }
+        super::net::check_url("base_url", &self.base_url, allow_private).await
+    }
+}
+
 fn cipher(secret: &SecretString) -> ChaCha20Poly1305 {
     let mut h = Sha256::new();
     h.update(b"tollgate/provider-keys/v1\0");

@@ -20,6 +20,35 @@ pub struct AppState {
     pub leptos_options: leptos::config::LeptosOptions,
     /// Writes the proxy must see are published here after they commit.
     pub changes: super::changes::Changes,
+    /// Whether providers and webhooks may be on loopback, private or
+    /// link-local addresses (`core::net`).
+    pub allow_private_networks: bool,
+    pub org_creation: OrgCreation,
+}
+
+/// Who may create organizations from the console: anyone signed in, or only
+/// operators (`tollgate admin create-owner` and the first-run setup).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrgCreation {
+    #[default]
+    Anyone,
+    Operators,
+}
+
+impl OrgCreation {
+    /// 403 naming the setting when the console may not create organizations.
+    pub fn check(self) -> Result<(), crate::error::AppError> {
+        match self {
+            OrgCreation::Anyone => Ok(()),
+            OrgCreation::Operators => Err(crate::error::AppError::Forbidden {
+                permission: "org_creation".to_owned(),
+                message: "org_creation is \"operators\": an operator creates organizations \
+                          (tollgate admin create-owner)"
+                    .to_owned(),
+            }),
+        }
+    }
 }
 
 impl axum::extract::FromRef<AppState> for leptos::config::LeptosOptions {

@@ -114,18 +114,9 @@ pub fn AcceptInvitePage() -> impl IntoView {
                                " ("{i.email.clone()}"). The link is valid until "{format_time(i.expires_at)}"."</p>
                             <ActionForm action=action>
                                 <input type="hidden" name="token" value=token()/>
-                                {if i.account_exists {
-                                    view! {
-                                        <input type="hidden" name="name" value=""/>
-                                        <p class="muted">"You already have an account; confirm it is you."</p>
-                                        <PasswordField name="password" label="Your password" autocomplete="current-password"/>
-                                    }.into_any()
-                                } else {
-                                    view! {
-                                        <label>"Your name"<input name="name" required autocomplete="name"/></label>
-                                        <PasswordField name="password" label="Choose a password (10 characters or more)" autocomplete="new-password"/>
-                                    }.into_any()
-                                }}
+                                <p class="muted">"With an account for this email already, enter its password (the name is then not used). Otherwise choose your name and a password of 10 characters or more."</p>
+                                <label>"Your name (for a new account)"<input name="name" autocomplete="name"/></label>
+                                <PasswordField name="password" label="Password" autocomplete="current-password"/>
                                 <button type="submit" disabled=move || action.pending().get()>"Accept invitation"</button>
                             </ActionForm>
                             {move || error_of(action.value().get()).map(|e| view! { <p class="error" role="alert">{e}</p> })}

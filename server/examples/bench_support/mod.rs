@@ -42,6 +42,8 @@ pub async fn start(backend: &str) -> Bench {
         database_url: Some(db_url),
         data_dir: dir.path().join("data"),
         public_url: Some(format!("http://{addr}")),
+        // Fake upstreams listen on 127.0.0.1.
+        allow_private_networks: true,
         ..Config::default()
     };
     let state = tollgate_server::state(&config).await.unwrap();

@@ -95,6 +95,7 @@ impl Gateway {
                 Duration::from_millis(config.connect_timeout_ms),
                 Duration::from_millis(config.upstream_timeout_ms),
                 Duration::from_millis(config.stream_idle_timeout_ms),
+                state.allow_private_networks,
             )
             .map_err(|e| {
                 sqlx::Error::Configuration(

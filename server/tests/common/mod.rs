@@ -126,6 +126,9 @@ pub fn test_config(db: &TestDb, addr: SocketAddr) -> Config {
         secret_key: Some(secrecy::SecretString::from(
             "test-secret-not-for-production",
         )),
+        // Fake upstreams and webhook receivers listen on 127.0.0.1; tests of
+        // the refusal turn this off.
+        allow_private_networks: true,
         ..Config::default()
     }
 }
@@ -340,6 +343,7 @@ impl Binary {
         cmd.env("TOLLGATE_DATABASE_URL", &db.url)
             .env("TOLLGATE_DATA_DIR", db.dir.path().join("data"))
             .env("TOLLGATE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("TOLLGATE_ALLOW_PRIVATE_NETWORKS", "true")
             .env("RUST_LOG", "debug")
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file);

@@ -111,12 +111,13 @@ impl Clients {
         connect: Duration,
         timeout: Duration,
         idle: Duration,
+        allow_private: bool,
     ) -> Result<Clients, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(connect)
             .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .build()?;
+            .tcp_nodelay(true);
+        let http = crate::net_guard::guard(builder, allow_private).build()?;
         Ok(Clients {
             http,
             timeout,
