@@ -13,7 +13,9 @@ use crate::config::AlertConfig;
 #[derive(Clone)]
 pub struct Alerter {
     db: Db,
-    http: reqwest::Client,
+    /// None when it could not be built: a default client would lack the
+    /// timeout and the private-network guard, so deliveries fail instead.
+    http: Option<reqwest::Client>,
     config: AlertConfig,
     allow_private: bool,
 }
@@ -29,7 +31,8 @@ impl Alerter {
         let http = crate::net_guard::guard(builder, allow_private)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .unwrap_or_default();
+            .map_err(|e| tracing::error!(error = %e, "cannot build the alert HTTP client"))
+            .ok();
         Alerter {
             db,
             http,
@@ -101,7 +104,10 @@ impl Alerter {
         if !self.allow_private && crate::net_guard::is_private_literal(&url) {
             return Err("the URL is a private address (allow_private_networks)".to_owned());
         }
-        let req = self.http.post(url);
+        let Some(http) = &self.http else {
+            return Err("no HTTP client (the server log says why)".to_owned());
+        };
+        let req = http.post(url);
         let req = match d.target {
             Target::Slack => req.json(&serde_json::json!({ "text": d.message })),
             Target::Webhook => req

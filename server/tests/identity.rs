@@ -255,10 +255,7 @@ async fn invitations_join_existing_accounts_and_work_once(backend: Backend) {
     let bob = app
         .add_member(&owner, &org_a, "bob@example.com", "member")
         .await;
-    let org_b = app.ok(&bob, "create_org", &[("name", "Bob's")]).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let org_b = app.create_org(&bob, "Bob's").await;
     // Bob invites the owner (an existing account) into his organization.
     let token = app
         .invite(&bob, &org_b, "OWNER@example.com", "viewer")
@@ -383,13 +380,7 @@ async fn sessions_rotate_expire_and_end_on_password_change(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| c.login_attempts_per_account = 50).await;
     app.setup("ada@example.com", OWNER_PASSWORD).await;
     // Cookie flags.
-    let res = reqwest::Client::new()
-        .post(format!("{}/api/console/sign_in", app.url))
-        .form(&[("email", "ada@example.com"), ("password", OWNER_PASSWORD)])
-        .send()
-        .await
-        .unwrap();
-    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let cookie = app.sign_in_cookie("ada@example.com", OWNER_PASSWORD).await;
     assert!(cookie.starts_with("tollgate_session="), "{cookie}");
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
@@ -764,10 +755,7 @@ async fn invitation_info_does_not_tell_whether_an_account_exists(backend: Backen
     let (owner, org_a) = app.setup("owner@example.com", OWNER_PASSWORD).await;
     app.add_member(&owner, &org_a, "bob@example.com", "member")
         .await;
-    let org_b = app.ok(&owner, "create_org", &[("name", "B")]).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let org_b = app.create_org(&owner, "B").await;
     let known = app
         .invite(&owner, &org_b, "bob@example.com", "viewer")
         .await;
@@ -851,13 +839,7 @@ both!(sign_in_throttle_says_when_and_spares_other_clients);
 async fn sessions_are_stored_under_a_hash_of_the_cookie(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.setup("ada@example.com", OWNER_PASSWORD).await;
-    let res = reqwest::Client::new()
-        .post(format!("{}/api/console/sign_in", app.url))
-        .form(&[("email", "ada@example.com"), ("password", OWNER_PASSWORD)])
-        .send()
-        .await
-        .unwrap();
-    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let cookie = app.sign_in_cookie("ada@example.com", OWNER_PASSWORD).await;
     let pair = cookie.split(';').next().unwrap().to_owned();
     let value = pair.trim_start_matches("tollgate_session=").to_owned();
     let table = match backend {

@@ -276,6 +276,25 @@ impl TestApp {
             .to_owned()
     }
 
+    /// Signs in without a cookie jar; returns the `set-cookie` header.
+    pub async fn sign_in_cookie(&self, email: &str, password: &str) -> String {
+        let res = reqwest::Client::new()
+            .post(format!("{}/api/console/sign_in", self.url))
+            .form(&[("email", email), ("password", password)])
+            .send()
+            .await
+            .unwrap();
+        res.headers()["set-cookie"].to_str().unwrap().to_owned()
+    }
+
+    /// Creates an organization as `client`; returns its id.
+    pub async fn create_org(&self, client: &reqwest::Client, name: &str) -> String {
+        self.ok(client, "create_org", &[("name", name)]).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// A direct connection to the test's database (for assertions only).
     pub async fn sql(&self) -> sqlx::AnyConnection {
         sqlx::any::install_default_drivers();
