@@ -102,6 +102,10 @@ pub struct Clients {
     pub http: reqwest::Client,
     pub timeout: Duration,
     pub idle: Duration,
+    /// `allow_private_networks`: when off, a provider stored with a private
+    /// IP literal (before the setting, or while it was on) is not called;
+    /// names are checked by the client's resolver.
+    allow_private: bool,
 }
 
 impl Clients {
@@ -122,10 +126,22 @@ impl Clients {
             http,
             timeout,
             idle,
+            allow_private,
         })
     }
 
     pub async fn call(&self, c: &Call<'_>) -> Result<Reply, UpstreamError> {
+        let urls = &c.deployment.urls;
+        let private = [&urls.chat, &urls.completions, &urls.embeddings, &urls.messages]
+            .into_iter()
+            .flatten()
+            .any(crate::net_guard::is_private_literal);
+        if private && !self.allow_private {
+            return Err(UpstreamError::Connect(format!(
+                "the provider '{}' is on a private network address, which this server does not call (allow_private_networks)",
+                c.deployment.provider.provider.name
+            )));
+        }
         match c.deployment.provider.provider.kind {
             Kind::Mock => mock::call(c).await,
             Kind::OpenAi => openai::call(self, c).await,
