@@ -4,19 +4,18 @@
 
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tollgate_app::core::keys::{self, Holder, KeyRow};
-use tollgate_app::core::state::AppState;
 use tollgate_app::core::{now_ms, ops};
 use tollgate_app::policy::Action;
 
 use super::input::{expiry, nullable, rate, reset, usd, Input, KeySpec, Params};
-use super::{iso, ApiError, ApiResult, Caller};
+use super::{iso, ApiError, ApiResult, Caller, Routes};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/prod/createServiceKey", post(create))
         .route("/prod/getServiceKeys", get(list))
         .route("/prod/updateServiceKey", post(update))

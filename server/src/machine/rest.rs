@@ -4,46 +4,43 @@
 
 use axum::extract::Path;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::routing::get;
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tollgate_app::core::keys::{self, Holder, KeyRow};
 use tollgate_app::core::projects::{self, Project, Settings};
-use tollgate_app::core::state::AppState;
 use tollgate_app::core::usage::{self, GroupBy};
 use tollgate_app::core::{members, now_ms, ops, orgs};
 use tollgate_app::policy::{Action, ProjectRole, ProjectScope};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::input::{expiry, nullable, rate, reset, usd, Input, KeySpec, Params};
-use super::{iso, ApiError, ApiResult, Caller};
+use super::{iso, ApiError, ApiResult, Caller, Routes};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/openapi.json", get(openapi))
-        .route("/api/v1/organization", get(organization))
-        .route("/api/v1/members", get(org_members))
-        .route("/api/v1/projects", get(list_projects).post(create_project))
-        .route(
-            "/api/v1/projects/{project}",
-            get(get_project)
-                .patch(update_project)
-                .delete(delete_project),
-        )
-        .route("/api/v1/projects/{project}/members", get(project_members))
-        .route(
-            "/api/v1/projects/{project}/members/{user_id}",
-            put(set_project_member).delete(remove_project_member),
-        )
-        .route("/api/v1/keys", get(list_keys).post(create_key))
-        .route(
-            "/api/v1/keys/{key}",
-            get(get_key).patch(update_key).delete(delete_key),
-        )
-        .route("/api/v1/keys/{key}/rotate", post(rotate_key))
-        .route("/api/v1/usage", get(usage_report))
+/// Each route once: the router and the OpenAPI document both come from the
+/// handlers' `#[utoipa::path]` declarations.
+pub fn routes() -> Routes {
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(organization))
+        .routes(routes!(org_members))
+        .routes(routes!(list_projects, create_project))
+        .routes(routes!(get_project, update_project, delete_project))
+        .routes(routes!(project_members))
+        .routes(routes!(set_project_member, remove_project_member))
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(get_key, update_key, delete_key))
+        .routes(routes!(rotate_key))
+        .routes(routes!(usage_report))
+        .split_for_parts();
+    let paths = doc.paths.paths.keys().cloned().collect();
+    Routes::declared(router, paths).route(
+        "/api/openapi.json",
+        get(move || std::future::ready(Json(doc.clone()))),
+    )
 }
 
 #[derive(OpenApi)]
@@ -52,11 +49,6 @@ pub fn routes() -> Router<AppState> {
         title = "Tollgate API",
         description = "Manage an organization's projects, members, keys and usage with a provisioning key \
                        (`Authorization: Bearer sk-tgp-…`). Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`."
-    ),
-    paths(
-        organization, org_members, list_projects, create_project, get_project, update_project,
-        delete_project, project_members, set_project_member, remove_project_member, list_keys,
-        create_key, get_key, update_key, delete_key, rotate_key, usage_report
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),
@@ -75,10 +67,6 @@ impl Modify for BearerAuth {
             );
         }
     }
-}
-
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
 }
 
 /// Every error answer.
