@@ -197,10 +197,16 @@ fn console_error(path: &str, e: &AppError) -> Response {
 }
 
 fn presents_api_key(h: &HeaderMap) -> bool {
-    let bearer = h
-        .get(header::AUTHORIZATION)
+    bearer(h).is_some() || h.contains_key("x-api-key")
+}
+
+/// The token of an `Authorization: Bearer …` header.
+pub fn bearer(h: &HeaderMap) -> Option<&str> {
+    h.get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.get(..7))
-        .is_some_and(|p| p.eq_ignore_ascii_case("bearer "));
-    bearer || h.contains_key("x-api-key")
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
 }

@@ -12,12 +12,14 @@ pub mod rest;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use axum::Router;
 use serde_json::json;
 use tollgate_app::core::audit::Actor;
+use tollgate_app::core::keys::token::Token;
+use tollgate_app::core::keys::{Holder, KeyRow};
 use tollgate_app::core::provisioning::{self, Principal};
 use tollgate_app::core::state::AppState;
 use tollgate_app::core::{now_ms, ops, projects};
@@ -221,17 +223,9 @@ impl FromRequestParts<AppState> for Caller {
 /// The live provisioning key presented as `Authorization: Bearer sk-tgp-…`;
 /// anything else is 401.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .ok_or_else(|| {
-            ApiError::unauthorized("send a provisioning key as 'Authorization: Bearer sk-tgp-…'")
-        })?;
+    let presented = crate::auth::bearer(headers).ok_or_else(|| {
+        ApiError::unauthorized("send a provisioning key as 'Authorization: Bearer sk-tgp-…'")
+    })?;
     let mut conn = state.db.pool.acquire().await?;
     provisioning::authenticate(&mut conn, presented, now_ms())
         .await?
@@ -239,6 +233,19 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Pr
 }
 
 impl Caller {
+    /// Mints a service key in the scope's project with `spec` applied to a
+    /// new key's limits: the machine APIs make no other kind of key.
+    pub async fn create_service_key(
+        &self,
+        scope: &ProjectScope,
+        project: &projects::Project,
+        spec: input::KeySpec,
+    ) -> ApiResult<(KeyRow, Token)> {
+        let limits = spec.apply(None, project)?;
+        let holder = Holder::Service;
+        Ok(ops::create_key(&self.state, &self.actor, scope, holder, &limits).await?)
+    }
+
     /// Refuses models outside the organization's catalogue before anything
     /// is stored (so a bad field leaves no half-made project behind).
     pub async fn check_catalogue(&self, field: &str, models: &[String]) -> ApiResult<()> {

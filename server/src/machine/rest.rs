@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tollgate_app::core::keys::{self, Holder, KeyRow};
+use tollgate_app::core::keys::{self, KeyRow};
 use tollgate_app::core::projects::{self, Project, Settings};
 use tollgate_app::core::usage::{self, GroupBy};
 use tollgate_app::core::{members, now_ms, ops, orgs};
@@ -18,7 +18,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::input::{expiry, nullable, rate, reset, usd, Input, KeySpec, Params};
+use super::input::{budget_change, expiry, limit_change, nullable, reset, Input, KeySpec, Params};
 use super::{iso, ApiError, ApiResult, Caller, Routes};
 
 /// Each route once: the router and the OpenAPI document both come from the
@@ -207,18 +207,9 @@ impl ProjectIn {
                 None => p.name.clone(),
             },
             models: self.models.unwrap_or_else(|| p.models.clone()),
-            tpm_limit: match self.tpm_limit {
-                Some(n) => n.map(|n| rate("tpm_limit", n)).transpose()?,
-                None => p.tpm_limit,
-            },
-            rpm_limit: match self.rpm_limit {
-                Some(n) => n.map(|n| rate("rpm_limit", n)).transpose()?,
-                None => p.rpm_limit,
-            },
-            budget_micros: match self.max_budget {
-                Some(b) => b.map(|d| usd("max_budget", d)).transpose()?,
-                None => p.budget_micros,
-            },
+            tpm_limit: limit_change("tpm_limit", self.tpm_limit)?.map_or(p.tpm_limit, |(_, n)| n),
+            rpm_limit: limit_change("rpm_limit", self.rpm_limit)?.map_or(p.rpm_limit, |(_, n)| n),
+            budget_micros: budget_change("max_budget", self.max_budget)?.unwrap_or(p.budget_micros),
             budget_reset: match self.budget_reset {
                 Some(r) => reset("budget_reset", &r)?.as_str().to_owned(),
                 None => p.budget_reset.clone(),
@@ -485,39 +476,28 @@ pub struct KeyIn {
 
 impl KeyIn {
     fn spec(self, now: i64) -> ApiResult<KeySpec> {
+        let budget_micros = budget_change("max_budget", self.max_budget)?;
+        let budget_reset = self
+            .budget_reset
+            .map(|r| reset("budget_reset", &r))
+            .transpose()?;
+        let shared = KeySpec::shared(
+            self.models,
+            self.tpm_limit,
+            self.rpm_limit,
+            self.metadata,
+            self.tags,
+        )?;
+        let expires_at = self
+            .expires_at
+            .map(|e| e.map(|e| expiry("expires_at", &e, now)).transpose())
+            .transpose()?;
         Ok(KeySpec {
             name: self.name.map(|n| ("name", n)),
-            models: self.models.map(|m| ("models", m)),
-            budget_micros: self
-                .max_budget
-                .map(|b| b.map(|d| usd("max_budget", d)).transpose())
-                .transpose()?,
-            budget_reset: self
-                .budget_reset
-                .map(|r| reset("budget_reset", &r))
-                .transpose()?,
-            tpm: self
-                .tpm_limit
-                .map(|n| {
-                    n.map(|n| rate("tpm_limit", n))
-                        .transpose()
-                        .map(|n| ("tpm_limit", n))
-                })
-                .transpose()?,
-            rpm: self
-                .rpm_limit
-                .map(|n| {
-                    n.map(|n| rate("rpm_limit", n))
-                        .transpose()
-                        .map(|n| ("rpm_limit", n))
-                })
-                .transpose()?,
-            expires_at: self
-                .expires_at
-                .map(|e| e.map(|e| expiry("expires_at", &e, now)).transpose())
-                .transpose()?,
-            metadata: self.metadata.map(|m| ("metadata", m)),
-            tags: self.tags.map(|t| ("tags", t)),
+            budget_micros,
+            budget_reset,
+            expires_at,
+            ..shared
         })
     }
 }
@@ -588,15 +568,9 @@ async fn create_key(
     let (scope, p) = caller
         .project("project", &project, Action::ManageProjectKeys)
         .await?;
-    let limits = b.spec(now_ms())?.apply(None, &p)?;
-    let (row, token) = ops::create_key(
-        &caller.state,
-        &caller.actor,
-        &scope,
-        Holder::Service,
-        &limits,
-    )
-    .await?;
+    let (row, token) = caller
+        .create_service_key(&scope, &p, b.spec(now_ms())?)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(KeyIssued {

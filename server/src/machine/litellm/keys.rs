@@ -2,11 +2,10 @@
 //! a team's keys; a key body becomes a `KeySpec` checked against its project.
 
 use super::key_view;
+use crate::machine::input::budget_change;
 use crate::machine::input::duration_ms;
 use crate::machine::input::nullable;
-use crate::machine::input::rate;
 use crate::machine::input::reset_of_duration;
-use crate::machine::input::usd;
 use crate::machine::input::Input;
 use crate::machine::input::KeySpec;
 use crate::machine::input::Params;
@@ -20,7 +19,6 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::Value;
 use tollgate_app::core::keys;
-use tollgate_app::core::keys::Holder;
 use tollgate_app::core::keys::KeyRow;
 use tollgate_app::core::limits::ResetInterval;
 use tollgate_app::core::now_ms;
@@ -63,46 +61,35 @@ struct KeyBody {
 
 impl KeyBody {
     fn spec(self, now: i64) -> ApiResult<KeySpec> {
+        let budget_micros = budget_change("max_budget", self.max_budget)?;
+        let budget_reset = self
+            .budget_duration
+            .map(|d| {
+                d.map_or(Ok(ResetInterval::Never), |d| {
+                    reset_of_duration("budget_duration", &d)
+                })
+            })
+            .transpose()?;
+        let shared = KeySpec::shared(
+            self.models,
+            self.tpm_limit,
+            self.rpm_limit,
+            self.metadata,
+            self.tags,
+        )?;
+        let expires_at = self
+            .duration
+            .map(|d| {
+                d.map(|d| duration_ms("duration", &d).map(|ms| now.saturating_add(ms)))
+                    .transpose()
+            })
+            .transpose()?;
         Ok(KeySpec {
             name: self.key_alias.map(|a| ("key_alias", a)),
-            models: self.models.map(|m| ("models", m)),
-            budget_micros: self
-                .max_budget
-                .map(|b| b.map(|d| usd("max_budget", d)).transpose())
-                .transpose()?,
-            budget_reset: self
-                .budget_duration
-                .map(|d| {
-                    d.map_or(Ok(ResetInterval::Never), |d| {
-                        reset_of_duration("budget_duration", &d)
-                    })
-                })
-                .transpose()?,
-            tpm: self
-                .tpm_limit
-                .map(|n| {
-                    n.map(|n| rate("tpm_limit", n))
-                        .transpose()
-                        .map(|n| ("tpm_limit", n))
-                })
-                .transpose()?,
-            rpm: self
-                .rpm_limit
-                .map(|n| {
-                    n.map(|n| rate("rpm_limit", n))
-                        .transpose()
-                        .map(|n| ("rpm_limit", n))
-                })
-                .transpose()?,
-            expires_at: self
-                .duration
-                .map(|d| {
-                    d.map(|d| duration_ms("duration", &d).map(|ms| now.saturating_add(ms)))
-                        .transpose()
-                })
-                .transpose()?,
-            metadata: self.metadata.map(|m| ("metadata", m)),
-            tags: self.tags.map(|t| ("tags", t)),
+            budget_micros,
+            budget_reset,
+            expires_at,
+            ..shared
         })
     }
 }
@@ -144,15 +131,9 @@ async fn key_generate(caller: Caller, Input(mut b): Input<KeyBody>) -> ApiResult
     if b.key_alias.is_none() {
         b.key_alias = Some("litellm key".to_owned());
     }
-    let limits = b.spec(now_ms())?.apply(None, &project)?;
-    let (row, token) = ops::create_key(
-        &caller.state,
-        &caller.actor,
-        &scope,
-        Holder::Service,
-        &limits,
-    )
-    .await?;
+    let (row, token) = caller
+        .create_service_key(&scope, &project, b.spec(now_ms())?)
+        .await?;
     let mut body = key_view(&row);
     body["key"] = json!(token.expose());
     Ok(Json(body))

@@ -4,11 +4,10 @@
 use super::key_view;
 use super::team_view;
 use crate::machine::input::nullable;
-use crate::machine::input::rate;
 use crate::machine::input::reset_of_duration;
-use crate::machine::input::usd;
 use crate::machine::input::Input;
 use crate::machine::input::Params;
+use crate::machine::input::{budget_change, limit_change};
 use crate::machine::renamed;
 use crate::machine::ApiError;
 use crate::machine::ApiResult;
@@ -68,18 +67,9 @@ impl TeamBody {
                 }
                 _ => p.models.clone(),
             },
-            tpm_limit: match self.tpm_limit {
-                Some(n) => n.map(|n| rate("tpm_limit", n)).transpose()?,
-                None => p.tpm_limit,
-            },
-            rpm_limit: match self.rpm_limit {
-                Some(n) => n.map(|n| rate("rpm_limit", n)).transpose()?,
-                None => p.rpm_limit,
-            },
-            budget_micros: match self.max_budget {
-                Some(b) => b.map(|d| usd("max_budget", d)).transpose()?,
-                None => p.budget_micros,
-            },
+            tpm_limit: limit_change("tpm_limit", self.tpm_limit)?.map_or(p.tpm_limit, |(_, n)| n),
+            rpm_limit: limit_change("rpm_limit", self.rpm_limit)?.map_or(p.rpm_limit, |(_, n)| n),
+            budget_micros: budget_change("max_budget", self.max_budget)?.unwrap_or(p.budget_micros),
             budget_reset: match self.budget_duration {
                 Some(Some(d)) => reset_of_duration("budget_duration", &d)?
                     .as_str()
