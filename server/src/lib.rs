@@ -2,6 +2,7 @@
 //! server functions and health checks; the operator CLI lives in `cli`.
 
 pub mod alerts;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod csrf;
@@ -17,7 +18,9 @@ use axum::routing::get;
 use axum::Router;
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
-use leptos_axum::{generate_route_list, handle_server_fns_with_context, LeptosRoutes};
+use leptos_axum::{
+    generate_route_list, handle_server_fns_with_context, AxumRouteListing, LeptosRoutes,
+};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use tollgate_app::core::auth::Throttle;
@@ -77,43 +80,88 @@ pub async fn state(config: &Config) -> Result<AppState, StartError> {
     })
 }
 
-/// The whole HTTP surface: the proxy on `/v1` (no sessions, no Leptos), the
-/// console and its server functions, health checks.
+/// The whole HTTP surface: the proxy on `/v1` (no Leptos), the machine APIs,
+/// the console and its server functions, health checks; all of it behind the
+/// one authentication layer (`auth`), sessions around all but `/v1`.
 pub fn router(state: AppState, gateway: Arc<proxy::Gateway>) -> Router {
-    let routes = generate_route_list(App);
+    let pages = generate_route_list(App);
+    let page_paths = paths_of(&pages);
     let secure = state.public_url.starts_with("https://");
-    let ctx = state.clone();
-    let shell_opts = state.leptos_options.clone();
-    let console = Router::new()
-        .route(
-            "/api/console/{*fn_name}",
-            get(server_fn_handler).post(server_fn_handler),
-        )
-        .leptos_routes_with_context(
-            &state,
-            routes,
-            move || provide_context(ctx.clone()),
-            move || shell(shell_opts.clone()),
-        )
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
-        .with_state(state.clone());
     let idle = time::Duration::seconds(state.session_idle_secs);
-    let console = with_sessions(console, &state.db, secure, idle);
-    let console = console.layer(axum::middleware::from_fn_with_state(
+    let console = console(&state, pages).layer(axum::middleware::from_fn_with_state(
         csrf::ConsoleOrigin::of_public_url(&state.public_url),
         csrf::same_origin,
     ));
-    Router::new()
+    let sessioned = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state.clone())
         .merge(machine::router(state.clone()))
-        .merge(console)
-        .merge(proxy::router(gateway))
+        .merge(console);
+    let sessioned = auth::require(sessioned, state.clone(), page_paths.clone());
+    let sessioned = with_sessions(sessioned, &state.db, secure, idle);
+    // `/v1` never passes through the session layer or Leptos; the same
+    // authentication layer guards it.
+    auth::require(proxy::router(gateway), state, page_paths)
+        .fallback_service(sessioned)
         // The path only: a query string may carry a key (LiteLLM's `/key/info?key=`).
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
             tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
         }))
+}
+
+/// The console: its pages, its server functions, its static files.
+fn console(state: &AppState, pages: Vec<AxumRouteListing>) -> Router {
+    let ctx = state.clone();
+    let shell_opts = state.leptos_options.clone();
+    Router::new()
+        .route(
+            &format!("{}/{{*fn_name}}", tollgate_app::api::PREFIX),
+            get(server_fn_handler).post(server_fn_handler),
+        )
+        .leptos_routes_with_context(
+            state,
+            pages,
+            move || provide_context(ctx.clone()),
+            move || shell(shell_opts.clone()),
+        )
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .with_state(state.clone())
+}
+
+/// Every route of the assembled router, from the declarations that build it:
+/// the console's pages and server functions, the machine APIs, the proxy and
+/// the health checks (the authentication walk test requests each one).
+pub fn route_paths() -> Vec<String> {
+    let server_fns = leptos::server_fn::axum::server_fn_paths().map(|(p, _)| p.to_owned());
+    ["/healthz", "/readyz"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(page_paths())
+        .chain(server_fns)
+        .chain(machine::paths())
+        .chain(PROXY_PATHS.iter().map(|p| (*p).to_owned()))
+        .collect()
+}
+
+/// The proxy's routes (`proxy::router`); its `/v1/{*rest}` makes every path
+/// under `/v1` one of its routes, all behind the same key check.
+const PROXY_PATHS: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/models",
+    "/v1/{*rest}",
+];
+
+/// The console's page paths, in axum's syntax (`/orgs/{org_id}`).
+pub fn page_paths() -> Vec<String> {
+    paths_of(&generate_route_list(App))
+}
+
+/// Page paths in axum's syntax (`/orgs/{org_id}`).
+fn paths_of(pages: &[AxumRouteListing]) -> Vec<String> {
+    pages.iter().map(|r| r.path().to_owned()).collect()
 }
 
 fn with_sessions(router: Router, db: &Db, secure: bool, idle: time::Duration) -> Router {

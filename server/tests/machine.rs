@@ -921,6 +921,38 @@ async fn rest_api_and_a_valid_openapi_document(backend: Backend) {
         .await
         .unwrap();
     assert!(doc["paths"]["/api/v1/keys/{key}/rotate"]["post"].is_object());
+    // The operations the router serves, each declared once with its route.
+    let mut operations: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            let item = item.as_object().unwrap();
+            item.keys().map(move |m| format!("{m} {path}"))
+        })
+        .collect();
+    operations.sort();
+    let mut expected = [
+        "get /api/v1/organization",
+        "get /api/v1/members",
+        "get /api/v1/projects",
+        "post /api/v1/projects",
+        "get /api/v1/projects/{project}",
+        "delete /api/v1/projects/{project}",
+        "patch /api/v1/projects/{project}",
+        "get /api/v1/projects/{project}/members",
+        "put /api/v1/projects/{project}/members/{user_id}",
+        "delete /api/v1/projects/{project}/members/{user_id}",
+        "get /api/v1/keys",
+        "post /api/v1/keys",
+        "get /api/v1/keys/{key}",
+        "delete /api/v1/keys/{key}",
+        "patch /api/v1/keys/{key}",
+        "post /api/v1/keys/{key}/rotate",
+        "get /api/v1/usage",
+    ];
+    expected.sort_unstable();
+    assert_eq!(operations, expected);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("openapi.json");
     std::fs::write(&file, doc.to_string()).unwrap();

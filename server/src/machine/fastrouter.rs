@@ -4,19 +4,18 @@
 
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use tollgate_app::core::keys::{self, Holder, KeyKind, KeyRow};
-use tollgate_app::core::state::AppState;
+use tollgate_app::core::keys::{self, KeyKind, KeyRow};
 use tollgate_app::core::{now_ms, ops};
 use tollgate_app::policy::Action;
 
-use super::input::{expiry, nullable, rate, reset, usd, Input, KeySpec, Params};
-use super::{iso, ApiError, ApiResult, Caller};
+use super::input::{budget_change, expiry, nullable, rate, reset, usd, Input, KeySpec, Params};
+use super::{iso, ApiError, ApiResult, Caller, Routes};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/prod/createServiceKey", post(create))
         .route("/prod/getServiceKeys", get(list))
         .route("/prod/updateServiceKey", post(update))
@@ -145,15 +144,7 @@ async fn create(caller: Caller, Input(b): Input<Create>) -> ApiResult<(StatusCod
         metadata: b.metadata.map(|m| ("metadata", m)),
         tags: b.tags.map(|t| ("tags", t)),
     };
-    let limits = spec.apply(None, &project)?;
-    let (row, token) = ops::create_key(
-        &caller.state,
-        &caller.actor,
-        &scope,
-        Holder::Service,
-        &limits,
-    )
-    .await?;
+    let (row, token) = caller.create_service_key(&scope, &project, spec).await?;
     let mut body = view(&row);
     body["api_key"] = json!(token.expose());
     Ok((StatusCode::CREATED, Json(body)))
@@ -238,39 +229,22 @@ async fn update(caller: Caller, Input(b): Input<Update>) -> ApiResult<Json<Value
     let project = tollgate_app::core::projects::get(&mut conn, &scope).await?;
     drop(conn);
     let now = now_ms();
+    let budget_micros = budget_change("credit_limit", b.credit_limit)?;
+    let budget_reset = b
+        .reset_budget_interval
+        .map(|r| reset("reset_budget_interval", &r))
+        .transpose()?;
+    let shared = KeySpec::shared(b.models, b.tpm_limit, b.rpm_limit, b.metadata, b.tags)?;
+    let expires_at = b
+        .expire_key
+        .map(|e| e.map(|e| expiry("expire_key", &e, now)).transpose())
+        .transpose()?;
     let spec = KeySpec {
         name: b.api_key_name.map(|n| ("api_key_name", n)),
-        models: b.models.map(|m| ("models", m)),
-        budget_micros: b
-            .credit_limit
-            .map(|d| d.map(|d| usd("credit_limit", d)).transpose())
-            .transpose()?,
-        budget_reset: b
-            .reset_budget_interval
-            .map(|r| reset("reset_budget_interval", &r))
-            .transpose()?,
-        tpm: b
-            .tpm_limit
-            .map(|n| {
-                n.map(|n| rate("tpm_limit", n))
-                    .transpose()
-                    .map(|n| ("tpm_limit", n))
-            })
-            .transpose()?,
-        rpm: b
-            .rpm_limit
-            .map(|n| {
-                n.map(|n| rate("rpm_limit", n))
-                    .transpose()
-                    .map(|n| ("rpm_limit", n))
-            })
-            .transpose()?,
-        expires_at: b
-            .expire_key
-            .map(|e| e.map(|e| expiry("expire_key", &e, now)).transpose())
-            .transpose()?,
-        metadata: b.metadata.map(|m| ("metadata", m)),
-        tags: b.tags.map(|t| ("tags", t)),
+        budget_micros,
+        budget_reset,
+        expires_at,
+        ..shared
     };
     let limits = spec.apply(Some(&before.limits), &project)?;
     let row = ops::update_key(&caller.state, &caller.actor, &scope, &before, &limits).await?;

@@ -125,6 +125,25 @@ pub fn rate(field: &str, n: i64) -> Result<i64, ApiError> {
 }
 
 /// LiteLLM's durations: `30s`, `30m`, `30h`, `30d`, `1mo` (30 days), `1w`.
+/// A rate limit as a change: absent keeps it, `null` clears it.
+pub fn limit_change(
+    field: &'static str,
+    n: Option<Option<i64>>,
+) -> Result<Option<(&'static str, Option<i64>)>, ApiError> {
+    n.map(|n| n.map(|n| rate(field, n)).transpose().map(|n| (field, n)))
+        .transpose()
+}
+
+/// A budget in dollars as a change: absent keeps it, `null` clears it.
+pub fn budget_change(
+    field: &str,
+    dollars: Option<Option<f64>>,
+) -> Result<Option<Option<i64>>, ApiError> {
+    dollars
+        .map(|d| d.map(|d| usd(field, d)).transpose())
+        .transpose()
+}
+
 pub fn duration_ms(field: &str, raw: &str) -> Result<i64, ApiError> {
     let s = raw.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -235,6 +254,25 @@ pub struct KeySpec {
 }
 
 impl KeySpec {
+    /// The fields every machine API names alike (models, rate limits,
+    /// metadata, tags); the caller adds the ones each API names its own way.
+    pub fn shared(
+        models: Option<Vec<String>>,
+        tpm_limit: Option<Option<i64>>,
+        rpm_limit: Option<Option<i64>>,
+        metadata: Option<Value>,
+        tags: Option<Vec<String>>,
+    ) -> Result<KeySpec, ApiError> {
+        Ok(KeySpec {
+            models: models.map(|m| ("models", m)),
+            tpm: limit_change("tpm_limit", tpm_limit)?,
+            rpm: limit_change("rpm_limit", rpm_limit)?,
+            metadata: metadata.map(|m| ("metadata", m)),
+            tags: tags.map(|t| ("tags", t)),
+            ..KeySpec::default()
+        })
+    }
+
     /// The key's limits after this change: from `base` (an update) or from
     /// nothing (a create, where the name is required), held within `project`.
     pub fn apply(self, base: Option<&KeyLimits>, project: &Project) -> Result<KeyLimits, ApiError> {

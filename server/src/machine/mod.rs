@@ -11,23 +11,74 @@ pub mod rest;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use axum::Router;
 use serde_json::json;
 use tollgate_app::core::audit::Actor;
+use tollgate_app::core::keys::token::Token;
+use tollgate_app::core::keys::{Holder, KeyRow};
+use tollgate_app::core::provisioning::{self, Principal};
 use tollgate_app::core::state::AppState;
-use tollgate_app::core::{now_ms, ops, projects, provisioning};
+use tollgate_app::core::{now_ms, ops, projects};
 use tollgate_app::error::AppError;
 use tollgate_app::policy::{self, Action, Machine, OrgScope, ProjectScope};
 
-/// Every machine route; none passes through sessions or Leptos.
+/// Every machine route; none passes through Leptos.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(fastrouter::routes())
+    routes().router.with_state(state)
+}
+
+/// The path of every machine route, from the declarations that build the
+/// router (the authentication walk test requests each one).
+pub fn paths() -> Vec<String> {
+    routes().paths
+}
+
+fn routes() -> Routes {
+    fastrouter::routes()
         .merge(litellm::routes())
         .merge(rest::routes())
-        .with_state(state)
+}
+
+/// A router that remembers the paths it was given.
+pub struct Routes {
+    router: Router<AppState>,
+    paths: Vec<String>,
+}
+
+impl Routes {
+    pub fn new() -> Routes {
+        Routes {
+            router: Router::new(),
+            paths: Vec::new(),
+        }
+    }
+
+    pub fn route(mut self, path: &str, method: MethodRouter<AppState>) -> Routes {
+        self.router = self.router.route(path, method);
+        self.paths.push(path.to_owned());
+        self
+    }
+
+    /// Routes already declared elsewhere (an OpenAPI router), with their paths.
+    pub fn declared(router: Router<AppState>, paths: Vec<String>) -> Routes {
+        Routes { router, paths }
+    }
+
+    pub fn merge(mut self, other: Routes) -> Routes {
+        self.router = self.router.merge(other.router);
+        self.paths.extend(other.paths);
+        self
+    }
+}
+
+impl Default for Routes {
+    fn default() -> Routes {
+        Routes::new()
+    }
 }
 
 /// The one error type of the machine APIs:
@@ -60,7 +111,7 @@ impl ApiError {
         }
     }
 
-    fn unauthorized(message: &str) -> ApiError {
+    pub fn unauthorized(message: &str) -> ApiError {
         ApiError {
             status: StatusCode::UNAUTHORIZED,
             code: "unauthorized",
@@ -152,24 +203,12 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Caller> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(|| {
-                ApiError::unauthorized(
-                    "send a provisioning key as 'Authorization: Bearer sk-tgp-…'",
-                )
-            })?;
-        let mut conn = state.db.pool.acquire().await?;
-        let principal = provisioning::authenticate(&mut conn, presented, now_ms())
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("the provisioning key is unknown or revoked"))?;
+        // The authentication layer has checked the key already; without the
+        // layer (a router assembled elsewhere) the check happens here.
+        let principal = match parts.extensions.get::<Principal>() {
+            Some(p) => p.clone(),
+            None => authenticate(state, &parts.headers).await?,
+        };
         Ok(Caller {
             state: state.clone(),
             actor: Actor::provisioning(&principal.key_id, &principal.name),
@@ -181,7 +220,32 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The live provisioning key presented as `Authorization: Bearer sk-tgp-…`;
+/// anything else is 401.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> {
+    let presented = crate::auth::bearer(headers).ok_or_else(|| {
+        ApiError::unauthorized("send a provisioning key as 'Authorization: Bearer sk-tgp-…'")
+    })?;
+    let mut conn = state.db.pool.acquire().await?;
+    provisioning::authenticate(&mut conn, presented, now_ms())
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the provisioning key is unknown or revoked"))
+}
+
 impl Caller {
+    /// Mints a service key in the scope's project with `spec` applied to a
+    /// new key's limits: the machine APIs make no other kind of key.
+    pub async fn create_service_key(
+        &self,
+        scope: &ProjectScope,
+        project: &projects::Project,
+        spec: input::KeySpec,
+    ) -> ApiResult<(KeyRow, Token)> {
+        let limits = spec.apply(None, project)?;
+        let holder = Holder::Service;
+        Ok(ops::create_key(&self.state, &self.actor, scope, holder, &limits).await?)
+    }
+
     /// Refuses models outside the organization's catalogue before anything
     /// is stored (so a bad field leaves no half-made project behind).
     pub async fn check_catalogue(&self, field: &str, models: &[String]) -> ApiResult<()> {

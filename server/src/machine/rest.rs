@@ -4,46 +4,43 @@
 
 use axum::extract::Path;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::routing::get;
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tollgate_app::core::keys::{self, Holder, KeyKind, KeyRow};
+use tollgate_app::core::keys::{self, KeyKind, KeyRow};
 use tollgate_app::core::projects::{self, Project, Settings};
-use tollgate_app::core::state::AppState;
 use tollgate_app::core::usage::{self, GroupBy};
 use tollgate_app::core::{members, now_ms, ops, orgs};
 use tollgate_app::policy::{Action, ProjectRole, ProjectScope};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::input::{expiry, nullable, rate, reset, usd, Input, KeySpec, Params};
-use super::{iso, ApiError, ApiResult, Caller};
+use super::input::{budget_change, expiry, limit_change, nullable, reset, Input, KeySpec, Params};
+use super::{iso, ApiError, ApiResult, Caller, Routes};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/openapi.json", get(openapi))
-        .route("/api/v1/organization", get(organization))
-        .route("/api/v1/members", get(org_members))
-        .route("/api/v1/projects", get(list_projects).post(create_project))
-        .route(
-            "/api/v1/projects/{project}",
-            get(get_project)
-                .patch(update_project)
-                .delete(delete_project),
-        )
-        .route("/api/v1/projects/{project}/members", get(project_members))
-        .route(
-            "/api/v1/projects/{project}/members/{user_id}",
-            put(set_project_member).delete(remove_project_member),
-        )
-        .route("/api/v1/keys", get(list_keys).post(create_key))
-        .route(
-            "/api/v1/keys/{key}",
-            get(get_key).patch(update_key).delete(delete_key),
-        )
-        .route("/api/v1/keys/{key}/rotate", post(rotate_key))
-        .route("/api/v1/usage", get(usage_report))
+/// Each route once: the router and the OpenAPI document both come from the
+/// handlers' `#[utoipa::path]` declarations.
+pub fn routes() -> Routes {
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(organization))
+        .routes(routes!(org_members))
+        .routes(routes!(list_projects, create_project))
+        .routes(routes!(get_project, update_project, delete_project))
+        .routes(routes!(project_members))
+        .routes(routes!(set_project_member, remove_project_member))
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(get_key, update_key, delete_key))
+        .routes(routes!(rotate_key))
+        .routes(routes!(usage_report))
+        .split_for_parts();
+    let paths = doc.paths.paths.keys().cloned().collect();
+    Routes::declared(router, paths).route(
+        "/api/openapi.json",
+        get(move || std::future::ready(Json(doc.clone()))),
+    )
 }
 
 #[derive(OpenApi)]
@@ -52,11 +49,6 @@ pub fn routes() -> Router<AppState> {
         title = "Tollgate API",
         description = "Manage an organization's projects, members, keys and usage with a provisioning key \
                        (`Authorization: Bearer sk-tgp-…`). Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`."
-    ),
-    paths(
-        organization, org_members, list_projects, create_project, get_project, update_project,
-        delete_project, project_members, set_project_member, remove_project_member, list_keys,
-        create_key, get_key, update_key, delete_key, rotate_key, usage_report
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),
@@ -75,10 +67,6 @@ impl Modify for BearerAuth {
             );
         }
     }
-}
-
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
 }
 
 /// Every error answer.
@@ -219,18 +207,9 @@ impl ProjectIn {
                 None => p.name.clone(),
             },
             models: self.models.unwrap_or_else(|| p.models.clone()),
-            tpm_limit: match self.tpm_limit {
-                Some(n) => n.map(|n| rate("tpm_limit", n)).transpose()?,
-                None => p.tpm_limit,
-            },
-            rpm_limit: match self.rpm_limit {
-                Some(n) => n.map(|n| rate("rpm_limit", n)).transpose()?,
-                None => p.rpm_limit,
-            },
-            budget_micros: match self.max_budget {
-                Some(b) => b.map(|d| usd("max_budget", d)).transpose()?,
-                None => p.budget_micros,
-            },
+            tpm_limit: limit_change("tpm_limit", self.tpm_limit)?.map_or(p.tpm_limit, |(_, n)| n),
+            rpm_limit: limit_change("rpm_limit", self.rpm_limit)?.map_or(p.rpm_limit, |(_, n)| n),
+            budget_micros: budget_change("max_budget", self.max_budget)?.unwrap_or(p.budget_micros),
             budget_reset: match self.budget_reset {
                 Some(r) => reset("budget_reset", &r)?,
                 None => p.budget_reset,
@@ -491,39 +470,28 @@ pub struct KeyIn {
 
 impl KeyIn {
     fn spec(self, now: i64) -> ApiResult<KeySpec> {
+        let budget_micros = budget_change("max_budget", self.max_budget)?;
+        let budget_reset = self
+            .budget_reset
+            .map(|r| reset("budget_reset", &r))
+            .transpose()?;
+        let shared = KeySpec::shared(
+            self.models,
+            self.tpm_limit,
+            self.rpm_limit,
+            self.metadata,
+            self.tags,
+        )?;
+        let expires_at = self
+            .expires_at
+            .map(|e| e.map(|e| expiry("expires_at", &e, now)).transpose())
+            .transpose()?;
         Ok(KeySpec {
             name: self.name.map(|n| ("name", n)),
-            models: self.models.map(|m| ("models", m)),
-            budget_micros: self
-                .max_budget
-                .map(|b| b.map(|d| usd("max_budget", d)).transpose())
-                .transpose()?,
-            budget_reset: self
-                .budget_reset
-                .map(|r| reset("budget_reset", &r))
-                .transpose()?,
-            tpm: self
-                .tpm_limit
-                .map(|n| {
-                    n.map(|n| rate("tpm_limit", n))
-                        .transpose()
-                        .map(|n| ("tpm_limit", n))
-                })
-                .transpose()?,
-            rpm: self
-                .rpm_limit
-                .map(|n| {
-                    n.map(|n| rate("rpm_limit", n))
-                        .transpose()
-                        .map(|n| ("rpm_limit", n))
-                })
-                .transpose()?,
-            expires_at: self
-                .expires_at
-                .map(|e| e.map(|e| expiry("expires_at", &e, now)).transpose())
-                .transpose()?,
-            metadata: self.metadata.map(|m| ("metadata", m)),
-            tags: self.tags.map(|t| ("tags", t)),
+            budget_micros,
+            budget_reset,
+            expires_at,
+            ..shared
         })
     }
 }
@@ -594,15 +562,9 @@ async fn create_key(
     let (scope, p) = caller
         .project("project", &project, Action::ManageProjectKeys)
         .await?;
-    let limits = b.spec(now_ms())?.apply(None, &p)?;
-    let (row, token) = ops::create_key(
-        &caller.state,
-        &caller.actor,
-        &scope,
-        Holder::Service,
-        &limits,
-    )
-    .await?;
+    let (row, token) = caller
+        .create_service_key(&scope, &p, b.spec(now_ms())?)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(KeyIssued {

@@ -1,0 +1,72 @@
+//! LiteLLM-compatible management API: a LiteLLM "team" is a Tollgate
+//! project, its "organization" the provisioning key's organization. Field
+//! names are LiteLLM's; `team_id` takes a project's id or its name (alias).
+
+mod keys;
+mod people;
+mod spend;
+mod teams;
+
+use crate::machine::{iso, Routes};
+use serde_json::json;
+use serde_json::Value;
+use tollgate_app::core::keys::KeyRow;
+use tollgate_app::core::projects::Project;
+
+pub fn routes() -> Routes {
+    keys::routes()
+        .merge(teams::routes())
+        .merge(people::routes())
+        .merge(spend::routes())
+}
+
+fn dollars(micros: Option<i64>) -> Value {
+    micros.map_or(Value::Null, |m| json!(m as f64 / 1e6))
+}
+
+/// LiteLLM's name for a calendar reset.
+fn duration_of(reset: &str) -> Value {
+    match reset {
+        "daily" => json!("1d"),
+        "weekly" => json!("7d"),
+        "monthly" => json!("1mo"),
+        _ => Value::Null,
+    }
+}
+
+fn key_view(k: &KeyRow) -> Value {
+    json!({
+        "token": k.id_hash,
+        "key_name": k.hint,
+        "key_alias": k.limits.name,
+        "team_id": k.project_id,
+        "team_alias": k.project_name,
+        "user_id": k.owner_id,
+        "models": k.limits.models,
+        "spend": k.spend_micros as f64 / 1e6,
+        "max_budget": dollars(k.limits.budget_micros),
+        "budget_duration": duration_of(k.limits.budget_reset.as_str()),
+        "expires": k.limits.expires_at.map(iso),
+        "tpm_limit": k.limits.tpm_limit,
+        "rpm_limit": k.limits.rpm_limit,
+        "metadata": k.limits.metadata,
+        "tags": k.limits.tags,
+        "blocked": k.revoked_at.is_some(),
+        "key_type": k.kind.as_str(),
+        "created_at": iso(k.created_at),
+    })
+}
+
+fn team_view(p: &Project) -> Value {
+    json!({
+        "team_id": p.id,
+        "team_alias": p.name,
+        "organization_id": p.org_id,
+        "models": p.models,
+        "max_budget": dollars(p.budget_micros),
+        "budget_duration": duration_of(p.budget_reset.as_str()),
+        "tpm_limit": p.tpm_limit,
+        "rpm_limit": p.rpm_limit,
+        "created_at": iso(p.created_at),
+    })
+}
