@@ -14,6 +14,7 @@ use tollgate_app::core::projects::{self, Project, Settings};
 use tollgate_app::core::state::AppState;
 use tollgate_app::core::usage::{self, GroupBy};
 use tollgate_app::core::{invitations, members, now_ms, ops, orgs};
+use tollgate_app::format::Usd;
 use tollgate_app::policy::{Action, OrgRole, ProjectRole, ProjectScope};
 
 use super::input::{
@@ -47,10 +48,6 @@ pub fn routes() -> Router<AppState> {
         .route("/config/update", post(config_update))
 }
 
-fn dollars(micros: Option<i64>) -> Value {
-    micros.map_or(Value::Null, |m| json!(m as f64 / 1e6))
-}
-
 /// LiteLLM's name for a calendar reset.
 fn duration_of(reset: &str) -> Value {
     match reset {
@@ -70,8 +67,8 @@ fn key_view(k: &KeyRow) -> Value {
         "team_alias": k.project_name,
         "user_id": k.owner_id,
         "models": k.limits.models,
-        "spend": k.spend_micros as f64 / 1e6,
-        "max_budget": dollars(k.limits.budget_micros),
+        "spend": k.spend.dollars(),
+        "max_budget": k.limits.budget.map(Usd::dollars),
         "budget_duration": duration_of(k.limits.budget_reset.as_str()),
         "expires": k.limits.expires_at.map(iso),
         "tpm_limit": k.limits.tpm_limit,
@@ -90,7 +87,7 @@ fn team_view(p: &Project) -> Value {
         "team_alias": p.name,
         "organization_id": p.org_id,
         "models": p.models,
-        "max_budget": dollars(p.budget_micros),
+        "max_budget": p.budget.map(Usd::dollars),
         "budget_duration": duration_of(p.budget_reset.as_str()),
         "tpm_limit": p.tpm_limit,
         "rpm_limit": p.rpm_limit,
@@ -411,9 +408,9 @@ impl TeamBody {
                 Some(n) => n.map(|n| rate("rpm_limit", n)).transpose()?,
                 None => p.rpm_limit,
             },
-            budget_micros: match self.max_budget {
+            budget: match self.max_budget {
                 Some(b) => b.map(|d| usd("max_budget", d)).transpose()?,
-                None => p.budget_micros,
+                None => p.budget,
             },
             budget_reset: match self.budget_duration {
                 Some(Some(d)) => reset_of_duration("budget_duration", &d)?,
