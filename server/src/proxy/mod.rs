@@ -186,8 +186,8 @@ async fn models(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): Peer, h: Head
 
 /// Micro-USD for these tokens at the catalogue's prices, rounded up.
 fn cost(m: &Model, tokens_in: i64, tokens_out: i64) -> i64 {
-    let micros = i128::from(tokens_in) * i128::from(m.input_price)
-        + i128::from(tokens_out) * i128::from(m.output_price);
+    let micros = i128::from(tokens_in) * i128::from(m.input_price.micros())
+        + i128::from(tokens_out) * i128::from(m.output_price.micros());
     i64::try_from((micros + 999_999) / 1_000_000).unwrap_or(i64::MAX)
 }
 

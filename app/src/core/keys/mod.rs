@@ -600,6 +600,13 @@ pub struct ProxyKey {
     pub revoked_at: Option<i64>,
 }
 
+impl ProxyKey {
+    /// The same rule as [`KeyRow::status`].
+    pub fn status(&self, now: i64) -> KeyStatus {
+        KeyStatus::of(self.revoked_at, self.expires_at, now)
+    }
+}
+
 /// Which keys to load.
 #[derive(Clone, Copy, Debug)]
 pub enum Load<'a> {
