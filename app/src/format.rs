@@ -101,6 +101,23 @@ impl Usd {
             .ok_or_else(|| AppError::invalid(field, "is too large"))
     }
 
+    /// An amount sent as a JSON number of dollars (machine APIs): finite, not
+    /// negative, at most $1,000,000,000 (1e15 micro-dollars).
+    pub fn from_dollars(field: &str, dollars: f64) -> Result<Usd, AppError> {
+        if !dollars.is_finite() || dollars < 0.0 {
+            return Err(AppError::invalid(
+                field,
+                "must be an amount of USD, 0 or more",
+            ));
+        }
+        let micros = (dollars * 1_000_000.0).round();
+        if micros > 1e15 {
+            return Err(AppError::invalid(field, "is too large"));
+        }
+        #[expect(clippy::cast_possible_truncation, reason = "finite, ≥ 0 and ≤ 1e15")]
+        Ok(Usd(micros as i64))
+    }
+
     /// Blank means "no limit".
     pub fn parse_optional(field: &str, raw: &str) -> Result<Option<Usd>, AppError> {
         if raw.trim().is_empty() {

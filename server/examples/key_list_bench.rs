@@ -56,7 +56,7 @@ async fn main() {
                 models: vec!["mock/echo".into()],
                 tpm_limit: None,
                 rpm_limit: Some(60),
-                budget_micros: Some(5_000_000),
+                budget: Some(tollgate_app::format::Usd::from_micros(5_000_000)),
                 budget_reset: tollgate_app::core::limits::ResetInterval::Monthly,
                 expires_at: None,
                 no_content_logging: false,

@@ -31,8 +31,8 @@ fn view_of(m: crate::core::catalogue::Model) -> ModelView {
         id: m.id,
         provider: m.provider,
         upstream: m.upstream,
-        input_price: m.input_price,
-        output_price: m.output_price,
+        input_price: m.input_price.micros(),
+        output_price: m.output_price.micros(),
         context_window: m.context_window,
         fallbacks: m.fallbacks,
     }
@@ -86,8 +86,8 @@ pub async fn upsert_model(
                 id: model_id,
                 provider: name("provider", &provider, 60)?,
                 upstream: name("upstream", &upstream, 120)?,
-                input_price: Usd::parse("input_price", &input_price)?.micros(),
-                output_price: Usd::parse("output_price", &output_price)?.micros(),
+                input_price: Usd::parse("input_price", &input_price)?,
+                output_price: Usd::parse("output_price", &output_price)?,
                 context_window: parse_rate("context_window", &context_window)?
                     .ok_or_else(|| AppError::invalid("context_window", "is required"))?,
                 fallbacks: parse_fallbacks(fallbacks.as_deref().unwrap_or(""))?,
@@ -97,8 +97,8 @@ pub async fn upsert_model(
             let before = catalogue::upsert(&mut tx, &scope, &m, now).await?;
             let json = |m: &Model| {
                 serde_json::json!({
-                    "provider": m.provider, "upstream": m.upstream, "input_price": m.input_price,
-                    "output_price": m.output_price, "context_window": m.context_window,
+                    "provider": m.provider, "upstream": m.upstream, "input_price": m.input_price.micros(),
+                    "output_price": m.output_price.micros(), "context_window": m.context_window,
                     "fallbacks": m.fallbacks,
                 })
             };

@@ -137,7 +137,7 @@ pub struct SpendingView {
 #[cfg(feature = "ssr")]
 fn spending_view(s: crate::core::orgs::Spending) -> SpendingView {
     SpendingView {
-        spend_cap_micros: s.spend_cap_micros,
+        spend_cap_micros: s.spend_cap.map(crate::format::Usd::micros),
         spend_cap_reset: s.spend_cap_reset.as_str().to_owned(),
         content_logging: s.content_logging,
     }
@@ -179,7 +179,7 @@ pub async fn update_spending(
         async {
             let (state, user, scope) = authorize(&org_id, Action::ViewOrganization).await?;
             let wanted = orgs::Spending {
-                spend_cap_micros: Usd::parse_optional("spend_cap", &spend_cap)?.map(Usd::micros),
+                spend_cap: Usd::parse_optional("spend_cap", &spend_cap)?,
                 spend_cap_reset: ResetInterval::parse("spend_cap_reset", &spend_cap_reset)?,
                 content_logging: super::checkbox("content_logging", content_logging.as_deref())?,
             };
@@ -187,7 +187,7 @@ pub async fn update_spending(
             let mut tx = state.db.pool.begin().await?;
             orgs::lock(&mut tx, scope.org_id()).await?;
             let before = orgs::spending(&mut tx, &scope).await?;
-            if before.spend_cap_micros != wanted.spend_cap_micros
+            if before.spend_cap != wanted.spend_cap
                 || before.spend_cap_reset != wanted.spend_cap_reset
             {
                 scope.also(Action::BillingAndCredits)?;
@@ -201,7 +201,7 @@ pub async fn update_spending(
             orgs::set_spending(&mut tx, &scope, &wanted, now).await?;
             let json = |s: &orgs::Spending| {
                 serde_json::json!({
-                    "spend_cap_micros": s.spend_cap_micros, "spend_cap_reset": s.spend_cap_reset,
+                    "spend_cap_micros": s.spend_cap.map(Usd::micros), "spend_cap_reset": s.spend_cap_reset,
                     "content_logging": s.content_logging,
                 })
             };

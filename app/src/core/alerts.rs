@@ -129,7 +129,7 @@ pub async fn evaluate(conn: &mut AnyConnection, now: i64) -> Result<usize, sqlx:
     let org_spend = usage::spend(conn, Level::Org, None, None, now).await?;
     let mut out = Vec::new();
     for (org_id, a, spending) in &orgs_ {
-        if let (Some(cap), true) = (spending.spend_cap_micros, budget_alerts(a)) {
+        if let (Some(cap), true) = (spending.spend_cap.map(Usd::micros), budget_alerts(a)) {
             let reset = spending.spend_cap_reset;
             crossed(
                 &mut out,

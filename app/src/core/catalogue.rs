@@ -3,6 +3,7 @@
 
 use sqlx::{AnyConnection, Row};
 
+use crate::format::Usd;
 use crate::policy::{OrgScope, TenantScope};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -11,8 +12,8 @@ pub struct Model {
     pub provider: String,
     pub upstream: String,
     /// Micro-USD per million tokens.
-    pub input_price: i64,
-    pub output_price: i64,
+    pub input_price: Usd,
+    pub output_price: Usd,
     pub context_window: i64,
     /// Further deployments (`provider:upstream`), tried in order when the
     /// first fails before answering.
@@ -107,8 +108,8 @@ fn model_of(r: &sqlx::any::AnyRow) -> Result<Model, sqlx::Error> {
         id: r.try_get("id")?,
         provider: r.try_get("provider")?,
         upstream: r.try_get("upstream")?,
-        input_price: r.try_get("input_micros_per_mtok")?,
-        output_price: r.try_get("output_micros_per_mtok")?,
+        input_price: super::db::usd(r, "input_micros_per_mtok")?,
+        output_price: super::db::usd(r, "output_micros_per_mtok")?,
         context_window: r.try_get("context_window")?,
         fallbacks: super::db::json_list(&r.try_get::<String, _>("fallbacks_json")?)?,
     })
@@ -164,8 +165,8 @@ pub async fn upsert(
     .bind(&m.id)
     .bind(&m.provider)
     .bind(&m.upstream)
-    .bind(m.input_price)
-    .bind(m.output_price)
+    .bind(m.input_price.micros())
+    .bind(m.output_price.micros())
     .bind(m.context_window)
     .bind(now)
     .bind(super::db::to_json(&m.fallbacks))

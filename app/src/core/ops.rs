@@ -14,6 +14,7 @@ use super::projects::{self, Project, Settings};
 use super::state::AppState;
 use super::{catalogue, domain::Email, now_ms, orgs, users};
 use crate::error::AppError;
+use crate::format::Usd;
 use crate::policy::{OrgRole, OrgScope, ProjectRole, ProjectScope, TenantScope};
 
 fn audited<'a>(
@@ -37,7 +38,7 @@ fn audited<'a>(
 pub fn settings_json(p: &Project) -> Value {
     json!({
         "name": p.name, "models": p.models, "tpm_limit": p.tpm_limit, "rpm_limit": p.rpm_limit,
-        "budget_micros": p.budget_micros, "budget_reset": p.budget_reset, "ip_allowlist": p.ip_allowlist,
+        "budget_micros": p.budget.map(Usd::micros), "budget_reset": p.budget_reset, "ip_allowlist": p.ip_allowlist,
         "content_logging": p.content_logging,
     })
 }
@@ -45,7 +46,7 @@ pub fn settings_json(p: &Project) -> Value {
 pub fn limits_json(l: &KeyLimits) -> Value {
     json!({
         "name": l.name, "models": l.models, "tpm_limit": l.tpm_limit, "rpm_limit": l.rpm_limit,
-        "budget_micros": l.budget_micros, "budget_reset": l.budget_reset, "expires_at": l.expires_at,
+        "budget_micros": l.budget.map(Usd::micros), "budget_reset": l.budget_reset, "expires_at": l.expires_at,
         "no_content_logging": l.no_content_logging, "tags": l.tags, "metadata": l.metadata,
     })
 }

@@ -4,6 +4,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::domain::OrgName;
 use super::limits::ResetInterval;
+use crate::format::Usd;
 use crate::policy::{OrgRole, OrgScope};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,7 +120,7 @@ pub async fn name_for_invitation(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spending {
     /// The most the organization may spend per period; `None`: no cap.
-    pub spend_cap_micros: Option<i64>,
+    pub spend_cap: Option<Usd>,
     pub spend_cap_reset: ResetInterval,
     /// Whether any of its projects may keep request and response bodies.
     pub content_logging: bool,
@@ -137,7 +138,7 @@ pub struct ProxyOrg {
 
 fn spending_of(r: &sqlx::any::AnyRow) -> Result<Spending, sqlx::Error> {
     Ok(Spending {
-        spend_cap_micros: r.try_get("spend_cap_micros")?,
+        spend_cap: super::db::usd_opt(r, "spend_cap_micros")?,
         spend_cap_reset: super::db::text_as(&r.try_get::<String, _>("spend_cap_reset")?)?,
         content_logging: r.try_get::<i64, _>("content_logging")? != 0,
     })
@@ -163,7 +164,7 @@ pub async fn set_spending(
         "UPDATE organizations SET spend_cap_micros = $1, spend_cap_reset = $2, content_logging = $3, \
          updated_at = $4 WHERE id = $5",
     )
-    .bind(s.spend_cap_micros)
+    .bind(s.spend_cap.map(Usd::micros))
     .bind(s.spend_cap_reset.as_str())
     .bind(i64::from(s.content_logging))
     .bind(now)

@@ -5,6 +5,7 @@ use sqlx::{AnyConnection, Row};
 use super::db::{json_list, to_json};
 use super::limits::ResetInterval;
 use crate::error::AppError;
+use crate::format::Usd;
 use crate::policy::{OrgRole, OrgScope, ProjectRole, ProjectScope};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,7 +16,7 @@ pub struct Project {
     pub models: Vec<String>,
     pub tpm_limit: Option<i64>,
     pub rpm_limit: Option<i64>,
-    pub budget_micros: Option<i64>,
+    pub budget: Option<Usd>,
     pub budget_reset: ResetInterval,
     pub ip_allowlist: Vec<String>,
     /// Whether request and response bodies may be kept (if the organization
@@ -34,7 +35,7 @@ impl Project {
             models: super::catalogue::default_project_models(),
             tpm_limit: None,
             rpm_limit: None,
-            budget_micros: None,
+            budget: None,
             budget_reset: ResetInterval::Never,
             ip_allowlist: Vec::new(),
             content_logging: true,
@@ -49,7 +50,7 @@ pub struct Settings {
     pub models: Vec<String>,
     pub tpm_limit: Option<i64>,
     pub rpm_limit: Option<i64>,
-    pub budget_micros: Option<i64>,
+    pub budget: Option<Usd>,
     pub budget_reset: ResetInterval,
     pub ip_allowlist: Vec<String>,
     pub content_logging: bool,
@@ -71,7 +72,7 @@ fn project_of(r: &sqlx::any::AnyRow) -> Result<Project, sqlx::Error> {
         models: json_list(&r.try_get::<String, _>("models_json")?)?,
         tpm_limit: r.try_get("tpm_limit")?,
         rpm_limit: r.try_get("rpm_limit")?,
-        budget_micros: r.try_get("budget_micros")?,
+        budget: super::db::usd_opt(r, "budget_micros")?,
         budget_reset: super::db::text_as(&r.try_get::<String, _>("budget_reset")?)?,
         ip_allowlist: json_list(&r.try_get::<String, _>("ip_allowlist_json")?)?,
         content_logging: r.try_get::<i64, _>("content_logging")? != 0,
@@ -213,7 +214,7 @@ pub async fn update(
     .bind(to_json(&s.models))
     .bind(s.tpm_limit)
     .bind(s.rpm_limit)
-    .bind(s.budget_micros)
+    .bind(s.budget.map(Usd::micros))
     .bind(s.budget_reset.as_str())
     .bind(to_json(&s.ip_allowlist))
     .bind(now)

@@ -24,6 +24,15 @@ impl fmt::Display for Denied {
     }
 }
 
+/// The matrix's answer for one seat, as a `Result`.
+fn check(action: Action, seat: Seat) -> Result<(), Denied> {
+    if allows(action, seat) {
+        Ok(())
+    } else {
+        Err(Denied { action, seat })
+    }
+}
+
 /// A user's membership of an organization, as loaded from storage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OrgMember {
@@ -85,12 +94,7 @@ pub struct OrgScope {
 impl OrgScope {
     /// A second action asked of the same seat (one request, two permissions).
     pub fn also(&self, action: Action) -> Result<(), Denied> {
-        let seat = self.tenant.seat;
-        if allows(action, seat) {
-            Ok(())
-        } else {
-            Err(Denied { action, seat })
-        }
+        check(action, self.tenant.seat)
     }
 
     /// The permission this scope was granted for.
@@ -115,12 +119,8 @@ impl Deref for OrgScope {
 /// The decision for an action on the organization itself.
 pub fn authorize_org(member: &OrgMember, action: Action) -> Result<OrgScope, Denied> {
     let tenant = TenantScope::of_member(member);
-    let seat = tenant.seat;
-    if allows(action, seat) {
-        Ok(OrgScope { tenant, action })
-    } else {
-        Err(Denied { action, seat })
-    }
+    check(action, tenant.seat)?;
+    Ok(OrgScope { tenant, action })
 }
 
 /// A user's standing in one project, as loaded from storage.
@@ -168,7 +168,7 @@ impl ProjectScope {
     /// The project's organization as a tenant only: a project grant cannot be
     /// spent on an organization-wide query.
     ///
-    /// ```compile_fail
+    /// ```compile_fail,E0308
     /// use tollgate_app::policy::{OrgScope, ProjectScope};
     /// // An organization-wide core function takes the org-wide proof.
     /// fn org_wide(_: &OrgScope) {}
@@ -211,16 +211,13 @@ impl ProjectScope {
 /// The decision for an action inside a project.
 pub fn authorize_project(member: &ProjectMember, action: Action) -> Result<ProjectScope, Denied> {
     let seat = member.seat();
-    if allows(action, seat) {
-        Ok(ProjectScope {
-            org: TenantScope::of_member(&member.org),
-            project_id: member.project_id.clone(),
-            seat,
-            action,
-        })
-    } else {
-        Err(Denied { action, seat })
-    }
+    check(action, seat)?;
+    Ok(ProjectScope {
+        org: TenantScope::of_member(&member.org),
+        project_id: member.project_id.clone(),
+        seat,
+        action,
+    })
 }
 
 /// A provisioning key, as authenticated: it acts in its own organization only.
@@ -233,18 +230,15 @@ pub struct Machine {
 /// The decision for a provisioning key's action on its organization.
 pub fn authorize_machine(machine: &Machine, action: Action) -> Result<OrgScope, Denied> {
     let seat = Seat::Provisioning;
-    if allows(action, seat) {
-        Ok(OrgScope {
-            tenant: TenantScope {
-                org_id: machine.org_id.clone(),
-                actor_id: machine.key_id.clone(),
-                seat,
-            },
-            action,
-        })
-    } else {
-        Err(Denied { action, seat })
-    }
+    check(action, seat)?;
+    Ok(OrgScope {
+        tenant: TenantScope {
+            org_id: machine.org_id.clone(),
+            actor_id: machine.key_id.clone(),
+            seat,
+        },
+        action,
+    })
 }
 
 /// The decision for a provisioning key's action in one project of its

@@ -94,10 +94,6 @@ fn draw(id: &str, spec: &ChartSpec) {
     }
 }
 
-fn dollars(micros: i64) -> f64 {
-    Usd::from_micros(micros).dollars()
-}
-
 #[component]
 pub fn UsagePage() -> impl IntoView {
     let org_id = org_param();
@@ -127,7 +123,7 @@ pub fn UsagePage() -> impl IntoView {
                             let categories: Vec<String> = r.days.iter().map(|d| day_label(d.day)).collect();
                             let spend = ChartSpec::Stacked {
                                 categories: categories.clone(),
-                                series: r.spend_by_model.iter().map(|s| (s.name.clone(), s.values.iter().map(|v| dollars(*v)).collect())).collect(),
+                                series: r.spend_by_model.iter().map(|s| (s.name.clone(), s.values.iter().map(|v| Usd::from_micros(*v).dollars()).collect())).collect(),
                             };
                             let tokens = ChartSpec::Lines {
                                 categories,
@@ -137,7 +133,7 @@ pub fn UsagePage() -> impl IntoView {
                                 ],
                             };
                             let projects_pie = ChartSpec::Pie {
-                                slices: r.by_project.iter().map(|s| (s.name.clone(), dollars(s.totals.cost_micros))).collect(),
+                                slices: r.by_project.iter().map(|s| (s.name.clone(), Usd::from_micros(s.totals.cost_micros).dollars())).collect(),
                             };
                             view! {
                                 <form method="get" class="row filters" data-testid="usage-filters">

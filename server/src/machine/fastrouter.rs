@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tollgate_app::core::keys::{self, KeyKind, KeyRow};
 use tollgate_app::core::{now_ms, ops};
+use tollgate_app::format::Usd;
 use tollgate_app::policy::Action;
 
 use super::input::{budget_change, expiry, nullable, rate, reset, usd, Input, KeySpec, Params};
@@ -86,7 +87,7 @@ fn view(k: &KeyRow) -> Value {
         "org_id": k.org_id,
         "project_id": k.project_id,
         "project_name": k.project_name,
-        "credit_limit": k.limits.budget_micros.map(|m| m as f64 / 1e6),
+        "credit_limit": k.limits.budget.map(Usd::dollars),
         "reset_budget_interval": k.limits.budget_reset,
         "expire_key": k.limits.expires_at.map(iso),
         "models": k.limits.models,
@@ -94,7 +95,7 @@ fn view(k: &KeyRow) -> Value {
         "rpm_limit": k.limits.rpm_limit,
         "metadata": k.limits.metadata,
         "tags": k.limits.tags,
-        "usage": k.spend_micros as f64 / 1e6,
+        "usage": k.spend.dollars(),
         "status": if k.revoked_at.is_some() { "revoked" } else { "active" },
         "created_at": iso(k.created_at),
     })

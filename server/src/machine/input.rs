@@ -13,6 +13,7 @@ use tollgate_app::core::limits::{
     check_models_within, check_rate_within, parse_expiry, parse_tags, ResetInterval,
 };
 use tollgate_app::core::projects::Project;
+use tollgate_app::format::Usd;
 
 use super::ApiError;
 
@@ -100,19 +101,8 @@ pub fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 }
 
 /// Dollars as a JSON number, to micro-dollars.
-pub fn usd(field: &str, dollars: f64) -> Result<i64, ApiError> {
-    if !dollars.is_finite() || dollars < 0.0 {
-        return Err(ApiError::invalid(
-            field,
-            "must be an amount of USD, 0 or more",
-        ));
-    }
-    let micros = (dollars * 1_000_000.0).round();
-    if micros > 1e15 {
-        return Err(ApiError::invalid(field, "is too large"));
-    }
-    #[expect(clippy::cast_possible_truncation, reason = "finite, ≥ 0 and ≤ 1e15")]
-    Ok(micros as i64)
+pub fn usd(field: &str, dollars: f64) -> Result<Usd, ApiError> {
+    Ok(Usd::from_dollars(field, dollars)?)
 }
 
 /// A rate limit as a JSON number: a positive whole number.
@@ -138,7 +128,7 @@ pub fn limit_change(
 pub fn budget_change(
     field: &str,
     dollars: Option<Option<f64>>,
-) -> Result<Option<Option<i64>>, ApiError> {
+) -> Result<Option<Option<Usd>>, ApiError> {
     dollars
         .map(|d| d.map(|d| usd(field, d)).transpose())
         .transpose()
@@ -244,7 +234,7 @@ pub fn days(
 pub struct KeySpec {
     pub name: Option<(&'static str, String)>,
     pub models: Option<(&'static str, Vec<String>)>,
-    pub budget_micros: Option<Option<i64>>,
+    pub budget_micros: Option<Option<Usd>>,
     pub budget_reset: Option<ResetInterval>,
     pub tpm: Option<(&'static str, Option<i64>)>,
     pub rpm: Option<(&'static str, Option<i64>)>,
@@ -287,7 +277,7 @@ impl KeySpec {
                     models: project.models.clone(),
                     tpm_limit: None,
                     rpm_limit: None,
-                    budget_micros: None,
+                    budget: None,
                     budget_reset: ResetInterval::Never,
                     expires_at: None,
                     no_content_logging: false,
@@ -309,7 +299,7 @@ impl KeySpec {
             l.models = models;
         }
         if let Some(b) = self.budget_micros {
-            l.budget_micros = b;
+            l.budget = b;
         }
         if let Some(r) = self.budget_reset {
             l.budget_reset = r;

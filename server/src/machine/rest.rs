@@ -12,6 +12,7 @@ use tollgate_app::core::keys::{self, KeyKind, KeyRow};
 use tollgate_app::core::projects::{self, Project, Settings};
 use tollgate_app::core::usage::{self, GroupBy};
 use tollgate_app::core::{members, now_ms, ops, orgs};
+use tollgate_app::format::Usd;
 use tollgate_app::policy::{Action, ProjectRole, ProjectScope};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
@@ -108,7 +109,7 @@ async fn organization(caller: Caller) -> ApiResult<Json<OrganizationOut>> {
     Ok(Json(OrganizationOut {
         id: org.id,
         name: org.name,
-        spend_cap: s.spend_cap_micros.map(dollars),
+        spend_cap: s.spend_cap.map(Usd::dollars),
         spend_cap_reset: s.spend_cap_reset.as_str().to_owned(),
         content_logging: s.content_logging,
     }))
@@ -143,10 +144,6 @@ async fn org_members(caller: Caller) -> ApiResult<Json<Vec<MemberOut>>> {
 
 // ---- projects ----
 
-fn dollars(micros: i64) -> f64 {
-    micros as f64 / 1e6
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct ProjectOut {
     id: String,
@@ -170,7 +167,7 @@ fn project_out(p: Project) -> ProjectOut {
         models: p.models,
         tpm_limit: p.tpm_limit,
         rpm_limit: p.rpm_limit,
-        max_budget: p.budget_micros.map(dollars),
+        max_budget: p.budget.map(Usd::dollars),
         budget_reset: p.budget_reset.as_str().to_owned(),
         ip_allowlist: p.ip_allowlist,
         content_logging: p.content_logging,
@@ -209,7 +206,7 @@ impl ProjectIn {
             models: self.models.unwrap_or_else(|| p.models.clone()),
             tpm_limit: limit_change("tpm_limit", self.tpm_limit)?.map_or(p.tpm_limit, |(_, n)| n),
             rpm_limit: limit_change("rpm_limit", self.rpm_limit)?.map_or(p.rpm_limit, |(_, n)| n),
-            budget_micros: budget_change("max_budget", self.max_budget)?.unwrap_or(p.budget_micros),
+            budget: budget_change("max_budget", self.max_budget)?.unwrap_or(p.budget),
             budget_reset: match self.budget_reset {
                 Some(r) => reset("budget_reset", &r)?,
                 None => p.budget_reset,
@@ -423,9 +420,9 @@ fn key_out(k: KeyRow) -> KeyOut {
         models: k.limits.models,
         tpm_limit: k.limits.tpm_limit,
         rpm_limit: k.limits.rpm_limit,
-        max_budget: k.limits.budget_micros.map(dollars),
+        max_budget: k.limits.budget.map(Usd::dollars),
         budget_reset: k.limits.budget_reset.as_str().to_owned(),
-        spend: dollars(k.spend_micros),
+        spend: k.spend.dollars(),
         expires_at: k.limits.expires_at.map(iso),
         metadata: k.limits.metadata,
         tags: k.limits.tags,
@@ -727,7 +724,7 @@ async fn usage_report(
                 requests: r.requests,
                 tokens_in: r.tokens_in,
                 tokens_out: r.tokens_out,
-                cost: dollars(r.cost_micros),
+                cost: Usd::from_micros(r.cost_micros).dollars(),
             })
             .collect(),
     ))

@@ -16,7 +16,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use tollgate_app::core::limits::ResetInterval;
 use tollgate_app::core::usage::{Level, Spend};
-use tollgate_app::format::format_usd;
+use tollgate_app::format::{format_usd, Usd};
 
 use super::error::ProxyError;
 use super::memory::Caller;
@@ -342,17 +342,22 @@ impl LocalCounters {
         }
         // Budgets: key, project, organization.
         let levels = [
-            (Level::Key, &key.id, key.budget_micros, a.caller.key.reset),
+            (
+                Level::Key,
+                &key.id,
+                key.budget.map(Usd::micros),
+                a.caller.key.reset,
+            ),
             (
                 Level::Project,
                 &project.id,
-                project.budget_micros,
+                project.budget.map(Usd::micros),
                 a.caller.project.reset,
             ),
             (
                 Level::Org,
                 &org.id,
-                org.spending.spend_cap_micros,
+                org.spending.spend_cap.map(Usd::micros),
                 a.caller.org.reset,
             ),
         ];

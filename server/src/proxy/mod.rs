@@ -270,7 +270,8 @@ async fn models(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): Peer, h: Head
 /// never negative, at most `i64::MAX`.
 fn cost(m: &Model, tokens_in: i64, tokens_out: i64) -> i64 {
     let part = |tokens: i64, price: i64| i128::from(tokens.max(0)) * i128::from(price.max(0));
-    let micros = part(tokens_in, m.input_price).saturating_add(part(tokens_out, m.output_price));
+    let micros = part(tokens_in, m.input_price.micros())
+        .saturating_add(part(tokens_out, m.output_price.micros()));
     i64::try_from(micros.saturating_add(999_999) / 1_000_000).unwrap_or(i64::MAX)
 }
 

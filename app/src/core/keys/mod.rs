@@ -8,6 +8,7 @@ use sqlx::{AnyConnection, Row};
 use super::db::{json_list, to_json};
 use super::limits::ResetInterval;
 use crate::error::AppError;
+use crate::format::Usd;
 use crate::policy::ProjectScope;
 use token::Token;
 
@@ -18,7 +19,7 @@ pub struct KeyLimits {
     pub models: Vec<String>,
     pub tpm_limit: Option<i64>,
     pub rpm_limit: Option<i64>,
-    pub budget_micros: Option<i64>,
+    pub budget: Option<Usd>,
     pub budget_reset: ResetInterval,
     pub expires_at: Option<i64>,
     pub no_content_logging: bool,
@@ -97,7 +98,7 @@ pub struct KeyRow {
     pub owner_id: Option<String>,
     pub owner_email: Option<String>,
     pub limits: KeyLimits,
-    pub spend_micros: i64,
+    pub spend: Usd,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
 }
@@ -135,7 +136,7 @@ fn key_of(r: &sqlx::any::AnyRow) -> Result<KeyRow, sqlx::Error> {
             models: json_list(&r.try_get::<String, _>("models_json")?)?,
             tpm_limit: r.try_get("tpm_limit")?,
             rpm_limit: r.try_get("rpm_limit")?,
-            budget_micros: r.try_get("budget_micros")?,
+            budget: super::db::usd_opt(r, "budget_micros")?,
             budget_reset: super::db::text_as(&r.try_get::<String, _>("budget_reset")?)?,
             expires_at: r.try_get("expires_at")?,
             no_content_logging: r.try_get::<i64, _>("no_content_logging")? != 0,
@@ -143,7 +144,7 @@ fn key_of(r: &sqlx::any::AnyRow) -> Result<KeyRow, sqlx::Error> {
             metadata: serde_json::from_str(&r.try_get::<String, _>("metadata_json")?)
                 .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         },
-        spend_micros: r.try_get("spend_micros")?,
+        spend: super::db::usd(r, "spend_micros")?,
         created_at: r.try_get("created_at")?,
         revoked_at: r.try_get("revoked_at")?,
     })
@@ -210,7 +211,7 @@ pub async fn create(
     .bind(to_json(&limits.models))
     .bind(limits.tpm_limit)
     .bind(limits.rpm_limit)
-    .bind(limits.budget_micros)
+    .bind(limits.budget.map(Usd::micros))
     .bind(limits.budget_reset.as_str())
     .bind(limits.expires_at)
     .bind(i64::from(limits.no_content_logging))
@@ -439,7 +440,7 @@ pub async fn update(
     .bind(to_json(&l.models))
     .bind(l.tpm_limit)
     .bind(l.rpm_limit)
-    .bind(l.budget_micros)
+    .bind(l.budget.map(Usd::micros))
     .bind(l.budget_reset.as_str())
     .bind(l.expires_at)
     .bind(i64::from(l.no_content_logging))
@@ -592,11 +593,18 @@ pub struct ProxyKey {
     pub models: Vec<String>,
     pub tpm_limit: Option<i64>,
     pub rpm_limit: Option<i64>,
-    pub budget_micros: Option<i64>,
+    pub budget: Option<Usd>,
     pub budget_reset: ResetInterval,
     pub expires_at: Option<i64>,
     pub no_content_logging: bool,
     pub revoked_at: Option<i64>,
+}
+
+impl ProxyKey {
+    /// The same rule as [`KeyRow::status`].
+    pub fn status(&self, now: i64) -> KeyStatus {
+        KeyStatus::of(self.revoked_at, self.expires_at, now)
+    }
 }
 
 /// Which keys to load.
@@ -644,7 +652,7 @@ pub async fn load_for_proxy(
                 models: json_list(&r.try_get::<String, _>("models_json")?)?,
                 tpm_limit: r.try_get("tpm_limit")?,
                 rpm_limit: r.try_get("rpm_limit")?,
-                budget_micros: r.try_get("budget_micros")?,
+                budget: super::db::usd_opt(r, "budget_micros")?,
                 budget_reset: super::db::text_as(&r.try_get::<String, _>("budget_reset")?)?,
                 expires_at: r.try_get("expires_at")?,
                 no_content_logging: r.try_get::<i64, _>("no_content_logging")? != 0,

@@ -12,16 +12,13 @@ use serde_json::json;
 use serde_json::Value;
 use tollgate_app::core::keys::KeyRow;
 use tollgate_app::core::projects::Project;
+use tollgate_app::format::Usd;
 
 pub fn routes() -> Routes {
     keys::routes()
         .merge(teams::routes())
         .merge(people::routes())
         .merge(spend::routes())
-}
-
-fn dollars(micros: Option<i64>) -> Value {
-    micros.map_or(Value::Null, |m| json!(m as f64 / 1e6))
 }
 
 /// LiteLLM's name for a calendar reset.
@@ -43,8 +40,8 @@ fn key_view(k: &KeyRow) -> Value {
         "team_alias": k.project_name,
         "user_id": k.owner_id,
         "models": k.limits.models,
-        "spend": k.spend_micros as f64 / 1e6,
-        "max_budget": dollars(k.limits.budget_micros),
+        "spend": k.spend.dollars(),
+        "max_budget": k.limits.budget.map(Usd::dollars),
         "budget_duration": duration_of(k.limits.budget_reset.as_str()),
         "expires": k.limits.expires_at.map(iso),
         "tpm_limit": k.limits.tpm_limit,
@@ -63,7 +60,7 @@ fn team_view(p: &Project) -> Value {
         "team_alias": p.name,
         "organization_id": p.org_id,
         "models": p.models,
-        "max_budget": dollars(p.budget_micros),
+        "max_budget": p.budget.map(Usd::dollars),
         "budget_duration": duration_of(p.budget_reset.as_str()),
         "tpm_limit": p.tpm_limit,
         "rpm_limit": p.rpm_limit,

@@ -70,7 +70,7 @@ impl TeamBody {
             },
             tpm_limit: limit_change("tpm_limit", self.tpm_limit)?.map_or(p.tpm_limit, |(_, n)| n),
             rpm_limit: limit_change("rpm_limit", self.rpm_limit)?.map_or(p.rpm_limit, |(_, n)| n),
-            budget_micros: budget_change("max_budget", self.max_budget)?.unwrap_or(p.budget_micros),
+            budget: budget_change("max_budget", self.max_budget)?.unwrap_or(p.budget),
             budget_reset: match self.budget_duration {
                 Some(Some(d)) => reset_of_duration("budget_duration", &d)?,
                 Some(None) => ResetInterval::Never,

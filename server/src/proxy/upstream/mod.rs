@@ -132,10 +132,15 @@ impl Clients {
 
     pub async fn call(&self, c: &Call<'_>) -> Result<Reply, UpstreamError> {
         let urls = &c.deployment.urls;
-        let private = [&urls.chat, &urls.completions, &urls.embeddings, &urls.messages]
-            .into_iter()
-            .flatten()
-            .any(crate::net_guard::is_private_literal);
+        let private = [
+            &urls.chat,
+            &urls.completions,
+            &urls.embeddings,
+            &urls.messages,
+        ]
+        .into_iter()
+        .flatten()
+        .any(crate::net_guard::is_private_literal);
         if private && !self.allow_private {
             return Err(UpstreamError::Connect(format!(
                 "the provider '{}' is on a private network address, which this server does not call (allow_private_networks)",
