@@ -3,50 +3,14 @@
 // spend cap and allows content logging; a key made in the console then
 // answers on /v1 through the built-in mock provider. A provisioning key made on
 // its page is shown once and refused on /v1.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { startServer, artifacts, chromiumArgs } from '../server.mjs';
+import { useServerAndBrowser, server, shot, call, waitForWasm, setUpOwner } from './helpers.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: chromiumArgs });
-});
-
-after(async () => {
-  await browser?.close();
-  server?.stop();
-});
-
-const shot = (page, name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
-
-async function call(page, name, form) {
-  const res = await page.request.post(`${server.url}/api/console/${name}`, { form });
-  const body = await res.json();
-  assert.equal(res.status(), 200, `${name}: ${JSON.stringify(body)}`);
-  return body;
-}
-
-async function waitForWasm(page) {
-  await page.waitForFunction(() => performance.getEntriesByType('resource').some((e) => e.name.endsWith('.wasm')));
-  await page.waitForLoadState('networkidle');
-}
+useServerAndBrowser();
 
 test('an owner adds a provider and a spend cap; a console key answers on /v1', async () => {
-  const ctx = await browser.newContext();
-  const page = await ctx.newPage();
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(e.message));
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-  await page.goto(server.url + '/setup');
-  const setup = await call(page, 'setup', {
-    email: 'ada@example.com', name: 'Ada Owner', password: 'correct horse battery', org_name: 'Acme AI',
-  });
-  const org = setup.org_id;
+  const { ctx, page, errors, org } = await setUpOwner();
 
   await page.goto(`${server.url}/orgs/${org}/providers`);
   await page.getByTestId('providers').waitFor();

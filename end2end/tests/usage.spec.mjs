@@ -3,38 +3,11 @@
 // from each answer's usage, at the model's price). The billing page takes a
 // credit entry and shows the month's statement; with prepaid credits used up,
 // every page shows the banner and /v1 answers 402. The request log lists them.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { startServer, artifacts, chromiumArgs } from '../server.mjs';
+import { useServerAndBrowser, server, shot, call, waitForWasm, setUpOwner } from './helpers.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: chromiumArgs });
-});
-
-after(async () => {
-  await browser?.close();
-  server?.stop();
-});
-
-const shot = (page, name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
-
-async function call(page, name, form) {
-  const res = await page.request.post(`${server.url}/api/console/${name}`, { form });
-  const body = await res.json();
-  assert.equal(res.status(), 200, `${name}: ${JSON.stringify(body)}`);
-  return body;
-}
-
-async function waitForWasm(page) {
-  await page.waitForFunction(() => performance.getEntriesByType('resource').some((e) => e.name.endsWith('.wasm')));
-  await page.waitForLoadState('networkidle');
-}
+useServerAndBrowser();
 
 // The console's dollar format: cents at least, more digits where they matter.
 function usd(micros) {
@@ -45,15 +18,7 @@ function usd(micros) {
 }
 
 test('usage charts render and their totals equal what /v1 metered', async () => {
-  const ctx = await browser.newContext();
-  const page = await ctx.newPage();
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(e.message));
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-  await page.goto(server.url + '/setup');
-  const { org_id: org } = await call(page, 'setup', {
-    email: 'ada@example.com', name: 'Ada Owner', password: 'correct horse battery', org_name: 'Acme AI',
-  });
+  const { page, errors, org } = await setUpOwner();
   // 10 USD per million tokens in and out: 10 micro-USD a token.
   await call(page, 'upsert_model', {
     org_id: org, id: 'mock/priced', provider: 'mock', upstream: 'echo',
