@@ -2,7 +2,7 @@
 // the owner changes the member's role -> the audit page shows those events.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { useServerAndBrowser, server, browser, shot, waitForWasm } from './helpers.mjs';
+import { useServerAndBrowser, server, browser, shot, waitForWasm, openHydrated } from './helpers.mjs';
 
 useServerAndBrowser();
 
@@ -58,9 +58,7 @@ test('owner invites a member who accepts; the role change is audited', async () 
   await page.waitForURL(orgUrl);
 
   // Invite a member.
-  await page.goto(orgUrl + '/members');
-  await page.getByTestId('invite-email').waitFor();
-  await waitForWasm(page);
+  await openHydrated(page, orgUrl + '/members', 'invite-email');
   await page.getByTestId('invite-email').fill('bob@example.com');
   await page.getByTestId('invite-role').selectOption('member');
   await page.getByRole('button', { name: 'Create invitation link' }).click();

@@ -44,6 +44,16 @@ export async function waitForWasm(page) {
   await page.waitForLoadState('networkidle');
 }
 
+/** Goes to `url`, waits for the element with data-testid `testId` (the page
+ * rendered), then for hydration; returns that element's locator. */
+export async function openHydrated(page, url, testId) {
+  await page.goto(url);
+  const element = page.getByTestId(testId);
+  await element.waitFor();
+  await waitForWasm(page);
+  return element;
+}
+
 /** Pushes the page's uncaught errors and console errors (a hydration error is
  * one) onto `errors`. With allowRefused, refused requests ("Failed to load
  * resource": a member's page is told 403 for what it may not see) are not. */

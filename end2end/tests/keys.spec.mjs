@@ -4,7 +4,9 @@
 // reload sees only the hint; the owner revokes it and the list says so.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { useServerAndBrowser, server, browser, shot, call, waitForWasm, collectErrors, setUpOwner } from './helpers.mjs';
+import {
+  useServerAndBrowser, server, browser, shot, call, waitForWasm, openHydrated, collectErrors, setUpOwner,
+} from './helpers.mjs';
 
 useServerAndBrowser();
 
@@ -22,9 +24,7 @@ test('a member creates a key, sees its token once, and the owner revokes it', as
   });
 
   // The owner creates the project in the console and adds Bob to it.
-  await owner.goto(`${server.url}/orgs/${org}/projects`);
-  await owner.getByTestId('project-name').waitFor();
-  await waitForWasm(owner);
+  await openHydrated(owner, `${server.url}/orgs/${org}/projects`, 'project-name');
   await owner.getByTestId('project-name').fill('Production');
   await owner.getByRole('button', { name: 'Create project' }).click();
   await owner.getByRole('link', { name: 'Production' }).click();

@@ -5,7 +5,7 @@
 // document, which answers without a key.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { useServerAndBrowser, server, shot, call, waitForWasm, setUpOwner } from './helpers.mjs';
+import { useServerAndBrowser, server, shot, call, waitForWasm, setUpOwner, openHydrated } from './helpers.mjs';
 
 useServerAndBrowser();
 
@@ -58,9 +58,7 @@ test('what automation makes is in the console; admins make service keys', async 
   await shot(page, '18-audit-provisioning');
 
   // The provisioning page links the OpenAPI document.
-  await page.goto(`${server.url}/orgs/${org}/access`);
-  await page.getByTestId('machine-apis').waitFor();
-  await waitForWasm(page);
+  await openHydrated(page, `${server.url}/orgs/${org}/access`, 'machine-apis');
   await shot(page, '19-machine-apis');
   const href = await page.getByTestId('openapi-link').getAttribute('href');
   const doc = await (await fetch(`${server.url}${href}`)).json();

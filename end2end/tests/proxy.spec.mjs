@@ -5,16 +5,14 @@
 // its page is shown once and refused on /v1.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { useServerAndBrowser, server, shot, call, waitForWasm, setUpOwner } from './helpers.mjs';
+import { useServerAndBrowser, server, shot, call, setUpOwner, openHydrated } from './helpers.mjs';
 
 useServerAndBrowser();
 
 test('an owner adds a provider and a spend cap; a console key answers on /v1', async () => {
   const { ctx, page, errors, org } = await setUpOwner();
 
-  await page.goto(`${server.url}/orgs/${org}/providers`);
-  await page.getByTestId('providers').waitFor();
-  await waitForWasm(page);
+  await openHydrated(page, `${server.url}/orgs/${org}/providers`, 'providers');
   await page.getByLabel('Name').fill('openai');
   await page.getByLabel('Base URL').fill('https://api.openai.com/v1');
   await page.getByLabel('API key (empty: keep the stored one)').fill('sk-proj-console-test-k3y9');
@@ -23,9 +21,7 @@ test('an owner adds a provider and a spend cap; a console key answers on /v1', a
   assert.ok(!(await page.content()).includes('sk-proj-console-test'), 'the key is never shown again');
   await shot(page, '13-providers');
 
-  await page.goto(`${server.url}/orgs/${org}`);
-  await page.getByTestId('spending').waitFor();
-  await waitForWasm(page);
+  await openHydrated(page, `${server.url}/orgs/${org}`, 'spending');
   await page.getByLabel('Spend cap (USD, empty: none)').fill('250');
   await page.getByLabel('Resets').selectOption('monthly');
   await page.getByLabel('Allow projects to keep request and response bodies').check();
@@ -35,9 +31,7 @@ test('an owner adds a provider and a spend cap; a console key answers on /v1', a
   await shot(page, '14-spending');
 
   // A provisioning key for automation: the token once, then only its hint.
-  await page.goto(`${server.url}/orgs/${org}/access`);
-  await page.getByTestId('provisioning-keys').waitFor();
-  await waitForWasm(page);
+  await openHydrated(page, `${server.url}/orgs/${org}/access`, 'provisioning-keys');
   await page.getByTestId('provisioning-name').fill('ci-pipeline');
   await page.getByTestId('create-provisioning-key').click();
   const provisioning = await page.getByTestId('token').textContent();

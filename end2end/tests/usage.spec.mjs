@@ -5,7 +5,7 @@
 // every page shows the banner and /v1 answers 402. The request log lists them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { useServerAndBrowser, server, shot, call, waitForWasm, setUpOwner } from './helpers.mjs';
+import { useServerAndBrowser, server, shot, call, setUpOwner, openHydrated } from './helpers.mjs';
 
 useServerAndBrowser();
 
@@ -58,9 +58,7 @@ test('usage charts render and their totals equal what /v1 metered', async () => 
     await page.waitForTimeout(200);
   }
 
-  await page.goto(`${server.url}/orgs/${org}/usage`);
-  await page.getByTestId('usage-totals').waitFor();
-  await waitForWasm(page);
+  await openHydrated(page, `${server.url}/orgs/${org}/usage`, 'usage-totals');
   // ECharts draws into each chart element once the page is live.
   for (const id of ['chart-spend', 'chart-tokens', 'chart-projects']) {
     await page.locator(`#${id} canvas, #${id} svg`).first().waitFor({ timeout: 15000 });
@@ -75,9 +73,7 @@ test('usage charts render and their totals equal what /v1 metered', async () => 
   await shot(page, '20-usage');
 
   // Billing: a credit entry through the form, the statement of this month.
-  await page.goto(`${server.url}/orgs/${org}/billing`);
-  await page.getByTestId('billing-standing').waitFor();
-  await waitForWasm(page);
+  await openHydrated(page, `${server.url}/orgs/${org}/billing`, 'billing-standing');
   await page.getByLabel('Kind').selectOption('purchase');
   await page.getByLabel('Amount (USD; an adjustment may be negative)').fill('0.001');
   await page.getByLabel('Reference').fill('INV-2026-11');
@@ -110,9 +106,7 @@ test('usage charts render and their totals equal what /v1 metered', async () => 
   await shot(page, '22-credits-banner');
 
   // The request log of a project, with a kept body on demand.
-  await page.goto(`${server.url}/orgs/${org}/projects/${tokens[0].project}/requests`);
-  await page.getByTestId('request-log').waitFor();
-  await waitForWasm(page);
+  await openHydrated(page, `${server.url}/orgs/${org}/projects/${tokens[0].project}/requests`, 'request-log');
   assert.equal(await page.getByTestId('request-log').locator('tbody tr').count(), 6);
   await page.getByRole('button', { name: 'Show' }).first().click();
   await page.getByTestId('request-bodies').getByText('request 10').first().waitFor();
