@@ -1,25 +1,10 @@
 // Setup -> sign in -> invite a member -> accept in a second browser context ->
 // the owner changes the member's role -> the audit page shows those events.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { startServer, artifacts, chromiumArgs } from '../server.mjs';
+import { useServerAndBrowser, server, browser, shot, waitForWasm, openHydrated } from './helpers.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: chromiumArgs });
-});
-
-after(async () => {
-  await browser?.close();
-  server?.stop();
-});
-
-const shot = (page, name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+useServerAndBrowser();
 
 /** Waits until the page's wasm has hydrated (a client-only control responds). */
 async function waitHydrated(page, field) {
@@ -73,9 +58,7 @@ test('owner invites a member who accepts; the role change is audited', async () 
   await page.waitForURL(orgUrl);
 
   // Invite a member.
-  await page.goto(orgUrl + '/members');
-  await page.getByTestId('invite-email').waitFor();
-  await waitForWasm(page);
+  await openHydrated(page, orgUrl + '/members', 'invite-email');
   await page.getByTestId('invite-email').fill('bob@example.com');
   await page.getByTestId('invite-role').selectOption('member');
   await page.getByRole('button', { name: 'Create invitation link' }).click();
@@ -164,9 +147,3 @@ test('owner invites a member who accepts; the role change is audited', async () 
   await owner.close();
   await invitee.close();
 });
-
-/** Waits for the wasm bundle to have loaded and run (hydration done). */
-async function waitForWasm(page) {
-  await page.waitForFunction(() => performance.getEntriesByType('resource').some((e) => e.name.endsWith('.wasm')));
-  await page.waitForLoadState('networkidle');
-}

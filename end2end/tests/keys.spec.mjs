@@ -2,72 +2,29 @@
 // member creates a key with a $5 weekly budget, two models, RPM 10 and an
 // expiry next month, reads the token from the reveal dialog, and after a
 // reload sees only the hint; the owner revokes it and the list says so.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { startServer, artifacts, chromiumArgs } from '../server.mjs';
+import {
+  useServerAndBrowser, server, browser, shot, call, waitForWasm, openHydrated, collectErrors, setUpOwner,
+} from './helpers.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: chromiumArgs });
-});
-
-after(async () => {
-  await browser?.close();
-  server?.stop();
-});
-
-const shot = (page, name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
-
-/** Calls a server function with the page's session. */
-async function call(page, name, form) {
-  const res = await page.request.post(`${server.url}/api/console/${name}`, { form });
-  const body = await res.json();
-  assert.equal(res.status(), 200, `${name}: ${JSON.stringify(body)}`);
-  return body;
-}
-
-/** Console errors fail the test (a hydration error is one), except refused
- * requests: a member's page is told 403 for what it may not see. */
-function consoleError(m, errors) {
-  if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) errors.push(m.text());
-}
-
-async function waitForWasm(page) {
-  await page.waitForFunction(() => performance.getEntriesByType('resource').some((e) => e.name.endsWith('.wasm')));
-  await page.waitForLoadState('networkidle');
-}
+useServerAndBrowser();
 
 test('a member creates a key, sees its token once, and the owner revokes it', async () => {
-  const ownerCtx = await browser.newContext();
-  const owner = await ownerCtx.newPage();
-  const errors = [];
-  owner.on('pageerror', (e) => errors.push(e.message));
-  owner.on('console', (m) => consoleError(m, errors));
-  await owner.goto(server.url + '/setup');
-  const setup = await call(owner, 'setup', {
-    email: 'ada@example.com', name: 'Ada Owner', password: 'correct horse battery', org_name: 'Acme AI',
-  });
-  const org = setup.org_id;
+  // Console errors fail the test, except a member's refused (403) requests.
+  const { ctx: ownerCtx, page: owner, errors, org } = await setUpOwner({ allowRefused: true });
   const invite = await call(owner, 'invite_member', { org_id: org, email: 'bob@example.com', role: 'member' });
 
   const memberCtx = await browser.newContext();
   const bob = await memberCtx.newPage();
-  bob.on('pageerror', (e) => errors.push(e.message));
-  bob.on('console', (m) => consoleError(m, errors));
+  collectErrors(bob, errors, { allowRefused: true });
   await bob.goto(invite.link);
   await call(bob, 'accept_invitation', {
     token: invite.link.split('/').pop(), name: 'Bob Builder', password: 'bobs secret pass',
   });
 
   // The owner creates the project in the console and adds Bob to it.
-  await owner.goto(`${server.url}/orgs/${org}/projects`);
-  await owner.getByTestId('project-name').waitFor();
-  await waitForWasm(owner);
+  await openHydrated(owner, `${server.url}/orgs/${org}/projects`, 'project-name');
   await owner.getByTestId('project-name').fill('Production');
   await owner.getByRole('button', { name: 'Create project' }).click();
   await owner.getByRole('link', { name: 'Production' }).click();

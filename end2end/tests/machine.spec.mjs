@@ -3,33 +3,11 @@
 // one show up in the console (the key as "service"); an admin makes a service
 // key with the form's checkbox; the provisioning page links the OpenAPI
 // document, which answers without a key.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { startServer, artifacts, chromiumArgs } from '../server.mjs';
+import { useServerAndBrowser, server, shot, call, waitForWasm, setUpOwner, openHydrated } from './helpers.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: chromiumArgs });
-});
-
-after(async () => {
-  await browser?.close();
-  server?.stop();
-});
-
-const shot = (page, name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
-
-async function call(page, name, form) {
-  const res = await page.request.post(`${server.url}/api/console/${name}`, { form });
-  const body = await res.json();
-  assert.equal(res.status(), 200, `${name}: ${JSON.stringify(body)}`);
-  return body;
-}
+useServerAndBrowser();
 
 async function machine(token, path, body) {
   const res = await fetch(`${server.url}${path}`, {
@@ -40,22 +18,8 @@ async function machine(token, path, body) {
   return { status: res.status, body: await res.json() };
 }
 
-async function waitForWasm(page) {
-  await page.waitForFunction(() => performance.getEntriesByType('resource').some((e) => e.name.endsWith('.wasm')));
-  await page.waitForLoadState('networkidle');
-}
-
 test('what automation makes is in the console; admins make service keys', async () => {
-  const ctx = await browser.newContext();
-  const page = await ctx.newPage();
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(e.message));
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-  await page.goto(server.url + '/setup');
-  const setup = await call(page, 'setup', {
-    email: 'ada@example.com', name: 'Ada Owner', password: 'correct horse battery', org_name: 'Acme AI',
-  });
-  const org = setup.org_id;
+  const { ctx, page, errors, org } = await setUpOwner();
   const pk = (await call(page, 'create_provisioning_key', { org_id: org, name: 'terraform' })).token;
 
   // A team through the LiteLLM API (curl-style: no JSON content type), then a
@@ -94,9 +58,7 @@ test('what automation makes is in the console; admins make service keys', async 
   await shot(page, '18-audit-provisioning');
 
   // The provisioning page links the OpenAPI document.
-  await page.goto(`${server.url}/orgs/${org}/access`);
-  await page.getByTestId('machine-apis').waitFor();
-  await waitForWasm(page);
+  await openHydrated(page, `${server.url}/orgs/${org}/access`, 'machine-apis');
   await shot(page, '19-machine-apis');
   const href = await page.getByTestId('openapi-link').getAttribute('href');
   const doc = await (await fetch(`${server.url}${href}`)).json();

@@ -3,54 +3,16 @@
 // spend cap and allows content logging; a key made in the console then
 // answers on /v1 through the built-in mock provider. A provisioning key made on
 // its page is shown once and refused on /v1.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { startServer, artifacts, chromiumArgs } from '../server.mjs';
+import { useServerAndBrowser, server, shot, call, setUpOwner, openHydrated } from './helpers.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: chromiumArgs });
-});
-
-after(async () => {
-  await browser?.close();
-  server?.stop();
-});
-
-const shot = (page, name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
-
-async function call(page, name, form) {
-  const res = await page.request.post(`${server.url}/api/console/${name}`, { form });
-  const body = await res.json();
-  assert.equal(res.status(), 200, `${name}: ${JSON.stringify(body)}`);
-  return body;
-}
-
-async function waitForWasm(page) {
-  await page.waitForFunction(() => performance.getEntriesByType('resource').some((e) => e.name.endsWith('.wasm')));
-  await page.waitForLoadState('networkidle');
-}
+useServerAndBrowser();
 
 test('an owner adds a provider and a spend cap; a console key answers on /v1', async () => {
-  const ctx = await browser.newContext();
-  const page = await ctx.newPage();
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(e.message));
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-  await page.goto(server.url + '/setup');
-  const setup = await call(page, 'setup', {
-    email: 'ada@example.com', name: 'Ada Owner', password: 'correct horse battery', org_name: 'Acme AI',
-  });
-  const org = setup.org_id;
+  const { ctx, page, errors, org } = await setUpOwner();
 
-  await page.goto(`${server.url}/orgs/${org}/providers`);
-  await page.getByTestId('providers').waitFor();
-  await waitForWasm(page);
+  await openHydrated(page, `${server.url}/orgs/${org}/providers`, 'providers');
   await page.getByLabel('Name').fill('openai');
   await page.getByLabel('Base URL').fill('https://api.openai.com/v1');
   await page.getByLabel('API key (empty: keep the stored one)').fill('sk-proj-console-test-k3y9');
@@ -59,9 +21,7 @@ test('an owner adds a provider and a spend cap; a console key answers on /v1', a
   assert.ok(!(await page.content()).includes('sk-proj-console-test'), 'the key is never shown again');
   await shot(page, '13-providers');
 
-  await page.goto(`${server.url}/orgs/${org}`);
-  await page.getByTestId('spending').waitFor();
-  await waitForWasm(page);
+  await openHydrated(page, `${server.url}/orgs/${org}`, 'spending');
   await page.getByLabel('Spend cap (USD, empty: none)').fill('250');
   await page.getByLabel('Resets').selectOption('monthly');
   await page.getByLabel('Allow projects to keep request and response bodies').check();
@@ -71,9 +31,7 @@ test('an owner adds a provider and a spend cap; a console key answers on /v1', a
   await shot(page, '14-spending');
 
   // A provisioning key for automation: the token once, then only its hint.
-  await page.goto(`${server.url}/orgs/${org}/access`);
-  await page.getByTestId('provisioning-keys').waitFor();
-  await waitForWasm(page);
+  await openHydrated(page, `${server.url}/orgs/${org}/access`, 'provisioning-keys');
   await page.getByTestId('provisioning-name').fill('ci-pipeline');
   await page.getByTestId('create-provisioning-key').click();
   const provisioning = await page.getByTestId('token').textContent();

@@ -3,38 +3,11 @@
 // from each answer's usage, at the model's price). The billing page takes a
 // credit entry and shows the month's statement; with prepaid credits used up,
 // every page shows the banner and /v1 answers 402. The request log lists them.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { startServer, artifacts, chromiumArgs } from '../server.mjs';
+import { useServerAndBrowser, server, shot, call, setUpOwner, openHydrated } from './helpers.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: chromiumArgs });
-});
-
-after(async () => {
-  await browser?.close();
-  server?.stop();
-});
-
-const shot = (page, name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
-
-async function call(page, name, form) {
-  const res = await page.request.post(`${server.url}/api/console/${name}`, { form });
-  const body = await res.json();
-  assert.equal(res.status(), 200, `${name}: ${JSON.stringify(body)}`);
-  return body;
-}
-
-async function waitForWasm(page) {
-  await page.waitForFunction(() => performance.getEntriesByType('resource').some((e) => e.name.endsWith('.wasm')));
-  await page.waitForLoadState('networkidle');
-}
+useServerAndBrowser();
 
 // The console's dollar format: cents at least, more digits where they matter.
 function usd(micros) {
@@ -45,15 +18,7 @@ function usd(micros) {
 }
 
 test('usage charts render and their totals equal what /v1 metered', async () => {
-  const ctx = await browser.newContext();
-  const page = await ctx.newPage();
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(e.message));
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-  await page.goto(server.url + '/setup');
-  const { org_id: org } = await call(page, 'setup', {
-    email: 'ada@example.com', name: 'Ada Owner', password: 'correct horse battery', org_name: 'Acme AI',
-  });
+  const { page, errors, org } = await setUpOwner();
   // 10 USD per million tokens in and out: 10 micro-USD a token.
   await call(page, 'upsert_model', {
     org_id: org, id: 'mock/priced', provider: 'mock', upstream: 'echo',
@@ -93,9 +58,7 @@ test('usage charts render and their totals equal what /v1 metered', async () => 
     await page.waitForTimeout(200);
   }
 
-  await page.goto(`${server.url}/orgs/${org}/usage`);
-  await page.getByTestId('usage-totals').waitFor();
-  await waitForWasm(page);
+  await openHydrated(page, `${server.url}/orgs/${org}/usage`, 'usage-totals');
   // ECharts draws into each chart element once the page is live.
   for (const id of ['chart-spend', 'chart-tokens', 'chart-projects']) {
     await page.locator(`#${id} canvas, #${id} svg`).first().waitFor({ timeout: 15000 });
@@ -110,9 +73,7 @@ test('usage charts render and their totals equal what /v1 metered', async () => 
   await shot(page, '20-usage');
 
   // Billing: a credit entry through the form, the statement of this month.
-  await page.goto(`${server.url}/orgs/${org}/billing`);
-  await page.getByTestId('billing-standing').waitFor();
-  await waitForWasm(page);
+  await openHydrated(page, `${server.url}/orgs/${org}/billing`, 'billing-standing');
   await page.getByLabel('Kind').selectOption('purchase');
   await page.getByLabel('Amount (USD; an adjustment may be negative)').fill('0.001');
   await page.getByLabel('Reference').fill('INV-2026-11');
@@ -145,9 +106,7 @@ test('usage charts render and their totals equal what /v1 metered', async () => 
   await shot(page, '22-credits-banner');
 
   // The request log of a project, with a kept body on demand.
-  await page.goto(`${server.url}/orgs/${org}/projects/${tokens[0].project}/requests`);
-  await page.getByTestId('request-log').waitFor();
-  await waitForWasm(page);
+  await openHydrated(page, `${server.url}/orgs/${org}/projects/${tokens[0].project}/requests`, 'request-log');
   assert.equal(await page.getByTestId('request-log').locator('tbody tr').count(), 6);
   await page.getByRole('button', { name: 'Show' }).first().click();
   await page.getByTestId('request-bodies').getByText('request 10').first().waitFor();
