@@ -5,6 +5,7 @@ pub mod api;
 pub mod error;
 pub mod policy;
 pub mod ui;
+pub mod usage_report;
 
 #[cfg(feature = "ssr")]
 pub mod core;
