@@ -1143,22 +1143,10 @@ async fn key_actions(app: &TestApp, hash: &str) -> Vec<String> {
 async fn machine_updates_never_land_on_a_revoked_key(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (owner, org) = app.setup("owner@a.test", OWNER_PASSWORD).await;
-    let project = app
-        .ok(
-            &owner,
-            "create_project",
-            &[("org_id", &org), ("name", "Production")],
-        )
-        .await;
-    let project = s(&project["id"]);
-    let pk = app
-        .ok(
-            &owner,
-            "create_provisioning_key",
-            &[("org_id", &org), ("name", "ci")],
-        )
-        .await;
-    let pk = s(&pk["token"]);
+    let form = [("org_id", org.as_str()), ("name", "Production")];
+    let project = s(&app.ok(&owner, "create_project", &form).await["id"]);
+    let form = [("org_id", org.as_str()), ("name", "ci")];
+    let pk = s(&app.ok(&owner, "create_provisioning_key", &form).await["token"]);
     let service = |name| common::key_form(&org, &project, &[("service", "on"), ("name", name)]);
 
     // Revoked first: both machine APIs refuse, and the key stays revoked.
