@@ -90,7 +90,8 @@ pub async fn record(
         .await?;
     let seq: i64 = head.try_get("seq")?;
     let prev_hash: String = head.try_get("hash")?;
-    // Who did what to which resource; never the before/after bodies.
+    // Who did what to which resource; never the before/after bodies. Logged
+    // as recorded: a change whose transaction then fails is logged too.
     tracing::info!(
         actor_kind = actor.kind,
         actor_id = actor.id.as_deref().unwrap_or(""),
@@ -98,7 +99,7 @@ pub async fn record(
         resource_type = change.resource_type,
         resource_id = change.resource_id,
         org_id = change.org_id.unwrap_or(""),
-        "admin change"
+        "audit event"
     );
     let before = change.before.map(|v| v.to_string());
     let after = change.after.map(|v| v.to_string());
