@@ -6,6 +6,7 @@ pub mod error;
 pub mod format;
 pub mod policy;
 pub mod ui;
+pub mod usage_report;
 
 #[cfg(feature = "ssr")]
 pub mod core;

@@ -6,9 +6,9 @@ use clap::{Parser, Subcommand};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tollgate_app::core::audit::{self, Actor, Change};
+use tollgate_app::core::audit::{self, Actor};
 use tollgate_app::core::domain::{Email, OrgName, Password, PersonName};
-use tollgate_app::core::{auth, db, now_ms, orgs, users};
+use tollgate_app::core::{auth, db, ops, orgs};
 use tollgate_app::error::AppError;
 
 #[derive(Parser)]
@@ -113,28 +113,9 @@ async fn run(config: &crate::config::Config, cmd: AdminCommand) -> Result<String
                 .map_err(shown)?;
             let password = Password::parse("password", read_password()?).map_err(shown)?;
             let hash = auth::hash_password(password).await.map_err(shown)?;
-            let now = now_ms();
-            let mut tx = db.pool.begin().await.map_err(sql)?;
-            // The instance counts as set up once an owner exists.
-            sqlx::query(
-                "INSERT INTO instance (id, setup_at) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql)?;
-            let done = auth::create_owner(
-                &mut tx,
-                &email,
-                &name,
-                &hash,
-                &org_name,
-                Some(Actor::cli()),
-                now,
-            )
-            .await
-            .map_err(shown)?;
-            tx.commit().await.map_err(sql)?;
+            let done = ops::create_owner(&db.pool, &email, &name, &hash, &org_name)
+                .await
+                .map_err(shown)?;
             Ok(format!(
                 "created {} as owner of organization '{}' ({})",
                 done.user.email, done.org.name, done.org.id
@@ -144,33 +125,10 @@ async fn run(config: &crate::config::Config, cmd: AdminCommand) -> Result<String
             let email = Email::parse("--email", &email).map_err(shown)?;
             let password = Password::parse("password", read_password()?).map_err(shown)?;
             let hash = auth::hash_password(password).await.map_err(shown)?;
-            let now = now_ms();
-            let mut tx = db.pool.begin().await.map_err(sql)?;
-            let user = users::by_email(&mut tx, &email)
+            let user = ops::reset_password(&db.pool, &Actor::cli(), &email, &hash)
                 .await
-                .map_err(sql)?
+                .map_err(shown)?
                 .ok_or_else(|| format!("no user with email {}", email.as_str()))?;
-            users::set_password(&mut tx, &user.id, &hash, now)
-                .await
-                .map_err(sql)?;
-            for org in orgs::of_user(&mut tx, &user.id).await.map_err(sql)? {
-                audit::record(
-                    &mut tx,
-                    &Actor::cli(),
-                    Change {
-                        org_id: Some(&org.id),
-                        action: "user.password_reset",
-                        resource_type: "user",
-                        resource_id: &user.id,
-                        before: None,
-                        after: Some(serde_json::json!({ "email": user.email })),
-                    },
-                    now,
-                )
-                .await
-                .map_err(sql)?;
-            }
-            tx.commit().await.map_err(sql)?;
             Ok(format!(
                 "password of {} reset; their sessions have ended",
                 user.email
@@ -183,9 +141,9 @@ async fn run(config: &crate::config::Config, cmd: AdminCommand) -> Result<String
                 100,
             )
             .map_err(shown)?;
-            let now = now_ms();
-            let mut tx = db.pool.begin().await.map_err(sql)?;
-            let found = orgs::find(&mut tx, &org).await.map_err(sql)?;
+            let mut conn = db.pool.acquire().await.map_err(sql)?;
+            let found = orgs::find(&mut conn, &org).await.map_err(sql)?;
+            drop(conn);
             let org = match found.as_slice() {
                 [one] => one.clone(),
                 [] => return Err(format!("no organization with the id or name '{org}'")),
@@ -198,26 +156,10 @@ async fn run(config: &crate::config::Config, cmd: AdminCommand) -> Result<String
                     ));
                 }
             };
-            let (key, token) =
-                tollgate_app::core::provisioning::create(&mut tx, &org.id, &name, None, now)
+            let (_, token) =
+                ops::create_provisioning_key(&db.pool, &Actor::cli(), &org.id, &name, None)
                     .await
-                    .map_err(sql)?;
-            audit::record(
-                &mut tx,
-                &Actor::cli(),
-                Change {
-                    org_id: Some(&org.id),
-                    action: "provisioning_key.created",
-                    resource_type: "provisioning_key",
-                    resource_id: &key.id,
-                    before: None,
-                    after: Some(serde_json::json!({ "name": key.name, "hint": key.hint })),
-                },
-                now,
-            )
-            .await
-            .map_err(sql)?;
-            tx.commit().await.map_err(sql)?;
+                    .map_err(shown)?;
             Ok(token.expose().to_owned())
         }
         AdminCommand::VerifyAudit => {

@@ -1118,3 +1118,85 @@ async fn the_token_is_shown_once_and_only_its_hash_is_kept(backend: Backend) {
     }
 }
 both!(the_token_is_shown_once_and_only_its_hash_is_kept);
+
+/// A bearer-token JSON POST to a machine API; status and body.
+async fn machine_post(app: &TestApp, token: &str, path: &str, body: Value) -> (u16, Value) {
+    let url = format!("{}{path}", app.url);
+    let res = app.client().post(url).bearer_auth(token).json(&body).send();
+    let res = res.await.unwrap();
+    (
+        res.status().as_u16(),
+        res.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// The actions of one key's audit events, oldest first.
+async fn key_actions(app: &TestApp, hash: &str) -> Vec<String> {
+    let q = "SELECT action FROM audit_events WHERE resource_id = $1 ORDER BY seq";
+    let rows = sqlx::query_scalar::<_, String>(q).bind(hash);
+    rows.fetch_all(&mut app.sql().await).await.unwrap()
+}
+
+/// A key update through the machine APIs never lands on a revoked key: the
+/// revoked key answers 409 naming it and stays revoked, and an update racing
+/// a revoke either lands before it or is refused, never after it.
+async fn machine_updates_never_land_on_a_revoked_key(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, org) = app.setup("owner@a.test", OWNER_PASSWORD).await;
+    let form = [("org_id", org.as_str()), ("name", "Production")];
+    let project = s(&app.ok(&owner, "create_project", &form).await["id"]);
+    let form = [("org_id", org.as_str()), ("name", "ci")];
+    let pk = s(&app.ok(&owner, "create_provisioning_key", &form).await["token"]);
+    let service = |name| common::key_form(&org, &project, &[("service", "on"), ("name", name)]);
+
+    // Revoked first: both machine APIs refuse, and the key stays revoked.
+    let issued = app.ok(&owner, "create_key", &service("first")).await;
+    let (id, hash, token) = (
+        s(&issued["key"]["id"]),
+        s(&issued["key"]["id_hash"]),
+        s(&issued["token"]),
+    );
+    app.ok(&owner, "revoke_key", &[("org_id", &org), ("key_id", &id)])
+        .await;
+    let update = serde_json::json!({ "api_key_id_hash": hash, "api_key_name": "changed" });
+    let (st, body) = machine_post(&app, &pk, "/prod/updateServiceKey", update).await;
+    assert_eq!(st, 409, "{body}");
+    assert!(body.to_string().contains("revoked"), "{body}");
+    let update = serde_json::json!({ "key": token, "max_budget": 1 });
+    let (st, body) = machine_post(&app, &pk, "/key/update", update).await;
+    assert_eq!(st, 409, "{body}");
+    let listed = app
+        .ok(
+            &owner,
+            "list_keys",
+            &[("org_id", &org), ("project_id", &project)],
+        )
+        .await;
+    assert_eq!(listed["keys"][0]["name"], "first", "{listed}");
+    assert_eq!(listed["keys"][0]["status"], "revoked", "{listed}");
+    assert_eq!(
+        key_actions(&app, &hash).await,
+        ["key.created", "key.revoked"]
+    );
+
+    // Racing: each update answers 200 (and is logged before the revoke) or 409.
+    for n in 0..20 {
+        let issued = app.ok(&owner, "create_key", &service("racing")).await;
+        let (id, hash) = (s(&issued["key"]["id"]), s(&issued["key"]["id_hash"]));
+        let update = serde_json::json!({ "api_key_id_hash": hash, "rpm_limit": n + 1 });
+        let revoke = [("org_id", org.as_str()), ("key_id", id.as_str())];
+        let (revoked, (st, body)) = tokio::join!(
+            app.call(&owner, "revoke_key", &revoke),
+            machine_post(&app, &pk, "/prod/updateServiceKey", update),
+        );
+        assert_eq!(revoked.0, 200, "{}", revoked.1);
+        let actions = key_actions(&app, &hash).await;
+        let expected: &[&str] = match st {
+            200 => &["key.created", "key.updated", "key.revoked"],
+            _ => &["key.created", "key.revoked"],
+        };
+        assert_eq!(actions, expected, "round {n}: update answered {st} {body}");
+        assert!(matches!(st, 200 | 409), "round {n}: {st} {body}");
+    }
+}
+both!(machine_updates_never_land_on_a_revoked_key);

@@ -85,74 +85,15 @@ pub async fn add_credit(
     reference: String,
 ) -> Result<(), AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
-    use crate::core::billing::{self, CreditEntry, CreditKind};
-    use crate::core::{new_id, now_ms};
-    use crate::format::Usd;
+    use crate::core::audit::Actor;
+    use crate::core::ops::{self, NewCredit};
     use crate::policy::Action;
     answer(
         async {
             let (state, user, scope) = authorize(&org_id, Action::BillingAndCredits).await?;
-            let kind = CreditKind::parse("kind", &kind)?;
-            let raw = amount.trim();
-            let (negative, digits) = match raw.strip_prefix('-') {
-                Some(rest) => (true, rest),
-                None => (false, raw),
-            };
-            let micros = Usd::parse("amount", digits)?.micros();
-            let micros = if negative { -micros } else { micros };
-            if micros == 0 {
-                return Err(AppError::invalid("amount", "must not be zero"));
-            }
-            if micros < 0 && kind != CreditKind::Adjustment {
-                return Err(AppError::invalid(
-                    "amount",
-                    "only an adjustment may be negative",
-                ));
-            }
-            let note = note.trim();
-            if note.chars().count() > 500 {
-                return Err(AppError::invalid("note", "at most 500 characters"));
-            }
-            let reference = reference.trim();
-            if reference.chars().count() > 200 {
-                return Err(AppError::invalid("reference", "at most 200 characters"));
-            }
-            let now = now_ms();
-            let entry = CreditEntry {
-                id: new_id(),
-                at: now,
-                kind: kind.as_str().to_owned(),
-                amount_micros: micros,
-                note: note.to_owned(),
-                reference: reference.to_owned(),
-                entered_by: user.email.clone(),
-            };
-            let mut tx = state.db.pool.begin().await?;
-            billing::add_credit(&mut tx, &scope, &entry).await?;
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                Change {
-                    org_id: Some(scope.org_id()),
-                    action: "billing.credit_added",
-                    resource_type: "credit",
-                    resource_id: &entry.id,
-                    before: None,
-                    after: Some(serde_json::json!({
-                        "kind": entry.kind, "amount_micros": micros, "note": entry.note,
-                        "reference": entry.reference,
-                    })),
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            state
-                .changes
-                .publish(crate::core::changes::Change::Org(org_id.clone()))
-                .await;
-            Ok(())
+            let credit = NewCredit::parse(&kind, &amount, &note, &reference)?;
+            let actor = Actor::user(&user.id, &user.email);
+            ops::add_credit(&state, &actor, &scope, credit, &user.email).await
         }
         .await,
     )
@@ -162,40 +103,14 @@ pub async fn add_credit(
 #[server(prefix = "/api/console", endpoint = "set_prepaid")]
 pub async fn set_prepaid(org_id: String, prepaid: Option<String>) -> Result<(), AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
-    use crate::core::{billing, now_ms};
+    use crate::core::audit::Actor;
     use crate::policy::Action;
     answer(
         async {
             let (state, user, scope) = authorize(&org_id, Action::BillingAndCredits).await?;
             let on = super::checkbox("prepaid", prepaid.as_deref())?;
-            let now = now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            let before = billing::standing(&mut tx, &scope, now).await?.prepaid;
-            if before == on {
-                return Ok(());
-            }
-            billing::set_prepaid(&mut tx, &scope, on, now).await?;
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                Change {
-                    org_id: Some(scope.org_id()),
-                    action: "billing.prepaid_changed",
-                    resource_type: "organization",
-                    resource_id: scope.org_id(),
-                    before: Some(serde_json::json!({ "prepaid": before })),
-                    after: Some(serde_json::json!({ "prepaid": on })),
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            state
-                .changes
-                .publish(crate::core::changes::Change::Org(org_id.clone()))
-                .await;
-            Ok(())
+            let actor = Actor::user(&user.id, &user.email);
+            crate::core::ops::set_prepaid(&state, &actor, &scope, on).await
         }
         .await,
     )
@@ -388,12 +303,6 @@ pub async fn update_alerting(
             };
             let webhook = url("webhook_url", &webhook_url)?;
             let slack = url("slack_url", &slack_url)?;
-            let net = state.allow_private_networks;
-            for (field, u) in [("webhook_url", &webhook), ("slack_url", &slack)] {
-                if let Some(u) = u {
-                    crate::core::net::check_url(field, u, net).await?;
-                }
-            }
             let mut levels = Vec::new();
             for part in thresholds
                 .split([',', ' '])

@@ -66,8 +66,8 @@ pub async fn upsert_model(
     fallbacks: Option<String>,
 ) -> Result<ModelView, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
-    use crate::core::catalogue::{self, Model};
+    use crate::core::audit::Actor;
+    use crate::core::catalogue::Model;
     use crate::core::domain::name;
     use crate::core::limits::parse_rate;
     use crate::format::Usd;
@@ -92,35 +92,8 @@ pub async fn upsert_model(
                     .ok_or_else(|| AppError::invalid("context_window", "is required"))?,
                 fallbacks: parse_fallbacks(fallbacks.as_deref().unwrap_or(""))?,
             };
-            let now = crate::core::now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            let before = catalogue::upsert(&mut tx, &scope, &m, now).await?;
-            let json = |m: &Model| {
-                serde_json::json!({
-                    "provider": m.provider, "upstream": m.upstream, "input_price": m.input_price.micros(),
-                    "output_price": m.output_price.micros(), "context_window": m.context_window,
-                    "fallbacks": m.fallbacks,
-                })
-            };
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                Change {
-                    org_id: Some(scope.org_id()),
-                    action: "model.upserted",
-                    resource_type: "model",
-                    resource_id: &m.id,
-                    before: before.as_ref().map(json),
-                    after: Some(json(&m)),
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            state
-                .changes
-                .publish(crate::core::changes::Change::Org(org_id.clone()))
-                .await;
+            let actor = Actor::user(&user.id, &user.email);
+            crate::core::ops::upsert_model(&state, &actor, &scope, &m).await?;
             Ok(view_of(m))
         }
         .await,
@@ -130,36 +103,13 @@ pub async fn upsert_model(
 #[server(prefix = "/api/console", endpoint = "delete_model")]
 pub async fn delete_model(org_id: String, id: String) -> Result<(), AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
+    use crate::core::audit::Actor;
     use crate::policy::Action;
     answer(
         async {
             let (state, user, scope) = authorize(&org_id, Action::ModelCatalogue).await?;
-            let now = crate::core::now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            if !crate::core::catalogue::delete(&mut tx, &scope, &id).await? {
-                return Err(AppError::not_found("model"));
-            }
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                Change {
-                    org_id: Some(scope.org_id()),
-                    action: "model.deleted",
-                    resource_type: "model",
-                    resource_id: &id,
-                    before: None,
-                    after: None,
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            state
-                .changes
-                .publish(crate::core::changes::Change::Org(org_id.clone()))
-                .await;
-            Ok(())
+            let actor = Actor::user(&user.id, &user.email);
+            crate::core::ops::delete_model(&state, &actor, &scope, &id).await
         }
         .await,
     )

@@ -128,31 +128,13 @@ pub async fn invite_member(
 #[server(prefix = "/api/console", endpoint = "revoke_invitation")]
 pub async fn revoke_invitation(org_id: String, invitation_id: String) -> Result<(), AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
-    use crate::core::{invitations, now_ms};
+    use crate::core::audit::Actor;
     use crate::policy::Action;
     answer(
         async {
             let (state, user, scope) = authorize(&org_id, Action::ManageOrgMembers).await?;
-            let now = now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            let inv = invitations::revoke(&mut tx, &scope, &invitation_id, now).await?;
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                Change {
-                    org_id: Some(scope.org_id()),
-                    action: "invitation.revoked",
-                    resource_type: "invitation",
-                    resource_id: &inv.id,
-                    before: Some(serde_json::json!({ "email": inv.email, "role": inv.role })),
-                    after: None,
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(())
+            let actor = Actor::user(&user.id, &user.email);
+            crate::core::ops::revoke_invitation(&state, &actor, &scope, &invitation_id).await
         }
         .await,
     )
@@ -190,35 +172,13 @@ pub async fn change_member_role(
 #[server(prefix = "/api/console", endpoint = "remove_member")]
 pub async fn remove_member(org_id: String, user_id: String) -> Result<(), AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
-    use crate::core::{members, now_ms};
+    use crate::core::audit::Actor;
     use crate::policy::Action;
     answer(
         async {
             let (state, user, scope) = authorize(&org_id, Action::ManageOrgMembers).await?;
-            let now = now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            let before = members::remove(&mut tx, &scope, &user_id).await?;
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                Change {
-                    org_id: Some(scope.org_id()),
-                    action: "member.removed",
-                    resource_type: "user",
-                    resource_id: &before.user_id,
-                    before: Some(serde_json::json!({ "email": before.email, "role": before.role })),
-                    after: None,
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            state
-                .changes
-                .publish(crate::core::changes::Change::OrgAll(org_id.clone()))
-                .await;
-            Ok(())
+            let actor = Actor::user(&user.id, &user.email);
+            crate::core::ops::remove_member(&state, &actor, &scope, &user_id).await
         }
         .await,
     )
@@ -263,9 +223,9 @@ pub async fn accept_invitation(
     password: String,
 ) -> Result<super::auth::SignedIn, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
     use crate::core::domain::{Email, Password, PersonName};
-    use crate::core::{auth, invitations, members, now_ms, orgs, users};
+    use crate::core::ops::Invitee;
+    use crate::core::{auth, invitations, now_ms, users};
     answer(
         async {
             let state = state()?;
@@ -274,7 +234,9 @@ pub async fn accept_invitation(
                 let mut conn = state.db.pool.acquire().await?;
                 invitations::by_token(&mut conn, &token, now).await?
             }
-            .ok_or_else(|| AppError::not_found("invitation (it may have expired, been revoked or been used)"))?;
+            .ok_or_else(|| {
+                AppError::not_found("invitation (it may have expired, been revoked or been used)")
+            })?;
             let email = Email::parse("email", &inv.email)?;
             state.throttle.check(email.as_str(), client_ip().await)?;
             let creds = {
@@ -282,51 +244,25 @@ pub async fn accept_invitation(
                 users::credentials(&mut conn, &email).await?
             };
             // Either prove the existing account, or hash the new one's password.
-            let new_account = match creds {
+            let invitee = match creds {
                 Some(c) => {
-                    if !auth::verify_password(Password::for_check(password), Some(c.password_hash)).await? {
-                        return Err(AppError::invalid("password", "wrong password for this account"));
+                    if !auth::verify_password(Password::for_check(password), Some(c.password_hash))
+                        .await?
+                    {
+                        return Err(AppError::invalid(
+                            "password",
+                            "wrong password for this account",
+                        ));
                     }
-                    Err(c.user)
+                    Invitee::Existing(c.user)
                 }
                 None => {
                     let name = PersonName::parse("name", &name)?;
                     let password = Password::parse("password", password)?;
-                    Ok((name, auth::hash_password(password).await?))
+                    Invitee::New(name, auth::hash_password(password).await?)
                 }
             };
-            let mut tx = state.db.pool.begin().await?;
-            orgs::lock(&mut tx, &inv.org_id).await?;
-            let user = match new_account {
-                Err(existing) => existing,
-                Ok((name, hash)) => users::insert(&mut tx, &email, &name, &hash, now).await.map_err(|e| {
-                    if crate::core::db::is_unique_violation(&e) {
-                        AppError::conflict("an account with this email was just created; sign in and open the link again")
-                    } else {
-                        e.into()
-                    }
-                })?,
-            };
-            invitations::mark_accepted(&mut tx, &inv.id, &user.id, now).await?;
-            members::insert(&mut tx, &inv.org_id, &user.id, inv.role, now).await?;
-            if let Some((project_id, role)) = &inv.project {
-                crate::core::projects::join_invited(&mut tx, &inv.org_id, &user.id, inv.role, (project_id, *role), now).await?;
-            }
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                Change {
-                    org_id: Some(&inv.org_id),
-                    action: "invitation.accepted",
-                    resource_type: "invitation",
-                    resource_id: &inv.id,
-                    before: None,
-                    after: Some(serde_json::json!({ "email": user.email, "role": inv.role, "user_id": user.id })),
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
+            let user = crate::core::ops::accept_invitation(&state, &inv, &email, invitee).await?;
             start_session(&session().await?, &user).await?;
             Ok(super::auth::SignedIn {
                 org_id: Some(inv.org_id),

@@ -19,37 +19,13 @@ pub struct OrgView {
 #[server(prefix = "/api/console", endpoint = "create_org")]
 pub async fn create_org(name: String) -> Result<OrgView, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
     use crate::core::domain::OrgName;
-    use crate::core::{members, now_ms, orgs};
     answer(
         async {
             let (state, _, user) = signed_in().await?;
             state.org_creation.check()?;
             let name = OrgName::parse("name", &name)?;
-            let now = now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            let org = orgs::insert(&mut tx, &name, now).await?;
-            members::insert(&mut tx, &org.id, &user.id, OrgRole::Owner, now).await?;
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                Change {
-                    org_id: Some(&org.id),
-                    action: "org.created",
-                    resource_type: "organization",
-                    resource_id: &org.id,
-                    before: None,
-                    after: Some(serde_json::json!({ "name": org.name })),
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            state
-                .changes
-                .publish(crate::core::changes::Change::Org(org.id.clone()))
-                .await;
+            let org = crate::core::ops::create_org(&state, &user, &name).await?;
             Ok(OrgView {
                 id: org.id,
                 name: org.name,
@@ -85,37 +61,16 @@ pub async fn get_org(org_id: String) -> Result<OrgView, AppError> {
 #[server(prefix = "/api/console", endpoint = "rename_org")]
 pub async fn rename_org(org_id: String, name: String) -> Result<OrgView, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
+    use crate::core::audit::Actor;
     use crate::core::domain::OrgName;
-    use crate::core::{now_ms, orgs};
     use crate::policy::Action;
     answer(
         async {
             let (state, user, member) = member_of(&org_id).await?;
             let scope = crate::policy::authorize_org(&member, Action::EditOrganization)?;
             let name = OrgName::parse("name", &name)?;
-            let now = now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            orgs::lock(&mut tx, scope.org_id()).await?;
-            let before = orgs::get(&mut tx, &scope)
-                .await?
-                .ok_or_else(|| AppError::not_found("organization"))?;
-            orgs::rename(&mut tx, &scope, &name, now).await?;
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                Change {
-                    org_id: Some(scope.org_id()),
-                    action: "org.renamed",
-                    resource_type: "organization",
-                    resource_id: scope.org_id(),
-                    before: Some(serde_json::json!({ "name": before.name })),
-                    after: Some(serde_json::json!({ "name": name.as_str() })),
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
+            let actor = Actor::user(&user.id, &user.email);
+            let before = crate::core::ops::rename_org(&state, &actor, &scope, &name).await?;
             Ok(OrgView {
                 id: before.id,
                 name: name.as_str().to_owned(),
@@ -170,60 +125,21 @@ pub async fn update_spending(
     content_logging: Option<String>,
 ) -> Result<SpendingView, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
+    use crate::core::audit::Actor;
     use crate::core::limits::ResetInterval;
-    use crate::core::{now_ms, orgs};
+    use crate::core::orgs::Spending;
     use crate::format::Usd;
     use crate::policy::Action;
     answer(
         async {
             let (state, user, scope) = authorize(&org_id, Action::ViewOrganization).await?;
-            let wanted = orgs::Spending {
+            let wanted = Spending {
                 spend_cap: Usd::parse_optional("spend_cap", &spend_cap)?,
                 spend_cap_reset: ResetInterval::parse("spend_cap_reset", &spend_cap_reset)?,
                 content_logging: super::checkbox("content_logging", content_logging.as_deref())?,
             };
-            let now = now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            orgs::lock(&mut tx, scope.org_id()).await?;
-            let before = orgs::spending(&mut tx, &scope).await?;
-            if before.spend_cap != wanted.spend_cap
-                || before.spend_cap_reset != wanted.spend_cap_reset
-            {
-                scope.also(Action::BillingAndCredits)?;
-            }
-            if before.content_logging != wanted.content_logging {
-                scope.also(Action::EditOrganization)?;
-            }
-            if before == wanted {
-                return Ok(spending_view(before));
-            }
-            orgs::set_spending(&mut tx, &scope, &wanted, now).await?;
-            let json = |s: &orgs::Spending| {
-                serde_json::json!({
-                    "spend_cap_micros": s.spend_cap.map(Usd::micros), "spend_cap_reset": s.spend_cap_reset,
-                    "content_logging": s.content_logging,
-                })
-            };
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                Change {
-                    org_id: Some(scope.org_id()),
-                    action: "org.spending_changed",
-                    resource_type: "organization",
-                    resource_id: scope.org_id(),
-                    before: Some(json(&before)),
-                    after: Some(json(&wanted)),
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            state
-                .changes
-                .publish(crate::core::changes::Change::Org(org_id.clone()))
-                .await;
+            let actor = Actor::user(&user.id, &user.email);
+            crate::core::ops::update_spending(&state, &actor, &scope, &wanted).await?;
             Ok(spending_view(wanted))
         }
         .await,

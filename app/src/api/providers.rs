@@ -54,8 +54,8 @@ pub async fn upsert_provider(
     latency_ms: Option<String>,
 ) -> Result<ProviderView, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
-    use crate::core::providers::{self, NewProvider};
+    use crate::core::audit::Actor;
+    use crate::core::providers::NewProvider;
     use crate::policy::Action;
     answer(
         async {
@@ -68,43 +68,8 @@ pub async fn upsert_provider(
                 latency_ms.as_deref().unwrap_or(""),
             )?;
             p.check_network(state.allow_private_networks).await?;
-            let now = crate::core::now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            let before = providers::upsert(&mut tx, &scope, &state.secret, &p, now).await?;
-            let json = |kind: &str, url: &str, hint: Option<&str>, latency: i64| {
-                serde_json::json!({ "kind": kind, "base_url": url, "key_hint": hint, "latency_ms": latency })
-            };
-            let after = providers::list(&mut tx, &scope)
-                .await?
-                .into_iter()
-                .find(|x| x.name == p.name)
-                .ok_or_else(|| AppError::not_found("provider"))?;
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                Change {
-                    org_id: Some(scope.org_id()),
-                    action: "provider.upserted",
-                    resource_type: "provider",
-                    resource_id: &p.name,
-                    before: before.as_ref().map(|b| {
-                        json(b.kind.as_str(), &b.base_url, b.key_hint.as_deref(), b.latency_ms)
-                    }),
-                    after: Some(json(
-                        after.kind.as_str(),
-                        &after.base_url,
-                        after.key_hint.as_deref(),
-                        after.latency_ms,
-                    )),
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            state
-                .changes
-                .publish(crate::core::changes::Change::Org(org_id.clone()))
-                .await;
+            let actor = Actor::user(&user.id, &user.email);
+            let after = crate::core::ops::upsert_provider(&state, &actor, &scope, &p).await?;
             Ok(view_of(after))
         }
         .await,
@@ -114,36 +79,13 @@ pub async fn upsert_provider(
 #[server(prefix = "/api/console", endpoint = "delete_provider")]
 pub async fn delete_provider(org_id: String, name: String) -> Result<(), AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
+    use crate::core::audit::Actor;
     use crate::policy::Action;
     answer(
         async {
             let (state, user, scope) = authorize(&org_id, Action::ExternalKeys).await?;
-            let now = crate::core::now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            if !crate::core::providers::delete(&mut tx, &scope, &name).await? {
-                return Err(AppError::not_found("provider"));
-            }
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                Change {
-                    org_id: Some(scope.org_id()),
-                    action: "provider.deleted",
-                    resource_type: "provider",
-                    resource_id: &name,
-                    before: None,
-                    after: None,
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            state
-                .changes
-                .publish(crate::core::changes::Change::Org(org_id.clone()))
-                .await;
-            Ok(())
+            let actor = Actor::user(&user.id, &user.email);
+            crate::core::ops::delete_provider(&state, &actor, &scope, &name).await
         }
         .await,
     )

@@ -63,37 +63,21 @@ pub async fn create_provisioning_key(
     name: String,
 ) -> Result<ProvisioningKeyIssued, AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
+    use crate::core::audit::Actor;
     use crate::policy::Action;
     answer(
         async {
             let (state, user, scope) = authorize(&org_id, Action::ManageAllKeys).await?;
             let name = crate::core::domain::name("name", &name, 100)?;
-            let now = crate::core::now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            let (key, token) = crate::core::provisioning::create(
-                &mut tx,
+            let actor = Actor::user(&user.id, &user.email);
+            let (key, token) = crate::core::ops::create_provisioning_key(
+                &state.db.pool,
+                &actor,
                 scope.org_id(),
                 &name,
                 Some(&user.id),
-                now,
             )
             .await?;
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                Change {
-                    org_id: Some(scope.org_id()),
-                    action: "provisioning_key.created",
-                    resource_type: "provisioning_key",
-                    resource_id: &key.id,
-                    before: None,
-                    after: Some(serde_json::json!({ "name": key.name, "hint": key.hint })),
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
             Ok(ProvisioningKeyIssued {
                 key: view_of(key),
                 token: token.expose().to_owned(),
@@ -106,30 +90,13 @@ pub async fn create_provisioning_key(
 #[server(prefix = "/api/console", endpoint = "revoke_provisioning_key")]
 pub async fn revoke_provisioning_key(org_id: String, key_id: String) -> Result<(), AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
+    use crate::core::audit::Actor;
     use crate::policy::Action;
     answer(
         async {
             let (state, user, scope) = authorize(&org_id, Action::ManageAllKeys).await?;
-            let now = crate::core::now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            let before = crate::core::provisioning::revoke(&mut tx, &scope, &key_id, now).await?;
-            audit::record(
-                &mut tx,
-                &Actor::user(&user.id, &user.email),
-                Change {
-                    org_id: Some(scope.org_id()),
-                    action: "provisioning_key.revoked",
-                    resource_type: "provisioning_key",
-                    resource_id: &before.id,
-                    before: Some(serde_json::json!({ "name": before.name, "hint": before.hint })),
-                    after: Some(serde_json::json!({ "revoked_at": now })),
-                },
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(())
+            let actor = Actor::user(&user.id, &user.email);
+            crate::core::ops::revoke_provisioning_key(&state.db.pool, &actor, &scope, &key_id).await
         }
         .await,
     )

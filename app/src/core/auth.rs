@@ -100,14 +100,8 @@ pub async fn setup(
     let hash = hash_password(password).await?;
     let now = super::now_ms();
     let mut tx = pool.begin().await?;
-    let claimed = sqlx::query("INSERT INTO instance (id, setup_at) VALUES (1, $1)")
-        .bind(now)
-        .execute(&mut *tx)
-        .await;
-    match claimed {
-        Ok(_) => {}
-        Err(e) if super::db::is_unique_violation(&e) => return Err(setup_done()),
-        Err(e) => return Err(e.into()),
+    if !claim_instance(&mut tx, now).await? {
+        return Err(setup_done());
     }
     if users::count(&mut tx).await? > 0 {
         return Err(setup_done());
@@ -121,6 +115,18 @@ pub async fn setup(
         }
     })?;
     Ok(done)
+}
+
+/// Marks the instance as set up; `false` when it already was. A racing
+/// claim waits for the first to commit, then claims nothing.
+pub async fn claim_instance(conn: &mut sqlx::AnyConnection, now: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO instance (id, setup_at) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 fn setup_done() -> AppError {

@@ -3,7 +3,10 @@
 //! sums the proxy's budget counters start from.
 
 use sqlx::{AnyConnection, Row};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+use crate::policy::{ProjectRole, UsageScope};
+use crate::usage_report::{DayPoint, KeyBudget, Series, Slice, TotalsView, UsageReport};
 
 /// One proxied attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,12 +56,13 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// Saturating: an extreme stored value caps a sum rather than wrapping it.
     pub fn add(&mut self, o: &Totals) {
-        self.requests += o.requests;
-        self.errors += o.errors;
-        self.tokens_in += o.tokens_in;
-        self.tokens_out += o.tokens_out;
-        self.cost_micros += o.cost_micros;
+        self.requests = self.requests.saturating_add(o.requests);
+        self.errors = self.errors.saturating_add(o.errors);
+        self.tokens_in = self.tokens_in.saturating_add(o.tokens_in);
+        self.tokens_out = self.tokens_out.saturating_add(o.tokens_out);
+        self.cost_micros = self.cost_micros.saturating_add(o.cost_micros);
     }
 }
 
@@ -591,4 +595,246 @@ pub async fn names(
     })
     .collect::<Result<Vec<_>, sqlx::Error>>()?;
     Ok((projects, keys))
+}
+
+/// What a usage report covers: the last `days` days, of one project or key
+/// where given.
+pub struct ReportFilter {
+    pub days: i64,
+    pub project_id: Option<String>,
+    pub key_id: Option<String>,
+}
+
+impl From<&Totals> for TotalsView {
+    fn from(t: &Totals) -> TotalsView {
+        TotalsView {
+            requests: t.requests,
+            errors: t.errors,
+            tokens_in: t.tokens_in,
+            tokens_out: t.tokens_out,
+            cost_micros: t.cost_micros,
+        }
+    }
+}
+
+/// Names of the organization's projects and keys, for report rows; a deleted
+/// one is named by its id.
+struct Names {
+    projects: HashMap<String, String>,
+    keys: HashMap<String, KeyInfo>,
+}
+
+impl Names {
+    fn project(&self, id: &str) -> String {
+        self.projects
+            .get(id)
+            .map_or_else(|| format!("(deleted project {id})"), Clone::clone)
+    }
+    fn key(&self, id: &str) -> String {
+        self.keys
+            .get(id)
+            .map_or_else(|| format!("(deleted key {id})"), |k| k.name.clone())
+    }
+    fn owner(&self, key: &str) -> Option<&str> {
+        self.keys.get(key).and_then(|k| k.owner_id.as_deref())
+    }
+}
+
+/// The usage report of what `scope` sees over the filter's period, from the
+/// daily rollup: per day, per project, key and model, and the budgets of the
+/// keys in view. `standings` are the projects the caller belongs to.
+pub async fn report(
+    conn: &mut AnyConnection,
+    scope: &UsageScope,
+    standings: &[(String, ProjectRole)],
+    filter: &ReportFilter,
+    now: i64,
+) -> Result<UsageReport, sqlx::Error> {
+    let today = now.div_euclid(DAY_MS);
+    let from = today.saturating_sub(filter.days).saturating_add(1);
+    let (project, key) = (filter.project_id.as_deref(), filter.key_id.as_deref());
+    let (project_list, key_list) = names(conn, scope.org()).await?;
+    let names = Names {
+        projects: project_list.iter().cloned().collect(),
+        keys: key_list.iter().map(|k| (k.id.clone(), k.clone())).collect(),
+    };
+    let sees = |project: &str, key: &str| scope.sees(project, names.owner(key));
+    let rows: Vec<RollupRow> = rollup(conn, scope.org(), from, today + 1, project, key)
+        .await?
+        .into_iter()
+        .filter(|r| sees(&r.project_id, &r.key_id))
+        .collect();
+    let sums = Sums::of(&rows, from, filter.days);
+    let key_budgets = key_budgets(conn, scope, &names, &key_list, filter, now).await?;
+    let slice = |id: &str, name: String, project: Option<String>, t: &Totals| Slice {
+        id: id.to_owned(),
+        name,
+        project,
+        totals: t.into(),
+    };
+    Ok(UsageReport {
+        days: sums
+            .per_day
+            .iter()
+            .zip(from..)
+            .map(|(t, day)| DayPoint {
+                day,
+                totals: t.into(),
+            })
+            .collect(),
+        spend_by_model: sums
+            .by_model
+            .iter()
+            .map(|(m, (_, values))| Series {
+                name: (*m).to_owned(),
+                values: values.clone(),
+            })
+            .collect(),
+        totals: (&sums.total).into(),
+        by_project: by_cost(
+            sums.by_project
+                .iter()
+                .map(|(id, t)| slice(id, names.project(id), None, t))
+                .collect(),
+        ),
+        by_key: by_cost(
+            sums.by_key
+                .iter()
+                .map(|(id, t)| {
+                    let project = names.keys.get(*id).map(|k| names.project(&k.project_id));
+                    slice(id, names.key(id), project, t)
+                })
+                .collect(),
+        ),
+        by_model: by_cost(
+            sums.by_model
+                .iter()
+                .map(|(m, (t, _))| slice(m, (*m).to_owned(), None, t))
+                .collect(),
+        ),
+        key_budgets,
+        whole: scope.whole(),
+        projects: project_list
+            .iter()
+            .filter(|(id, _)| scope.whole() || standings.iter().any(|(p, _)| p == id))
+            .cloned()
+            .collect(),
+        keys: key_list
+            .iter()
+            .filter(|k| sees(&k.project_id, &k.id))
+            .map(|k| (k.id.clone(), k.name.clone()))
+            .collect(),
+    })
+}
+
+/// The rollup rows summed per day, in all, per project, key and model (with
+/// the model's spend per day).
+struct Sums<'r> {
+    per_day: Vec<Totals>,
+    total: Totals,
+    by_project: HashMap<&'r str, Totals>,
+    by_key: HashMap<&'r str, Totals>,
+    by_model: BTreeMap<&'r str, (Totals, Vec<i64>)>,
+}
+
+impl<'r> Sums<'r> {
+    fn of(rows: &'r [RollupRow], from: i64, days: i64) -> Sums<'r> {
+        let n = usize::try_from(days).unwrap_or(0);
+        let mut s = Sums {
+            per_day: vec![Totals::default(); n],
+            total: Totals::default(),
+            by_project: HashMap::new(),
+            by_key: HashMap::new(),
+            by_model: BTreeMap::new(),
+        };
+        for r in rows {
+            let i = usize::try_from(r.day - from)
+                .unwrap_or(0)
+                .min(n.saturating_sub(1));
+            if let Some(day) = s.per_day.get_mut(i) {
+                day.add(&r.totals);
+            }
+            s.total.add(&r.totals);
+            s.by_project
+                .entry(&r.project_id)
+                .or_default()
+                .add(&r.totals);
+            s.by_key.entry(&r.key_id).or_default().add(&r.totals);
+            let m = s
+                .by_model
+                .entry(&r.model)
+                .or_insert_with(|| (Totals::default(), vec![0; n]));
+            m.0.add(&r.totals);
+            if let Some(v) = m.1.get_mut(i) {
+                *v = v.saturating_add(r.totals.cost_micros);
+            }
+        }
+        s
+    }
+}
+
+/// Most spent first, then by name.
+fn by_cost(mut v: Vec<Slice>) -> Vec<Slice> {
+    v.sort_by(|a, b| {
+        b.totals
+            .cost_micros
+            .cmp(&a.totals.cost_micros)
+            .then(a.name.cmp(&b.name))
+    });
+    v
+}
+
+/// Budgets of the live keys in view: spent this period, the daily rate of the
+/// last seven days, and when the budget runs out at that rate (before the
+/// reset, else `None`).
+async fn key_budgets(
+    conn: &mut AnyConnection,
+    scope: &UsageScope,
+    names: &Names,
+    keys: &[KeyInfo],
+    filter: &ReportFilter,
+    now: i64,
+) -> Result<Vec<KeyBudget>, sqlx::Error> {
+    use super::limits::ResetInterval;
+    let (project, key) = (filter.project_id.as_deref(), filter.key_id.as_deref());
+    let spent = spend(conn, Level::Key, key, Some(scope.org().org_id()), now).await?;
+    let today = now.div_euclid(DAY_MS);
+    let week = rollup(conn, scope.org(), today - 6, today + 1, project, key).await?;
+    let mut week_by_key: HashMap<&str, i64> = HashMap::new();
+    for r in &week {
+        let sum = week_by_key.entry(&r.key_id).or_default();
+        *sum = sum.saturating_add(r.totals.cost_micros);
+    }
+    Ok(keys
+        .iter()
+        .filter(|k| !k.revoked && scope.sees(&k.project_id, names.owner(&k.id)))
+        .filter(|k| project.is_none_or(|p| p == k.project_id))
+        .filter(|k| key.is_none_or(|i| i == k.id))
+        .filter_map(|k| {
+            let budget = k.budget_micros?;
+            let reset = ResetInterval::parse("budget_reset", &k.budget_reset)
+                .unwrap_or(ResetInterval::Never);
+            let spent = spent.get(&k.id).map_or(0, |s| s.for_interval(reset));
+            let rate = week_by_key.get(k.id.as_str()).copied().unwrap_or(0) / 7;
+            let next_reset = reset.next_reset(now);
+            let runs_out = (rate > 0)
+                .then(|| {
+                    let left = budget.saturating_sub(spent).max(0);
+                    let days_left = i128::from(left) * i128::from(DAY_MS) / i128::from(rate);
+                    now.saturating_add(i64::try_from(days_left).unwrap_or(i64::MAX))
+                })
+                .filter(|t| next_reset.is_none_or(|r| *t < r));
+            Some(KeyBudget {
+                key_id: k.id.clone(),
+                name: k.name.clone(),
+                project: names.project(&k.project_id),
+                budget_micros: budget,
+                reset: reset.as_str().to_owned(),
+                spent_micros: spent,
+                next_reset,
+                daily_rate_micros: rate,
+                runs_out,
+            })
+        })
+        .collect())
 }

@@ -430,10 +430,11 @@ pub async fn update(
     l: &KeyLimits,
     now: i64,
 ) -> Result<(), AppError> {
-    sqlx::query(
+    // Guarded: a revoke that committed first wins, whoever read the key when.
+    let done = sqlx::query(
         "UPDATE api_keys SET name = $1, name_lower = $2, models_json = $3, tpm_limit = $4, rpm_limit = $5, \
          budget_micros = $6, budget_reset = $7, expires_at = $8, no_content_logging = $9, tags_json = $10, \
-         updated_at = $11, metadata_json = $14 WHERE id = $12 AND project_id = $13",
+         updated_at = $11, metadata_json = $14 WHERE id = $12 AND project_id = $13 AND revoked_at IS NULL",
     )
     .bind(&l.name)
     .bind(l.name.to_lowercase())
@@ -451,6 +452,9 @@ pub async fn update(
     .bind(l.metadata.to_string())
     .execute(&mut *conn)
     .await?;
+    if done.rows_affected() != 1 {
+        return Err(AppError::conflict("a revoked key cannot be changed"));
+    }
     write_tags(conn, id, scope.project_id(), &l.tags).await?;
     Ok(())
 }

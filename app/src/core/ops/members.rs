@@ -1,0 +1,187 @@
+//! Organization members and invitations: invite, accept, revoke, change a
+//! role, remove.
+
+use serde_json::json;
+
+use super::{audited, Audited};
+use crate::core::audit::{Actor, Change};
+use crate::core::changes::Change as Notice;
+use crate::core::domain::{Email, PersonName};
+use crate::core::invitations::{self, Invitation, InvitationToken};
+use crate::core::members::{self, MemberRow};
+use crate::core::state::AppState;
+use crate::core::users::{self, User};
+use crate::core::{orgs, projects};
+use crate::error::AppError;
+use crate::policy::{OrgRole, OrgScope, ProjectRole};
+
+/// Invites an email with a role, optionally into a project on acceptance.
+pub async fn invite(
+    state: &AppState,
+    actor: &Actor,
+    scope: &OrgScope,
+    email: &Email,
+    role: OrgRole,
+    project: Option<(&str, ProjectRole)>,
+) -> Result<(Invitation, InvitationToken), AppError> {
+    let mut op = Audited::begin(state).await?;
+    orgs::lock(&mut op.tx, scope.org_id()).await?;
+    if let Some(existing) = users::by_email(&mut op.tx, email).await? {
+        if members::membership(&mut op.tx, &existing.id, scope.org_id())
+            .await?
+            .is_some()
+        {
+            return Err(AppError::invalid(
+                "email",
+                "is already a member of this organization",
+            ));
+        }
+    }
+    // Said now rather than at acceptance, where it is checked again.
+    members::check_room_for(&mut op.tx, scope.org_id(), role)
+        .await
+        .map_err(|e| AppError::invalid("role", e.to_string()))?;
+    let (inv, token) = invitations::create(&mut op.tx, scope, email, role, project, op.now).await?;
+    let after = json!({
+        "email": inv.email, "role": role,
+        "project_id": project.map(|p| p.0), "project_role": project.map(|p| p.1),
+    });
+    let change = audited(
+        scope,
+        "invitation.created",
+        "invitation",
+        &inv.id,
+        None,
+        Some(after),
+    );
+    op.finish(actor, change, None).await?;
+    Ok((inv, token))
+}
+
+/// Revokes a pending invitation; its link stops working.
+pub async fn revoke_invitation(
+    state: &AppState,
+    actor: &Actor,
+    scope: &OrgScope,
+    invitation_id: &str,
+) -> Result<(), AppError> {
+    let mut op = Audited::begin(state).await?;
+    let inv = invitations::revoke(&mut op.tx, scope, invitation_id, op.now).await?;
+    let change = audited(
+        scope,
+        "invitation.revoked",
+        "invitation",
+        &inv.id,
+        Some(json!({ "email": inv.email, "role": inv.role })),
+        None,
+    );
+    op.finish(actor, change, None).await
+}
+
+/// Who accepts an invitation: an account that proved its password, or a new
+/// one with its name and password hash.
+pub enum Invitee {
+    Existing(User),
+    New(PersonName, String),
+}
+
+/// Accepts an invitation for `email` (the invited one): creates the account
+/// where needed, joins the organization (and the project, if one was named).
+pub async fn accept_invitation(
+    state: &AppState,
+    inv: &Invitation,
+    email: &Email,
+    invitee: Invitee,
+) -> Result<User, AppError> {
+    let mut op = Audited::begin(state).await?;
+    orgs::lock(&mut op.tx, &inv.org_id).await?;
+    let user = match invitee {
+        Invitee::Existing(existing) => existing,
+        Invitee::New(name, hash) => users::insert(&mut op.tx, email, &name, &hash, op.now)
+            .await
+            .map_err(|e| {
+                if crate::core::db::is_unique_violation(&e) {
+                    AppError::conflict(
+                        "an account with this email was just created; sign in and open the link again",
+                    )
+                } else {
+                    e.into()
+                }
+            })?,
+    };
+    invitations::mark_accepted(&mut op.tx, &inv.id, &user.id, op.now).await?;
+    members::insert(&mut op.tx, &inv.org_id, &user.id, inv.role, op.now).await?;
+    if let Some((project_id, role)) = &inv.project {
+        projects::join_invited(
+            &mut op.tx,
+            &inv.org_id,
+            &user.id,
+            inv.role,
+            (project_id, *role),
+            op.now,
+        )
+        .await?;
+    }
+    let change = Change {
+        org_id: Some(&inv.org_id),
+        action: "invitation.accepted",
+        resource_type: "invitation",
+        resource_id: &inv.id,
+        before: None,
+        after: Some(json!({ "email": user.email, "role": inv.role, "user_id": user.id })),
+    };
+    op.finish(&Actor::user(&user.id, &user.email), change, None)
+        .await?;
+    Ok(user)
+}
+
+/// Changes a member's organization role; returns them as they were.
+pub async fn change_member_role(
+    state: &AppState,
+    actor: &Actor,
+    scope: &OrgScope,
+    user_id: &str,
+    role: OrgRole,
+) -> Result<MemberRow, AppError> {
+    let mut op = Audited::begin(state).await?;
+    let before = members::set_role(&mut op.tx, scope, user_id, role).await?;
+    if before.role != role {
+        let change = audited(
+            scope,
+            "member.role_changed",
+            "user",
+            &before.user_id,
+            Some(json!({ "email": before.email, "role": before.role })),
+            Some(json!({ "email": before.email, "role": role })),
+        );
+        op.record(actor, change).await?;
+    }
+    op.commit(Some(Notice::OrgAll(scope.org_id().to_owned())))
+        .await?;
+    Ok(before)
+}
+
+/// Removes a member; the keys they hold in the organization are revoked.
+pub async fn remove_member(
+    state: &AppState,
+    actor: &Actor,
+    scope: &OrgScope,
+    user_id: &str,
+) -> Result<(), AppError> {
+    let mut op = Audited::begin(state).await?;
+    let before = members::remove(&mut op.tx, scope, user_id).await?;
+    let change = audited(
+        scope,
+        "member.removed",
+        "user",
+        &before.user_id,
+        Some(json!({ "email": before.email, "role": before.role })),
+        None,
+    );
+    op.finish(
+        actor,
+        change,
+        Some(Notice::OrgAll(scope.org_id().to_owned())),
+    )
+    .await
+}
