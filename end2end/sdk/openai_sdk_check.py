@@ -1,6 +1,6 @@
 """The official OpenAI Python SDK, unchanged, against Tollgate's /v1.
 
-Run by server/tests/sdk.rs with the gateway's URL and four keys in the
+Run by server/tests/api/sdk.rs with the gateway's URL and four keys in the
 environment: a working one, a revoked one, one over its budget and one
 with RPM 1 that has used its request. Exits non-zero on the first failure.
 """

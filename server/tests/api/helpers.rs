@@ -1,11 +1,6 @@
 //! The test harness: the real app on port 0 with a fresh database per test
 //! (a SQLite file, or a new PostgreSQL database), driven over HTTP.
 
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different part of the harness"
-)]
-
 use serde_json::Value;
 use std::net::SocketAddr;
 use tempfile::TempDir;
@@ -24,11 +19,11 @@ macro_rules! both {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                super::$name($crate::common::Backend::Sqlite).await
+                super::$name($crate::helpers::Backend::Sqlite).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                super::$name($crate::common::Backend::Postgres).await
+                super::$name($crate::helpers::Backend::Postgres).await
             }
         }
     };

@@ -1,11 +1,7 @@
 //! The organization rows of the permission matrix, cell by cell, through the
 //! real server functions over HTTP; and the 401 wall around every server function.
 
-#![expect(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
-
-mod common;
-
-use common::{Backend, TestApp, OWNER_PASSWORD};
+use crate::helpers::{Backend, TestApp, OWNER_PASSWORD};
 use serde_json::Value;
 
 /// The people of the matrix, all in org A, plus an owner of org B and nobody.

@@ -1,10 +1,6 @@
 //! Setup, sign-in, sessions, invitations and the membership rules, over HTTP.
 
-#![expect(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
-
-mod common;
-
-use common::{Backend, TestApp, MEMBER_PASSWORD, OWNER_PASSWORD};
+use crate::helpers::{Backend, TestApp, MEMBER_PASSWORD, OWNER_PASSWORD};
 use sqlx::Row;
 
 async fn racing_setups_have_one_winner(backend: Backend) {

@@ -2,11 +2,7 @@
 //! body in the database or the log (debug level), and SIGTERM under load
 //! loses no usage event of an admitted request.
 
-#![expect(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
-
-mod common;
-
-use common::{Backend, Binary, TestDb};
+use crate::helpers::{Backend, Binary, TestDb};
 use serde_json::{json, Value};
 use sqlx::Row;
 
@@ -64,7 +60,7 @@ impl Console {
     }
 
     async fn key(&self, extra: &[(&str, &str)]) -> (String, String) {
-        let form = common::key_form(&self.org, &self.project, extra);
+        let form = crate::helpers::key_form(&self.org, &self.project, extra);
         let issued = self.call("create_key", &form).await;
         (
             issued["key"]["id"].as_str().unwrap().to_owned(),
@@ -133,7 +129,7 @@ async fn no_content_logging_leaves_no_body_anywhere(backend: Backend) {
 
     let log = server.log();
     assert!(log.contains("DEBUG"), "the log was written at debug level");
-    let dump = common::dump(&db).await;
+    let dump = crate::helpers::dump(&db).await;
     assert!(
         dump.contains(&kept),
         "the logged key's bodies are in the content log"

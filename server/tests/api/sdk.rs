@@ -3,11 +3,7 @@
 //! raise the SDK's own errors. `scripts/tools` installs the SDK into
 //! `$HOME/.cache/tollgate-venv` (or set `TOLLGATE_PYTHON`).
 
-#![expect(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
-
-mod common;
-
-use common::{Backend, TestApp, OWNER_PASSWORD};
+use crate::helpers::{Backend, TestApp, OWNER_PASSWORD};
 
 fn python() -> String {
     std::env::var("TOLLGATE_PYTHON").unwrap_or_else(|_| {

@@ -1,11 +1,7 @@
 //! The `tollgate` binary itself: operator commands, the audit chain check, and
 //! that a password never reaches the database in clear nor the server's log.
 
-#![expect(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
-
-mod common;
-
-use common::{Backend, TestApp, TestDb, OWNER_PASSWORD};
+use crate::helpers::{Backend, TestApp, TestDb, OWNER_PASSWORD};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -401,7 +397,7 @@ async fn passwords_never_stored_or_logged_in_clear(backend: Backend) {
         "a session id is in the server log"
     );
 
-    let dump = common::dump(&db).await;
+    let dump = crate::helpers::dump(&db).await;
     assert!(
         dump.contains("$argon2id$"),
         "the dump holds the password hashes"

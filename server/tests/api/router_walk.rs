@@ -2,11 +2,7 @@
 //! method and no credentials, answers 401, 404 or 405 unless `auth::PUBLIC`
 //! lists it. A route added later without being made public is walked too.
 
-#![expect(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
-
-mod common;
-
-use common::{Backend, TestApp, OWNER_PASSWORD};
+use crate::helpers::{Backend, TestApp, OWNER_PASSWORD};
 use reqwest::Method;
 use tollgate_server::auth::{Public, PUBLIC};
 

@@ -3,11 +3,7 @@
 //! native REST API and its OpenAPI document; isolation between organizations
 //! through every endpoint, and errors that name the field.
 
-#![expect(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
-
-mod common;
-
-use common::{Backend, TestApp, OWNER_PASSWORD};
+use crate::helpers::{Backend, TestApp, OWNER_PASSWORD};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -1020,7 +1016,7 @@ async fn service_keys_outlive_whoever_made_them(backend: Backend) {
         .call(
             &member,
             "create_key",
-            &common::key_form(&a.id, &a.project, &[("service", "on")]),
+            &crate::helpers::key_form(&a.id, &a.project, &[("service", "on")]),
         )
         .await;
     assert_eq!(

@@ -2,11 +2,7 @@
 //! other role and every other organization is refused; they authenticate the
 //! machine APIs of their own organization only, and never call models.
 
-#![expect(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
-
-mod common;
-
-use common::{Backend, TestApp, OWNER_PASSWORD};
+use crate::helpers::{Backend, TestApp, OWNER_PASSWORD};
 use tollgate_app::core::provisioning;
 
 async fn owners_issue_and_revoke_provisioning_keys(backend: Backend) {

@@ -3,11 +3,7 @@
 //! database never touched on the request path, disconnects, upstream faults
 //! and the Anthropic translation (against fake upstreams on port 0).
 
-#![expect(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
-
-mod common;
-
-use common::{Backend, TestApp, OWNER_PASSWORD};
+use crate::helpers::{Backend, TestApp, OWNER_PASSWORD};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use sqlx::Row;
@@ -1274,7 +1270,7 @@ async fn providers_and_spending_are_the_owners_and_billings(backend: Backend) {
     assert!(!list.to_string().contains("sk-live-provider-key"));
     assert_eq!(list.as_array().unwrap().len(), 2, "mock and oa: {list}");
     assert!(
-        !common::dump(&app.db).await.contains("sk-live-provider-key"),
+        !crate::helpers::dump(&app.db).await.contains("sk-live-provider-key"),
         "sealed at rest"
     );
     let del = |org: &str| vec![("org_id", org.to_owned()), ("name", "oa".to_owned())];

@@ -3,11 +3,7 @@
 //! billing managers and viewers through the real server functions; CSV
 //! statements against the ledger; threshold alerts at a local receiver.
 
-#![expect(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
-
-mod common;
-
-use common::{Backend, TestApp, OWNER_PASSWORD};
+use crate::helpers::{Backend, TestApp, OWNER_PASSWORD};
 use serde_json::{json, Value};
 use sqlx::Row;
 use std::sync::{Arc, Mutex};
@@ -328,7 +324,7 @@ async fn billing_managers_and_viewers(backend: Backend) {
     assert_eq!(usage["whole"], true);
     assert_eq!(usage["totals"]["requests"], 2, "{usage}");
     // ... and keys and models, no: 403 naming the permission.
-    let key = common::key_form(o, &p, &[]);
+    let key = crate::helpers::key_form(o, &p, &[]);
     denied(
         &app,
         &billing,

@@ -1,0 +1,19 @@
+//! The integration tests, one binary: the real app on port 0 with a fresh
+//! database per test, driven over HTTP (helpers), one module per area.
+
+#![expect(clippy::unwrap_used, reason = "test code: a panic is a failed test")]
+
+#[macro_use]
+mod helpers;
+
+mod billing;
+mod identity;
+mod machine;
+mod matrix;
+mod operator;
+mod projects;
+mod provisioning;
+mod proxy;
+mod proxy_binary;
+mod router_walk;
+mod sdk;
