@@ -1143,7 +1143,8 @@ async fn machine_updates_never_land_on_a_revoked_key(backend: Backend) {
     let project = s(&app.ok(&owner, "create_project", &form).await["id"]);
     let form = [("org_id", org.as_str()), ("name", "ci")];
     let pk = s(&app.ok(&owner, "create_provisioning_key", &form).await["token"]);
-    let service = |name| crate::helpers::key_form(&org, &project, &[("service", "on"), ("name", name)]);
+    let service =
+        |name| crate::helpers::key_form(&org, &project, &[("service", "on"), ("name", name)]);
 
     // Revoked first: both machine APIs refuse, and the key stays revoked.
     let issued = app.ok(&owner, "create_key", &service("first")).await;

@@ -1270,7 +1270,9 @@ async fn providers_and_spending_are_the_owners_and_billings(backend: Backend) {
     assert!(!list.to_string().contains("sk-live-provider-key"));
     assert_eq!(list.as_array().unwrap().len(), 2, "mock and oa: {list}");
     assert!(
-        !crate::helpers::dump(&app.db).await.contains("sk-live-provider-key"),
+        !crate::helpers::dump(&app.db)
+            .await
+            .contains("sk-live-provider-key"),
         "sealed at rest"
     );
     let del = |org: &str| vec![("org_id", org.to_owned()), ("name", "oa".to_owned())];
