@@ -61,14 +61,19 @@ pub async fn check_url(field: &str, url: &str, allow_private: bool) -> Result<()
     let addrs: Vec<IpAddr> = match parsed.host() {
         Some(url::Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
         Some(url::Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
-        Some(url::Host::Domain(name)) => tokio::net::lookup_host((name, port))
-            .await
-            .map_err(|_| AppError::invalid(field, format!("the host '{name}' does not resolve")))?
-            .map(|a| a.ip())
-            .collect(),
+        // A name that does not resolve now (no DNS here yet, a typo) is
+        // saved: the connect-time resolver refuses it if it ever resolves to
+        // a private address.
+        Some(url::Host::Domain(name)) => {
+            let lookup = tokio::net::lookup_host((name, port));
+            match tokio::time::timeout(std::time::Duration::from_secs(5), lookup).await {
+                Ok(Ok(found)) => found.map(|a| a.ip()).collect(),
+                Ok(Err(_)) | Err(_) => Vec::new(),
+            }
+        }
         None => return Err(AppError::invalid(field, "has no host")),
     };
-    if addrs.is_empty() || addrs.iter().any(|ip| is_private(*ip)) {
+    if addrs.iter().any(|ip| is_private(*ip)) {
         return Err(AppError::invalid(
             field,
             "points at a loopback, private or link-local address, which this server does not \

@@ -534,6 +534,22 @@ async fn private_networks_are_refused_unless_allowed(backend: Backend) {
             "{url}: {v}"
         );
     }
+    // A name that does not resolve (no DNS, or not yet) is saved; the
+    // client's resolver refuses it at connect time if it turns private.
+    let (s, v) = app
+        .call(
+            &owner,
+            "upsert_provider",
+            &[
+                ("org_id", &org),
+                ("name", "later"),
+                ("kind", "openai"),
+                ("base_url", "https://api.provider.invalid/v1"),
+                ("api_key", ""),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
     for field in ["webhook_url", "slack_url"] {
         let mut form = vec![
             ("org_id", org.as_str()),
