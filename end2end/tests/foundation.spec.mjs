@@ -43,7 +43,8 @@ test('owner invites a member who accepts; the role change is audited', async () 
   await page.getByTestId('my-role').waitFor();
   assert.equal(await page.getByTestId('my-role').textContent(), 'Owner');
 
-  // Sign out, then sign in.
+  // Sign out, then sign in (after hydration: before it the button does nothing).
+  await waitForWasm(page);
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.waitForURL('**/login');
   await waitHydrated(page, 'password');
@@ -89,11 +90,10 @@ test('owner invites a member who accepts; the role change is audited', async () 
   await row.waitFor();
   await waitForWasm(page);
   await row.getByLabel('Role').selectOption('billing');
+  // Reload only once the server has answered the change.
+  const changed = page.waitForResponse((r) => r.url().includes('/api/console/change_member_role'));
   await row.getByRole('button', { name: 'Change role' }).click();
-  await page.waitForFunction(() => {
-    const r = document.querySelector('[data-testid="member-bob@example.com"] select');
-    return r && r.value === 'billing';
-  });
+  assert.equal((await changed).status(), 200);
   await page.reload();
   await row.waitFor();
   assert.equal(await row.getByLabel('Role').inputValue(), 'billing');
