@@ -64,10 +64,14 @@ fn verdict(console: &str, headers: &HeaderMap) -> Result<(), (StatusCode, AppErr
     }
     if let Some(origin) = text(header::ORIGIN.as_str()) {
         // The public URL, or the host the browser itself addressed (a console
-        // reached by another name than the configured one).
+        // reached by another name than the configured one) under the public
+        // URL's scheme: plain http never drives an https console.
+        let scheme = console.split_once("://").map_or("", |(s, _)| s);
         let addressed = text(header::HOST.as_str())
             .zip(origin.split_once("://"))
-            .is_some_and(|(host, (_, authority))| authority.eq_ignore_ascii_case(host));
+            .is_some_and(|(host, (their_scheme, authority))| {
+                their_scheme.eq_ignore_ascii_case(scheme) && authority.eq_ignore_ascii_case(host)
+            });
         if !origin.eq_ignore_ascii_case(console) && !addressed {
             return Err(forbidden("a request from another origin is refused"));
         }
@@ -111,10 +115,18 @@ mod tests {
         assert_eq!(status(&[("origin", "https://gw.example.com")]), 200);
         assert_eq!(
             status(&[
-                ("origin", "http://127.0.0.1:3000"),
+                ("origin", "https://127.0.0.1:3000"),
                 ("host", "127.0.0.1:3000")
             ]),
             200
+        );
+        // The addressed host under plain http does not drive an https console.
+        assert_eq!(
+            status(&[
+                ("origin", "http://gw.example.com"),
+                ("host", "gw.example.com")
+            ]),
+            403
         );
         assert_eq!(status(&[("sec-fetch-site", "same-origin")]), 200);
         assert_eq!(status(&[("origin", "https://evil.test")]), 403);

@@ -80,6 +80,9 @@ pub async fn state(config: &Config) -> Result<AppState, StartError> {
     })
 }
 
+/// The largest console request body (server functions take small forms).
+pub const CONSOLE_BODY_LIMIT: usize = 1 << 20;
+
 /// The whole HTTP surface: the proxy on `/v1` (no Leptos), the machine APIs,
 /// the console and its server functions, health checks; all of it behind the
 /// one authentication layer (`auth`), sessions around all but `/v1`.
@@ -88,10 +91,16 @@ pub fn router(state: AppState, gateway: Arc<proxy::Gateway>) -> Router {
     let page_paths = paths_of(&pages);
     let secure = state.public_url.starts_with("https://");
     let idle = time::Duration::seconds(state.session_idle_secs);
-    let console = console(&state, pages).layer(axum::middleware::from_fn_with_state(
-        csrf::ConsoleOrigin::of_public_url(&state.public_url),
-        csrf::same_origin,
-    ));
+    // The console's calls are small forms: a body past 1 MiB is refused
+    // (413) before it is buffered, also on the public sign-in calls.
+    let console = console(&state, pages)
+        .layer(axum::middleware::from_fn_with_state(
+            csrf::ConsoleOrigin::of_public_url(&state.public_url),
+            csrf::same_origin,
+        ))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            CONSOLE_BODY_LIMIT,
+        ));
     let sessioned = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -49,7 +49,10 @@ pub fn guard(builder: reqwest::ClientBuilder, allow_private: bool) -> reqwest::C
     if allow_private {
         return builder;
     }
+    // No HTTP(S)_PROXY from the environment either: a proxy would resolve
+    // names itself, past this resolver.
     builder
+        .no_proxy()
         .dns_resolver(std::sync::Arc::new(PublicOnly))
         .redirect(reqwest::redirect::Policy::custom(|attempt| {
             if attempt.previous().len() >= 10 {

@@ -723,6 +723,19 @@ async fn cross_origin_console_posts_are_refused(backend: Backend) {
     app.ok(&owner, "create_org", &[("name", "Scripted")]).await;
     let me = app.ok(&owner, "current_user", &[]).await;
     assert_eq!(me["orgs"].as_array().unwrap().len(), 3, "{me}");
+    // A public call with a body past the console's limit is refused before
+    // the body is buffered.
+    let big = format!("email=a%40b.test&password={}", "x".repeat(2 << 20));
+    let status = app
+        .client()
+        .post(format!("{}/api/console/sign_in", app.url))
+        .header("content-type", form)
+        .body(big)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 413);
 }
 both!(cross_origin_console_posts_are_refused);
 
