@@ -185,20 +185,28 @@ mod tests {
 
     #[test]
     fn dollars_format_to_the_cent_or_finer() {
-        assert_eq!(format_usd(5_000_000), "$5.00");
-        assert_eq!(format_usd(12_500_000), "$12.50");
-        assert_eq!(format_usd(125), "$0.000125");
-        assert_eq!(format_usd(0), "$0.00");
-        assert_eq!(format_usd(-1_500_000), "-$1.50");
+        for (micros, shown) in [
+            (5_000_000, "$5.00"),
+            (12_500_000, "$12.50"),
+            (125, "$0.000125"),
+            (0, "$0.00"),
+            (-1_500_000, "-$1.50"),
+        ] {
+            assert_eq!(format_usd(micros), shown);
+        }
         assert_eq!(Usd::from_micros(12_500_000).plain(), "12.500000");
         assert_eq!(Usd::from_micros(-5).plain(), "-0.000005");
     }
 
     #[test]
     fn times_format_in_utc() {
-        assert_eq!(format_time(0), "1970-01-01 00:00 UTC");
-        assert_eq!(format_time(1_795_435_020_000), "2026-11-23 11:57 UTC");
-        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00 UTC");
+        for (ms, shown) in [
+            (0, "1970-01-01 00:00 UTC"),
+            (1_795_435_020_000, "2026-11-23 11:57 UTC"),
+            (951_782_400_000, "2000-02-29 00:00 UTC"),
+        ] {
+            assert_eq!(format_time(ms), shown);
+        }
         assert_eq!(month_of(1_795_435_020_000), "2026-11");
         assert_eq!(day_label(1), "01-02");
     }

@@ -142,7 +142,7 @@ pub async fn record(
     Ok(())
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct EventRow {
     pub seq: i64,
     pub at: i64,
@@ -150,7 +150,9 @@ pub struct EventRow {
     pub action: String,
     pub resource_type: String,
     pub resource_id: String,
+    #[sqlx(rename = "before_json")]
     pub before: Option<String>,
+    #[sqlx(rename = "after_json")]
     pub after: Option<String>,
 }
 
@@ -170,7 +172,7 @@ pub async fn list(
 ) -> Result<Vec<EventRow>, sqlx::Error> {
     // One static statement (QueryBuilder on `Any` writes `?`, which PostgreSQL
     // rejects); absent filters are bound as NULL.
-    let rows = sqlx::query(
+    sqlx::query_as(
         "SELECT seq, at, actor_label, action, resource_type, resource_id, before_json, after_json \
          FROM audit_events WHERE org_id = $1 AND ($2 IS NULL OR actor_label = $2) \
          AND ($3 IS NULL OR action = $3) AND seq < $4 ORDER BY seq DESC LIMIT $5",
@@ -181,21 +183,7 @@ pub async fn list(
     .bind(f.before_seq.unwrap_or(i64::MAX))
     .bind(f.limit)
     .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(EventRow {
-                seq: r.try_get("seq")?,
-                at: r.try_get("at")?,
-                actor_label: r.try_get("actor_label")?,
-                action: r.try_get("action")?,
-                resource_type: r.try_get("resource_type")?,
-                resource_id: r.try_get("resource_id")?,
-                before: r.try_get("before_json")?,
-                after: r.try_get("after_json")?,
-            })
-        })
-        .collect()
+    .await
 }
 
 /// The distinct actors and actions of one organization, for the filters.

@@ -43,7 +43,7 @@ impl CreditKind {
 
 /// One entry of the credit ledger; amounts are signed micro-USD (only an
 /// adjustment may be negative).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct CreditEntry {
     pub id: String,
     pub at: i64,
@@ -81,26 +81,13 @@ pub async fn credits(
     conn: &mut AnyConnection,
     scope: &OrgScope,
 ) -> Result<Vec<CreditEntry>, sqlx::Error> {
-    let rows = sqlx::query(
+    sqlx::query_as(
         "SELECT id, at, kind, amount_micros, note, reference, entered_by FROM credit_entries \
          WHERE org_id = $1 ORDER BY at DESC, id DESC",
     )
     .bind(scope.org_id())
     .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(CreditEntry {
-                id: r.try_get("id")?,
-                at: r.try_get("at")?,
-                kind: r.try_get("kind")?,
-                amount_micros: r.try_get("amount_micros")?,
-                note: r.try_get("note")?,
-                reference: r.try_get("reference")?,
-                entered_by: r.try_get("entered_by")?,
-            })
-        })
-        .collect()
+    .await
 }
 
 pub async fn set_prepaid(

@@ -180,12 +180,8 @@ pub async fn delete(
     scope: &OrgScope,
     id: &str,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM models WHERE org_id = $1 AND id = $2")
-        .bind(scope.org_id())
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    let sql = "DELETE FROM models WHERE org_id = $1 AND id = $2";
+    super::db::delete_in_org(conn, sql, scope, id).await
 }
 
 /// One organization's catalogue, for the proxy's memory.

@@ -237,6 +237,22 @@ fn owner_only(_db: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Runs `sql`, a DELETE of one row of the organization (`$1` the
+/// organization's id, `$2` the row's key): whether there was such a row.
+pub(crate) async fn delete_in_org(
+    conn: &mut sqlx::AnyConnection,
+    sql: &'static str,
+    scope: &crate::policy::OrgScope,
+    key: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(sql)
+        .bind(scope.org_id())
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Whether a query failed on a unique constraint (a lost race, a duplicate).
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)

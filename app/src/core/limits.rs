@@ -259,25 +259,33 @@ mod tests {
     fn resets_are_calendar_aligned_in_utc() {
         // 2026-11-25 is a Wednesday.
         let now = at("2026-11-25T15:30:00Z");
-        assert_eq!(
-            ResetInterval::Daily.next_reset(now),
-            Some(at("2026-11-26T00:00:00Z"))
-        );
+        for (interval, from, next) in [
+            (
+                ResetInterval::Daily,
+                "2026-11-25T15:30:00Z",
+                "2026-11-26T00:00:00Z",
+            ),
+            (
+                ResetInterval::Weekly,
+                "2026-11-25T15:30:00Z",
+                "2026-11-30T00:00:00Z",
+            ),
+            (
+                ResetInterval::Monthly,
+                "2026-11-25T15:30:00Z",
+                "2026-12-01T00:00:00Z",
+            ),
+            (
+                ResetInterval::Monthly,
+                "2026-12-31T23:59:59Z",
+                "2027-01-01T00:00:00Z",
+            ),
+        ] {
+            assert_eq!(interval.next_reset(at(from)), Some(at(next)), "{from}");
+        }
         assert_eq!(
             ResetInterval::Weekly.period_start(now),
             Some(at("2026-11-23T00:00:00Z"))
-        );
-        assert_eq!(
-            ResetInterval::Weekly.next_reset(now),
-            Some(at("2026-11-30T00:00:00Z"))
-        );
-        assert_eq!(
-            ResetInterval::Monthly.next_reset(now),
-            Some(at("2026-12-01T00:00:00Z"))
-        );
-        assert_eq!(
-            ResetInterval::Monthly.next_reset(at("2026-12-31T23:59:59Z")),
-            Some(at("2027-01-01T00:00:00Z"))
         );
         assert_eq!(ResetInterval::Never.next_reset(now), None);
         // A Monday at midnight starts its own week.

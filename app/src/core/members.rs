@@ -152,7 +152,8 @@ pub async fn insert(
 }
 
 /// Changes a member's role, keeping the caps and the last owner. Returns the
-/// row before the change.
+/// row before the change. The caller takes a role that may hold no keys out of
+/// the projects (`projects::forget_member`).
 pub async fn set_role(
     conn: &mut AnyConnection,
     scope: &OrgScope,
@@ -174,14 +175,11 @@ pub async fn set_role(
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
-    // Roles that may hold no keys (billing managers, viewers) leave projects too.
-    if !crate::policy::may_hold_keys(role) {
-        super::projects::forget_member(conn, scope, user_id, super::now_ms()).await?;
-    }
     Ok(before)
 }
 
-/// Removes a member, keeping the last owner. Returns the removed row.
+/// Removes a member, keeping the last owner. Returns the removed row. The
+/// caller takes them out of the projects (`projects::forget_member`).
 pub async fn remove(
     conn: &mut AnyConnection,
     scope: &OrgScope,
@@ -197,6 +195,5 @@ pub async fn remove(
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
-    super::projects::forget_member(conn, scope, user_id, super::now_ms()).await?;
     Ok(before)
 }

@@ -7,7 +7,7 @@ use super::limits::ResetInterval;
 use crate::format::Usd;
 use crate::policy::{OrgRole, OrgScope};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct Org {
     pub id: String,
     pub name: String,
@@ -44,17 +44,10 @@ pub async fn insert(
 }
 
 pub async fn get(conn: &mut AnyConnection, scope: &OrgScope) -> Result<Option<Org>, sqlx::Error> {
-    let row = sqlx::query("SELECT id, name FROM organizations WHERE id = $1")
+    sqlx::query_as("SELECT id, name FROM organizations WHERE id = $1")
         .bind(scope.org_id())
         .fetch_optional(&mut *conn)
-        .await?;
-    row.map(|r| {
-        Ok(Org {
-            id: r.try_get("id")?,
-            name: r.try_get("name")?,
-        })
-    })
-    .transpose()
+        .await
 }
 
 pub async fn rename(
@@ -202,21 +195,13 @@ pub async fn load_for_proxy(
 /// Organizations whose id is `s`, or else whose name is `s` (the operator
 /// CLI names them either way; names need not be unique).
 pub async fn find(conn: &mut AnyConnection, s: &str) -> Result<Vec<Org>, sqlx::Error> {
-    let rows = sqlx::query(
+    sqlx::query_as(
         "SELECT id, name FROM organizations WHERE id = $1 OR (name = $1 AND NOT EXISTS \
          (SELECT 1 FROM organizations WHERE id = $1)) ORDER BY id",
     )
     .bind(s)
     .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Org {
-                id: r.try_get("id")?,
-                name: r.try_get("name")?,
-            })
-        })
-        .collect()
+    .await
 }
 
 /// Where and what the organization is alerted about: a generic JSON
@@ -245,6 +230,10 @@ pub async fn alerting(conn: &mut AnyConnection, scope: &OrgScope) -> Result<Aler
     .bind(scope.org_id())
     .fetch_one(&mut *conn)
     .await?;
+    alerting_of(&r)
+}
+
+fn alerting_of(r: &sqlx::any::AnyRow) -> Result<Alerting, sqlx::Error> {
     Ok(Alerting {
         webhook_url: r.try_get("alert_webhook_url")?,
         slack_url: r.try_get("alert_slack_url")?,
@@ -295,19 +284,6 @@ pub async fn alerting_all(
     .fetch_all(&mut *conn)
     .await?;
     rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get("id")?,
-                Alerting {
-                    webhook_url: r.try_get("alert_webhook_url")?,
-                    slack_url: r.try_get("alert_slack_url")?,
-                    alert_types: super::db::json_list(
-                        &r.try_get::<String, _>("alert_types_json")?,
-                    )?,
-                    thresholds: thresholds_of(&r.try_get::<String, _>("alert_thresholds_json")?),
-                },
-                spending_of(r)?,
-            ))
-        })
+        .map(|r| Ok((r.try_get("id")?, alerting_of(r)?, spending_of(r)?)))
         .collect()
 }

@@ -299,17 +299,17 @@ pub async fn members(
 
 /// Adds an organization member to the project, or changes their role.
 /// Owners are admins already; billing managers and viewers stay out of projects.
+/// `org_role` is the user's role in the organization, `None` for a non-member.
 pub async fn set_member(
     conn: &mut AnyConnection,
     scope: &ProjectScope,
     user_id: &str,
+    org_role: Option<OrgRole>,
     role: ProjectRole,
     now: i64,
 ) -> Result<Option<ProjectRole>, AppError> {
-    let org_role = super::members::membership(conn, user_id, scope.org_id())
-        .await?
-        .ok_or_else(|| AppError::invalid("user_id", "is not a member of this organization"))?
-        .role;
+    let org_role = org_role
+        .ok_or_else(|| AppError::invalid("user_id", "is not a member of this organization"))?;
     if !crate::policy::joins_projects(org_role) {
         let why = if crate::policy::sees_all_projects(org_role) {
             "organization owners are admins of every project already".to_owned()

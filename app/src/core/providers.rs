@@ -293,12 +293,8 @@ pub async fn delete(
     scope: &OrgScope,
     name: &str,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM providers WHERE org_id = $1 AND name = $2")
-        .bind(scope.org_id())
-        .bind(name)
-        .execute(&mut *conn)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    let sql = "DELETE FROM providers WHERE org_id = $1 AND name = $2";
+    super::db::delete_in_org(conn, sql, scope, name).await
 }
 
 /// Every provider of an organization with its key unsealed: the proxy's load.

@@ -7,7 +7,7 @@ use super::keys::token::{self, Token};
 use crate::error::AppError;
 use crate::policy::OrgScope;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct ProvisioningKey {
     pub id: String,
     pub org_id: String,
@@ -26,19 +26,6 @@ pub struct Principal {
     pub key_id: String,
     pub org_id: String,
     pub name: String,
-}
-
-fn key_of(r: &sqlx::any::AnyRow) -> Result<ProvisioningKey, sqlx::Error> {
-    Ok(ProvisioningKey {
-        id: r.try_get("id")?,
-        org_id: r.try_get("org_id")?,
-        name: r.try_get("name")?,
-        hint: r.try_get("hint")?,
-        created_by: r.try_get("created_by")?,
-        created_at: r.try_get("created_at")?,
-        last_used_at: r.try_get("last_used_at")?,
-        revoked_at: r.try_get("revoked_at")?,
-    })
 }
 
 macro_rules! columns {
@@ -89,15 +76,14 @@ pub async fn list(
     conn: &mut AnyConnection,
     scope: &OrgScope,
 ) -> Result<Vec<ProvisioningKey>, sqlx::Error> {
-    let rows = sqlx::query(concat!(
+    sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
         " FROM provisioning_keys WHERE org_id = $1 ORDER BY created_at DESC, id"
     ))
     .bind(scope.org_id())
     .fetch_all(&mut *conn)
-    .await?;
-    rows.iter().map(key_of).collect()
+    .await
 }
 
 /// Revokes a key of the scoped organization at once; returns it as it was.
@@ -107,7 +93,7 @@ pub async fn revoke(
     id: &str,
     now: i64,
 ) -> Result<ProvisioningKey, AppError> {
-    let before = sqlx::query(concat!(
+    let before: ProvisioningKey = sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
         " FROM provisioning_keys WHERE id = $1 AND org_id = $2"
@@ -116,9 +102,6 @@ pub async fn revoke(
     .bind(scope.org_id())
     .fetch_optional(&mut *conn)
     .await?
-    .as_ref()
-    .map(key_of)
-    .transpose()?
     .ok_or_else(|| AppError::not_found("provisioning key"))?;
     if before.revoked_at.is_some() {
         return Err(AppError::conflict(

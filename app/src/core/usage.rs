@@ -46,7 +46,7 @@ pub struct ContentLog {
 pub const DAY_MS: i64 = 86_400_000;
 
 /// Requests, errors, tokens and cost, summed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct Totals {
     pub requests: i64,
     pub errors: i64,
@@ -324,6 +324,25 @@ macro_rules! day_sums {
     };
 }
 
+/// The day sums split by `$grp` (named by `$label`, from the tables `$join`
+/// adds): one static statement per grouping.
+macro_rules! grouped_day_sums {
+    ($grp:literal, $label:literal, $join:literal) => {
+        concat!(
+            day_sums!(),
+            ", ",
+            $grp,
+            " AS grp, MAX(",
+            $label,
+            ") AS label FROM usage_daily u ",
+            $join,
+            "WHERE u.org_id = $1 AND u.day >= $2 AND u.day < $3 GROUP BY u.day, ",
+            $grp,
+            " ORDER BY day, grp"
+        )
+    };
+}
+
 fn day_of(r: &sqlx::any::AnyRow, grouped: bool) -> Result<DayRow, sqlx::Error> {
     Ok(DayRow {
         day: r.try_get("day")?,
@@ -356,26 +375,17 @@ pub async fn daily(
             " FROM usage_daily u WHERE u.org_id = $1 AND u.day >= $2 AND u.day < $3 \
              GROUP BY u.day ORDER BY day"
         ),
-        Some(GroupBy::Project) => concat!(
-            day_sums!(),
-            ", u.project_id AS grp, MAX(p.name) AS label FROM usage_daily u \
-             LEFT JOIN projects p ON p.id = u.project_id \
-             WHERE u.org_id = $1 AND u.day >= $2 AND u.day < $3 \
-             GROUP BY u.day, u.project_id ORDER BY day, grp"
+        Some(GroupBy::Project) => grouped_day_sums!(
+            "u.project_id",
+            "p.name",
+            "LEFT JOIN projects p ON p.id = u.project_id "
         ),
-        Some(GroupBy::Key) => concat!(
-            day_sums!(),
-            ", u.key_id AS grp, MAX(k.name) AS label FROM usage_daily u \
-             LEFT JOIN api_keys k ON k.id = u.key_id \
-             WHERE u.org_id = $1 AND u.day >= $2 AND u.day < $3 \
-             GROUP BY u.day, u.key_id ORDER BY day, grp"
+        Some(GroupBy::Key) => grouped_day_sums!(
+            "u.key_id",
+            "k.name",
+            "LEFT JOIN api_keys k ON k.id = u.key_id "
         ),
-        Some(GroupBy::Model) => concat!(
-            day_sums!(),
-            ", u.model AS grp, MAX(u.model) AS label FROM usage_daily u \
-             WHERE u.org_id = $1 AND u.day >= $2 AND u.day < $3 \
-             GROUP BY u.day, u.model ORDER BY day, grp"
-        ),
+        Some(GroupBy::Model) => grouped_day_sums!("u.model", "u.model", ""),
     };
     let rows = sqlx::query(sql)
         .bind(scope.org_id())
@@ -387,12 +397,13 @@ pub async fn daily(
 }
 
 /// One row of the daily rollup.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct RollupRow {
     pub day: i64,
     pub project_id: String,
     pub key_id: String,
     pub model: String,
+    #[sqlx(flatten)]
     pub totals: Totals,
 }
 
@@ -407,7 +418,7 @@ pub async fn rollup(
     project: Option<&str>,
     key: Option<&str>,
 ) -> Result<Vec<RollupRow>, sqlx::Error> {
-    let rows = sqlx::query(
+    sqlx::query_as(
         "SELECT day, project_id, key_id, model, requests, errors, tokens_in, tokens_out, cost_micros \
          FROM usage_daily WHERE org_id = $1 AND day >= $2 AND day < $3 \
          AND ($4 IS NULL OR project_id = $4) AND ($5 IS NULL OR key_id = $5) ORDER BY day",
@@ -418,24 +429,7 @@ pub async fn rollup(
     .bind(project)
     .bind(key)
     .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(RollupRow {
-                day: r.try_get("day")?,
-                project_id: r.try_get("project_id")?,
-                key_id: r.try_get("key_id")?,
-                model: r.try_get("model")?,
-                totals: Totals {
-                    requests: r.try_get("requests")?,
-                    errors: r.try_get("errors")?,
-                    tokens_in: r.try_get("tokens_in")?,
-                    tokens_out: r.try_get("tokens_out")?,
-                    cost_micros: r.try_get("cost_micros")?,
-                },
-            })
-        })
-        .collect()
+    .await
 }
 
 /// Everything an organization has spent, and since `month_start_day`.

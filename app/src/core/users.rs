@@ -55,21 +55,26 @@ pub async fn insert(
 }
 
 pub async fn by_id(conn: &mut AnyConnection, id: &str) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query("SELECT id, email, name, password_changed_at FROM users WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .as_ref()
-        .map(user_of)
-        .transpose()
+    let sql = "SELECT id, email, name, password_changed_at FROM users WHERE id = $1";
+    user_where(conn, sql, id).await
 }
 
 pub async fn by_email(
     conn: &mut AnyConnection,
     email: &Email,
 ) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query("SELECT id, email, name, password_changed_at FROM users WHERE email = $1")
-        .bind(email.as_str())
+    let sql = "SELECT id, email, name, password_changed_at FROM users WHERE email = $1";
+    user_where(conn, sql, email.as_str()).await
+}
+
+/// The user that `sql` finds by `$1`, if any.
+async fn user_where(
+    conn: &mut AnyConnection,
+    sql: &'static str,
+    key: &str,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query(sql)
+        .bind(key)
         .fetch_optional(&mut *conn)
         .await?
         .as_ref()

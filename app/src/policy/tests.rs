@@ -88,15 +88,21 @@ fn project_questions_follow_from_the_table() {
     assert!(!may_hold_keys(OrgRole::Billing) && !may_hold_keys(OrgRole::Viewer));
 }
 
+/// The scope an organization member with `role` in the project gets for
+/// their own keys.
+fn managing_own_keys(role: ProjectRole) -> ProjectScope {
+    match authorize_project(
+        &in_project(OrgRole::Member, Some(role)),
+        Action::ManageOwnKeys,
+    ) {
+        Ok(scope) => scope,
+        Err(denied) => panic!("a project {role:?} manages own keys: {denied}"),
+    }
+}
+
 #[test]
 fn members_manage_only_their_own_keys() {
-    let scope = authorize_project(
-        &in_project(OrgRole::Member, Some(ProjectRole::Member)),
-        Action::ManageOwnKeys,
-    );
-    let Ok(scope) = scope else {
-        panic!("a project member manages own keys")
-    };
+    let scope = managing_own_keys(ProjectRole::Member);
     assert!(authorize_key(&scope, Some("u")).is_ok());
     let err = authorize_key(&scope, Some("someone-else"))
         .err()
@@ -105,13 +111,7 @@ fn members_manage_only_their_own_keys() {
         err.as_deref(),
         Some("your role 'project member' lacks the permission 'manage all keys in a project'")
     );
-    let admin = authorize_project(
-        &in_project(OrgRole::Member, Some(ProjectRole::Admin)),
-        Action::ManageOwnKeys,
-    );
-    let Ok(admin) = admin else {
-        panic!("a project admin manages keys")
-    };
+    let admin = managing_own_keys(ProjectRole::Admin);
     assert!(authorize_key(&admin, Some("someone-else")).is_ok());
     assert!(authorize_key(&admin, None).is_ok(), "service keys too");
 }

@@ -191,7 +191,7 @@ pub async fn create(
         Holder::User(u) => (KeyKind::User, Some(u)),
         Holder::Service => (KeyKind::Service, None),
     };
-    sqlx::query(
+    let insert = sqlx::query(
         "INSERT INTO api_keys (id, public_id, id_hash, secret_hash, hint, org_id, project_id, kind, owner_id, \
          name, name_lower, models_json, tpm_limit, rpm_limit, budget_micros, budget_reset, expires_at, \
          no_content_logging, tags_json, metadata_json, spend_micros, created_by, created_at, updated_at) \
@@ -205,25 +205,34 @@ pub async fn create(
     .bind(scope.org_id())
     .bind(scope.project_id())
     .bind(kind.as_str())
-    .bind(owner)
-    .bind(&limits.name)
-    .bind(limits.name.to_lowercase())
-    .bind(to_json(&limits.models))
-    .bind(limits.tpm_limit)
-    .bind(limits.rpm_limit)
-    .bind(limits.budget.map(Usd::micros))
-    .bind(limits.budget_reset.as_str())
-    .bind(limits.expires_at)
-    .bind(i64::from(limits.no_content_logging))
-    .bind(to_json(&limits.tags))
-    .bind(scope.actor_id())
-    .bind(now)
-    .bind(limits.metadata.to_string())
-    .execute(&mut *conn)
-    .await?;
+    .bind(owner);
+    bind_limits(insert, limits)
+        .bind(scope.actor_id())
+        .bind(now)
+        .bind(limits.metadata.to_string())
+        .execute(&mut *conn)
+        .await?;
     write_tags(conn, &id, scope.project_id(), &limits.tags).await?;
     let row = get(conn, scope, &id).await?;
     Ok((row, token))
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds a key's limits in the order `create` and `update` name their
+/// columns: name, name_lower, models_json, tpm_limit, rpm_limit,
+/// budget_micros, budget_reset, expires_at, no_content_logging, tags_json.
+fn bind_limits<'q>(q: AnyQuery<'q>, l: &'q KeyLimits) -> AnyQuery<'q> {
+    q.bind(&l.name)
+        .bind(l.name.to_lowercase())
+        .bind(to_json(&l.models))
+        .bind(l.tpm_limit)
+        .bind(l.rpm_limit)
+        .bind(l.budget.map(Usd::micros))
+        .bind(l.budget_reset.as_str())
+        .bind(l.expires_at)
+        .bind(i64::from(l.no_content_logging))
+        .bind(to_json(&l.tags))
 }
 
 /// One key of the scoped project, by its internal id.
@@ -431,27 +440,18 @@ pub async fn update(
     now: i64,
 ) -> Result<(), AppError> {
     // Guarded: a revoke that committed first wins, whoever read the key when.
-    let done = sqlx::query(
+    let update = sqlx::query(
         "UPDATE api_keys SET name = $1, name_lower = $2, models_json = $3, tpm_limit = $4, rpm_limit = $5, \
          budget_micros = $6, budget_reset = $7, expires_at = $8, no_content_logging = $9, tags_json = $10, \
          updated_at = $11, metadata_json = $14 WHERE id = $12 AND project_id = $13 AND revoked_at IS NULL",
-    )
-    .bind(&l.name)
-    .bind(l.name.to_lowercase())
-    .bind(to_json(&l.models))
-    .bind(l.tpm_limit)
-    .bind(l.rpm_limit)
-    .bind(l.budget.map(Usd::micros))
-    .bind(l.budget_reset.as_str())
-    .bind(l.expires_at)
-    .bind(i64::from(l.no_content_logging))
-    .bind(to_json(&l.tags))
-    .bind(now)
-    .bind(id)
-    .bind(scope.project_id())
-    .bind(l.metadata.to_string())
-    .execute(&mut *conn)
-    .await?;
+    );
+    let done = bind_limits(update, l)
+        .bind(now)
+        .bind(id)
+        .bind(scope.project_id())
+        .bind(l.metadata.to_string())
+        .execute(&mut *conn)
+        .await?;
     if done.rows_affected() != 1 {
         return Err(AppError::conflict("a revoked key cannot be changed"));
     }
@@ -466,17 +466,9 @@ pub async fn revoke(
     id: &str,
     now: i64,
 ) -> Result<(), AppError> {
-    let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND project_id = $3 AND revoked_at IS NULL")
-        .bind(now)
-        .bind(id)
-        .bind(scope.project_id())
-        .execute(&mut *conn)
-        .await?;
-    if done.rows_affected() == 1 {
-        Ok(())
-    } else {
-        Err(AppError::conflict("the key is already revoked"))
-    }
+    let sql = "UPDATE api_keys SET revoked_at = $4 WHERE id = $1 AND project_id = $2 AND org_id = $3 AND revoked_at IS NULL";
+    let missed = || AppError::conflict("the key is already revoked");
+    on_one_key(conn, sql, scope, id, Some(now), missed).await
 }
 
 /// Deletes a key (its tags go with it).
@@ -485,17 +477,33 @@ pub async fn delete(
     scope: &ProjectScope,
     id: &str,
 ) -> Result<(), AppError> {
-    let done =
-        sqlx::query("DELETE FROM api_keys WHERE id = $1 AND project_id = $2 AND org_id = $3")
-            .bind(id)
-            .bind(scope.project_id())
-            .bind(scope.org_id())
-            .execute(&mut *conn)
-            .await?;
-    if done.rows_affected() == 1 {
+    let sql = "DELETE FROM api_keys WHERE id = $1 AND project_id = $2 AND org_id = $3";
+    on_one_key(conn, sql, scope, id, None, || AppError::not_found("key")).await
+}
+
+/// Runs `sql` on one key of the project (`$1` its id, `$2` the project, `$3`
+/// the organization, `$4` the time where given); `missed()` unless it
+/// changed that key.
+async fn on_one_key(
+    conn: &mut AnyConnection,
+    sql: &'static str,
+    scope: &ProjectScope,
+    id: &str,
+    now: Option<i64>,
+    missed: impl FnOnce() -> AppError,
+) -> Result<(), AppError> {
+    let q = sqlx::query(sql)
+        .bind(id)
+        .bind(scope.project_id())
+        .bind(scope.org_id());
+    let q = match now {
+        Some(now) => q.bind(now),
+        None => q,
+    };
+    if q.execute(&mut *conn).await?.rows_affected() == 1 {
         Ok(())
     } else {
-        Err(AppError::not_found("key"))
+        Err(missed())
     }
 }
 

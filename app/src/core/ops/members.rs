@@ -146,6 +146,10 @@ pub async fn change_member_role(
     let mut op = Audited::begin(state).await?;
     let before = members::set_role(&mut op.tx, scope, user_id, role).await?;
     if before.role != role {
+        // Roles that may hold no keys (billing managers, viewers) leave projects too.
+        if !crate::policy::may_hold_keys(role) {
+            projects::forget_member(&mut op.tx, scope, user_id, op.now).await?;
+        }
         let change = audited(
             scope,
             "member.role_changed",
@@ -170,6 +174,7 @@ pub async fn remove_member(
 ) -> Result<(), AppError> {
     let mut op = Audited::begin(state).await?;
     let before = members::remove(&mut op.tx, scope, user_id).await?;
+    projects::forget_member(&mut op.tx, scope, user_id, op.now).await?;
     let change = audited(
         scope,
         "member.removed",

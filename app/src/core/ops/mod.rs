@@ -207,7 +207,9 @@ pub async fn set_project_member(
     adding: bool,
 ) -> Result<(), AppError> {
     let mut op = Audited::begin(state).await?;
-    let before = projects::set_member(&mut op.tx, scope, user_id, role, op.now).await?;
+    let org_role = crate::core::members::membership(&mut op.tx, user_id, scope.org_id()).await?;
+    let org_role = org_role.map(|m| m.role);
+    let before = projects::set_member(&mut op.tx, scope, user_id, org_role, role, op.now).await?;
     match (adding, before) {
         (true, Some(_)) => {
             return Err(AppError::conflict(
