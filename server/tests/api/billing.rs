@@ -38,20 +38,7 @@ async fn org(app: &TestApp, owner: &reqwest::Client, id: Option<String>, n: usiz
             .unwrap()
             .to_owned(),
     };
-    app.ok(
-        owner,
-        "upsert_model",
-        &[
-            ("org_id", &id),
-            ("id", PRICED),
-            ("provider", "mock"),
-            ("upstream", "echo"),
-            ("input_price", "10"),
-            ("output_price", "10"),
-            ("context_window", "128000"),
-        ],
-    )
-    .await;
+    app.priced_model(owner, &id, PRICED).await;
     let mut o = Org {
         id,
         projects: Vec::new(),
@@ -60,16 +47,7 @@ async fn org(app: &TestApp, owner: &reqwest::Client, id: Option<String>, n: usiz
     };
     for i in 0..n {
         let name = format!("P{i}");
-        let p = app
-            .ok(
-                owner,
-                "create_project",
-                &[("org_id", &o.id), ("name", &name)],
-            )
-            .await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let p = app.create_project(owner, &o.id, &name).await;
         app.ok(
             owner,
             "update_project",
@@ -228,16 +206,18 @@ async fn billing_managers_and_viewers(backend: Backend) {
     let (owner, a_id) = app.setup("owner@a.test", OWNER_PASSWORD).await;
     let a = org(&app, &owner, Some(a_id), 1).await;
     let p = a.projects[0].clone();
-    let billing = app
-        .add_member(&owner, &a.id, "billing@a.test", "billing")
+    let [billing, viewer, member, outsider] = app
+        .add_members(
+            &owner,
+            &a.id,
+            [
+                ("billing@a.test", "billing"),
+                ("viewer@a.test", "viewer"),
+                ("member@a.test", "member"),
+                ("out@a.test", "member"),
+            ],
+        )
         .await;
-    let viewer = app
-        .add_member(&owner, &a.id, "viewer@a.test", "viewer")
-        .await;
-    let member = app
-        .add_member(&owner, &a.id, "member@a.test", "member")
-        .await;
-    let outsider = app.add_member(&owner, &a.id, "out@a.test", "member").await;
     let member_id = app.user_id(&member).await;
     app.ok(
         &owner,
@@ -269,20 +249,9 @@ async fn billing_managers_and_viewers(backend: Backend) {
     assert_eq!(chat(&app, &a.tokens[0], PRICED).await.0, 200);
     app.gateway.ledger.flush().await;
     // Another organization's owner: joins A, makes B, leaves A.
-    let stranger = app
-        .add_member(&owner, &a.id, "owner@b.test", "member")
+    let (stranger, b_id) = app
+        .outside_owner(&owner, &a.id, "owner@b.test", "Beta")
         .await;
-    let b_id = app.ok(&stranger, "create_org", &[("name", "Beta")]).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let stranger_id = app.user_id(&stranger).await;
-    app.ok(
-        &owner,
-        "remove_member",
-        &[("org_id", &a.id), ("user_id", &stranger_id)],
-    )
-    .await;
 
     let o = a.id.as_str();
     let credit = [
@@ -513,44 +482,44 @@ async fn billing_managers_and_viewers(backend: Backend) {
         let (s, v) = app.call(&owner, "add_credit", &args).await;
         assert_eq!((s, v["field"].as_str()), (400, Some(field)), "{v}");
     }
-    let (s, v) = app
-        .call(
-            &owner,
-            "get_statement",
-            &[("org_id", o), ("month", "2026-13")],
-        )
-        .await;
-    assert_eq!((s, v["field"].as_str()), (400, Some("month")), "{v}");
-    let (s, v) = app
-        .call(
-            &owner,
-            "update_alerting",
-            &[
-                ("org_id", o),
-                ("webhook_url", "ftp://x"),
-                ("slack_url", ""),
-                ("thresholds", ""),
-            ],
-        )
-        .await;
-    assert_eq!((s, v["field"].as_str()), (400, Some("webhook_url")), "{v}");
-    let (s, v) = app
-        .call(
-            &owner,
-            "update_alerting",
-            &[
-                ("org_id", o),
-                ("webhook_url", ""),
-                ("slack_url", ""),
-                ("thresholds", "50, lots"),
-            ],
-        )
-        .await;
-    assert_eq!((s, v["field"].as_str()), (400, Some("thresholds")), "{v}");
-    let (s, v) = app
-        .call(&owner, "get_usage", &[("org_id", o), ("days", "12")])
-        .await;
-    assert_eq!((s, v["field"].as_str()), (400, Some("days")), "{v}");
+    app.bad_field(
+        &owner,
+        "get_statement",
+        &[("org_id", o), ("month", "2026-13")],
+        "month",
+    )
+    .await;
+    app.bad_field(
+        &owner,
+        "update_alerting",
+        &[
+            ("org_id", o),
+            ("webhook_url", "ftp://x"),
+            ("slack_url", ""),
+            ("thresholds", ""),
+        ],
+        "webhook_url",
+    )
+    .await;
+    app.bad_field(
+        &owner,
+        "update_alerting",
+        &[
+            ("org_id", o),
+            ("webhook_url", ""),
+            ("slack_url", ""),
+            ("thresholds", "50, lots"),
+        ],
+        "thresholds",
+    )
+    .await;
+    app.bad_field(
+        &owner,
+        "get_usage",
+        &[("org_id", o), ("days", "12")],
+        "days",
+    )
+    .await;
     // The webhook URL (it holds a token) stays out of what is read back and the audit log.
     let alerting = app.ok(&owner, "get_alerting", &[("org_id", o)]).await;
     assert_eq!(alerting["webhook"], "https://hooks.example.test/…");

@@ -29,29 +29,22 @@ fn s(v: &Value) -> String {
 async fn world(backend: Backend) -> World {
     let app = TestApp::spawn(backend).await;
     let (owner, org) = app.setup("owner@a.test", OWNER_PASSWORD).await;
-    let admin = app.add_member(&owner, &org, "admin@a.test", "member").await;
-    let member = app
-        .add_member(&owner, &org, "member@a.test", "member")
+    let [admin, member, outsider, billing, newcomer] = app
+        .add_members(
+            &owner,
+            &org,
+            [
+                ("admin@a.test", "member"),
+                ("member@a.test", "member"),
+                ("outsider@a.test", "member"),
+                ("billing@a.test", "billing"),
+                ("newcomer@a.test", "member"),
+            ],
+        )
         .await;
-    let outsider = app
-        .add_member(&owner, &org, "outsider@a.test", "member")
+    let (other_owner, _) = app
+        .outside_owner(&owner, &org, "owner@b.test", "Beta")
         .await;
-    let billing = app
-        .add_member(&owner, &org, "billing@a.test", "billing")
-        .await;
-    let newcomer = app
-        .add_member(&owner, &org, "newcomer@a.test", "member")
-        .await;
-    let other_owner = app.add_member(&owner, &org, "owner@b.test", "member").await;
-    app.ok(&other_owner, "create_org", &[("name", "Beta")])
-        .await;
-    let other_id = app.user_id(&other_owner).await;
-    app.ok(
-        &owner,
-        "remove_member",
-        &[("org_id", &org), ("user_id", &other_id)],
-    )
-    .await;
     let project = s(&app
         .ok(
             &owner,
@@ -1143,7 +1136,8 @@ async fn machine_updates_never_land_on_a_revoked_key(backend: Backend) {
     let project = s(&app.ok(&owner, "create_project", &form).await["id"]);
     let form = [("org_id", org.as_str()), ("name", "ci")];
     let pk = s(&app.ok(&owner, "create_provisioning_key", &form).await["token"]);
-    let service = |name| crate::helpers::key_form(&org, &project, &[("service", "on"), ("name", name)]);
+    let service =
+        |name| crate::helpers::key_form(&org, &project, &[("service", "on"), ("name", name)]);
 
     // Revoked first: both machine APIs refuse, and the key stays revoked.
     let issued = app.ok(&owner, "create_key", &service("first")).await;

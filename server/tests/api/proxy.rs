@@ -33,26 +33,8 @@ impl Gw {
     async fn with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Gw {
         let app = TestApp::spawn_with(backend, tweak).await;
         let (owner, org) = app.setup("owner@a.test", OWNER_PASSWORD).await;
-        app.ok(
-            &owner,
-            "upsert_model",
-            &[
-                ("org_id", &org),
-                ("id", PRICED),
-                ("provider", "mock"),
-                ("upstream", "echo"),
-                ("input_price", "10"),
-                ("output_price", "10"),
-                ("context_window", "128000"),
-            ],
-        )
-        .await;
-        let project = app
-            .ok(&owner, "create_project", &[("org_id", &org), ("name", "P")])
-            .await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        app.priced_model(&owner, &org, PRICED).await;
+        let project = app.create_project(&owner, &org, "P").await;
         let gw = Gw {
             app,
             owner,
@@ -588,11 +570,12 @@ async fn key_budget_holds_under_concurrency(backend: Backend) {
 }
 both!(key_budget_holds_under_concurrency);
 
-async fn project_budget_is_shared_by_its_keys(backend: Backend) {
+/// A gateway whose mock answers in 20 ms, the cost of one priced request
+/// (spent once, by a probe in the first project) and a second project "Q".
+async fn slow_gateway_with_second_project(backend: Backend) -> (Gw, i64, String) {
     let gw = Gw::new(backend).await;
     gw.set_mock_latency("20").await;
     let c = cost_of_one(&gw).await;
-    // A second project spends the probe's money elsewhere: the budget is this one's.
     let q = gw
         .field_of(
             "create_project",
@@ -601,6 +584,12 @@ async fn project_budget_is_shared_by_its_keys(backend: Backend) {
         )
         .await;
     gw.project_settings_of(&q, &[]).await;
+    (gw, c, q)
+}
+
+async fn project_budget_is_shared_by_its_keys(backend: Backend) {
+    // A second project spends the probe's money elsewhere: the budget is this one's.
+    let (gw, c, q) = slow_gateway_with_second_project(backend).await;
     let budget = c * 50 + c / 2;
     gw.project_settings_of(
         &q,
@@ -629,17 +618,7 @@ async fn project_budget_is_shared_by_its_keys(backend: Backend) {
 both!(project_budget_is_shared_by_its_keys);
 
 async fn org_cap_holds_across_projects(backend: Backend) {
-    let gw = Gw::new(backend).await;
-    gw.set_mock_latency("20").await;
-    let c = cost_of_one(&gw).await;
-    let q = gw
-        .field_of(
-            "create_project",
-            &[("org_id", &gw.org), ("name", "Q")],
-            "id",
-        )
-        .await;
-    gw.project_settings_of(&q, &[]).await;
+    let (gw, c, q) = slow_gateway_with_second_project(backend).await;
     // The probe already spent `c` this month.
     let cap = c * 51 + c / 2;
     gw.app
@@ -1196,26 +1175,16 @@ both!(anthropic_is_translated_both_ways);
 async fn providers_and_spending_are_the_owners_and_billings(backend: Backend) {
     let gw = Gw::new(backend).await;
     let app = &gw.app;
-    let member = app
-        .add_member(&gw.owner, &gw.org, "member@a.test", "member")
+    let [member, billing] = app
+        .add_members(
+            &gw.owner,
+            &gw.org,
+            [("member@a.test", "member"), ("billing@a.test", "billing")],
+        )
         .await;
-    let billing = app
-        .add_member(&gw.owner, &gw.org, "billing@a.test", "billing")
+    let (stranger, other_org) = app
+        .outside_owner(&gw.owner, &gw.org, "stranger@b.test", "Other")
         .await;
-    let stranger = app
-        .add_member(&gw.owner, &gw.org, "stranger@b.test", "member")
-        .await;
-    let other_org = app.ok(&stranger, "create_org", &[("name", "Other")]).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let stranger_id = app.user_id(&stranger).await;
-    app.ok(
-        &gw.owner,
-        "remove_member",
-        &[("org_id", &gw.org), ("user_id", &stranger_id)],
-    )
-    .await;
     let add = |org: &str| {
         vec![
             ("org_id", org.to_owned()),
@@ -1270,7 +1239,9 @@ async fn providers_and_spending_are_the_owners_and_billings(backend: Backend) {
     assert!(!list.to_string().contains("sk-live-provider-key"));
     assert_eq!(list.as_array().unwrap().len(), 2, "mock and oa: {list}");
     assert!(
-        !crate::helpers::dump(&app.db).await.contains("sk-live-provider-key"),
+        !crate::helpers::dump(&app.db)
+            .await
+            .contains("sk-live-provider-key"),
         "sealed at rest"
     );
     let del = |org: &str| vec![("org_id", org.to_owned()), ("name", "oa".to_owned())];
@@ -1341,12 +1312,7 @@ async fn a_new_organization_serves_at_once(backend: Backend) {
         .to_owned();
     // Straight to a project and a key: nothing else of either organization changed.
     for org in [first, second] {
-        let project = app
-            .ok(&owner, "create_project", &[("org_id", &org), ("name", "P")])
-            .await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let project = app.create_project(&owner, &org, "P").await;
         let (_, token) = app.create_key(&owner, &org, &project, &[]).await;
         let res = reqwest::Client::new()
             .post(format!("{}/v1/chat/completions", app.url))
