@@ -502,6 +502,16 @@ impl Drop for Binary {
     }
 }
 
+/// A key's limit fields, all unset.
+pub const NO_LIMITS: [(&str, &str); 6] = [
+    ("max_budget", ""),
+    ("budget_reset", "never"),
+    ("tpm", ""),
+    ("rpm", ""),
+    ("expires_at", ""),
+    ("tags", ""),
+];
+
 /// The fields of `create_key` with no limits, then `extra` (replacing a
 /// default of the same name): every key in these tests starts here.
 pub fn key_form<'a>(
@@ -509,17 +519,8 @@ pub fn key_form<'a>(
     project: &'a str,
     extra: &[(&'a str, &'a str)],
 ) -> Vec<(&'a str, &'a str)> {
-    let mut form: Vec<(&str, &str)> = vec![
-        ("org_id", org),
-        ("project_id", project),
-        ("name", "k"),
-        ("max_budget", ""),
-        ("budget_reset", "never"),
-        ("tpm", ""),
-        ("rpm", ""),
-        ("expires_at", ""),
-        ("tags", ""),
-    ];
+    let mut form: Vec<(&str, &str)> = vec![("org_id", org), ("project_id", project), ("name", "k")];
+    form.extend(NO_LIMITS);
     for (k, v) in extra {
         form.retain(|(f, _)| f != k);
         form.push((k, v));

@@ -353,26 +353,7 @@ async fn keys_rows_cell_by_cell(backend: Backend) {
         let c = client.clone();
         let name = name.to_owned();
         let app = &w.app;
-        async move {
-            let body = app
-                .ok(
-                    &c,
-                    "create_key",
-                    &[
-                        ("org_id", o),
-                        ("project_id", p),
-                        ("name", &name),
-                        ("max_budget", ""),
-                        ("budget_reset", "never"),
-                        ("tpm", ""),
-                        ("rpm", ""),
-                        ("expires_at", ""),
-                        ("tags", ""),
-                    ],
-                )
-                .await;
-            s(&body["key"]["id"])
-        }
+        async move { app.create_key(&c, o, p, &[("name", &name)]).await.0 }
     };
     let admins_key = create(&w.admin, "admin's").await;
     let members_key = create(&w.member, "member's").await;

@@ -350,18 +350,16 @@ async fn refusals_name_the_rule(backend: Backend) {
             &gw.owner,
             "update_key",
             &[
-                ("org_id", &gw.org),
-                ("key_id", &narrow_id),
-                ("name", "k"),
-                ("models[0]", "mock/fast"),
-                ("models[1]", "mock/echo"),
-                ("max_budget", ""),
-                ("budget_reset", "never"),
-                ("tpm", ""),
-                ("rpm", ""),
-                ("expires_at", ""),
-                ("tags", ""),
-            ],
+                &[
+                    ("org_id", gw.org.as_str()),
+                    ("key_id", &narrow_id),
+                    ("name", "k"),
+                    ("models[0]", "mock/fast"),
+                    ("models[1]", "mock/echo"),
+                ][..],
+                &crate::helpers::NO_LIMITS,
+            ]
+            .concat(),
         )
         .await;
     assert_eq!(
