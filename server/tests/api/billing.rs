@@ -661,23 +661,43 @@ async fn receiver() -> (String, Arc<Mutex<Vec<(u16, Value)>>>) {
     (url, seen)
 }
 
-async fn threshold_alerts_arrive_once_and_are_retried(backend: Backend) {
-    use tollgate_server::alerts::Alerter;
+/// An organization with one project and key whose alerts go to a fresh
+/// `receiver`: `webhook` and `slack` are paths on it ("" for none). Returns
+/// the app, the owner, the organization and what the receiver saw.
+async fn alerting_to_receiver(
+    backend: Backend,
+    webhook: &str,
+    slack: &str,
+    thresholds: &str,
+) -> (TestApp, reqwest::Client, Org, Arc<Mutex<Vec<(u16, Value)>>>) {
     let app = TestApp::spawn(backend).await;
     let (owner, a_id) = app.setup("owner@a.test", OWNER_PASSWORD).await;
     let a = org(&app, &owner, Some(a_id), 1).await;
     let (url, seen) = receiver().await;
+    let at = |path: &str| {
+        if path.is_empty() {
+            String::new()
+        } else {
+            format!("{url}{path}")
+        }
+    };
     app.ok(
         &owner,
         "update_alerting",
         &[
             ("org_id", &a.id),
-            ("webhook_url", &format!("{url}/hook/secret-token")),
-            ("slack_url", ""),
-            ("thresholds", ""),
+            ("webhook_url", &at(webhook)),
+            ("slack_url", &at(slack)),
+            ("thresholds", thresholds),
         ],
     )
     .await;
+    (app, owner, a, seen)
+}
+
+async fn threshold_alerts_arrive_once_and_are_retried(backend: Backend) {
+    use tollgate_server::alerts::Alerter;
+    let (app, owner, a, seen) = alerting_to_receiver(backend, "/hook/secret-token", "", "").await;
     let (s, v) = chat(&app, &a.tokens[0], PRICED).await;
     assert_eq!(s, 200);
     let one = v["usage"]["total_tokens"].as_i64().unwrap() * 10;
@@ -794,21 +814,7 @@ both!(threshold_alerts_arrive_once_and_are_retried);
 
 async fn a_paused_project_is_alerted(backend: Backend) {
     use tollgate_server::alerts::Alerter;
-    let app = TestApp::spawn(backend).await;
-    let (owner, a_id) = app.setup("owner@a.test", OWNER_PASSWORD).await;
-    let a = org(&app, &owner, Some(a_id), 1).await;
-    let (url, seen) = receiver().await;
-    app.ok(
-        &owner,
-        "update_alerting",
-        &[
-            ("org_id", &a.id),
-            ("webhook_url", ""),
-            ("slack_url", &format!("{url}/slack")),
-            ("thresholds", "100"),
-        ],
-    )
-    .await;
+    let (app, owner, a, seen) = alerting_to_receiver(backend, "", "/slack", "100").await;
     let (_, v) = chat(&app, &a.tokens[0], PRICED).await;
     let one = v["usage"]["total_tokens"].as_i64().unwrap() * 10;
     app.ok(

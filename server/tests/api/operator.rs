@@ -111,37 +111,24 @@ both!(verify_audit_detects_a_cut_tail);
 async fn create_owner_and_reset_password_from_the_cli(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let dir = app.db.dir.path();
-    let (code, _, err) = tollgate(
-        &app.db.url,
-        dir,
-        &[
+    let create_owner = |stdin| {
+        let args = [
             "admin",
             "create-owner",
             "--email",
             "ops@example.com",
             "--org",
             "Ops",
-        ],
-        "short\n",
-    );
+        ];
+        tollgate(&app.db.url, dir, &args, stdin)
+    };
+    let (code, _, err) = create_owner("short\n");
     assert_eq!(code, 1);
     assert!(
         err.contains("password: must be at least 10 characters"),
         "{err}"
     );
-    let (code, out, err) = tollgate(
-        &app.db.url,
-        dir,
-        &[
-            "admin",
-            "create-owner",
-            "--email",
-            "ops@example.com",
-            "--org",
-            "Ops",
-        ],
-        "first-password-123\n",
-    );
+    let (code, out, err) = create_owner("first-password-123\n");
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("created ops@example.com as owner of organization 'Ops'"),
