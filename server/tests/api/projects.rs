@@ -373,15 +373,8 @@ async fn keys_rows_cell_by_cell(backend: Backend) {
     for function in ["revoke_key", "rotate_key", "update_key"] {
         let mut args = vec![("org_id", o), ("key_id", admins_key.as_str())];
         if function == "update_key" {
-            args.extend([
-                ("name", "x"),
-                ("max_budget", ""),
-                ("budget_reset", "never"),
-                ("tpm", ""),
-                ("rpm", ""),
-                ("expires_at", ""),
-                ("tags", ""),
-            ]);
+            args.push(("name", "x"));
+            args.extend(crate::helpers::NO_LIMITS);
         }
         let (status, body) = w.app.call(&w.member, function, &args).await;
         assert_eq!(status, 403, "member {function} on another's key: {body}");

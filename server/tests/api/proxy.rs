@@ -181,6 +181,34 @@ fn sse_data(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// A streamed answer's chunks (it must end with `[DONE]`) and the text
+/// their deltas spell.
+fn stream_chunks(body: &str) -> (Vec<Value>, String) {
+    let events = sse_data(body);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    (chunks, text)
+}
+
+/// Streams "hi" to `model`, which must answer 200 and then break: one
+/// chunk, then an error event, which is returned.
+async fn stream_error(gw: &Gw, token: &str, model: &str) -> Value {
+    let mut b = chat_body(model, "hi");
+    b["stream"] = json!(true);
+    let res = gw.post(token, "chat/completions", b).await;
+    assert_eq!(res.status(), 200, "{model}");
+    let events = sse_data(&res.text().await.unwrap());
+    assert_eq!(events.len(), 2, "{events:?}");
+    serde_json::from_str(&events[1]).unwrap()
+}
+
 async fn endpoints_answer_like_openai(backend: Backend) {
     let gw = Gw::new(backend).await;
     let (_, token) = gw.key(&[]).await;
@@ -226,16 +254,7 @@ async fn endpoints_answer_like_openai(backend: Backend) {
         let res = gw.post(&token, "chat/completions", req).await;
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["content-type"], "text/event-stream");
-        let events = sse_data(&res.text().await.unwrap());
-        assert_eq!(events.last().unwrap(), "[DONE]");
-        let chunks: Vec<Value> = events[..events.len() - 1]
-            .iter()
-            .map(|e| serde_json::from_str(e).unwrap())
-            .collect();
-        let text: String = chunks
-            .iter()
-            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-            .collect();
+        let (chunks, text) = stream_chunks(&res.text().await.unwrap());
         assert_eq!(text, "stream these five words");
         let with_usage = chunks.iter().filter(|c| c["usage"].is_object()).count();
         assert_eq!(with_usage, usize::from(wants_usage), "{chunks:?}");
@@ -1021,23 +1040,11 @@ async fn upstream_faults_are_openai_shaped_and_retried(backend: Backend) {
     assert!(!v.to_string().contains("sk-upstream-secret"));
 
     // A stream that stalls ends with an error event, not a hang.
-    let mut b = chat_body("t/stall", "hi");
-    b["stream"] = json!(true);
-    let res = gw.post(&token, "chat/completions", b).await;
-    assert_eq!(res.status(), 200);
-    let events = sse_data(&res.text().await.unwrap());
-    assert_eq!(events.len(), 2, "{events:?}");
-    let err: Value = serde_json::from_str(&events[1]).unwrap();
+    let err = stream_error(&gw, &token, "t/stall").await;
     assert_eq!(err["error"]["code"], "upstream_timeout");
 
     // A connection reset mid-stream ends it with an error event too.
-    let mut b = chat_body("t/reset", "hi");
-    b["stream"] = json!(true);
-    let res = gw.post(&token, "chat/completions", b).await;
-    assert_eq!(res.status(), 200, "{:?}", res.text().await);
-    let events = sse_data(&res.text().await.unwrap());
-    assert_eq!(events.len(), 2, "{events:?}");
-    let err: Value = serde_json::from_str(&events[1]).unwrap();
+    let err = stream_error(&gw, &token, "t/reset").await;
     assert_eq!(err["error"]["code"], "upstream_unreachable", "{err}");
     assert!(
         err["error"]["message"].as_str().unwrap().contains("broke"),
@@ -1147,16 +1154,7 @@ async fn anthropic_is_translated_both_ways(backend: Backend) {
     stream_body["stream_options"] = json!({ "include_usage": true });
     let res = gw.post(&token, "chat/completions", stream_body).await;
     assert_eq!(res.status(), 200);
-    let events = sse_data(&res.text().await.unwrap());
-    assert_eq!(events.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
+    let (chunks, text) = stream_chunks(&res.text().await.unwrap());
     assert_eq!(text, "Bonjour");
     assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 2);
 
