@@ -18,7 +18,6 @@ mod bench_support;
 #[tokio::main]
 async fn main() {
     let (bench, org_id, n) = bench_support::from_args::<usize>(100_000).await;
-    let state = &bench.state;
     let project = bench
         .post(
             "create_project",
@@ -45,7 +44,7 @@ async fn main() {
     let started = Instant::now();
     let now = tollgate_app::core::now_ms();
     for batch in 0..n.div_ceil(1000) {
-        let mut tx = state.db.pool.begin().await.unwrap();
+        let mut tx = bench.state.db.pool.begin().await.unwrap();
         for i in batch * 1000..((batch + 1) * 1000).min(n) {
             let limits = KeyLimits {
                 name: format!("key-{i:06}"),

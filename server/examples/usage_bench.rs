@@ -19,8 +19,7 @@ mod bench_support;
 #[tokio::main]
 async fn main() {
     let (bench, org, n) = bench_support::from_args::<i64>(10_000_000).await;
-    let state = &bench.state;
-    let mut conn = state.db.pool.acquire().await.unwrap();
+    let mut conn = bench.state.db.pool.acquire().await.unwrap();
     sqlx::query("CREATE TABLE bench_keys (i BIGINT PRIMARY KEY, key_id TEXT NOT NULL, project_id TEXT NOT NULL)")
         .execute(&mut *conn)
         .await
