@@ -52,18 +52,16 @@ async fn org(app: &TestApp, owner: &reqwest::Client, id: Option<String>, n: usiz
             owner,
             "update_project",
             &[
-                ("org_id", &o.id),
-                ("project_id", &p),
-                ("name", &name),
-                ("models[0]", "mock/echo"),
-                ("models[1]", PRICED),
-                ("tpm", ""),
-                ("rpm", ""),
-                ("max_budget", ""),
-                ("budget_reset", "never"),
-                ("ip_allowlist", ""),
-                ("content_logging", "on"),
-            ],
+                &[
+                    ("org_id", o.id.as_str()),
+                    ("project_id", &p),
+                    ("name", &name),
+                    ("models[0]", "mock/echo"),
+                    ("models[1]", PRICED),
+                ][..],
+                &crate::helpers::OPEN_PROJECT,
+            ]
+            .concat(),
         )
         .await;
         let (key_id, token) = app.create_key(owner, &o.id, &p, &[]).await;

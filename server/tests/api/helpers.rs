@@ -502,6 +502,17 @@ impl Drop for Binary {
     }
 }
 
+/// A project's limit and logging fields for `update_project`: no limits,
+/// content logging on.
+pub const OPEN_PROJECT: [(&str, &str); 6] = [
+    ("tpm", ""),
+    ("rpm", ""),
+    ("max_budget", ""),
+    ("budget_reset", "never"),
+    ("ip_allowlist", ""),
+    ("content_logging", "on"),
+];
+
 /// A key's limit fields, all unset.
 pub const NO_LIMITS: [(&str, &str); 6] = [
     ("max_budget", ""),

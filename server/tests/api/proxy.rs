@@ -60,13 +60,8 @@ impl Gw {
             ("models[1]", "mock/fast"),
             ("models[2]", "mock/embed"),
             ("models[3]", PRICED),
-            ("tpm", ""),
-            ("rpm", ""),
-            ("max_budget", ""),
-            ("budget_reset", "never"),
-            ("ip_allowlist", ""),
-            ("content_logging", "on"),
         ];
+        form.extend(crate::helpers::OPEN_PROJECT);
         for (k, v) in extra {
             form.retain(|(f, _)| f != k);
             form.push((k, v));
