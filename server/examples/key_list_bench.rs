@@ -17,20 +17,15 @@ mod bench_support;
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args().skip(1);
-    let backend = args.next().unwrap_or_else(|| "sqlite".into());
-    let n: usize = args.next().map_or(100_000, |s| s.parse().unwrap());
-    let bench = bench_support::start(&backend).await;
-    let state = &bench.state;
-    let post = |f: &'static str, form: Vec<(&'static str, String)>| bench.post(f, form);
-    let org_id = bench.setup().await;
-    let project = post(
-        "create_project",
-        vec![("org_id", org_id.clone()), ("name", "Big".into())],
-    )
-    .await;
+    let (bench, org_id, n) = bench_support::from_args::<usize>(100_000).await;
+    let project = bench
+        .post(
+            "create_project",
+            vec![("org_id", org_id.clone()), ("name", "Big".into())],
+        )
+        .await;
     let project_id = project["id"].as_str().unwrap().to_owned();
-    let owner_id = post("current_user", vec![]).await["id"]
+    let owner_id = bench.post("current_user", vec![]).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -49,7 +44,7 @@ async fn main() {
     let started = Instant::now();
     let now = tollgate_app::core::now_ms();
     for batch in 0..n.div_ceil(1000) {
-        let mut tx = state.db.pool.begin().await.unwrap();
+        let mut tx = bench.state.db.pool.begin().await.unwrap();
         for i in batch * 1000..((batch + 1) * 1000).min(n) {
             let limits = KeyLimits {
                 name: format!("key-{i:06}"),
@@ -76,7 +71,8 @@ async fn main() {
         tx.commit().await.unwrap();
     }
     println!(
-        "backend {backend}: seeded {n} keys in {:.1} s",
+        "backend {}: seeded {n} keys in {:.1} s",
+        bench.backend,
         started.elapsed().as_secs_f64()
     );
 
@@ -104,7 +100,7 @@ async fn main() {
         let mut total = 0;
         for _ in 0..25 {
             let t = Instant::now();
-            let page = post("list_keys", form.clone()).await;
+            let page = bench.post("list_keys", form.clone()).await;
             times.push(t.elapsed());
             total = page["total"].as_i64().unwrap();
         }

@@ -19,7 +19,9 @@ use axum::routing::post;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tollgate_server::config::Config;
+
+#[path = "bench_support/server.rs"]
+mod bench_server;
 
 /// As in the binary.
 #[global_allocator]
@@ -96,19 +98,12 @@ fn start_tollgate(dir: &std::path::Path) -> String {
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
-            let config = Config {
-                listen: addr,
-                database_url: Some(format!("sqlite://{}", dir.join("bench.db").display())),
-                data_dir: dir.join("data"),
-                public_url: Some(format!("http://{addr}")),
-                // The fake upstream listens on 127.0.0.1.
-                allow_private_networks: true,
-                ..Config::default()
-            };
-            let state = tollgate_server::state(&config).await.unwrap();
-            let gateway = tollgate_server::proxy::Gateway::start(&state, &config.proxy)
-                .await
-                .unwrap();
+            let config = bench_server::config(
+                addr,
+                format!("sqlite://{}", dir.join("bench.db").display()),
+                dir.join("data"),
+            );
+            let (state, gateway) = bench_server::state(&config).await;
             tx.send(format!("http://{addr}")).unwrap();
             tollgate_server::serve(
                 listener,

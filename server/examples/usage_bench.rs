@@ -18,25 +18,20 @@ mod bench_support;
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args().skip(1);
-    let backend = args.next().unwrap_or_else(|| "sqlite".into());
-    let n: i64 = args.next().map_or(10_000_000, |s| s.parse().unwrap());
-    let bench = bench_support::start(&backend).await;
-    let state = &bench.state;
-    let post = |f: &'static str, form: Vec<(&'static str, String)>| bench.post(f, form);
-    let org = bench.setup().await;
-    let mut conn = state.db.pool.acquire().await.unwrap();
+    let (bench, org, n) = bench_support::from_args::<i64>(10_000_000).await;
+    let mut conn = bench.state.db.pool.acquire().await.unwrap();
     sqlx::query("CREATE TABLE bench_keys (i BIGINT PRIMARY KEY, key_id TEXT NOT NULL, project_id TEXT NOT NULL)")
         .execute(&mut *conn)
         .await
         .unwrap();
     let mut projects = Vec::new();
     for p in 0..3 {
-        let id = post(
-            "create_project",
-            vec![("org_id", org.clone()), ("name", format!("Project {p}"))],
-        )
-        .await["id"]
+        let id = bench
+            .post(
+                "create_project",
+                vec![("org_id", org.clone()), ("name", format!("Project {p}"))],
+            )
+            .await["id"]
             .as_str()
             .unwrap()
             .to_owned();
@@ -44,21 +39,22 @@ async fn main() {
     }
     for k in 0..30i64 {
         let p = &projects[usize::try_from(k % 3).unwrap()];
-        let issued = post(
-            "create_key",
-            vec![
-                ("org_id", org.clone()),
-                ("project_id", p.clone()),
-                ("name", format!("key-{k:02}")),
-                ("max_budget", "1000".into()),
-                ("budget_reset", "monthly".into()),
-                ("tpm", String::new()),
-                ("rpm", String::new()),
-                ("expires_at", String::new()),
-                ("tags", String::new()),
-            ],
-        )
-        .await;
+        let issued = bench
+            .post(
+                "create_key",
+                vec![
+                    ("org_id", org.clone()),
+                    ("project_id", p.clone()),
+                    ("name", format!("key-{k:02}")),
+                    ("max_budget", "1000".into()),
+                    ("budget_reset", "monthly".into()),
+                    ("tpm", String::new()),
+                    ("rpm", String::new()),
+                    ("expires_at", String::new()),
+                    ("tags", String::new()),
+                ],
+            )
+            .await;
         sqlx::query("INSERT INTO bench_keys (i, key_id, project_id) VALUES ($1, $2, $3)")
             .bind(k)
             .bind(issued["key"]["id"].as_str().unwrap())
@@ -70,7 +66,7 @@ async fn main() {
     let now = tollgate_app::core::now_ms();
     let started = Instant::now();
     // Events every ~0.78 s over 90 days, seeded in chunks of a million.
-    let series = if backend == "postgres" {
+    let series = if bench.backend == "postgres" {
         "SELECT g AS x FROM generate_series($1::BIGINT, $2::BIGINT) g"
     } else {
         "WITH RECURSIVE s(x) AS (SELECT $1 UNION ALL SELECT x + 1 FROM s WHERE x < $2) SELECT x FROM s"
@@ -120,7 +116,8 @@ async fn main() {
         .await
         .unwrap();
     println!(
-        "backend {backend}: seeded {n} usage events in {:.1} s; rolled up into {rolled} rows in {:.1} s",
+        "backend {}: seeded {n} usage events in {:.1} s; rolled up into {rolled} rows in {:.1} s",
+        bench.backend,
         seeded.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
@@ -158,7 +155,7 @@ async fn main() {
         let mut requests = 0;
         for _ in 0..15 {
             let t = Instant::now();
-            let r = post(f, form.clone()).await;
+            let r = bench.post(f, form.clone()).await;
             times.push(t.elapsed());
             requests = r["totals"]["requests"].as_i64().unwrap_or(0);
         }

@@ -3,15 +3,33 @@
 //! client calling server functions.
 
 use tollgate_app::core::state::AppState;
-use tollgate_server::config::Config;
+
+mod server;
 
 pub struct Bench {
+    /// "sqlite" or "postgres".
+    pub backend: String,
     pub state: AppState,
     /// `http://…/api/console`.
     pub url: String,
     pub http: reqwest::Client,
     /// Holds the SQLite file and the data dir until the benchmark ends.
     pub _dir: tempfile::TempDir,
+}
+
+/// Reads the command line (a backend, "sqlite" by default, and a count),
+/// starts the server there and runs first-run setup; returns the bench, the
+/// organization's id and the count.
+pub async fn from_args<T: std::str::FromStr>(default: T) -> (Bench, String, T)
+where
+    T::Err: std::fmt::Debug,
+{
+    let mut args = std::env::args().skip(1);
+    let backend = args.next().unwrap_or_else(|| "sqlite".into());
+    let n = args.next().map_or(default, |s| s.parse().unwrap());
+    let bench = start(&backend).await;
+    let org = bench.setup().await;
+    (bench, org, n)
 }
 
 /// Starts the server on `backend` ("sqlite" or "postgres").
@@ -37,25 +55,15 @@ pub async fn start(backend: &str) -> Bench {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = Config {
-        listen: addr,
-        database_url: Some(db_url),
-        data_dir: dir.path().join("data"),
-        public_url: Some(format!("http://{addr}")),
-        // Fake upstreams listen on 127.0.0.1.
-        allow_private_networks: true,
-        ..Config::default()
-    };
-    let state = tollgate_server::state(&config).await.unwrap();
-    let gateway = tollgate_server::proxy::Gateway::start(&state, &config.proxy)
-        .await
-        .unwrap();
+    let config = server::config(addr, db_url, dir.path().join("data"));
+    let (state, gateway) = server::state(&config).await;
     tokio::spawn(tollgate_server::serve(
         listener,
         tollgate_server::router(state.clone(), gateway),
         std::future::pending(),
     ));
     Bench {
+        backend: backend.to_owned(),
         state,
         url: format!("http://{addr}/api/console"),
         http: reqwest::Client::builder()

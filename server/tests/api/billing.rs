@@ -38,20 +38,7 @@ async fn org(app: &TestApp, owner: &reqwest::Client, id: Option<String>, n: usiz
             .unwrap()
             .to_owned(),
     };
-    app.ok(
-        owner,
-        "upsert_model",
-        &[
-            ("org_id", &id),
-            ("id", PRICED),
-            ("provider", "mock"),
-            ("upstream", "echo"),
-            ("input_price", "10"),
-            ("output_price", "10"),
-            ("context_window", "128000"),
-        ],
-    )
-    .await;
+    app.priced_model(owner, &id, PRICED).await;
     let mut o = Org {
         id,
         projects: Vec::new(),
@@ -60,32 +47,21 @@ async fn org(app: &TestApp, owner: &reqwest::Client, id: Option<String>, n: usiz
     };
     for i in 0..n {
         let name = format!("P{i}");
-        let p = app
-            .ok(
-                owner,
-                "create_project",
-                &[("org_id", &o.id), ("name", &name)],
-            )
-            .await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let p = app.create_project(owner, &o.id, &name).await;
         app.ok(
             owner,
             "update_project",
             &[
-                ("org_id", &o.id),
-                ("project_id", &p),
-                ("name", &name),
-                ("models[0]", "mock/echo"),
-                ("models[1]", PRICED),
-                ("tpm", ""),
-                ("rpm", ""),
-                ("max_budget", ""),
-                ("budget_reset", "never"),
-                ("ip_allowlist", ""),
-                ("content_logging", "on"),
-            ],
+                &[
+                    ("org_id", o.id.as_str()),
+                    ("project_id", &p),
+                    ("name", &name),
+                    ("models[0]", "mock/echo"),
+                    ("models[1]", PRICED),
+                ][..],
+                &crate::helpers::OPEN_PROJECT,
+            ]
+            .concat(),
         )
         .await;
         let (key_id, token) = app.create_key(owner, &o.id, &p, &[]).await;
@@ -228,16 +204,18 @@ async fn billing_managers_and_viewers(backend: Backend) {
     let (owner, a_id) = app.setup("owner@a.test", OWNER_PASSWORD).await;
     let a = org(&app, &owner, Some(a_id), 1).await;
     let p = a.projects[0].clone();
-    let billing = app
-        .add_member(&owner, &a.id, "billing@a.test", "billing")
+    let [billing, viewer, member, outsider] = app
+        .add_members(
+            &owner,
+            &a.id,
+            [
+                ("billing@a.test", "billing"),
+                ("viewer@a.test", "viewer"),
+                ("member@a.test", "member"),
+                ("out@a.test", "member"),
+            ],
+        )
         .await;
-    let viewer = app
-        .add_member(&owner, &a.id, "viewer@a.test", "viewer")
-        .await;
-    let member = app
-        .add_member(&owner, &a.id, "member@a.test", "member")
-        .await;
-    let outsider = app.add_member(&owner, &a.id, "out@a.test", "member").await;
     let member_id = app.user_id(&member).await;
     app.ok(
         &owner,
@@ -269,20 +247,9 @@ async fn billing_managers_and_viewers(backend: Backend) {
     assert_eq!(chat(&app, &a.tokens[0], PRICED).await.0, 200);
     app.gateway.ledger.flush().await;
     // Another organization's owner: joins A, makes B, leaves A.
-    let stranger = app
-        .add_member(&owner, &a.id, "owner@b.test", "member")
+    let (stranger, b_id) = app
+        .outside_owner(&owner, &a.id, "owner@b.test", "Beta")
         .await;
-    let b_id = app.ok(&stranger, "create_org", &[("name", "Beta")]).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let stranger_id = app.user_id(&stranger).await;
-    app.ok(
-        &owner,
-        "remove_member",
-        &[("org_id", &a.id), ("user_id", &stranger_id)],
-    )
-    .await;
 
     let o = a.id.as_str();
     let credit = [
@@ -513,44 +480,44 @@ async fn billing_managers_and_viewers(backend: Backend) {
         let (s, v) = app.call(&owner, "add_credit", &args).await;
         assert_eq!((s, v["field"].as_str()), (400, Some(field)), "{v}");
     }
-    let (s, v) = app
-        .call(
-            &owner,
-            "get_statement",
-            &[("org_id", o), ("month", "2026-13")],
-        )
-        .await;
-    assert_eq!((s, v["field"].as_str()), (400, Some("month")), "{v}");
-    let (s, v) = app
-        .call(
-            &owner,
-            "update_alerting",
-            &[
-                ("org_id", o),
-                ("webhook_url", "ftp://x"),
-                ("slack_url", ""),
-                ("thresholds", ""),
-            ],
-        )
-        .await;
-    assert_eq!((s, v["field"].as_str()), (400, Some("webhook_url")), "{v}");
-    let (s, v) = app
-        .call(
-            &owner,
-            "update_alerting",
-            &[
-                ("org_id", o),
-                ("webhook_url", ""),
-                ("slack_url", ""),
-                ("thresholds", "50, lots"),
-            ],
-        )
-        .await;
-    assert_eq!((s, v["field"].as_str()), (400, Some("thresholds")), "{v}");
-    let (s, v) = app
-        .call(&owner, "get_usage", &[("org_id", o), ("days", "12")])
-        .await;
-    assert_eq!((s, v["field"].as_str()), (400, Some("days")), "{v}");
+    app.bad_field(
+        &owner,
+        "get_statement",
+        &[("org_id", o), ("month", "2026-13")],
+        "month",
+    )
+    .await;
+    app.bad_field(
+        &owner,
+        "update_alerting",
+        &[
+            ("org_id", o),
+            ("webhook_url", "ftp://x"),
+            ("slack_url", ""),
+            ("thresholds", ""),
+        ],
+        "webhook_url",
+    )
+    .await;
+    app.bad_field(
+        &owner,
+        "update_alerting",
+        &[
+            ("org_id", o),
+            ("webhook_url", ""),
+            ("slack_url", ""),
+            ("thresholds", "50, lots"),
+        ],
+        "thresholds",
+    )
+    .await;
+    app.bad_field(
+        &owner,
+        "get_usage",
+        &[("org_id", o), ("days", "12")],
+        "days",
+    )
+    .await;
     // The webhook URL (it holds a token) stays out of what is read back and the audit log.
     let alerting = app.ok(&owner, "get_alerting", &[("org_id", o)]).await;
     assert_eq!(alerting["webhook"], "https://hooks.example.test/…");
@@ -692,23 +659,43 @@ async fn receiver() -> (String, Arc<Mutex<Vec<(u16, Value)>>>) {
     (url, seen)
 }
 
-async fn threshold_alerts_arrive_once_and_are_retried(backend: Backend) {
-    use tollgate_server::alerts::Alerter;
+/// An organization with one project and key whose alerts go to a fresh
+/// `receiver`: `webhook` and `slack` are paths on it ("" for none). Returns
+/// the app, the owner, the organization and what the receiver saw.
+async fn alerting_to_receiver(
+    backend: Backend,
+    webhook: &str,
+    slack: &str,
+    thresholds: &str,
+) -> (TestApp, reqwest::Client, Org, Arc<Mutex<Vec<(u16, Value)>>>) {
     let app = TestApp::spawn(backend).await;
     let (owner, a_id) = app.setup("owner@a.test", OWNER_PASSWORD).await;
     let a = org(&app, &owner, Some(a_id), 1).await;
     let (url, seen) = receiver().await;
+    let at = |path: &str| {
+        if path.is_empty() {
+            String::new()
+        } else {
+            format!("{url}{path}")
+        }
+    };
     app.ok(
         &owner,
         "update_alerting",
         &[
             ("org_id", &a.id),
-            ("webhook_url", &format!("{url}/hook/secret-token")),
-            ("slack_url", ""),
-            ("thresholds", ""),
+            ("webhook_url", &at(webhook)),
+            ("slack_url", &at(slack)),
+            ("thresholds", thresholds),
         ],
     )
     .await;
+    (app, owner, a, seen)
+}
+
+async fn threshold_alerts_arrive_once_and_are_retried(backend: Backend) {
+    use tollgate_server::alerts::Alerter;
+    let (app, owner, a, seen) = alerting_to_receiver(backend, "/hook/secret-token", "", "").await;
     let (s, v) = chat(&app, &a.tokens[0], PRICED).await;
     assert_eq!(s, 200);
     let one = v["usage"]["total_tokens"].as_i64().unwrap() * 10;
@@ -825,21 +812,7 @@ both!(threshold_alerts_arrive_once_and_are_retried);
 
 async fn a_paused_project_is_alerted(backend: Backend) {
     use tollgate_server::alerts::Alerter;
-    let app = TestApp::spawn(backend).await;
-    let (owner, a_id) = app.setup("owner@a.test", OWNER_PASSWORD).await;
-    let a = org(&app, &owner, Some(a_id), 1).await;
-    let (url, seen) = receiver().await;
-    app.ok(
-        &owner,
-        "update_alerting",
-        &[
-            ("org_id", &a.id),
-            ("webhook_url", ""),
-            ("slack_url", &format!("{url}/slack")),
-            ("thresholds", "100"),
-        ],
-    )
-    .await;
+    let (app, owner, a, seen) = alerting_to_receiver(backend, "", "/slack", "100").await;
     let (_, v) = chat(&app, &a.tokens[0], PRICED).await;
     let one = v["usage"]["total_tokens"].as_i64().unwrap() * 10;
     app.ok(

@@ -195,6 +195,68 @@ impl TestApp {
         body
     }
 
+    /// Calls `name`, which must fail with `status` and a message containing
+    /// `needle`; returns the body.
+    pub async fn refused(
+        &self,
+        client: &reqwest::Client,
+        name: &str,
+        form: &[(&str, &str)],
+        status: u16,
+        needle: &str,
+    ) -> Value {
+        let (got, body) = self.call(client, name, form).await;
+        assert_eq!(got, status, "{name}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(needle),
+            "{name}: {body}"
+        );
+        body
+    }
+
+    /// Calls `name`, which must be refused as a bad request naming `field`.
+    pub async fn bad_field(
+        &self,
+        client: &reqwest::Client,
+        name: &str,
+        form: &[(&str, &str)],
+        field: &str,
+    ) {
+        let (status, body) = self.call(client, name, form).await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (400, Some(field)),
+            "{name}: {body}"
+        );
+    }
+
+    /// A mock model billed at $10 per million tokens each way.
+    pub async fn priced_model(&self, owner: &reqwest::Client, org: &str, id: &str) {
+        self.ok(
+            owner,
+            "upsert_model",
+            &[
+                ("org_id", org),
+                ("id", id),
+                ("provider", "mock"),
+                ("upstream", "echo"),
+                ("input_price", "10"),
+                ("output_price", "10"),
+                ("context_window", "128000"),
+            ],
+        )
+        .await;
+    }
+
+    /// Creates a project as `client`; returns its id.
+    pub async fn create_project(&self, client: &reqwest::Client, org: &str, name: &str) -> String {
+        self.ok(client, "create_project", &[("org_id", org), ("name", name)])
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// Runs first-run setup; returns the owner's client and organization id.
     pub async fn setup(&self, email: &str, password: &str) -> (reqwest::Client, String) {
         let c = self.client();
@@ -242,6 +304,38 @@ impl TestApp {
         )
         .await;
         c
+    }
+
+    /// The owner of another organization: `email` joins `org`, creates an
+    /// organization named `name`, then the owner removes them from `org`.
+    /// Returns their client and their organization's id.
+    pub async fn outside_owner(
+        &self,
+        owner: &reqwest::Client,
+        org: &str,
+        email: &str,
+        name: &str,
+    ) -> (reqwest::Client, String) {
+        let c = self.add_member(owner, org, email, "member").await;
+        let other_org = self.create_org(&c, name).await;
+        let id = self.user_id(&c).await;
+        self.ok(owner, "remove_member", &[("org_id", org), ("user_id", &id)])
+            .await;
+        (c, other_org)
+    }
+
+    /// `add_member` for each `(email, role)`, in order; returns their clients.
+    pub async fn add_members<const N: usize>(
+        &self,
+        owner: &reqwest::Client,
+        org_id: &str,
+        who: [(&str, &str); N],
+    ) -> [reqwest::Client; N] {
+        let mut clients = Vec::with_capacity(N);
+        for (email, role) in who {
+            clients.push(self.add_member(owner, org_id, email, role).await);
+        }
+        clients.try_into().unwrap()
     }
 
     /// Creates an invitation; returns its token (the last part of the link).
@@ -337,6 +431,21 @@ pub async fn dump(db: &TestDb) -> String {
     dump
 }
 
+/// Polls `{url}/readyz` until it answers with success (for up to 30 s).
+pub async fn wait_ready(client: &reqwest::Client, url: &str) {
+    for _ in 0..600 {
+        if client
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The real `tollgate` binary serving on a free port, its log in a file.
 pub struct Binary {
     pub url: String,
@@ -365,18 +474,7 @@ impl Binary {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
-        let probe = reqwest::Client::new();
-        for _ in 0..600 {
-            if probe
-                .get(format!("{url}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        wait_ready(&reqwest::Client::new(), &url).await;
         Binary {
             url,
             child,
@@ -404,6 +502,27 @@ impl Drop for Binary {
     }
 }
 
+/// A project's limit and logging fields for `update_project`: no limits,
+/// content logging on.
+pub const OPEN_PROJECT: [(&str, &str); 6] = [
+    ("tpm", ""),
+    ("rpm", ""),
+    ("max_budget", ""),
+    ("budget_reset", "never"),
+    ("ip_allowlist", ""),
+    ("content_logging", "on"),
+];
+
+/// A key's limit fields, all unset.
+pub const NO_LIMITS: [(&str, &str); 6] = [
+    ("max_budget", ""),
+    ("budget_reset", "never"),
+    ("tpm", ""),
+    ("rpm", ""),
+    ("expires_at", ""),
+    ("tags", ""),
+];
+
 /// The fields of `create_key` with no limits, then `extra` (replacing a
 /// default of the same name): every key in these tests starts here.
 pub fn key_form<'a>(
@@ -411,17 +530,8 @@ pub fn key_form<'a>(
     project: &'a str,
     extra: &[(&'a str, &'a str)],
 ) -> Vec<(&'a str, &'a str)> {
-    let mut form: Vec<(&str, &str)> = vec![
-        ("org_id", org),
-        ("project_id", project),
-        ("name", "k"),
-        ("max_budget", ""),
-        ("budget_reset", "never"),
-        ("tpm", ""),
-        ("rpm", ""),
-        ("expires_at", ""),
-        ("tags", ""),
-    ];
+    let mut form: Vec<(&str, &str)> = vec![("org_id", org), ("project_id", project), ("name", "k")];
+    form.extend(NO_LIMITS);
     for (k, v) in extra {
         form.retain(|(f, _)| f != k);
         form.push((k, v));

@@ -102,21 +102,14 @@ async fn owner_and_billing_limits_and_the_last_owner(backend: Backend) {
     let (owner, org) = app.setup("o1@example.com", OWNER_PASSWORD).await;
     let owner_id = app.user_id(&owner).await;
     // The sole owner can neither demote nor remove themself.
-    let (status, body) = app
-        .call(
-            &owner,
-            "change_member_role",
-            &[("org_id", &org), ("user_id", &owner_id), ("role", "member")],
-        )
-        .await;
-    assert_eq!(status, 409, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("at least one owner"),
-        "{body}"
-    );
+    app.refused(
+        &owner,
+        "change_member_role",
+        &[("org_id", &org), ("user_id", &owner_id), ("role", "member")],
+        409,
+        "at least one owner",
+    )
+    .await;
     let (status, _) = app
         .call(
             &owner,
@@ -156,18 +149,14 @@ async fn owner_and_billing_limits_and_the_last_owner(backend: Backend) {
         .add_member(&owner, &org, "m@example.com", "member")
         .await;
     let m_id = app.user_id(&m).await;
-    let (status, body) = app
-        .call(
-            &owner,
-            "change_member_role",
-            &[("org_id", &org), ("user_id", &m_id), ("role", "owner")],
-        )
-        .await;
-    assert_eq!(status, 409, "{body}");
-    assert!(body["message"]
-        .as_str()
-        .unwrap()
-        .contains("at most 5 owners"));
+    app.refused(
+        &owner,
+        "change_member_role",
+        &[("org_id", &org), ("user_id", &m_id), ("role", "owner")],
+        409,
+        "at most 5 owners",
+    )
+    .await;
     // With five owners, one may step down.
     app.ok(
         &owner,
@@ -182,21 +171,14 @@ async fn owner_and_billing_limits_and_the_last_owner(backend: Backend) {
         app.add_member(&o2, &org, &format!("b{i}@example.com"), "billing")
             .await;
     }
-    let (status, body) = app
-        .call(
-            &o2,
-            "change_member_role",
-            &[("org_id", &org), ("user_id", &m_id), ("role", "billing")],
-        )
-        .await;
-    assert_eq!(status, 409, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("at most 3 billings"),
-        "{body}"
-    );
+    app.refused(
+        &o2,
+        "change_member_role",
+        &[("org_id", &org), ("user_id", &m_id), ("role", "billing")],
+        409,
+        "at most 3 billings",
+    )
+    .await;
 
     // An invitation accepted after the cap filled up is refused then, too.
     let owners_before: i64 = {
@@ -219,22 +201,18 @@ async fn owner_and_billing_limits_and_the_last_owner(backend: Backend) {
     )
     .await;
     let c = app.client();
-    let (status, body) = app
-        .call(
-            &c,
-            "accept_invitation",
-            &[
-                ("token", &token),
-                ("name", "Late"),
-                ("password", MEMBER_PASSWORD),
-            ],
-        )
-        .await;
-    assert_eq!(status, 409, "{body}");
-    assert!(body["message"]
-        .as_str()
-        .unwrap()
-        .contains("at most 5 owners"));
+    app.refused(
+        &c,
+        "accept_invitation",
+        &[
+            ("token", &token),
+            ("name", "Late"),
+            ("password", MEMBER_PASSWORD),
+        ],
+        409,
+        "at most 5 owners",
+    )
+    .await;
     let mut db = app.sql().await;
     let late: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE email = 'late-owner@example.com'")
@@ -260,22 +238,17 @@ async fn invitations_join_existing_accounts_and_work_once(backend: Backend) {
     let info = app.ok(&anon, "invitation_info", &[("token", &token)]).await;
     assert_eq!(info["org_name"], "Bob's");
     assert_eq!(info["email"], "owner@example.com");
-    let (status, body) = app
-        .call(
-            &anon,
-            "accept_invitation",
-            &[
-                ("token", &token),
-                ("name", ""),
-                ("password", "not the password"),
-            ],
-        )
-        .await;
-    assert_eq!(
-        (status, body["field"].as_str()),
-        (400, Some("password")),
-        "{body}"
-    );
+    app.bad_field(
+        &anon,
+        "accept_invitation",
+        &[
+            ("token", &token),
+            ("name", ""),
+            ("password", "not the password"),
+        ],
+        "password",
+    )
+    .await;
     app.ok(
         &anon,
         "accept_invitation",
@@ -336,38 +309,28 @@ async fn invitations_join_existing_accounts_and_work_once(backend: Backend) {
         .unwrap();
     assert!(!stored.contains(&token));
     // Inviting someone who is already a member names the field.
-    let (status, body) = app
-        .call(
-            &owner,
-            "invite_member",
-            &[
-                ("org_id", &org_a),
-                ("email", "bob@example.com"),
-                ("role", "member"),
-            ],
-        )
-        .await;
-    assert_eq!(
-        (status, body["field"].as_str()),
-        (400, Some("email")),
-        "{body}"
-    );
-    let (status, body) = app
-        .call(
-            &owner,
-            "invite_member",
-            &[
-                ("org_id", &org_a),
-                ("email", "dan@example.com"),
-                ("role", "admin"),
-            ],
-        )
-        .await;
-    assert_eq!(
-        (status, body["field"].as_str()),
-        (400, Some("role")),
-        "{body}"
-    );
+    app.bad_field(
+        &owner,
+        "invite_member",
+        &[
+            ("org_id", &org_a),
+            ("email", "bob@example.com"),
+            ("role", "member"),
+        ],
+        "email",
+    )
+    .await;
+    app.bad_field(
+        &owner,
+        "invite_member",
+        &[
+            ("org_id", &org_a),
+            ("email", "dan@example.com"),
+            ("role", "admin"),
+        ],
+        "role",
+    )
+    .await;
 }
 both!(invitations_join_existing_accounts_and_work_once);
 
@@ -414,34 +377,26 @@ async fn sessions_rotate_expire_and_end_on_password_change(backend: Backend) {
     // Changing the password ends the other sessions, keeps this one.
     let a = app.sign_in("ada@example.com", OWNER_PASSWORD).await;
     let b = app.sign_in("ada@example.com", OWNER_PASSWORD).await;
-    let (status, body) = app
-        .call(
-            &a,
-            "change_password",
-            &[
-                ("current_password", "wrong-password"),
-                ("new_password", "a brand new password"),
-            ],
-        )
-        .await;
-    assert_eq!(
-        (status, body["field"].as_str()),
-        (400, Some("current_password"))
-    );
-    let (status, body) = app
-        .call(
-            &a,
-            "change_password",
-            &[
-                ("current_password", OWNER_PASSWORD),
-                ("new_password", "short"),
-            ],
-        )
-        .await;
-    assert_eq!(
-        (status, body["field"].as_str()),
-        (400, Some("new_password"))
-    );
+    app.bad_field(
+        &a,
+        "change_password",
+        &[
+            ("current_password", "wrong-password"),
+            ("new_password", "a brand new password"),
+        ],
+        "current_password",
+    )
+    .await;
+    app.bad_field(
+        &a,
+        "change_password",
+        &[
+            ("current_password", OWNER_PASSWORD),
+            ("new_password", "short"),
+        ],
+        "new_password",
+    )
+    .await;
     app.ok(
         &a,
         "change_password",

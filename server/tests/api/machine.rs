@@ -16,16 +16,7 @@ struct Org {
 }
 
 async fn organization(app: &TestApp, owner: reqwest::Client, id: String) -> Org {
-    let project = app
-        .ok(
-            &owner,
-            "create_project",
-            &[("org_id", &id), ("name", "Production")],
-        )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let project = app.create_project(&owner, &id, "Production").await;
     let pk = app
         .ok(
             &owner,
@@ -992,11 +983,12 @@ both!(rest_api_and_a_valid_openapi_document);
 async fn service_keys_outlive_whoever_made_them(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (a, _) = two_orgs(&app).await;
-    let admin = app
-        .add_member(&a.owner, &a.id, "pat@a.test", "member")
-        .await;
-    let member = app
-        .add_member(&a.owner, &a.id, "sam@a.test", "member")
+    let [admin, member] = app
+        .add_members(
+            &a.owner,
+            &a.id,
+            [("pat@a.test", "member"), ("sam@a.test", "member")],
+        )
         .await;
     for (who, role) in [(&admin, "admin"), (&member, "member")] {
         let uid = app.user_id(who).await;

@@ -22,36 +22,23 @@ struct World {
 async fn world(backend: Backend) -> World {
     let app = TestApp::spawn(backend).await;
     let (owner, org_a) = app.setup("owner@a.test", OWNER_PASSWORD).await;
-    let member = app
-        .add_member(&owner, &org_a, "member@a.test", "member")
-        .await;
-    let billing = app
-        .add_member(&owner, &org_a, "billing@a.test", "billing")
-        .await;
-    let viewer = app
-        .add_member(&owner, &org_a, "viewer@a.test", "viewer")
-        .await;
-    let target = app
-        .add_member(&owner, &org_a, "target@a.test", "member")
+    let [member, billing, viewer, target] = app
+        .add_members(
+            &owner,
+            &org_a,
+            [
+                ("member@a.test", "member"),
+                ("billing@a.test", "billing"),
+                ("viewer@a.test", "viewer"),
+                ("target@a.test", "member"),
+            ],
+        )
         .await;
     let target_id = app.user_id(&target).await;
     // The owner of org B: joins A, creates B, then leaves A.
-    let other_owner = app
-        .add_member(&owner, &org_a, "owner@b.test", "member")
+    let (other_owner, org_b) = app
+        .outside_owner(&owner, &org_a, "owner@b.test", "Beta")
         .await;
-    let org_b = app
-        .ok(&other_owner, "create_org", &[("name", "Beta")])
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let other_id = app.user_id(&other_owner).await;
-    app.ok(
-        &owner,
-        "remove_member",
-        &[("org_id", &org_a), ("user_id", &other_id)],
-    )
-    .await;
     app.invite(&owner, &org_a, "pending@a.test", "viewer").await;
     let invitation_id = app
         .ok(&owner, "list_invitations", &[("org_id", &org_a)])

@@ -35,7 +35,9 @@ fn tollgate(
     )
 }
 
-async fn verify_audit_detects_edits_and_deletions(backend: Backend) {
+/// An app whose audit chain holds the setup and a rename of the organization;
+/// returns it, the owner's client and the organization's id.
+async fn renamed_org(backend: Backend) -> (TestApp, reqwest::Client, String) {
     let app = TestApp::spawn(backend).await;
     let (owner, org) = app.setup("ada@example.com", OWNER_PASSWORD).await;
     app.ok(
@@ -44,6 +46,11 @@ async fn verify_audit_detects_edits_and_deletions(backend: Backend) {
         &[("org_id", &org), ("name", "Acme Two")],
     )
     .await;
+    (app, owner, org)
+}
+
+async fn verify_audit_detects_edits_and_deletions(backend: Backend) {
+    let (app, owner, org) = renamed_org(backend).await;
     app.add_member(&owner, &org, "bob@example.com", "member")
         .await;
     let dir = app.db.dir.path();
@@ -81,14 +88,7 @@ async fn verify_audit_detects_edits_and_deletions(backend: Backend) {
 both!(verify_audit_detects_edits_and_deletions);
 
 async fn verify_audit_detects_a_cut_tail(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let (owner, org) = app.setup("ada@example.com", OWNER_PASSWORD).await;
-    app.ok(
-        &owner,
-        "rename_org",
-        &[("org_id", &org), ("name", "Acme Two")],
-    )
-    .await;
+    let (app, _, _) = renamed_org(backend).await;
     let mut db = app.sql().await;
     sqlx::query("DELETE FROM audit_events WHERE seq = 2")
         .execute(&mut db)
@@ -111,37 +111,24 @@ both!(verify_audit_detects_a_cut_tail);
 async fn create_owner_and_reset_password_from_the_cli(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let dir = app.db.dir.path();
-    let (code, _, err) = tollgate(
-        &app.db.url,
-        dir,
-        &[
+    let create_owner = |stdin| {
+        let args = [
             "admin",
             "create-owner",
             "--email",
             "ops@example.com",
             "--org",
             "Ops",
-        ],
-        "short\n",
-    );
+        ];
+        tollgate(&app.db.url, dir, &args, stdin)
+    };
+    let (code, _, err) = create_owner("short\n");
     assert_eq!(code, 1);
     assert!(
         err.contains("password: must be at least 10 characters"),
         "{err}"
     );
-    let (code, out, err) = tollgate(
-        &app.db.url,
-        dir,
-        &[
-            "admin",
-            "create-owner",
-            "--email",
-            "ops@example.com",
-            "--org",
-            "Ops",
-        ],
-        "first-password-123\n",
-    );
+    let (code, out, err) = create_owner("first-password-123\n");
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("created ops@example.com as owner of organization 'Ops'"),
@@ -238,17 +225,7 @@ async fn passwords_never_stored_or_logged_in_clear(backend: Backend) {
         .cookie_store(true)
         .build()
         .unwrap();
-    for _ in 0..300 {
-        if client
-            .get(format!("{url}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    crate::helpers::wait_ready(&client, &url).await;
     let marker = uuid::Uuid::new_v4().simple().to_string();
     let setup_pw = format!("setup-{marker}");
     let wrong_pw = format!("wrong-{marker}");

@@ -29,29 +29,22 @@ fn s(v: &Value) -> String {
 async fn world(backend: Backend) -> World {
     let app = TestApp::spawn(backend).await;
     let (owner, org) = app.setup("owner@a.test", OWNER_PASSWORD).await;
-    let admin = app.add_member(&owner, &org, "admin@a.test", "member").await;
-    let member = app
-        .add_member(&owner, &org, "member@a.test", "member")
+    let [admin, member, outsider, billing, newcomer] = app
+        .add_members(
+            &owner,
+            &org,
+            [
+                ("admin@a.test", "member"),
+                ("member@a.test", "member"),
+                ("outsider@a.test", "member"),
+                ("billing@a.test", "billing"),
+                ("newcomer@a.test", "member"),
+            ],
+        )
         .await;
-    let outsider = app
-        .add_member(&owner, &org, "outsider@a.test", "member")
+    let (other_owner, _) = app
+        .outside_owner(&owner, &org, "owner@b.test", "Beta")
         .await;
-    let billing = app
-        .add_member(&owner, &org, "billing@a.test", "billing")
-        .await;
-    let newcomer = app
-        .add_member(&owner, &org, "newcomer@a.test", "member")
-        .await;
-    let other_owner = app.add_member(&owner, &org, "owner@b.test", "member").await;
-    app.ok(&other_owner, "create_org", &[("name", "Beta")])
-        .await;
-    let other_id = app.user_id(&other_owner).await;
-    app.ok(
-        &owner,
-        "remove_member",
-        &[("org_id", &org), ("user_id", &other_id)],
-    )
-    .await;
     let project = s(&app
         .ok(
             &owner,
@@ -360,26 +353,7 @@ async fn keys_rows_cell_by_cell(backend: Backend) {
         let c = client.clone();
         let name = name.to_owned();
         let app = &w.app;
-        async move {
-            let body = app
-                .ok(
-                    &c,
-                    "create_key",
-                    &[
-                        ("org_id", o),
-                        ("project_id", p),
-                        ("name", &name),
-                        ("max_budget", ""),
-                        ("budget_reset", "never"),
-                        ("tpm", ""),
-                        ("rpm", ""),
-                        ("expires_at", ""),
-                        ("tags", ""),
-                    ],
-                )
-                .await;
-            s(&body["key"]["id"])
-        }
+        async move { app.create_key(&c, o, p, &[("name", &name)]).await.0 }
     };
     let admins_key = create(&w.admin, "admin's").await;
     let members_key = create(&w.member, "member's").await;
@@ -399,15 +373,8 @@ async fn keys_rows_cell_by_cell(backend: Backend) {
     for function in ["revoke_key", "rotate_key", "update_key"] {
         let mut args = vec![("org_id", o), ("key_id", admins_key.as_str())];
         if function == "update_key" {
-            args.extend([
-                ("name", "x"),
-                ("max_budget", ""),
-                ("budget_reset", "never"),
-                ("tpm", ""),
-                ("rpm", ""),
-                ("expires_at", ""),
-                ("tags", ""),
-            ]);
+            args.push(("name", "x"));
+            args.extend(crate::helpers::NO_LIMITS);
         }
         let (status, body) = w.app.call(&w.member, function, &args).await;
         assert_eq!(status, 403, "member {function} on another's key: {body}");
@@ -482,21 +449,7 @@ async fn keys_rows_cell_by_cell(backend: Backend) {
         )
         .await;
     w.app
-        .ok(
-            &w.member,
-            "create_key",
-            &[
-                ("org_id", o),
-                ("project_id", &other),
-                ("name", "in charlie"),
-                ("max_budget", ""),
-                ("budget_reset", "never"),
-                ("tpm", ""),
-                ("rpm", ""),
-                ("expires_at", ""),
-                ("tags", ""),
-            ],
-        )
+        .create_key(&w.member, o, &other, &[("name", "in charlie")])
         .await;
     let mine = w.app.ok(&w.member, "my_keys", &[("org_id", o)]).await;
     let names: Vec<_> = mine

@@ -8,24 +8,16 @@ use tollgate_app::core::provisioning;
 async fn owners_issue_and_revoke_provisioning_keys(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (owner, org) = app.setup("owner@a.test", OWNER_PASSWORD).await;
-    let member = app
-        .add_member(&owner, &org, "member@a.test", "member")
+    let [member, billing] = app
+        .add_members(
+            &owner,
+            &org,
+            [("member@a.test", "member"), ("billing@a.test", "billing")],
+        )
         .await;
-    let billing = app
-        .add_member(&owner, &org, "billing@a.test", "billing")
+    let (other, other_org) = app
+        .outside_owner(&owner, &org, "other@b.test", "Other")
         .await;
-    let other = app.add_member(&owner, &org, "other@b.test", "member").await;
-    let other_org = app.ok(&other, "create_org", &[("name", "Other")]).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let other_id = app.user_id(&other).await;
-    app.ok(
-        &owner,
-        "remove_member",
-        &[("org_id", &org), ("user_id", &other_id)],
-    )
-    .await;
 
     // Only the owner of this organization may create one.
     let form = [("org_id", org.as_str()), ("name", "ci-pipeline")];
@@ -33,14 +25,13 @@ async fn owners_issue_and_revoke_provisioning_keys(backend: Backend) {
         let (s, body) = app.call(who, "create_provisioning_key", &form).await;
         assert_eq!(s, status, "{body}");
     }
-    let (s, body) = app
-        .call(
-            &owner,
-            "create_provisioning_key",
-            &[("org_id", &org), ("name", " ")],
-        )
-        .await;
-    assert_eq!((s, body["field"].as_str()), (400, Some("name")), "{body}");
+    app.bad_field(
+        &owner,
+        "create_provisioning_key",
+        &[("org_id", &org), ("name", " ")],
+        "name",
+    )
+    .await;
     let issued = app.ok(&owner, "create_provisioning_key", &form).await;
     let token = issued["token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("sk-tgp-"), "{token}");

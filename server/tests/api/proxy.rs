@@ -33,26 +33,8 @@ impl Gw {
     async fn with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Gw {
         let app = TestApp::spawn_with(backend, tweak).await;
         let (owner, org) = app.setup("owner@a.test", OWNER_PASSWORD).await;
-        app.ok(
-            &owner,
-            "upsert_model",
-            &[
-                ("org_id", &org),
-                ("id", PRICED),
-                ("provider", "mock"),
-                ("upstream", "echo"),
-                ("input_price", "10"),
-                ("output_price", "10"),
-                ("context_window", "128000"),
-            ],
-        )
-        .await;
-        let project = app
-            .ok(&owner, "create_project", &[("org_id", &org), ("name", "P")])
-            .await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        app.priced_model(&owner, &org, PRICED).await;
+        let project = app.create_project(&owner, &org, "P").await;
         let gw = Gw {
             app,
             owner,
@@ -78,13 +60,8 @@ impl Gw {
             ("models[1]", "mock/fast"),
             ("models[2]", "mock/embed"),
             ("models[3]", PRICED),
-            ("tpm", ""),
-            ("rpm", ""),
-            ("max_budget", ""),
-            ("budget_reset", "never"),
-            ("ip_allowlist", ""),
-            ("content_logging", "on"),
         ];
+        form.extend(crate::helpers::OPEN_PROJECT);
         for (k, v) in extra {
             form.retain(|(f, _)| f != k);
             form.push((k, v));
@@ -199,6 +176,34 @@ fn sse_data(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// A streamed answer's chunks (it must end with `[DONE]`) and the text
+/// their deltas spell.
+fn stream_chunks(body: &str) -> (Vec<Value>, String) {
+    let events = sse_data(body);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    (chunks, text)
+}
+
+/// Streams "hi" to `model`, which must answer 200 and then break: one
+/// chunk, then an error event, which is returned.
+async fn stream_error(gw: &Gw, token: &str, model: &str) -> Value {
+    let mut b = chat_body(model, "hi");
+    b["stream"] = json!(true);
+    let res = gw.post(token, "chat/completions", b).await;
+    assert_eq!(res.status(), 200, "{model}");
+    let events = sse_data(&res.text().await.unwrap());
+    assert_eq!(events.len(), 2, "{events:?}");
+    serde_json::from_str(&events[1]).unwrap()
+}
+
 async fn endpoints_answer_like_openai(backend: Backend) {
     let gw = Gw::new(backend).await;
     let (_, token) = gw.key(&[]).await;
@@ -244,16 +249,7 @@ async fn endpoints_answer_like_openai(backend: Backend) {
         let res = gw.post(&token, "chat/completions", req).await;
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["content-type"], "text/event-stream");
-        let events = sse_data(&res.text().await.unwrap());
-        assert_eq!(events.last().unwrap(), "[DONE]");
-        let chunks: Vec<Value> = events[..events.len() - 1]
-            .iter()
-            .map(|e| serde_json::from_str(e).unwrap())
-            .collect();
-        let text: String = chunks
-            .iter()
-            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-            .collect();
+        let (chunks, text) = stream_chunks(&res.text().await.unwrap());
         assert_eq!(text, "stream these five words");
         let with_usage = chunks.iter().filter(|c| c["usage"].is_object()).count();
         assert_eq!(with_usage, usize::from(wants_usage), "{chunks:?}");
@@ -368,18 +364,16 @@ async fn refusals_name_the_rule(backend: Backend) {
             &gw.owner,
             "update_key",
             &[
-                ("org_id", &gw.org),
-                ("key_id", &narrow_id),
-                ("name", "k"),
-                ("models[0]", "mock/fast"),
-                ("models[1]", "mock/echo"),
-                ("max_budget", ""),
-                ("budget_reset", "never"),
-                ("tpm", ""),
-                ("rpm", ""),
-                ("expires_at", ""),
-                ("tags", ""),
-            ],
+                &[
+                    ("org_id", gw.org.as_str()),
+                    ("key_id", &narrow_id),
+                    ("name", "k"),
+                    ("models[0]", "mock/fast"),
+                    ("models[1]", "mock/echo"),
+                ][..],
+                &crate::helpers::NO_LIMITS,
+            ]
+            .concat(),
         )
         .await;
     assert_eq!(
@@ -588,11 +582,12 @@ async fn key_budget_holds_under_concurrency(backend: Backend) {
 }
 both!(key_budget_holds_under_concurrency);
 
-async fn project_budget_is_shared_by_its_keys(backend: Backend) {
+/// A gateway whose mock answers in 20 ms, the cost of one priced request
+/// (spent once, by a probe in the first project) and a second project "Q".
+async fn slow_gateway_with_second_project(backend: Backend) -> (Gw, i64, String) {
     let gw = Gw::new(backend).await;
     gw.set_mock_latency("20").await;
     let c = cost_of_one(&gw).await;
-    // A second project spends the probe's money elsewhere: the budget is this one's.
     let q = gw
         .field_of(
             "create_project",
@@ -601,6 +596,12 @@ async fn project_budget_is_shared_by_its_keys(backend: Backend) {
         )
         .await;
     gw.project_settings_of(&q, &[]).await;
+    (gw, c, q)
+}
+
+async fn project_budget_is_shared_by_its_keys(backend: Backend) {
+    // A second project spends the probe's money elsewhere: the budget is this one's.
+    let (gw, c, q) = slow_gateway_with_second_project(backend).await;
     let budget = c * 50 + c / 2;
     gw.project_settings_of(
         &q,
@@ -629,17 +630,7 @@ async fn project_budget_is_shared_by_its_keys(backend: Backend) {
 both!(project_budget_is_shared_by_its_keys);
 
 async fn org_cap_holds_across_projects(backend: Backend) {
-    let gw = Gw::new(backend).await;
-    gw.set_mock_latency("20").await;
-    let c = cost_of_one(&gw).await;
-    let q = gw
-        .field_of(
-            "create_project",
-            &[("org_id", &gw.org), ("name", "Q")],
-            "id",
-        )
-        .await;
-    gw.project_settings_of(&q, &[]).await;
+    let (gw, c, q) = slow_gateway_with_second_project(backend).await;
     // The probe already spent `c` this month.
     let cap = c * 51 + c / 2;
     gw.app
@@ -1044,23 +1035,11 @@ async fn upstream_faults_are_openai_shaped_and_retried(backend: Backend) {
     assert!(!v.to_string().contains("sk-upstream-secret"));
 
     // A stream that stalls ends with an error event, not a hang.
-    let mut b = chat_body("t/stall", "hi");
-    b["stream"] = json!(true);
-    let res = gw.post(&token, "chat/completions", b).await;
-    assert_eq!(res.status(), 200);
-    let events = sse_data(&res.text().await.unwrap());
-    assert_eq!(events.len(), 2, "{events:?}");
-    let err: Value = serde_json::from_str(&events[1]).unwrap();
+    let err = stream_error(&gw, &token, "t/stall").await;
     assert_eq!(err["error"]["code"], "upstream_timeout");
 
     // A connection reset mid-stream ends it with an error event too.
-    let mut b = chat_body("t/reset", "hi");
-    b["stream"] = json!(true);
-    let res = gw.post(&token, "chat/completions", b).await;
-    assert_eq!(res.status(), 200, "{:?}", res.text().await);
-    let events = sse_data(&res.text().await.unwrap());
-    assert_eq!(events.len(), 2, "{events:?}");
-    let err: Value = serde_json::from_str(&events[1]).unwrap();
+    let err = stream_error(&gw, &token, "t/reset").await;
     assert_eq!(err["error"]["code"], "upstream_unreachable", "{err}");
     assert!(
         err["error"]["message"].as_str().unwrap().contains("broke"),
@@ -1170,16 +1149,7 @@ async fn anthropic_is_translated_both_ways(backend: Backend) {
     stream_body["stream_options"] = json!({ "include_usage": true });
     let res = gw.post(&token, "chat/completions", stream_body).await;
     assert_eq!(res.status(), 200);
-    let events = sse_data(&res.text().await.unwrap());
-    assert_eq!(events.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
+    let (chunks, text) = stream_chunks(&res.text().await.unwrap());
     assert_eq!(text, "Bonjour");
     assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 2);
 
@@ -1196,26 +1166,16 @@ both!(anthropic_is_translated_both_ways);
 async fn providers_and_spending_are_the_owners_and_billings(backend: Backend) {
     let gw = Gw::new(backend).await;
     let app = &gw.app;
-    let member = app
-        .add_member(&gw.owner, &gw.org, "member@a.test", "member")
+    let [member, billing] = app
+        .add_members(
+            &gw.owner,
+            &gw.org,
+            [("member@a.test", "member"), ("billing@a.test", "billing")],
+        )
         .await;
-    let billing = app
-        .add_member(&gw.owner, &gw.org, "billing@a.test", "billing")
+    let (stranger, other_org) = app
+        .outside_owner(&gw.owner, &gw.org, "stranger@b.test", "Other")
         .await;
-    let stranger = app
-        .add_member(&gw.owner, &gw.org, "stranger@b.test", "member")
-        .await;
-    let other_org = app.ok(&stranger, "create_org", &[("name", "Other")]).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let stranger_id = app.user_id(&stranger).await;
-    app.ok(
-        &gw.owner,
-        "remove_member",
-        &[("org_id", &gw.org), ("user_id", &stranger_id)],
-    )
-    .await;
     let add = |org: &str| {
         vec![
             ("org_id", org.to_owned()),
@@ -1343,12 +1303,7 @@ async fn a_new_organization_serves_at_once(backend: Backend) {
         .to_owned();
     // Straight to a project and a key: nothing else of either organization changed.
     for org in [first, second] {
-        let project = app
-            .ok(&owner, "create_project", &[("org_id", &org), ("name", "P")])
-            .await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let project = app.create_project(&owner, &org, "P").await;
         let (_, token) = app.create_key(&owner, &org, &project, &[]).await;
         let res = reqwest::Client::new()
             .post(format!("{}/v1/chat/completions", app.url))

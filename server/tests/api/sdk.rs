@@ -15,26 +15,8 @@ fn python() -> String {
 async fn the_openai_sdk_works_unchanged(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (owner, org) = app.setup("owner@a.test", OWNER_PASSWORD).await;
-    app.ok(
-        &owner,
-        "upsert_model",
-        &[
-            ("org_id", &org),
-            ("id", "mock/priced"),
-            ("provider", "mock"),
-            ("upstream", "echo"),
-            ("input_price", "10"),
-            ("output_price", "10"),
-            ("context_window", "128000"),
-        ],
-    )
-    .await;
-    let project = app
-        .ok(&owner, "create_project", &[("org_id", &org), ("name", "P")])
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    app.priced_model(&owner, &org, "mock/priced").await;
+    let project = app.create_project(&owner, &org, "P").await;
     app.ok(
         &owner,
         "update_project",
