@@ -262,61 +262,19 @@ pub async fn update_alerting(
     clear_webhook: Option<String>,
     clear_slack: Option<String>,
 ) -> Result<(), AppError> {
-    use super::ssr::*;
-    use crate::core::{ops, orgs};
+    use super::{checkbox, ssr::*};
+    use crate::core::ops::{self, AlertingEdit};
     use crate::policy::Action;
     in_org(&org_id, Action::BillingAndCredits, |c| async move {
-        let url = |field: &str, raw: &str| -> Result<Option<String>, AppError> {
-            let raw = raw.trim();
-            if raw.is_empty() {
-                return Ok(None);
-            }
-            url::Url::parse(raw)
-                .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-                .map(|u| Some(u.to_string()))
-                .ok_or_else(|| AppError::invalid(field, "not an http(s) URL"))
-        };
-        let webhook = url("webhook_url", &webhook_url)?;
-        let slack = url("slack_url", &slack_url)?;
-        let mut levels = Vec::new();
-        for part in thresholds
-            .split([',', ' '])
-            .filter(|s| !s.trim().is_empty())
-        {
-            match part.trim().trim_end_matches('%').parse::<i64>() {
-                Ok(n) if (1..=1000).contains(&n) => levels.push(n),
-                _ => {
-                    return Err(AppError::invalid(
-                        "thresholds",
-                        format!("'{part}' is not a percentage from 1 to 1000"),
-                    ))
-                }
-            }
-        }
-        levels.sort_unstable();
-        levels.dedup();
-        if levels.is_empty() {
-            levels = orgs::DEFAULT_THRESHOLDS.to_vec();
-        }
-        let mut conn = c.state.db.pool.acquire().await?;
-        let mut a = orgs::alerting(&mut conn, &c.scope).await?;
-        drop(conn);
-        if let Some(w) = webhook {
-            a.webhook_url = Some(w);
-        }
-        if let Some(s) = slack {
-            a.slack_url = Some(s);
-        }
-        if super::checkbox("clear_webhook", clear_webhook.as_deref())? {
-            a.webhook_url = None;
-        }
-        if super::checkbox("clear_slack", clear_slack.as_deref())? {
-            a.slack_url = None;
-        }
-        a.thresholds = levels;
-        ops::set_alerting(&c.state, &c.actor, &c.scope, &a).await?;
-        Ok(())
+        let edit = AlertingEdit::parse(
+            (
+                &webhook_url,
+                checkbox("clear_webhook", clear_webhook.as_deref())?,
+            ),
+            (&slack_url, checkbox("clear_slack", clear_slack.as_deref())?),
+            &thresholds,
+        )?;
+        ops::update_alerting(&c.state, &c.actor, &c.scope, edit).await
     })
     .await
 }

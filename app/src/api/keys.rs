@@ -138,6 +138,21 @@ impl KeyForm {
     }
 }
 
+#[cfg(feature = "ssr")]
+impl KeyForm {
+    /// The form parsed against the key's project as it stands now.
+    async fn limits_in(
+        self,
+        c: &super::ssr::Ctx<crate::policy::ProjectScope>,
+        now: i64,
+    ) -> Result<crate::core::keys::KeyLimits, AppError> {
+        let mut conn = c.state.db.pool.acquire().await?;
+        let project = crate::core::projects::get(&mut conn, &c.scope).await?;
+        drop(conn);
+        self.parse(&project, now)
+    }
+}
+
 /// Creates the caller's own key in a project (or, for those who manage all its
 /// keys, a service key owned by no one); the answer holds the token once.
 #[server(prefix = "/api/console", endpoint = "create_key")]
@@ -165,9 +180,6 @@ pub async fn create_key(
         Action::ManageOwnKeys,
         |c| async move {
             let now = crate::core::now_ms();
-            let mut conn = c.state.db.pool.acquire().await?;
-            let project = crate::core::projects::get(&mut conn, &c.scope).await?;
-            drop(conn);
             let form = KeyForm {
                 name,
                 max_budget,
@@ -179,7 +191,7 @@ pub async fn create_key(
                 no_content_logging,
                 tags,
             };
-            let limits = form.parse(&project, now)?;
+            let limits = form.limits_in(&c, now).await?;
             // A service key belongs to no one: only whoever manages all the
             // project's keys may make one.
             let holder = if super::checkbox("service", service.as_deref())? {
@@ -279,9 +291,6 @@ pub async fn update_key(
     use crate::core::ops;
     on_key(&org_id, &key_id, |c, before| async move {
         let now = crate::core::now_ms();
-        let mut conn = c.state.db.pool.acquire().await?;
-        let project = crate::core::projects::get(&mut conn, &c.scope).await?;
-        drop(conn);
         let form = KeyForm {
             name,
             max_budget,
@@ -295,7 +304,7 @@ pub async fn update_key(
         };
         let limits = crate::core::keys::KeyLimits {
             metadata: before.limits.metadata.clone(),
-            ..form.parse(&project, now)?
+            ..form.limits_in(&c, now).await?
         };
         let row = ops::update_key(&c.state, &c.actor, &c.scope, &before, &limits).await?;
         Ok(view_of(row, now))
