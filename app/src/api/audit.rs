@@ -37,50 +37,47 @@ pub async fn list_audit_events(
     use super::ssr::*;
     use crate::core::audit::{self, Filter};
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, _, scope) = authorize(&org_id, Action::ViewAuditLog).await?;
-            let nonempty =
-                |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
-            let (actor, action) = (nonempty(&actor), nonempty(&action));
-            let mut conn = state.db.pool.acquire().await?;
-            let mut rows = audit::list(
-                &mut conn,
-                &scope,
-                &Filter {
-                    actor: actor.as_deref(),
-                    action: action.as_deref(),
-                    before_seq: before,
-                    limit: PAGE_SIZE + 1,
-                },
-            )
-            .await?;
-            let more = rows.len() > usize::try_from(PAGE_SIZE).unwrap_or(usize::MAX);
-            rows.truncate(usize::try_from(PAGE_SIZE).unwrap_or(usize::MAX));
-            let next_before = if more {
-                rows.last().map(|r| r.seq)
-            } else {
-                None
-            };
-            let (actors, actions) = audit::facets(&mut conn, &scope).await?;
-            Ok(AuditPage {
-                events: rows
-                    .into_iter()
-                    .map(|r| AuditEventView {
-                        seq: r.seq,
-                        at: r.at,
-                        actor: r.actor_label,
-                        action: r.action,
-                        resource: format!("{} {}", r.resource_type, r.resource_id),
-                        before: r.before,
-                        after: r.after,
-                    })
-                    .collect(),
-                next_before,
-                actors,
-                actions,
-            })
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ViewAuditLog, |c| async move {
+        let nonempty =
+            |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
+        let (actor, action) = (nonempty(&actor), nonempty(&action));
+        let mut conn = c.state.db.pool.acquire().await?;
+        let mut rows = audit::list(
+            &mut conn,
+            &c.scope,
+            &Filter {
+                actor: actor.as_deref(),
+                action: action.as_deref(),
+                before_seq: before,
+                limit: PAGE_SIZE + 1,
+            },
+        )
+        .await?;
+        let more = rows.len() > usize::try_from(PAGE_SIZE).unwrap_or(usize::MAX);
+        rows.truncate(usize::try_from(PAGE_SIZE).unwrap_or(usize::MAX));
+        let next_before = if more {
+            rows.last().map(|r| r.seq)
+        } else {
+            None
+        };
+        let (actors, actions) = audit::facets(&mut conn, &c.scope).await?;
+        Ok(AuditPage {
+            events: rows
+                .into_iter()
+                .map(|r| AuditEventView {
+                    seq: r.seq,
+                    at: r.at,
+                    actor: r.actor_label,
+                    action: r.action,
+                    resource: format!("{} {}", r.resource_type, r.resource_id),
+                    before: r.before,
+                    after: r.after,
+                })
+                .collect(),
+            next_before,
+            actors,
+            actions,
+        })
+    })
+    .await
 }

@@ -39,40 +39,37 @@ pub async fn get_billing(org_id: String) -> Result<BillingView, AppError> {
     use super::ssr::*;
     use crate::core::{billing, now_ms};
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, _, scope) = authorize(&org_id, Action::BillingAndCredits).await?;
-            let mut conn = state.db.pool.acquire().await?;
-            let s = billing::standing(&mut conn, &scope, now_ms()).await?;
-            let entries = billing::credits(&mut conn, &scope).await?;
-            let months = billing::months(&mut conn, &scope).await?;
-            Ok(BillingView {
-                prepaid: s.prepaid,
-                credits_micros: s.credits.micros(),
-                spent_micros: s.spent.micros(),
-                balance_micros: s.balance.micros(),
-                cap_micros: s.cap.map(crate::format::Usd::micros),
-                cap_reset: s.cap_reset.as_str().to_owned(),
-                cap_spent_micros: s.cap_spent.micros(),
-                cap_resets_at: s.cap_resets_at,
-                credits_exhausted: s.credits_exhausted,
-                cap_exhausted: s.cap_exhausted,
-                entries: entries
-                    .into_iter()
-                    .map(|e| CreditView {
-                        at: e.at,
-                        kind: e.kind,
-                        amount_micros: e.amount_micros,
-                        note: e.note,
-                        reference: e.reference,
-                        entered_by: e.entered_by,
-                    })
-                    .collect(),
-                months,
-            })
-        }
-        .await,
-    )
+    in_org(&org_id, Action::BillingAndCredits, |c| async move {
+        let mut conn = c.state.db.pool.acquire().await?;
+        let s = billing::standing(&mut conn, &c.scope, now_ms()).await?;
+        let entries = billing::credits(&mut conn, &c.scope).await?;
+        let months = billing::months(&mut conn, &c.scope).await?;
+        Ok(BillingView {
+            prepaid: s.prepaid,
+            credits_micros: s.credits.micros(),
+            spent_micros: s.spent.micros(),
+            balance_micros: s.balance.micros(),
+            cap_micros: s.cap.map(crate::format::Usd::micros),
+            cap_reset: s.cap_reset.as_str().to_owned(),
+            cap_spent_micros: s.cap_spent.micros(),
+            cap_resets_at: s.cap_resets_at,
+            credits_exhausted: s.credits_exhausted,
+            cap_exhausted: s.cap_exhausted,
+            entries: entries
+                .into_iter()
+                .map(|e| CreditView {
+                    at: e.at,
+                    kind: e.kind,
+                    amount_micros: e.amount_micros,
+                    note: e.note,
+                    reference: e.reference,
+                    entered_by: e.entered_by,
+                })
+                .collect(),
+            months,
+        })
+    })
+    .await
 }
 
 /// Enters a grant, a purchase (both positive) or an adjustment (either sign).
@@ -85,35 +82,25 @@ pub async fn add_credit(
     reference: String,
 ) -> Result<(), AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::core::ops::{self, NewCredit};
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, user, scope) = authorize(&org_id, Action::BillingAndCredits).await?;
-            let credit = NewCredit::parse(&kind, &amount, &note, &reference)?;
-            let actor = Actor::user(&user.id, &user.email);
-            ops::add_credit(&state, &actor, &scope, credit, &user.email).await
-        }
-        .await,
-    )
+    in_org(&org_id, Action::BillingAndCredits, |c| async move {
+        let credit = NewCredit::parse(&kind, &amount, &note, &reference)?;
+        ops::add_credit(&c.state, &c.actor, &c.scope, credit, &c.user.email).await
+    })
+    .await
 }
 
 /// Turns enforcement of the credit balance on or off.
 #[server(prefix = "/api/console", endpoint = "set_prepaid")]
 pub async fn set_prepaid(org_id: String, prepaid: Option<String>) -> Result<(), AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, user, scope) = authorize(&org_id, Action::BillingAndCredits).await?;
-            let on = super::checkbox("prepaid", prepaid.as_deref())?;
-            let actor = Actor::user(&user.id, &user.email);
-            crate::core::ops::set_prepaid(&state, &actor, &scope, on).await
-        }
-        .await,
-    )
+    in_org(&org_id, Action::BillingAndCredits, |c| async move {
+        let on = super::checkbox("prepaid", prepaid.as_deref())?;
+        crate::core::ops::set_prepaid(&c.state, &c.actor, &c.scope, on).await
+    })
+    .await
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,41 +129,38 @@ pub async fn get_statement(org_id: String, month: String) -> Result<StatementVie
     use super::ssr::*;
     use crate::core::billing;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, _, scope) = authorize(&org_id, Action::BillingAndCredits).await?;
-            let mut conn = state.db.pool.acquire().await?;
-            // No month: this one.
-            let month = match month.trim() {
-                "" => crate::format::month_of(crate::core::now_ms()),
-                m => m.to_owned(),
-            };
-            let s = billing::statement(&mut conn, &scope, &month).await?;
-            Ok(StatementView {
-                csv: billing::statement_csv(&s),
-                by_project: billing::by_project(&s)
-                    .into_iter()
-                    .map(|(name, cost)| (name, cost.micros()))
-                    .collect(),
-                month: s.month,
-                total_micros: s.total.micros(),
-                credits_micros: s.credits.micros(),
-                lines: s
-                    .lines
-                    .into_iter()
-                    .map(|l| StatementLineView {
-                        project: l.project_name,
-                        model: l.model,
-                        requests: l.requests,
-                        tokens_in: l.tokens_in,
-                        tokens_out: l.tokens_out,
-                        cost_micros: l.cost.micros(),
-                    })
-                    .collect(),
-            })
-        }
-        .await,
-    )
+    in_org(&org_id, Action::BillingAndCredits, |c| async move {
+        let mut conn = c.state.db.pool.acquire().await?;
+        // No month: this one.
+        let month = match month.trim() {
+            "" => crate::format::month_of(crate::core::now_ms()),
+            m => m.to_owned(),
+        };
+        let s = billing::statement(&mut conn, &c.scope, &month).await?;
+        Ok(StatementView {
+            csv: billing::statement_csv(&s),
+            by_project: billing::by_project(&s)
+                .into_iter()
+                .map(|(name, cost)| (name, cost.micros()))
+                .collect(),
+            month: s.month,
+            total_micros: s.total.micros(),
+            credits_micros: s.credits.micros(),
+            lines: s
+                .lines
+                .into_iter()
+                .map(|l| StatementLineView {
+                    project: l.project_name,
+                    model: l.model,
+                    requests: l.requests,
+                    tokens_in: l.tokens_in,
+                    tokens_out: l.tokens_out,
+                    cost_micros: l.cost.micros(),
+                })
+                .collect(),
+        })
+    })
+    .await
 }
 
 /// Whether `/v1` is stopped for the organization, for the console's banner.
@@ -192,19 +176,16 @@ pub async fn get_stop(org_id: String) -> Result<Stop, AppError> {
     use super::ssr::*;
     use crate::core::{billing, now_ms};
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, _, scope) = authorize(&org_id, Action::ViewOrganization).await?;
-            let mut conn = state.db.pool.acquire().await?;
-            let s = billing::standing(&mut conn, &scope, now_ms()).await?;
-            Ok(Stop {
-                credits_exhausted: s.credits_exhausted,
-                cap_exhausted: s.cap_exhausted,
-                cap_resets_at: s.cap_resets_at,
-            })
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ViewOrganization, |c| async move {
+        let mut conn = c.state.db.pool.acquire().await?;
+        let s = billing::standing(&mut conn, &c.scope, now_ms()).await?;
+        Ok(Stop {
+            credits_exhausted: s.credits_exhausted,
+            cap_exhausted: s.cap_exhausted,
+            cap_resets_at: s.cap_resets_at,
+        })
+    })
+    .await
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,39 +219,36 @@ pub async fn get_alerting(org_id: String) -> Result<AlertingView, AppError> {
     use super::ssr::*;
     use crate::core::{alerts, orgs};
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, _, scope) = authorize(&org_id, Action::BillingAndCredits).await?;
-            let mut conn = state.db.pool.acquire().await?;
-            let a = orgs::alerting(&mut conn, &scope).await?;
-            let sent = alerts::list(&mut conn, &scope, 50).await?;
-            Ok(AlertingView {
-                webhook: a.webhook_url.as_deref().map(orgs::url_hint),
-                slack: a.slack_url.as_deref().map(orgs::url_hint),
-                thresholds: a.thresholds,
-                sent: sent
-                    .into_iter()
-                    .map(|s| AlertView {
-                        at: s.at,
-                        kind: s.kind,
-                        message: s.message,
-                        deliveries: s
-                            .deliveries
-                            .into_iter()
-                            .map(|d| DeliveryView {
-                                target: d.target,
-                                attempts: d.attempts,
-                                delivered_at: d.delivered_at,
-                                last_error: d.last_error,
-                                next_at: d.next_at,
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-            })
-        }
-        .await,
-    )
+    in_org(&org_id, Action::BillingAndCredits, |c| async move {
+        let mut conn = c.state.db.pool.acquire().await?;
+        let a = orgs::alerting(&mut conn, &c.scope).await?;
+        let sent = alerts::list(&mut conn, &c.scope, 50).await?;
+        Ok(AlertingView {
+            webhook: a.webhook_url.as_deref().map(orgs::url_hint),
+            slack: a.slack_url.as_deref().map(orgs::url_hint),
+            thresholds: a.thresholds,
+            sent: sent
+                .into_iter()
+                .map(|s| AlertView {
+                    at: s.at,
+                    kind: s.kind,
+                    message: s.message,
+                    deliveries: s
+                        .deliveries
+                        .into_iter()
+                        .map(|d| DeliveryView {
+                            target: d.target,
+                            attempts: d.attempts,
+                            delivered_at: d.delivered_at,
+                            last_error: d.last_error,
+                            next_at: d.next_at,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+    })
+    .await
 }
 
 /// Sets where alerts go and at which thresholds. An empty URL keeps the one
@@ -284,64 +262,19 @@ pub async fn update_alerting(
     clear_webhook: Option<String>,
     clear_slack: Option<String>,
 ) -> Result<(), AppError> {
-    use super::ssr::*;
-    use crate::core::{audit::Actor, ops, orgs};
+    use super::{checkbox, ssr::*};
+    use crate::core::ops::{self, AlertingEdit};
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, user, scope) = authorize(&org_id, Action::BillingAndCredits).await?;
-            let url = |field: &str, raw: &str| -> Result<Option<String>, AppError> {
-                let raw = raw.trim();
-                if raw.is_empty() {
-                    return Ok(None);
-                }
-                url::Url::parse(raw)
-                    .ok()
-                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-                    .map(|u| Some(u.to_string()))
-                    .ok_or_else(|| AppError::invalid(field, "not an http(s) URL"))
-            };
-            let webhook = url("webhook_url", &webhook_url)?;
-            let slack = url("slack_url", &slack_url)?;
-            let mut levels = Vec::new();
-            for part in thresholds
-                .split([',', ' '])
-                .filter(|s| !s.trim().is_empty())
-            {
-                match part.trim().trim_end_matches('%').parse::<i64>() {
-                    Ok(n) if (1..=1000).contains(&n) => levels.push(n),
-                    _ => {
-                        return Err(AppError::invalid(
-                            "thresholds",
-                            format!("'{part}' is not a percentage from 1 to 1000"),
-                        ))
-                    }
-                }
-            }
-            levels.sort_unstable();
-            levels.dedup();
-            if levels.is_empty() {
-                levels = orgs::DEFAULT_THRESHOLDS.to_vec();
-            }
-            let mut conn = state.db.pool.acquire().await?;
-            let mut a = orgs::alerting(&mut conn, &scope).await?;
-            drop(conn);
-            if let Some(w) = webhook {
-                a.webhook_url = Some(w);
-            }
-            if let Some(s) = slack {
-                a.slack_url = Some(s);
-            }
-            if super::checkbox("clear_webhook", clear_webhook.as_deref())? {
-                a.webhook_url = None;
-            }
-            if super::checkbox("clear_slack", clear_slack.as_deref())? {
-                a.slack_url = None;
-            }
-            a.thresholds = levels;
-            ops::set_alerting(&state, &Actor::user(&user.id, &user.email), &scope, &a).await?;
-            Ok(())
-        }
-        .await,
-    )
+    in_org(&org_id, Action::BillingAndCredits, |c| async move {
+        let edit = AlertingEdit::parse(
+            (
+                &webhook_url,
+                checkbox("clear_webhook", clear_webhook.as_deref())?,
+            ),
+            (&slack_url, checkbox("clear_slack", clear_slack.as_deref())?),
+            &thresholds,
+        )?;
+        ops::update_alerting(&c.state, &c.actor, &c.scope, edit).await
+    })
+    .await
 }

@@ -42,15 +42,12 @@ fn view_of(m: crate::core::catalogue::Model) -> ModelView {
 pub async fn list_models(org_id: String) -> Result<Vec<ModelView>, AppError> {
     use super::ssr::*;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, _, scope) = authorize(&org_id, Action::ViewOrganization).await?;
-            let mut conn = state.db.pool.acquire().await?;
-            let models = crate::core::catalogue::list(&mut conn, &scope).await?;
-            Ok(models.into_iter().map(view_of).collect())
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ViewOrganization, |c| async move {
+        let mut conn = c.state.db.pool.acquire().await?;
+        let models = crate::core::catalogue::list(&mut conn, &c.scope).await?;
+        Ok(models.into_iter().map(view_of).collect())
+    })
+    .await
 }
 
 /// Adds a model to the catalogue or changes one (by id).
@@ -66,53 +63,43 @@ pub async fn upsert_model(
     fallbacks: Option<String>,
 ) -> Result<ModelView, AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::core::catalogue::Model;
     use crate::core::domain::name;
     use crate::core::limits::parse_rate;
     use crate::format::Usd;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, user, scope) = authorize(&org_id, Action::ModelCatalogue).await?;
-            let model_id = name("id", &id, 120)?;
-            if !model_id.contains('/') || model_id.chars().any(char::is_whitespace) {
-                return Err(AppError::invalid(
-                    "id",
-                    "must look like provider/model, without spaces",
-                ));
-            }
-            let m = Model {
-                id: model_id,
-                provider: name("provider", &provider, 60)?,
-                upstream: name("upstream", &upstream, 120)?,
-                input_price: Usd::parse("input_price", &input_price)?,
-                output_price: Usd::parse("output_price", &output_price)?,
-                context_window: parse_rate("context_window", &context_window)?
-                    .ok_or_else(|| AppError::invalid("context_window", "is required"))?,
-                fallbacks: parse_fallbacks(fallbacks.as_deref().unwrap_or(""))?,
-            };
-            let actor = Actor::user(&user.id, &user.email);
-            crate::core::ops::upsert_model(&state, &actor, &scope, &m).await?;
-            Ok(view_of(m))
+    in_org(&org_id, Action::ModelCatalogue, |c| async move {
+        let model_id = name("id", &id, 120)?;
+        if !model_id.contains('/') || model_id.chars().any(char::is_whitespace) {
+            return Err(AppError::invalid(
+                "id",
+                "must look like provider/model, without spaces",
+            ));
         }
-        .await,
-    )
+        let m = Model {
+            id: model_id,
+            provider: name("provider", &provider, 60)?,
+            upstream: name("upstream", &upstream, 120)?,
+            input_price: Usd::parse("input_price", &input_price)?,
+            output_price: Usd::parse("output_price", &output_price)?,
+            context_window: parse_rate("context_window", &context_window)?
+                .ok_or_else(|| AppError::invalid("context_window", "is required"))?,
+            fallbacks: parse_fallbacks(fallbacks.as_deref().unwrap_or(""))?,
+        };
+        crate::core::ops::upsert_model(&c.state, &c.actor, &c.scope, &m).await?;
+        Ok(view_of(m))
+    })
+    .await
 }
 
 #[server(prefix = "/api/console", endpoint = "delete_model")]
 pub async fn delete_model(org_id: String, id: String) -> Result<(), AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, user, scope) = authorize(&org_id, Action::ModelCatalogue).await?;
-            let actor = Actor::user(&user.id, &user.email);
-            crate::core::ops::delete_model(&state, &actor, &scope, &id).await
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ModelCatalogue, |c| async move {
+        crate::core::ops::delete_model(&c.state, &c.actor, &c.scope, &id).await
+    })
+    .await
 }
 
 /// `provider:upstream` deployments, separated by commas or new lines.

@@ -138,6 +138,21 @@ impl KeyForm {
     }
 }
 
+#[cfg(feature = "ssr")]
+impl KeyForm {
+    /// The form parsed against the key's project as it stands now.
+    async fn limits_in(
+        self,
+        c: &super::ssr::Ctx<crate::policy::ProjectScope>,
+        now: i64,
+    ) -> Result<crate::core::keys::KeyLimits, AppError> {
+        let mut conn = c.state.db.pool.acquire().await?;
+        let project = crate::core::projects::get(&mut conn, &c.scope).await?;
+        drop(conn);
+        self.parse(&project, now)
+    }
+}
+
 /// Creates the caller's own key in a project (or, for those who manage all its
 /// keys, a service key owned by no one); the answer holds the token once.
 #[server(prefix = "/api/console", endpoint = "create_key")]
@@ -156,18 +171,15 @@ pub async fn create_key(
     service: Option<String>,
 ) -> Result<KeyIssued, AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::core::keys::Holder;
     use crate::core::ops;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, user, scope) =
-                authorize_project(&org_id, &project_id, Action::ManageOwnKeys).await?;
+    in_project_of(
+        &org_id,
+        &project_id,
+        Action::ManageOwnKeys,
+        |c| async move {
             let now = crate::core::now_ms();
-            let mut conn = state.db.pool.acquire().await?;
-            let project = crate::core::projects::get(&mut conn, &scope).await?;
-            drop(conn);
             let form = KeyForm {
                 name,
                 max_budget,
@@ -179,24 +191,24 @@ pub async fn create_key(
                 no_content_logging,
                 tags,
             };
-            let limits = form.parse(&project, now)?;
+            let limits = form.limits_in(&c, now).await?;
             // A service key belongs to no one: only whoever manages all the
             // project's keys may make one.
             let holder = if super::checkbox("service", service.as_deref())? {
-                crate::policy::authorize_key(&scope, None)?;
+                crate::policy::authorize_key(&c.scope, None)?;
                 Holder::Service
             } else {
-                Holder::User(&user.id)
+                Holder::User(&c.user.id)
             };
-            let actor = Actor::user(&user.id, &user.email);
-            let (row, token) = ops::create_key(&state, &actor, &scope, holder, &limits).await?;
+            let (row, token) =
+                ops::create_key(&c.state, &c.actor, &c.scope, holder, &limits).await?;
             Ok(KeyIssued {
                 key: view_of(row, now),
                 token: token.expose().to_owned(),
             })
-        }
-        .await,
+        },
     )
+    .await
 }
 
 /// One page of a project's keys: everyone's for admins and owners, one's own
@@ -213,10 +225,11 @@ pub async fn list_keys(
     use super::ssr::*;
     use crate::core::keys::{self, ListQuery, Sort};
     use crate::policy::{allows, Action};
-    answer(
-        async {
-            let (state, user, scope) =
-                authorize_project(&org_id, &project_id, Action::ManageOwnKeys).await?;
+    in_project_of(
+        &org_id,
+        &project_id,
+        Action::ManageOwnKeys,
+        |c| async move {
             let sort = match sort.as_deref().unwrap_or("newest") {
                 "" | "newest" => Sort::Newest,
                 "name" => Sort::Name,
@@ -229,18 +242,18 @@ pub async fn list_keys(
                 }
             };
             let page = page.unwrap_or(1).max(1);
-            let all = allows(Action::ManageProjectKeys, scope.seat());
+            let all = allows(Action::ManageProjectKeys, c.scope.seat());
             let tag = tag
                 .map(|t| t.trim().to_lowercase())
                 .filter(|t| !t.is_empty());
-            let mut conn = state.db.pool.acquire().await?;
+            let mut conn = c.state.db.pool.acquire().await?;
             let (rows, total) = keys::list(
                 &mut conn,
-                &scope,
+                &c.scope,
                 &ListQuery {
                     search: search.as_deref(),
                     tag: tag.as_deref(),
-                    owner: (!all).then_some(user.id.as_str()),
+                    owner: (!all).then_some(c.user.id.as_str()),
                     sort,
                     offset: (page - 1).saturating_mul(PAGE_SIZE),
                     limit: PAGE_SIZE,
@@ -254,9 +267,9 @@ pub async fn list_keys(
                 page,
                 page_size: PAGE_SIZE,
             })
-        }
-        .await,
+        },
     )
+    .await
 }
 
 /// Changes a key's name and limits, with the same rules as creating it.
@@ -275,54 +288,41 @@ pub async fn update_key(
     tags: String,
 ) -> Result<KeyView, AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::core::ops;
-    answer(
-        async {
-            let (state, user, scope, before) = authorize_key(&org_id, &key_id).await?;
-            let now = crate::core::now_ms();
-            let mut conn = state.db.pool.acquire().await?;
-            let project = crate::core::projects::get(&mut conn, &scope).await?;
-            drop(conn);
-            let form = KeyForm {
-                name,
-                max_budget,
-                budget_reset,
-                models,
-                tpm,
-                rpm,
-                expires_at,
-                no_content_logging,
-                tags,
-            };
-            let limits = crate::core::keys::KeyLimits {
-                metadata: before.limits.metadata.clone(),
-                ..form.parse(&project, now)?
-            };
-            let actor = Actor::user(&user.id, &user.email);
-            let row = ops::update_key(&state, &actor, &scope, &before, &limits).await?;
-            Ok(view_of(row, now))
-        }
-        .await,
-    )
+    on_key(&org_id, &key_id, |c, before| async move {
+        let now = crate::core::now_ms();
+        let form = KeyForm {
+            name,
+            max_budget,
+            budget_reset,
+            models,
+            tpm,
+            rpm,
+            expires_at,
+            no_content_logging,
+            tags,
+        };
+        let limits = crate::core::keys::KeyLimits {
+            metadata: before.limits.metadata.clone(),
+            ..form.limits_in(&c, now).await?
+        };
+        let row = ops::update_key(&c.state, &c.actor, &c.scope, &before, &limits).await?;
+        Ok(view_of(row, now))
+    })
+    .await
 }
 
 /// Revokes a key; the next request with it is refused.
 #[server(prefix = "/api/console", endpoint = "revoke_key")]
 pub async fn revoke_key(org_id: String, key_id: String) -> Result<KeyView, AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::core::ops;
-    answer(
-        async {
-            let (state, user, scope, before) = authorize_key(&org_id, &key_id).await?;
-            let actor = Actor::user(&user.id, &user.email);
-            let row = ops::revoke_key(&state, &actor, &scope, &before).await?;
-            let now = crate::core::now_ms();
-            Ok(view_of(row, now))
-        }
-        .await,
-    )
+    on_key(&org_id, &key_id, |c, before| async move {
+        let row = ops::revoke_key(&c.state, &c.actor, &c.scope, &before).await?;
+        let now = crate::core::now_ms();
+        Ok(view_of(row, now))
+    })
+    .await
 }
 
 /// A new token for the key, revealed once; the old one stops working at once,
@@ -334,38 +334,33 @@ pub async fn rotate_key(
     grace_minutes: Option<String>,
 ) -> Result<KeyIssued, AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::core::ops;
-    answer(
-        async {
-            let (state, user, scope, before) = authorize_key(&org_id, &key_id).await?;
-            let grace = match grace_minutes
-                .as_deref()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-            {
-                None => 0,
-                Some(s) => match s.parse::<i64>() {
-                    Ok(m) if (0..=10_080).contains(&m) => m,
-                    _ => {
-                        return Err(AppError::invalid(
-                            "grace_minutes",
-                            "must be a whole number of minutes from 0 to 10080",
-                        ))
-                    }
-                },
-            };
-            let actor = Actor::user(&user.id, &user.email);
-            let (row, token) =
-                ops::rotate_key(&state, &actor, &scope, &before, grace * 60_000).await?;
-            let now = crate::core::now_ms();
-            Ok(KeyIssued {
-                key: view_of(row, now),
-                token: token.expose().to_owned(),
-            })
-        }
-        .await,
-    )
+    on_key(&org_id, &key_id, |c, before| async move {
+        let grace = match grace_minutes
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            None => 0,
+            Some(s) => match s.parse::<i64>() {
+                Ok(m) if (0..=10_080).contains(&m) => m,
+                _ => {
+                    return Err(AppError::invalid(
+                        "grace_minutes",
+                        "must be a whole number of minutes from 0 to 10080",
+                    ))
+                }
+            },
+        };
+        let (row, token) =
+            ops::rotate_key(&c.state, &c.actor, &c.scope, &before, grace * 60_000).await?;
+        let now = crate::core::now_ms();
+        Ok(KeyIssued {
+            key: view_of(row, now),
+            token: token.expose().to_owned(),
+        })
+    })
+    .await
 }
 
 /// The caller's own keys across every project of the organization.
@@ -373,14 +368,11 @@ pub async fn rotate_key(
 pub async fn my_keys(org_id: String) -> Result<Vec<KeyView>, AppError> {
     use super::ssr::*;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, _, scope) = authorize(&org_id, Action::ViewOrganization).await?;
-            let mut conn = state.db.pool.acquire().await?;
-            let rows = crate::core::keys::of_owner(&mut conn, &scope).await?;
-            let now = crate::core::now_ms();
-            Ok(rows.into_iter().map(|k| view_of(k, now)).collect())
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ViewOrganization, |c| async move {
+        let mut conn = c.state.db.pool.acquire().await?;
+        let rows = crate::core::keys::of_owner(&mut conn, &c.scope).await?;
+        let now = crate::core::now_ms();
+        Ok(rows.into_iter().map(|k| view_of(k, now)).collect())
+    })
+    .await
 }

@@ -61,40 +61,34 @@ fn parse_role(raw: &str) -> Result<OrgRole, AppError> {
 pub async fn list_members(org_id: String) -> Result<Vec<MemberView>, AppError> {
     use super::ssr::*;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, _, scope) = authorize(&org_id, Action::ManageOrgMembers).await?;
-            let mut conn = state.db.pool.acquire().await?;
-            let rows = crate::core::members::list(&mut conn, &scope).await?;
-            Ok(rows
-                .into_iter()
-                .map(|m| MemberView {
-                    user_id: m.user_id,
-                    email: m.email,
-                    name: m.name,
-                    role: m.role,
-                    joined_at: m.joined_at,
-                })
-                .collect())
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ManageOrgMembers, |c| async move {
+        let mut conn = c.state.db.pool.acquire().await?;
+        let rows = crate::core::members::list(&mut conn, &c.scope).await?;
+        Ok(rows
+            .into_iter()
+            .map(|m| MemberView {
+                user_id: m.user_id,
+                email: m.email,
+                name: m.name,
+                role: m.role,
+                joined_at: m.joined_at,
+            })
+            .collect())
+    })
+    .await
 }
 
 #[server(prefix = "/api/console", endpoint = "list_invitations")]
 pub async fn list_invitations(org_id: String) -> Result<Vec<InvitationView>, AppError> {
     use super::ssr::*;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, _, scope) = authorize(&org_id, Action::ManageOrgMembers).await?;
-            let mut conn = state.db.pool.acquire().await?;
-            let rows =
-                crate::core::invitations::pending(&mut conn, &scope, crate::core::now_ms()).await?;
-            Ok(rows.into_iter().map(view_of).collect())
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ManageOrgMembers, |c| async move {
+        let mut conn = c.state.db.pool.acquire().await?;
+        let rows =
+            crate::core::invitations::pending(&mut conn, &c.scope, crate::core::now_ms()).await?;
+        Ok(rows.into_iter().map(view_of).collect())
+    })
+    .await
 }
 
 /// Invites an email with a role; the answer holds the one link that accepts it.
@@ -105,39 +99,29 @@ pub async fn invite_member(
     role: String,
 ) -> Result<InvitationCreated, AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::core::domain::Email;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, user, scope) = authorize(&org_id, Action::ManageOrgMembers).await?;
-            let email = Email::parse("email", &email)?;
-            let role = parse_role(&role)?;
-            let actor = Actor::user(&user.id, &user.email);
-            let (inv, token) =
-                crate::core::ops::invite(&state, &actor, &scope, &email, role, None).await?;
-            Ok(InvitationCreated {
-                link: format!("{}/invite/{}", state.public_url, token.expose()),
-                invitation: view_of(inv),
-            })
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ManageOrgMembers, |c| async move {
+        let email = Email::parse("email", &email)?;
+        let role = parse_role(&role)?;
+        let (inv, token) =
+            crate::core::ops::invite(&c.state, &c.actor, &c.scope, &email, role, None).await?;
+        Ok(InvitationCreated {
+            link: format!("{}/invite/{}", c.state.public_url, token.expose()),
+            invitation: view_of(inv),
+        })
+    })
+    .await
 }
 
 #[server(prefix = "/api/console", endpoint = "revoke_invitation")]
 pub async fn revoke_invitation(org_id: String, invitation_id: String) -> Result<(), AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, user, scope) = authorize(&org_id, Action::ManageOrgMembers).await?;
-            let actor = Actor::user(&user.id, &user.email);
-            crate::core::ops::revoke_invitation(&state, &actor, &scope, &invitation_id).await
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ManageOrgMembers, |c| async move {
+        crate::core::ops::revoke_invitation(&c.state, &c.actor, &c.scope, &invitation_id).await
+    })
+    .await
 }
 
 #[server(prefix = "/api/console", endpoint = "change_member_role")]
@@ -147,41 +131,31 @@ pub async fn change_member_role(
     role: String,
 ) -> Result<MemberView, AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, user, scope) = authorize(&org_id, Action::ManageOrgMembers).await?;
-            let role = parse_role(&role)?;
-            let actor = Actor::user(&user.id, &user.email);
-            let before =
-                crate::core::ops::change_member_role(&state, &actor, &scope, &user_id, role)
-                    .await?;
-            Ok(MemberView {
-                user_id: before.user_id,
-                email: before.email,
-                name: before.name,
-                role,
-                joined_at: before.joined_at,
-            })
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ManageOrgMembers, |c| async move {
+        let role = parse_role(&role)?;
+        let before =
+            crate::core::ops::change_member_role(&c.state, &c.actor, &c.scope, &user_id, role)
+                .await?;
+        Ok(MemberView {
+            user_id: before.user_id,
+            email: before.email,
+            name: before.name,
+            role,
+            joined_at: before.joined_at,
+        })
+    })
+    .await
 }
 
 #[server(prefix = "/api/console", endpoint = "remove_member")]
 pub async fn remove_member(org_id: String, user_id: String) -> Result<(), AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, user, scope) = authorize(&org_id, Action::ManageOrgMembers).await?;
-            let actor = Actor::user(&user.id, &user.email);
-            crate::core::ops::remove_member(&state, &actor, &scope, &user_id).await
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ManageOrgMembers, |c| async move {
+        crate::core::ops::remove_member(&c.state, &c.actor, &c.scope, &user_id).await
+    })
+    .await
 }
 
 /// What an invitation link opens; public, since the invitee has no session yet.

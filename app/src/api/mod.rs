@@ -29,9 +29,11 @@ pub const PUBLIC_SERVER_FNS: &[&str] = &[
 #[cfg(feature = "ssr")]
 pub(crate) mod ssr {
     use leptos::prelude::use_context;
+    use std::future::Future;
     use std::net::{IpAddr, SocketAddr};
     use tower_sessions::Session;
 
+    use crate::core::audit::Actor;
     use crate::core::state::AppState;
     use crate::core::users::{self, User};
     use crate::core::{members, now_ms};
@@ -179,6 +181,77 @@ pub(crate) mod ssr {
         let (state, user, member) = member_of(org_id).await?;
         let scope = in_project(&state, member, project_id, action).await?;
         Ok((state, user, scope))
+    }
+
+    /// What an authorized server function works with: the state, the caller
+    /// as the audit log names them, and the scope the policy granted.
+    pub struct Ctx<S> {
+        pub state: AppState,
+        pub user: User,
+        pub actor: Actor,
+        pub scope: S,
+    }
+
+    impl<S> Ctx<S> {
+        fn new(state: AppState, user: User, scope: S) -> Ctx<S> {
+            let actor = Actor::user(&user.id, &user.email);
+            Ctx {
+                state,
+                user,
+                actor,
+                scope,
+            }
+        }
+    }
+
+    /// Runs `f` once the caller may do `action` in `org_id`; its error sets
+    /// the HTTP status.
+    pub async fn in_org<T, F>(
+        org_id: &str,
+        action: Action,
+        f: impl FnOnce(Ctx<OrgScope>) -> F,
+    ) -> Result<T, AppError>
+    where
+        F: Future<Output = Result<T, AppError>>,
+    {
+        let run = async {
+            let (state, user, scope) = authorize(org_id, action).await?;
+            f(Ctx::new(state, user, scope)).await
+        };
+        answer(run.await)
+    }
+
+    /// Runs `f` once the caller may do `action` in the project.
+    pub async fn in_project_of<T, F>(
+        org_id: &str,
+        project_id: &str,
+        action: Action,
+        f: impl FnOnce(Ctx<ProjectScope>) -> F,
+    ) -> Result<T, AppError>
+    where
+        F: Future<Output = Result<T, AppError>>,
+    {
+        let run = async {
+            let (state, user, scope) = authorize_project(org_id, project_id, action).await?;
+            f(Ctx::new(state, user, scope)).await
+        };
+        answer(run.await)
+    }
+
+    /// Runs `f` on one key once the caller may act on it (`authorize_key`).
+    pub async fn on_key<T, F>(
+        org_id: &str,
+        key_id: &str,
+        f: impl FnOnce(Ctx<ProjectScope>, crate::core::keys::KeyRow) -> F,
+    ) -> Result<T, AppError>
+    where
+        F: Future<Output = Result<T, AppError>>,
+    {
+        let run = async {
+            let (state, user, scope, key) = authorize_key(org_id, key_id).await?;
+            f(Ctx::new(state, user, scope), key).await
+        };
+        answer(run.await)
     }
 
     /// The policy's decision for a member of the organization in one project.

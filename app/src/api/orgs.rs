@@ -61,7 +61,6 @@ pub async fn get_org(org_id: String) -> Result<OrgView, AppError> {
 #[server(prefix = "/api/console", endpoint = "rename_org")]
 pub async fn rename_org(org_id: String, name: String) -> Result<OrgView, AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::core::domain::OrgName;
     use crate::policy::Action;
     answer(
@@ -69,7 +68,7 @@ pub async fn rename_org(org_id: String, name: String) -> Result<OrgView, AppErro
             let (state, user, member) = member_of(&org_id).await?;
             let scope = crate::policy::authorize_org(&member, Action::EditOrganization)?;
             let name = OrgName::parse("name", &name)?;
-            let actor = Actor::user(&user.id, &user.email);
+            let actor = crate::core::audit::Actor::user(&user.id, &user.email);
             let before = crate::core::ops::rename_org(&state, &actor, &scope, &name).await?;
             Ok(OrgView {
                 id: before.id,
@@ -102,16 +101,13 @@ fn spending_view(s: crate::core::orgs::Spending) -> SpendingView {
 pub async fn get_spending(org_id: String) -> Result<SpendingView, AppError> {
     use super::ssr::*;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, _, scope) = authorize(&org_id, Action::ViewOrganization).await?;
-            let mut conn = state.db.pool.acquire().await?;
-            Ok(spending_view(
-                crate::core::orgs::spending(&mut conn, &scope).await?,
-            ))
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ViewOrganization, |c| async move {
+        let mut conn = c.state.db.pool.acquire().await?;
+        Ok(spending_view(
+            crate::core::orgs::spending(&mut conn, &c.scope).await?,
+        ))
+    })
+    .await
 }
 
 /// Both settings go through here; each needs its own permission, and only a
@@ -125,23 +121,18 @@ pub async fn update_spending(
     content_logging: Option<String>,
 ) -> Result<SpendingView, AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::core::limits::ResetInterval;
     use crate::core::orgs::Spending;
     use crate::format::Usd;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, user, scope) = authorize(&org_id, Action::ViewOrganization).await?;
-            let wanted = Spending {
-                spend_cap: Usd::parse_optional("spend_cap", &spend_cap)?,
-                spend_cap_reset: ResetInterval::parse("spend_cap_reset", &spend_cap_reset)?,
-                content_logging: super::checkbox("content_logging", content_logging.as_deref())?,
-            };
-            let actor = Actor::user(&user.id, &user.email);
-            crate::core::ops::update_spending(&state, &actor, &scope, &wanted).await?;
-            Ok(spending_view(wanted))
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ViewOrganization, |c| async move {
+        let wanted = Spending {
+            spend_cap: Usd::parse_optional("spend_cap", &spend_cap)?,
+            spend_cap_reset: ResetInterval::parse("spend_cap_reset", &spend_cap_reset)?,
+            content_logging: super::checkbox("content_logging", content_logging.as_deref())?,
+        };
+        crate::core::ops::update_spending(&c.state, &c.actor, &c.scope, &wanted).await?;
+        Ok(spending_view(wanted))
+    })
+    .await
 }

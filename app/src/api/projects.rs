@@ -52,73 +52,61 @@ pub struct ProjectMemberView {
 pub async fn list_projects(org_id: String) -> Result<Vec<ProjectSummary>, AppError> {
     use super::ssr::*;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, _, scope) = authorize(&org_id, Action::ViewOrganization).await?;
-            let mut conn = state.db.pool.acquire().await?;
-            let rows = crate::core::projects::visible(&mut conn, &scope).await?;
-            Ok(rows
-                .into_iter()
-                .map(|(p, role)| ProjectSummary {
-                    id: p.id,
-                    name: p.name,
-                    my_seat: scope.seat().with_project(role),
-                })
-                .collect())
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ViewOrganization, |c| async move {
+        let mut conn = c.state.db.pool.acquire().await?;
+        let rows = crate::core::projects::visible(&mut conn, &c.scope).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(p, role)| ProjectSummary {
+                id: p.id,
+                name: p.name,
+                my_seat: c.scope.seat().with_project(role),
+            })
+            .collect())
+    })
+    .await
 }
 
 #[server(prefix = "/api/console", endpoint = "create_project")]
 pub async fn create_project(org_id: String, name: String) -> Result<ProjectSummary, AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, user, scope) = authorize(&org_id, Action::CreateProject).await?;
-            let name = crate::core::domain::name("name", &name, 100)?;
-            let actor = Actor::user(&user.id, &user.email);
-            let p = crate::core::ops::create_project(&state, &actor, &scope, &name).await?;
-            Ok(ProjectSummary {
-                id: p.id,
-                name: p.name,
-                my_seat: Seat::OrgOwner,
-            })
-        }
-        .await,
-    )
+    in_org(&org_id, Action::CreateProject, |c| async move {
+        let name = crate::core::domain::name("name", &name, 100)?;
+        let p = crate::core::ops::create_project(&c.state, &c.actor, &c.scope, &name).await?;
+        Ok(ProjectSummary {
+            id: p.id,
+            name: p.name,
+            my_seat: Seat::OrgOwner,
+        })
+    })
+    .await
 }
 
 #[server(prefix = "/api/console", endpoint = "get_project")]
 pub async fn get_project(org_id: String, project_id: String) -> Result<ProjectView, AppError> {
     use super::ssr::*;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, _, scope) =
-                authorize_project(&org_id, &project_id, Action::ViewProject).await?;
-            let mut conn = state.db.pool.acquire().await?;
-            let p = crate::core::projects::get(&mut conn, &scope).await?;
-            let live_keys =
-                crate::core::keys::live_count(&mut conn, &scope, crate::core::now_ms()).await?;
-            Ok(ProjectView {
-                id: p.id,
-                name: p.name,
-                models: p.models,
-                tpm_limit: p.tpm_limit,
-                rpm_limit: p.rpm_limit,
-                budget_micros: p.budget.map(crate::format::Usd::micros),
-                budget_reset: p.budget_reset.as_str().to_owned(),
-                ip_allowlist: p.ip_allowlist,
-                content_logging: p.content_logging,
-                my_seat: scope.seat(),
-                live_keys,
-            })
-        }
-        .await,
-    )
+    in_project_of(&org_id, &project_id, Action::ViewProject, |c| async move {
+        let mut conn = c.state.db.pool.acquire().await?;
+        let p = crate::core::projects::get(&mut conn, &c.scope).await?;
+        let live_keys =
+            crate::core::keys::live_count(&mut conn, &c.scope, crate::core::now_ms()).await?;
+        Ok(ProjectView {
+            id: p.id,
+            name: p.name,
+            models: p.models,
+            tpm_limit: p.tpm_limit,
+            rpm_limit: p.rpm_limit,
+            budget_micros: p.budget.map(crate::format::Usd::micros),
+            budget_reset: p.budget_reset.as_str().to_owned(),
+            ip_allowlist: p.ip_allowlist,
+            content_logging: p.content_logging,
+            my_seat: c.scope.seat(),
+            live_keys,
+        })
+    })
+    .await
 }
 
 /// Changes a project's settings: name, models (from the catalogue), TPM, RPM,
@@ -137,15 +125,15 @@ pub async fn update_project(
     content_logging: Option<String>,
 ) -> Result<ProjectView, AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::core::limits::{parse_ip_allowlist, parse_rate, ResetInterval};
     use crate::core::projects;
     use crate::format::Usd;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, user, scope) =
-                authorize_project(&org_id, &project_id, Action::EditProjectSettings).await?;
+    in_project_of(
+        &org_id,
+        &project_id,
+        Action::EditProjectSettings,
+        |c| async move {
             let mut models = models.unwrap_or_default();
             models.dedup();
             let settings = projects::Settings {
@@ -158,12 +146,12 @@ pub async fn update_project(
                 ip_allowlist: parse_ip_allowlist("ip_allowlist", &ip_allowlist)?,
                 content_logging: super::checkbox("content_logging", content_logging.as_deref())?,
             };
-            let actor = Actor::user(&user.id, &user.email);
-            crate::core::ops::update_project(&state, &actor, &scope, &settings).await?;
-            get_project(org_id, project_id).await
-        }
-        .await,
+            crate::core::ops::update_project(&c.state, &c.actor, &c.scope, &settings).await?;
+            let scope = &c.scope;
+            get_project(scope.org_id().to_owned(), scope.project_id().to_owned()).await
+        },
     )
+    .await
 }
 
 /// Deletes a project and revokes its keys; `confirm` must repeat its name.
@@ -174,15 +162,15 @@ pub async fn delete_project(
     confirm: String,
 ) -> Result<i64, AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::core::projects;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, user, scope) =
-                authorize_project(&org_id, &project_id, Action::DeleteProject).await?;
-            let mut conn = state.db.pool.acquire().await?;
-            let p = projects::get(&mut conn, &scope).await?;
+    in_project_of(
+        &org_id,
+        &project_id,
+        Action::DeleteProject,
+        |c| async move {
+            let mut conn = c.state.db.pool.acquire().await?;
+            let p = projects::get(&mut conn, &c.scope).await?;
             drop(conn);
             if confirm.trim() != p.name {
                 return Err(AppError::invalid(
@@ -190,12 +178,12 @@ pub async fn delete_project(
                     format!("type the project's name, '{}', to delete it", p.name),
                 ));
             }
-            let actor = Actor::user(&user.id, &user.email);
-            let revoked = crate::core::ops::delete_project(&state, &actor, &scope, &p).await?;
+            let revoked =
+                crate::core::ops::delete_project(&c.state, &c.actor, &c.scope, &p).await?;
             Ok(revoked)
-        }
-        .await,
+        },
     )
+    .await
 }
 
 #[server(prefix = "/api/console", endpoint = "list_project_members")]
@@ -205,12 +193,13 @@ pub async fn list_project_members(
 ) -> Result<Vec<ProjectMemberView>, AppError> {
     use super::ssr::*;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, _, scope) =
-                authorize_project(&org_id, &project_id, Action::ViewProjectMembers).await?;
-            let mut conn = state.db.pool.acquire().await?;
-            let rows = crate::core::projects::members(&mut conn, &scope).await?;
+    in_project_of(
+        &org_id,
+        &project_id,
+        Action::ViewProjectMembers,
+        |c| async move {
+            let mut conn = c.state.db.pool.acquire().await?;
+            let rows = crate::core::projects::members(&mut conn, &c.scope).await?;
             Ok(rows
                 .into_iter()
                 .map(|m| ProjectMemberView {
@@ -221,9 +210,9 @@ pub async fn list_project_members(
                     org_role: m.org_role,
                 })
                 .collect())
-        }
-        .await,
+        },
     )
+    .await
 }
 
 #[cfg(feature = "ssr")]
@@ -235,19 +224,21 @@ async fn set_project_member(
     adding: bool,
 ) -> Result<(), AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::policy::Action;
     let action = if adding {
         Action::AddProjectMembers
     } else {
         Action::EditProjectMemberRoles
     };
-    let (state, user, scope) = authorize_project(&org_id, &project_id, action).await?;
-    let role: ProjectRole = role
-        .parse()
-        .map_err(|e: String| AppError::invalid("role", e))?;
-    let actor = Actor::user(&user.id, &user.email);
-    crate::core::ops::set_project_member(&state, &actor, &scope, &user_id, role, adding).await
+    in_project_of(&org_id, &project_id, action, |c| async move {
+        let role: ProjectRole = role
+            .parse()
+            .map_err(|e: String| AppError::invalid("role", e))?;
+        let scope = &c.scope;
+        crate::core::ops::set_project_member(&c.state, &c.actor, scope, &user_id, role, adding)
+            .await
+    })
+    .await
 }
 
 /// Adds a member of the organization to the project as admin or member.
@@ -258,7 +249,7 @@ pub async fn add_project_member(
     user_id: String,
     role: String,
 ) -> Result<(), AppError> {
-    super::ssr::answer(set_project_member(org_id, project_id, user_id, role, true).await)
+    set_project_member(org_id, project_id, user_id, role, true).await
 }
 
 #[server(prefix = "/api/console", endpoint = "change_project_member_role")]
@@ -268,7 +259,7 @@ pub async fn change_project_member_role(
     user_id: String,
     role: String,
 ) -> Result<(), AppError> {
-    super::ssr::answer(set_project_member(org_id, project_id, user_id, role, false).await)
+    set_project_member(org_id, project_id, user_id, role, false).await
 }
 
 /// Removes someone from the project; the keys they own there are revoked.
@@ -279,19 +270,19 @@ pub async fn remove_project_member(
     user_id: String,
 ) -> Result<u64, AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, user, scope) =
-                authorize_project(&org_id, &project_id, Action::EditProjectMemberRoles).await?;
-            let actor = Actor::user(&user.id, &user.email);
+    in_project_of(
+        &org_id,
+        &project_id,
+        Action::EditProjectMemberRoles,
+        |c| async move {
             let revoked =
-                crate::core::ops::remove_project_member(&state, &actor, &scope, &user_id).await?;
+                crate::core::ops::remove_project_member(&c.state, &c.actor, &c.scope, &user_id)
+                    .await?;
             Ok(revoked)
-        }
-        .await,
+        },
     )
+    .await
 }
 
 /// A person who could be added to a project.
@@ -311,12 +302,13 @@ pub async fn project_candidates(
 ) -> Result<Vec<Candidate>, AppError> {
     use super::ssr::*;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, _, scope) =
-                authorize_project(&org_id, &project_id, Action::AddProjectMembers).await?;
-            let mut conn = state.db.pool.acquire().await?;
-            let rows = crate::core::projects::candidates(&mut conn, &scope).await?;
+    in_project_of(
+        &org_id,
+        &project_id,
+        Action::AddProjectMembers,
+        |c| async move {
+            let mut conn = c.state.db.pool.acquire().await?;
+            let rows = crate::core::projects::candidates(&mut conn, &c.scope).await?;
             Ok(rows
                 .into_iter()
                 .map(|(user_id, email, name)| Candidate {
@@ -325,7 +317,7 @@ pub async fn project_candidates(
                     name,
                 })
                 .collect())
-        }
-        .await,
+        },
     )
+    .await
 }

@@ -31,15 +31,12 @@ fn view_of(p: crate::core::providers::Provider) -> ProviderView {
 pub async fn list_providers(org_id: String) -> Result<Vec<ProviderView>, AppError> {
     use super::ssr::*;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, _, scope) = authorize(&org_id, Action::ExternalKeys).await?;
-            let mut conn = state.db.pool.acquire().await?;
-            let list = crate::core::providers::list(&mut conn, &scope).await?;
-            Ok(list.into_iter().map(view_of).collect())
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ExternalKeys, |c| async move {
+        let mut conn = c.state.db.pool.acquire().await?;
+        let list = crate::core::providers::list(&mut conn, &c.scope).await?;
+        Ok(list.into_iter().map(view_of).collect())
+    })
+    .await
 }
 
 /// Adds a provider or changes the one of that name; a blank `api_key` keeps
@@ -54,39 +51,29 @@ pub async fn upsert_provider(
     latency_ms: Option<String>,
 ) -> Result<ProviderView, AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::core::providers::NewProvider;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, user, scope) = authorize(&org_id, Action::ExternalKeys).await?;
-            let p = NewProvider::parse(
-                &name,
-                &kind,
-                &base_url,
-                &api_key,
-                latency_ms.as_deref().unwrap_or(""),
-            )?;
-            p.check_network(state.allow_private_networks).await?;
-            let actor = Actor::user(&user.id, &user.email);
-            let after = crate::core::ops::upsert_provider(&state, &actor, &scope, &p).await?;
-            Ok(view_of(after))
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ExternalKeys, |c| async move {
+        let p = NewProvider::parse(
+            &name,
+            &kind,
+            &base_url,
+            &api_key,
+            latency_ms.as_deref().unwrap_or(""),
+        )?;
+        p.check_network(c.state.allow_private_networks).await?;
+        let after = crate::core::ops::upsert_provider(&c.state, &c.actor, &c.scope, &p).await?;
+        Ok(view_of(after))
+    })
+    .await
 }
 
 #[server(prefix = "/api/console", endpoint = "delete_provider")]
 pub async fn delete_provider(org_id: String, name: String) -> Result<(), AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, user, scope) = authorize(&org_id, Action::ExternalKeys).await?;
-            let actor = Actor::user(&user.id, &user.email);
-            crate::core::ops::delete_provider(&state, &actor, &scope, &name).await
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ExternalKeys, |c| async move {
+        crate::core::ops::delete_provider(&c.state, &c.actor, &c.scope, &name).await
+    })
+    .await
 }

@@ -46,15 +46,12 @@ fn view_of(k: crate::core::provisioning::ProvisioningKey) -> ProvisioningKeyView
 pub async fn list_provisioning_keys(org_id: String) -> Result<Vec<ProvisioningKeyView>, AppError> {
     use super::ssr::*;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, _, scope) = authorize(&org_id, Action::ManageAllKeys).await?;
-            let mut conn = state.db.pool.acquire().await?;
-            let list = crate::core::provisioning::list(&mut conn, &scope).await?;
-            Ok(list.into_iter().map(view_of).collect())
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ManageAllKeys, |c| async move {
+        let mut conn = c.state.db.pool.acquire().await?;
+        let list = crate::core::provisioning::list(&mut conn, &c.scope).await?;
+        Ok(list.into_iter().map(view_of).collect())
+    })
+    .await
 }
 
 #[server(prefix = "/api/console", endpoint = "create_provisioning_key")]
@@ -63,41 +60,32 @@ pub async fn create_provisioning_key(
     name: String,
 ) -> Result<ProvisioningKeyIssued, AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, user, scope) = authorize(&org_id, Action::ManageAllKeys).await?;
-            let name = crate::core::domain::name("name", &name, 100)?;
-            let actor = Actor::user(&user.id, &user.email);
-            let (key, token) = crate::core::ops::create_provisioning_key(
-                &state.db.pool,
-                &actor,
-                scope.org_id(),
-                &name,
-                Some(&user.id),
-            )
-            .await?;
-            Ok(ProvisioningKeyIssued {
-                key: view_of(key),
-                token: token.expose().to_owned(),
-            })
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ManageAllKeys, |c| async move {
+        let name = crate::core::domain::name("name", &name, 100)?;
+        let (key, token) = crate::core::ops::create_provisioning_key(
+            &c.state.db.pool,
+            &c.actor,
+            c.scope.org_id(),
+            &name,
+            Some(&c.user.id),
+        )
+        .await?;
+        Ok(ProvisioningKeyIssued {
+            key: view_of(key),
+            token: token.expose().to_owned(),
+        })
+    })
+    .await
 }
 
 #[server(prefix = "/api/console", endpoint = "revoke_provisioning_key")]
 pub async fn revoke_provisioning_key(org_id: String, key_id: String) -> Result<(), AppError> {
     use super::ssr::*;
-    use crate::core::audit::Actor;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, user, scope) = authorize(&org_id, Action::ManageAllKeys).await?;
-            let actor = Actor::user(&user.id, &user.email);
-            crate::core::ops::revoke_provisioning_key(&state.db.pool, &actor, &scope, &key_id).await
-        }
-        .await,
-    )
+    in_org(&org_id, Action::ManageAllKeys, |c| async move {
+        crate::core::ops::revoke_provisioning_key(&c.state.db.pool, &c.actor, &c.scope, &key_id)
+            .await
+    })
+    .await
 }

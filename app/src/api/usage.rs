@@ -86,10 +86,11 @@ pub async fn list_requests(
     use super::ssr::*;
     use crate::core::{projects, usage};
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, _, scope) =
-                authorize_project(&org_id, &project_id, Action::ViewRequestLog).await?;
+    in_project_of(
+        &org_id,
+        &project_id,
+        Action::ViewRequestLog,
+        |c| async move {
             let cursor = match before.as_deref().filter(|s| !s.is_empty()) {
                 None => None,
                 Some(c) => {
@@ -98,11 +99,11 @@ pub async fn list_requests(
                     Some((at.parse::<i64>().map_err(|_| bad())?, id.to_owned()))
                 }
             };
-            let mut conn = state.db.pool.acquire().await?;
-            let project = projects::get(&mut conn, &scope).await?;
+            let mut conn = c.state.db.pool.acquire().await?;
+            let project = projects::get(&mut conn, &c.scope).await?;
             let mut rows = usage::requests(
                 &mut conn,
-                &scope,
+                &c.scope,
                 cursor.as_ref().map(|(a, i)| (*a, i.as_str())),
                 REQUEST_PAGE + 1,
             )
@@ -136,9 +137,9 @@ pub async fn list_requests(
                     })
                     .collect(),
             })
-        }
-        .await,
+        },
     )
+    .await
 }
 
 /// The kept bodies of one request.
@@ -158,13 +159,14 @@ pub async fn get_request_bodies(
     use super::ssr::*;
     use crate::core::usage;
     use crate::policy::Action;
-    answer(
-        async {
-            let (state, _, scope) =
-                authorize_project(&org_id, &project_id, Action::ViewRequestLog).await?;
-            let mut conn = state.db.pool.acquire().await?;
+    in_project_of(
+        &org_id,
+        &project_id,
+        Action::ViewRequestLog,
+        |c| async move {
+            let mut conn = c.state.db.pool.acquire().await?;
             let (request, response, truncated) =
-                usage::request_bodies(&mut conn, &scope, &request_id)
+                usage::request_bodies(&mut conn, &c.scope, &request_id)
                     .await?
                     .ok_or_else(|| AppError::not_found("request body"))?;
             Ok(RequestBodies {
@@ -172,7 +174,7 @@ pub async fn get_request_bodies(
                 response,
                 truncated,
             })
-        }
-        .await,
+        },
     )
+    .await
 }

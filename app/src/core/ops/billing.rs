@@ -128,18 +128,111 @@ pub async fn set_alerting(
     scope: &OrgScope,
     alerting: &orgs::Alerting,
 ) -> Result<(), AppError> {
-    let urls = [
-        ("webhook_url", &alerting.webhook_url),
-        ("slack_url", &alerting.slack_url),
-    ];
-    for (field, url) in urls {
+    check_urls(state, [&alerting.webhook_url, &alerting.slack_url]).await?;
+    change_alerting(state, actor, scope, |a| *a = alerting.clone()).await
+}
+
+/// The console's edit of the alert settings: a URL to set (`Some(Some)`),
+/// to remove (`Some(None)`) or to keep (`None`), and the thresholds.
+pub struct AlertingEdit {
+    pub webhook_url: Option<Option<String>>,
+    pub slack_url: Option<Option<String>>,
+    pub thresholds: Vec<i64>,
+}
+
+impl AlertingEdit {
+    /// The form's fields: an empty URL keeps the one set before, a clear
+    /// box removes it; thresholds are percentages from 1 to 1000 (none: the
+    /// defaults).
+    pub fn parse(
+        (webhook_url, clear_webhook): (&str, bool),
+        (slack_url, clear_slack): (&str, bool),
+        thresholds: &str,
+    ) -> Result<AlertingEdit, AppError> {
+        let url = |field: &str, raw: &str, clear: bool| -> Result<_, AppError> {
+            let raw = raw.trim();
+            if raw.is_empty() {
+                return Ok(clear.then_some(None));
+            }
+            let url = url::Url::parse(raw)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .ok_or_else(|| AppError::invalid(field, "not an http(s) URL"))?;
+            Ok(Some((!clear).then(|| url.to_string())))
+        };
+        let mut levels = Vec::new();
+        for part in thresholds
+            .split([',', ' '])
+            .filter(|s| !s.trim().is_empty())
+        {
+            match part.trim().trim_end_matches('%').parse::<i64>() {
+                Ok(n) if (1..=1000).contains(&n) => levels.push(n),
+                _ => {
+                    return Err(AppError::invalid(
+                        "thresholds",
+                        format!("'{part}' is not a percentage from 1 to 1000"),
+                    ))
+                }
+            }
+        }
+        levels.sort_unstable();
+        levels.dedup();
+        if levels.is_empty() {
+            levels = orgs::DEFAULT_THRESHOLDS.to_vec();
+        }
+        Ok(AlertingEdit {
+            webhook_url: url("webhook_url", webhook_url, clear_webhook)?,
+            slack_url: url("slack_url", slack_url, clear_slack)?,
+            thresholds: levels,
+        })
+    }
+}
+
+/// Applies the console's edit to the settings as they are inside the
+/// transaction; a newly set webhook is checked like `set_alerting`'s.
+pub async fn update_alerting(
+    state: &AppState,
+    actor: &Actor,
+    scope: &OrgScope,
+    edit: AlertingEdit,
+) -> Result<(), AppError> {
+    let webhook = edit.webhook_url.clone().flatten();
+    let slack = edit.slack_url.clone().flatten();
+    check_urls(state, [&webhook, &slack]).await?;
+    change_alerting(state, actor, scope, |a| {
+        if let Some(url) = edit.webhook_url {
+            a.webhook_url = url;
+        }
+        if let Some(url) = edit.slack_url {
+            a.slack_url = url;
+        }
+        a.thresholds = edit.thresholds;
+    })
+    .await
+}
+
+async fn check_urls(state: &AppState, urls: [&Option<String>; 2]) -> Result<(), AppError> {
+    for (field, url) in ["webhook_url", "slack_url"].into_iter().zip(urls) {
         if let Some(url) = url {
             super::super::net::check_url(field, url, state.allow_private_networks).await?;
         }
     }
+    Ok(())
+}
+
+/// The settings as `edit` leaves them, with the "before" read in the same
+/// transaction.
+async fn change_alerting(
+    state: &AppState,
+    actor: &Actor,
+    scope: &OrgScope,
+    edit: impl FnOnce(&mut orgs::Alerting),
+) -> Result<(), AppError> {
     let mut op = Audited::begin(state).await?;
     let before = orgs::alerting(&mut op.tx, scope).await?;
-    orgs::set_alerting(&mut op.tx, scope, alerting, op.now).await?;
+    let mut alerting = before.clone();
+    edit(&mut alerting);
+    orgs::set_alerting(&mut op.tx, scope, &alerting, op.now).await?;
     // Webhook URLs carry their token: the audit log keeps where, not the URL.
     let as_json = |a: &orgs::Alerting| {
         json!({
@@ -154,7 +247,7 @@ pub async fn set_alerting(
         "organization",
         scope.org_id(),
         Some(as_json(&before)),
-        Some(as_json(alerting)),
+        Some(as_json(&alerting)),
     );
     op.finish(actor, change, None).await
 }
