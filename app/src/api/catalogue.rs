@@ -66,7 +66,6 @@ pub async fn upsert_model(
     use crate::core::catalogue::Model;
     use crate::core::domain::name;
     use crate::core::limits::parse_rate;
-    use crate::format::Usd;
     use crate::policy::Action;
     in_org(&org_id, Action::ModelCatalogue, |c| async move {
         let model_id = name("id", &id, 120)?;
@@ -80,16 +79,42 @@ pub async fn upsert_model(
             id: model_id,
             provider: name("provider", &provider, 60)?,
             upstream: name("upstream", &upstream, 120)?,
-            input_price: Usd::parse("input_price", &input_price)?,
-            output_price: Usd::parse("output_price", &output_price)?,
+            input_price: price("input_price", &input_price)?,
+            output_price: price("output_price", &output_price)?,
             context_window: parse_rate("context_window", &context_window)?
-                .ok_or_else(|| AppError::invalid("context_window", "is required"))?,
+                .filter(|n| *n <= MAX_CONTEXT_WINDOW)
+                .ok_or_else(|| {
+                    AppError::invalid(
+                        "context_window",
+                        format!("is required, a whole number up to {MAX_CONTEXT_WINDOW}"),
+                    )
+                })?,
             fallbacks: parse_fallbacks(fallbacks.as_deref().unwrap_or(""))?,
         };
         crate::core::ops::upsert_model(&c.state, &c.actor, &c.scope, &m).await?;
         Ok(view_of(m))
     })
     .await
+}
+
+/// Bounds on what an owner may enter, so that a request's worst case
+/// (context window x price) stays far inside the ledger's integers.
+#[cfg(feature = "ssr")]
+const MAX_CONTEXT_WINDOW: i64 = 100_000_000;
+#[cfg(feature = "ssr")]
+const MAX_PRICE_MICROS: i64 = 1_000_000 * 1_000_000;
+
+/// A price per million tokens, at most $1,000,000.
+#[cfg(feature = "ssr")]
+fn price(field: &str, raw: &str) -> Result<crate::format::Usd, AppError> {
+    let p = crate::format::Usd::parse(field, raw)?;
+    if p.micros() > MAX_PRICE_MICROS {
+        return Err(AppError::invalid(
+            field,
+            "at most $1,000,000 per million tokens",
+        ));
+    }
+    Ok(p)
 }
 
 #[server(prefix = "/api/console", endpoint = "delete_model")]

@@ -6,7 +6,7 @@ use sqlx::{AnyConnection, Row};
 use std::collections::BTreeMap;
 
 use super::limits::ResetInterval;
-use super::usage::DAY_MS;
+use super::usage::{sat_sum, DAY_MS};
 use crate::format::Usd;
 use crate::policy::OrgScope;
 
@@ -143,11 +143,13 @@ pub async fn standing(
     let cap = super::db::usd_opt(&r, "spend_cap_micros")?;
     let reset: ResetInterval = super::db::text_as(&r.try_get::<String, _>("spend_cap_reset")?)?;
     let start_day = reset.period_start(now).unwrap_or(0).div_euclid(DAY_MS);
-    let s = sqlx::query(
-        "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS total, \
-         CAST(COALESCE(SUM(CASE WHEN day >= $2 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS period \
-         FROM usage_daily WHERE org_id = $1",
-    )
+    let s = sqlx::query(concat!(
+        "SELECT ",
+        sat_sum!("cost_micros"),
+        " AS total, ",
+        sat_sum!("CASE WHEN day >= $2 THEN cost_micros ELSE 0 END"),
+        " AS period FROM usage_daily WHERE org_id = $1"
+    ))
     .bind(scope.org_id())
     .bind(start_day)
     .fetch_one(&mut *conn)
@@ -216,14 +218,20 @@ pub async fn statement(
     month: &str,
 ) -> Result<Statement, crate::error::AppError> {
     let (from, to) = month_bounds("month", month)?;
-    let rows = sqlx::query(
-        "SELECT u.project_id, MAX(p.name) AS project_name, u.model, \
-         CAST(SUM(u.requests) AS BIGINT) AS requests, CAST(SUM(u.tokens_in) AS BIGINT) AS tokens_in, \
-         CAST(SUM(u.tokens_out) AS BIGINT) AS tokens_out, CAST(SUM(u.cost_micros) AS BIGINT) AS cost \
+    let rows = sqlx::query(concat!(
+        "SELECT u.project_id, MAX(p.name) AS project_name, u.model, ",
+        sat_sum!("u.requests"),
+        " AS requests, ",
+        sat_sum!("u.tokens_in"),
+        " AS tokens_in, ",
+        sat_sum!("u.tokens_out"),
+        " AS tokens_out, ",
+        sat_sum!("u.cost_micros"),
+        " AS cost \
          FROM usage_daily u LEFT JOIN projects p ON p.id = u.project_id \
          WHERE u.org_id = $1 AND u.day >= $2 AND u.day < $3 \
          GROUP BY u.project_id, u.model ORDER BY project_name, u.project_id, u.model",
-    )
+    ))
     .bind(scope.org_id())
     .bind(from / DAY_MS)
     .bind(to / DAY_MS)

@@ -8,6 +8,46 @@ use std::collections::{BTreeMap, HashMap};
 use crate::policy::{ProjectRole, UsageScope};
 use crate::usage_report::{DayPoint, KeyBudget, Series, Slice, TotalsView, UsageReport};
 
+/// `a + b` in SQL for a non-negative `b`, saturating at the BIGINT maximum
+/// instead of failing (PostgreSQL) or turning into a REAL (SQLite).
+macro_rules! sat_add {
+    ($a:literal, $b:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $a,
+            " > 9223372036854775807 - ",
+            $b,
+            " THEN 9223372036854775807 ELSE ",
+            $a,
+            " + ",
+            $b,
+            " END"
+        )
+    };
+}
+
+/// `SUM(expr)` as a BIGINT that saturates rather than fails on extreme
+/// stored values: summed in double precision (exact below 2^53), clamped
+/// to the BIGINT range; 0 over no rows.
+macro_rules! sat_sum {
+    ($e:literal) => {
+        concat!(
+            "CASE WHEN COALESCE(SUM(CAST(",
+            $e,
+            " AS DOUBLE PRECISION)), 0) >= 9.2e18 \
+             THEN CAST(9223372036854775807 AS BIGINT) \
+             WHEN COALESCE(SUM(CAST(",
+            $e,
+            " AS DOUBLE PRECISION)), 0) <= -9.2e18 \
+             THEN CAST(-9223372036854775807 AS BIGINT) \
+             ELSE CAST(COALESCE(SUM(CAST(",
+            $e,
+            " AS DOUBLE PRECISION)), 0) AS BIGINT) END"
+        )
+    };
+}
+pub(crate) use sat_sum;
+
 /// One proxied attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageEvent {
@@ -104,7 +144,8 @@ pub async fn write_batch(
         .await?;
         if done.rows_affected() == 1 {
             if e.cost_micros != 0 {
-                *spend.entry(&e.key_id).or_default() += e.cost_micros;
+                let s = spend.entry(&e.key_id).or_default();
+                *s = s.saturating_add(e.cost_micros.max(0));
             }
             let r = rollup
                 .entry((
@@ -115,23 +156,29 @@ pub async fn write_batch(
                     e.model.as_str(),
                 ))
                 .or_default();
-            r.requests += 1;
-            r.errors += i64::from(e.status >= 400);
-            r.tokens_in += e.tokens_in;
-            r.tokens_out += e.tokens_out;
-            r.cost_micros += e.cost_micros;
+            r.requests = r.requests.saturating_add(1);
+            r.errors = r.errors.saturating_add(i64::from(e.status >= 400));
+            r.tokens_in = r.tokens_in.saturating_add(e.tokens_in.max(0));
+            r.tokens_out = r.tokens_out.saturating_add(e.tokens_out.max(0));
+            r.cost_micros = r.cost_micros.saturating_add(e.cost_micros.max(0));
         }
     }
     for ((org, day, project, key, model), r) in rollup {
-        sqlx::query(
+        sqlx::query(concat!(
             "INSERT INTO usage_daily (org_id, day, project_id, key_id, model, requests, errors, tokens_in, \
              tokens_out, cost_micros) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (org_id, day, project_id, key_id, model) DO UPDATE SET \
-             requests = usage_daily.requests + excluded.requests, errors = usage_daily.errors + excluded.errors, \
-             tokens_in = usage_daily.tokens_in + excluded.tokens_in, \
-             tokens_out = usage_daily.tokens_out + excluded.tokens_out, \
-             cost_micros = usage_daily.cost_micros + excluded.cost_micros",
-        )
+             requests = ",
+            sat_add!("usage_daily.requests", "excluded.requests"),
+            ", errors = ",
+            sat_add!("usage_daily.errors", "excluded.errors"),
+            ", tokens_in = ",
+            sat_add!("usage_daily.tokens_in", "excluded.tokens_in"),
+            ", tokens_out = ",
+            sat_add!("usage_daily.tokens_out", "excluded.tokens_out"),
+            ", cost_micros = ",
+            sat_add!("usage_daily.cost_micros", "excluded.cost_micros")
+        ))
         .bind(org)
         .bind(day)
         .bind(project)
@@ -146,11 +193,15 @@ pub async fn write_batch(
         .await?;
     }
     for (key_id, micros) in spend {
-        sqlx::query("UPDATE api_keys SET spend_micros = spend_micros + $1 WHERE id = $2")
-            .bind(micros)
-            .bind(key_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(concat!(
+            "UPDATE api_keys SET spend_micros = ",
+            sat_add!("spend_micros", "$1"),
+            " WHERE id = $2"
+        ))
+        .bind(micros)
+        .bind(key_id)
+        .execute(&mut *tx)
+        .await?;
     }
     for l in logs {
         sqlx::query(
@@ -198,27 +249,6 @@ impl Spend {
             Monthly => self.month,
         }
     }
-}
-
-/// `SUM(expr)` as a BIGINT that saturates rather than fails on extreme
-/// stored values: summed in double precision (exact below 2^53), clamped
-/// to the BIGINT range; 0 over no rows.
-macro_rules! sat_sum {
-    ($e:literal) => {
-        concat!(
-            "CASE WHEN COALESCE(SUM(CAST(",
-            $e,
-            " AS DOUBLE PRECISION)), 0) >= 9.2e18 \
-             THEN CAST(9223372036854775807 AS BIGINT) \
-             WHEN COALESCE(SUM(CAST(",
-            $e,
-            " AS DOUBLE PRECISION)), 0) <= -9.2e18 \
-             THEN CAST(-9223372036854775807 AS BIGINT) \
-             ELSE CAST(COALESCE(SUM(CAST(",
-            $e,
-            " AS DOUBLE PRECISION)), 0) AS BIGINT) END"
-        )
-    };
 }
 
 macro_rules! sums {

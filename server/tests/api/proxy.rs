@@ -1704,6 +1704,89 @@ async fn extreme_stored_usage_is_read(backend: Backend) {
 }
 both!(extreme_stored_usage_is_read);
 
+/// Sums already at the top of BIGINT (a ledger from before usage was
+/// bounded): new events still land, and the sums stay at the top instead of
+/// failing the batch (PostgreSQL: "bigint out of range", retried for ever)
+/// or turning into REALs (SQLite).
+async fn the_ledger_saturates_at_extreme_stored_sums(backend: Backend) {
+    let gw = Gw::new(backend).await;
+    let (key_id, token) = gw.key(&[]).await;
+    let mut conn = gw.app.sql().await;
+    let day = tollgate_app::core::now_ms() / 86_400_000;
+    sqlx::query(
+        "INSERT INTO usage_daily (org_id, day, project_id, key_id, model, requests, errors, \
+         tokens_in, tokens_out, cost_micros) VALUES ($1, $2, $3, $4, 'mock/echo', $5, 0, $5, $5, $5)",
+    )
+    .bind(&gw.org)
+    .bind(day)
+    .bind(&gw.project)
+    .bind(&key_id)
+    .bind(i64::MAX)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        let (status, _) = gw
+            .call(&token, "chat/completions", chat_body("mock/echo", "hi"))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let flushed =
+        tokio::time::timeout(Duration::from_secs(60), gw.app.gateway.ledger.flush()).await;
+    assert!(flushed.is_ok(), "the ledger writer is stuck on the batch");
+    let row = sqlx::query(
+        "SELECT requests, tokens_in, tokens_out FROM usage_daily WHERE key_id = $1 AND model = 'mock/echo'",
+    )
+    .bind(&key_id)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let sums: (i64, i64, i64) = (
+        row.try_get(0).unwrap(),
+        row.try_get(1).unwrap(),
+        row.try_get(2).unwrap(),
+    );
+    assert_eq!(sums, (i64::MAX, i64::MAX, i64::MAX));
+    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_events WHERE key_id = $1")
+        .bind(&key_id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(events, 2);
+}
+both!(the_ledger_saturates_at_extreme_stored_sums);
+
+/// What an owner enters for a model is bounded, so that one request's worst
+/// case (context window x price) stays far inside the ledger's integers.
+async fn model_prices_and_windows_are_bounded(backend: Backend) {
+    let gw = Gw::new(backend).await;
+    for (field, value) in [
+        ("context_window", "9223372036854775807"),
+        ("context_window", "100000001"),
+        ("input_price", "9000000000000"),
+        ("output_price", "1000000.01"),
+    ] {
+        let mut form = vec![
+            ("org_id", gw.org.as_str()),
+            ("id", "mock/huge"),
+            ("provider", "mock"),
+            ("upstream", "echo"),
+            ("input_price", "10"),
+            ("output_price", "10"),
+            ("context_window", "128000"),
+        ];
+        form.retain(|(k, _)| *k != field);
+        form.push((field, value));
+        let (status, v) = gw.app.call(&gw.owner, "upsert_model", &form).await;
+        assert_eq!(
+            (status, v["field"].as_str()),
+            (400, Some(field)),
+            "{value}: {v}"
+        );
+    }
+}
+both!(model_prices_and_windows_are_bounded);
+
 /// An upstream whose errors carry secrets: a 401 echoing the provider key,
 /// a 500 with internal details, the same for Anthropic, and an Anthropic
 /// stream that fails with the key in its error event.
