@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-use super::{error_of, loaded, org_param, Shell};
+use super::{error_of, loaded, org_param, Choice, Shell};
 use crate::api::billing::{
     get_alerting, get_billing, get_statement, AddCredit, SetPrepaid, UpdateAlerting,
 };
@@ -66,13 +66,7 @@ pub fn BillingPage() -> impl IntoView {
                             <ActionForm action=add attr:data-testid="credit-form">
                                 <input type="hidden" name="org_id" value=id2/>
                                 <div class="row">
-                                    <label>"Kind"
-                                        <select name="kind">
-                                            <option value="purchase">"purchase"</option>
-                                            <option value="grant">"grant"</option>
-                                            <option value="adjustment">"adjustment"</option>
-                                        </select>
-                                    </label>
+                                    <Choice label="Kind" name="kind" options=&[("purchase", "purchase"), ("grant", "grant"), ("adjustment", "adjustment")]/>
                                     <label>"Amount (USD; an adjustment may be negative)"<input name="amount" inputmode="decimal" required/></label>
                                     <label>"Reference"<input name="reference" placeholder="invoice or PO number"/></label>
                                 </div>
@@ -124,18 +118,10 @@ pub fn BillingPage() -> impl IntoView {
                                 <p class="muted">"Sent at each threshold of a key's, project's or the organization's budget (once per budget period), when a project is paused by its budget, and when a key expires within 7 days. Failed deliveries are retried with backoff."</p>
                                 <ActionForm action=alerting>
                                     <input type="hidden" name="org_id" value=id/>
-                                    <div class="row">
-                                        <label>"Slack-compatible webhook"
-                                            <input name="slack_url" type="url" placeholder=a.slack.clone().unwrap_or_else(|| "https://hooks.slack.com/services/…".into())/>
-                                        </label>
-                                        <label class="inline"><input type="checkbox" name="clear_slack" value="on"/>"remove"</label>
-                                    </div>
-                                    <div class="row">
-                                        <label>"JSON webhook"
-                                            <input name="webhook_url" type="url" placeholder=a.webhook.clone().unwrap_or_else(|| "https://example.com/alerts".into())/>
-                                        </label>
-                                        <label class="inline"><input type="checkbox" name="clear_webhook" value="on"/>"remove"</label>
-                                    </div>
+                                    <Webhook label="Slack-compatible webhook" name="slack_url" clear="clear_slack"
+                                        placeholder=a.slack.clone().unwrap_or_else(|| "https://hooks.slack.com/services/…".into())/>
+                                    <Webhook label="JSON webhook" name="webhook_url" clear="clear_webhook"
+                                        placeholder=a.webhook.clone().unwrap_or_else(|| "https://example.com/alerts".into())/>
                                     <label>"Thresholds (% of a budget)"<input name="thresholds" value=thresholds/></label>
                                     <p class="muted">"Set: Slack "{a.slack.clone().unwrap_or_else(|| "no".into())}", JSON "{a.webhook.clone().unwrap_or_else(|| "no".into())}". An empty field keeps the current URL."</p>
                                     <button type="submit">"Save"</button>
@@ -173,6 +159,25 @@ pub fn BillingPage() -> impl IntoView {
                 })}
             </Suspense>
         </Shell>
+    }
+}
+
+/// A webhook URL field (its placeholder the current URL) and the box that
+/// removes it.
+#[component]
+fn Webhook(
+    label: &'static str,
+    name: &'static str,
+    clear: &'static str,
+    placeholder: String,
+) -> impl IntoView {
+    view! {
+        <div class="row">
+            <label>{label}
+                <input name=name type="url" placeholder=placeholder/>
+            </label>
+            <label class="inline"><input type="checkbox" name=clear value="on"/>"remove"</label>
+        </div>
     }
 }
 

@@ -179,6 +179,22 @@ where
     }
 }
 
+/// A labelled `<select>` of fixed `(value, text)` options.
+#[component]
+pub(crate) fn Choice(
+    label: &'static str,
+    name: &'static str,
+    options: &'static [(&'static str, &'static str)],
+) -> impl IntoView {
+    view! {
+        <label>{label}
+            <select name=name>
+                {options.iter().map(|&(value, text)| view! { <option value=value>{text}</option> }).collect_view()}
+            </select>
+        </label>
+    }
+}
+
 /// The current organization's id from the route.
 pub(crate) fn org_param() -> Memo<String> {
     let params = use_params_map();

@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 
-use super::{error_of, loaded, org_param, RowAction, Shell};
+use super::{error_of, loaded, org_param, Choice, RowAction, Shell};
 use crate::api::providers::{list_providers, DeleteProvider, UpsertProvider};
 
 #[component]
@@ -46,13 +46,11 @@ pub fn ProvidersPage() -> impl IntoView {
                             <input type="hidden" name="org_id" value=org_id.get_untracked()/>
                             <div class="row">
                                 <label>"Name"<input name="name" required placeholder="openai"/></label>
-                                <label>"Kind"
-                                    <select name="kind">
-                                        <option value="openai">"OpenAI-compatible (OpenAI, vLLM, Ollama, Together…)"</option>
-                                        <option value="anthropic">"Anthropic"</option>
-                                        <option value="mock">"Mock (built in)"</option>
-                                    </select>
-                                </label>
+                                <Choice label="Kind" name="kind" options=&[
+                                    ("openai", "OpenAI-compatible (OpenAI, vLLM, Ollama, Together…)"),
+                                    ("anthropic", "Anthropic"),
+                                    ("mock", "Mock (built in)"),
+                                ]/>
                             </div>
                             <div class="row">
                                 <label>"Base URL"<input name="base_url" placeholder="https://api.openai.com/v1"/></label>
