@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-use super::{loaded, org_param, Shell};
+use super::{loaded, org_param, Filter, Shell};
 use crate::api::audit::list_audit_events;
 use crate::format::format_time;
 
@@ -34,18 +34,10 @@ pub fn AuditPage() -> impl IntoView {
                     });
                     view! {
                         <form method="get" class="row filters">
-                            <label>"Actor"
-                                <select name="actor">
-                                    <option value="">"Anyone"</option>
-                                    {p.actors.iter().map(|a| view! { <option value=a.clone() selected=*a == actor>{a.clone()}</option> }).collect_view()}
-                                </select>
-                            </label>
-                            <label>"Action"
-                                <select name="action">
-                                    <option value="">"Any action"</option>
-                                    {p.actions.iter().map(|a| view! { <option value=a.clone() selected=*a == action>{a.clone()}</option> }).collect_view()}
-                                </select>
-                            </label>
+                            <Filter label="Actor" name="actor" any="Anyone" selected=actor.clone()
+                                options={p.actors.iter().map(|a| (a.clone(), a.clone())).collect::<Vec<_>>()}/>
+                            <Filter label="Action" name="action" any="Any action" selected=action.clone()
+                                options={p.actions.iter().map(|a| (a.clone(), a.clone())).collect::<Vec<_>>()}/>
                             <button type="submit">"Filter"</button>
                         </form>
                         <table data-testid="audit-table">

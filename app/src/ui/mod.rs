@@ -195,6 +195,29 @@ pub(crate) fn Choice(
     }
 }
 
+/// A labelled filter `<select>`: `any` (value "") first, then the
+/// `(value, text)` options, the one valued `selected` chosen.
+#[component]
+pub(crate) fn Filter(
+    label: &'static str,
+    name: &'static str,
+    any: &'static str,
+    options: Vec<(String, String)>,
+    selected: String,
+) -> impl IntoView {
+    view! {
+        <label>{label}
+            <select name=name>
+                <option value="">{any}</option>
+                {options.into_iter().map(|(value, text)| {
+                    let chosen = value == selected;
+                    view! { <option value=value selected=chosen>{text}</option> }
+                }).collect_view()}
+            </select>
+        </label>
+    }
+}
+
 /// The current organization's id from the route.
 pub(crate) fn org_param() -> Memo<String> {
     let params = use_params_map();

@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-use super::{loaded, org_param, Shell};
+use super::{loaded, org_param, Filter, Shell};
 use crate::api::usage::{get_usage, Slice, TotalsView, PERIODS};
 use crate::format::{count_f64 as count, day_label, format_time, format_usd, Usd};
 
@@ -139,18 +139,8 @@ pub fn UsagePage() -> impl IntoView {
                                     {PERIODS.iter().map(|d| view! { <option value=d.to_string() selected=*d == days>{format!("Last {d} days")}</option> }).collect_view()}
                                 </select>
                             </label>
-                            <label>"Project"
-                                <select name="project">
-                                    <option value="">"All projects"</option>
-                                    {r.projects.iter().map(|(id, name)| view! { <option value=id.clone() selected=*id == project>{name.clone()}</option> }).collect_view()}
-                                </select>
-                            </label>
-                            <label>"Key"
-                                <select name="key">
-                                    <option value="">"All keys"</option>
-                                    {r.keys.iter().map(|(id, name)| view! { <option value=id.clone() selected=*id == key>{name.clone()}</option> }).collect_view()}
-                                </select>
-                            </label>
+                            <Filter label="Project" name="project" any="All projects" selected=project.clone() options=r.projects.clone()/>
+                            <Filter label="Key" name="key" any="All keys" selected=key.clone() options=r.keys.clone()/>
                             <button type="submit">"Show"</button>
                         </form>
                         {(!r.whole).then(|| view! { <p class="muted">"Showing the projects you administer and your own keys."</p> })}
