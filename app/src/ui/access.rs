@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 
 use super::keys::Reveal;
-use super::{error_of, org_param, Shell};
+use super::{error_of, loaded, org_param, RowAction, Shell};
 use crate::api::provisioning::{
     list_provisioning_keys, CreateProvisioningKey, ProvisioningKeyIssued, RevokeProvisioningKey,
 };
@@ -54,41 +54,30 @@ pub fn AccessPage() -> impl IntoView {
                 <p class="muted">"Every change they make is in the audit log under the key's name."</p>
             </section>
             {move || shown.get().map(|issued| view! { <Reveal name=issued.key.name.clone() token=issued.token.clone() on_close=move || shown.set(None)/> })}
-            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-                {move || Suspend::new(async move {
-                    match keys.await {
-                        Ok(list) => view! {
-                            <section class="card">
-                                <table data-testid="provisioning-keys">
-                                    <thead><tr><th>"Name"</th><th>"Key"</th><th>"Created"</th><th>"Last used"</th><th>"Status"</th><th></th></tr></thead>
-                                    <tbody>
-                                        {list.into_iter().map(|k| {
-                                            let active = k.status == "active";
-                                            view! {
-                                                <tr>
-                                                    <td>{k.name.clone()}</td>
-                                                    <td><code>{k.hint.clone()}</code></td>
-                                                    <td>{k.created_at.clone()}</td>
-                                                    <td>{k.last_used_at.clone().unwrap_or_else(|| "never".to_owned())}</td>
-                                                    <td>{k.status.clone()}</td>
-                                                    <td>{active.then(|| view! {
-                                                        <ActionForm action=revoke attr:class="inline-form">
-                                                            <input type="hidden" name="org_id" value=org_id.get_untracked()/>
-                                                            <input type="hidden" name="key_id" value=k.id.clone()/>
-                                                            <button type="submit" class="danger">"Revoke"</button>
-                                                        </ActionForm>
-                                                    })}</td>
-                                                </tr>
-                                            }
-                                        }).collect_view()}
-                                    </tbody>
-                                </table>
-                            </section>
-                        }.into_any(),
-                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
-                    }
+            {loaded(keys, move |list| view! {
+                    <section class="card">
+                        <table data-testid="provisioning-keys">
+                            <thead><tr><th>"Name"</th><th>"Key"</th><th>"Created"</th><th>"Last used"</th><th>"Status"</th><th></th></tr></thead>
+                            <tbody>
+                                {list.into_iter().map(|k| {
+                                    let active = k.status == "active";
+                                    view! {
+                                        <tr>
+                                            <td>{k.name.clone()}</td>
+                                            <td><code>{k.hint.clone()}</code></td>
+                                            <td>{k.created_at.clone()}</td>
+                                            <td>{k.last_used_at.clone().unwrap_or_else(|| "never".to_owned())}</td>
+                                            <td>{k.status.clone()}</td>
+                                            <td>{active.then(|| view! {
+                                                <RowAction action=revoke org_id=org_id.get_untracked() field="key_id" value=k.id.clone() label="Revoke"/>
+                                            })}</td>
+                                        </tr>
+                                    }
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    </section>
                 })}
-            </Suspense>
         </Shell>
     }
 }

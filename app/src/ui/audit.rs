@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-use super::{org_param, Shell};
+use super::{loaded, org_param, Filter, Shell};
 use crate::api::audit::list_audit_events;
 use crate::format::format_time;
 
@@ -26,53 +26,38 @@ pub fn AuditPage() -> impl IntoView {
     view! {
         <Shell org_id=org_id>
             <h1>"Audit log"</h1>
-            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-                {move || Suspend::new(async move {
-                    match page.await {
-                        Ok(p) => {
-                            let actor = get("actor").unwrap_or_default();
-                            let action = get("action").unwrap_or_default();
-                            let next = p.next_before.map(|b| {
-                                format!("?actor={}&action={}&before={b}", urlencode(&actor), urlencode(&action))
-                            });
-                            view! {
-                                <form method="get" class="row filters">
-                                    <label>"Actor"
-                                        <select name="actor">
-                                            <option value="">"Anyone"</option>
-                                            {p.actors.iter().map(|a| view! { <option value=a.clone() selected=*a == actor>{a.clone()}</option> }).collect_view()}
-                                        </select>
-                                    </label>
-                                    <label>"Action"
-                                        <select name="action">
-                                            <option value="">"Any action"</option>
-                                            {p.actions.iter().map(|a| view! { <option value=a.clone() selected=*a == action>{a.clone()}</option> }).collect_view()}
-                                        </select>
-                                    </label>
-                                    <button type="submit">"Filter"</button>
-                                </form>
-                                <table data-testid="audit-table">
-                                    <thead><tr><th>"Time"</th><th>"Actor"</th><th>"Action"</th><th>"Resource"</th><th>"Before"</th><th>"After"</th></tr></thead>
-                                    <tbody>
-                                        {p.events.into_iter().map(|e| view! {
-                                            <tr>
-                                                <td>{format_time(e.at)}</td>
-                                                <td>{e.actor}</td>
-                                                <td class="nowrap"><code>{e.action}</code></td>
-                                                <td class="audit-resource">{e.resource}</td>
-                                                <td class="audit-json"><code>{e.before.unwrap_or_default()}</code></td>
-                                                <td class="audit-json"><code>{e.after.unwrap_or_default()}</code></td>
-                                            </tr>
-                                        }).collect_view()}
-                                    </tbody>
-                                </table>
-                                {next.map(|href| view! { <a class="button" href=href>"Older events"</a> })}
-                            }.into_any()
-                        }
-                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
-                    }
+            {loaded(page, move |p| {
+                    let actor = get("actor").unwrap_or_default();
+                    let action = get("action").unwrap_or_default();
+                    let next = p.next_before.map(|b| {
+                        format!("?actor={}&action={}&before={b}", urlencode(&actor), urlencode(&action))
+                    });
+                    view! {
+                        <form method="get" class="row filters">
+                            <Filter label="Actor" name="actor" any="Anyone" selected=actor.clone()
+                                options={p.actors.iter().map(|a| (a.clone(), a.clone())).collect::<Vec<_>>()}/>
+                            <Filter label="Action" name="action" any="Any action" selected=action.clone()
+                                options={p.actions.iter().map(|a| (a.clone(), a.clone())).collect::<Vec<_>>()}/>
+                            <button type="submit">"Filter"</button>
+                        </form>
+                        <table data-testid="audit-table">
+                            <thead><tr><th>"Time"</th><th>"Actor"</th><th>"Action"</th><th>"Resource"</th><th>"Before"</th><th>"After"</th></tr></thead>
+                            <tbody>
+                                {p.events.into_iter().map(|e| view! {
+                                    <tr>
+                                        <td>{format_time(e.at)}</td>
+                                        <td>{e.actor}</td>
+                                        <td class="nowrap"><code>{e.action}</code></td>
+                                        <td class="audit-resource">{e.resource}</td>
+                                        <td class="audit-json"><code>{e.before.unwrap_or_default()}</code></td>
+                                        <td class="audit-json"><code>{e.after.unwrap_or_default()}</code></td>
+                                    </tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                        {next.map(|href| view! { <a class="button" href=href>"Older events"</a> })}
+                    }.into_any()
                 })}
-            </Suspense>
         </Shell>
     }
 }

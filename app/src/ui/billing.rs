@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-use super::{error_of, org_param, Shell};
+use super::{error_of, loaded, org_param, Choice, Shell};
 use crate::api::billing::{
     get_alerting, get_billing, get_statement, AddCredit, SetPrepaid, UpdateAlerting,
 };
@@ -33,93 +33,80 @@ pub fn BillingPage() -> impl IntoView {
     view! {
         <Shell org_id=org_id>
             <h1>"Billing"</h1>
-            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-                {move || Suspend::new(async move {
-                    match billing.await {
-                        Ok(b) => {
-                            let id = org_id.get_untracked();
-                            let id2 = id.clone();
-                            view! {
-                                <section class="stats" data-testid="billing-standing">
-                                    <div><span class="muted">"Credits"</span><strong>{format_usd(b.credits_micros)}</strong></div>
-                                    <div><span class="muted">"Spent (all time)"</span><strong>{format_usd(b.spent_micros)}</strong></div>
-                                    <div><span class="muted">"Balance"</span><strong data-testid="balance">{format_usd(b.balance_micros)}</strong></div>
-                                    <div><span class="muted">{format!("Spend cap ({})", b.cap_reset)}</span>
-                                        <strong>{b.cap_micros.map_or_else(|| "none".to_owned(), |c| format!("{} of {}", format_usd(b.cap_spent_micros), format_usd(c)))}</strong></div>
-                                </section>
-                                <section class="card">
-                                    <h2>"Prepaid credits"</h2>
-                                    <p class="muted">
-                                        {if b.prepaid {
-                                            "The balance is enforced: when it reaches zero, every project's requests answer 402 until credits are added."
-                                        } else {
-                                            "The balance is not enforced; spend is metered against the credits for reference."
-                                        }}
-                                    </p>
-                                    <ActionForm action=prepaid>
-                                        <input type="hidden" name="org_id" value=id/>
-                                        <label class="inline">
-                                            <input type="checkbox" name="prepaid" value="on" checked=b.prepaid/>
-                                            "Stop requests when the balance is used up"
-                                        </label>
-                                        <button type="submit">"Save"</button>
-                                    </ActionForm>
-                                    {move || error_of(prepaid.value().get()).map(|e| view! { <p class="error" role="alert">{e}</p> })}
-                                    <h3>"Add an entry"</h3>
-                                    <ActionForm action=add attr:data-testid="credit-form">
-                                        <input type="hidden" name="org_id" value=id2/>
-                                        <div class="row">
-                                            <label>"Kind"
-                                                <select name="kind">
-                                                    <option value="purchase">"purchase"</option>
-                                                    <option value="grant">"grant"</option>
-                                                    <option value="adjustment">"adjustment"</option>
-                                                </select>
-                                            </label>
-                                            <label>"Amount (USD; an adjustment may be negative)"<input name="amount" inputmode="decimal" required/></label>
-                                            <label>"Reference"<input name="reference" placeholder="invoice or PO number"/></label>
-                                        </div>
-                                        <label>"Note"<input name="note"/></label>
-                                        <button type="submit">"Add"</button>
-                                    </ActionForm>
-                                    {move || error_of(add.value().get()).map(|e| view! { <p class="error" role="alert">{e}</p> })}
-                                    <table data-testid="credit-ledger">
-                                        <thead><tr><th>"Time"</th><th>"Kind"</th><th>"Amount"</th><th>"Reference"</th><th>"Note"</th><th>"By"</th></tr></thead>
-                                        <tbody>
-                                            {b.entries.into_iter().map(|e| view! {
-                                                <tr>
-                                                    <td>{format_time(e.at)}</td>
-                                                    <td>{e.kind}</td>
-                                                    <td class="num">{format_usd(e.amount_micros)}</td>
-                                                    <td>{e.reference}</td>
-                                                    <td>{e.note}</td>
-                                                    <td>{e.entered_by}</td>
-                                                </tr>
-                                            }).collect_view()}
-                                        </tbody>
-                                    </table>
-                                </section>
-                                <section class="card">
-                                    <h2>"Statements"</h2>
-                                    <form method="get" class="row">
-                                        <label>"Month"
-                                            <select name="month">
-                                                {b.months.iter().map(|m| {
-                                                    let selected = month().as_deref() == Some(m.as_str());
-                                                    view! { <option value=m.clone() selected=selected>{m.clone()}</option> }
-                                                }).collect_view()}
-                                            </select>
-                                        </label>
-                                        <button type="submit">"Show"</button>
-                                    </form>
-                                    <Statement statement=statement/>
-                                </section>
-                            }.into_any()
-                        }
-                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
-                    }
+            {loaded(billing, move |b| {
+                    let id = org_id.get_untracked();
+                    let id2 = id.clone();
+                    view! {
+                        <section class="stats" data-testid="billing-standing">
+                            <div><span class="muted">"Credits"</span><strong>{format_usd(b.credits_micros)}</strong></div>
+                            <div><span class="muted">"Spent (all time)"</span><strong>{format_usd(b.spent_micros)}</strong></div>
+                            <div><span class="muted">"Balance"</span><strong data-testid="balance">{format_usd(b.balance_micros)}</strong></div>
+                            <div><span class="muted">{format!("Spend cap ({})", b.cap_reset)}</span>
+                                <strong>{b.cap_micros.map_or_else(|| "none".to_owned(), |c| format!("{} of {}", format_usd(b.cap_spent_micros), format_usd(c)))}</strong></div>
+                        </section>
+                        <section class="card">
+                            <h2>"Prepaid credits"</h2>
+                            <p class="muted">
+                                {if b.prepaid {
+                                    "The balance is enforced: when it reaches zero, every project's requests answer 402 until credits are added."
+                                } else {
+                                    "The balance is not enforced; spend is metered against the credits for reference."
+                                }}
+                            </p>
+                            <ActionForm action=prepaid>
+                                <input type="hidden" name="org_id" value=id/>
+                                <label class="inline">
+                                    <input type="checkbox" name="prepaid" value="on" checked=b.prepaid/>
+                                    "Stop requests when the balance is used up"
+                                </label>
+                                <button type="submit">"Save"</button>
+                            </ActionForm>
+                            {move || error_of(prepaid.value().get()).map(|e| view! { <p class="error" role="alert">{e}</p> })}
+                            <h3>"Add an entry"</h3>
+                            <ActionForm action=add attr:data-testid="credit-form">
+                                <input type="hidden" name="org_id" value=id2/>
+                                <div class="row">
+                                    <Choice label="Kind" name="kind" options=&[("purchase", "purchase"), ("grant", "grant"), ("adjustment", "adjustment")]/>
+                                    <label>"Amount (USD; an adjustment may be negative)"<input name="amount" inputmode="decimal" required/></label>
+                                    <label>"Reference"<input name="reference" placeholder="invoice or PO number"/></label>
+                                </div>
+                                <label>"Note"<input name="note"/></label>
+                                <button type="submit">"Add"</button>
+                            </ActionForm>
+                            {move || error_of(add.value().get()).map(|e| view! { <p class="error" role="alert">{e}</p> })}
+                            <table data-testid="credit-ledger">
+                                <thead><tr><th>"Time"</th><th>"Kind"</th><th>"Amount"</th><th>"Reference"</th><th>"Note"</th><th>"By"</th></tr></thead>
+                                <tbody>
+                                    {b.entries.into_iter().map(|e| view! {
+                                        <tr>
+                                            <td>{format_time(e.at)}</td>
+                                            <td>{e.kind}</td>
+                                            <td class="num">{format_usd(e.amount_micros)}</td>
+                                            <td>{e.reference}</td>
+                                            <td>{e.note}</td>
+                                            <td>{e.entered_by}</td>
+                                        </tr>
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        </section>
+                        <section class="card">
+                            <h2>"Statements"</h2>
+                            <form method="get" class="row">
+                                <label>"Month"
+                                    <select name="month">
+                                        {b.months.iter().map(|m| {
+                                            let selected = month().as_deref() == Some(m.as_str());
+                                            view! { <option value=m.clone() selected=selected>{m.clone()}</option> }
+                                        }).collect_view()}
+                                    </select>
+                                </label>
+                                <button type="submit">"Show"</button>
+                            </form>
+                            <Statement statement=statement/>
+                        </section>
+                    }.into_any()
                 })}
-            </Suspense>
             <Suspense fallback=|| ()>
                 {move || Suspend::new(async move {
                     alerts.await.ok().map(|a| {
@@ -131,18 +118,10 @@ pub fn BillingPage() -> impl IntoView {
                                 <p class="muted">"Sent at each threshold of a key's, project's or the organization's budget (once per budget period), when a project is paused by its budget, and when a key expires within 7 days. Failed deliveries are retried with backoff."</p>
                                 <ActionForm action=alerting>
                                     <input type="hidden" name="org_id" value=id/>
-                                    <div class="row">
-                                        <label>"Slack-compatible webhook"
-                                            <input name="slack_url" type="url" placeholder=a.slack.clone().unwrap_or_else(|| "https://hooks.slack.com/services/…".into())/>
-                                        </label>
-                                        <label class="inline"><input type="checkbox" name="clear_slack" value="on"/>"remove"</label>
-                                    </div>
-                                    <div class="row">
-                                        <label>"JSON webhook"
-                                            <input name="webhook_url" type="url" placeholder=a.webhook.clone().unwrap_or_else(|| "https://example.com/alerts".into())/>
-                                        </label>
-                                        <label class="inline"><input type="checkbox" name="clear_webhook" value="on"/>"remove"</label>
-                                    </div>
+                                    <Webhook label="Slack-compatible webhook" name="slack_url" clear="clear_slack"
+                                        placeholder=a.slack.clone().unwrap_or_else(|| "https://hooks.slack.com/services/…".into())/>
+                                    <Webhook label="JSON webhook" name="webhook_url" clear="clear_webhook"
+                                        placeholder=a.webhook.clone().unwrap_or_else(|| "https://example.com/alerts".into())/>
                                     <label>"Thresholds (% of a budget)"<input name="thresholds" value=thresholds/></label>
                                     <p class="muted">"Set: Slack "{a.slack.clone().unwrap_or_else(|| "no".into())}", JSON "{a.webhook.clone().unwrap_or_else(|| "no".into())}". An empty field keeps the current URL."</p>
                                     <button type="submit">"Save"</button>
@@ -183,46 +162,58 @@ pub fn BillingPage() -> impl IntoView {
     }
 }
 
+/// A webhook URL field (its placeholder the current URL) and the box that
+/// removes it.
+#[component]
+fn Webhook(
+    label: &'static str,
+    name: &'static str,
+    clear: &'static str,
+    placeholder: String,
+) -> impl IntoView {
+    view! {
+        <div class="row">
+            <label>{label}
+                <input name=name type="url" placeholder=placeholder/>
+            </label>
+            <label class="inline"><input type="checkbox" name=clear value="on"/>"remove"</label>
+        </div>
+    }
+}
+
 #[component]
 fn Statement(
     statement: Resource<Result<crate::api::billing::StatementView, crate::error::AppError>>,
 ) -> impl IntoView {
     view! {
-        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match statement.await {
-                    Ok(s) => {
-                        let href = format!("data:text/csv;charset=utf-8,{}", super::audit::urlencode(&s.csv));
-                        let file = format!("tollgate-statement-{}.csv", s.month);
-                        view! {
-                            <div data-testid="statement">
-                                <p>
-                                    "Statement for "<strong>{s.month.clone()}</strong>": "
-                                    <strong data-testid="statement-total">{format_usd(s.total_micros)}</strong>
-                                    " spent; "{format_usd(s.credits_micros)}" in credits entered. "
-                                    <a class="button" href=href download=file data-testid="statement-csv">"Download CSV"</a>
-                                </p>
-                                <table>
-                                    <thead><tr><th>"Project"</th><th>"Model"</th><th>"Requests"</th><th>"Input tokens"</th><th>"Output tokens"</th><th>"Spend"</th></tr></thead>
-                                    <tbody>
-                                        {s.lines.into_iter().map(|l| view! {
-                                            <tr>
-                                                <td>{l.project}</td>
-                                                <td>{l.model}</td>
-                                                <td class="num">{l.requests}</td>
-                                                <td class="num">{l.tokens_in}</td>
-                                                <td class="num">{l.tokens_out}</td>
-                                                <td class="num">{format_usd(l.cost_micros)}</td>
-                                            </tr>
-                                        }).collect_view()}
-                                    </tbody>
-                                </table>
-                            </div>
-                        }.into_any()
-                    }
-                    Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
-                }
+        {loaded(statement, move |s| {
+                let href = format!("data:text/csv;charset=utf-8,{}", super::audit::urlencode(&s.csv));
+                let file = format!("tollgate-statement-{}.csv", s.month);
+                view! {
+                    <div data-testid="statement">
+                        <p>
+                            "Statement for "<strong>{s.month.clone()}</strong>": "
+                            <strong data-testid="statement-total">{format_usd(s.total_micros)}</strong>
+                            " spent; "{format_usd(s.credits_micros)}" in credits entered. "
+                            <a class="button" href=href download=file data-testid="statement-csv">"Download CSV"</a>
+                        </p>
+                        <table>
+                            <thead><tr><th>"Project"</th><th>"Model"</th><th>"Requests"</th><th>"Input tokens"</th><th>"Output tokens"</th><th>"Spend"</th></tr></thead>
+                            <tbody>
+                                {s.lines.into_iter().map(|l| view! {
+                                    <tr>
+                                        <td>{l.project}</td>
+                                        <td>{l.model}</td>
+                                        <td class="num">{l.requests}</td>
+                                        <td class="num">{l.tokens_in}</td>
+                                        <td class="num">{l.tokens_out}</td>
+                                        <td class="num">{format_usd(l.cost_micros)}</td>
+                                    </tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    </div>
+                }.into_any()
             })}
-        </Suspense>
     }
 }

@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-use super::{org_param, Shell};
+use super::{loaded, org_param, Shell};
 use crate::api::keys::{
     list_keys, my_keys, CreateKey, KeyIssued, KeyView, RevokeKey, RotateKey, UpdateKey, PAGE_SIZE,
 };
@@ -346,31 +346,27 @@ pub fn MyKeysPage() -> impl IntoView {
         <Shell org_id=org_id>
             <h1>"My keys"</h1>
             <section class="card">
-                <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-                    {move || Suspend::new(async move {
-                        match keys.await {
-                            Ok(list) if list.is_empty() => view! { <p class="muted">"You have no keys yet. Open a project to create one."</p> }.into_any(),
-                            Ok(list) => view! {
-                                <table data-testid="my-keys">
-                                    <thead><tr><th>"Project"</th><th>"Name"</th><th>"Key"</th><th>"Status"</th><th>"Spend this period"</th><th>"Expires"</th></tr></thead>
-                                    <tbody>
-                                        {list.into_iter().map(|k| view! {
-                                            <tr>
-                                                <td><a href=format!("/orgs/{}/projects/{}", org_id.get_untracked(), k.project_id)>{k.project_name.clone()}</a></td>
-                                                <td>{k.name.clone()}</td>
-                                                <td><code>{k.hint.clone()}</code></td>
-                                                <td>{k.status.clone()}</td>
-                                                <td>{spend(&k)}</td>
-                                                <td>{k.expires_at.map(format_time).unwrap_or_else(|| "never".to_owned())}</td>
-                                            </tr>
-                                        }).collect_view()}
-                                    </tbody>
-                                </table>
-                            }.into_any(),
-                            Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
-                        }
-                    })}
-                </Suspense>
+                {loaded(keys, move |list| if list.is_empty() {
+                    view! { <p class="muted">"You have no keys yet. Open a project to create one."</p> }.into_any()
+                } else {
+                    view! {
+                        <table data-testid="my-keys">
+                            <thead><tr><th>"Project"</th><th>"Name"</th><th>"Key"</th><th>"Status"</th><th>"Spend this period"</th><th>"Expires"</th></tr></thead>
+                            <tbody>
+                                {list.into_iter().map(|k| view! {
+                                    <tr>
+                                        <td><a href=format!("/orgs/{}/projects/{}", org_id.get_untracked(), k.project_id)>{k.project_name.clone()}</a></td>
+                                        <td>{k.name.clone()}</td>
+                                        <td><code>{k.hint.clone()}</code></td>
+                                        <td>{k.status.clone()}</td>
+                                        <td>{spend(&k)}</td>
+                                        <td>{k.expires_at.map(format_time).unwrap_or_else(|| "never".to_owned())}</td>
+                                    </tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    }.into_any()
+                })}
             </section>
         </Shell>
     }

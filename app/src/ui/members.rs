@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 
-use super::{error_of, org_param, Shell};
+use super::{error_of, loaded, org_param, RowAction, Shell};
 use crate::api::members::{
     list_invitations, list_members, ChangeMemberRole, InviteMember, RemoveMember, RevokeInvitation,
 };
@@ -74,46 +74,35 @@ pub fn MembersPage() -> impl IntoView {
                 .map(|e| view! { <p class="error" role="alert">{e}</p> })}
             <section class="card">
                 <h2>"People"</h2>
-                <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-                    {move || Suspend::new(async move {
-                        match members.await {
-                            Ok(list) => view! {
-                                <table>
-                                    <thead><tr><th>"Name"</th><th>"Email"</th><th>"Role"</th><th>"Joined"</th><th></th></tr></thead>
-                                    <tbody>
-                                        {list.into_iter().map(|m| {
-                                            let (uid_role, uid_remove) = (m.user_id.clone(), m.user_id.clone());
-                                            let org_now = org_id.get_untracked();
-                                            let org_now2 = org_now.clone();
-                                            view! {
-                                            <tr data-testid=format!("member-{}", m.email)>
-                                                <td>{m.name.clone()}</td>
-                                                <td>{m.email.clone()}</td>
-                                                <td>
-                                                    <ActionForm action=change attr:class="inline-form">
-                                                        <input type="hidden" name="org_id" value=org_now/>
-                                                        <input type="hidden" name="user_id" value=uid_role/>
-                                                        <select name="role" aria-label="Role">{role_options(m.role)}</select>
-                                                        <button type="submit">"Change role"</button>
-                                                    </ActionForm>
-                                                </td>
-                                                <td>{format_time(m.joined_at)}</td>
-                                                <td>
-                                                    <ActionForm action=remove attr:class="inline-form">
-                                                        <input type="hidden" name="org_id" value=org_now2/>
-                                                        <input type="hidden" name="user_id" value=uid_remove/>
-                                                        <button type="submit" class="danger">"Remove"</button>
-                                                    </ActionForm>
-                                                </td>
-                                            </tr>
-                                        }}).collect_view()}
-                                    </tbody>
-                                </table>
-                            }.into_any(),
-                            Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
-                        }
+                {loaded(members, move |list| view! {
+                        <table>
+                            <thead><tr><th>"Name"</th><th>"Email"</th><th>"Role"</th><th>"Joined"</th><th></th></tr></thead>
+                            <tbody>
+                                {list.into_iter().map(|m| {
+                                    let (uid_role, uid_remove) = (m.user_id.clone(), m.user_id.clone());
+                                    let org_now = org_id.get_untracked();
+                                    let org_now2 = org_now.clone();
+                                    view! {
+                                    <tr data-testid=format!("member-{}", m.email)>
+                                        <td>{m.name.clone()}</td>
+                                        <td>{m.email.clone()}</td>
+                                        <td>
+                                            <ActionForm action=change attr:class="inline-form">
+                                                <input type="hidden" name="org_id" value=org_now/>
+                                                <input type="hidden" name="user_id" value=uid_role/>
+                                                <select name="role" aria-label="Role">{role_options(m.role)}</select>
+                                                <button type="submit">"Change role"</button>
+                                            </ActionForm>
+                                        </td>
+                                        <td>{format_time(m.joined_at)}</td>
+                                        <td>
+                                            <RowAction action=remove org_id=org_now2 field="user_id" value=uid_remove label="Remove"/>
+                                        </td>
+                                    </tr>
+                                }}).collect_view()}
+                            </tbody>
+                        </table>
                     })}
-                </Suspense>
             </section>
             <section class="card">
                 <h2>"Pending invitations"</h2>
@@ -131,11 +120,7 @@ pub fn MembersPage() -> impl IntoView {
                                                 <td>{i.role.label()}</td>
                                                 <td>{format_time(i.expires_at)}</td>
                                                 <td>
-                                                    <ActionForm action=revoke attr:class="inline-form">
-                                                        <input type="hidden" name="org_id" value=org_id.get_untracked()/>
-                                                        <input type="hidden" name="invitation_id" value=i.id.clone()/>
-                                                        <button type="submit" class="danger">"Revoke"</button>
-                                                    </ActionForm>
+                                                    <RowAction action=revoke org_id=org_id.get_untracked() field="invitation_id" value=i.id.clone() label="Revoke"/>
                                                 </td>
                                             </tr>
                                         }).collect_view()}

@@ -15,6 +15,11 @@ mod requests;
 mod usage;
 
 use leptos::prelude::*;
+use leptos::server_fn::client::Client;
+use leptos::server_fn::codec::PostUrl;
+use leptos::server_fn::request::ClientReq;
+use leptos::server_fn::{Http, ServerFn};
+use leptos::web_sys::FormData;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Redirect, Route, Router, Routes, A};
 use leptos_router::hooks::{use_navigate, use_params_map};
@@ -22,6 +27,7 @@ use leptos_router::path;
 
 use crate::api::auth::{current_user, setup_status, Me, SignOut};
 use crate::error::AppError;
+use serde::de::DeserializeOwned;
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     view! {
@@ -121,6 +127,95 @@ pub(crate) fn copy(text: &str) {
 /// The message of a failed action, for display.
 pub(crate) fn error_of<T>(r: Option<Result<T, AppError>>) -> Option<String> {
     r.and_then(|r| r.err()).map(|e| e.to_string())
+}
+
+/// What `r` loads, shown by `ok`; "Loading…" meanwhile, the error in its place.
+pub(crate) fn loaded<T, V>(
+    r: Resource<Result<T, AppError>>,
+    ok: impl Fn(T) -> V + Clone + Send + Sync + 'static,
+) -> impl IntoView
+where
+    T: Clone + Send + Sync + 'static,
+    V: IntoView + 'static,
+{
+    view! {
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || {
+                let ok = ok.clone();
+                Suspend::new(async move {
+                    match r.await {
+                        Ok(v) => ok(v).into_any(),
+                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                    }
+                })
+            }}
+        </Suspense>
+    }
+}
+
+/// A table row's one-button form: posts the organization and the row's
+/// `field` = `value` to `action`.
+#[component]
+pub(crate) fn RowAction<S, P>(
+    action: ServerAction<S>,
+    org_id: String,
+    field: &'static str,
+    value: String,
+    label: &'static str,
+) -> impl IntoView
+where
+    S: DeserializeOwned + ServerFn<Protocol = Http<PostUrl, P>> + Clone + Send + Sync + 'static,
+    <<S::Client as Client<S::Error>>::Request as ClientReq<S::Error>>::FormData: From<FormData>,
+    S::Output: Send + Sync + 'static,
+    S::Error: Send + Sync + 'static,
+    <S as ServerFn>::Client: Client<<S as ServerFn>::Error>,
+{
+    view! {
+        <ActionForm action=action attr:class="inline-form">
+            <input type="hidden" name="org_id" value=org_id/>
+            <input type="hidden" name=field value=value/>
+            <button type="submit" class="danger">{label}</button>
+        </ActionForm>
+    }
+}
+
+/// A labelled `<select>` of fixed `(value, text)` options.
+#[component]
+pub(crate) fn Choice(
+    label: &'static str,
+    name: &'static str,
+    options: &'static [(&'static str, &'static str)],
+) -> impl IntoView {
+    view! {
+        <label>{label}
+            <select name=name>
+                {options.iter().map(|&(value, text)| view! { <option value=value>{text}</option> }).collect_view()}
+            </select>
+        </label>
+    }
+}
+
+/// A labelled filter `<select>`: `any` (value "") first, then the
+/// `(value, text)` options, the one valued `selected` chosen.
+#[component]
+pub(crate) fn Filter(
+    label: &'static str,
+    name: &'static str,
+    any: &'static str,
+    options: Vec<(String, String)>,
+    selected: String,
+) -> impl IntoView {
+    view! {
+        <label>{label}
+            <select name=name>
+                <option value="">{any}</option>
+                {options.into_iter().map(|(value, text)| {
+                    let chosen = value == selected;
+                    view! { <option value=value selected=chosen>{text}</option> }
+                }).collect_view()}
+            </select>
+        </label>
+    }
 }
 
 /// The current organization's id from the route.

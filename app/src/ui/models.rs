@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 
-use super::{error_of, org_param, Shell};
+use super::{error_of, org_param, RowAction, Shell};
 use crate::api::catalogue::{list_models, DeleteModel, UpsertModel};
 use crate::api::orgs::get_org;
 use crate::format::format_usd;
@@ -42,11 +42,7 @@ pub fn ModelsPage() -> impl IntoView {
                                             <td>{m.context_window}</td>
                                             <td>{m.fallbacks.join(", ")}</td>
                                             <td>{may_edit.then(|| view! {
-                                                <ActionForm action=delete attr:class="inline-form">
-                                                    <input type="hidden" name="org_id" value=org_id.get_untracked()/>
-                                                    <input type="hidden" name="id" value=m.id.clone()/>
-                                                    <button type="submit" class="danger">"Remove"</button>
-                                                </ActionForm>
+                                                <RowAction action=delete org_id=org_id.get_untracked() field="id" value=m.id.clone() label="Remove"/>
                                             })}</td>
                                         </tr>
                                     }).collect_view()}

@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use super::keys::{KeyActions, ProjectKeys};
-use super::{error_of, go, org_param, Shell};
+use super::{error_of, go, loaded, org_param, Shell};
 use crate::api::catalogue::list_models;
 use crate::api::projects::{
     get_project, list_project_members, list_projects, project_candidates, AddProjectMember,
@@ -45,27 +45,23 @@ pub fn ProjectsPage() -> impl IntoView {
                 })}
             </Suspense>
             <section class="card">
-                <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-                    {move || Suspend::new(async move {
-                        match projects.await {
-                            Ok(list) if list.is_empty() => view! { <p class="muted">"No projects you belong to yet."</p> }.into_any(),
-                            Ok(list) => view! {
-                                <table>
-                                    <thead><tr><th>"Project"</th><th>"Your role"</th></tr></thead>
-                                    <tbody>
-                                        {list.into_iter().map(|p| view! {
-                                            <tr>
-                                                <td><a href=format!("/orgs/{}/projects/{}", org_id.get_untracked(), p.id)>{p.name}</a></td>
-                                                <td>{p.my_seat.label()}</td>
-                                            </tr>
-                                        }).collect_view()}
-                                    </tbody>
-                                </table>
-                            }.into_any(),
-                            Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
-                        }
-                    })}
-                </Suspense>
+                {loaded(projects, move |list| if list.is_empty() {
+                    view! { <p class="muted">"No projects you belong to yet."</p> }.into_any()
+                } else {
+                    view! {
+                        <table>
+                            <thead><tr><th>"Project"</th><th>"Your role"</th></tr></thead>
+                            <tbody>
+                                {list.into_iter().map(|p| view! {
+                                    <tr>
+                                        <td><a href=format!("/orgs/{}/projects/{}", org_id.get_untracked(), p.id)>{p.name}</a></td>
+                                        <td>{p.my_seat.label()}</td>
+                                    </tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    }.into_any()
+                })}
             </section>
         </Shell>
     }
@@ -100,26 +96,19 @@ pub fn ProjectPage() -> impl IntoView {
     );
     view! {
         <Shell org_id=org_id>
-            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-                {move || Suspend::new(async move {
-                    match project.await {
-                        Ok(p) => {
-                            let budget = p.budget_micros.map_or_else(|| "no budget".to_owned(), |b| format!("{} ({})", format_usd(b), p.budget_reset));
-                            view! {
-                                <h1 data-testid="project-title">{p.name.clone()}</h1>
-                                <p class="muted">
-                                    "You are " {p.my_seat.label().to_lowercase()} ". Models: " {p.models.join(", ")}
-                                    ". TPM " {limit(p.tpm_limit)} ", RPM " {limit(p.rpm_limit)} ", budget " {budget} "."
-                                </p>
-                                {allows(Action::ViewRequestLog, p.my_seat).then(|| view! {
-                                    <p><a href=format!("/orgs/{}/projects/{}/requests", org_id.get_untracked(), p.id)>"Request log"</a></p>
-                                })}
-                            }.into_any()
-                        }
-                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
-                    }
+            {loaded(project, move |p| {
+                    let budget = p.budget_micros.map_or_else(|| "no budget".to_owned(), |b| format!("{} ({})", format_usd(b), p.budget_reset));
+                    view! {
+                        <h1 data-testid="project-title">{p.name.clone()}</h1>
+                        <p class="muted">
+                            "You are " {p.my_seat.label().to_lowercase()} ". Models: " {p.models.join(", ")}
+                            ". TPM " {limit(p.tpm_limit)} ", RPM " {limit(p.rpm_limit)} ", budget " {budget} "."
+                        </p>
+                        {allows(Action::ViewRequestLog, p.my_seat).then(|| view! {
+                            <p><a href=format!("/orgs/{}/projects/{}/requests", org_id.get_untracked(), p.id)>"Request log"</a></p>
+                        })}
+                    }.into_any()
                 })}
-            </Suspense>
             <ProjectKeys org_id=org_id project_id=project_id project=project actions=key_actions/>
             <Settings org_id=org_id project=project update=update/>
             <Members org_id=org_id project_id=project_id project=project/>

@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 
-use super::{error_of, org_param, Shell};
+use super::{error_of, loaded, org_param, Choice, RowAction, Shell};
 use crate::api::providers::{list_providers, DeleteProvider, UpsertProvider};
 
 #[component]
@@ -20,60 +20,47 @@ pub fn ProvidersPage() -> impl IntoView {
             <h1>"Providers"</h1>
             <p class="muted">"A model in the catalogue names its provider. Keys are encrypted with the server secret and never shown again."</p>
             {move || error_of(upsert.value().get()).or_else(|| error_of(delete.value().get())).map(|e| view! { <p class="error" role="alert">{e}</p> })}
-            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-                {move || Suspend::new(async move {
-                    match providers.await {
-                        Ok(list) => view! {
-                            <section class="card">
-                                <table data-testid="providers">
-                                    <thead><tr><th>"Name"</th><th>"Kind"</th><th>"Base URL"</th><th>"Key"</th><th>"Latency"</th><th></th></tr></thead>
-                                    <tbody>
-                                        {list.into_iter().map(|p| view! {
-                                            <tr>
-                                                <td><code>{p.name.clone()}</code></td>
-                                                <td>{p.kind.clone()}</td>
-                                                <td>{if p.base_url.is_empty() { "built in".to_owned() } else { p.base_url.clone() }}</td>
-                                                <td>{p.key_hint.clone().unwrap_or_else(|| "none".to_owned())}</td>
-                                                <td>{(p.kind == "mock").then(|| format!("{} ms", p.latency_ms))}</td>
-                                                <td>
-                                                    <ActionForm action=delete attr:class="inline-form">
-                                                        <input type="hidden" name="org_id" value=org_id.get_untracked()/>
-                                                        <input type="hidden" name="name" value=p.name.clone()/>
-                                                        <button type="submit" class="danger">"Remove"</button>
-                                                    </ActionForm>
-                                                </td>
-                                            </tr>
-                                        }).collect_view()}
-                                    </tbody>
-                                </table>
-                            </section>
-                            <section class="card">
-                                <h2>"Add or change a provider"</h2>
-                                <ActionForm action=upsert>
-                                    <input type="hidden" name="org_id" value=org_id.get_untracked()/>
-                                    <div class="row">
-                                        <label>"Name"<input name="name" required placeholder="openai"/></label>
-                                        <label>"Kind"
-                                            <select name="kind">
-                                                <option value="openai">"OpenAI-compatible (OpenAI, vLLM, Ollama, Together…)"</option>
-                                                <option value="anthropic">"Anthropic"</option>
-                                                <option value="mock">"Mock (built in)"</option>
-                                            </select>
-                                        </label>
-                                    </div>
-                                    <div class="row">
-                                        <label>"Base URL"<input name="base_url" placeholder="https://api.openai.com/v1"/></label>
-                                        <label>"API key (empty: keep the stored one)"<input name="api_key" type="password" autocomplete="off"/></label>
-                                        <label>"Mock latency (ms)"<input name="latency_ms" inputmode="numeric" placeholder="0"/></label>
-                                    </div>
-                                    <button type="submit">"Save provider"</button>
-                                </ActionForm>
-                            </section>
-                        }.into_any(),
-                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
-                    }
+            {loaded(providers, move |list| view! {
+                    <section class="card">
+                        <table data-testid="providers">
+                            <thead><tr><th>"Name"</th><th>"Kind"</th><th>"Base URL"</th><th>"Key"</th><th>"Latency"</th><th></th></tr></thead>
+                            <tbody>
+                                {list.into_iter().map(|p| view! {
+                                    <tr>
+                                        <td><code>{p.name.clone()}</code></td>
+                                        <td>{p.kind.clone()}</td>
+                                        <td>{if p.base_url.is_empty() { "built in".to_owned() } else { p.base_url.clone() }}</td>
+                                        <td>{p.key_hint.clone().unwrap_or_else(|| "none".to_owned())}</td>
+                                        <td>{(p.kind == "mock").then(|| format!("{} ms", p.latency_ms))}</td>
+                                        <td>
+                                            <RowAction action=delete org_id=org_id.get_untracked() field="name" value=p.name.clone() label="Remove"/>
+                                        </td>
+                                    </tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    </section>
+                    <section class="card">
+                        <h2>"Add or change a provider"</h2>
+                        <ActionForm action=upsert>
+                            <input type="hidden" name="org_id" value=org_id.get_untracked()/>
+                            <div class="row">
+                                <label>"Name"<input name="name" required placeholder="openai"/></label>
+                                <Choice label="Kind" name="kind" options=&[
+                                    ("openai", "OpenAI-compatible (OpenAI, vLLM, Ollama, Together…)"),
+                                    ("anthropic", "Anthropic"),
+                                    ("mock", "Mock (built in)"),
+                                ]/>
+                            </div>
+                            <div class="row">
+                                <label>"Base URL"<input name="base_url" placeholder="https://api.openai.com/v1"/></label>
+                                <label>"API key (empty: keep the stored one)"<input name="api_key" type="password" autocomplete="off"/></label>
+                                <label>"Mock latency (ms)"<input name="latency_ms" inputmode="numeric" placeholder="0"/></label>
+                            </div>
+                            <button type="submit">"Save provider"</button>
+                        </ActionForm>
+                    </section>
                 })}
-            </Suspense>
         </Shell>
     }
 }

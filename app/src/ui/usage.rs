@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-use super::{org_param, Shell};
+use super::{loaded, org_param, Filter, Shell};
 use crate::api::usage::{get_usage, Slice, TotalsView, PERIODS};
 use crate::format::{count_f64 as count, day_label, format_time, format_usd, Usd};
 
@@ -113,121 +113,104 @@ pub fn UsagePage() -> impl IntoView {
     view! {
         <Shell org_id=org_id>
             <h1>"Usage"</h1>
-            <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-                {move || Suspend::new(async move {
-                    match report.await {
-                        Ok(r) => {
-                            let days = get("days").and_then(|d| d.parse::<i64>().ok()).unwrap_or(30);
-                            let project = get("project").unwrap_or_default();
-                            let key = get("key").unwrap_or_default();
-                            let categories: Vec<String> = r.days.iter().map(|d| day_label(d.day)).collect();
-                            let spend = ChartSpec::Stacked {
-                                categories: categories.clone(),
-                                series: r.spend_by_model.iter().map(|s| (s.name.clone(), s.values.iter().map(|v| Usd::from_micros(*v).dollars()).collect())).collect(),
-                            };
-                            let tokens = ChartSpec::Lines {
-                                categories,
-                                series: vec![
-                                    ("input tokens".to_owned(), r.days.iter().map(|d| count(d.totals.tokens_in)).collect()),
-                                    ("output tokens".to_owned(), r.days.iter().map(|d| count(d.totals.tokens_out)).collect()),
-                                ],
-                            };
-                            let projects_pie = ChartSpec::Pie {
-                                slices: r.by_project.iter().map(|s| (s.name.clone(), Usd::from_micros(s.totals.cost_micros).dollars())).collect(),
-                            };
-                            view! {
-                                <form method="get" class="row filters" data-testid="usage-filters">
-                                    <label>"Period"
-                                        <select name="days">
-                                            {PERIODS.iter().map(|d| view! { <option value=d.to_string() selected=*d == days>{format!("Last {d} days")}</option> }).collect_view()}
-                                        </select>
-                                    </label>
-                                    <label>"Project"
-                                        <select name="project">
-                                            <option value="">"All projects"</option>
-                                            {r.projects.iter().map(|(id, name)| view! { <option value=id.clone() selected=*id == project>{name.clone()}</option> }).collect_view()}
-                                        </select>
-                                    </label>
-                                    <label>"Key"
-                                        <select name="key">
-                                            <option value="">"All keys"</option>
-                                            {r.keys.iter().map(|(id, name)| view! { <option value=id.clone() selected=*id == key>{name.clone()}</option> }).collect_view()}
-                                        </select>
-                                    </label>
-                                    <button type="submit">"Show"</button>
-                                </form>
-                                {(!r.whole).then(|| view! { <p class="muted">"Showing the projects you administer and your own keys."</p> })}
-                                <section class="stats" data-testid="usage-totals">
-                                    <div><span class="muted">"Spend"</span><strong data-testid="total-spend">{format_usd(r.totals.cost_micros)}</strong></div>
-                                    <div><span class="muted">"Requests"</span><strong data-testid="total-requests">{r.totals.requests}</strong></div>
-                                    <div><span class="muted">"Errors"</span><strong>{r.totals.errors}</strong></div>
-                                    <div><span class="muted">"Input tokens"</span><strong data-testid="total-tokens-in">{r.totals.tokens_in}</strong></div>
-                                    <div><span class="muted">"Output tokens"</span><strong data-testid="total-tokens-out">{r.totals.tokens_out}</strong></div>
-                                </section>
-                                <section class="card">
-                                    <h2>"Spend per day by model (USD)"</h2>
-                                    <Chart id="chart-spend" spec=spend/>
-                                </section>
-                                <section class="card">
-                                    <h2>"Tokens per day"</h2>
-                                    <Chart id="chart-tokens" spec=tokens/>
-                                </section>
-                                <div class="two">
-                                    <section class="card">
-                                        <h2>"Spend by project"</h2>
-                                        <Chart id="chart-projects" spec=projects_pie/>
-                                    </section>
-                                    <section class="card">
-                                        <h2>"By model"</h2>
-                                        <SliceTable slices=r.by_model.clone() label="Model" testid="by-model"/>
-                                    </section>
-                                </div>
-                                <section class="card">
-                                    <h2>"Top keys by spend"</h2>
-                                    <SliceTable slices=r.by_key.iter().take(10).cloned().collect() label="Key" testid="top-keys"/>
-                                </section>
-                                <section class="card">
-                                    <h2>"Key budgets"</h2>
-                                    {if r.key_budgets.is_empty() {
-                                        view! { <p class="muted">"No key in view has a budget."</p> }.into_any()
-                                    } else {
-                                        view! {
-                                            <table data-testid="key-budgets">
-                                                <thead><tr><th>"Key"</th><th>"Project"</th><th>"Spent"</th><th>"Budget"</th><th>"Used"</th><th>"Resets"</th><th>"At this rate"</th></tr></thead>
-                                                <tbody>
-                                                    {r.key_budgets.iter().map(|b| {
-                                                        let pct = if b.budget_micros > 0 { (i128::from(b.spent_micros) * 100 / i128::from(b.budget_micros)).min(999) } else { 0 };
-                                                        view! {
-                                                            <tr>
-                                                                <td>{b.name.clone()}</td>
-                                                                <td>{b.project.clone()}</td>
-                                                                <td>{format_usd(b.spent_micros)}</td>
-                                                                <td>{format!("{} ({})", format_usd(b.budget_micros), b.reset)}</td>
-                                                                <td><meter min="0" max="100" value=pct.min(100).to_string()></meter>" "{format!("{pct}%")}</td>
-                                                                <td>{b.next_reset.map_or_else(|| "never".to_owned(), format_time)}</td>
-                                                                <td>{match (b.runs_out, b.daily_rate_micros) {
-                                                                    (Some(t), rate) => format!("runs out on {} ({}/day)", &format_time(t)[..10], format_usd(rate)),
-                                                                    (None, 0) => "nothing spent in the last 7 days".to_owned(),
-                                                                    (None, rate) => format!("lasts until the reset ({}/day)", format_usd(rate)),
-                                                                }}</td>
-                                                            </tr>
-                                                        }
-                                                    }).collect_view()}
-                                                </tbody>
-                                            </table>
-                                        }.into_any()
-                                    }}
-                                </section>
-                                <section class="card">
-                                    <h2>"By project"</h2>
-                                    <SliceTable slices=r.by_project.clone() label="Project" testid="by-project"/>
-                                </section>
-                            }.into_any()
-                        }
-                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
-                    }
+            {loaded(report, move |r| {
+                    let days = get("days").and_then(|d| d.parse::<i64>().ok()).unwrap_or(30);
+                    let project = get("project").unwrap_or_default();
+                    let key = get("key").unwrap_or_default();
+                    let categories: Vec<String> = r.days.iter().map(|d| day_label(d.day)).collect();
+                    let spend = ChartSpec::Stacked {
+                        categories: categories.clone(),
+                        series: r.spend_by_model.iter().map(|s| (s.name.clone(), s.values.iter().map(|v| Usd::from_micros(*v).dollars()).collect())).collect(),
+                    };
+                    let tokens = ChartSpec::Lines {
+                        categories,
+                        series: vec![
+                            ("input tokens".to_owned(), r.days.iter().map(|d| count(d.totals.tokens_in)).collect()),
+                            ("output tokens".to_owned(), r.days.iter().map(|d| count(d.totals.tokens_out)).collect()),
+                        ],
+                    };
+                    let projects_pie = ChartSpec::Pie {
+                        slices: r.by_project.iter().map(|s| (s.name.clone(), Usd::from_micros(s.totals.cost_micros).dollars())).collect(),
+                    };
+                    view! {
+                        <form method="get" class="row filters" data-testid="usage-filters">
+                            <label>"Period"
+                                <select name="days">
+                                    {PERIODS.iter().map(|d| view! { <option value=d.to_string() selected=*d == days>{format!("Last {d} days")}</option> }).collect_view()}
+                                </select>
+                            </label>
+                            <Filter label="Project" name="project" any="All projects" selected=project.clone() options=r.projects.clone()/>
+                            <Filter label="Key" name="key" any="All keys" selected=key.clone() options=r.keys.clone()/>
+                            <button type="submit">"Show"</button>
+                        </form>
+                        {(!r.whole).then(|| view! { <p class="muted">"Showing the projects you administer and your own keys."</p> })}
+                        <section class="stats" data-testid="usage-totals">
+                            <div><span class="muted">"Spend"</span><strong data-testid="total-spend">{format_usd(r.totals.cost_micros)}</strong></div>
+                            <div><span class="muted">"Requests"</span><strong data-testid="total-requests">{r.totals.requests}</strong></div>
+                            <div><span class="muted">"Errors"</span><strong>{r.totals.errors}</strong></div>
+                            <div><span class="muted">"Input tokens"</span><strong data-testid="total-tokens-in">{r.totals.tokens_in}</strong></div>
+                            <div><span class="muted">"Output tokens"</span><strong data-testid="total-tokens-out">{r.totals.tokens_out}</strong></div>
+                        </section>
+                        <section class="card">
+                            <h2>"Spend per day by model (USD)"</h2>
+                            <Chart id="chart-spend" spec=spend/>
+                        </section>
+                        <section class="card">
+                            <h2>"Tokens per day"</h2>
+                            <Chart id="chart-tokens" spec=tokens/>
+                        </section>
+                        <div class="two">
+                            <section class="card">
+                                <h2>"Spend by project"</h2>
+                                <Chart id="chart-projects" spec=projects_pie/>
+                            </section>
+                            <section class="card">
+                                <h2>"By model"</h2>
+                                <SliceTable slices=r.by_model.clone() label="Model" testid="by-model"/>
+                            </section>
+                        </div>
+                        <section class="card">
+                            <h2>"Top keys by spend"</h2>
+                            <SliceTable slices=r.by_key.iter().take(10).cloned().collect() label="Key" testid="top-keys"/>
+                        </section>
+                        <section class="card">
+                            <h2>"Key budgets"</h2>
+                            {if r.key_budgets.is_empty() {
+                                view! { <p class="muted">"No key in view has a budget."</p> }.into_any()
+                            } else {
+                                view! {
+                                    <table data-testid="key-budgets">
+                                        <thead><tr><th>"Key"</th><th>"Project"</th><th>"Spent"</th><th>"Budget"</th><th>"Used"</th><th>"Resets"</th><th>"At this rate"</th></tr></thead>
+                                        <tbody>
+                                            {r.key_budgets.iter().map(|b| {
+                                                let pct = if b.budget_micros > 0 { (i128::from(b.spent_micros) * 100 / i128::from(b.budget_micros)).min(999) } else { 0 };
+                                                view! {
+                                                    <tr>
+                                                        <td>{b.name.clone()}</td>
+                                                        <td>{b.project.clone()}</td>
+                                                        <td>{format_usd(b.spent_micros)}</td>
+                                                        <td>{format!("{} ({})", format_usd(b.budget_micros), b.reset)}</td>
+                                                        <td><meter min="0" max="100" value=pct.min(100).to_string()></meter>" "{format!("{pct}%")}</td>
+                                                        <td>{b.next_reset.map_or_else(|| "never".to_owned(), format_time)}</td>
+                                                        <td>{match (b.runs_out, b.daily_rate_micros) {
+                                                            (Some(t), rate) => format!("runs out on {} ({}/day)", &format_time(t)[..10], format_usd(rate)),
+                                                            (None, 0) => "nothing spent in the last 7 days".to_owned(),
+                                                            (None, rate) => format!("lasts until the reset ({}/day)", format_usd(rate)),
+                                                        }}</td>
+                                                    </tr>
+                                                }
+                                            }).collect_view()}
+                                        </tbody>
+                                    </table>
+                                }.into_any()
+                            }}
+                        </section>
+                        <section class="card">
+                            <h2>"By project"</h2>
+                            <SliceTable slices=r.by_project.clone() label="Project" testid="by-project"/>
+                        </section>
+                    }.into_any()
                 })}
-            </Suspense>
         </Shell>
     }
 }

@@ -14,7 +14,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
 use futures::StreamExt;
 use ipnet::IpNet;
@@ -120,9 +120,9 @@ impl Gateway {
 
 pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
-        .route("/v1/chat/completions", post(chat))
-        .route("/v1/completions", post(completions))
-        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/chat/completions", metered(Endpoint::Chat))
+        .route("/v1/completions", metered(Endpoint::Completions))
+        .route("/v1/embeddings", metered(Endpoint::Embeddings))
         .route("/v1/models", get(models))
         .route("/v1/{*rest}", any(unknown))
         .with_state(gw)
@@ -133,32 +133,14 @@ type Peer = ConnectInfo<SocketAddr>;
 /// The largest request body read (after the key is checked).
 const BODY_LIMIT: usize = 32 * 1024 * 1024;
 
-/// The body is taken unread: it is read only once the key has passed.
-async fn chat(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): Peer,
-    h: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(gw, Endpoint::Chat, peer, h, body).await
-}
-
-async fn completions(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): Peer,
-    h: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(gw, Endpoint::Completions, peer, h, body).await
-}
-
-async fn embeddings(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): Peer,
-    h: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(gw, Endpoint::Embeddings, peer, h, body).await
+/// The route of one metered endpoint. The body is taken unread: it is read
+/// only once the key has passed.
+fn metered(endpoint: Endpoint) -> MethodRouter<Arc<Gateway>> {
+    post(
+        move |State(gw): State<Arc<Gateway>>, ConnectInfo(peer): Peer, h: HeaderMap, body: Body| {
+            handle(gw, endpoint, peer, h, body)
+        },
+    )
 }
 
 /// Reads the body up to `BODY_LIMIT`, refusing more without reading it.
@@ -223,19 +205,12 @@ async fn unknown() -> Response {
 }
 
 fn bearer(h: &HeaderMap) -> Result<&str, ProxyError> {
-    h.get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .ok_or_else(|| {
-            ProxyError::unauthorized(
-                "missing_api_key",
-                "send an API key as 'Authorization: Bearer sk-tg-…'",
-            )
-        })
+    crate::auth::bearer(h).ok_or_else(|| {
+        ProxyError::unauthorized(
+            "missing_api_key",
+            "send an API key as 'Authorization: Bearer sk-tg-…'",
+        )
+    })
 }
 
 /// The caller behind the request's headers: key (revoked, expired) and the

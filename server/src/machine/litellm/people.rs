@@ -22,8 +22,10 @@ use tollgate_app::core::members;
 use tollgate_app::core::now_ms;
 use tollgate_app::core::ops;
 use tollgate_app::core::projects;
+use tollgate_app::core::projects::Project;
 use tollgate_app::policy::Action;
 use tollgate_app::policy::OrgRole;
+use tollgate_app::policy::OrgScope;
 use tollgate_app::policy::ProjectRole;
 
 pub(super) fn routes() -> Routes {
@@ -241,25 +243,11 @@ async fn member_permission_update(
             ))
         }
         None => {
-            let (inv, token) = ops::invite(
-                &caller.state,
-                &caller.actor,
-                &org,
-                &email,
-                role,
-                team.as_ref()
-                    .map(|(_, p)| (p.id.as_str(), ProjectRole::Member)),
-            )
-            .await?;
-            Ok((
-                StatusCode::CREATED,
-                Json(json!({
-                    "user_email": inv.email, "user_role": b.user_role,
-                    "team_id": team.as_ref().map(|(_, p)| p.id.clone()), "status": "invited",
-                    "invitation_link": format!("{}/invite/{}", caller.state.public_url, token.expose()),
-                    "expires": iso(inv.expires_at),
-                })),
-            ))
+            let mut out =
+                invite(&caller, &org, &email, role, team.as_ref().map(|(_, p)| p)).await?;
+            out["user_role"] = json!(b.user_role);
+            out["team_id"] = json!(team.as_ref().map(|(_, p)| p.id.clone()));
+            Ok((StatusCode::CREATED, Json(out)))
         }
     }
 }
@@ -299,24 +287,35 @@ async fn user_new(
         ),
         None => None,
     };
+    let mut out = invite(&caller, &org, &email, role, team.as_ref()).await?;
+    out["user_role"] = json!(role_name);
+    out["teams"] = json!(team.map(|p| vec![p.id]).unwrap_or_default());
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// Invites `email` to the organization (into `team` as a member, if any):
+/// the answer's invitation fields.
+async fn invite(
+    caller: &Caller,
+    org: &OrgScope,
+    email: &Email,
+    role: OrgRole,
+    team: Option<&Project>,
+) -> ApiResult<Value> {
     let (inv, token) = ops::invite(
         &caller.state,
         &caller.actor,
-        &org,
-        &email,
+        org,
+        email,
         role,
-        team.as_ref().map(|p| (p.id.as_str(), ProjectRole::Member)),
+        team.map(|p| (p.id.as_str(), ProjectRole::Member)),
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "user_email": inv.email, "user_role": role_name, "status": "invited",
-            "teams": team.map(|p| vec![p.id]).unwrap_or_default(),
-            "invitation_link": format!("{}/invite/{}", caller.state.public_url, token.expose()),
-            "expires": iso(inv.expires_at),
-        })),
-    ))
+    Ok(json!({
+        "user_email": inv.email, "status": "invited",
+        "invitation_link": format!("{}/invite/{}", caller.state.public_url, token.expose()),
+        "expires": iso(inv.expires_at),
+    }))
 }
 
 #[derive(Deserialize)]

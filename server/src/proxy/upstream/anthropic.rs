@@ -125,18 +125,7 @@ pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamErro
     if let Some(k) = &up.api_key {
         req = req.header("x-api-key", k.expose_secret());
     }
-    let res = if c.stream {
-        tokio::time::timeout(clients.idle, req.json(&body).send())
-            .await
-            .map_err(|_| {
-                UpstreamError::Timeout(format!(
-                    "the provider '{name}' did not start its answer in time"
-                ))
-            })?
-    } else {
-        req.timeout(clients.timeout).json(&body).send().await
-    }
-    .map_err(|e| transport(&e, name))?;
+    let res = clients.send(req.json(&body), c.stream, name).await?;
     let status = res.status().as_u16();
     if status >= 400 {
         let body = res.bytes().await.unwrap_or_default();

@@ -153,6 +153,28 @@ impl Clients {
             Kind::Anthropic => anthropic::call(self, c).await,
         }
     }
+
+    /// Sends a built request: a stream must start within `idle`, a whole
+    /// answer must arrive within `timeout`.
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        stream: bool,
+        provider: &str,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        if stream {
+            tokio::time::timeout(self.idle, req.send())
+                .await
+                .map_err(|_| {
+                    UpstreamError::Timeout(format!(
+                        "the provider '{provider}' did not start its answer in time"
+                    ))
+                })?
+        } else {
+            req.timeout(self.timeout).send().await
+        }
+        .map_err(|e| transport(&e, provider))
+    }
 }
 
 /// What a reqwest failure was, without the request (URLs carry no secret,

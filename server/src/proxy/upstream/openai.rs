@@ -25,7 +25,7 @@ pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamErro
     if let Some(k) = &up.api_key {
         req = req.bearer_auth(k.expose_secret());
     }
-    let res = if c.stream {
+    let req = if c.stream {
         let mut body = c.body.clone();
         if let Some(obj) = body.as_object_mut() {
             let opts = obj
@@ -35,17 +35,11 @@ pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamErro
                 o.insert("include_usage".into(), Value::Bool(true));
             }
         }
-        tokio::time::timeout(clients.idle, req.json(&body).send())
-            .await
-            .map_err(|_| {
-                UpstreamError::Timeout(format!(
-                    "the provider '{name}' did not start its answer in time"
-                ))
-            })?
+        req.json(&body)
     } else {
-        req.timeout(clients.timeout).json(c.body).send().await
-    }
-    .map_err(|e| transport(&e, name))?;
+        req.json(c.body)
+    };
+    let res = clients.send(req, c.stream, name).await?;
     let status = res.status().as_u16();
     if status >= 400 {
         let body = res.bytes().await.unwrap_or_default();
