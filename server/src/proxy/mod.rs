@@ -358,7 +358,11 @@ impl Ctx {
             _ => reported_out,
         };
         let tin = reported_in.filter(|n| (0..=max_in).contains(n));
-        let tout = reported_out.filter(|n| (0..=self.max_output).contains(n));
+        // More output than was reserved is billed at the reservation: the
+        // budget never passes it, and hidden (reasoning) tokens still count.
+        let tout = reported_out
+            .filter(|n| *n >= 0)
+            .map(|n| n.min(self.max_output));
         if tin != reported_in || tout != reported_out {
             tracing::warn!(
                 provider = %self.provider,
@@ -475,7 +479,32 @@ fn max_output(
     let window = model.context_window;
     let completion = tokens_field(body, "max_completion_tokens", window)?;
     let max = tokens_field(body, "max_tokens", window)?;
-    Ok(completion.or(max).unwrap_or(i64::from(default)))
+    let each = completion.or(max).unwrap_or(i64::from(default));
+    Ok(each.saturating_mul(choices(body)?))
+}
+
+/// The most answers one request may ask for.
+const MAX_CHOICES: i64 = 128;
+
+/// How many answers a request asks for (`n`; `best_of` on completions):
+/// each may use the whole output allowance, so each is reserved.
+fn choices(body: &Value) -> Result<i64, ProxyError> {
+    let mut most = 1;
+    for field in ["n", "best_of"] {
+        match body.get(field) {
+            None | Some(Value::Null) => {}
+            Some(v) => match v.as_i64() {
+                Some(k) if (1..=MAX_CHOICES).contains(&k) => most = most.max(k),
+                _ => {
+                    return Err(ProxyError::invalid(
+                        field,
+                        format!("'{field}' must be a whole number from 1 to {MAX_CHOICES}"),
+                    ))
+                }
+            },
+        }
+    }
+    Ok(most)
 }
 
 async fn forward(

@@ -1787,6 +1787,32 @@ async fn model_prices_and_windows_are_bounded(backend: Backend) {
 }
 both!(model_prices_and_windows_are_bounded);
 
+/// `n` and `best_of` ask for several answers, each of which may use the whole
+/// output allowance: bounded, and each reserved.
+async fn several_answers_are_bounded(backend: Backend) {
+    let gw = Gw::new(backend).await;
+    let (_, token) = gw.key(&[]).await;
+    let mut body = chat_body("mock/echo", "hi");
+    for (field, value) in [
+        ("n", json!(0)),
+        ("n", json!(1000)),
+        ("best_of", json!(-1)),
+        ("n", json!("2")),
+    ] {
+        let mut b = body.clone();
+        b[field] = value.clone();
+        let (status, v) = gw.call(&token, "chat/completions", b).await;
+        assert_eq!(
+            (status, v["error"]["param"].as_str()),
+            (400, Some(field)),
+            "{value}: {v}"
+        );
+    }
+    body["n"] = json!(2);
+    assert_eq!(gw.call(&token, "chat/completions", body).await.0, 200);
+}
+both!(several_answers_are_bounded);
+
 /// An upstream whose errors carry secrets: a 401 echoing the provider key,
 /// a 500 with internal details, the same for Anthropic, and an Anthropic
 /// stream that fails with the key in its error event.

@@ -89,7 +89,14 @@ impl UpstreamError {
     /// A failure status and body from the upstream: retryable for a 5xx or
     /// 429, a refusal otherwise. The body is kept redacted, for the log.
     fn answered(status: u16, body: &[u8], key: Option<&SecretString>) -> UpstreamError {
-        let detail = redact(&excerpt(body), key.map(ExposeSecret::expose_secret));
+        // Redacted whole, then cut: a key across the cut is still found.
+        let detail = excerpt(
+            redact(
+                &String::from_utf8_lossy(body),
+                key.map(ExposeSecret::expose_secret),
+            )
+            .as_bytes(),
+        );
         if status >= 500 || status == 429 {
             UpstreamError::Status { status, detail }
         } else {
