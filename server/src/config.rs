@@ -203,16 +203,19 @@ impl Config {
             path: self.data_dir.clone(),
             source,
         };
-        let existed = self.data_dir.is_dir();
         std::fs::create_dir_all(&self.data_dir).map_err(io)?;
-        // A directory made here, or Tollgate's own from an older version, is
-        // made private; one the operator shares with other things is left as
-        // it is (its database and secret files are 0600 themselves).
+        // A directory that is new, empty, or Tollgate's own from an older
+        // version is made private; one the operator shares with other things
+        // is left as it is (the database and secret files are 0600 themselves).
+        let empty = std::fs::read_dir(&self.data_dir)
+            .map_err(io)?
+            .next()
+            .is_none();
         let ours = ["tollgate.db", "secret.key"]
             .iter()
             .any(|f| self.data_dir.join(f).exists());
         #[cfg(unix)]
-        if !existed || ours {
+        if empty || ours {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(io)?;
