@@ -214,8 +214,19 @@ pub(crate) mod ssr {
     where
         F: Future<Output = Result<T, AppError>>,
     {
+        with_scope(authorize(org_id, action), f).await
+    }
+
+    /// Runs `f` with what `authorized` granted; its error sets the HTTP status.
+    async fn with_scope<S, T, F>(
+        authorized: impl Future<Output = Result<(AppState, User, S), AppError>>,
+        f: impl FnOnce(Ctx<S>) -> F,
+    ) -> Result<T, AppError>
+    where
+        F: Future<Output = Result<T, AppError>>,
+    {
         let run = async {
-            let (state, user, scope) = authorize(org_id, action).await?;
+            let (state, user, scope) = authorized.await?;
             f(Ctx::new(state, user, scope)).await
         };
         answer(run.await)
@@ -231,11 +242,7 @@ pub(crate) mod ssr {
     where
         F: Future<Output = Result<T, AppError>>,
     {
-        let run = async {
-            let (state, user, scope) = authorize_project(org_id, project_id, action).await?;
-            f(Ctx::new(state, user, scope)).await
-        };
-        answer(run.await)
+        with_scope(authorize_project(org_id, project_id, action), f).await
     }
 
     /// Runs `f` on one key once the caller may act on it (`authorize_key`).

@@ -6,7 +6,7 @@ use sqlx::{AnyConnection, Row};
 use std::collections::BTreeMap;
 
 use super::limits::ResetInterval;
-use super::usage::{sat_sum, DAY_MS};
+use super::usage::{sat_sum, usage_sums, DAY_MS};
 use crate::format::Usd;
 use crate::policy::OrgScope;
 
@@ -220,15 +220,8 @@ pub async fn statement(
     let (from, to) = month_bounds("month", month)?;
     let rows = sqlx::query(concat!(
         "SELECT u.project_id, MAX(p.name) AS project_name, u.model, ",
-        sat_sum!("u.requests"),
-        " AS requests, ",
-        sat_sum!("u.tokens_in"),
-        " AS tokens_in, ",
-        sat_sum!("u.tokens_out"),
-        " AS tokens_out, ",
-        sat_sum!("u.cost_micros"),
-        " AS cost \
-         FROM usage_daily u LEFT JOIN projects p ON p.id = u.project_id \
+        usage_sums!("cost"),
+        " FROM usage_daily u LEFT JOIN projects p ON p.id = u.project_id \
          WHERE u.org_id = $1 AND u.day >= $2 AND u.day < $3 \
          GROUP BY u.project_id, u.model ORDER BY project_name, u.project_id, u.model",
     ))

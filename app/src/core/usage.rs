@@ -48,6 +48,24 @@ macro_rules! sat_sum {
 }
 pub(crate) use sat_sum;
 
+/// The rollup's four sums over `usage_daily u`, saturating; the cost named `$cost`.
+macro_rules! usage_sums {
+    ($cost:literal) => {
+        concat!(
+            sat_sum!("u.requests"),
+            " AS requests, ",
+            sat_sum!("u.tokens_in"),
+            " AS tokens_in, ",
+            sat_sum!("u.tokens_out"),
+            " AS tokens_out, ",
+            sat_sum!("u.cost_micros"),
+            " AS ",
+            $cost
+        )
+    };
+}
+pub(crate) use usage_sums;
+
 /// One proxied attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageEvent {
@@ -340,17 +358,7 @@ pub struct DayRow {
 
 macro_rules! day_sums {
     () => {
-        concat!(
-            "SELECT u.day AS day, ",
-            sat_sum!("u.requests"),
-            " AS requests, ",
-            sat_sum!("u.tokens_in"),
-            " AS tokens_in, ",
-            sat_sum!("u.tokens_out"),
-            " AS tokens_out, ",
-            sat_sum!("u.cost_micros"),
-            " AS cost_micros"
-        )
+        concat!("SELECT u.day AS day, ", usage_sums!("cost_micros"))
     };
 }
 
