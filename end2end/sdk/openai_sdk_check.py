@@ -54,31 +54,22 @@ ids = sorted(m.id for m in ok.models.list())
 assert "mock/echo" in ids and "mock/embed" in ids, ids
 print("models:", ids)
 
-try:
-    client(os.environ["KEY_REVOKED"]).chat.completions.create(
-        model="mock/echo", messages=[{"role": "user", "content": "x"}]
-    )
-    sys.exit("a revoked key was served")
-except openai.AuthenticationError as e:
-    assert e.status_code == 401 and "revoked" in str(e), e
-    print("revoked: AuthenticationError", e.status_code)
+def refused(key, error, status, word, **extra):
+    """A request with `key` fails with the SDK's `error` class, `status`, and `word` in its message."""
+    try:
+        client(os.environ[key]).chat.completions.create(
+            messages=[{"role": "user", "content": "x"}], **{"model": "mock/echo", **extra}
+        )
+    except error as e:
+        assert e.status_code == status and word in str(e), e
+        return e
+    sys.exit(f"{key}: the request was served")
 
-try:
-    client(os.environ["KEY_BROKE"]).chat.completions.create(
-        model="mock/priced", messages=[{"role": "user", "content": "x"}], max_tokens=100
-    )
-    sys.exit("an over-budget key was served")
-except openai.APIStatusError as e:
-    assert e.status_code == 402 and "budget" in str(e), e
-    print("over budget: APIStatusError", e.status_code)
 
-try:
-    client(os.environ["KEY_LIMITED"]).chat.completions.create(
-        model="mock/echo", messages=[{"role": "user", "content": "x"}]
-    )
-    sys.exit("a rate-limited key was served")
-except openai.RateLimitError as e:
-    assert e.status_code == 429, e
-    print("rate limited: RateLimitError", e.status_code, "retry-after", e.response.headers.get("retry-after"))
+print("revoked: AuthenticationError", refused("KEY_REVOKED", openai.AuthenticationError, 401, "revoked").status_code)
+e = refused("KEY_BROKE", openai.APIStatusError, 402, "budget", model="mock/priced", max_tokens=100)
+print("over budget: APIStatusError", e.status_code)
+e = refused("KEY_LIMITED", openai.RateLimitError, 429, "")
+print("rate limited: RateLimitError", e.status_code, "retry-after", e.response.headers.get("retry-after"))
 
 print("all SDK checks passed")

@@ -120,9 +120,10 @@ fn price(field: &str, raw: &str) -> Result<crate::format::Usd, AppError> {
 #[server(prefix = "/api/console", endpoint = "delete_model")]
 pub async fn delete_model(org_id: String, id: String) -> Result<(), AppError> {
     use super::ssr::*;
+    use crate::core::ops::{delete_entry, Entry};
     use crate::policy::Action;
     in_org(&org_id, Action::ModelCatalogue, |c| async move {
-        crate::core::ops::delete_model(&c.state, &c.actor, &c.scope, &id).await
+        delete_entry(&c.state, &c.actor, &c.scope, Entry::Model, &id).await
     })
     .await
 }

@@ -206,25 +206,19 @@ pub(crate) mod ssr {
 
     /// Runs `f` once the caller may do `action` in `org_id`; its error sets
     /// the HTTP status.
-    pub async fn in_org<T, F>(
+    pub async fn in_org<T, F: Future<Output = Result<T, AppError>>>(
         org_id: &str,
         action: Action,
         f: impl FnOnce(Ctx<OrgScope>) -> F,
-    ) -> Result<T, AppError>
-    where
-        F: Future<Output = Result<T, AppError>>,
-    {
+    ) -> Result<T, AppError> {
         with_scope(authorize(org_id, action), f).await
     }
 
     /// Runs `f` with what `authorized` granted; its error sets the HTTP status.
-    async fn with_scope<S, T, F>(
+    async fn with_scope<S, T, F: Future<Output = Result<T, AppError>>>(
         authorized: impl Future<Output = Result<(AppState, User, S), AppError>>,
         f: impl FnOnce(Ctx<S>) -> F,
-    ) -> Result<T, AppError>
-    where
-        F: Future<Output = Result<T, AppError>>,
-    {
+    ) -> Result<T, AppError> {
         let run = async {
             let (state, user, scope) = authorized.await?;
             f(Ctx::new(state, user, scope)).await
@@ -233,27 +227,21 @@ pub(crate) mod ssr {
     }
 
     /// Runs `f` once the caller may do `action` in the project.
-    pub async fn in_project_of<T, F>(
+    pub async fn in_project_of<T, F: Future<Output = Result<T, AppError>>>(
         org_id: &str,
         project_id: &str,
         action: Action,
         f: impl FnOnce(Ctx<ProjectScope>) -> F,
-    ) -> Result<T, AppError>
-    where
-        F: Future<Output = Result<T, AppError>>,
-    {
+    ) -> Result<T, AppError> {
         with_scope(authorize_project(org_id, project_id, action), f).await
     }
 
     /// Runs `f` on one key once the caller may act on it (`authorize_key`).
-    pub async fn on_key<T, F>(
+    pub async fn on_key<T, F: Future<Output = Result<T, AppError>>>(
         org_id: &str,
         key_id: &str,
         f: impl FnOnce(Ctx<ProjectScope>, crate::core::keys::KeyRow) -> F,
-    ) -> Result<T, AppError>
-    where
-        F: Future<Output = Result<T, AppError>>,
-    {
+    ) -> Result<T, AppError> {
         let run = async {
             let (state, user, scope, key) = authorize_key(org_id, key_id).await?;
             f(Ctx::new(state, user, scope), key).await

@@ -71,9 +71,10 @@ pub async fn upsert_provider(
 #[server(prefix = "/api/console", endpoint = "delete_provider")]
 pub async fn delete_provider(org_id: String, name: String) -> Result<(), AppError> {
     use super::ssr::*;
+    use crate::core::ops::{delete_entry, Entry};
     use crate::policy::Action;
     in_org(&org_id, Action::ExternalKeys, |c| async move {
-        crate::core::ops::delete_provider(&c.state, &c.actor, &c.scope, &name).await
+        delete_entry(&c.state, &c.actor, &c.scope, Entry::Provider, &name).await
     })
     .await
 }

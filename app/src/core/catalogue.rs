@@ -175,14 +175,8 @@ pub async fn upsert(
     Ok(before)
 }
 
-pub async fn delete(
-    conn: &mut AnyConnection,
-    scope: &OrgScope,
-    id: &str,
-) -> Result<bool, sqlx::Error> {
-    let sql = "DELETE FROM models WHERE org_id = $1 AND id = $2";
-    super::db::delete_in_org(conn, sql, scope, id).await
-}
+/// Deletes a model (`$1` the organization, `$2` its id).
+pub(crate) const DELETE: &str = "DELETE FROM models WHERE org_id = $1 AND id = $2";
 
 /// One organization's catalogue, for the proxy's memory.
 pub async fn load_for_proxy(

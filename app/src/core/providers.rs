@@ -288,14 +288,8 @@ pub async fn upsert(
     Ok(before)
 }
 
-pub async fn delete(
-    conn: &mut AnyConnection,
-    scope: &OrgScope,
-    name: &str,
-) -> Result<bool, sqlx::Error> {
-    let sql = "DELETE FROM providers WHERE org_id = $1 AND name = $2";
-    super::db::delete_in_org(conn, sql, scope, name).await
-}
+/// Deletes a provider (`$1` the organization, `$2` its name).
+pub(crate) const DELETE: &str = "DELETE FROM providers WHERE org_id = $1 AND name = $2";
 
 /// Every provider of an organization with its key unsealed: the proxy's load.
 /// A key that no longer opens (the server secret changed) is logged, not used.

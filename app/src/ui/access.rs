@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 
 use super::keys::Reveal;
-use super::{error_of, loaded, org_param, RowAction, Shell};
+use super::{error_of, loaded, org_param, RowAction, Shell, Table};
 use crate::api::provisioning::{
     list_provisioning_keys, CreateProvisioningKey, ProvisioningKeyIssued, RevokeProvisioningKey,
 };
@@ -56,26 +56,23 @@ pub fn AccessPage() -> impl IntoView {
             {move || shown.get().map(|issued| view! { <Reveal name=issued.key.name.clone() token=issued.token.clone() on_close=move || shown.set(None)/> })}
             {loaded(keys, move |list| view! {
                     <section class="card">
-                        <table data-testid="provisioning-keys">
-                            <thead><tr><th>"Name"</th><th>"Key"</th><th>"Created"</th><th>"Last used"</th><th>"Status"</th><th></th></tr></thead>
-                            <tbody>
-                                {list.into_iter().map(|k| {
-                                    let active = k.status == "active";
-                                    view! {
-                                        <tr>
-                                            <td>{k.name.clone()}</td>
-                                            <td><code>{k.hint.clone()}</code></td>
-                                            <td>{k.created_at.clone()}</td>
-                                            <td>{k.last_used_at.clone().unwrap_or_else(|| "never".to_owned())}</td>
-                                            <td>{k.status.clone()}</td>
-                                            <td>{active.then(|| view! {
-                                                <RowAction action=revoke org_id=org_id.get_untracked() field="key_id" value=k.id.clone() label="Revoke"/>
-                                            })}</td>
-                                        </tr>
-                                    }
-                                }).collect_view()}
-                            </tbody>
-                        </table>
+                        <Table testid="provisioning-keys" head=vec!["Name", "Key", "Created", "Last used", "Status", ""]>
+                            {list.into_iter().map(|k| {
+                                let active = k.status == "active";
+                                view! {
+                                    <tr>
+                                        <td>{k.name.clone()}</td>
+                                        <td><code>{k.hint.clone()}</code></td>
+                                        <td>{k.created_at.clone()}</td>
+                                        <td>{k.last_used_at.clone().unwrap_or_else(|| "never".to_owned())}</td>
+                                        <td>{k.status.clone()}</td>
+                                        <td>{active.then(|| view! {
+                                            <RowAction action=revoke org_id=org_id.get_untracked() field="key_id" value=k.id.clone() label="Revoke"/>
+                                        })}</td>
+                                    </tr>
+                                }
+                            }).collect_view()}
+                        </Table>
                     </section>
                 })}
         </Shell>

@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-use super::{loaded, org_param, Filter, Shell};
+use super::{loaded, org_param, Filter, Shell, Table};
 use crate::api::audit::list_audit_events;
 use crate::format::format_time;
 
@@ -40,21 +40,18 @@ pub fn AuditPage() -> impl IntoView {
                                 options={p.actions.iter().map(|a| (a.clone(), a.clone())).collect::<Vec<_>>()}/>
                             <button type="submit">"Filter"</button>
                         </form>
-                        <table data-testid="audit-table">
-                            <thead><tr><th>"Time"</th><th>"Actor"</th><th>"Action"</th><th>"Resource"</th><th>"Before"</th><th>"After"</th></tr></thead>
-                            <tbody>
-                                {p.events.into_iter().map(|e| view! {
-                                    <tr>
-                                        <td>{format_time(e.at)}</td>
-                                        <td>{e.actor}</td>
-                                        <td class="nowrap"><code>{e.action}</code></td>
-                                        <td class="audit-resource">{e.resource}</td>
-                                        <td class="audit-json"><code>{e.before.unwrap_or_default()}</code></td>
-                                        <td class="audit-json"><code>{e.after.unwrap_or_default()}</code></td>
-                                    </tr>
-                                }).collect_view()}
-                            </tbody>
-                        </table>
+                        <Table testid="audit-table" head=vec!["Time", "Actor", "Action", "Resource", "Before", "After"]>
+                            {p.events.into_iter().map(|e| view! {
+                                <tr>
+                                    <td>{format_time(e.at)}</td>
+                                    <td>{e.actor}</td>
+                                    <td class="nowrap"><code>{e.action}</code></td>
+                                    <td class="audit-resource">{e.resource}</td>
+                                    <td class="audit-json"><code>{e.before.unwrap_or_default()}</code></td>
+                                    <td class="audit-json"><code>{e.after.unwrap_or_default()}</code></td>
+                                </tr>
+                            }).collect_view()}
+                        </Table>
                         {next.map(|href| view! { <a class="button" href=href>"Older events"</a> })}
                     }.into_any()
                 })}

@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-use super::{error_of, loaded, org_param, Choice, Shell};
+use super::{error_of, loaded, org_param, Choice, Flag, Shell, Table};
 use crate::api::billing::{
     get_alerting, get_billing, get_statement, AddCredit, SetPrepaid, UpdateAlerting,
 };
@@ -55,10 +55,7 @@ pub fn BillingPage() -> impl IntoView {
                             </p>
                             <ActionForm action=prepaid>
                                 <input type="hidden" name="org_id" value=id/>
-                                <label class="inline">
-                                    <input type="checkbox" name="prepaid" value="on" checked=b.prepaid/>
-                                    "Stop requests when the balance is used up"
-                                </label>
+                                <Flag name="prepaid" label="Stop requests when the balance is used up" checked=b.prepaid/>
                                 <button type="submit">"Save"</button>
                             </ActionForm>
                             {move || error_of(prepaid.value().get()).map(|e| view! { <p class="error" role="alert">{e}</p> })}
@@ -74,21 +71,18 @@ pub fn BillingPage() -> impl IntoView {
                                 <button type="submit">"Add"</button>
                             </ActionForm>
                             {move || error_of(add.value().get()).map(|e| view! { <p class="error" role="alert">{e}</p> })}
-                            <table data-testid="credit-ledger">
-                                <thead><tr><th>"Time"</th><th>"Kind"</th><th>"Amount"</th><th>"Reference"</th><th>"Note"</th><th>"By"</th></tr></thead>
-                                <tbody>
-                                    {b.entries.into_iter().map(|e| view! {
-                                        <tr>
-                                            <td>{format_time(e.at)}</td>
-                                            <td>{e.kind}</td>
-                                            <td class="num">{format_usd(e.amount_micros)}</td>
-                                            <td>{e.reference}</td>
-                                            <td>{e.note}</td>
-                                            <td>{e.entered_by}</td>
-                                        </tr>
-                                    }).collect_view()}
-                                </tbody>
-                            </table>
+                            <Table testid="credit-ledger" head=vec!["Time", "Kind", "Amount", "Reference", "Note", "By"]>
+                                {b.entries.into_iter().map(|e| view! {
+                                    <tr>
+                                        <td>{format_time(e.at)}</td>
+                                        <td>{e.kind}</td>
+                                        <td class="num">{format_usd(e.amount_micros)}</td>
+                                        <td>{e.reference}</td>
+                                        <td>{e.note}</td>
+                                        <td>{e.entered_by}</td>
+                                    </tr>
+                                }).collect_view()}
+                            </Table>
                         </section>
                         <section class="card">
                             <h2>"Statements"</h2>
@@ -132,25 +126,22 @@ pub fn BillingPage() -> impl IntoView {
                                     view! { <p class="muted">"No alerts yet."</p> }.into_any()
                                 } else {
                                     view! {
-                                        <table data-testid="sent-alerts">
-                                            <thead><tr><th>"Time"</th><th>"Alert"</th><th>"Delivery"</th></tr></thead>
-                                            <tbody>
-                                                {a.sent.into_iter().map(|s| view! {
-                                                    <tr>
-                                                        <td>{format_time(s.at)}</td>
-                                                        <td>{s.message}</td>
-                                                        <td>{s.deliveries.into_iter().map(|d| {
-                                                            let state = match (d.delivered_at, d.next_at) {
-                                                                (Some(t), _) => format!("delivered {}", format_time(t)),
-                                                                (None, Some(t)) => format!("retrying at {} ({})", format_time(t), d.last_error.unwrap_or_default()),
-                                                                (None, None) => format!("failed: {}", d.last_error.unwrap_or_default()),
-                                                            };
-                                                            view! { <div>{format!("{}: {state}, {} attempt(s)", d.target, d.attempts)}</div> }
-                                                        }).collect_view()}</td>
-                                                    </tr>
-                                                }).collect_view()}
-                                            </tbody>
-                                        </table>
+                                        <Table testid="sent-alerts" head=vec!["Time", "Alert", "Delivery"]>
+                                            {a.sent.into_iter().map(|s| view! {
+                                                <tr>
+                                                    <td>{format_time(s.at)}</td>
+                                                    <td>{s.message}</td>
+                                                    <td>{s.deliveries.into_iter().map(|d| {
+                                                        let state = match (d.delivered_at, d.next_at) {
+                                                            (Some(t), _) => format!("delivered {}", format_time(t)),
+                                                            (None, Some(t)) => format!("retrying at {} ({})", format_time(t), d.last_error.unwrap_or_default()),
+                                                            (None, None) => format!("failed: {}", d.last_error.unwrap_or_default()),
+                                                        };
+                                                        view! { <div>{format!("{}: {state}, {} attempt(s)", d.target, d.attempts)}</div> }
+                                                    }).collect_view()}</td>
+                                                </tr>
+                                            }).collect_view()}
+                                        </Table>
                                     }.into_any()
                                 }}
                             </section>
@@ -197,21 +188,18 @@ fn Statement(
                             " spent; "{format_usd(s.credits_micros)}" in credits entered. "
                             <a class="button" href=href download=file data-testid="statement-csv">"Download CSV"</a>
                         </p>
-                        <table>
-                            <thead><tr><th>"Project"</th><th>"Model"</th><th>"Requests"</th><th>"Input tokens"</th><th>"Output tokens"</th><th>"Spend"</th></tr></thead>
-                            <tbody>
-                                {s.lines.into_iter().map(|l| view! {
-                                    <tr>
-                                        <td>{l.project}</td>
-                                        <td>{l.model}</td>
-                                        <td class="num">{l.requests}</td>
-                                        <td class="num">{l.tokens_in}</td>
-                                        <td class="num">{l.tokens_out}</td>
-                                        <td class="num">{format_usd(l.cost_micros)}</td>
-                                    </tr>
-                                }).collect_view()}
-                            </tbody>
-                        </table>
+                        <Table head=vec!["Project", "Model", "Requests", "Input tokens", "Output tokens", "Spend"]>
+                            {s.lines.into_iter().map(|l| view! {
+                                <tr>
+                                    <td>{l.project}</td>
+                                    <td>{l.model}</td>
+                                    <td class="num">{l.requests}</td>
+                                    <td class="num">{l.tokens_in}</td>
+                                    <td class="num">{l.tokens_out}</td>
+                                    <td class="num">{format_usd(l.cost_micros)}</td>
+                                </tr>
+                            }).collect_view()}
+                        </Table>
                     </div>
                 }.into_any()
             })}

@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-use super::{loaded, org_param, Shell};
+use super::{loaded, org_param, Flag, Shell, Table};
 use crate::api::keys::{
     list_keys, my_keys, CreateKey, KeyIssued, KeyView, RevokeKey, RotateKey, UpdateKey, PAGE_SIZE,
 };
@@ -68,7 +68,7 @@ fn KeyFields(project_models: Vec<String>, #[prop(optional)] key: Option<KeyView>
             <label>"RPM"<input name="rpm" inputmode="numeric" value=val(|k| k.rpm_limit.map(|n| n.to_string()).unwrap_or_default()) data-testid="key-rpm"/></label>
             <label>"Expires (UTC)"<input name="expires_at" type="datetime-local" value=val(|k| k.expires_at.map(datetime_local).unwrap_or_default()) data-testid="key-expiry"/></label>
         </div>
-        <label class="inline"><input type="checkbox" name="no_content_logging" value="on" checked=no_logging data-testid="key-no-logging"/>"Disable content logging"</label>
+        <Flag name="no_content_logging" label="Disable content logging" checked=no_logging testid="key-no-logging"/>
         <label>"Tags (comma separated)"<input name="tags" value=val(|k| k.tags.join(", ")) data-testid="key-tags"/></label>
     }
 }
@@ -193,10 +193,7 @@ pub fn ProjectKeys(
                                 <input type="hidden" name="project_id" value=p.id.clone()/>
                                 <KeyFields project_models=p.models.clone()/>
                                 {manages_all.then(|| view! {
-                                    <label class="inline">
-                                        <input type="checkbox" name="service" value="on" data-testid="key-service"/>
-                                        "Service account key: owned by no one, it keeps working when people leave"
-                                    </label>
+                                    <Flag name="service" label="Service account key: owned by no one, it keeps working when people leave" testid="key-service"/>
                                 })}
                                 <button type="submit" data-testid="create-key">"Create key"</button>
                             </ActionForm>
@@ -221,17 +218,13 @@ pub fn ProjectKeys(
                             let org = org_id.get_untracked();
                             view! {
                                 <KeyFilters search=q("search") tag=q("tag") sort=q("sort")/>
-                                <table data-testid="key-list">
-                                    <thead><tr>
-                                        <th>"Name"</th><th>"Key"</th><th>"Owner"</th><th>"Status"</th><th>"Spend this period"</th>
-                                        <th>"Next reset"</th><th>"Expires"</th><th>"Tags"</th><th></th>
-                                    </tr></thead>
-                                    <tbody>
-                                        {page.keys.into_iter().map(|k| view! {
-                                            <KeyRow key=k org_id=org.clone() models=models.clone() rotate=rotate revoke=revoke update=update/>
-                                        }).collect_view()}
-                                    </tbody>
-                                </table>
+                                <Table testid="key-list" head=vec![
+                                    "Name", "Key", "Owner", "Status", "Spend this period", "Next reset", "Expires", "Tags", "",
+                                ]>
+                                    {page.keys.into_iter().map(|k| view! {
+                                        <KeyRow key=k org_id=org.clone() models=models.clone() rotate=rotate revoke=revoke update=update/>
+                                    }).collect_view()}
+                                </Table>
                                 <p class="muted">{format!("{total} {} · page {cur} of {}", if total == 1 { "key" } else { "keys" }, pages.max(1))}</p>
                                 <nav class="row">
                                     {(cur > 1).then(|| view! { <a class="button secondary" href=page_link(&query.get_untracked(), cur - 1)>"Previous"</a> })}
@@ -350,21 +343,18 @@ pub fn MyKeysPage() -> impl IntoView {
                     view! { <p class="muted">"You have no keys yet. Open a project to create one."</p> }.into_any()
                 } else {
                     view! {
-                        <table data-testid="my-keys">
-                            <thead><tr><th>"Project"</th><th>"Name"</th><th>"Key"</th><th>"Status"</th><th>"Spend this period"</th><th>"Expires"</th></tr></thead>
-                            <tbody>
-                                {list.into_iter().map(|k| view! {
-                                    <tr>
-                                        <td><a href=format!("/orgs/{}/projects/{}", org_id.get_untracked(), k.project_id)>{k.project_name.clone()}</a></td>
-                                        <td>{k.name.clone()}</td>
-                                        <td><code>{k.hint.clone()}</code></td>
-                                        <td>{k.status.clone()}</td>
-                                        <td>{spend(&k)}</td>
-                                        <td>{k.expires_at.map(format_time).unwrap_or_else(|| "never".to_owned())}</td>
-                                    </tr>
-                                }).collect_view()}
-                            </tbody>
-                        </table>
+                        <Table testid="my-keys" head=vec!["Project", "Name", "Key", "Status", "Spend this period", "Expires"]>
+                            {list.into_iter().map(|k| view! {
+                                <tr>
+                                    <td><a href=format!("/orgs/{}/projects/{}", org_id.get_untracked(), k.project_id)>{k.project_name.clone()}</a></td>
+                                    <td>{k.name.clone()}</td>
+                                    <td><code>{k.hint.clone()}</code></td>
+                                    <td>{k.status.clone()}</td>
+                                    <td>{spend(&k)}</td>
+                                    <td>{k.expires_at.map(format_time).unwrap_or_else(|| "never".to_owned())}</td>
+                                </tr>
+                            }).collect_view()}
+                        </Table>
                     }.into_any()
                 })}
             </section>

@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 
-use super::{error_of, loaded, org_param, RowAction, Shell};
+use super::{error_of, loaded, org_param, RowAction, Shell, Table};
 use crate::api::members::{
     list_invitations, list_members, ChangeMemberRole, InviteMember, RemoveMember, RevokeInvitation,
 };
@@ -75,33 +75,30 @@ pub fn MembersPage() -> impl IntoView {
             <section class="card">
                 <h2>"People"</h2>
                 {loaded(members, move |list| view! {
-                        <table>
-                            <thead><tr><th>"Name"</th><th>"Email"</th><th>"Role"</th><th>"Joined"</th><th></th></tr></thead>
-                            <tbody>
-                                {list.into_iter().map(|m| {
-                                    let (uid_role, uid_remove) = (m.user_id.clone(), m.user_id.clone());
-                                    let org_now = org_id.get_untracked();
-                                    let org_now2 = org_now.clone();
-                                    view! {
-                                    <tr data-testid=format!("member-{}", m.email)>
-                                        <td>{m.name.clone()}</td>
-                                        <td>{m.email.clone()}</td>
-                                        <td>
-                                            <ActionForm action=change attr:class="inline-form">
-                                                <input type="hidden" name="org_id" value=org_now/>
-                                                <input type="hidden" name="user_id" value=uid_role/>
-                                                <select name="role" aria-label="Role">{role_options(m.role)}</select>
-                                                <button type="submit">"Change role"</button>
-                                            </ActionForm>
-                                        </td>
-                                        <td>{format_time(m.joined_at)}</td>
-                                        <td>
-                                            <RowAction action=remove org_id=org_now2 field="user_id" value=uid_remove label="Remove"/>
-                                        </td>
-                                    </tr>
-                                }}).collect_view()}
-                            </tbody>
-                        </table>
+                        <Table head=vec!["Name", "Email", "Role", "Joined", ""]>
+                            {list.into_iter().map(|m| {
+                                let (uid_role, uid_remove) = (m.user_id.clone(), m.user_id.clone());
+                                let org_now = org_id.get_untracked();
+                                let org_now2 = org_now.clone();
+                                view! {
+                                <tr data-testid=format!("member-{}", m.email)>
+                                    <td>{m.name.clone()}</td>
+                                    <td>{m.email.clone()}</td>
+                                    <td>
+                                        <ActionForm action=change attr:class="inline-form">
+                                            <input type="hidden" name="org_id" value=org_now/>
+                                            <input type="hidden" name="user_id" value=uid_role/>
+                                            <select name="role" aria-label="Role">{role_options(m.role)}</select>
+                                            <button type="submit">"Change role"</button>
+                                        </ActionForm>
+                                    </td>
+                                    <td>{format_time(m.joined_at)}</td>
+                                    <td>
+                                        <RowAction action=remove org_id=org_now2 field="user_id" value=uid_remove label="Remove"/>
+                                    </td>
+                                </tr>
+                            }}).collect_view()}
+                        </Table>
                     })}
             </section>
             <section class="card">
@@ -111,21 +108,18 @@ pub fn MembersPage() -> impl IntoView {
                         match invitations.await {
                             Ok(list) if list.is_empty() => view! { <p class="muted">"None."</p> }.into_any(),
                             Ok(list) => view! {
-                                <table>
-                                    <thead><tr><th>"Email"</th><th>"Role"</th><th>"Expires"</th><th></th></tr></thead>
-                                    <tbody>
-                                        {list.into_iter().map(|i| view! {
-                                            <tr>
-                                                <td>{i.email.clone()}</td>
-                                                <td>{i.role.label()}</td>
-                                                <td>{format_time(i.expires_at)}</td>
-                                                <td>
-                                                    <RowAction action=revoke org_id=org_id.get_untracked() field="invitation_id" value=i.id.clone() label="Revoke"/>
-                                                </td>
-                                            </tr>
-                                        }).collect_view()}
-                                    </tbody>
-                                </table>
+                                <Table head=vec!["Email", "Role", "Expires", ""]>
+                                    {list.into_iter().map(|i| view! {
+                                        <tr>
+                                            <td>{i.email.clone()}</td>
+                                            <td>{i.role.label()}</td>
+                                            <td>{format_time(i.expires_at)}</td>
+                                            <td>
+                                                <RowAction action=revoke org_id=org_id.get_untracked() field="invitation_id" value=i.id.clone() label="Revoke"/>
+                                            </td>
+                                        </tr>
+                                    }).collect_view()}
+                                </Table>
                             }.into_any(),
                             Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
                         }

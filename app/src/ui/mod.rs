@@ -179,6 +179,37 @@ where
     }
 }
 
+/// A table: one header row of `head`, then `children` (its `<tr>` rows).
+#[component]
+pub(crate) fn Table(
+    #[prop(optional)] testid: Option<&'static str>,
+    head: Vec<&'static str>,
+    children: Children,
+) -> impl IntoView {
+    view! {
+        <table data-testid=testid>
+            <thead><tr>{head.into_iter().map(|h| view! { <th>{h}</th> }).collect_view()}</tr></thead>
+            <tbody>{children()}</tbody>
+        </table>
+    }
+}
+
+/// A labelled checkbox that sends `name=on` when ticked.
+#[component]
+pub(crate) fn Flag(
+    name: &'static str,
+    label: &'static str,
+    #[prop(optional)] checked: bool,
+    #[prop(optional)] testid: Option<&'static str>,
+) -> impl IntoView {
+    view! {
+        <label class="inline">
+            <input type="checkbox" name=name value="on" checked=checked data-testid=testid/>
+            {label}
+        </label>
+    }
+}
+
 /// A labelled `<select>` of fixed `(value, text)` options.
 #[component]
 pub(crate) fn Choice(

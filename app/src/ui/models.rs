@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 
-use super::{error_of, org_param, RowAction, Shell};
+use super::{error_of, org_param, RowAction, Shell, Table};
 use crate::api::catalogue::{list_models, DeleteModel, UpsertModel};
 use crate::api::orgs::get_org;
 use crate::format::format_usd;
@@ -29,25 +29,22 @@ pub fn ModelsPage() -> impl IntoView {
                     let list = models.await.unwrap_or_default();
                     view! {
                         <section class="card">
-                            <table data-testid="models">
-                                <thead><tr><th>"Model"</th><th>"Provider"</th><th>"Upstream name"</th><th>"Input"</th><th>"Output"</th><th>"Context"</th><th>"Fallbacks"</th><th></th></tr></thead>
-                                <tbody>
-                                    {list.into_iter().map(|m| view! {
-                                        <tr>
-                                            <td><code>{m.id.clone()}</code></td>
-                                            <td>{m.provider.clone()}</td>
-                                            <td>{m.upstream.clone()}</td>
-                                            <td>{format_usd(m.input_price)}</td>
-                                            <td>{format_usd(m.output_price)}</td>
-                                            <td>{m.context_window}</td>
-                                            <td>{m.fallbacks.join(", ")}</td>
-                                            <td>{may_edit.then(|| view! {
-                                                <RowAction action=delete org_id=org_id.get_untracked() field="id" value=m.id.clone() label="Remove"/>
-                                            })}</td>
-                                        </tr>
-                                    }).collect_view()}
-                                </tbody>
-                            </table>
+                            <Table testid="models" head=vec!["Model", "Provider", "Upstream name", "Input", "Output", "Context", "Fallbacks", ""]>
+                                {list.into_iter().map(|m| view! {
+                                    <tr>
+                                        <td><code>{m.id.clone()}</code></td>
+                                        <td>{m.provider.clone()}</td>
+                                        <td>{m.upstream.clone()}</td>
+                                        <td>{format_usd(m.input_price)}</td>
+                                        <td>{format_usd(m.output_price)}</td>
+                                        <td>{m.context_window}</td>
+                                        <td>{m.fallbacks.join(", ")}</td>
+                                        <td>{may_edit.then(|| view! {
+                                            <RowAction action=delete org_id=org_id.get_untracked() field="id" value=m.id.clone() label="Remove"/>
+                                        })}</td>
+                                    </tr>
+                                }).collect_view()}
+                            </Table>
                         </section>
                         {may_edit.then(|| view! {
                             <section class="card">

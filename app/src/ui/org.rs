@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 
-use super::{error_of, org_param, Shell};
+use super::{error_of, org_param, Flag, Shell};
 use crate::api::orgs::{get_org, get_spending, RenameOrg, UpdateSpending};
 use crate::format::format_usd;
 use crate::policy::{allows, Action, Seat};
@@ -73,10 +73,7 @@ pub fn OrgPage() -> impl IntoView {
                                                 })}
                                                 {if may_edit {
                                                     view! {
-                                                        <label class="inline">
-                                                            <input type="checkbox" name="content_logging" value="on" checked=sp.content_logging/>
-                                                            "Allow projects to keep request and response bodies"
-                                                        </label>
+                                                        <Flag name="content_logging" label="Allow projects to keep request and response bodies" checked=sp.content_logging/>
                                                     }.into_any()
                                                 } else {
                                                     view! { <input type="hidden" name="content_logging" value=if sp.content_logging { "on" } else { "off" }/> }.into_any()

@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use super::keys::{KeyActions, ProjectKeys};
-use super::{error_of, go, loaded, org_param, Shell};
+use super::{error_of, go, loaded, org_param, Flag, Shell, Table};
 use crate::api::catalogue::list_models;
 use crate::api::projects::{
     get_project, list_project_members, list_projects, project_candidates, AddProjectMember,
@@ -49,17 +49,14 @@ pub fn ProjectsPage() -> impl IntoView {
                     view! { <p class="muted">"No projects you belong to yet."</p> }.into_any()
                 } else {
                     view! {
-                        <table>
-                            <thead><tr><th>"Project"</th><th>"Your role"</th></tr></thead>
-                            <tbody>
-                                {list.into_iter().map(|p| view! {
-                                    <tr>
-                                        <td><a href=format!("/orgs/{}/projects/{}", org_id.get_untracked(), p.id)>{p.name}</a></td>
-                                        <td>{p.my_seat.label()}</td>
-                                    </tr>
-                                }).collect_view()}
-                            </tbody>
-                        </table>
+                        <Table head=vec!["Project", "Your role"]>
+                            {list.into_iter().map(|p| view! {
+                                <tr>
+                                    <td><a href=format!("/orgs/{}/projects/{}", org_id.get_untracked(), p.id)>{p.name}</a></td>
+                                    <td>{p.my_seat.label()}</td>
+                                </tr>
+                            }).collect_view()}
+                        </Table>
                     }.into_any()
                 })}
             </section>
@@ -166,10 +163,7 @@ fn Settings(
                             <label>"IP allowlist (CIDRs, one per line; empty: any address)"
                                 <textarea name="ip_allowlist" rows="3">{p.ip_allowlist.join("\n")}</textarea>
                             </label>
-                            <label class="inline">
-                                <input type="checkbox" name="content_logging" value="on" checked=p.content_logging/>
-                                "Keep request and response bodies (only where the organization allows it; a key can opt out)"
-                            </label>
+                            <Flag name="content_logging" label="Keep request and response bodies (only where the organization allows it; a key can opt out)" checked=p.content_logging/>
                             <button type="submit">"Save settings"</button>
                         </ActionForm>
                         {move || match update.value().get() {
@@ -221,51 +215,49 @@ fn Members(
                 let list = members.await.unwrap_or_default();
                 let people = if allows(Action::AddProjectMembers, p.my_seat) { candidates.await.ok() } else { None };
                 let (o, pid) = (org_id.get_untracked(), p.id.clone());
+                let (row_o, row_pid) = (o.clone(), pid.clone());
                 view! {
                     <section class="card">
                         <h2>"Project members"</h2>
                         {move || error_of(add.value().get()).or_else(|| error_of(change.value().get())).or_else(|| error_of(remove.value().get()))
                             .map(|e| view! { <p class="error" role="alert">{e}</p> })}
-                        <table>
-                            <thead><tr><th>"Name"</th><th>"Email"</th><th>"Role"</th><th></th></tr></thead>
-                            <tbody>
-                                {list.into_iter().map(|m| {
-                                    let (o1, p1, o2, p2) = (o.clone(), pid.clone(), o.clone(), pid.clone());
-                                    let (uid1, uid2) = (m.user_id.clone(), m.user_id.clone());
-                                    view! {
-                                        <tr data-testid=format!("project-member-{}", m.email)>
-                                            <td>{m.name.clone()}</td>
-                                            <td>{m.email.clone()}</td>
-                                            {match (m.org_role, m.role) {
-                                                (OrgRole::Owner, _) | (_, None) => view! { <td>"Owner (admin of every project)"</td><td></td> }.into_any(),
-                                                (_, Some(role)) => view! {
-                                                    <td>
-                                                        <ActionForm action=change attr:class="inline-form">
-                                                            <input type="hidden" name="org_id" value=o1/>
-                                                            <input type="hidden" name="project_id" value=p1/>
-                                                            <input type="hidden" name="user_id" value=uid1/>
-                                                            <select name="role" aria-label="Project role">
-                                                                <option value="admin" selected=role == ProjectRole::Admin>"Admin"</option>
-                                                                <option value="member" selected=role == ProjectRole::Member>"Member"</option>
-                                                            </select>
-                                                            <button type="submit">"Change role"</button>
-                                                        </ActionForm>
-                                                    </td>
-                                                    <td>
-                                                        <ActionForm action=remove attr:class="inline-form">
-                                                            <input type="hidden" name="org_id" value=o2/>
-                                                            <input type="hidden" name="project_id" value=p2/>
-                                                            <input type="hidden" name="user_id" value=uid2/>
-                                                            <button type="submit" class="danger">"Remove"</button>
-                                                        </ActionForm>
-                                                    </td>
-                                                }.into_any(),
-                                            }}
-                                        </tr>
-                                    }
-                                }).collect_view()}
-                            </tbody>
-                        </table>
+                        <Table head=vec!["Name", "Email", "Role", ""]>
+                            {list.into_iter().map(|m| {
+                                let (o1, p1, o2, p2) = (row_o.clone(), row_pid.clone(), row_o.clone(), row_pid.clone());
+                                let (uid1, uid2) = (m.user_id.clone(), m.user_id.clone());
+                                view! {
+                                    <tr data-testid=format!("project-member-{}", m.email)>
+                                        <td>{m.name.clone()}</td>
+                                        <td>{m.email.clone()}</td>
+                                        {match (m.org_role, m.role) {
+                                            (OrgRole::Owner, _) | (_, None) => view! { <td>"Owner (admin of every project)"</td><td></td> }.into_any(),
+                                            (_, Some(role)) => view! {
+                                                <td>
+                                                    <ActionForm action=change attr:class="inline-form">
+                                                        <input type="hidden" name="org_id" value=o1/>
+                                                        <input type="hidden" name="project_id" value=p1/>
+                                                        <input type="hidden" name="user_id" value=uid1/>
+                                                        <select name="role" aria-label="Project role">
+                                                            <option value="admin" selected=role == ProjectRole::Admin>"Admin"</option>
+                                                            <option value="member" selected=role == ProjectRole::Member>"Member"</option>
+                                                        </select>
+                                                        <button type="submit">"Change role"</button>
+                                                    </ActionForm>
+                                                </td>
+                                                <td>
+                                                    <ActionForm action=remove attr:class="inline-form">
+                                                        <input type="hidden" name="org_id" value=o2/>
+                                                        <input type="hidden" name="project_id" value=p2/>
+                                                        <input type="hidden" name="user_id" value=uid2/>
+                                                        <button type="submit" class="danger">"Remove"</button>
+                                                    </ActionForm>
+                                                </td>
+                                            }.into_any(),
+                                        }}
+                                    </tr>
+                                }
+                            }).collect_view()}
+                        </Table>
                         {people.map(|people| if people.is_empty() {
                             view! { <p class="muted">"Every member of the organization who can join is in this project."</p> }.into_any()
                         } else { view! {

@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 
-use super::{error_of, loaded, org_param, Choice, RowAction, Shell};
+use super::{error_of, loaded, org_param, Choice, RowAction, Shell, Table};
 use crate::api::providers::{list_providers, DeleteProvider, UpsertProvider};
 
 #[component]
@@ -22,23 +22,20 @@ pub fn ProvidersPage() -> impl IntoView {
             {move || error_of(upsert.value().get()).or_else(|| error_of(delete.value().get())).map(|e| view! { <p class="error" role="alert">{e}</p> })}
             {loaded(providers, move |list| view! {
                     <section class="card">
-                        <table data-testid="providers">
-                            <thead><tr><th>"Name"</th><th>"Kind"</th><th>"Base URL"</th><th>"Key"</th><th>"Latency"</th><th></th></tr></thead>
-                            <tbody>
-                                {list.into_iter().map(|p| view! {
-                                    <tr>
-                                        <td><code>{p.name.clone()}</code></td>
-                                        <td>{p.kind.clone()}</td>
-                                        <td>{if p.base_url.is_empty() { "built in".to_owned() } else { p.base_url.clone() }}</td>
-                                        <td>{p.key_hint.clone().unwrap_or_else(|| "none".to_owned())}</td>
-                                        <td>{(p.kind == "mock").then(|| format!("{} ms", p.latency_ms))}</td>
-                                        <td>
-                                            <RowAction action=delete org_id=org_id.get_untracked() field="name" value=p.name.clone() label="Remove"/>
-                                        </td>
-                                    </tr>
-                                }).collect_view()}
-                            </tbody>
-                        </table>
+                        <Table testid="providers" head=vec!["Name", "Kind", "Base URL", "Key", "Latency", ""]>
+                            {list.into_iter().map(|p| view! {
+                                <tr>
+                                    <td><code>{p.name.clone()}</code></td>
+                                    <td>{p.kind.clone()}</td>
+                                    <td>{if p.base_url.is_empty() { "built in".to_owned() } else { p.base_url.clone() }}</td>
+                                    <td>{p.key_hint.clone().unwrap_or_else(|| "none".to_owned())}</td>
+                                    <td>{(p.kind == "mock").then(|| format!("{} ms", p.latency_ms))}</td>
+                                    <td>
+                                        <RowAction action=delete org_id=org_id.get_untracked() field="name" value=p.name.clone() label="Remove"/>
+                                    </td>
+                                </tr>
+                            }).collect_view()}
+                        </Table>
                     </section>
                     <section class="card">
                         <h2>"Add or change a provider"</h2>

@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
-use super::{loaded, org_param, Shell};
+use super::{loaded, org_param, Shell, Table};
 use crate::api::usage::{get_request_bodies, list_requests};
 use crate::format::{format_time, format_usd};
 
@@ -36,30 +36,27 @@ pub fn RequestLogPage() -> impl IntoView {
                     view! {
                         <p><a href=back>{format!("← {}", p.project_name)}</a></p>
                         <h1>"Request log"</h1>
-                        <table data-testid="request-log">
-                            <thead><tr><th>"Time"</th><th>"Key"</th><th>"Model"</th><th>"Tokens in / out"</th><th>"Cost"</th><th>"Status"</th><th>"Latency"</th><th>"Body"</th></tr></thead>
-                            <tbody>
-                                {p.requests.into_iter().map(|r| {
-                                    let id = r.request_id.clone();
-                                    view! {
-                                        <tr>
-                                            <td class="nowrap">{format_time(r.at)}</td>
-                                            <td>{r.key}</td>
-                                            <td><code>{r.model}</code>{r.stream.then_some(" (stream)")}</td>
-                                            <td class="num">{format!("{} / {}", r.tokens_in, r.tokens_out)}</td>
-                                            <td class="num">{format_usd(r.cost_micros)}</td>
-                                            <td>{r.status}{r.error_code.map(|c| format!(" {c}"))}</td>
-                                            <td class="num">{format!("{} ms", r.latency_ms)}</td>
-                                            <td>{if r.has_body {
-                                                view! { <button class="link" on:click=move |_| open.set(Some(id.clone()))>"Show"</button> }.into_any()
-                                            } else {
-                                                view! { <span class="muted">"not kept"</span> }.into_any()
-                                            }}</td>
-                                        </tr>
-                                    }
-                                }).collect_view()}
-                            </tbody>
-                        </table>
+                        <Table testid="request-log" head=vec!["Time", "Key", "Model", "Tokens in / out", "Cost", "Status", "Latency", "Body"]>
+                            {p.requests.into_iter().map(|r| {
+                                let id = r.request_id.clone();
+                                view! {
+                                    <tr>
+                                        <td class="nowrap">{format_time(r.at)}</td>
+                                        <td>{r.key}</td>
+                                        <td><code>{r.model}</code>{r.stream.then_some(" (stream)")}</td>
+                                        <td class="num">{format!("{} / {}", r.tokens_in, r.tokens_out)}</td>
+                                        <td class="num">{format_usd(r.cost_micros)}</td>
+                                        <td>{r.status}{r.error_code.map(|c| format!(" {c}"))}</td>
+                                        <td class="num">{format!("{} ms", r.latency_ms)}</td>
+                                        <td>{if r.has_body {
+                                            view! { <button class="link" on:click=move |_| open.set(Some(id.clone()))>"Show"</button> }.into_any()
+                                        } else {
+                                            view! { <span class="muted">"not kept"</span> }.into_any()
+                                        }}</td>
+                                    </tr>
+                                }
+                            }).collect_view()}
+                        </Table>
                         {p.next.map(|n| view! { <a class="button" href=format!("?before={n}")>"Older requests"</a> })}
                     }.into_any()
                 })}

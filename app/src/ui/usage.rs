@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-use super::{loaded, org_param, Filter, Shell};
+use super::{loaded, org_param, Filter, Shell, Table};
 use crate::api::usage::{get_usage, Slice, TotalsView, PERIODS};
 use crate::format::{count_f64 as count, day_label, format_time, format_usd, Usd};
 
@@ -179,29 +179,26 @@ pub fn UsagePage() -> impl IntoView {
                                 view! { <p class="muted">"No key in view has a budget."</p> }.into_any()
                             } else {
                                 view! {
-                                    <table data-testid="key-budgets">
-                                        <thead><tr><th>"Key"</th><th>"Project"</th><th>"Spent"</th><th>"Budget"</th><th>"Used"</th><th>"Resets"</th><th>"At this rate"</th></tr></thead>
-                                        <tbody>
-                                            {r.key_budgets.iter().map(|b| {
-                                                let pct = if b.budget_micros > 0 { (i128::from(b.spent_micros) * 100 / i128::from(b.budget_micros)).min(999) } else { 0 };
-                                                view! {
-                                                    <tr>
-                                                        <td>{b.name.clone()}</td>
-                                                        <td>{b.project.clone()}</td>
-                                                        <td>{format_usd(b.spent_micros)}</td>
-                                                        <td>{format!("{} ({})", format_usd(b.budget_micros), b.reset)}</td>
-                                                        <td><meter min="0" max="100" value=pct.min(100).to_string()></meter>" "{format!("{pct}%")}</td>
-                                                        <td>{b.next_reset.map_or_else(|| "never".to_owned(), format_time)}</td>
-                                                        <td>{match (b.runs_out, b.daily_rate_micros) {
-                                                            (Some(t), rate) => format!("runs out on {} ({}/day)", &format_time(t)[..10], format_usd(rate)),
-                                                            (None, 0) => "nothing spent in the last 7 days".to_owned(),
-                                                            (None, rate) => format!("lasts until the reset ({}/day)", format_usd(rate)),
-                                                        }}</td>
-                                                    </tr>
-                                                }
-                                            }).collect_view()}
-                                        </tbody>
-                                    </table>
+                                    <Table testid="key-budgets" head=vec!["Key", "Project", "Spent", "Budget", "Used", "Resets", "At this rate"]>
+                                        {r.key_budgets.iter().map(|b| {
+                                            let pct = if b.budget_micros > 0 { (i128::from(b.spent_micros) * 100 / i128::from(b.budget_micros)).min(999) } else { 0 };
+                                            view! {
+                                                <tr>
+                                                    <td>{b.name.clone()}</td>
+                                                    <td>{b.project.clone()}</td>
+                                                    <td>{format_usd(b.spent_micros)}</td>
+                                                    <td>{format!("{} ({})", format_usd(b.budget_micros), b.reset)}</td>
+                                                    <td><meter min="0" max="100" value=pct.min(100).to_string()></meter>" "{format!("{pct}%")}</td>
+                                                    <td>{b.next_reset.map_or_else(|| "never".to_owned(), format_time)}</td>
+                                                    <td>{match (b.runs_out, b.daily_rate_micros) {
+                                                        (Some(t), rate) => format!("runs out on {} ({}/day)", &format_time(t)[..10], format_usd(rate)),
+                                                        (None, 0) => "nothing spent in the last 7 days".to_owned(),
+                                                        (None, rate) => format!("lasts until the reset ({}/day)", format_usd(rate)),
+                                                    }}</td>
+                                                </tr>
+                                            }
+                                        }).collect_view()}
+                                    </Table>
                                 }.into_any()
                             }}
                         </section>
@@ -232,12 +229,9 @@ fn SliceTable(slices: Vec<Slice>, label: &'static str, testid: &'static str) -> 
         }
     };
     view! {
-        <table data-testid=testid>
-            <thead><tr><th>{label}</th><th>"Requests"</th><th>"Input tokens"</th><th>"Output tokens"</th><th>"Spend"</th></tr></thead>
-            <tbody>
-                {slices.into_iter().map(|s| row(s.name, s.project, s.totals)).collect_view()}
-            </tbody>
-        </table>
+        <Table testid=testid head=vec![label, "Requests", "Input tokens", "Output tokens", "Spend"]>
+            {slices.into_iter().map(|s| row(s.name, s.project, s.totals)).collect_view()}
+        </Table>
     }
     .into_any()
 }

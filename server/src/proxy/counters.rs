@@ -276,7 +276,7 @@ impl LocalCounters {
         // Requests per minute: the key, then the project.
         let mut reported_rpm = false;
         for (level, id, rpm) in [
-            (Level::Key, &key.id, key.rpm_limit),
+            (Level::Key, &key.id, key.limits.rpm_limit),
             (Level::Project, &project.id, project.rpm_limit),
         ] {
             match self.check_rpm(level, id, rpm) {
@@ -296,7 +296,7 @@ impl LocalCounters {
                         h("x-ratelimit-limit-requests", limit),
                         h("x-ratelimit-remaining-requests", 0),
                     ];
-                    if let Some(t) = key.tpm_limit.or(project.tpm_limit) {
+                    if let Some(t) = key.limits.tpm_limit.or(project.tpm_limit) {
                         hs.push(h("x-ratelimit-limit-tokens", t));
                     }
                     return Err(ProxyError::rate_limited(msg, hs));
@@ -310,7 +310,7 @@ impl LocalCounters {
         // Tokens per minute, reserved now and settled after.
         let mut tpm_report = None;
         for (level, id, tpm) in [
-            (Level::Key, &key.id, key.tpm_limit),
+            (Level::Key, &key.id, key.limits.tpm_limit),
             (Level::Project, &project.id, project.tpm_limit),
         ] {
             let Some(limit) = tpm else { continue };
@@ -345,7 +345,7 @@ impl LocalCounters {
             (
                 Level::Key,
                 &key.id,
-                key.budget.map(Usd::micros),
+                key.limits.budget.map(Usd::micros),
                 a.caller.key.reset,
             ),
             (
@@ -409,7 +409,7 @@ impl LocalCounters {
         }
         // Admitted: reserve everywhere at once.
         for (level, id, tpm) in [
-            (Level::Key, &key.id, key.tpm_limit),
+            (Level::Key, &key.id, key.limits.tpm_limit),
             (Level::Project, &project.id, project.tpm_limit),
         ] {
             if tpm.is_some() {

@@ -130,7 +130,7 @@ pub struct Memory {
 }
 
 fn key_entry(key: ProxyKey) -> Arc<KeyEntry> {
-    let reset = key.budget_reset;
+    let reset = key.limits.budget_reset;
     Arc::new(KeyEntry { key, reset })
 }
 
@@ -348,7 +348,7 @@ impl Memory {
                 "the API key was revoked",
             ));
         }
-        if let Some(at) = k.expires_at.filter(|t| *t <= now) {
+        if let Some(at) = k.limits.expires_at.filter(|t| *t <= now) {
             return Err(ProxyError::unauthorized(
                 "key_expired",
                 format!(
@@ -427,7 +427,7 @@ impl Caller {
                 format!("the project does not allow the model '{model}'"),
             ));
         }
-        if !self.key.key.models.iter().any(|x| x == model) {
+        if !self.key.key.limits.models.iter().any(|x| x == model) {
             return Err(ProxyError::forbidden(
                 "model_not_allowed",
                 format!("this API key does not allow the model '{model}'"),
@@ -450,6 +450,7 @@ impl Caller {
         let mut out: Vec<Arc<Model>> = self
             .key
             .key
+            .limits
             .models
             .iter()
             .filter(|m| self.project.project.models.contains(m))

@@ -548,7 +548,7 @@ async fn forward(
     let k = &caller.key.key;
     let logs = caller.org.org.spending.content_logging
         && caller.project.project.content_logging
-        && !k.no_content_logging;
+        && !k.limits.no_content_logging;
     let ctx = Ctx {
         gw: gw.clone(),
         request_id: request_id.to_owned(),

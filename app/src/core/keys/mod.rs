@@ -120,6 +120,23 @@ macro_rules! key_select {
     };
 }
 
+/// A key's limits, from the columns both reads select.
+fn limits_of(r: &sqlx::any::AnyRow) -> Result<KeyLimits, sqlx::Error> {
+    Ok(KeyLimits {
+        name: r.try_get("name")?,
+        models: json_list(&r.try_get::<String, _>("models_json")?)?,
+        tpm_limit: r.try_get("tpm_limit")?,
+        rpm_limit: r.try_get("rpm_limit")?,
+        budget: super::db::usd_opt(r, "budget_micros")?,
+        budget_reset: super::db::text_as(&r.try_get::<String, _>("budget_reset")?)?,
+        expires_at: r.try_get("expires_at")?,
+        no_content_logging: r.try_get::<i64, _>("no_content_logging")? != 0,
+        tags: json_list(&r.try_get::<String, _>("tags_json")?)?,
+        metadata: serde_json::from_str(&r.try_get::<String, _>("metadata_json")?)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+    })
+}
+
 fn key_of(r: &sqlx::any::AnyRow) -> Result<KeyRow, sqlx::Error> {
     Ok(KeyRow {
         id: r.try_get("id")?,
@@ -131,19 +148,7 @@ fn key_of(r: &sqlx::any::AnyRow) -> Result<KeyRow, sqlx::Error> {
         kind: super::db::text_as(&r.try_get::<String, _>("kind")?)?,
         owner_id: r.try_get("owner_id")?,
         owner_email: r.try_get("owner_email")?,
-        limits: KeyLimits {
-            name: r.try_get("name")?,
-            models: json_list(&r.try_get::<String, _>("models_json")?)?,
-            tpm_limit: r.try_get("tpm_limit")?,
-            rpm_limit: r.try_get("rpm_limit")?,
-            budget: super::db::usd_opt(r, "budget_micros")?,
-            budget_reset: super::db::text_as(&r.try_get::<String, _>("budget_reset")?)?,
-            expires_at: r.try_get("expires_at")?,
-            no_content_logging: r.try_get::<i64, _>("no_content_logging")? != 0,
-            tags: json_list(&r.try_get::<String, _>("tags_json")?)?,
-            metadata: serde_json::from_str(&r.try_get::<String, _>("metadata_json")?)
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-        },
+        limits: limits_of(r)?,
         spend: super::db::usd(r, "spend_micros")?,
         created_at: r.try_get("created_at")?,
         revoked_at: r.try_get("revoked_at")?,
@@ -602,20 +607,14 @@ pub struct ProxyKey {
     pub prev_valid_until: Option<i64>,
     pub org_id: String,
     pub project_id: String,
-    pub models: Vec<String>,
-    pub tpm_limit: Option<i64>,
-    pub rpm_limit: Option<i64>,
-    pub budget: Option<Usd>,
-    pub budget_reset: ResetInterval,
-    pub expires_at: Option<i64>,
-    pub no_content_logging: bool,
+    pub limits: KeyLimits,
     pub revoked_at: Option<i64>,
 }
 
 impl ProxyKey {
     /// The same rule as [`KeyRow::status`].
     pub fn status(&self, now: i64) -> KeyStatus {
-        KeyStatus::of(self.revoked_at, self.expires_at, now)
+        KeyStatus::of(self.revoked_at, self.limits.expires_at, now)
     }
 }
 
@@ -636,8 +635,8 @@ pub async fn load_for_proxy(
         ($where:literal) => {
             concat!(
                 "SELECT id, public_id, secret_hash, prev_secret_hash, prev_valid_until, org_id, project_id, \
-                 models_json, tpm_limit, rpm_limit, budget_micros, budget_reset, expires_at, no_content_logging, \
-                 revoked_at FROM api_keys ",
+                 name, models_json, tpm_limit, rpm_limit, budget_micros, budget_reset, expires_at, \
+                 no_content_logging, tags_json, metadata_json, revoked_at FROM api_keys ",
                 $where
             )
         };
@@ -661,13 +660,7 @@ pub async fn load_for_proxy(
                 prev_valid_until: r.try_get("prev_valid_until")?,
                 org_id: r.try_get("org_id")?,
                 project_id: r.try_get("project_id")?,
-                models: json_list(&r.try_get::<String, _>("models_json")?)?,
-                tpm_limit: r.try_get("tpm_limit")?,
-                rpm_limit: r.try_get("rpm_limit")?,
-                budget: super::db::usd_opt(r, "budget_micros")?,
-                budget_reset: super::db::text_as(&r.try_get::<String, _>("budget_reset")?)?,
-                expires_at: r.try_get("expires_at")?,
-                no_content_logging: r.try_get::<i64, _>("no_content_logging")? != 0,
+                limits: limits_of(r)?,
                 revoked_at: r.try_get("revoked_at")?,
             })
         })

@@ -19,47 +19,35 @@ pub async fn upsert_model(
 ) -> Result<(), AppError> {
     let mut op = Audited::begin(state).await?;
     let before = catalogue::upsert(&mut op.tx, scope, m, op.now).await?;
-    let json = |m: &Model| {
-        json!({
-            "provider": m.provider, "upstream": m.upstream, "input_price": m.input_price.micros(),
-            "output_price": m.output_price.micros(), "context_window": m.context_window,
-            "fallbacks": m.fallbacks,
-        })
-    };
-    let change = audited(
-        scope,
-        "model.upserted",
-        "model",
-        &m.id,
-        before.as_ref().map(json),
-        Some(json(m)),
-    );
+    let (before, after) = (before.as_ref().map(model_json), Some(model_json(m)));
+    let change = audited(scope, "model.upserted", "model", &m.id, before, after);
     op.finish(actor, change, Some(org_notice(scope))).await
 }
 
-/// Removes a model from the catalogue.
-pub async fn delete_model(
+/// What an owner removes from the organization's catalogue.
+#[derive(Clone, Copy, Debug)]
+pub enum Entry {
+    /// A model, by its id.
+    Model,
+    /// A provider, by its name.
+    Provider,
+}
+
+/// Removes a model or a provider: 404 naming it when nothing was there, else
+/// the event (no before or after) and the organization's notice.
+pub async fn delete_entry(
     state: &AppState,
     actor: &Actor,
     scope: &OrgScope,
+    entry: Entry,
     id: &str,
 ) -> Result<(), AppError> {
+    let (sql, what, action) = match entry {
+        Entry::Model => (catalogue::DELETE, "model", "model.deleted"),
+        Entry::Provider => (providers::DELETE, "provider", "provider.deleted"),
+    };
     let mut op = Audited::begin(state).await?;
-    let found = catalogue::delete(&mut op.tx, scope, id).await?;
-    finish_delete(op, actor, scope, found, ("model", "model.deleted"), id).await
-}
-
-/// The end of a delete: 404 naming `what` when nothing was there, else the
-/// event (no before or after) and the organization's notice.
-async fn finish_delete(
-    op: Audited<'_>,
-    actor: &Actor,
-    scope: &OrgScope,
-    found: bool,
-    (what, action): (&str, &str),
-    id: &str,
-) -> Result<(), AppError> {
-    if !found {
+    if !crate::core::db::delete_in_org(&mut op.tx, sql, scope, id).await? {
         return Err(AppError::not_found(what));
     }
     let change = audited(scope, action, what, id, None, None);
@@ -81,16 +69,28 @@ pub async fn upsert_provider(
         .into_iter()
         .find(|x| x.name == p.name)
         .ok_or_else(|| AppError::not_found("provider"))?;
+    let logged = (
+        before.as_ref().map(provider_json),
+        Some(provider_json(&after)),
+    );
     let change = audited(
         scope,
         "provider.upserted",
         "provider",
         &p.name,
-        before.as_ref().map(provider_json),
-        Some(provider_json(&after)),
+        logged.0,
+        logged.1,
     );
     op.finish(actor, change, Some(org_notice(scope))).await?;
     Ok(after)
+}
+
+fn model_json(m: &Model) -> Value {
+    json!({
+        "provider": m.provider, "upstream": m.upstream, "input_price": m.input_price.micros(),
+        "output_price": m.output_price.micros(), "context_window": m.context_window,
+        "fallbacks": m.fallbacks,
+    })
 }
 
 fn provider_json(p: &Provider) -> Value {
@@ -98,24 +98,4 @@ fn provider_json(p: &Provider) -> Value {
         "kind": p.kind.as_str(), "base_url": p.base_url, "key_hint": p.key_hint,
         "latency_ms": p.latency_ms,
     })
-}
-
-/// Removes a provider.
-pub async fn delete_provider(
-    state: &AppState,
-    actor: &Actor,
-    scope: &OrgScope,
-    name: &str,
-) -> Result<(), AppError> {
-    let mut op = Audited::begin(state).await?;
-    let found = providers::delete(&mut op.tx, scope, name).await?;
-    finish_delete(
-        op,
-        actor,
-        scope,
-        found,
-        ("provider", "provider.deleted"),
-        name,
-    )
-    .await
 }
