@@ -1,4 +1,4 @@
-//! The usage report as the console shows it: built by `core::usage` on the
+//! The usage report and the request log as the console shows them: built by `core::usage` on the
 //! server, drawn by the usage page in the browser, so both targets compile it.
 
 use serde::{Deserialize, Serialize};
@@ -75,3 +75,23 @@ pub struct UsageReport {
 
 /// The periods a report may cover, in days.
 pub const PERIODS: [i64; 4] = [7, 30, 90, 365];
+
+/// One request in the log: metadata, the key by name, and whether its bodies
+/// were kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedRequest {
+    pub request_id: String,
+    pub at: i64,
+    /// The key's name, or `(deleted key <id>)`.
+    pub key: String,
+    pub model: String,
+    pub endpoint: String,
+    pub stream: bool,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_micros: i64,
+    pub status: i64,
+    pub error_code: Option<String>,
+    pub latency_ms: i64,
+    pub has_body: bool,
+}

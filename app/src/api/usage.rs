@@ -49,28 +49,10 @@ pub async fn get_usage(
     )
 }
 
-/// One request of the log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RequestView {
-    pub request_id: String,
-    pub at: i64,
-    pub key: String,
-    pub model: String,
-    pub endpoint: String,
-    pub stream: bool,
-    pub tokens_in: i64,
-    pub tokens_out: i64,
-    pub cost_micros: i64,
-    pub status: i64,
-    pub error_code: Option<String>,
-    pub latency_ms: i64,
-    pub has_body: bool,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestPage {
     pub project_name: String,
-    pub requests: Vec<RequestView>,
+    pub requests: Vec<crate::usage_report::LoggedRequest>,
     /// The cursor of the next (older) page: `at:request_id`.
     pub next: Option<String>,
 }
@@ -116,26 +98,7 @@ pub async fn list_requests(
                 next: more
                     .then(|| rows.last().map(|r| format!("{}:{}", r.at, r.request_id)))
                     .flatten(),
-                requests: rows
-                    .into_iter()
-                    .map(|r| RequestView {
-                        key: r
-                            .key_name
-                            .unwrap_or_else(|| format!("(deleted key {})", r.key_id)),
-                        request_id: r.request_id,
-                        at: r.at,
-                        model: r.model,
-                        endpoint: r.endpoint,
-                        stream: r.stream,
-                        tokens_in: r.tokens_in,
-                        tokens_out: r.tokens_out,
-                        cost_micros: r.cost_micros,
-                        status: r.status,
-                        error_code: r.error_code,
-                        latency_ms: r.latency_ms,
-                        has_body: r.has_body,
-                    })
-                    .collect(),
+                requests: rows,
             })
         },
     )

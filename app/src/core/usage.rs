@@ -490,25 +490,6 @@ pub async fn org_spent(
     Ok((r.try_get("total")?, r.try_get("month")?))
 }
 
-/// One request in the log: metadata, and whether its bodies were kept.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LoggedRequest {
-    pub request_id: String,
-    pub at: i64,
-    pub key_id: String,
-    pub key_name: Option<String>,
-    pub model: String,
-    pub endpoint: String,
-    pub stream: bool,
-    pub tokens_in: i64,
-    pub tokens_out: i64,
-    pub cost_micros: i64,
-    pub status: i64,
-    pub error_code: Option<String>,
-    pub latency_ms: i64,
-    pub has_body: bool,
-}
-
 /// A project's requests, newest first, `limit` of them before the cursor
 /// `(at, request_id)`.
 pub async fn requests(
@@ -516,7 +497,7 @@ pub async fn requests(
     scope: &crate::policy::ProjectScope,
     before: Option<(i64, &str)>,
     limit: i64,
-) -> Result<Vec<LoggedRequest>, sqlx::Error> {
+) -> Result<Vec<crate::usage_report::LoggedRequest>, sqlx::Error> {
     let (at, id) = before.unzip();
     let rows = sqlx::query(
         "SELECT u.request_id, u.at, u.key_id, k.name AS key_name, u.model, u.endpoint, u.stream, \
@@ -537,11 +518,12 @@ pub async fn requests(
     .await?;
     rows.iter()
         .map(|r| {
-            Ok(LoggedRequest {
+            let key_name: Option<String> = r.try_get("key_name")?;
+            let key_id: String = r.try_get("key_id")?;
+            Ok(crate::usage_report::LoggedRequest {
                 request_id: r.try_get("request_id")?,
                 at: r.try_get("at")?,
-                key_id: r.try_get("key_id")?,
-                key_name: r.try_get("key_name")?,
+                key: key_name.unwrap_or_else(|| format!("(deleted key {key_id})")),
                 model: r.try_get("model")?,
                 endpoint: r.try_get("endpoint")?,
                 stream: r.try_get::<i64, _>("stream")? != 0,

@@ -1522,6 +1522,27 @@ async fn hostile_usage_upstream() -> String {
                     "content": [{ "type": "text", "text": "four words right here" }], "stop_reason": "end_turn",
                     "usage": { "input_tokens": i64::MAX, "output_tokens": i64::MAX } }))
             }),
+        )
+        .route(
+            "/antnone/messages",
+            // Anthropic-shaped, whole or streamed, with no usage at all.
+            post(|axum::Json(b): axum::Json<Value>| async move {
+                if b["stream"] == json!(true) {
+                    let events = [
+                        ("message_start", json!({ "type": "message_start", "message": { "id": "msg_2" } })),
+                        ("content_block_delta", json!({ "type": "content_block_delta", "index": 0,
+                            "delta": { "type": "text_delta", "text": "four words right here" } })),
+                        ("message_delta", json!({ "type": "message_delta", "delta": { "stop_reason": "end_turn" } })),
+                        ("message_stop", json!({ "type": "message_stop" })),
+                    ];
+                    let body: String = events.iter().map(|(e, d)| format!("event: {e}\ndata: {d}\n\n")).collect();
+                    ([("content-type", "text/event-stream")], body).into_response()
+                } else {
+                    axum::Json(json!({ "id": "msg_2", "type": "message", "role": "assistant",
+                        "content": [{ "type": "text", "text": "four words right here" }], "stop_reason": "end_turn" }))
+                    .into_response()
+                }
+            }),
         );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
@@ -1604,14 +1625,16 @@ async fn hostile_upstream_usage_is_not_billed(backend: Backend) {
     let neg = fake_model(&gw, "neg", "openai", &format!("{up}/neg")).await;
     let max = fake_model(&gw, "max", "openai", &format!("{up}/max")).await;
     let ant = fake_model(&gw, "ant", "anthropic", &format!("{up}/ant")).await;
+    let none = fake_model(&gw, "antnone", "anthropic", &format!("{up}/antnone")).await;
     gw.project_settings(&[
         ("models[4]", &neg),
         ("models[5]", &max),
         ("models[6]", &ant),
+        ("models[7]", &none),
     ])
     .await;
     let (key_id, token) = gw.key(&[]).await;
-    for model in [&neg, &max, &ant] {
+    for model in [&neg, &max, &ant, &none] {
         for stream in [false, true] {
             if model == &ant && stream {
                 continue;
@@ -1636,9 +1659,10 @@ async fn hostile_upstream_usage_is_not_billed(backend: Backend) {
         }
     }
     let events = gw.events(&key_id).await;
-    assert_eq!(events.len(), 5, "{events:?}");
+    assert_eq!(events.len(), 7, "{events:?}");
     for e in &events {
-        // Counted instead: the prompt's estimate, four words out.
+        // Counted instead (also where no usage was reported at all): the
+        // prompt's estimate, four words out.
         assert!((1..=1000).contains(&e.2), "tokens in {e:?}");
         assert!((1..=50).contains(&e.3), "tokens out {e:?}");
         assert!((1..=10_000).contains(&e.4), "cost {e:?}");
@@ -1830,6 +1854,23 @@ async fn leaky_upstream() -> String {
             post(|| async { (StatusCode::INTERNAL_SERVER_ERROR, LEAK) }),
         )
         .route(
+            "/ostream/chat/completions",
+            post(|| async {
+                let chunk = json!({ "choices": [{ "index": 0, "delta": { "content": "an \"error\" word" } }] });
+                let err = json!({ "error": { "message": LEAK, "type": "server_error" } });
+                ([("content-type", "text/event-stream")], format!("data: {chunk}\n\ndata: {err}\n\n"))
+            }),
+        )
+        .route(
+            // A failure whose body never ends: read up to a cap, not forever.
+            "/endless/chat/completions",
+            post(|| async {
+                let chunk = axum::body::Bytes::from(format!("{LEAK} ").repeat(100));
+                let body = futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+                (StatusCode::INTERNAL_SERVER_ERROR, axum::body::Body::from_stream(body))
+            }),
+        )
+        .route(
             "/a401/messages",
             post(|| async {
                 (StatusCode::UNAUTHORIZED, axum::Json(json!({ "type": "error", "error": { "type": "authentication_error", "message": LEAK } })))
@@ -1859,6 +1900,8 @@ async fn upstream_error_bodies_stay_in_the_log(backend: Backend) {
     for (name, kind) in [
         ("l401", "openai"),
         ("l500", "openai"),
+        ("ostream", "openai"),
+        ("endless", "openai"),
         ("a401", "anthropic"),
         ("a500", "anthropic"),
         ("astream", "anthropic"),
@@ -1881,6 +1924,9 @@ async fn upstream_error_bodies_stay_in_the_log(backend: Backend) {
         ("t/l401", true, 401),
         ("t/l500", false, 502),
         ("t/l500", true, 502),
+        ("t/ostream", true, 200),
+        ("t/endless", false, 502),
+        ("t/endless", true, 502),
         ("t/a401", false, 401),
         ("t/a401", true, 401),
         ("t/a500", false, 502),

@@ -78,8 +78,15 @@ fn finish_reason(stop: Option<&str>) -> Value {
     }
 }
 
-fn usage(input: i64, output: i64) -> Value {
-    json!({ "prompt_tokens": input, "completion_tokens": output, "total_tokens": input.saturating_add(output) })
+/// The usage of an answer, `null` unless the upstream reported both counts
+/// (then the gateway counts the text itself rather than bill nothing).
+fn usage(input: Option<i64>, output: Option<i64>) -> Value {
+    match (input, output) {
+        (Some(i), Some(o)) => {
+            json!({ "prompt_tokens": i, "completion_tokens": o, "total_tokens": i.saturating_add(o) })
+        }
+        _ => Value::Null,
+    }
 }
 
 /// A Messages answer as a chat completion.
@@ -92,14 +99,8 @@ pub fn translate_answer(v: &Value, id: &str, model: &str) -> Value {
         .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
         .filter_map(|b| b.get("text").and_then(Value::as_str))
         .collect();
-    let input = v
-        .pointer("/usage/input_tokens")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    let output = v
-        .pointer("/usage/output_tokens")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
+    let input = v.pointer("/usage/input_tokens").and_then(Value::as_i64);
+    let output = v.pointer("/usage/output_tokens").and_then(Value::as_i64);
     json!({
         "id": id, "object": "chat.completion", "created": now_secs(), "model": model,
         "choices": [{ "index": 0, "message": { "role": "assistant", "content": text }, "logprobs": null,
@@ -128,8 +129,7 @@ pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamErro
     let res = clients.send(req.json(&body), c.stream, name).await?;
     let status = res.status().as_u16();
     if status >= 400 {
-        let body = res.bytes().await.unwrap_or_default();
-        return Err(UpstreamError::answered(status, &body, up.api_key.as_ref()));
+        return Err(clients.failure(res, up.api_key.as_ref()).await);
     }
     let id = format!("chatcmpl-{}", c.request_id);
     let model = c.client_model.to_owned();
@@ -148,8 +148,8 @@ pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamErro
     let provider = name.clone();
     let key = up.api_key.clone();
     let created = now_secs();
-    let mut input = 0_i64;
-    let mut output = 0_i64;
+    let mut input: Option<i64> = None;
+    let mut output: Option<i64> = None;
     let events = res
         .bytes_stream()
         .eventsource()
@@ -164,7 +164,7 @@ pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamErro
             };
             let out: Vec<String> = match v.get("type").and_then(Value::as_str) {
                 Some("message_start") => {
-                    input = v.pointer("/message/usage/input_tokens").and_then(Value::as_i64).unwrap_or(0);
+                    input = v.pointer("/message/usage/input_tokens").and_then(Value::as_i64);
                     vec![chunk(json!({ "role": "assistant", "content": "" }), Value::Null)]
                 }
                 Some("content_block_delta") => match v.pointer("/delta/text").and_then(Value::as_str) {
@@ -172,7 +172,7 @@ pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamErro
                     None => Vec::new(),
                 },
                 Some("message_delta") => {
-                    output = v.pointer("/usage/output_tokens").and_then(Value::as_i64).unwrap_or(output);
+                    output = v.pointer("/usage/output_tokens").and_then(Value::as_i64).or(output);
                     vec![chunk(json!({}), finish_reason(v.pointer("/delta/stop_reason").and_then(Value::as_str)))]
                 }
                 Some("message_stop") => vec![

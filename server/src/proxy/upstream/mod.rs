@@ -161,6 +161,30 @@ impl Clients {
         }
     }
 
+    /// The failure an upstream answered with (a status of 400 or more): at
+    /// most [`ERROR_BODY_MAX`] bytes of its body, read within `idle`, the
+    /// rest dropped with the connection.
+    async fn failure(
+        &self,
+        mut res: reqwest::Response,
+        key: Option<&SecretString>,
+    ) -> UpstreamError {
+        let status = res.status().as_u16();
+        let mut body = Vec::new();
+        let read = async {
+            while body.len() < ERROR_BODY_MAX {
+                match res.chunk().await {
+                    Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                    _ => break,
+                }
+            }
+        };
+        // A body still arriving when time is up is judged by what came.
+        let _ = tokio::time::timeout(self.idle, read).await;
+        body.truncate(ERROR_BODY_MAX);
+        UpstreamError::answered(status, &body, key)
+    }
+
     /// Sends a built request: a stream must start within `idle`, a whole
     /// answer must arrive within `timeout`.
     async fn send(
@@ -197,6 +221,9 @@ fn transport(e: &reqwest::Error, provider: &str) -> UpstreamError {
         ))
     }
 }
+
+/// How much of an upstream's error body is read.
+const ERROR_BODY_MAX: usize = 64 * 1024;
 
 /// A short excerpt of an upstream's error body.
 fn excerpt(body: &[u8]) -> String {

@@ -42,8 +42,7 @@ pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamErro
     let res = clients.send(req, c.stream, name).await?;
     let status = res.status().as_u16();
     if status >= 400 {
-        let body = res.bytes().await.unwrap_or_default();
-        return Err(UpstreamError::answered(status, &body, up.api_key.as_ref()));
+        return Err(clients.failure(res, up.api_key.as_ref()).await);
     }
     let is_sse = res
         .headers()
@@ -60,10 +59,17 @@ pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamErro
         return Ok(Reply::Whole { status, body });
     }
     let provider = name.clone();
+    let key = up.api_key.clone();
     let events = res
         .bytes_stream()
         .eventsource()
         .map(move |ev| match ev {
+            // A failure sent as an event: its words go to the log only.
+            Ok(e) if is_error_event(&e.data) => Err(UpstreamError::answered(
+                502,
+                e.data.as_bytes(),
+                key.as_ref(),
+            )),
             Ok(e) => Ok(e.data),
             // Not the parser's message: it may quote what the upstream sent.
             Err(e) => Err(UpstreamError::Connect(format!(
@@ -76,4 +82,13 @@ pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamErro
         })
         .boxed();
     Ok(Reply::Stream(events))
+}
+
+/// Whether a stream event is an error object (`{"error": …}`, no choices)
+/// rather than a chunk. An escaped `"error"` inside a chunk's text never
+/// matches the quick test, so ordinary chunks are not parsed twice.
+fn is_error_event(data: &str) -> bool {
+    data.contains("\"error\"")
+        && serde_json::from_str::<Value>(data)
+            .is_ok_and(|v| v.get("error").is_some() && v.get("choices").is_none())
 }
