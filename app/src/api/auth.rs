@@ -142,9 +142,9 @@ pub async fn change_password(
     new_password: String,
 ) -> Result<(), AppError> {
     use super::ssr::*;
-    use crate::core::audit::{self, Actor, Change};
+    use crate::core::audit::Actor;
     use crate::core::domain::Password;
-    use crate::core::{auth, now_ms, users};
+    use crate::core::{auth, ops, users};
     answer(
         async {
             let (state, session, user) = signed_in().await?;
@@ -161,34 +161,9 @@ pub async fn change_password(
                 ));
             }
             let new_hash = auth::hash_password(new_password).await?;
-            let now = now_ms();
-            let mut tx = state.db.pool.begin().await?;
-            users::set_password(&mut tx, &user.id, &new_hash, now).await?;
-            // One event in each organization of the user, so its owners see it.
-            let orgs = crate::core::orgs::of_user(&mut tx, &user.id).await?;
-            let org_ids: Vec<Option<&str>> = if orgs.is_empty() {
-                vec![None]
-            } else {
-                orgs.iter().map(|o| Some(o.id.as_str())).collect()
-            };
-            for org_id in org_ids {
-                audit::record(
-                    &mut tx,
-                    &Actor::user(&user.id, &user.email),
-                    Change {
-                        org_id,
-                        action: "user.password_changed",
-                        resource_type: "user",
-                        resource_id: &user.id,
-                        before: None,
-                        after: None,
-                    },
-                    now,
-                )
-                .await?;
-            }
-            tx.commit().await?;
-            restamp(&session, now).await
+            let actor = Actor::user(&user.id, &user.email);
+            let stamp = ops::change_password(&state, &actor, &user.id, &new_hash).await?;
+            restamp(&session, stamp).await
         }
         .await,
     )

@@ -11,6 +11,7 @@ use crate::core::domain::{Email, OrgName, PersonName};
 use crate::core::keys::token::Token;
 use crate::core::orgs;
 use crate::core::provisioning::{self, ProvisioningKey};
+use crate::core::state::AppState;
 use crate::core::users::{self, User};
 use crate::error::AppError;
 use crate::policy::OrgScope;
@@ -83,8 +84,8 @@ pub async fn create_owner(
     Ok(done)
 }
 
-/// The CLI's `reset-password`: a new password hash, one event in each of the
-/// user's organizations. `None` when no user has that email.
+/// Resets the password of the account with `email` (the CLI's recovery);
+/// `None` if there is no such account.
 pub async fn reset_password(
     pool: &AnyPool,
     actor: &Actor,
@@ -95,18 +96,53 @@ pub async fn reset_password(
     let Some(user) = users::by_email(&mut op.tx, email).await? else {
         return Ok(None);
     };
-    users::set_password(&mut op.tx, &user.id, password_hash, op.now).await?;
-    for org in orgs::of_user(&mut op.tx, &user.id).await? {
+    let action = "user.password_reset";
+    set_password(op, actor, &user.id, password_hash, action).await?;
+    Ok(Some(user))
+}
+
+/// A signed-in user's own new password; returns when it was set (the
+/// stamp that keeps their current session valid).
+pub async fn change_password(
+    state: &AppState,
+    actor: &Actor,
+    user_id: &str,
+    password_hash: &str,
+) -> Result<i64, AppError> {
+    let op = Audited::begin(state).await?;
+    let now = op.now;
+    let action = "user.password_changed";
+    set_password(op, actor, user_id, password_hash, action).await?;
+    Ok(now)
+}
+
+/// Stores a new password hash for `user_id` and records `action` once in
+/// each of the user's organizations, so that their owners see it (once
+/// without an organization if they have none).
+async fn set_password(
+    mut op: Audited<'_>,
+    actor: &Actor,
+    user_id: &str,
+    password_hash: &str,
+    action: &'static str,
+) -> Result<(), AppError> {
+    users::set_password(&mut op.tx, user_id, password_hash, op.now).await?;
+    let orgs = orgs::of_user(&mut op.tx, user_id).await?;
+    let org_ids: Vec<Option<&str>> = if orgs.is_empty() {
+        vec![None]
+    } else {
+        orgs.iter().map(|o| Some(o.id.as_str())).collect()
+    };
+    for org_id in org_ids {
         let change = Change {
-            org_id: Some(&org.id),
-            action: "user.password_reset",
+            org_id,
+            action,
             resource_type: "user",
-            resource_id: &user.id,
+            resource_id: user_id,
             before: None,
-            after: Some(json!({ "email": user.email })),
+            after: None,
         };
         op.record(actor, change).await?;
     }
-    op.commit(None).await?;
-    Ok(Some(user))
+    op.commit(None).await
 }
