@@ -86,12 +86,13 @@ pub struct LoggedRequest {
     pub key: String,
     pub model: String,
     pub endpoint: String,
+    /// The HTTP status the client got, and Tollgate's error code if refused.
+    pub status: i64,
+    pub error_code: Option<String>,
+    pub latency_ms: i64,
     pub stream: bool,
     pub tokens_in: i64,
     pub tokens_out: i64,
     pub cost_micros: i64,
-    pub status: i64,
-    pub error_code: Option<String>,
-    pub latency_ms: i64,
     pub has_body: bool,
 }

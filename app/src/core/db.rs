@@ -286,6 +286,29 @@ pub(crate) fn usd(r: &sqlx::any::AnyRow, column: &str) -> Result<crate::format::
         .map(crate::format::Usd::from_micros)
 }
 
+/// The caps a project and a key both carry, from the same columns:
+/// models, TPM, RPM, budget and its reset.
+pub(crate) type Caps = (
+    Vec<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<crate::format::Usd>,
+    super::limits::ResetInterval,
+);
+
+/// Reads [`Caps`] from `models_json`, `tpm_limit`, `rpm_limit`,
+/// `budget_micros` and `budget_reset`.
+pub(crate) fn caps(r: &sqlx::any::AnyRow) -> Result<Caps, sqlx::Error> {
+    use sqlx::Row;
+    Ok((
+        json_list(&r.try_get::<String, _>("models_json")?)?,
+        r.try_get("tpm_limit")?,
+        r.try_get("rpm_limit")?,
+        usd_opt(r, "budget_micros")?,
+        text_as(&r.try_get::<String, _>("budget_reset")?)?,
+    ))
+}
+
 /// A nullable column of micro-dollars (no limit where NULL).
 pub(crate) fn usd_opt(
     r: &sqlx::any::AnyRow,

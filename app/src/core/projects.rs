@@ -65,15 +65,16 @@ macro_rules! columns {
 }
 
 fn project_of(r: &sqlx::any::AnyRow) -> Result<Project, sqlx::Error> {
+    let (models, tpm_limit, rpm_limit, budget, budget_reset) = super::db::caps(r)?;
     Ok(Project {
         id: r.try_get("id")?,
         org_id: r.try_get("org_id")?,
         name: r.try_get("name")?,
-        models: json_list(&r.try_get::<String, _>("models_json")?)?,
-        tpm_limit: r.try_get("tpm_limit")?,
-        rpm_limit: r.try_get("rpm_limit")?,
-        budget: super::db::usd_opt(r, "budget_micros")?,
-        budget_reset: super::db::text_as(&r.try_get::<String, _>("budget_reset")?)?,
+        models,
+        tpm_limit,
+        rpm_limit,
+        budget,
+        budget_reset,
         ip_allowlist: json_list(&r.try_get::<String, _>("ip_allowlist_json")?)?,
         content_logging: r.try_get::<i64, _>("content_logging")? != 0,
         created_at: r.try_get("created_at")?,

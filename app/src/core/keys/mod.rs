@@ -122,13 +122,14 @@ macro_rules! key_select {
 
 /// A key's limits, from the columns both reads select.
 fn limits_of(r: &sqlx::any::AnyRow) -> Result<KeyLimits, sqlx::Error> {
+    let (models, tpm_limit, rpm_limit, budget, budget_reset) = super::db::caps(r)?;
     Ok(KeyLimits {
+        models,
+        tpm_limit,
+        rpm_limit,
+        budget,
+        budget_reset,
         name: r.try_get("name")?,
-        models: json_list(&r.try_get::<String, _>("models_json")?)?,
-        tpm_limit: r.try_get("tpm_limit")?,
-        rpm_limit: r.try_get("rpm_limit")?,
-        budget: super::db::usd_opt(r, "budget_micros")?,
-        budget_reset: super::db::text_as(&r.try_get::<String, _>("budget_reset")?)?,
         expires_at: r.try_get("expires_at")?,
         no_content_logging: r.try_get::<i64, _>("no_content_logging")? != 0,
         tags: json_list(&r.try_get::<String, _>("tags_json")?)?,
