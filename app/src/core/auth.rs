@@ -7,6 +7,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::audit::{self, Actor, Change};
@@ -55,7 +56,13 @@ const DUMMY_HASH: &str =
 pub struct Throttle {
     per_account: Arc<DefaultKeyedRateLimiter<(String, Option<IpAddr>)>>,
     per_ip: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Attempts counted; every [`PRUNE_EVERY`] the idle entries are dropped,
+    /// so that many addresses or accounts do not grow the maps for ever.
+    checks: Arc<AtomicU64>,
 }
+
+/// How many attempts pass between two prunings of the throttle's maps.
+const PRUNE_EVERY: u64 = 4096;
 
 impl Throttle {
     /// `per_account` and `per_ip` attempts a minute, each as a burst too.
@@ -63,11 +70,28 @@ impl Throttle {
         Throttle {
             per_account: Arc::new(RateLimiter::keyed(Quota::per_minute(per_account))),
             per_ip: Arc::new(RateLimiter::keyed(Quota::per_minute(per_ip))),
+            checks: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Drops the entries whose limit has fully recovered (they count as new).
+    pub fn prune(&self) {
+        self.per_account.retain_recent();
+        self.per_account.shrink_to_fit();
+        self.per_ip.retain_recent();
+        self.per_ip.shrink_to_fit();
+    }
+
+    /// How many accounts and addresses the throttle holds.
+    pub fn len(&self) -> (usize, usize) {
+        (self.per_account.len(), self.per_ip.len())
     }
 
     /// Counts one attempt; `Err` says how long to wait.
     pub fn check(&self, account: &str, ip: Option<IpAddr>) -> Result<(), AppError> {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            self.prune();
+        }
         let now = DefaultClock::default().now();
         let wait = |n: governor::NotUntil<_>| AppError::RateLimited {
             retry_after_secs: n.wait_time_from(now).as_secs().max(1),
@@ -183,4 +207,25 @@ pub async fn create_owner(
     )
     .await?;
     Ok(SetupDone { user, org })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_throttle_entries_are_pruned() {
+        // A cell every 10 ms: one attempt is forgotten well within 50 ms.
+        let n = NonZeroU32::new(6000).unwrap();
+        let t = Throttle::new(n, n);
+        for i in 0..PRUNE_EVERY - 1 {
+            let ip = IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]);
+            t.check(&format!("user{i}@example.com"), Some(ip)).unwrap();
+        }
+        assert_eq!(t.len(), (4095, 4095));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // The 4096th attempt prunes first, then counts itself.
+        t.check("last@example.com", None).unwrap();
+        assert_eq!(t.len(), (1, 0));
+    }
 }
