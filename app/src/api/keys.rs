@@ -86,9 +86,10 @@ pub(crate) fn view_of(k: crate::core::keys::KeyRow, now: i64) -> KeyView {
     }
 }
 
-/// The form fields of a key, parsed and held within the project's caps.
-#[cfg(feature = "ssr")]
-pub(crate) struct KeyForm {
+/// The form fields of a key (`create_key` and `update_key` take them flat,
+/// as the key form sends them), parsed and held within the project's caps.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyForm {
     pub name: String,
     pub max_budget: String,
     pub budget_reset: String,
@@ -159,15 +160,7 @@ impl KeyForm {
 pub async fn create_key(
     org_id: String,
     project_id: String,
-    name: String,
-    max_budget: String,
-    budget_reset: String,
-    models: Option<Vec<String>>,
-    tpm: String,
-    rpm: String,
-    expires_at: String,
-    no_content_logging: Option<String>,
-    tags: String,
+    #[server(flatten)] form: KeyForm,
     service: Option<String>,
 ) -> Result<KeyIssued, AppError> {
     use super::ssr::*;
@@ -180,17 +173,6 @@ pub async fn create_key(
         Action::ManageOwnKeys,
         |c| async move {
             let now = crate::core::now_ms();
-            let form = KeyForm {
-                name,
-                max_budget,
-                budget_reset,
-                models,
-                tpm,
-                rpm,
-                expires_at,
-                no_content_logging,
-                tags,
-            };
             let limits = form.limits_in(&c, now).await?;
             // A service key belongs to no one: only whoever manages all the
             // project's keys may make one.
@@ -277,31 +259,12 @@ pub async fn list_keys(
 pub async fn update_key(
     org_id: String,
     key_id: String,
-    name: String,
-    max_budget: String,
-    budget_reset: String,
-    models: Option<Vec<String>>,
-    tpm: String,
-    rpm: String,
-    expires_at: String,
-    no_content_logging: Option<String>,
-    tags: String,
+    #[server(flatten)] form: KeyForm,
 ) -> Result<KeyView, AppError> {
     use super::ssr::*;
     use crate::core::ops;
     on_key(&org_id, &key_id, |c, before| async move {
         let now = crate::core::now_ms();
-        let form = KeyForm {
-            name,
-            max_budget,
-            budget_reset,
-            models,
-            tpm,
-            rpm,
-            expires_at,
-            no_content_logging,
-            tags,
-        };
         let limits = crate::core::keys::KeyLimits {
             metadata: before.limits.metadata.clone(),
             ..form.limits_in(&c, now).await?
