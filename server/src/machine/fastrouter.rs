@@ -23,61 +23,6 @@ pub fn routes() -> Routes {
         .route("/prod/deleteServiceKey", post(delete))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Create {
-    org_id: Option<String>,
-    project_id: Option<String>,
-    project_name: Option<String>,
-    api_key_name: String,
-    credit_limit: Option<f64>,
-    reset_budget_interval: Option<String>,
-    expire_key: Option<String>,
-    models: Option<Vec<String>>,
-    tpm_limit: Option<i64>,
-    rpm_limit: Option<i64>,
-    metadata: Option<Value>,
-    tags: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Update {
-    org_id: Option<String>,
-    api_key_id_hash: String,
-    api_key_name: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    credit_limit: Option<Option<f64>>,
-    reset_budget_interval: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    expire_key: Option<Option<String>>,
-    models: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    tpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    rpm_limit: Option<Option<i64>>,
-    metadata: Option<Value>,
-    tags: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Delete {
-    org_id: Option<String>,
-    api_key_id_hash: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    org_id: Option<String>,
-    project_id: Option<String>,
-    project_name: Option<String>,
-    tag: Option<String>,
-    /// A JSON object: keys whose metadata holds every one of its entries.
-    metadata: Option<String>,
-}
-
 /// A service key as these endpoints show it: never its secret.
 fn view(k: &KeyRow) -> Value {
     json!({
@@ -99,6 +44,65 @@ fn view(k: &KeyRow) -> Value {
         "status": if k.revoked_at.is_some() { "revoked" } else { "active" },
         "created_at": iso(k.created_at),
     })
+}
+
+/// The body of `POST /prod/createServiceKey`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Create {
+    org_id: Option<String>,
+    project_id: Option<String>,
+    project_name: Option<String>,
+    api_key_name: String,
+    credit_limit: Option<f64>,
+    reset_budget_interval: Option<String>,
+    expire_key: Option<String>,
+    models: Option<Vec<String>>,
+    tpm_limit: Option<i64>,
+    rpm_limit: Option<i64>,
+    metadata: Option<Value>,
+    tags: Option<Vec<String>>,
+}
+
+/// The body of `POST /prod/updateServiceKey`: the key, then what changes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Update {
+    org_id: Option<String>,
+    api_key_id_hash: String,
+    api_key_name: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    credit_limit: Option<Option<f64>>,
+    reset_budget_interval: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    expire_key: Option<Option<String>>,
+    models: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    tpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    rpm_limit: Option<Option<i64>>,
+    metadata: Option<Value>,
+    tags: Option<Vec<String>>,
+}
+
+/// The body of `POST /prod/deleteServiceKey`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Delete {
+    org_id: Option<String>,
+    api_key_id_hash: String,
+}
+
+/// The query of `GET /prod/getServiceKeys`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    org_id: Option<String>,
+    project_id: Option<String>,
+    project_name: Option<String>,
+    tag: Option<String>,
+    /// A JSON object: keys whose metadata holds every one of its entries.
+    metadata: Option<String>,
 }
 
 async fn create(caller: Caller, Input(b): Input<Create>) -> ApiResult<(StatusCode, Json<Value>)> {

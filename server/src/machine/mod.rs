@@ -316,4 +316,17 @@ impl Caller {
         let scope = policy::authorize_machine_project(&self.machine, &found.id, action)?;
         Ok((scope, found))
     }
+
+    /// The project a list is filtered by, if the query names one.
+    pub async fn filter_project(
+        &self,
+        field: &str,
+        reference: Option<&str>,
+        action: Action,
+    ) -> ApiResult<Option<projects::Project>> {
+        match reference {
+            Some(r) => Ok(Some(self.project(field, r, action).await?.1)),
+            None => Ok(None),
+        }
+    }
 }

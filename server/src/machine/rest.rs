@@ -508,15 +508,9 @@ pub struct KeyFilter {
     responses((status = 200, body = [KeyOut]), (status = 400, body = ErrorBody)))]
 async fn list_keys(caller: Caller, Params(q): Params<KeyFilter>) -> ApiResult<Json<Vec<KeyOut>>> {
     let org = caller.org(None, Action::ManageAllKeys)?;
-    let project = match &q.project {
-        Some(p) => Some(
-            caller
-                .project("project", p, Action::ManageProjectKeys)
-                .await?
-                .1,
-        ),
-        None => None,
-    };
+    let project = caller
+        .filter_project("project", q.project.as_deref(), Action::ManageProjectKeys)
+        .await?;
     let service_only = match q.kind.as_deref() {
         None | Some("") => None,
         Some("service") => Some(true),

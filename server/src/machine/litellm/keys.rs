@@ -2,10 +2,10 @@
 //! a team's keys; a key body becomes a `KeySpec` checked against its project.
 
 use super::key_view;
+use super::reset_change;
 use crate::machine::input::budget_change;
 use crate::machine::input::duration_ms;
 use crate::machine::input::nullable;
-use crate::machine::input::reset_of_duration;
 use crate::machine::input::Input;
 use crate::machine::input::KeySpec;
 use crate::machine::input::Params;
@@ -20,7 +20,6 @@ use serde_json::json;
 use serde_json::Value;
 use tollgate_app::core::keys;
 use tollgate_app::core::keys::KeyRow;
-use tollgate_app::core::limits::ResetInterval;
 use tollgate_app::core::now_ms;
 use tollgate_app::core::ops;
 use tollgate_app::core::projects;
@@ -37,39 +36,25 @@ pub(super) fn routes() -> Routes {
         .route("/key/list", get(key_list))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeyBody {
-    /// The key to change (its token or its `token` hash); update only.
-    key: Option<String>,
-    key_alias: Option<String>,
-    team_id: Option<String>,
-    models: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    max_budget: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    budget_duration: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    duration: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    tpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    rpm_limit: Option<Option<i64>>,
-    metadata: Option<Value>,
-    tags: Option<Vec<String>>,
+with_caps! {
+    /// The body of `/key/generate` and `/key/update` (the fields of LiteLLM's
+    /// `GenerateKeyRequest` that Tollgate keeps).
+    struct KeyBody {
+        /// The key to change (its token or its `token` hash); update only.
+        key: Option<String>,
+        key_alias: Option<String>,
+        team_id: Option<String>,
+        #[serde(default, deserialize_with = "nullable")]
+        duration: Option<Option<String>>,
+        metadata: Option<Value>,
+        tags: Option<Vec<String>>,
+    }
 }
 
 impl KeyBody {
     fn spec(self, now: i64) -> ApiResult<KeySpec> {
         let budget_micros = budget_change("max_budget", self.max_budget)?;
-        let budget_reset = self
-            .budget_duration
-            .map(|d| {
-                d.map_or(Ok(ResetInterval::Never), |d| {
-                    reset_of_duration("budget_duration", &d)
-                })
-            })
-            .transpose()?;
+        let budget_reset = reset_change("budget_duration", self.budget_duration)?;
         let shared = KeySpec::shared(
             self.models,
             self.tpm_limit,
@@ -159,6 +144,7 @@ async fn key_update(caller: Caller, Input(mut b): Input<KeyBody>) -> ApiResult<J
     Ok(Json(key_view(&row)))
 }
 
+/// The body of `/key/regenerate`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Regenerate {
@@ -173,6 +159,7 @@ async fn key_regenerate(caller: Caller, Input(b): Input<Regenerate>) -> ApiResul
     Ok(Json(body))
 }
 
+/// The body of `/key/delete`: keys by token or by alias.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeleteKeys {
@@ -220,6 +207,7 @@ async fn key_delete(caller: Caller, Input(b): Input<DeleteKeys>) -> ApiResult<Js
     Ok(Json(json!({ "deleted_keys": deleted })))
 }
 
+/// The query of `/key/info`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyInfoQuery {
@@ -231,6 +219,7 @@ async fn key_info(caller: Caller, Params(q): Params<KeyInfoQuery>) -> ApiResult<
     Ok(Json(json!({ "key": key.id_hash, "info": key_view(&key) })))
 }
 
+/// The query of `/key/list`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyListQuery {
@@ -243,15 +232,9 @@ struct KeyListQuery {
 
 async fn key_list(caller: Caller, Params(q): Params<KeyListQuery>) -> ApiResult<Json<Value>> {
     let org = caller.org(None, Action::ManageProjectKeys)?;
-    let project = match &q.team_id {
-        Some(t) => Some(
-            caller
-                .project("team_id", t, Action::ManageProjectKeys)
-                .await?
-                .1,
-        ),
-        None => None,
-    };
+    let project = caller
+        .filter_project("team_id", q.team_id.as_deref(), Action::ManageProjectKeys)
+        .await?;
     let size = q.size.unwrap_or(10);
     if !(1..=100).contains(&size) {
         return Err(ApiError::invalid("size", "must be from 1 to 100"));

@@ -2,6 +2,29 @@
 //! project, its "organization" the provisioning key's organization. Field
 //! names are LiteLLM's; `team_id` takes a project's id or its name (alias).
 
+/// Declares a LiteLLM request body that refuses unknown fields: its own
+/// fields, then the caps that keys and teams share (`models`, `max_budget`,
+/// `budget_duration`, `tpm_limit`, `rpm_limit`; `null` clears one).
+macro_rules! with_caps {
+    ($(#[$meta:meta])* struct $name:ident { $($(#[$f:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            $($(#[$f])* $field: $ty,)*
+            models: Option<Vec<String>>,
+            #[serde(default, deserialize_with = "crate::machine::input::nullable")]
+            max_budget: Option<Option<f64>>,
+            #[serde(default, deserialize_with = "crate::machine::input::nullable")]
+            budget_duration: Option<Option<String>>,
+            #[serde(default, deserialize_with = "crate::machine::input::nullable")]
+            tpm_limit: Option<Option<i64>>,
+            #[serde(default, deserialize_with = "crate::machine::input::nullable")]
+            rpm_limit: Option<Option<i64>>,
+        }
+    };
+}
+
 mod keys;
 mod people;
 mod spend;
@@ -66,4 +89,20 @@ fn team_view(p: &Project) -> Value {
         "rpm_limit": p.rpm_limit,
         "created_at": iso(p.created_at),
     })
+}
+
+/// A `budget_duration` change: absent keeps the reset, `null` ends it
+/// (never resets), a duration picks the calendar reset it matches.
+fn reset_change(
+    field: &str,
+    change: Option<Option<String>>,
+) -> Result<Option<tollgate_app::core::limits::ResetInterval>, crate::machine::ApiError> {
+    use tollgate_app::core::limits::ResetInterval;
+    change
+        .map(|d| {
+            d.map_or(Ok(ResetInterval::Never), |d| {
+                crate::machine::input::reset_of_duration(field, &d)
+            })
+        })
+        .transpose()
 }

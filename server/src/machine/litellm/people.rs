@@ -40,6 +40,7 @@ pub(super) fn routes() -> Routes {
         .route("/user/info", get(user_info))
 }
 
+/// A member as LiteLLM names one: by user id or email, with a role.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Member {
@@ -55,6 +56,7 @@ enum Members {
     Many(Vec<Member>),
 }
 
+/// The body of `/team/member_add`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MemberAdd {
@@ -143,6 +145,7 @@ async fn member_add(caller: Caller, Input(b): Input<MemberAdd>) -> ApiResult<Jso
     ))
 }
 
+/// The body of `/team/member_delete`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MemberDelete {
@@ -183,6 +186,7 @@ fn org_role(field: &str, raw: &str) -> ApiResult<OrgRole> {
     }
 }
 
+/// The body of `/organization/member_permission_update`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PermissionUpdate {
@@ -252,6 +256,7 @@ async fn member_permission_update(
     }
 }
 
+/// The body of `/user/new`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UserNew {
@@ -318,6 +323,7 @@ async fn invite(
     }))
 }
 
+/// The query of `/user/info`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UserQuery {

@@ -27,6 +27,7 @@ pub(super) fn routes() -> Routes {
         .route("/config/update", post(config_update))
 }
 
+/// The query of `/billing/daily-spend` and `/global/spend/report`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SpendQuery {
@@ -105,6 +106,7 @@ async fn spend_report(caller: Caller, Params(q): Params<SpendQuery>) -> ApiResul
     Ok(Json(Value::Array(out)))
 }
 
+/// The body of `/config/update` (only what Tollgate honours).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigUpdate {
@@ -112,6 +114,7 @@ struct ConfigUpdate {
     environment_variables: Option<EnvVars>,
 }
 
+/// `general_settings` of `/config/update`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GeneralSettings {
@@ -119,6 +122,7 @@ struct GeneralSettings {
     alert_types: Option<Vec<String>>,
 }
 
+/// `environment_variables` of `/config/update`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EnvVars {

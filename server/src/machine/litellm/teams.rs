@@ -2,9 +2,8 @@
 //! key's organization; a team body becomes the project's settings.
 
 use super::key_view;
+use super::reset_change;
 use super::team_view;
-use crate::machine::input::nullable;
-use crate::machine::input::reset_of_duration;
 use crate::machine::input::Input;
 use crate::machine::input::Params;
 use crate::machine::input::{budget_change, limit_change};
@@ -19,7 +18,6 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::Value;
 use tollgate_app::core::keys;
-use tollgate_app::core::limits::ResetInterval;
 use tollgate_app::core::ops;
 use tollgate_app::core::projects;
 use tollgate_app::core::projects::Project;
@@ -36,21 +34,13 @@ pub(super) fn routes() -> Routes {
         .route("/team/delete", post(team_delete).delete(team_delete))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TeamBody {
-    team_id: Option<String>,
-    team_alias: Option<String>,
-    models: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    max_budget: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    budget_duration: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    tpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    rpm_limit: Option<Option<i64>>,
-    organization_id: Option<String>,
+with_caps! {
+    /// The body of `/team/new` and `/team/update` (a team is a project).
+    struct TeamBody {
+        team_id: Option<String>,
+        team_alias: Option<String>,
+        organization_id: Option<String>,
+    }
 }
 
 impl TeamBody {
@@ -71,11 +61,8 @@ impl TeamBody {
             tpm_limit: limit_change("tpm_limit", self.tpm_limit)?.map_or(p.tpm_limit, |(_, n)| n),
             rpm_limit: limit_change("rpm_limit", self.rpm_limit)?.map_or(p.rpm_limit, |(_, n)| n),
             budget: budget_change("max_budget", self.max_budget)?.unwrap_or(p.budget),
-            budget_reset: match self.budget_duration {
-                Some(Some(d)) => reset_of_duration("budget_duration", &d)?,
-                Some(None) => ResetInterval::Never,
-                None => p.budget_reset,
-            },
+            budget_reset: reset_change("budget_duration", self.budget_duration)?
+                .unwrap_or(p.budget_reset),
             ip_allowlist: p.ip_allowlist.clone(),
             content_logging: p.content_logging,
         })
