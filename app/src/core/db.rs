@@ -253,6 +253,20 @@ pub(crate) async fn delete_in_org(
     Ok(done.rows_affected() == 1)
 }
 
+/// A query with its binds, as the repositories build them.
+pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// The one row `q` finds, or a 404 naming `what`.
+pub(crate) async fn row_or_404(
+    q: AnyQuery<'_>,
+    conn: &mut sqlx::AnyConnection,
+    what: &str,
+) -> Result<sqlx::any::AnyRow, crate::error::AppError> {
+    q.fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| crate::error::AppError::not_found(what))
+}
+
 /// Whether a query failed on a unique constraint (a lost race, a duplicate).
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)

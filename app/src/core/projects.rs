@@ -122,16 +122,14 @@ pub async fn role_of(
     project_id: &str,
     user_id: &str,
 ) -> Result<Option<ProjectRole>, AppError> {
-    let row = sqlx::query(
+    let q = sqlx::query(
         "SELECT pm.role FROM projects p LEFT JOIN project_members pm \
          ON pm.project_id = p.id AND pm.user_id = $3 WHERE p.id = $2 AND p.org_id = $1",
     )
     .bind(org_id)
     .bind(project_id)
-    .bind(user_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| AppError::not_found("project"))?;
+    .bind(user_id);
+    let row = super::db::row_or_404(q, conn, "project").await?;
     let role: Option<String> = row.try_get("role")?;
     role.map(|r| {
         r.parse()
@@ -141,16 +139,14 @@ pub async fn role_of(
 }
 
 pub async fn get(conn: &mut AnyConnection, scope: &ProjectScope) -> Result<Project, AppError> {
-    let row = sqlx::query(concat!(
+    let q = sqlx::query(concat!(
         "SELECT ",
         columns!(),
         " FROM projects WHERE id = $1 AND org_id = $2"
     ))
     .bind(scope.project_id())
-    .bind(scope.org_id())
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| AppError::not_found("project"))?;
+    .bind(scope.org_id());
+    let row = super::db::row_or_404(q, conn, "project").await?;
     Ok(project_of(&row)?)
 }
 

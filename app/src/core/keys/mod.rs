@@ -223,7 +223,7 @@ pub async fn create(
     Ok((row, token))
 }
 
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+use super::db::AnyQuery;
 
 /// Binds a key's limits in the order `create` and `update` name their
 /// columns: name, name_lower, models_json, tpm_limit, rpm_limit,
@@ -247,16 +247,14 @@ pub async fn get(
     scope: &ProjectScope,
     id: &str,
 ) -> Result<KeyRow, AppError> {
-    let row = sqlx::query(concat!(
+    let q = sqlx::query(concat!(
         key_select!(),
         "WHERE k.id = $1 AND k.project_id = $2 AND k.org_id = $3"
     ))
     .bind(id)
     .bind(scope.project_id())
-    .bind(scope.org_id())
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| AppError::not_found("key"))?;
+    .bind(scope.org_id());
+    let row = super::db::row_or_404(q, conn, "key").await?;
     Ok(key_of(&row)?)
 }
 
@@ -522,14 +520,12 @@ pub async fn rotate(
     grace_until: i64,
     now: i64,
 ) -> Result<Token, AppError> {
-    let row = sqlx::query(
+    let q = sqlx::query(
         "SELECT public_id, secret_hash, revoked_at FROM api_keys WHERE id = $1 AND project_id = $2",
     )
     .bind(id)
-    .bind(scope.project_id())
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| AppError::not_found("key"))?;
+    .bind(scope.project_id());
+    let row = super::db::row_or_404(q, conn, "key").await?;
     if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
         return Err(AppError::conflict(
             "a revoked key cannot be rotated; create a new one",
