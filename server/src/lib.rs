@@ -77,6 +77,7 @@ pub async fn state(config: &Config) -> Result<AppState, StartError> {
         changes: tollgate_app::core::changes::Changes::default(),
         allow_private_networks: config.allow_private_networks,
         org_creation: config.org_creation,
+        trusted_proxies: config.proxy.trusted_proxies.clone().into(),
     })
 }
 

@@ -71,7 +71,9 @@ pub async fn sign_in(email: String, password: String) -> Result<SignedIn, AppErr
         async {
             let state = state()?;
             let email = Email::parse("email", &email)?;
-            state.throttle.check(email.as_str(), client_ip().await)?;
+            state
+                .throttle
+                .check(email.as_str(), client_ip(&state).await)?;
             let creds = {
                 let mut conn = state.db.pool.acquire().await?;
                 users::credentials(&mut conn, &email).await?
@@ -148,7 +150,7 @@ pub async fn change_password(
     answer(
         async {
             let (state, session, user) = signed_in().await?;
-            state.throttle.check(&user.email, client_ip().await)?;
+            state.throttle.check(&user.email, client_ip(&state).await)?;
             let new_password = Password::parse("new_password", new_password)?;
             let hash = {
                 let mut conn = state.db.pool.acquire().await?;

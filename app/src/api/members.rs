@@ -212,7 +212,9 @@ pub async fn accept_invitation(
                 AppError::not_found("invitation (it may have expired, been revoked or been used)")
             })?;
             let email = Email::parse("email", &inv.email)?;
-            state.throttle.check(email.as_str(), client_ip().await)?;
+            state
+                .throttle
+                .check(email.as_str(), client_ip(&state).await)?;
             let creds = {
                 let mut conn = state.db.pool.acquire().await?;
                 users::credentials(&mut conn, &email).await?

@@ -54,11 +54,15 @@ pub(crate) mod ssr {
             .map_err(|e| AppError::internal("session layer", &e))
     }
 
-    pub async fn client_ip() -> Option<IpAddr> {
-        leptos_axum::extract::<axum::extract::ConnectInfo<SocketAddr>>()
+    /// The caller's address, behind the operator's trusted proxies too.
+    pub async fn client_ip(state: &AppState) -> Option<IpAddr> {
+        let peer = leptos_axum::extract::<axum::extract::ConnectInfo<SocketAddr>>()
             .await
-            .ok()
-            .map(|c| c.0.ip())
+            .ok()?
+            .0
+            .ip();
+        let headers = use_context::<axum::http::request::Parts>()?.headers;
+        crate::core::forwarded::client_ip(peer, &headers, &state.trusted_proxies)
     }
 
     /// Sets the HTTP status of a failed server function from its error. Only

@@ -9,6 +9,7 @@ pub mod catalogue;
 pub mod changes;
 pub mod db;
 pub mod domain;
+pub mod forwarded;
 pub mod invitations;
 pub mod keys;
 pub mod limits;

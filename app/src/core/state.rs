@@ -24,6 +24,9 @@ pub struct AppState {
     /// link-local addresses (`core::net`).
     pub allow_private_networks: bool,
     pub org_creation: OrgCreation,
+    /// Reverse proxies whose `X-Forwarded-For` names the client
+    /// (`core::forwarded`).
+    pub trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
 }
 
 /// Who may create organizations from the console: anyone signed in, or only

@@ -17,14 +17,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
 use futures::StreamExt;
-use ipnet::IpNet;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tollgate_app::core::catalogue::Model;
 use tollgate_app::core::changes::{Applied, Change, Listener};
+use tollgate_app::core::forwarded::client_ip;
 use tollgate_app::core::state::AppState;
 use tollgate_app::core::usage::{self, ContentLog, Level, UsageEvent};
 use tracing::field::{display, Empty};
@@ -168,35 +168,6 @@ async fn read_body(h: &HeaderMap, body: Body) -> Result<Bytes, ProxyError> {
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
-}
-
-/// The client's address: the TCP peer, or, where the peer is a trusted
-/// proxy, the right-most `X-Forwarded-For` address that is not one (the
-/// left-most where all are). `None` where that entry is not an address.
-fn client_ip(peer: IpAddr, h: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
-    if !is_trusted(&peer) {
-        return Some(peer);
-    }
-    let hops: Vec<&str> = h
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    let mut client = peer;
-    for hop in hops.iter().rev() {
-        let ip = hop
-            .parse::<IpAddr>()
-            .or_else(|_| hop.parse::<SocketAddr>().map(|a| a.ip()))
-            .ok()?;
-        client = ip;
-        if !is_trusted(&ip) {
-            break;
-        }
-    }
-    Some(client)
 }
 
 async fn unknown() -> Response {

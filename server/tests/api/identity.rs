@@ -496,6 +496,34 @@ async fn sign_in_is_throttled_per_address(backend: Backend) {
 }
 both!(sign_in_is_throttled_per_address);
 
+/// Behind a reverse proxy the operator trusts, the per-address sign-in
+/// limit counts each forwarded client, not the proxy; from a peer that is
+/// not trusted, `X-Forwarded-For` changes nothing (it cannot be spoofed).
+async fn sign_in_throttle_counts_forwarded_clients(backend: Backend) {
+    async fn codes(app: &TestApp, forwarded_for: &[&str]) -> Vec<u16> {
+        let mut codes = Vec::new();
+        for (i, ip) in forwarded_for.iter().enumerate() {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert("x-forwarded-for", ip.parse().unwrap());
+            let client = reqwest::Client::builder().default_headers(h).build().unwrap();
+            let email = format!("u{i}@example.com");
+            let form = [("email", email.as_str()), ("password", "x-x-x-x-x-x")];
+            codes.push(app.call(&client, "sign_in", &form).await.0);
+        }
+        codes
+    }
+    let clients = ["198.51.100.1", "198.51.100.1", "198.51.100.1", "198.51.100.2"];
+    let behind = TestApp::spawn_with(backend, |c| {
+        c.login_attempts_per_ip = 2;
+        c.proxy.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    assert_eq!(codes(&behind, &clients).await, [400, 400, 429, 400]);
+    let direct = TestApp::spawn_with(backend, |c| c.login_attempts_per_ip = 2).await;
+    assert_eq!(codes(&direct, &clients).await, [400, 400, 429, 429]);
+}
+both!(sign_in_throttle_counts_forwarded_clients);
+
 async fn audit_log_filters_and_pages(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (owner, org) = app.setup("ada@example.com", OWNER_PASSWORD).await;
