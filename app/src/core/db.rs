@@ -137,7 +137,12 @@ pub async fn connect(url: &str) -> Result<Db, DbError> {
         Backend::Sqlite => {
             let opts =
                 sqlx::sqlite::SqliteConnectOptions::from_str(url).map_err(DbError::Connect)?;
-            owner_only(opts.get_filename()).map_err(DbError::Files)?;
+            // An in-memory database has no file (sqlx names it
+            // `file:sqlx-in-memory-N`, which must not be created on disk).
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            if !in_memory {
+                owner_only(opts.get_filename()).map_err(DbError::Files)?;
+            }
             let opts = opts
                 .create_if_missing(true)
                 .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)

@@ -858,6 +858,21 @@ async fn sessions_are_stored_under_a_hash_of_the_cookie(backend: Backend) {
 }
 both!(sessions_are_stored_under_a_hash_of_the_cookie);
 
+/// An in-memory SQLite database leaves no file behind: sqlx names it
+/// `file:sqlx-in-memory-N`, and nothing of that name may appear on disk.
+#[tokio::test]
+async fn an_in_memory_database_leaves_no_file() {
+    let db = tollgate_app::core::db::connect("sqlite::memory:").await.unwrap();
+    drop(db);
+    let stray: Vec<String> = std::fs::read_dir(".")
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("sqlx-in-memory"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?} left in the working directory");
+}
+
 /// The data dir is the owner's only, also when it existed with looser modes.
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
