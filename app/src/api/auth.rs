@@ -66,18 +66,12 @@ pub async fn setup(
 pub async fn sign_in(email: String, password: String) -> Result<SignedIn, AppError> {
     use super::ssr::*;
     use crate::core::domain::{Email, Password};
-    use crate::core::{auth, orgs, users};
+    use crate::core::{auth, orgs};
     answer(
         async {
             let state = state()?;
             let email = Email::parse("email", &email)?;
-            state
-                .throttle
-                .check(email.as_str(), client_ip(&state).await)?;
-            let creds = {
-                let mut conn = state.db.pool.acquire().await?;
-                users::credentials(&mut conn, &email).await?
-            };
+            let creds = password_attempt(&state, &email).await?;
             let (user, hash) = match creds {
                 Some(c) => (Some(c.user), Some(c.password_hash)),
                 None => (None, None),

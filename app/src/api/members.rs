@@ -199,7 +199,7 @@ pub async fn accept_invitation(
     use super::ssr::*;
     use crate::core::domain::{Email, Password, PersonName};
     use crate::core::ops::Invitee;
-    use crate::core::{auth, invitations, now_ms, users};
+    use crate::core::{auth, invitations, now_ms};
     answer(
         async {
             let state = state()?;
@@ -212,13 +212,7 @@ pub async fn accept_invitation(
                 AppError::not_found("invitation (it may have expired, been revoked or been used)")
             })?;
             let email = Email::parse("email", &inv.email)?;
-            state
-                .throttle
-                .check(email.as_str(), client_ip(&state).await)?;
-            let creds = {
-                let mut conn = state.db.pool.acquire().await?;
-                users::credentials(&mut conn, &email).await?
-            };
+            let creds = password_attempt(&state, &email).await?;
             // Either prove the existing account, or hash the new one's password.
             let invitee = match creds {
                 Some(c) => {

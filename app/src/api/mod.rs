@@ -65,6 +65,19 @@ pub(crate) mod ssr {
         crate::core::forwarded::client_ip(peer, &headers, &state.trusted_proxies)
     }
 
+    /// A password attempt for `email`: counted by the sign-in throttle (per
+    /// account and client address), then the account's stored credentials.
+    pub async fn password_attempt(
+        state: &AppState,
+        email: &crate::core::domain::Email,
+    ) -> Result<Option<crate::core::users::Credentials>, AppError> {
+        state
+            .throttle
+            .check(email.as_str(), client_ip(state).await)?;
+        let mut conn = state.db.pool.acquire().await?;
+        Ok(crate::core::users::credentials(&mut conn, email).await?)
+    }
+
     /// Sets the HTTP status of a failed server function from its error. Only
     /// when called over HTTP: during a page render the page keeps its own status.
     pub fn answer<T>(result: Result<T, AppError>) -> Result<T, AppError> {

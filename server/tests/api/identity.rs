@@ -505,14 +505,22 @@ async fn sign_in_throttle_counts_forwarded_clients(backend: Backend) {
         for (i, ip) in forwarded_for.iter().enumerate() {
             let mut h = reqwest::header::HeaderMap::new();
             h.insert("x-forwarded-for", ip.parse().unwrap());
-            let client = reqwest::Client::builder().default_headers(h).build().unwrap();
+            let client = reqwest::Client::builder()
+                .default_headers(h)
+                .build()
+                .unwrap();
             let email = format!("u{i}@example.com");
             let form = [("email", email.as_str()), ("password", "x-x-x-x-x-x")];
             codes.push(app.call(&client, "sign_in", &form).await.0);
         }
         codes
     }
-    let clients = ["198.51.100.1", "198.51.100.1", "198.51.100.1", "198.51.100.2"];
+    let clients = [
+        "198.51.100.1",
+        "198.51.100.1",
+        "198.51.100.1",
+        "198.51.100.2",
+    ];
     let behind = TestApp::spawn_with(backend, |c| {
         c.login_attempts_per_ip = 2;
         c.proxy.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
@@ -862,7 +870,9 @@ both!(sessions_are_stored_under_a_hash_of_the_cookie);
 /// `file:sqlx-in-memory-N`, and nothing of that name may appear on disk.
 #[tokio::test]
 async fn an_in_memory_database_leaves_no_file() {
-    let db = tollgate_app::core::db::connect("sqlite::memory:").await.unwrap();
+    let db = tollgate_app::core::db::connect("sqlite::memory:")
+        .await
+        .unwrap();
     drop(db);
     let stray: Vec<String> = std::fs::read_dir(".")
         .unwrap()
