@@ -162,9 +162,13 @@ impl TestApp {
     }
 
     /// A browser-like client: its own cookie jar.
+    /// A browser-like client (cookies kept). A request that has not
+    /// finished after two minutes fails the test rather than stalling the
+    /// run: a guard against hangs, not a speed check.
     pub fn client(&self) -> reqwest::Client {
         reqwest::Client::builder()
             .cookie_store(true)
+            .timeout(std::time::Duration::from_secs(120))
             .build()
             .unwrap()
     }
