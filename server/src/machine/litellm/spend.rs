@@ -63,7 +63,7 @@ async fn daily_spend(caller: Caller, Params(q): Params<SpendQuery>) -> ApiResult
                 json!({
                     "date": date_of(d.day), "spend": d.cost_micros as f64 / 1e6,
                     "api_requests": d.requests, "prompt_tokens": d.tokens_in,
-                    "completion_tokens": d.tokens_out, "total_tokens": d.tokens_in + d.tokens_out,
+                    "completion_tokens": d.tokens_out, "total_tokens": d.tokens_in.saturating_add(d.tokens_out),
                 })
             })
             .collect(),
