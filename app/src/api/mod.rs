@@ -54,7 +54,9 @@ pub(crate) mod ssr {
             .map_err(|e| AppError::internal("session layer", &e))
     }
 
-    /// The caller's address, behind the operator's trusted proxies too.
+    /// The caller's address, behind the operator's trusted proxies too. A
+    /// forwarded entry that is not an address counts as the peer itself, so
+    /// that garbage in the header never escapes the per-address throttle.
     pub async fn client_ip(state: &AppState) -> Option<IpAddr> {
         let peer = leptos_axum::extract::<axum::extract::ConnectInfo<SocketAddr>>()
             .await
@@ -63,6 +65,7 @@ pub(crate) mod ssr {
             .ip();
         let headers = use_context::<axum::http::request::Parts>()?.headers;
         crate::core::forwarded::client_ip(peer, &headers, &state.trusted_proxies)
+            .or(Some(peer.to_canonical()))
     }
 
     /// A password attempt for `email`: counted by the sign-in throttle (per

@@ -17,16 +17,35 @@ pub enum Backend {
 macro_rules! both {
     ($name:ident) => {
         mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name($crate::helpers::Backend::Sqlite).await
+            #[test]
+            fn sqlite() {
+                $crate::helpers::run(super::$name($crate::helpers::Backend::Sqlite))
             }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name($crate::helpers::Backend::Postgres).await
+            #[test]
+            fn postgres() {
+                $crate::helpers::run(super::$name($crate::helpers::Backend::Postgres))
             }
         }
     };
+}
+
+/// Runs a test on a runtime of its own (two workers, as `#[tokio::test]`
+/// had) and then waits at most 10 s for its threads. reactive_graph 0.2.16
+/// can deadlock a worker that is still rendering a page when the request is
+/// dropped (`Owner::with_context` drops the last reference to an owner
+/// while it holds a child's lock); a plain runtime drop would wait for that
+/// worker for ever and stall the whole run.
+pub fn run(test: impl std::future::Future<Output = ()>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(test)));
+    rt.shutdown_timeout(std::time::Duration::from_secs(10));
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 pub fn pg_admin_url() -> String {
@@ -161,7 +180,6 @@ impl TestApp {
         }
     }
 
-    /// A browser-like client: its own cookie jar.
     /// A browser-like client (cookies kept). A request that has not
     /// finished after two minutes fails the test rather than stalling the
     /// run: a guard against hangs, not a speed check.

@@ -498,7 +498,8 @@ both!(sign_in_is_throttled_per_address);
 
 /// Behind a reverse proxy the operator trusts, the per-address sign-in
 /// limit counts each forwarded client, not the proxy; from a peer that is
-/// not trusted, `X-Forwarded-For` changes nothing (it cannot be spoofed).
+/// not trusted, `X-Forwarded-For` changes nothing (it cannot be spoofed), and
+/// a garbled one is counted against the proxy's address.
 async fn sign_in_throttle_counts_forwarded_clients(backend: Backend) {
     async fn codes(app: &TestApp, forwarded_for: &[&str]) -> Vec<u16> {
         let mut codes = Vec::new();
@@ -527,6 +528,8 @@ async fn sign_in_throttle_counts_forwarded_clients(backend: Backend) {
     })
     .await;
     assert_eq!(codes(&behind, &clients).await, [400, 400, 429, 400]);
+    // A forwarded entry that is not an address counts as the proxy itself.
+    assert_eq!(codes(&behind, &["nonsense"; 3]).await, [400, 400, 429]);
     let direct = TestApp::spawn_with(backend, |c| c.login_attempts_per_ip = 2).await;
     assert_eq!(codes(&direct, &clients).await, [400, 400, 429, 429]);
 }
