@@ -13,7 +13,7 @@ pub mod proxy;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Request, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use leptos::config::LeptosOptions;
@@ -125,18 +125,46 @@ fn console(state: &AppState, pages: Vec<AxumRouteListing>) -> Router {
     let ctx = state.clone();
     let shell_opts = state.leptos_options.clone();
     Router::new()
-        .route(
-            &format!("{}/{{*fn_name}}", tollgate_app::api::PREFIX),
-            get(server_fn_handler).post(server_fn_handler),
-        )
         .leptos_routes_with_context(
             state,
             pages,
             move || provide_context(ctx.clone()),
             move || shell(shell_opts.clone()),
         )
+        .layer(axum::middleware::from_fn(render_to_the_end))
+        .route(
+            &format!("{}/{{*fn_name}}", tollgate_app::api::PREFIX),
+            get(server_fn_handler).post(server_fn_handler),
+        )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .with_state(state.clone())
+}
+
+/// A page renders to its end in a task of its own, even when the client
+/// leaves: its body is forwarded while someone reads it and drained after.
+/// Dropping a Leptos render midway can deadlock the worker running it
+/// (reactive_graph 0.2.16: a spawned resource reading a context upgrades an
+/// owner the drop released, and then drops the last reference while holding
+/// its child's lock; leptos#4673), which a client that hangs up could repeat
+/// until no worker is left for `/v1` either.
+async fn render_to_the_end(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use futures::{SinkExt, StreamExt};
+    let (head_tx, head) = futures::channel::oneshot::channel();
+    let (mut chunks_tx, chunks) = futures::channel::mpsc::channel(8);
+    tokio::spawn(async move {
+        let (parts, body) = next.run(req).await.into_parts();
+        let _ = head_tx.send(parts);
+        let mut body = body.into_data_stream();
+        let mut reader_left = false;
+        while let Some(chunk) = body.next().await {
+            reader_left = reader_left || chunks_tx.send(chunk).await.is_err();
+        }
+    });
+    match head.await {
+        Ok(parts) => Response::from_parts(parts, Body::from_stream(chunks)),
+        // The render panicked (and was logged).
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 /// Every route of the assembled router, from the declarations that build it:
@@ -239,4 +267,55 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    /// A client that reads the head and hangs up does not stop the render:
+    /// every chunk is still produced (the render drops only at its end).
+    #[tokio::test]
+    async fn a_render_runs_to_its_end_after_the_client_leaves() {
+        const CHUNKS: usize = 20;
+        let produced = Arc::new(AtomicUsize::new(0));
+        let counter = produced.clone();
+        let app = Router::new()
+            .route(
+                "/",
+                get(move || async move {
+                    let chunks = futures::stream::unfold(0, move |i| {
+                        let counter = counter.clone();
+                        async move {
+                            if i == CHUNKS {
+                                return None;
+                            }
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            Some((Ok::<_, std::io::Error>(format!("chunk {i}")), i + 1))
+                        }
+                    });
+                    Body::from_stream(chunks)
+                }),
+            )
+            .layer(axum::middleware::from_fn(render_to_the_end));
+        let req = Request::builder().uri("/").body(Body::empty()).unwrap();
+        let res = app.oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        drop(res);
+        // Waits for the producer, however long this machine takes.
+        for _ in 0..1000 {
+            if produced.load(Ordering::SeqCst) == CHUNKS {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "the render stopped after {} of {CHUNKS} chunks",
+            produced.load(Ordering::SeqCst)
+        );
+    }
 }
