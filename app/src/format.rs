@@ -1,5 +1,7 @@
 //! Money, time and count formatting for both targets (server and browser),
-//! and `Usd`, the one type for an amount of money; nothing here imports upward.
+//! `Usd`, the one type for an amount of money, and `ResetInterval`, the one
+//! type for a budget's period (its calendar is in `core::limits`); nothing
+//! here imports upward.
 
 use crate::error::AppError;
 
@@ -54,7 +56,20 @@ const MICROS: i64 = 1_000_000;
 /// An amount of US dollars in micro-dollars (1e-6), exact. The field is
 /// private: an amount comes from [`Usd::parse`], [`Usd::from_micros`] or
 /// arithmetic that cannot wrap.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Usd(i64);
 
 impl Usd {
@@ -241,5 +256,64 @@ mod tests {
         assert_eq!(Usd::for_tokens(1, Usd::from_micros(1)), Usd::from_micros(1));
         assert_eq!(Usd::for_tokens(i64::MAX, Usd::MAX), Usd::MAX);
         assert_eq!(Usd::for_tokens(-5, Usd::MAX), Usd::ZERO);
+    }
+}
+
+/// When a budget starts over: calendar-aligned in UTC. Stored and sent as
+/// its name (`never`, `daily`, `weekly`, `monthly`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResetInterval {
+    Never,
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+/// The stored name only (forms go through [`ResetInterval::parse`], which
+/// also takes a blank for never).
+impl std::str::FromStr for ResetInterval {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            ResetInterval::Never,
+            ResetInterval::Daily,
+            ResetInterval::Weekly,
+            ResetInterval::Monthly,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+        .ok_or_else(|| format!("unknown reset interval '{s}'"))
+    }
+}
+
+impl ResetInterval {
+    pub fn parse(field: &str, raw: &str) -> Result<ResetInterval, AppError> {
+        match raw.trim() {
+            "" | "never" => Ok(ResetInterval::Never),
+            "daily" => Ok(ResetInterval::Daily),
+            "weekly" => Ok(ResetInterval::Weekly),
+            "monthly" => Ok(ResetInterval::Monthly),
+            other => Err(AppError::invalid(
+                field,
+                format!("'{other}' is not one of never, daily, weekly, monthly"),
+            )),
+        }
+    }
+
+    /// The name as stored and sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetInterval::Never => "never",
+            ResetInterval::Daily => "daily",
+            ResetInterval::Weekly => "weekly",
+            ResetInterval::Monthly => "monthly",
+        }
+    }
+}
+
+impl std::fmt::Display for ResetInterval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }

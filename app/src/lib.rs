@@ -2,6 +2,7 @@
 //! functions, and behind `ssr` the domain core they call.
 
 pub mod api;
+pub mod billing_report;
 pub mod error;
 pub mod format;
 pub mod policy;

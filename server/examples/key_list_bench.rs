@@ -3,14 +3,11 @@
 //!
 //! cargo run --release -p tollgate-server --example key_list_bench -- [sqlite|postgres] [keys]
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::print_stdout,
-    reason = "a benchmark script"
-)]
+#![expect(clippy::unwrap_used, clippy::print_stdout, reason = "a bench script")]
 
 use std::time::{Duration, Instant};
 use tollgate_app::core::keys::{self, Holder, KeyLimits};
+use tollgate_app::core::limits::{Caps, ResetInterval};
 use tollgate_app::policy::{self, OrgMember, OrgRole, ProjectMember};
 
 mod bench_support;
@@ -48,11 +45,13 @@ async fn main() {
         for i in batch * 1000..((batch + 1) * 1000).min(n) {
             let limits = KeyLimits {
                 name: format!("key-{i:06}"),
-                models: vec!["mock/echo".into()],
-                tpm_limit: None,
-                rpm_limit: Some(60),
-                budget: Some(tollgate_app::format::Usd::from_micros(5_000_000)),
-                budget_reset: tollgate_app::core::limits::ResetInterval::Monthly,
+                caps: Caps {
+                    models: vec!["mock/echo".into()],
+                    tpm_limit: None,
+                    rpm_limit: Some(60),
+                    budget: Some(tollgate_app::format::Usd::from_micros(5_000_000)),
+                    budget_reset: ResetInterval::Monthly,
+                },
                 expires_at: None,
                 no_content_logging: false,
                 tags: vec![format!("team-{}", i % 100), "bench".into()],

@@ -9,11 +9,7 @@
 //!
 //! cargo run --release -p tollgate-server --example proxy_bench -- [seconds per run, default 10]
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::print_stdout,
-    reason = "a benchmark script"
-)]
+#![expect(clippy::unwrap_used, clippy::print_stdout, reason = "a bench script")]
 
 use axum::routing::post;
 use serde_json::{json, Value};

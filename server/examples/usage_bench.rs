@@ -6,11 +6,7 @@
 //!
 //! cargo run --release -p tollgate-server --example usage_bench -- [sqlite|postgres] [events]
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::print_stdout,
-    reason = "a benchmark script"
-)]
+#![expect(clippy::unwrap_used, clippy::print_stdout, reason = "a bench script")]
 
 use std::time::{Duration, Instant};
 

@@ -7,29 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AppError;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CreditView {
-    pub at: i64,
-    pub kind: String,
-    pub amount_micros: i64,
-    pub note: String,
-    pub reference: String,
-    pub entered_by: String,
-}
+pub use crate::billing_report::{CreditEntry, Standing, Statement};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BillingView {
-    pub prepaid: bool,
-    pub credits_micros: i64,
-    pub spent_micros: i64,
-    pub balance_micros: i64,
-    pub cap_micros: Option<i64>,
-    pub cap_reset: String,
-    pub cap_spent_micros: i64,
-    pub cap_resets_at: Option<i64>,
-    pub credits_exhausted: bool,
-    pub cap_exhausted: bool,
-    pub entries: Vec<CreditView>,
+    pub standing: Standing,
+    /// The credit ledger, newest first.
+    pub entries: Vec<CreditEntry>,
     /// Months with a statement, newest first (`YYYY-MM`).
     pub months: Vec<String>,
 }
@@ -41,32 +25,10 @@ pub async fn get_billing(org_id: String) -> Result<BillingView, AppError> {
     use crate::policy::Action;
     in_org(&org_id, Action::BillingAndCredits, |c| async move {
         let mut conn = c.state.db.pool.acquire().await?;
-        let s = billing::standing(&mut conn, &c.scope, now_ms()).await?;
-        let entries = billing::credits(&mut conn, &c.scope).await?;
-        let months = billing::months(&mut conn, &c.scope).await?;
         Ok(BillingView {
-            prepaid: s.prepaid,
-            credits_micros: s.credits.micros(),
-            spent_micros: s.spent.micros(),
-            balance_micros: s.balance.micros(),
-            cap_micros: s.cap.map(crate::format::Usd::micros),
-            cap_reset: s.cap_reset.as_str().to_owned(),
-            cap_spent_micros: s.cap_spent.micros(),
-            cap_resets_at: s.cap_resets_at,
-            credits_exhausted: s.credits_exhausted,
-            cap_exhausted: s.cap_exhausted,
-            entries: entries
-                .into_iter()
-                .map(|e| CreditView {
-                    at: e.at,
-                    kind: e.kind,
-                    amount_micros: e.amount_micros,
-                    note: e.note,
-                    reference: e.reference,
-                    entered_by: e.entered_by,
-                })
-                .collect(),
-            months,
+            standing: billing::standing(&mut conn, &c.scope, now_ms()).await?,
+            entries: billing::credits(&mut conn, &c.scope).await?,
+            months: billing::months(&mut conn, &c.scope).await?,
         })
     })
     .await
@@ -104,22 +66,8 @@ pub async fn set_prepaid(org_id: String, prepaid: Option<String>) -> Result<(), 
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatementLineView {
-    pub project: String,
-    pub model: String,
-    pub requests: i64,
-    pub tokens_in: i64,
-    pub tokens_out: i64,
-    pub cost_micros: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatementView {
-    pub month: String,
-    pub lines: Vec<StatementLineView>,
-    pub by_project: Vec<(String, i64)>,
-    pub total_micros: i64,
-    pub credits_micros: i64,
+    pub statement: Statement,
     /// The same statement as CSV.
     pub csv: String,
 }
@@ -136,28 +84,10 @@ pub async fn get_statement(org_id: String, month: String) -> Result<StatementVie
             "" => crate::format::month_of(crate::core::now_ms()),
             m => m.to_owned(),
         };
-        let s = billing::statement(&mut conn, &c.scope, &month).await?;
+        let statement = billing::statement(&mut conn, &c.scope, &month).await?;
         Ok(StatementView {
-            csv: billing::statement_csv(&s),
-            by_project: billing::by_project(&s)
-                .into_iter()
-                .map(|(name, cost)| (name, cost.micros()))
-                .collect(),
-            month: s.month,
-            total_micros: s.total.micros(),
-            credits_micros: s.credits.micros(),
-            lines: s
-                .lines
-                .into_iter()
-                .map(|l| StatementLineView {
-                    project: l.project_name,
-                    model: l.model,
-                    requests: l.requests,
-                    tokens_in: l.tokens_in,
-                    tokens_out: l.tokens_out,
-                    cost_micros: l.cost.micros(),
-                })
-                .collect(),
+            csv: billing::statement_csv(&statement),
+            statement,
         })
     })
     .await

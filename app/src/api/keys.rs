@@ -61,7 +61,7 @@ pub const PAGE_SIZE: i64 = 50;
 #[cfg(feature = "ssr")]
 pub(crate) fn view_of(k: crate::core::keys::KeyRow, now: i64) -> KeyView {
     let status = k.status(now).as_str();
-    let next_reset = k.limits.budget_reset.next_reset(now);
+    let next_reset = k.limits.caps.budget_reset.next_reset(now);
     KeyView {
         id: k.id,
         id_hash: k.id_hash,
@@ -73,13 +73,13 @@ pub(crate) fn view_of(k: crate::core::keys::KeyRow, now: i64) -> KeyView {
         owner_id: k.owner_id,
         status: status.to_owned(),
         spend_micros: k.spend.micros(),
-        budget_micros: k.limits.budget.map(crate::format::Usd::micros),
-        budget_reset: k.limits.budget_reset.as_str().to_owned(),
+        budget_micros: k.limits.caps.budget.map(crate::format::Usd::micros),
+        budget_reset: k.limits.caps.budget_reset.as_str().to_owned(),
         next_reset,
         expires_at: k.limits.expires_at,
-        models: k.limits.models,
-        tpm_limit: k.limits.tpm_limit,
-        rpm_limit: k.limits.rpm_limit,
+        models: k.limits.caps.models,
+        tpm_limit: k.limits.caps.tpm_limit,
+        rpm_limit: k.limits.caps.rpm_limit,
         no_content_logging: k.limits.no_content_logging,
         tags: k.limits.tags,
         created_at: k.created_at,
@@ -109,25 +109,25 @@ impl KeyForm {
         now: i64,
     ) -> Result<crate::core::keys::KeyLimits, AppError> {
         use crate::core::limits::*;
-        use crate::format::Usd;
         let mut models = self.models.unwrap_or_default();
         models.retain(|m| !m.trim().is_empty());
         models.dedup();
         if models.is_empty() {
-            models = project.models.clone();
+            models = project.caps.models.clone();
         }
-        check_models_within("models", &models, &project.models)?;
-        let tpm = parse_rate("tpm", &self.tpm)?;
-        let rpm = parse_rate("rpm", &self.rpm)?;
-        check_rate_within("tpm", tpm, project.tpm_limit)?;
-        check_rate_within("rpm", rpm, project.rpm_limit)?;
+        let caps = Caps::parse(
+            models,
+            &self.tpm,
+            &self.rpm,
+            &self.max_budget,
+            &self.budget_reset,
+        )?;
+        check_models_within("models", &caps.models, &project.caps.models)?;
+        check_rate_within("tpm", caps.tpm_limit, project.caps.tpm_limit)?;
+        check_rate_within("rpm", caps.rpm_limit, project.caps.rpm_limit)?;
         Ok(crate::core::keys::KeyLimits {
             name: crate::core::domain::name("name", &self.name, 100)?,
-            models,
-            tpm_limit: tpm,
-            rpm_limit: rpm,
-            budget: Usd::parse_optional("max_budget", &self.max_budget)?,
-            budget_reset: ResetInterval::parse("budget_reset", &self.budget_reset)?,
+            caps,
             expires_at: parse_expiry("expires_at", &self.expires_at, now)?,
             no_content_logging: super::checkbox(
                 "no_content_logging",

@@ -95,11 +95,11 @@ pub async fn get_project(org_id: String, project_id: String) -> Result<ProjectVi
         Ok(ProjectView {
             id: p.id,
             name: p.name,
-            models: p.models,
-            tpm_limit: p.tpm_limit,
-            rpm_limit: p.rpm_limit,
-            budget_micros: p.budget.map(crate::format::Usd::micros),
-            budget_reset: p.budget_reset.as_str().to_owned(),
+            models: p.caps.models,
+            tpm_limit: p.caps.tpm_limit,
+            rpm_limit: p.caps.rpm_limit,
+            budget_micros: p.caps.budget.map(crate::format::Usd::micros),
+            budget_reset: p.caps.budget_reset.as_str().to_owned(),
             ip_allowlist: p.ip_allowlist,
             content_logging: p.content_logging,
             my_seat: c.scope.seat(),
@@ -125,9 +125,8 @@ pub async fn update_project(
     content_logging: Option<String>,
 ) -> Result<ProjectView, AppError> {
     use super::ssr::*;
-    use crate::core::limits::{parse_ip_allowlist, parse_rate, ResetInterval};
+    use crate::core::limits::{parse_ip_allowlist, Caps};
     use crate::core::projects;
-    use crate::format::Usd;
     use crate::policy::Action;
     in_project_of(
         &org_id,
@@ -138,11 +137,7 @@ pub async fn update_project(
             models.dedup();
             let settings = projects::Settings {
                 name: crate::core::domain::name("name", &name, 100)?,
-                models,
-                tpm_limit: parse_rate("tpm", &tpm)?,
-                rpm_limit: parse_rate("rpm", &rpm)?,
-                budget: Usd::parse_optional("max_budget", &max_budget)?,
-                budget_reset: ResetInterval::parse("budget_reset", &budget_reset)?,
+                caps: Caps::parse(models, &tpm, &rpm, &max_budget, &budget_reset)?,
                 ip_allowlist: parse_ip_allowlist("ip_allowlist", &ip_allowlist)?,
                 content_logging: super::checkbox("content_logging", content_logging.as_deref())?,
             };

@@ -3,7 +3,8 @@
 //! and monthly statements by project and model, read from the daily rollup.
 
 use sqlx::{AnyConnection, Row};
-use std::collections::BTreeMap;
+
+pub use crate::billing_report::{CreditEntry, Standing, Statement, StatementLine};
 
 use super::limits::ResetInterval;
 use super::usage::{sat_sum, usage_sums, DAY_MS};
@@ -39,19 +40,6 @@ impl CreditKind {
             )),
         }
     }
-}
-
-/// One entry of the credit ledger; amounts are signed micro-USD (only an
-/// adjustment may be negative).
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
-pub struct CreditEntry {
-    pub id: String,
-    pub at: i64,
-    pub kind: String,
-    pub amount_micros: i64,
-    pub note: String,
-    pub reference: String,
-    pub entered_by: String,
 }
 
 pub async fn add_credit(
@@ -105,26 +93,6 @@ pub async fn set_prepaid(
     Ok(())
 }
 
-/// Where the organization stands: credits, spend, cap, and what stops `/v1`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Standing {
-    /// Whether the credit balance is enforced.
-    pub prepaid: bool,
-    pub credits: Usd,
-    /// Everything metered, ever.
-    pub spent: Usd,
-    /// Credits minus metered spend (saturating).
-    pub balance: Usd,
-    pub cap: Option<Usd>,
-    pub cap_reset: ResetInterval,
-    /// Spend in the cap's current period.
-    pub cap_spent: Usd,
-    /// When the cap's period ends (`None`: never).
-    pub cap_resets_at: Option<i64>,
-    pub credits_exhausted: bool,
-    pub cap_exhausted: bool,
-}
-
 pub async fn standing(
     conn: &mut AnyConnection,
     scope: &OrgScope,
@@ -169,31 +137,6 @@ pub async fn standing(
         cap_resets_at: reset.next_reset(now),
         credits_exhausted: prepaid && balance <= Usd::ZERO,
     })
-}
-
-/// A month of spend for one project and model.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StatementLine {
-    pub project_id: String,
-    pub project_name: String,
-    pub model: String,
-    pub requests: i64,
-    pub tokens_in: i64,
-    pub tokens_out: i64,
-    pub cost: Usd,
-}
-
-/// A calendar month (UTC) of an organization's spend.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Statement {
-    /// `YYYY-MM`.
-    pub month: String,
-    pub from: i64,
-    pub to: i64,
-    pub lines: Vec<StatementLine>,
-    pub total: Usd,
-    /// Credits entered during the month.
-    pub credits: Usd,
 }
 
 /// The first instant of the month `YYYY-MM` and of the month after, in ms.
@@ -335,14 +278,4 @@ pub async fn months(
         at = start - 1;
     }
     Ok(out)
-}
-
-/// Sums statement lines per project (for the statement's first table).
-pub fn by_project(s: &Statement) -> Vec<(String, Usd)> {
-    let mut m: BTreeMap<String, Usd> = BTreeMap::new();
-    for l in &s.lines {
-        let sum = m.entry(l.project_name.clone()).or_default();
-        *sum = sum.saturating_add(l.cost);
-    }
-    m.into_iter().collect()
 }

@@ -1,6 +1,7 @@
 //! Connecting to SQLite or PostgreSQL through one `AnyPool`, and running the
 //! migrations embedded for each. SQL here uses `$N` parameters, which both accept.
 
+use crate::policy::ProjectScope;
 use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use std::str::FromStr;
@@ -272,6 +273,21 @@ pub(crate) async fn row_or_404(
         .ok_or_else(|| crate::error::AppError::not_found(what))
 }
 
+/// The one row `q` finds, read by `read`, or a 404 naming `what`.
+pub(crate) async fn one_or_404<T>(
+    q: AnyQuery<'_>,
+    conn: &mut sqlx::AnyConnection,
+    what: &str,
+    read: impl FnOnce(&sqlx::any::AnyRow) -> Result<T, sqlx::Error>,
+) -> Result<T, crate::error::AppError> {
+    Ok(read(&row_or_404(q, conn, what).await?)?)
+}
+
+/// `q` with the scope's project and organization bound next, in that order.
+pub(crate) fn in_project<'q>(q: AnyQuery<'q>, scope: &'q ProjectScope) -> AnyQuery<'q> {
+    q.bind(scope.project_id()).bind(scope.org_id())
+}
+
 /// Whether a query failed on a unique constraint (a lost race, a duplicate).
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)
@@ -305,27 +321,17 @@ pub(crate) fn usd(r: &sqlx::any::AnyRow, column: &str) -> Result<crate::format::
         .map(crate::format::Usd::from_micros)
 }
 
-/// The caps a project and a key both carry, from the same columns:
-/// models, TPM, RPM, budget and its reset.
-pub(crate) type Caps = (
-    Vec<String>,
-    Option<i64>,
-    Option<i64>,
-    Option<crate::format::Usd>,
-    super::limits::ResetInterval,
-);
-
-/// Reads [`Caps`] from `models_json`, `tpm_limit`, `rpm_limit`,
+/// Reads a project's or key's [`Caps`](super::limits::Caps) from `models_json`, `tpm_limit`, `rpm_limit`,
 /// `budget_micros` and `budget_reset`.
-pub(crate) fn caps(r: &sqlx::any::AnyRow) -> Result<Caps, sqlx::Error> {
+pub(crate) fn caps(r: &sqlx::any::AnyRow) -> Result<super::limits::Caps, sqlx::Error> {
     use sqlx::Row;
-    Ok((
-        json_list(&r.try_get::<String, _>("models_json")?)?,
-        r.try_get("tpm_limit")?,
-        r.try_get("rpm_limit")?,
-        usd_opt(r, "budget_micros")?,
-        text_as(&r.try_get::<String, _>("budget_reset")?)?,
-    ))
+    Ok(super::limits::Caps {
+        models: json_list(&r.try_get::<String, _>("models_json")?)?,
+        tpm_limit: r.try_get("tpm_limit")?,
+        rpm_limit: r.try_get("rpm_limit")?,
+        budget: usd_opt(r, "budget_micros")?,
+        budget_reset: text_as(&r.try_get::<String, _>("budget_reset")?)?,
+    })
 }
 
 /// A nullable column of micro-dollars (no limit where NULL).

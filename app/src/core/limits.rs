@@ -5,59 +5,54 @@
 use time::{Date, Duration, OffsetDateTime, Time};
 
 use crate::error::AppError;
+use crate::format::Usd;
 
-/// When a budget starts over: calendar-aligned in UTC. Stored and sent as
-/// its name (`never`, `daily`, `weekly`, `monthly`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ResetInterval {
-    Never,
-    Daily,
-    Weekly,
-    Monthly,
+pub use crate::format::ResetInterval;
+
+/// The caps a project sets and each of its keys carries within them: the
+/// models it may call, its rate limits, its budget and when that starts over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caps {
+    pub models: Vec<String>,
+    pub tpm_limit: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub budget: Option<Usd>,
+    pub budget_reset: ResetInterval,
 }
 
-/// The stored name only (forms go through [`ResetInterval::parse`], which
-/// also takes a blank for never).
-impl std::str::FromStr for ResetInterval {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            ResetInterval::Never,
-            ResetInterval::Daily,
-            ResetInterval::Weekly,
-            ResetInterval::Monthly,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == s)
-        .ok_or_else(|| format!("unknown reset interval '{s}'"))
+impl Caps {
+    /// `models`, and no limit of any kind.
+    pub fn open(models: Vec<String>) -> Caps {
+        Caps {
+            models,
+            tpm_limit: None,
+            rpm_limit: None,
+            budget: None,
+            budget_reset: ResetInterval::Never,
+        }
+    }
+
+    /// The console's form fields `tpm`, `rpm`, `max_budget` and `budget_reset`
+    /// (a blank is no limit).
+    pub fn parse(
+        models: Vec<String>,
+        tpm: &str,
+        rpm: &str,
+        max_budget: &str,
+        budget_reset: &str,
+    ) -> Result<Caps, AppError> {
+        Ok(Caps {
+            models,
+            tpm_limit: parse_rate("tpm", tpm)?,
+            rpm_limit: parse_rate("rpm", rpm)?,
+            budget: Usd::parse_optional("max_budget", max_budget)?,
+            budget_reset: ResetInterval::parse("budget_reset", budget_reset)?,
+        })
     }
 }
 
+/// The calendar of a reset period (server only: it needs `time`).
 impl ResetInterval {
-    pub fn parse(field: &str, raw: &str) -> Result<ResetInterval, AppError> {
-        match raw.trim() {
-            "" | "never" => Ok(ResetInterval::Never),
-            "daily" => Ok(ResetInterval::Daily),
-            "weekly" => Ok(ResetInterval::Weekly),
-            "monthly" => Ok(ResetInterval::Monthly),
-            other => Err(AppError::invalid(
-                field,
-                format!("'{other}' is not one of never, daily, weekly, monthly"),
-            )),
-        }
-    }
-
-    /// The name as stored and sent.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResetInterval::Never => "never",
-            ResetInterval::Daily => "daily",
-            ResetInterval::Weekly => "weekly",
-            ResetInterval::Monthly => "monthly",
-        }
-    }
-
     /// The start of the period that contains `now_ms` (days at 00:00 UTC,
     /// weeks on Monday, months on the 1st); `None` for never.
     pub fn period_start(self, now_ms: i64) -> Option<i64> {

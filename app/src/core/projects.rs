@@ -3,7 +3,7 @@
 use sqlx::{AnyConnection, Row};
 
 use super::db::{json_list, to_json};
-use super::limits::ResetInterval;
+use super::limits::Caps;
 use crate::error::AppError;
 use crate::format::Usd;
 use crate::policy::{OrgRole, OrgScope, ProjectRole, ProjectScope};
@@ -13,11 +13,7 @@ pub struct Project {
     pub id: String,
     pub org_id: String,
     pub name: String,
-    pub models: Vec<String>,
-    pub tpm_limit: Option<i64>,
-    pub rpm_limit: Option<i64>,
-    pub budget: Option<Usd>,
-    pub budget_reset: ResetInterval,
+    pub caps: Caps,
     pub ip_allowlist: Vec<String>,
     /// Whether request and response bodies may be kept (if the organization
     /// allows it and the key does not opt out).
@@ -32,11 +28,7 @@ impl Project {
             id,
             org_id: org_id.to_owned(),
             name: name.to_owned(),
-            models: super::catalogue::default_project_models(),
-            tpm_limit: None,
-            rpm_limit: None,
-            budget: None,
-            budget_reset: ResetInterval::Never,
+            caps: Caps::open(super::catalogue::default_project_models()),
             ip_allowlist: Vec::new(),
             content_logging: true,
             created_at: now,
@@ -47,11 +39,7 @@ impl Project {
 /// The settings an admin may change.
 pub struct Settings {
     pub name: String,
-    pub models: Vec<String>,
-    pub tpm_limit: Option<i64>,
-    pub rpm_limit: Option<i64>,
-    pub budget: Option<Usd>,
-    pub budget_reset: ResetInterval,
+    pub caps: Caps,
     pub ip_allowlist: Vec<String>,
     pub content_logging: bool,
 }
@@ -65,16 +53,11 @@ macro_rules! columns {
 }
 
 fn project_of(r: &sqlx::any::AnyRow) -> Result<Project, sqlx::Error> {
-    let (models, tpm_limit, rpm_limit, budget, budget_reset) = super::db::caps(r)?;
     Ok(Project {
         id: r.try_get("id")?,
         org_id: r.try_get("org_id")?,
         name: r.try_get("name")?,
-        models,
-        tpm_limit,
-        rpm_limit,
-        budget,
-        budget_reset,
+        caps: super::db::caps(r)?,
         ip_allowlist: json_list(&r.try_get::<String, _>("ip_allowlist_json")?)?,
         content_logging: r.try_get::<i64, _>("content_logging")? != 0,
         created_at: r.try_get("created_at")?,
@@ -106,7 +89,7 @@ pub async fn insert(
     .bind(&p.id)
     .bind(&p.org_id)
     .bind(&p.name)
-    .bind(to_json(&p.models))
+    .bind(to_json(&p.caps.models))
     .bind(now)
     .execute(&mut *conn)
     .await
@@ -143,11 +126,8 @@ pub async fn get(conn: &mut AnyConnection, scope: &ProjectScope) -> Result<Proje
         "SELECT ",
         columns!(),
         " FROM projects WHERE id = $1 AND org_id = $2"
-    ))
-    .bind(scope.project_id())
-    .bind(scope.org_id());
-    let row = super::db::row_or_404(q, conn, "project").await?;
-    Ok(project_of(&row)?)
+    ));
+    super::db::one_or_404(super::db::in_project(q, scope), conn, "project", project_of).await
 }
 
 /// A project of the scoped organization by its id or by its exact name (the
@@ -208,11 +188,11 @@ pub async fn update(
          budget_reset = $6, ip_allowlist_json = $7, updated_at = $8, content_logging = $11 WHERE id = $9 AND org_id = $10",
     )
     .bind(&s.name)
-    .bind(to_json(&s.models))
-    .bind(s.tpm_limit)
-    .bind(s.rpm_limit)
-    .bind(s.budget.map(Usd::micros))
-    .bind(s.budget_reset.as_str())
+    .bind(to_json(&s.caps.models))
+    .bind(s.caps.tpm_limit)
+    .bind(s.caps.rpm_limit)
+    .bind(s.caps.budget.map(Usd::micros))
+    .bind(s.caps.budget_reset.as_str())
     .bind(to_json(&s.ip_allowlist))
     .bind(now)
     .bind(scope.project_id())
@@ -222,19 +202,17 @@ pub async fn update(
     .await
     .map_err(name_taken)?;
     // Keys never exceed their project: lower caps lower the keys above them.
-    for (col, cap) in [("tpm_limit", s.tpm_limit), ("rpm_limit", s.rpm_limit)] {
-        if let Some(cap) = cap {
-            let sql = match col {
-                "tpm_limit" => "UPDATE api_keys SET tpm_limit = $1 WHERE project_id = $2 AND (tpm_limit IS NULL OR tpm_limit > $1)",
-                _ => "UPDATE api_keys SET rpm_limit = $1 WHERE project_id = $2 AND (rpm_limit IS NULL OR rpm_limit > $1)",
-            };
-            sqlx::query(sql)
-                .bind(cap)
-                .bind(scope.project_id())
-                .execute(&mut *conn)
-                .await?;
-        }
-    }
+    sqlx::query(
+        "UPDATE api_keys SET \
+         tpm_limit = CASE WHEN $1 IS NOT NULL AND (tpm_limit IS NULL OR tpm_limit > $1) THEN $1 ELSE tpm_limit END, \
+         rpm_limit = CASE WHEN $2 IS NOT NULL AND (rpm_limit IS NULL OR rpm_limit > $2) THEN $2 ELSE rpm_limit END \
+         WHERE project_id = $3",
+    )
+    .bind(s.caps.tpm_limit)
+    .bind(s.caps.rpm_limit)
+    .bind(scope.project_id())
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -362,8 +340,8 @@ pub async fn join_invited(
     .bind(project_id)
     .bind(org_id)
     .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .await
+    .map(drop)
 }
 
 /// Removes a member from the project; their own keys there are revoked.

@@ -38,16 +38,16 @@ pub fn BillingPage() -> impl IntoView {
                     let id2 = id.clone();
                     view! {
                         <section class="stats" data-testid="billing-standing">
-                            <div><span class="muted">"Credits"</span><strong>{format_usd(b.credits_micros)}</strong></div>
-                            <div><span class="muted">"Spent (all time)"</span><strong>{format_usd(b.spent_micros)}</strong></div>
-                            <div><span class="muted">"Balance"</span><strong data-testid="balance">{format_usd(b.balance_micros)}</strong></div>
-                            <div><span class="muted">{format!("Spend cap ({})", b.cap_reset)}</span>
-                                <strong>{b.cap_micros.map_or_else(|| "none".to_owned(), |c| format!("{} of {}", format_usd(b.cap_spent_micros), format_usd(c)))}</strong></div>
+                            <div><span class="muted">"Credits"</span><strong>{b.standing.credits.to_string()}</strong></div>
+                            <div><span class="muted">"Spent (all time)"</span><strong>{b.standing.spent.to_string()}</strong></div>
+                            <div><span class="muted">"Balance"</span><strong data-testid="balance">{b.standing.balance.to_string()}</strong></div>
+                            <div><span class="muted">{format!("Spend cap ({})", b.standing.cap_reset)}</span>
+                                <strong>{b.standing.cap.map_or_else(|| "none".to_owned(), |c| format!("{} of {}", b.standing.cap_spent, c))}</strong></div>
                         </section>
                         <section class="card">
                             <h2>"Prepaid credits"</h2>
                             <p class="muted">
-                                {if b.prepaid {
+                                {if b.standing.prepaid {
                                     "The balance is enforced: when it reaches zero, every project's requests answer 402 until credits are added."
                                 } else {
                                     "The balance is not enforced; spend is metered against the credits for reference."
@@ -55,7 +55,7 @@ pub fn BillingPage() -> impl IntoView {
                             </p>
                             <ActionForm action=prepaid>
                                 <input type="hidden" name="org_id" value=id/>
-                                <Flag name="prepaid" label="Stop requests when the balance is used up" checked=b.prepaid/>
+                                <Flag name="prepaid" label="Stop requests when the balance is used up" checked=b.standing.prepaid/>
                                 <button type="submit">"Save"</button>
                             </ActionForm>
                             {move || error_of(prepaid.value().get()).map(|e| view! { <p class="error" role="alert">{e}</p> })}
@@ -179,24 +179,24 @@ fn Statement(
     view! {
         {loaded(statement, move |s| {
                 let href = format!("data:text/csv;charset=utf-8,{}", super::audit::urlencode(&s.csv));
-                let file = format!("tollgate-statement-{}.csv", s.month);
+                let file = format!("tollgate-statement-{}.csv", s.statement.month);
                 view! {
                     <div data-testid="statement">
                         <p>
-                            "Statement for "<strong>{s.month.clone()}</strong>": "
-                            <strong data-testid="statement-total">{format_usd(s.total_micros)}</strong>
-                            " spent; "{format_usd(s.credits_micros)}" in credits entered. "
+                            "Statement for "<strong>{s.statement.month.clone()}</strong>": "
+                            <strong data-testid="statement-total">{s.statement.total.to_string()}</strong>
+                            " spent; "{s.statement.credits.to_string()}" in credits entered. "
                             <a class="button" href=href download=file data-testid="statement-csv">"Download CSV"</a>
                         </p>
                         <Table head=vec!["Project", "Model", "Requests", "Input tokens", "Output tokens", "Spend"]>
-                            {s.lines.into_iter().map(|l| view! {
+                            {s.statement.lines.into_iter().map(|l| view! {
                                 <tr>
-                                    <td>{l.project}</td>
+                                    <td>{l.project_name}</td>
                                     <td>{l.model}</td>
                                     <td class="num">{l.requests}</td>
                                     <td class="num">{l.tokens_in}</td>
                                     <td class="num">{l.tokens_out}</td>
-                                    <td class="num">{format_usd(l.cost_micros)}</td>
+                                    <td class="num">{l.cost.to_string()}</td>
                                 </tr>
                             }).collect_view()}
                         </Table>

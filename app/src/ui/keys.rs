@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 
-use super::{loaded, org_param, Flag, Shell, Table};
+use super::{loaded_list, org_param, Flag, Shell, Table};
 use crate::api::keys::{
     list_keys, my_keys, CreateKey, KeyIssued, KeyView, RevokeKey, RotateKey, UpdateKey, PAGE_SIZE,
 };
@@ -339,23 +339,19 @@ pub fn MyKeysPage() -> impl IntoView {
         <Shell org_id=org_id>
             <h1>"My keys"</h1>
             <section class="card">
-                {loaded(keys, move |list| if list.is_empty() {
-                    view! { <p class="muted">"You have no keys yet. Open a project to create one."</p> }.into_any()
-                } else {
-                    view! {
-                        <Table testid="my-keys" head=vec!["Project", "Name", "Key", "Status", "Spend this period", "Expires"]>
-                            {list.into_iter().map(|k| view! {
-                                <tr>
-                                    <td><a href=format!("/orgs/{}/projects/{}", org_id.get_untracked(), k.project_id)>{k.project_name.clone()}</a></td>
-                                    <td>{k.name.clone()}</td>
-                                    <td><code>{k.hint.clone()}</code></td>
-                                    <td>{k.status.clone()}</td>
-                                    <td>{spend(&k)}</td>
-                                    <td>{k.expires_at.map(format_time).unwrap_or_else(|| "never".to_owned())}</td>
-                                </tr>
-                            }).collect_view()}
-                        </Table>
-                    }.into_any()
+                {loaded_list(keys, "You have no keys yet. Open a project to create one.", move |list| view! {
+                    <Table testid="my-keys" head=vec!["Project", "Name", "Key", "Status", "Spend this period", "Expires"]>
+                        {list.into_iter().map(|k| view! {
+                            <tr>
+                                <td><a href=format!("/orgs/{}/projects/{}", org_id.get_untracked(), k.project_id)>{k.project_name.clone()}</a></td>
+                                <td>{k.name.clone()}</td>
+                                <td><code>{k.hint.clone()}</code></td>
+                                <td>{k.status.clone()}</td>
+                                <td>{spend(&k)}</td>
+                                <td>{k.expires_at.map(format_time).unwrap_or_else(|| "never".to_owned())}</td>
+                            </tr>
+                        }).collect_view()}
+                    </Table>
                 })}
             </section>
         </Shell>

@@ -153,6 +153,25 @@ where
     }
 }
 
+/// What `r` loads as a list: `empty` when it is empty, else `ok`'s view of it.
+pub(crate) fn loaded_list<T, V>(
+    r: Resource<Result<Vec<T>, AppError>>,
+    empty: &'static str,
+    ok: impl Fn(Vec<T>) -> V + Clone + Send + Sync + 'static,
+) -> impl IntoView
+where
+    T: Clone + Send + Sync + 'static,
+    V: IntoView + 'static,
+{
+    loaded(r, move |list| {
+        if list.is_empty() {
+            view! { <p class="muted">{empty}</p> }.into_any()
+        } else {
+            ok(list).into_any()
+        }
+    })
+}
+
 /// A table row's one-button form: posts the organization and the row's
 /// `field` = `value` to `action`.
 #[component]

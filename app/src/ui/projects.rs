@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use super::keys::{KeyActions, ProjectKeys};
-use super::{error_of, go, loaded, org_param, Flag, Shell, Table};
+use super::{error_of, go, loaded, loaded_list, org_param, Flag, Shell, Table};
 use crate::api::catalogue::list_models;
 use crate::api::projects::{
     get_project, list_project_members, list_projects, project_candidates, AddProjectMember,
@@ -45,19 +45,15 @@ pub fn ProjectsPage() -> impl IntoView {
                 })}
             </Suspense>
             <section class="card">
-                {loaded(projects, move |list| if list.is_empty() {
-                    view! { <p class="muted">"No projects you belong to yet."</p> }.into_any()
-                } else {
-                    view! {
-                        <Table head=vec!["Project", "Your role"]>
-                            {list.into_iter().map(|p| view! {
-                                <tr>
-                                    <td><a href=format!("/orgs/{}/projects/{}", org_id.get_untracked(), p.id)>{p.name}</a></td>
-                                    <td>{p.my_seat.label()}</td>
-                                </tr>
-                            }).collect_view()}
-                        </Table>
-                    }.into_any()
+                {loaded_list(projects, "No projects you belong to yet.", move |list| view! {
+                    <Table head=vec!["Project", "Your role"]>
+                        {list.into_iter().map(|p| view! {
+                            <tr>
+                                <td><a href=format!("/orgs/{}/projects/{}", org_id.get_untracked(), p.id)>{p.name}</a></td>
+                                <td>{p.my_seat.label()}</td>
+                            </tr>
+                        }).collect_view()}
+                    </Table>
                 })}
             </section>
         </Shell>

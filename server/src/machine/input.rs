@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use tollgate_app::core::keys::KeyLimits;
 use tollgate_app::core::limits::{
-    check_models_within, check_rate_within, parse_expiry, parse_tags, ResetInterval,
+    check_models_within, check_rate_within, parse_expiry, parse_tags, Caps, ResetInterval,
 };
 use tollgate_app::core::projects::Project;
 use tollgate_app::format::Usd;
@@ -274,11 +274,7 @@ impl KeySpec {
                 }
                 KeyLimits {
                     name: String::new(),
-                    models: project.models.clone(),
-                    tpm_limit: None,
-                    rpm_limit: None,
-                    budget: None,
-                    budget_reset: ResetInterval::Never,
+                    caps: Caps::open(project.caps.models.clone()),
                     expires_at: None,
                     no_content_logging: false,
                     tags: Vec::new(),
@@ -293,24 +289,24 @@ impl KeySpec {
             models.retain(|m| !m.trim().is_empty());
             models.dedup();
             if models.is_empty() {
-                models = project.models.clone();
+                models = project.caps.models.clone();
             }
-            check_models_within(field, &models, &project.models)?;
-            l.models = models;
+            check_models_within(field, &models, &project.caps.models)?;
+            l.caps.models = models;
         }
         if let Some(b) = self.budget_micros {
-            l.budget = b;
+            l.caps.budget = b;
         }
         if let Some(r) = self.budget_reset {
-            l.budget_reset = r;
+            l.caps.budget_reset = r;
         }
         if let Some((field, tpm)) = self.tpm {
-            check_rate_within(field, tpm, project.tpm_limit)?;
-            l.tpm_limit = tpm;
+            check_rate_within(field, tpm, project.caps.tpm_limit)?;
+            l.caps.tpm_limit = tpm;
         }
         if let Some((field, rpm)) = self.rpm {
-            check_rate_within(field, rpm, project.rpm_limit)?;
-            l.rpm_limit = rpm;
+            check_rate_within(field, rpm, project.caps.rpm_limit)?;
+            l.caps.rpm_limit = rpm;
         }
         if let Some(e) = self.expires_at {
             l.expires_at = e;

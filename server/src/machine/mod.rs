@@ -283,7 +283,8 @@ impl Caller {
         let name = tollgate_app::core::domain::name(field, name, 100)?;
         let draft = projects::Project::new(String::new(), org.org_id(), &name, 0);
         let settings = settings_of(&draft)?;
-        self.check_catalogue("models", &settings.models).await?;
+        self.check_catalogue("models", &settings.caps.models)
+            .await?;
         let created = ops::create_project(&self.state, &self.actor, org, &name)
             .await
             .map_err(|e| renamed(e.into(), "name", field))?;

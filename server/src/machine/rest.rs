@@ -2,14 +2,17 @@
 //! members, keys and usage — and its OpenAPI document at `/api/openapi.json`,
 //! generated from these handlers and types.
 
-use axum::extract::Path;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tollgate_app::core::keys::{self, KeyKind, KeyRow};
+use tollgate_app::core::limits::Caps;
 use tollgate_app::core::projects::{self, Project, Settings};
+use tollgate_app::core::state::AppState;
 use tollgate_app::core::usage::{self, GroupBy};
 use tollgate_app::core::{members, now_ms, ops, orgs};
 use tollgate_app::format::Usd;
@@ -124,6 +127,17 @@ pub struct MemberOut {
     role: String,
 }
 
+impl MemberOut {
+    fn new(user_id: String, email: String, name: String, role: &str) -> MemberOut {
+        MemberOut {
+            user_id,
+            email,
+            name,
+            role: role.to_owned(),
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/api/v1/members", tag = "organization",
     responses((status = 200, body = [MemberOut]), (status = 401, body = ErrorBody)))]
 async fn org_members(caller: Caller) -> ApiResult<Json<Vec<MemberOut>>> {
@@ -132,12 +146,7 @@ async fn org_members(caller: Caller) -> ApiResult<Json<Vec<MemberOut>>> {
     let all = members::list(&mut conn, &scope).await?;
     Ok(Json(
         all.into_iter()
-            .map(|m| MemberOut {
-                user_id: m.user_id,
-                email: m.email,
-                name: m.name,
-                role: m.role.as_str().to_owned(),
-            })
+            .map(|m| MemberOut::new(m.user_id, m.email, m.name, m.role.as_str()))
             .collect(),
     ))
 }
@@ -164,36 +173,50 @@ fn project_out(p: Project) -> ProjectOut {
     ProjectOut {
         id: p.id,
         name: p.name,
-        models: p.models,
-        tpm_limit: p.tpm_limit,
-        rpm_limit: p.rpm_limit,
-        max_budget: p.budget.map(Usd::dollars),
-        budget_reset: p.budget_reset.as_str().to_owned(),
+        models: p.caps.models,
+        tpm_limit: p.caps.tpm_limit,
+        rpm_limit: p.caps.rpm_limit,
+        max_budget: p.caps.budget.map(Usd::dollars),
+        budget_reset: p.caps.budget_reset.as_str().to_owned(),
         ip_allowlist: p.ip_allowlist,
         content_logging: p.content_logging,
         created_at: iso(p.created_at),
     }
 }
 
-/// A project's settings; on update, absent fields stay and `null` clears.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ProjectIn {
-    name: Option<String>,
-    /// Model ids from the organization's catalogue.
-    models: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i64>)]
-    tpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i64>)]
-    rpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<f64>)]
-    max_budget: Option<Option<f64>>,
-    budget_reset: Option<String>,
-    ip_allowlist: Option<Vec<String>>,
-    content_logging: Option<bool>,
+/// The body of a REST route that sets a project's or a key's limits: its own
+/// fields, then the caps both carry (`null` clears one; absent keeps it).
+macro_rules! with_caps {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$f:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Deserialize, ToSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$f])* $field: $ty,)*
+            /// Model ids from the organization's catalogue.
+            models: Option<Vec<String>>,
+            #[serde(default, deserialize_with = "nullable")]
+            #[schema(value_type = Option<f64>)]
+            max_budget: Option<Option<f64>>,
+            /// never, daily, weekly or monthly.
+            budget_reset: Option<String>,
+            #[serde(default, deserialize_with = "nullable")]
+            #[schema(value_type = Option<i64>)]
+            tpm_limit: Option<Option<i64>>,
+            #[serde(default, deserialize_with = "nullable")]
+            #[schema(value_type = Option<i64>)]
+            rpm_limit: Option<Option<i64>>,
+        }
+    };
+}
+
+with_caps! {
+    /// A project's settings; on update, absent fields stay and `null` clears.
+    pub struct ProjectIn {
+        name: Option<String>,
+        ip_allowlist: Option<Vec<String>>,
+        content_logging: Option<bool>,
+    }
 }
 
 impl ProjectIn {
@@ -203,13 +226,17 @@ impl ProjectIn {
                 Some(n) => tollgate_app::core::domain::name("name", &n, 100)?,
                 None => p.name.clone(),
             },
-            models: self.models.unwrap_or_else(|| p.models.clone()),
-            tpm_limit: limit_change("tpm_limit", self.tpm_limit)?.map_or(p.tpm_limit, |(_, n)| n),
-            rpm_limit: limit_change("rpm_limit", self.rpm_limit)?.map_or(p.rpm_limit, |(_, n)| n),
-            budget: budget_change("max_budget", self.max_budget)?.unwrap_or(p.budget),
-            budget_reset: match self.budget_reset {
-                Some(r) => reset("budget_reset", &r)?,
-                None => p.budget_reset,
+            caps: Caps {
+                models: self.models.unwrap_or_else(|| p.caps.models.clone()),
+                tpm_limit: limit_change("tpm_limit", self.tpm_limit)?
+                    .map_or(p.caps.tpm_limit, |(_, n)| n),
+                rpm_limit: limit_change("rpm_limit", self.rpm_limit)?
+                    .map_or(p.caps.rpm_limit, |(_, n)| n),
+                budget: budget_change("max_budget", self.max_budget)?.unwrap_or(p.caps.budget),
+                budget_reset: match self.budget_reset {
+                    Some(r) => reset("budget_reset", &r)?,
+                    None => p.caps.budget_reset,
+                },
             },
             ip_allowlist: match self.ip_allowlist {
                 Some(l) => {
@@ -219,6 +246,37 @@ impl ProjectIn {
             },
             content_logging: self.content_logging.unwrap_or(p.content_logging),
         })
+    }
+}
+
+/// `{project}`: a project of the caller's organization.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ProjectAt {
+    /// The project's id or name.
+    project: String,
+}
+
+impl ProjectAt {
+    async fn open(&self, caller: &Caller, action: Action) -> ApiResult<(ProjectScope, Project)> {
+        caller.project("project", &self.project, action).await
+    }
+}
+
+/// `{project}/members/{user_id}`: one member of a project.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct MemberAt {
+    /// The project's id or name.
+    project: String,
+    /// The member's user id.
+    user_id: String,
+}
+
+impl MemberAt {
+    async fn open(&self, caller: &Caller, action: Action) -> ApiResult<ProjectScope> {
+        let (scope, _) = caller.project("project", &self.project, action).await?;
+        Ok(scope)
     }
 }
 
@@ -249,26 +307,22 @@ async fn create_project(
 }
 
 #[utoipa::path(get, path = "/api/v1/projects/{project}", tag = "projects",
-    params(("project" = String, Path, description = "the project's id or name")),
+    params(ProjectAt),
     responses((status = 200, body = ProjectOut), (status = 404, body = ErrorBody)))]
-async fn get_project(caller: Caller, Path(project): Path<String>) -> ApiResult<Json<ProjectOut>> {
-    let (_, p) = caller
-        .project("project", &project, Action::ViewProject)
-        .await?;
+async fn get_project(caller: Caller, Path(at): Path<ProjectAt>) -> ApiResult<Json<ProjectOut>> {
+    let (_, p) = at.open(&caller, Action::ViewProject).await?;
     Ok(Json(project_out(p)))
 }
 
 #[utoipa::path(patch, path = "/api/v1/projects/{project}", tag = "projects", request_body = ProjectIn,
-    params(("project" = String, Path, description = "the project's id or name")),
+    params(ProjectAt),
     responses((status = 200, body = ProjectOut), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn update_project(
     caller: Caller,
-    Path(project): Path<String>,
+    Path(at): Path<ProjectAt>,
     Input(b): Input<ProjectIn>,
 ) -> ApiResult<Json<ProjectOut>> {
-    let (scope, before) = caller
-        .project("project", &project, Action::EditProjectSettings)
-        .await?;
+    let (scope, before) = at.open(&caller, Action::EditProjectSettings).await?;
     let settings = b.settings(&before)?;
     let p = ops::update_project(&caller.state, &caller.actor, &scope, &settings).await?;
     Ok(Json(project_out(p)))
@@ -282,12 +336,10 @@ pub struct Deleted {
 }
 
 #[utoipa::path(delete, path = "/api/v1/projects/{project}", tag = "projects",
-    params(("project" = String, Path, description = "the project's id or name")),
+    params(ProjectAt),
     responses((status = 200, body = Deleted), (status = 404, body = ErrorBody)))]
-async fn delete_project(caller: Caller, Path(project): Path<String>) -> ApiResult<Json<Deleted>> {
-    let (scope, p) = caller
-        .project("project", &project, Action::DeleteProject)
-        .await?;
+async fn delete_project(caller: Caller, Path(at): Path<ProjectAt>) -> ApiResult<Json<Deleted>> {
+    let (scope, p) = at.open(&caller, Action::DeleteProject).await?;
     let revoked = ops::delete_project(&caller.state, &caller.actor, &scope, &p).await?;
     Ok(Json(Deleted {
         id: p.id,
@@ -296,25 +348,19 @@ async fn delete_project(caller: Caller, Path(project): Path<String>) -> ApiResul
 }
 
 #[utoipa::path(get, path = "/api/v1/projects/{project}/members", tag = "projects",
-    params(("project" = String, Path, description = "the project's id or name")),
+    params(ProjectAt),
     responses((status = 200, body = [MemberOut]), (status = 404, body = ErrorBody)))]
 async fn project_members(
     caller: Caller,
-    Path(project): Path<String>,
+    Path(at): Path<ProjectAt>,
 ) -> ApiResult<Json<Vec<MemberOut>>> {
-    let (scope, _) = caller
-        .project("project", &project, Action::ViewProjectMembers)
-        .await?;
+    let (scope, _) = at.open(&caller, Action::ViewProjectMembers).await?;
     let mut conn = caller.state.db.pool.acquire().await?;
     let all = projects::members(&mut conn, &scope).await?;
+    let role = |r: Option<ProjectRole>| r.map_or("admin", ProjectRole::as_str);
     Ok(Json(
         all.into_iter()
-            .map(|m| MemberOut {
-                user_id: m.user_id,
-                email: m.email,
-                name: m.name,
-                role: m.role.map_or("admin", ProjectRole::as_str).to_owned(),
-            })
+            .map(|m| MemberOut::new(m.user_id, m.email, m.name, role(m.role)))
             .collect(),
     ))
 }
@@ -328,32 +374,29 @@ pub struct RoleIn {
 
 #[utoipa::path(put, path = "/api/v1/projects/{project}/members/{user_id}", tag = "projects",
     request_body = RoleIn,
-    params(("project" = String, Path, description = "the project's id or name"),
-           ("user_id" = String, Path, description = "an organization member's id")),
+    params(MemberAt),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn set_project_member(
     caller: Caller,
-    Path((project, user_id)): Path<(String, String)>,
+    Path(at): Path<MemberAt>,
     Input(b): Input<RoleIn>,
 ) -> ApiResult<StatusCode> {
     let role: ProjectRole = b
         .role
         .parse()
         .map_err(|e: String| ApiError::invalid("role", e))?;
-    let (scope, _) = caller
-        .project("project", &project, Action::AddProjectMembers)
-        .await?;
+    let scope = at.open(&caller, Action::AddProjectMembers).await?;
     let mut conn = caller.state.db.pool.acquire().await?;
     let present = projects::members(&mut conn, &scope)
         .await?
         .iter()
-        .any(|m| m.user_id == user_id && m.role.is_some());
+        .any(|m| m.user_id == at.user_id && m.role.is_some());
     drop(conn);
     ops::set_project_member(
         &caller.state,
         &caller.actor,
         &scope,
-        &user_id,
+        &at.user_id,
         role,
         !present,
     )
@@ -362,17 +405,11 @@ async fn set_project_member(
 }
 
 #[utoipa::path(delete, path = "/api/v1/projects/{project}/members/{user_id}", tag = "projects",
-    params(("project" = String, Path, description = "the project's id or name"),
-           ("user_id" = String, Path, description = "a project member's id")),
+    params(MemberAt),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-async fn remove_project_member(
-    caller: Caller,
-    Path((project, user_id)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
-    let (scope, _) = caller
-        .project("project", &project, Action::EditProjectMemberRoles)
-        .await?;
-    ops::remove_project_member(&caller.state, &caller.actor, &scope, &user_id).await?;
+async fn remove_project_member(caller: Caller, Path(at): Path<MemberAt>) -> ApiResult<StatusCode> {
+    let scope = at.open(&caller, Action::EditProjectMemberRoles).await?;
+    ops::remove_project_member(&caller.state, &caller.actor, &scope, &at.user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -417,11 +454,11 @@ fn key_out(k: KeyRow) -> KeyOut {
         project_name: k.project_name,
         kind: k.kind.as_str().to_owned(),
         owner_id: k.owner_id,
-        models: k.limits.models,
-        tpm_limit: k.limits.tpm_limit,
-        rpm_limit: k.limits.rpm_limit,
-        max_budget: k.limits.budget.map(Usd::dollars),
-        budget_reset: k.limits.budget_reset.as_str().to_owned(),
+        models: k.limits.caps.models,
+        tpm_limit: k.limits.caps.tpm_limit,
+        rpm_limit: k.limits.caps.rpm_limit,
+        max_budget: k.limits.caps.budget.map(Usd::dollars),
+        budget_reset: k.limits.caps.budget_reset.as_str().to_owned(),
         spend: k.spend.dollars(),
         expires_at: k.limits.expires_at.map(iso),
         metadata: k.limits.metadata,
@@ -438,59 +475,41 @@ pub struct KeyIssued {
     key: KeyOut,
 }
 
-/// A service key's settings; on update, absent fields stay and `null` clears.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KeyIn {
-    /// The project's id or name (create only).
-    project: Option<String>,
-    name: Option<String>,
-    models: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<f64>)]
-    max_budget: Option<Option<f64>>,
-    budget_reset: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i64>)]
-    tpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i64>)]
-    rpm_limit: Option<Option<i64>>,
-    /// RFC 3339, or a duration from now such as 90d.
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
-    expires_at: Option<Option<String>>,
-    #[schema(value_type = Option<Object>)]
-    metadata: Option<Value>,
-    tags: Option<Vec<String>>,
+with_caps! {
+    /// A service key's settings; on update, absent fields stay and `null` clears.
+    pub struct KeyIn {
+        /// The project's id or name (create only).
+        project: Option<String>,
+        name: Option<String>,
+        /// RFC 3339, or a duration from now such as 90d.
+        #[serde(default, deserialize_with = "nullable")]
+        #[schema(value_type = Option<String>)]
+        expires_at: Option<Option<String>>,
+        #[schema(value_type = Option<Object>)]
+        metadata: Option<Value>,
+        tags: Option<Vec<String>>,
+    }
 }
 
-impl KeyIn {
-    fn spec(self, now: i64) -> ApiResult<KeySpec> {
-        let budget_micros = budget_change("max_budget", self.max_budget)?;
-        let budget_reset = self
-            .budget_reset
-            .map(|r| reset("budget_reset", &r))
-            .transpose()?;
-        let shared = KeySpec::shared(
-            self.models,
-            self.tpm_limit,
-            self.rpm_limit,
-            self.metadata,
-            self.tags,
-        )?;
-        let expires_at = self
-            .expires_at
-            .map(|e| e.map(|e| expiry("expires_at", &e, now)).transpose())
-            .transpose()?;
-        Ok(KeySpec {
-            name: self.name.map(|n| ("name", n)),
-            budget_micros,
-            budget_reset,
-            expires_at,
-            ..shared
-        })
-    }
+/// The settings a KeyIn asks for.
+fn key_spec(b: KeyIn, now: i64) -> ApiResult<KeySpec> {
+    let budget_micros = budget_change("max_budget", b.max_budget)?;
+    let budget_reset = b
+        .budget_reset
+        .map(|r| reset("budget_reset", &r))
+        .transpose()?;
+    let shared = KeySpec::shared(b.models, b.tpm_limit, b.rpm_limit, b.metadata, b.tags)?;
+    let expires_at = b
+        .expires_at
+        .map(|e| e.map(|e| expiry("expires_at", &e, now)).transpose())
+        .transpose()?;
+    Ok(KeySpec {
+        name: b.name.map(|n| ("name", n)),
+        budget_micros,
+        budget_reset,
+        expires_at,
+        ..shared
+    })
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -554,7 +573,7 @@ async fn create_key(
         .project("project", &project, Action::ManageProjectKeys)
         .await?;
     let (row, token) = caller
-        .create_service_key(&scope, &p, b.spec(now_ms())?)
+        .create_service_key(&scope, &p, key_spec(b, now_ms())?)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -565,58 +584,77 @@ async fn create_key(
     ))
 }
 
-async fn named_key(caller: &Caller, id: &str) -> ApiResult<(ProjectScope, KeyRow)> {
-    let org = caller.org(None, Action::ManageAllKeys)?;
-    let mut conn = caller.state.db.pool.acquire().await?;
-    let key = keys::find(&mut conn, &org, id)
-        .await
-        .ok()
-        .filter(|k| k.id_hash == id)
-        .ok_or_else(|| ApiError::not_found(format!("key '{id}'")))?;
-    drop(conn);
-    let (scope, _) = caller
-        .project("project", &key.project_id, Action::ManageProjectKeys)
-        .await?;
-    Ok((scope, key))
+/// `{key}`: a key of the caller's organization (for the OpenAPI document;
+/// handlers take [`OpenKey`]).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct KeyAt {
+    /// The key's `api_key_id_hash`.
+    key: String,
+}
+
+/// The key a `/api/v1/keys/{key}` route names, opened for a caller who may
+/// manage keys in its project; 404 for any other key.
+pub struct OpenKey {
+    caller: Caller,
+    scope: ProjectScope,
+    key: KeyRow,
+}
+
+impl FromRequestParts<AppState> for OpenKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<OpenKey> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let Path(KeyAt { key: id }) = Path::<KeyAt>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid("key", e.body_text()))?;
+        let org = caller.org(None, Action::ManageAllKeys)?;
+        let mut conn = caller.state.db.pool.acquire().await?;
+        let key = keys::find(&mut conn, &org, &id)
+            .await
+            .ok()
+            .filter(|k| k.id_hash == id)
+            .ok_or_else(|| ApiError::not_found(format!("key '{id}'")))?;
+        drop(conn);
+        let (scope, _) = caller
+            .project("project", &key.project_id, Action::ManageProjectKeys)
+            .await?;
+        Ok(OpenKey { caller, scope, key })
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/keys/{key}", tag = "keys",
-    params(("key" = String, Path, description = "the key's api_key_id_hash")),
+    params(KeyAt),
     responses((status = 200, body = KeyOut), (status = 404, body = ErrorBody)))]
-async fn get_key(caller: Caller, Path(key): Path<String>) -> ApiResult<Json<KeyOut>> {
-    let (_, k) = named_key(&caller, &key).await?;
-    Ok(Json(key_out(k)))
+async fn get_key(k: OpenKey) -> Json<KeyOut> {
+    Json(key_out(k.key))
 }
 
 #[utoipa::path(patch, path = "/api/v1/keys/{key}", tag = "keys", request_body = KeyIn,
-    params(("key" = String, Path, description = "the key's api_key_id_hash")),
+    params(KeyAt),
     responses((status = 200, body = KeyOut), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn update_key(
-    caller: Caller,
-    Path(key): Path<String>,
-    Input(b): Input<KeyIn>,
-) -> ApiResult<Json<KeyOut>> {
+async fn update_key(k: OpenKey, Input(b): Input<KeyIn>) -> ApiResult<Json<KeyOut>> {
     if b.project.is_some() {
         return Err(ApiError::invalid(
             "project",
             "a key cannot move between projects; create one in the other project",
         ));
     }
-    let (scope, before) = named_key(&caller, &key).await?;
+    let OpenKey { caller, scope, key } = k;
     let mut conn = caller.state.db.pool.acquire().await?;
     let p = projects::get(&mut conn, &scope).await?;
     drop(conn);
-    let limits = b.spec(now_ms())?.apply(Some(&before.limits), &p)?;
-    let row = ops::update_key(&caller.state, &caller.actor, &scope, &before, &limits).await?;
+    let limits = key_spec(b, now_ms())?.apply(Some(&key.limits), &p)?;
+    let row = ops::update_key(&caller.state, &caller.actor, &scope, &key, &limits).await?;
     Ok(Json(key_out(row)))
 }
 
 #[utoipa::path(delete, path = "/api/v1/keys/{key}", tag = "keys",
-    params(("key" = String, Path, description = "the key's api_key_id_hash")),
+    params(KeyAt),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-async fn delete_key(caller: Caller, Path(key): Path<String>) -> ApiResult<StatusCode> {
-    let (scope, before) = named_key(&caller, &key).await?;
-    ops::delete_key(&caller.state, &caller.actor, &scope, &before).await?;
+async fn delete_key(k: OpenKey) -> ApiResult<StatusCode> {
+    ops::delete_key(&k.caller.state, &k.caller.actor, &k.scope, &k.key).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -628,13 +666,9 @@ pub struct RotateIn {
 }
 
 #[utoipa::path(post, path = "/api/v1/keys/{key}/rotate", tag = "keys", request_body = RotateIn,
-    params(("key" = String, Path, description = "the key's api_key_id_hash")),
+    params(KeyAt),
     responses((status = 200, body = KeyIssued), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn rotate_key(
-    caller: Caller,
-    Path(key): Path<String>,
-    Input(b): Input<RotateIn>,
-) -> ApiResult<Json<KeyIssued>> {
+async fn rotate_key(k: OpenKey, Input(b): Input<RotateIn>) -> ApiResult<Json<KeyIssued>> {
     let grace = b.grace_minutes.unwrap_or(0);
     if !(0..=10_080).contains(&grace) {
         return Err(ApiError::invalid(
@@ -642,15 +676,9 @@ async fn rotate_key(
             "must be from 0 to 10080",
         ));
     }
-    let (scope, before) = named_key(&caller, &key).await?;
-    let (row, token) = ops::rotate_key(
-        &caller.state,
-        &caller.actor,
-        &scope,
-        &before,
-        grace * 60_000,
-    )
-    .await?;
+    let OpenKey { caller, scope, key } = k;
+    let (row, token) =
+        ops::rotate_key(&caller.state, &caller.actor, &scope, &key, grace * 60_000).await?;
     Ok(Json(KeyIssued {
         token: token.expose().to_owned(),
         key: key_out(row),

@@ -276,8 +276,8 @@ impl LocalCounters {
         // Requests per minute: the key, then the project.
         let mut reported_rpm = false;
         for (level, id, rpm) in [
-            (Level::Key, &key.id, key.limits.rpm_limit),
-            (Level::Project, &project.id, project.rpm_limit),
+            (Level::Key, &key.id, key.limits.caps.rpm_limit),
+            (Level::Project, &project.id, project.caps.rpm_limit),
         ] {
             match self.check_rpm(level, id, rpm) {
                 Ok(Some((limit, remaining))) if !reported_rpm => {
@@ -296,7 +296,7 @@ impl LocalCounters {
                         h("x-ratelimit-limit-requests", limit),
                         h("x-ratelimit-remaining-requests", 0),
                     ];
-                    if let Some(t) = key.limits.tpm_limit.or(project.tpm_limit) {
+                    if let Some(t) = key.limits.caps.tpm_limit.or(project.caps.tpm_limit) {
                         hs.push(h("x-ratelimit-limit-tokens", t));
                     }
                     return Err(ProxyError::rate_limited(msg, hs));
@@ -310,8 +310,8 @@ impl LocalCounters {
         // Tokens per minute, reserved now and settled after.
         let mut tpm_report = None;
         for (level, id, tpm) in [
-            (Level::Key, &key.id, key.limits.tpm_limit),
-            (Level::Project, &project.id, project.tpm_limit),
+            (Level::Key, &key.id, key.limits.caps.tpm_limit),
+            (Level::Project, &project.id, project.caps.tpm_limit),
         ] {
             let Some(limit) = tpm else { continue };
             let w = inner
@@ -345,13 +345,13 @@ impl LocalCounters {
             (
                 Level::Key,
                 &key.id,
-                key.limits.budget.map(Usd::micros),
+                key.limits.caps.budget.map(Usd::micros),
                 a.caller.key.reset,
             ),
             (
                 Level::Project,
                 &project.id,
-                project.budget.map(Usd::micros),
+                project.caps.budget.map(Usd::micros),
                 a.caller.project.reset,
             ),
             (
@@ -409,8 +409,8 @@ impl LocalCounters {
         }
         // Admitted: reserve everywhere at once.
         for (level, id, tpm) in [
-            (Level::Key, &key.id, key.limits.tpm_limit),
-            (Level::Project, &project.id, project.tpm_limit),
+            (Level::Key, &key.id, key.limits.caps.tpm_limit),
+            (Level::Project, &project.id, project.caps.tpm_limit),
         ] {
             if tpm.is_some() {
                 if let Some(w) = inner.windows.get_mut(&(level, id.clone())) {

@@ -130,7 +130,7 @@ pub struct Memory {
 }
 
 fn key_entry(key: ProxyKey) -> Arc<KeyEntry> {
-    let reset = key.limits.budget_reset;
+    let reset = key.limits.caps.budget_reset;
     Arc::new(KeyEntry { key, reset })
 }
 
@@ -154,7 +154,7 @@ fn project_entry(project: Project) -> Arc<ProjectEntry> {
         );
     }
     Arc::new(ProjectEntry {
-        reset: project.budget_reset,
+        reset: project.caps.budget_reset,
         allow: allow.into_iter().filter_map(Result::ok).collect(),
         unparseable: bad.len(),
         project,
@@ -421,13 +421,13 @@ impl Caller {
             .routes
             .get(model)
             .ok_or_else(|| ProxyError::model_not_found(model))?;
-        if !self.project.project.models.iter().any(|x| x == model) {
+        if !self.project.project.caps.models.iter().any(|x| x == model) {
             return Err(ProxyError::forbidden(
                 "model_not_allowed",
                 format!("the project does not allow the model '{model}'"),
             ));
         }
-        if !self.key.key.limits.models.iter().any(|x| x == model) {
+        if !self.key.key.limits.caps.models.iter().any(|x| x == model) {
             return Err(ProxyError::forbidden(
                 "model_not_allowed",
                 format!("this API key does not allow the model '{model}'"),
@@ -451,9 +451,10 @@ impl Caller {
             .key
             .key
             .limits
+            .caps
             .models
             .iter()
-            .filter(|m| self.project.project.models.contains(m))
+            .filter(|m| self.project.project.caps.models.contains(m))
             .filter_map(|m| self.org.routes.get(m).map(|r| r.model.clone()))
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));

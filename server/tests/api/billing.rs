@@ -148,8 +148,8 @@ async fn credits_and_the_cap_stop_one_org_only(backend: Backend) {
     let stop_b = app.ok(&owner, "get_stop", &[("org_id", &b.id)]).await;
     assert_eq!(stop_b["credits_exhausted"], false, "{stop_b}");
     let billing = app.ok(&owner, "get_billing", &[("org_id", &a.id)]).await;
-    assert_eq!(billing["spent_micros"], one * 4);
-    assert_eq!(billing["balance_micros"], 0);
+    assert_eq!(billing["standing"]["spent"], one * 4);
+    assert_eq!(billing["standing"]["balance"], 0);
     assert_eq!(billing["entries"][0]["reference"], "PO-1");
     // A grant tops it up: the next request passes.
     app.ok(
@@ -573,9 +573,13 @@ async fn statements_equal_the_ledger(backend: Backend) {
             &[("org_id", &a.id), ("month", &month)],
         )
         .await;
-    assert_eq!(st["total_micros"], cost, "{st}");
+    assert_eq!(st["statement"]["total"], cost, "{st}");
     // Two projects by two models.
-    assert_eq!(st["lines"].as_array().unwrap().len(), 4, "{st}");
+    assert_eq!(
+        st["statement"]["lines"].as_array().unwrap().len(),
+        4,
+        "{st}"
+    );
     let csv = st["csv"].as_str().unwrap();
     let mut lines = csv.lines();
     assert_eq!(
@@ -631,7 +635,7 @@ async fn statements_equal_the_ledger(backend: Backend) {
             &[("org_id", &a.id), ("month", "2020-01")],
         )
         .await;
-    assert_eq!(st["total_micros"], 0);
+    assert_eq!(st["statement"]["total"], 0);
 }
 both!(statements_equal_the_ledger);
 

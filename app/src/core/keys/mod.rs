@@ -6,7 +6,7 @@ pub mod token;
 use sqlx::{AnyConnection, Row};
 
 use super::db::{json_list, to_json};
-use super::limits::ResetInterval;
+use super::limits::Caps;
 use crate::error::AppError;
 use crate::format::Usd;
 use crate::policy::ProjectScope;
@@ -16,11 +16,7 @@ use token::Token;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyLimits {
     pub name: String,
-    pub models: Vec<String>,
-    pub tpm_limit: Option<i64>,
-    pub rpm_limit: Option<i64>,
-    pub budget: Option<Usd>,
-    pub budget_reset: ResetInterval,
+    pub caps: Caps,
     pub expires_at: Option<i64>,
     pub no_content_logging: bool,
     pub tags: Vec<String>,
@@ -122,13 +118,8 @@ macro_rules! key_select {
 
 /// A key's limits, from the columns both reads select.
 fn limits_of(r: &sqlx::any::AnyRow) -> Result<KeyLimits, sqlx::Error> {
-    let (models, tpm_limit, rpm_limit, budget, budget_reset) = super::db::caps(r)?;
     Ok(KeyLimits {
-        models,
-        tpm_limit,
-        rpm_limit,
-        budget,
-        budget_reset,
+        caps: super::db::caps(r)?,
         name: r.try_get("name")?,
         expires_at: r.try_get("expires_at")?,
         no_content_logging: r.try_get::<i64, _>("no_content_logging")? != 0,
@@ -231,11 +222,11 @@ use super::db::AnyQuery;
 fn bind_limits<'q>(q: AnyQuery<'q>, l: &'q KeyLimits) -> AnyQuery<'q> {
     q.bind(&l.name)
         .bind(l.name.to_lowercase())
-        .bind(to_json(&l.models))
-        .bind(l.tpm_limit)
-        .bind(l.rpm_limit)
-        .bind(l.budget.map(Usd::micros))
-        .bind(l.budget_reset.as_str())
+        .bind(to_json(&l.caps.models))
+        .bind(l.caps.tpm_limit)
+        .bind(l.caps.rpm_limit)
+        .bind(l.caps.budget.map(Usd::micros))
+        .bind(l.caps.budget_reset.as_str())
         .bind(l.expires_at)
         .bind(i64::from(l.no_content_logging))
         .bind(to_json(&l.tags))
@@ -251,11 +242,8 @@ pub async fn get(
         key_select!(),
         "WHERE k.id = $1 AND k.project_id = $2 AND k.org_id = $3"
     ))
-    .bind(id)
-    .bind(scope.project_id())
-    .bind(scope.org_id());
-    let row = super::db::row_or_404(q, conn, "key").await?;
-    Ok(key_of(&row)?)
+    .bind(id);
+    super::db::one_or_404(super::db::in_project(q, scope), conn, "key", key_of).await
 }
 
 /// The project a key (named by its internal id) lives in, within one

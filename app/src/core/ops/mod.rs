@@ -107,16 +107,16 @@ fn audited<'a>(
 
 pub fn settings_json(p: &Project) -> Value {
     json!({
-        "name": p.name, "models": p.models, "tpm_limit": p.tpm_limit, "rpm_limit": p.rpm_limit,
-        "budget_micros": p.budget.map(Usd::micros), "budget_reset": p.budget_reset, "ip_allowlist": p.ip_allowlist,
+        "name": p.name, "models": p.caps.models, "tpm_limit": p.caps.tpm_limit, "rpm_limit": p.caps.rpm_limit,
+        "budget_micros": p.caps.budget.map(Usd::micros), "budget_reset": p.caps.budget_reset, "ip_allowlist": p.ip_allowlist,
         "content_logging": p.content_logging,
     })
 }
 
 pub fn limits_json(l: &KeyLimits) -> Value {
     json!({
-        "name": l.name, "models": l.models, "tpm_limit": l.tpm_limit, "rpm_limit": l.rpm_limit,
-        "budget_micros": l.budget.map(Usd::micros), "budget_reset": l.budget_reset, "expires_at": l.expires_at,
+        "name": l.name, "models": l.caps.models, "tpm_limit": l.caps.tpm_limit, "rpm_limit": l.caps.rpm_limit,
+        "budget_micros": l.caps.budget.map(Usd::micros), "budget_reset": l.caps.budget_reset, "expires_at": l.expires_at,
         "no_content_logging": l.no_content_logging, "tags": l.tags, "metadata": l.metadata,
     })
 }
@@ -129,7 +129,7 @@ pub async fn create_project(
 ) -> Result<Project, AppError> {
     let mut op = Audited::begin(state).await?;
     let p = projects::insert(&mut op.tx, scope, name, op.now).await?;
-    let after = json!({ "name": p.name, "models": p.models });
+    let after = json!({ "name": p.name, "models": p.caps.models });
     let change = audited(
         scope,
         "project.created",
@@ -153,7 +153,12 @@ pub async fn update_project(
 ) -> Result<Project, AppError> {
     let mut op = Audited::begin(state).await?;
     let catalogue_ids = super::catalogue::ids(&mut op.tx, scope.org()).await?;
-    if settings.models.iter().any(|m| !catalogue_ids.contains(m)) {
+    if settings
+        .caps
+        .models
+        .iter()
+        .any(|m| !catalogue_ids.contains(m))
+    {
         return Err(AppError::invalid(
             "models",
             "every model must be in the organization's catalogue",

@@ -51,32 +51,25 @@ with_caps! {
     }
 }
 
-impl KeyBody {
-    fn spec(self, now: i64) -> ApiResult<KeySpec> {
-        let budget_micros = budget_change("max_budget", self.max_budget)?;
-        let budget_reset = reset_change("budget_duration", self.budget_duration)?;
-        let shared = KeySpec::shared(
-            self.models,
-            self.tpm_limit,
-            self.rpm_limit,
-            self.metadata,
-            self.tags,
-        )?;
-        let expires_at = self
-            .duration
-            .map(|d| {
-                d.map(|d| duration_ms("duration", &d).map(|ms| now.saturating_add(ms)))
-                    .transpose()
-            })
-            .transpose()?;
-        Ok(KeySpec {
-            name: self.key_alias.map(|a| ("key_alias", a)),
-            budget_micros,
-            budget_reset,
-            expires_at,
-            ..shared
+/// The settings a KeyBody asks for.
+fn key_spec(b: KeyBody, now: i64) -> ApiResult<KeySpec> {
+    let budget_micros = budget_change("max_budget", b.max_budget)?;
+    let budget_reset = reset_change("budget_duration", b.budget_duration)?;
+    let shared = KeySpec::shared(b.models, b.tpm_limit, b.rpm_limit, b.metadata, b.tags)?;
+    let expires_at = b
+        .duration
+        .map(|d| {
+            d.map(|d| duration_ms("duration", &d).map(|ms| now.saturating_add(ms)))
+                .transpose()
         })
-    }
+        .transpose()?;
+    Ok(KeySpec {
+        name: b.key_alias.map(|a| ("key_alias", a)),
+        budget_micros,
+        budget_reset,
+        expires_at,
+        ..shared
+    })
 }
 
 /// The key a LiteLLM request names, with the policy's decision in its project.
@@ -117,7 +110,7 @@ async fn key_generate(caller: Caller, Input(mut b): Input<KeyBody>) -> ApiResult
         b.key_alias = Some("litellm key".to_owned());
     }
     let (row, token) = caller
-        .create_service_key(&scope, &project, b.spec(now_ms())?)
+        .create_service_key(&scope, &project, key_spec(b, now_ms())?)
         .await?;
     let mut body = key_view(&row);
     body["key"] = json!(token.expose());
@@ -139,7 +132,7 @@ async fn key_update(caller: Caller, Input(mut b): Input<KeyBody>) -> ApiResult<J
     let mut conn = caller.state.db.pool.acquire().await?;
     let project = projects::get(&mut conn, &scope).await?;
     drop(conn);
-    let limits = b.spec(now_ms())?.apply(Some(&before.limits), &project)?;
+    let limits = key_spec(b, now_ms())?.apply(Some(&before.limits), &project)?;
     let row = ops::update_key(&caller.state, &caller.actor, &scope, &before, &limits).await?;
     Ok(Json(key_view(&row)))
 }

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::Value;
 use tollgate_app::core::keys;
+use tollgate_app::core::limits::Caps;
 use tollgate_app::core::ops;
 use tollgate_app::core::projects;
 use tollgate_app::core::projects::Project;
@@ -51,18 +52,22 @@ impl TeamBody {
                 Some(a) => tollgate_app::core::domain::name("team_alias", &a, 100)?,
                 None => p.name.clone(),
             },
-            models: match self.models {
-                Some(mut m) if !m.is_empty() => {
-                    m.dedup();
-                    m
-                }
-                _ => p.models.clone(),
+            caps: Caps {
+                models: match self.models {
+                    Some(mut m) if !m.is_empty() => {
+                        m.dedup();
+                        m
+                    }
+                    _ => p.caps.models.clone(),
+                },
+                tpm_limit: limit_change("tpm_limit", self.tpm_limit)?
+                    .map_or(p.caps.tpm_limit, |(_, n)| n),
+                rpm_limit: limit_change("rpm_limit", self.rpm_limit)?
+                    .map_or(p.caps.rpm_limit, |(_, n)| n),
+                budget: budget_change("max_budget", self.max_budget)?.unwrap_or(p.caps.budget),
+                budget_reset: reset_change("budget_duration", self.budget_duration)?
+                    .unwrap_or(p.caps.budget_reset),
             },
-            tpm_limit: limit_change("tpm_limit", self.tpm_limit)?.map_or(p.tpm_limit, |(_, n)| n),
-            rpm_limit: limit_change("rpm_limit", self.rpm_limit)?.map_or(p.rpm_limit, |(_, n)| n),
-            budget: budget_change("max_budget", self.max_budget)?.unwrap_or(p.budget),
-            budget_reset: reset_change("budget_duration", self.budget_duration)?
-                .unwrap_or(p.budget_reset),
             ip_allowlist: p.ip_allowlist.clone(),
             content_logging: p.content_logging,
         })
