@@ -93,6 +93,10 @@ pub struct ProxyConfig {
     pub ledger_queue: usize,
     pub ledger_batch: usize,
     pub ledger_flush_ms: u64,
+    /// How often the change log is read even without a notification (the
+    /// safety net under PostgreSQL's LISTEN; SQLite's only way to see what
+    /// the CLI wrote).
+    pub change_poll_ms: u64,
     /// Reverse proxies whose `X-Forwarded-For` is believed (IPs or CIDRs;
     /// `TOLLGATE_TRUSTED_PROXIES`, comma-separated). Empty: none is, and the
     /// IP allowlist sees the TCP peer.
@@ -114,6 +118,7 @@ impl Default for ProxyConfig {
             ledger_queue: 100_000,
             ledger_batch: 5_000,
             ledger_flush_ms: 1_000,
+            change_poll_ms: 2_000,
             trusted_proxies: Vec::new(),
         }
     }

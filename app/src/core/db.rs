@@ -104,6 +104,19 @@ pub struct Db {
     pub acquires: Arc<AtomicU64>,
     pub backend: Backend,
     pub sessions: SessionStore,
+    /// The typed PostgreSQL pool (sessions, the change feed's listener).
+    pub pg: Option<sqlx::PgPool>,
+    /// Where the database is (it may hold a password).
+    url: Arc<secrecy::SecretString>,
+}
+
+impl Db {
+    /// A connection of its own, outside the pool: for a background task
+    /// that must not take the pool's connections (nor count as taking one).
+    pub async fn connect_one(&self) -> Result<sqlx::AnyConnection, sqlx::Error> {
+        use secrecy::ExposeSecret;
+        <sqlx::AnyConnection as sqlx::Connection>::connect(self.url.expose_secret()).await
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +196,7 @@ pub async fn connect(url: &str) -> Result<Db, DbError> {
         Backend::Postgres => &POSTGRES_MIGRATIONS,
     };
     migrator.run(&pool).await.map_err(DbError::Migrate)?;
+    let mut pg = None;
     let sessions = match backend {
         Backend::Sqlite => {
             let p = sqlx::SqlitePool::connect(url)
@@ -194,6 +208,7 @@ pub async fn connect(url: &str) -> Result<Db, DbError> {
         }
         Backend::Postgres => {
             let p = sqlx::PgPool::connect(url).await.map_err(DbError::Connect)?;
+            pg = Some(p.clone());
             let store = tower_sessions_sqlx_store::PostgresStore::new(p);
             store.migrate().await.map_err(DbError::Sessions)?;
             SessionStore::Postgres(Hashed(store))
@@ -204,6 +219,8 @@ pub async fn connect(url: &str) -> Result<Db, DbError> {
         acquires,
         backend,
         sessions,
+        pg,
+        url: Arc::new(url.into()),
     })
 }
 

@@ -5,6 +5,7 @@
 
 pub mod counters;
 pub mod error;
+pub mod feed;
 pub mod ledger;
 pub mod memory;
 pub mod tokens;
@@ -43,6 +44,8 @@ pub struct Gateway {
     pub ledger: Ledger,
     clients: Clients,
     config: ProxyConfig,
+    /// Where this instance stands in the change log.
+    pub feed: Arc<feed::FeedStatus>,
 }
 
 /// Applies change events to the gateway's memory before `publish` returns.
@@ -69,6 +72,10 @@ impl Gateway {
     ) -> Result<Arc<Gateway>, sqlx::Error> {
         let _ = tokio::task::spawn_blocking(tokens::warm_up).await;
         let memory = Memory::new(state.db.clone(), state.secret.clone());
+        // The log's head before loading: what commits meanwhile is applied after.
+        let mut conn = state.db.pool.acquire().await?;
+        let (_, feed_from) = tollgate_app::core::changes::bounds(&mut conn).await?;
+        drop(conn);
         memory.load_all().await?;
         let now = tollgate_app::core::now_ms();
         let mut base = HashMap::new();
@@ -103,10 +110,18 @@ impl Gateway {
                 )
             })?,
             config: config.clone(),
+            feed: Arc::new(feed::FeedStatus::default()),
         });
         state
             .changes
             .subscribe(Arc::new(Apply(Arc::downgrade(&gw))));
+        feed::spawn(
+            Arc::downgrade(&gw),
+            state.db.clone(),
+            gw.feed.clone(),
+            feed_from,
+            Duration::from_millis(config.change_poll_ms),
+        );
         tracing::info!(keys = gw.memory.key_count(), "proxy ready");
         Ok(gw)
     }

@@ -61,6 +61,11 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// The PostgreSQL database's name (`None` on SQLite).
+    pub fn pg_name(&self) -> Option<&str> {
+        self.pg_name.as_deref()
+    }
+
     pub async fn new(backend: Backend) -> TestDb {
         let dir = tempfile::tempdir().unwrap();
         match backend {
@@ -178,6 +183,30 @@ impl TestApp {
             gateway,
             shutdown: Some(tx),
         }
+    }
+
+    /// Waits until the proxy's change feed has read the log up to its head
+    /// (on SQLite, once: there it reads only on its timer).
+    pub async fn feed_caught_up(&self) {
+        use std::sync::atomic::Ordering;
+        let feed = &self.gateway.feed;
+        for _ in 0..3000 {
+            if feed.read_at.load(Ordering::SeqCst) > 0 {
+                if self.db.pg_name.is_none() {
+                    return;
+                }
+                let mut conn = self.sql().await;
+                let head: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM change_log")
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                if feed.applied.load(Ordering::SeqCst) >= head.unwrap_or(0) {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the change feed did not catch up in 30 s");
     }
 
     /// A browser-like client (cookies kept). A request that has not
@@ -521,6 +550,114 @@ impl Drop for Binary {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A TCP relay in front of a service (PostgreSQL, Redis) that a test can
+/// pause: while paused it refuses new connections; the ones it carries go on
+/// until either end closes them.
+pub struct Relay {
+    pub port: u16,
+    paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    pub async fn start(upstream: &str) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let paused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refuse = paused.clone();
+        let upstream = upstream.to_owned();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if refuse.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        });
+        Relay { port, paused, task }
+    }
+
+    pub fn pause(&self, paused: bool) {
+        self.paused
+            .store(paused, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A console session on a server (the binary), signed in as its first owner.
+pub struct Console {
+    pub url: String,
+    pub http: reqwest::Client,
+    pub org: String,
+    pub project: String,
+}
+
+impl Console {
+    pub async fn call(&self, name: &str, form: &[(&str, &str)]) -> Value {
+        let res = self
+            .http
+            .post(format!("{}/api/console/{name}", self.url))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        assert!(status.is_success(), "{name}: {body}");
+        body
+    }
+
+    pub async fn set_up(url: &str) -> Console {
+        let http = reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .unwrap();
+        let mut c = Console {
+            url: url.to_owned(),
+            http,
+            org: String::new(),
+            project: String::new(),
+        };
+        let body = c
+            .call(
+                "setup",
+                &[
+                    ("email", "owner@a.test"),
+                    ("name", "Owner"),
+                    ("password", "owner-password-1234"),
+                    ("org_name", "Acme"),
+                ],
+            )
+            .await;
+        c.org = body["org_id"].as_str().unwrap().to_owned();
+        let p = c
+            .call("create_project", &[("org_id", &c.org), ("name", "P")])
+            .await;
+        c.project = p["id"].as_str().unwrap().to_owned();
+        c
+    }
+
+    pub async fn key(&self, extra: &[(&str, &str)]) -> (String, String) {
+        let form = key_form(&self.org, &self.project, extra);
+        let issued = self.call("create_key", &form).await;
+        (
+            issued["key"]["id"].as_str().unwrap().to_owned(),
+            issued["token"].as_str().unwrap().to_owned(),
+        )
     }
 }
 

@@ -8,6 +8,7 @@ mod helpers;
 
 mod billing;
 mod identity;
+mod instances;
 mod machine;
 mod matrix;
 mod operator;

@@ -680,9 +680,12 @@ both!(org_cap_holds_across_projects);
 async fn no_database_on_the_request_path(backend: Backend) {
     // The ledger writes only when flushed, so that the count below is the
     // request path's alone.
+    // The change feed reads the log only when notified: once it has read
+    // what the setup wrote, it is idle too.
     let gw = Gw::with(backend, |c| {
         c.proxy.ledger_flush_ms = 3_600_000;
         c.proxy.ledger_batch = 1_000_000;
+        c.proxy.change_poll_ms = 3_600_000;
     })
     .await;
     let (_, token) = gw.key(&[]).await;
@@ -696,6 +699,7 @@ async fn no_database_on_the_request_path(backend: Backend) {
         .await;
     let (_, limited) = gw.key(&[("rpm", "1")]).await;
     let (_, broke) = gw.key(&[("max_budget", "0.000001")]).await;
+    gw.app.feed_caught_up().await;
     let before = gw
         .app
         .state

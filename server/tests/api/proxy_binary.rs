@@ -2,72 +2,9 @@
 //! body in the database or the log (debug level), and SIGTERM under load
 //! loses no usage event of an admitted request.
 
-use crate::helpers::{Backend, Binary, TestDb};
-use serde_json::{json, Value};
+use crate::helpers::{Backend, Binary, Console, TestDb};
+use serde_json::json;
 use sqlx::Row;
-
-/// A console session on the binary, signed in as the first owner.
-struct Console {
-    url: String,
-    http: reqwest::Client,
-    org: String,
-    project: String,
-}
-
-impl Console {
-    async fn call(&self, name: &str, form: &[(&str, &str)]) -> Value {
-        let res = self
-            .http
-            .post(format!("{}/api/console/{name}", self.url))
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        let status = res.status();
-        let body: Value = res.json().await.unwrap();
-        assert!(status.is_success(), "{name}: {body}");
-        body
-    }
-
-    async fn set_up(url: &str) -> Console {
-        let http = reqwest::Client::builder()
-            .cookie_store(true)
-            .build()
-            .unwrap();
-        let mut c = Console {
-            url: url.to_owned(),
-            http,
-            org: String::new(),
-            project: String::new(),
-        };
-        let body = c
-            .call(
-                "setup",
-                &[
-                    ("email", "owner@a.test"),
-                    ("name", "Owner"),
-                    ("password", "owner-password-1234"),
-                    ("org_name", "Acme"),
-                ],
-            )
-            .await;
-        c.org = body["org_id"].as_str().unwrap().to_owned();
-        let p = c
-            .call("create_project", &[("org_id", &c.org), ("name", "P")])
-            .await;
-        c.project = p["id"].as_str().unwrap().to_owned();
-        c
-    }
-
-    async fn key(&self, extra: &[(&str, &str)]) -> (String, String) {
-        let form = crate::helpers::key_form(&self.org, &self.project, extra);
-        let issued = self.call("create_key", &form).await;
-        (
-            issued["key"]["id"].as_str().unwrap().to_owned(),
-            issued["token"].as_str().unwrap().to_owned(),
-        )
-    }
-}
 
 /// A fresh database, the binary on it, and its first owner signed in.
 async fn started(backend: Backend) -> (TestDb, Binary, Console) {

@@ -60,7 +60,10 @@ impl<'s> Audited<'s> {
         Ok(())
     }
 
-    pub async fn commit(self, notice: Option<Notice>) -> Result<(), AppError> {
+    pub async fn commit(mut self, notice: Option<Notice>) -> Result<(), AppError> {
+        if let Some(n) = &notice {
+            super::changes::append(&mut self.tx, n, self.now).await?;
+        }
         self.tx.commit().await?;
         if let (Some(changes), Some(notice)) = (self.changes, notice) {
             changes.publish(notice).await;

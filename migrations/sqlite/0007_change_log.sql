@@ -1,0 +1,10 @@
+-- The change feed: every committed change the proxy must know, in commit
+-- order (SQLite serialises writers). One process applies its own changes at
+-- once; the feed carries what others (the CLI) commit to the same file.
+CREATE TABLE change_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    ref_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX change_log_by_age ON change_log (created_at);
