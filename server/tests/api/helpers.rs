@@ -283,20 +283,7 @@ impl TestApp {
 
     /// A mock model billed at $10 per million tokens each way.
     pub async fn priced_model(&self, owner: &reqwest::Client, org: &str, id: &str) {
-        self.ok(
-            owner,
-            "upsert_model",
-            &[
-                ("org_id", org),
-                ("id", id),
-                ("provider", "mock"),
-                ("upstream", "echo"),
-                ("input_price", "10"),
-                ("output_price", "10"),
-                ("context_window", "128000"),
-            ],
-        )
-        .await;
+        self.ok(owner, "upsert_model", &priced_model(org, id)).await;
     }
 
     /// Creates a project as `client`; returns its id.
@@ -659,6 +646,20 @@ impl Console {
             issued["token"].as_str().unwrap().to_owned(),
         )
     }
+}
+
+/// `upsert_model`'s form for model `id`: the mock echo at $10 per million
+/// tokens in and out.
+pub fn priced_model<'a>(org: &'a str, id: &'a str) -> [(&'a str, &'a str); 7] {
+    [
+        ("org_id", org),
+        ("id", id),
+        ("provider", "mock"),
+        ("upstream", "echo"),
+        ("input_price", "10"),
+        ("output_price", "10"),
+        ("context_window", "128000"),
+    ]
 }
 
 /// A project's limit and logging fields for `update_project`: no limits,

@@ -148,15 +148,7 @@ fn a_budget_lowered_below_spend_reaches_b_within_a_second() {
         let o = &p.owner;
         o.call(
             "upsert_model",
-            &[
-                ("org_id", &o.org),
-                ("id", "paid/echo"),
-                ("provider", "mock"),
-                ("upstream", "echo"),
-                ("input_price", "10"),
-                ("output_price", "10"),
-                ("context_window", "128000"),
-            ],
+            &crate::helpers::priced_model(&o.org, "paid/echo"),
         )
         .await;
         let mut project = vec![
