@@ -38,6 +38,8 @@ pub enum Public {
 pub const PUBLIC: &[Public] = &[
     Public::Path("/healthz"),
     Public::Path("/readyz"),
+    // Off (404) unless `metrics_token` is set; then it checks that token.
+    Public::Path("/metrics"),
     Public::Path("/api/openapi.json"),
     Public::Under("/pkg/"),
     Public::Pages,

@@ -35,6 +35,10 @@ pub struct Config {
     /// Redacted in `Debug`, never serialized.
     #[serde(skip_serializing)]
     pub secret_key: Option<SecretString>,
+    /// The bearer token `GET /metrics` asks for; without one it is off
+    /// (404). Redacted in `Debug`, never serialized.
+    #[serde(skip_serializing)]
+    pub metrics_token: Option<SecretString>,
     /// The `/v1` proxy (`[proxy]` in TOML, `TOLLGATE_PROXY__*` in the environment).
     #[serde(default)]
     pub proxy: ProxyConfig,
@@ -137,6 +141,7 @@ impl Default for Config {
             session_idle_secs: 12 * 60 * 60,
             session_absolute_secs: 7 * 24 * 60 * 60,
             secret_key: None,
+            metrics_token: None,
             proxy: ProxyConfig::default(),
             alerts: AlertConfig::default(),
             allow_private_networks: false,

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod csrf;
 pub mod machine;
+pub mod metrics;
 pub mod net_guard;
 pub mod proxy;
 
@@ -78,6 +79,7 @@ pub async fn state(config: &Config) -> Result<AppState, StartError> {
         allow_private_networks: config.allow_private_networks,
         org_creation: config.org_creation,
         trusted_proxies: config.proxy.trusted_proxies.clone().into(),
+        metrics_token: config.metrics_token.clone().map(Arc::new),
     })
 }
 
@@ -104,15 +106,29 @@ pub fn router(state: AppState, gateway: Arc<proxy::Gateway>) -> Router {
         ));
     let sessioned = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
         .with_state(state.clone())
         .merge(machine::router(state.clone()))
         .merge(console);
     let sessioned = auth::require(sessioned, state.clone(), page_paths.clone());
     let sessioned = with_sessions(sessioned, &state.db, secure, idle);
-    // `/v1` never passes through the session layer or Leptos; the same
-    // authentication layer guards it.
-    auth::require(proxy::router(gateway), state, page_paths)
+    // `/v1` and `/metrics` never pass through the session layer or Leptos;
+    // the same authentication layer guards them.
+    let scrape = metrics::Scrape {
+        gateway: gateway.clone(),
+        token: state.metrics_token.clone(),
+    };
+    let outside = proxy::router(gateway.clone())
+        .merge(
+            Router::new()
+                .route("/metrics", get(metrics::handler))
+                .with_state(scrape),
+        )
+        .merge(
+            Router::new()
+                .route("/readyz", get(readyz))
+                .with_state((state.db.clone(), gateway)),
+        );
+    auth::require(outside, state, page_paths)
         .fallback_service(sessioned)
         // The path only: a query string may carry a key (LiteLLM's `/key/info?key=`).
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
@@ -172,7 +188,7 @@ async fn render_to_the_end(req: axum::extract::Request, next: axum::middleware::
 /// the health checks (the authentication walk test requests each one).
 pub fn route_paths() -> Vec<String> {
     let server_fns = leptos::server_fn::axum::server_fn_paths().map(|(p, _)| p.to_owned());
-    ["/healthz", "/readyz"]
+    ["/healthz", "/readyz", "/metrics"]
         .into_iter()
         .map(str::to_owned)
         .chain(page_paths())
@@ -231,14 +247,45 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match sqlx::query("SELECT 1").execute(&state.db.pool).await {
-        Ok(_) => (StatusCode::OK, "ready"),
+/// Ready when the database answers and the change feed has read the log
+/// lately (else this instance may serve revoked keys): 503 otherwise. The
+/// body says which, with the counter backend and where the feed stands.
+async fn readyz(State((db, gw)): State<(Db, Arc<proxy::Gateway>)>) -> impl IntoResponse {
+    use std::sync::atomic::Ordering;
+    let database = match sqlx::query("SELECT 1").execute(&db.pool).await {
+        Ok(_) => "ok",
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+            "unreachable"
         }
-    }
+    };
+    let feed = &gw.feed;
+    let (applied, head) = (
+        feed.applied.load(Ordering::Relaxed),
+        feed.head.load(Ordering::Relaxed),
+    );
+    let read_at = feed.read_at.load(Ordering::Relaxed);
+    let age_ms = tollgate_app::core::now_ms().saturating_sub(read_at);
+    let stale = read_at == 0 || age_ms > gw.feed_stale_after_ms();
+    let ready = database == "ok" && !stale;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "database": database,
+        "counters": gw.counter_backend(),
+        "change_feed": {
+            "state": if stale { "stale" } else { "ok" },
+            "applied": applied,
+            "head": head,
+            "behind": head.saturating_sub(applied).max(0),
+            "read_age_ms": if read_at == 0 { None } else { Some(age_ms) },
+        },
+    });
+    (status, axum::Json(body))
 }
 
 /// Deletes expired sessions in the background.

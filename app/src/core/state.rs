@@ -27,6 +27,8 @@ pub struct AppState {
     /// Reverse proxies whose `X-Forwarded-For` names the client
     /// (`core::forwarded`).
     pub trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
+    /// The bearer token `GET /metrics` asks for (none: it is off).
+    pub metrics_token: Option<std::sync::Arc<SecretString>>,
 }
 
 /// Who may create organizations from the console: anyone signed in, or only

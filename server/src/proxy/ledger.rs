@@ -9,6 +9,8 @@ use tokio::sync::{mpsc, oneshot};
 use tollgate_app::core::db::Db;
 use tollgate_app::core::usage::{self, ContentLog, UsageEvent};
 
+use crate::metrics::Metrics;
+
 enum Entry {
     Usage(UsageEvent),
     Content(ContentLog),
@@ -24,9 +26,15 @@ pub struct Ledger {
 
 impl Ledger {
     /// Starts the writer.
-    pub fn start(db: Db, queue: usize, batch: usize, every: Duration) -> Ledger {
+    pub fn start(
+        db: Db,
+        metrics: Arc<Metrics>,
+        queue: usize,
+        batch: usize,
+        every: Duration,
+    ) -> Ledger {
         let (tx, rx) = mpsc::channel(queue.max(1));
-        tokio::spawn(write_behind(db, rx, batch.max(1), every));
+        tokio::spawn(write_behind(db, metrics, rx, batch.max(1), every));
         Ledger {
             tx,
             waiting: Arc::new(AtomicUsize::new(0)),
@@ -56,6 +64,12 @@ impl Ledger {
         }
     }
 
+    /// Entries queued or waiting for room, not yet written.
+    pub fn depth(&self) -> usize {
+        (self.tx.max_capacity() - self.tx.capacity())
+            .saturating_add(self.waiting.load(Ordering::Relaxed))
+    }
+
     /// Returns once everything recorded before the call is written.
     pub async fn flush(&self) {
         while self.waiting.load(Ordering::SeqCst) > 0 {
@@ -68,7 +82,13 @@ impl Ledger {
     }
 }
 
-async fn write_behind(db: Db, mut rx: mpsc::Receiver<Entry>, batch: usize, every: Duration) {
+async fn write_behind(
+    db: Db,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::Receiver<Entry>,
+    batch: usize,
+    every: Duration,
+) {
     let mut events: Vec<UsageEvent> = Vec::new();
     let mut logs: Vec<ContentLog> = Vec::new();
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
@@ -96,7 +116,7 @@ async fn write_behind(db: Db, mut rx: mpsc::Receiver<Entry>, batch: usize, every
                 Ok(None) | Err(_) => break,
             }
         }
-        write_until_done(&db, &events, &logs).await;
+        write_until_done(&db, &metrics, &events, &logs).await;
         events.clear();
         logs.clear();
         for done in waiting.drain(..) {
@@ -106,19 +126,23 @@ async fn write_behind(db: Db, mut rx: mpsc::Receiver<Entry>, batch: usize, every
 }
 
 /// Retries with backoff until the batch lands: an event is never dropped.
-async fn write_until_done(db: &Db, events: &[UsageEvent], logs: &[ContentLog]) {
+async fn write_until_done(db: &Db, metrics: &Metrics, events: &[UsageEvent], logs: &[ContentLog]) {
     if events.is_empty() && logs.is_empty() {
         return;
     }
     let mut backoff = Duration::from_millis(50);
     loop {
+        let started = std::time::Instant::now();
         let result = async {
             let mut conn = db.pool.acquire().await?;
             usage::write_batch(&mut conn, events, logs).await
         }
         .await;
         match result {
-            Ok(()) => return,
+            Ok(()) => {
+                metrics.ledger_write(started.elapsed());
+                return;
+            }
             Err(e) => {
                 tracing::error!(error = %e, events = events.len(), "writing usage events failed; retrying");
                 tokio::time::sleep(backoff).await;

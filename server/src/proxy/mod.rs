@@ -32,6 +32,7 @@ use tracing::field::{display, Empty};
 use tracing::{Instrument, Span};
 
 use crate::config::ProxyConfig;
+use crate::metrics::Metrics;
 use counters::{Admission, Counters, Headers, LocalCounters, Ticket};
 use error::ProxyError;
 use ledger::Ledger;
@@ -46,6 +47,7 @@ pub struct Gateway {
     config: ProxyConfig,
     /// Where this instance stands in the change log.
     pub feed: Arc<feed::FeedStatus>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Applies change events to the gateway's memory before `publish` returns.
@@ -86,11 +88,13 @@ impl Gateway {
             }
         }
         drop(conn);
+        let metrics = Arc::new(Metrics::default());
         let gw = Arc::new(Gateway {
             memory,
             counters: Arc::new(LocalCounters::new(base, now)),
             ledger: Ledger::start(
                 state.db.clone(),
+                metrics.clone(),
                 config.ledger_queue,
                 config.ledger_batch,
                 Duration::from_millis(config.ledger_flush_ms),
@@ -111,6 +115,7 @@ impl Gateway {
             })?,
             config: config.clone(),
             feed: Arc::new(feed::FeedStatus::default()),
+            metrics,
         });
         state
             .changes
@@ -124,6 +129,19 @@ impl Gateway {
         );
         tracing::info!(keys = gw.memory.key_count(), "proxy ready");
         Ok(gw)
+    }
+
+    /// How long the change feed may go without reading the log before the
+    /// instance reports itself not ready: three polls, at least 30 s.
+    pub fn feed_stale_after_ms(&self) -> i64 {
+        i64::try_from(self.config.change_poll_ms.saturating_mul(3))
+            .unwrap_or(i64::MAX)
+            .max(30_000)
+    }
+
+    /// Which counters admit requests (`local`: this process only).
+    pub fn counter_backend(&self) -> &'static str {
+        "local"
     }
 
     /// Writes every recorded usage event; call after the server stopped
@@ -269,6 +287,9 @@ struct Ctx {
 impl Ctx {
     fn record(&self, status: u16, tokens_in: i64, tokens_out: i64, cost: i64, error: Option<&str>) {
         let k = &self.caller.key.key;
+        self.gw
+            .metrics
+            .request(self.endpoint.as_str(), &self.model.id, status);
         self.gw.ledger.record(UsageEvent {
             request_id: self.request_id.clone(),
             at: self.at,
@@ -415,13 +436,14 @@ async fn handle(
         status = Empty,
         rule = Empty,
     );
-    let answer = forward(gw, endpoint, peer, &h, body, &request_id)
+    let answer = forward(gw.clone(), endpoint, peer, &h, body, &request_id)
         .instrument(span.clone())
         .await;
     let mut res = match answer {
         Ok(r) => r,
         Err(e) => {
             span.record("rule", display(e.code));
+            gw.metrics.refusal(e.code);
             e.into_response()
         }
     };
@@ -587,7 +609,12 @@ async fn forward(
                 i64::from(gw.config.default_max_tokens)
             },
         };
-        match gw.clients.call(&call).await {
+        let calling = Instant::now();
+        let before = calling.duration_since(started);
+        let reply = gw.clients.call(&call).await;
+        let answered = Instant::now();
+        gw.metrics.upstream(answered.duration_since(calling));
+        match reply {
             Ok(Reply::Whole {
                 status,
                 body: answer,
@@ -595,12 +622,16 @@ async fn forward(
                 Ok((tin, tout)) => {
                     ctx.finish(ticket, status, tin, tout, None);
                     ctx.log_content(&answer);
-                    return Ok(respond(status, answer, rate_headers));
+                    let res = respond(status, answer, rate_headers);
+                    gw.metrics.added(before + answered.elapsed());
+                    return Ok(res);
                 }
                 Err(e) => failure = Some(e),
             },
             Ok(Reply::Stream(events)) => {
-                return Ok(streaming(ctx, ticket, events, wants_usage, rate_headers));
+                let res = streaming(ctx, ticket, events, wants_usage, rate_headers);
+                gw.metrics.added(before + answered.elapsed());
+                return Ok(res);
             }
             Err(e) => {
                 let retry = e.retryable();

@@ -176,8 +176,10 @@ impl TestApp {
         tokio::spawn(tollgate_server::serve(listener, app, async {
             let _ = rx.await;
         }));
+        let url = format!("http://{addr}");
+        wait_ready(&reqwest::Client::new(), &url).await;
         TestApp {
-            url: format!("http://{addr}"),
+            url,
             db,
             state,
             gateway,

@@ -2088,3 +2088,156 @@ async fn forwarded_for_counts_only_from_trusted_proxies(backend: Backend) {
     }
 }
 both!(forwarded_for_counts_only_from_trusted_proxies);
+
+/// Parses a scrape with Prometheus's own Python parsers (the Prometheus
+/// text parser, and the stricter OpenMetrics one); returns each sample as
+/// `[name, labels, value]`.
+fn parse_scrape(text: &str) -> Vec<(String, std::collections::BTreeMap<String, String>, f64)> {
+    use std::io::Write;
+    let script = "import sys, json\n\
+        from prometheus_client.parser import text_string_to_metric_families as prom\n\
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families as om\n\
+        text = sys.stdin.read()\n\
+        list(om(text))\n\
+        print(json.dumps([[s.name, s.labels, s.value] for f in prom(text) for s in f.samples]))\n";
+    let mut child = std::process::Command::new(crate::sdk::python())
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the parsers refused the scrape: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `/metrics` is off (404) without a token and asks for it when set; its
+/// request counters, read by Prometheus's parser, equal the ledger row for
+/// row (endpoint, model, status), and refusals are counted by rule.
+async fn metrics_add_up_to_the_ledger(backend: Backend) {
+    let off = TestApp::spawn(backend).await;
+    let res = reqwest::get(format!("{}/metrics", off.url)).await.unwrap();
+    assert_eq!(res.status(), 404);
+
+    let gw = Gw::with(backend, |c| {
+        c.metrics_token = Some("scrape-token-0123456789".to_owned().into());
+    })
+    .await;
+    let scrape = |token: Option<&'static str>| {
+        let mut req = gw.http.get(format!("{}/metrics", gw.app.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    assert_eq!(scrape(None).await.unwrap().status(), 401);
+    assert_eq!(scrape(Some("wrong")).await.unwrap().status(), 401);
+
+    let (_, token) = gw.key(&[]).await;
+    let (_, limited) = gw.key(&[("rpm", "1")]).await;
+    let (_, broke) = gw.key(&[("max_budget", "0.000001")]).await;
+    for i in 0..5 {
+        gw.call(
+            &token,
+            "chat/completions",
+            chat_body("mock/echo", &format!("n{i}")),
+        )
+        .await;
+    }
+    let mut streamed = chat_body("mock/echo", "s");
+    streamed["stream"] = json!(true);
+    let _ = gw
+        .post(&token, "chat/completions", streamed)
+        .await
+        .text()
+        .await;
+    gw.call(
+        &token,
+        "embeddings",
+        json!({ "model": "mock/embed", "input": "x" }),
+    )
+    .await;
+    let refused = [
+        gw.call(&token, "chat/completions", chat_body("openai/gpt-4o", "x"))
+            .await
+            .0,
+        gw.call(&limited, "chat/completions", chat_body("mock/echo", "x"))
+            .await
+            .0,
+        gw.call(&limited, "chat/completions", chat_body("mock/echo", "x"))
+            .await
+            .0,
+        gw.call(&broke, "chat/completions", priced_body()).await.0,
+        gw.call(
+            "sk-tg-unknown",
+            "chat/completions",
+            chat_body("mock/echo", "x"),
+        )
+        .await
+        .0,
+    ];
+    assert_eq!(refused, [403, 200, 429, 402, 401]);
+    gw.app.gateway.ledger.flush().await;
+
+    let res = scrape(Some("scrape-token-0123456789")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let samples = parse_scrape(&res.text().await.unwrap());
+    let mut counted: Vec<(String, String, i64, i64)> = samples
+        .iter()
+        .filter(|(name, _, _)| name == "tollgate_requests_total")
+        .map(|(_, l, v)| {
+            #[expect(clippy::cast_possible_truncation, reason = "a count")]
+            let n = *v as i64;
+            (
+                l["endpoint"].clone(),
+                l["model"].clone(),
+                l["status"].parse().unwrap(),
+                n,
+            )
+        })
+        .collect();
+    counted.sort();
+    let mut conn = gw.app.sql().await;
+    let ledger: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "SELECT endpoint, model, status, COUNT(*) FROM usage_events \
+         GROUP BY endpoint, model, status ORDER BY endpoint, model, status",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(counted, ledger);
+    assert_eq!(ledger.iter().map(|r| r.3).sum::<i64>(), 10, "{ledger:?}");
+    let refusals = |rule: &str| {
+        samples
+            .iter()
+            .find(|(n, l, _)| n == "tollgate_refusals_total" && l["rule"] == rule)
+            .map_or(0.0, |s| s.2)
+    };
+    assert_eq!(refusals("model_not_allowed"), 1.0);
+    assert_eq!(refusals("invalid_api_key"), 1.0);
+    for family in [
+        "tollgate_upstream_latency_seconds_count",
+        "tollgate_added_latency_seconds_count",
+        "tollgate_ledger_write_seconds_count",
+    ] {
+        assert!(
+            samples.iter().any(|(n, _, v)| n == family && *v > 0.0),
+            "{family} observed something"
+        );
+    }
+    assert!(samples
+        .iter()
+        .any(|(n, _, v)| n == "tollgate_change_feed_behind" && *v == 0.0));
+}
+both!(metrics_add_up_to_the_ledger);

@@ -5,7 +5,7 @@
 
 use crate::helpers::{Backend, TestApp, OWNER_PASSWORD};
 
-fn python() -> String {
+pub(crate) fn python() -> String {
     std::env::var("TOLLGATE_PYTHON").unwrap_or_else(|_| {
         let home = std::env::var("HOME").unwrap_or_default();
         format!("{home}/.cache/tollgate-venv/bin/python")

@@ -1,0 +1,213 @@
+//! `GET /metrics` in the Prometheus (OpenMetrics) text format: requests by
+//! endpoint, model and status (one per usage event, so they add up to the
+//! ledger); refusals by rule; upstream and added latency; the ledger's queue
+//! and writes; the change feed's lag; counter backend errors.
+//!
+//! Off unless `metrics_token` is set; then a scrape presents it as
+//! `Authorization: Bearer <token>`.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::proxy::Gateway;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: &'static str,
+    pub model: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: &'static str,
+}
+
+/// What the proxy counts and times; the gauges are read at each scrape.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    refusals: Family<RuleLabels, Counter>,
+    upstream: Histogram,
+    added: Histogram,
+    ledger_write: Histogram,
+    counter_errors: Counter,
+    ledger_queue: Gauge,
+    feed_behind: Gauge,
+    feed_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+/// Latency buckets from 50 µs to about 26 s.
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("tollgate"),
+            requests: Family::default(),
+            refusals: Family::default(),
+            upstream: seconds(),
+            added: seconds(),
+            ledger_write: seconds(),
+            counter_errors: Counter::default(),
+            ledger_queue: Gauge::default(),
+            feed_behind: Gauge::default(),
+            feed_age: Gauge::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "requests",
+            "Requests metered (one per usage event), by endpoint, model and status",
+            m.requests.clone(),
+        );
+        r.register(
+            "refusals",
+            "Requests Tollgate answered with an error, by rule (its error code)",
+            m.refusals.clone(),
+        );
+        r.register(
+            "upstream_latency_seconds",
+            "Time the upstream took to answer (to its whole answer, or a stream's head)",
+            m.upstream.clone(),
+        );
+        r.register(
+            "added_latency_seconds",
+            "Time Tollgate added to a request: before the upstream call, and after its answer",
+            m.added.clone(),
+        );
+        r.register(
+            "ledger_write_seconds",
+            "Time one batch of usage events took to write",
+            m.ledger_write.clone(),
+        );
+        r.register(
+            "ledger_queue_depth",
+            "Usage events waiting to be written",
+            m.ledger_queue.clone(),
+        );
+        r.register(
+            "change_feed_behind",
+            "Entries of the change log this instance has not applied yet",
+            m.feed_behind.clone(),
+        );
+        r.register(
+            "change_feed_read_age_seconds",
+            "Seconds since the change log was last read without error",
+            m.feed_age.clone(),
+        );
+        r.register(
+            "counter_backend_errors",
+            "Admissions or settlements the counter backend failed",
+            m.counter_errors.clone(),
+        );
+        m
+    }
+}
+
+impl Metrics {
+    pub fn request(&self, endpoint: &'static str, model: &str, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint,
+                model: model.to_owned(),
+                status,
+            })
+            .inc();
+    }
+
+    pub fn refusal(&self, rule: &'static str) {
+        self.refusals.get_or_create(&RuleLabels { rule }).inc();
+    }
+
+    pub fn upstream(&self, took: Duration) {
+        self.upstream.observe(took.as_secs_f64());
+    }
+
+    pub fn added(&self, took: Duration) {
+        self.added.observe(took.as_secs_f64());
+    }
+
+    pub fn ledger_write(&self, took: Duration) {
+        self.ledger_write.observe(took.as_secs_f64());
+    }
+
+    pub fn counter_error(&self) {
+        self.counter_errors.inc();
+    }
+
+    /// The text of a scrape, with the gauges read now.
+    fn scrape(&self, gw: &Gateway, now_ms: i64) -> String {
+        let depth = i64::try_from(gw.ledger.depth()).unwrap_or(i64::MAX);
+        self.ledger_queue.set(depth);
+        let feed = &gw.feed;
+        let behind = feed
+            .head
+            .load(Ordering::Relaxed)
+            .saturating_sub(feed.applied.load(Ordering::Relaxed));
+        self.feed_behind.set(behind.max(0));
+        self.feed_age.set(age_seconds(&feed.read_at, now_ms));
+        let mut text = String::new();
+        // Writing to a String does not fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[expect(clippy::cast_precision_loss, reason = "seconds for a gauge")]
+fn age_seconds(at: &AtomicI64, now_ms: i64) -> f64 {
+    match at.load(Ordering::Relaxed) {
+        0 => 0.0,
+        at => now_ms.saturating_sub(at).max(0) as f64 / 1000.0,
+    }
+}
+
+/// `/metrics`: 404 where no token is configured, 401 without it.
+#[derive(Clone)]
+pub struct Scrape {
+    pub gateway: Arc<Gateway>,
+    pub token: Option<Arc<SecretString>>,
+}
+
+pub async fn handler(State(s): State<Scrape>, h: HeaderMap) -> Response {
+    let Some(token) = &s.token else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let presented = crate::auth::bearer(&h).unwrap_or_default();
+    // Compared as digests: the time taken says nothing about the token.
+    let same =
+        Sha256::digest(presented.as_bytes()) == Sha256::digest(token.expose_secret().as_bytes());
+    if !same {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "send the metrics token as 'Authorization: Bearer <token>'",
+        )
+            .into_response();
+    }
+    let text = s
+        .gateway
+        .metrics
+        .scrape(&s.gateway, tollgate_app::core::now_ms());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
