@@ -125,8 +125,8 @@ impl Totals {
 }
 
 /// Writes a batch in one transaction, adding each new event to the daily
-/// rollup; events already stored (a retried
-/// batch) are skipped, and only new ones add to their key's lifetime spend.
+/// rollup; events already stored (a retried batch, another instance's
+/// retry) are skipped, and only new ones add to their key's lifetime spend.
 pub async fn write_batch(
     conn: &mut AnyConnection,
     events: &[UsageEvent],
@@ -134,8 +134,10 @@ pub async fn write_batch(
 ) -> Result<(), sqlx::Error> {
     use sqlx::Connection;
     let mut tx = conn.begin().await?;
-    let mut spend: HashMap<&str, i64> = HashMap::new();
-    let mut rollup: HashMap<(&str, i64, &str, &str, &str), Totals> = HashMap::new();
+    // Rows are updated in key order: two instances writing batches that
+    // share rows then lock them in the same order (no deadlock).
+    let mut spend: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut rollup: BTreeMap<(&str, i64, &str, &str, &str), Totals> = BTreeMap::new();
     for e in events {
         let done = sqlx::query(
             "INSERT INTO usage_events (request_id, at, org_id, project_id, key_id, model, provider, endpoint, \

@@ -365,3 +365,158 @@ fn a_listener_killed_mid_run_misses_nothing() {
         );
     });
 }
+
+/// Both instances meter one key at once (eight callers, 200 requests split
+/// over A and B); once both have stopped (SIGTERM flushes each ledger), the
+/// ledger holds every request once, and the daily rollup and the key's
+/// lifetime spend equal it.
+#[test]
+fn two_ledgers_write_one_truth() {
+    crate::helpers::run(async {
+        let mut p = pair().await;
+        let o = &p.owner;
+        o.call(
+            "upsert_model",
+            &crate::helpers::priced_model(&o.org, "paid/echo"),
+        )
+        .await;
+        let mut project = vec![
+            ("org_id", o.org.as_str()),
+            ("project_id", o.project.as_str()),
+            ("name", "P"),
+            ("models[0]", "paid/echo"),
+        ];
+        project.extend(crate::helpers::OPEN_PROJECT);
+        o.call("update_project", &project).await;
+        let (id, token) = o.key(&[("models[0]", "paid/echo")]).await;
+        until_status(&p.b.url, &token, "paid/echo", 200).await;
+        let urls = [p.a.url.clone(), p.b.url.clone()];
+        let callers: Vec<_> = (0..8)
+            .map(|c| {
+                let (url, token) = (urls[c % 2].clone(), token.clone());
+                tokio::spawn(async move {
+                    let mut ok = 0;
+                    for _ in 0..25 {
+                        ok += i64::from(chat_status(&url, &token, "paid/echo").await == 200);
+                    }
+                    ok
+                })
+            })
+            .collect();
+        let mut admitted = 1; // the probe above
+        for c in callers {
+            admitted += c.await.unwrap();
+        }
+        assert_eq!(admitted, 201);
+        assert_eq!(p.a.stop(), Some(0));
+        assert_eq!(p.b.stop(), Some(0));
+        let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&p._db.url)
+            .await
+            .unwrap();
+        let (events, cost): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), CAST(SUM(cost_micros) AS BIGINT) FROM usage_events WHERE key_id = $1",
+        )
+        .bind(&id)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        let (rolled, rolled_cost): (i64, i64) = sqlx::query_as(
+            "SELECT CAST(SUM(requests) AS BIGINT), CAST(SUM(cost_micros) AS BIGINT) \
+             FROM usage_daily WHERE key_id = $1",
+        )
+        .bind(&id)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        let spend: i64 =
+            sqlx::query_scalar("SELECT CAST(spend_micros AS BIGINT) FROM api_keys WHERE id = $1")
+                .bind(&id)
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        eprintln!("two ledgers: {events} events, {cost} micro-USD; rollup {rolled}, {rolled_cost}; key spend {spend}");
+        assert_eq!(events, admitted);
+        assert_eq!((rolled, rolled_cost), (events, cost));
+        assert_eq!(spend, cost);
+        assert!(cost > 0);
+    });
+}
+
+/// Both instances evaluate alerts every 100 ms: a key past 50% of its budget
+/// raises each threshold's alert once, and the receiver gets each once.
+#[test]
+fn two_alerters_send_each_alert_once() {
+    crate::helpers::run(async {
+        use std::sync::{Arc, Mutex};
+        sqlx::any::install_default_drivers();
+        let db = TestDb::new(Backend::Postgres).await;
+        let mut env = INSTANCE_ENV.to_vec();
+        env.push(("TOLLGATE_ALERTS__INTERVAL_MS", "100"));
+        let a = Binary::start(&db, &env).await;
+        let b = Binary::start(&db, &env).await;
+        let o = Console::set_up(&a.url).await;
+        let seen: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let s = seen.clone();
+        let receiver = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let s = s.clone();
+                async move {
+                    s.lock().unwrap().push(body);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, receiver).await });
+        o.call(
+            "update_alerting",
+            &[
+                ("org_id", &o.org),
+                ("webhook_url", &hook),
+                ("slack_url", ""),
+                ("thresholds", "50, 80, 100"),
+            ],
+        )
+        .await;
+        o.call(
+            "upsert_model",
+            &crate::helpers::priced_model(&o.org, "paid/echo"),
+        )
+        .await;
+        let mut project = vec![
+            ("org_id", o.org.as_str()),
+            ("project_id", o.project.as_str()),
+            ("name", "P"),
+            ("models[0]", "paid/echo"),
+        ];
+        project.extend(crate::helpers::OPEN_PROJECT);
+        o.call("update_project", &project).await;
+        let (_, token) = o
+            .key(&[
+                ("models[0]", "paid/echo"),
+                ("max_budget", "0.001"),
+                ("budget_reset", "monthly"),
+            ])
+            .await;
+        until_status(&b.url, &token, "paid/echo", 200).await;
+        for i in 0..30 {
+            let url = if i % 2 == 0 { &a.url } else { &b.url };
+            if chat_status(url, &token, "paid/echo").await != 200 {
+                break;
+            }
+        }
+        // Both evaluate about 40 times meanwhile, after both ledgers wrote.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let got = seen.lock().unwrap().clone();
+        let mut thresholds: Vec<i64> = got
+            .iter()
+            .filter(|v| v["type"] == "budget")
+            .map(|v| v["threshold_percent"].as_i64().unwrap())
+            .collect();
+        thresholds.sort_unstable();
+        eprintln!("two alerters: the receiver got thresholds {thresholds:?}");
+        assert_eq!(thresholds, vec![50, 80, 100], "each once: {got:?}");
+    });
+}
