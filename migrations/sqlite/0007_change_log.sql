@@ -1,6 +1,6 @@
 -- The change feed: every committed change the proxy must know, in commit
--- order (SQLite serialises writers). One process applies its own changes at
--- once; the feed carries what others (the CLI) commit to the same file.
+-- order (SQLite serialises writers). With SQLite one process serves and
+-- applies its own changes at once; it still reads the log on a timer.
 CREATE TABLE change_log (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,

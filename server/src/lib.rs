@@ -22,6 +22,7 @@ use leptos::prelude::provide_context;
 use leptos_axum::{
     generate_route_list, handle_server_fns_with_context, AxumRouteListing, LeptosRoutes,
 };
+use secrecy::ExposeSecret;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use tollgate_app::core::auth::Throttle;
@@ -79,7 +80,12 @@ pub async fn state(config: &Config) -> Result<AppState, StartError> {
         allow_private_networks: config.allow_private_networks,
         org_creation: config.org_creation,
         trusted_proxies: config.proxy.trusted_proxies.clone().into(),
-        metrics_token: config.metrics_token.clone().map(Arc::new),
+        // A blank token is no token: `/metrics` stays off rather than open.
+        metrics_token: config
+            .metrics_token
+            .clone()
+            .filter(|t| !t.expose_secret().trim().is_empty())
+            .map(Arc::new),
     })
 }
 
@@ -283,6 +289,7 @@ async fn readyz(State((db, gw)): State<(Db, Arc<proxy::Gateway>)>) -> impl IntoR
             "head": head,
             "behind": head.saturating_sub(applied).max(0),
             "read_age_ms": if read_at == 0 { None } else { Some(age_ms) },
+            "listening": feed.listening.load(Ordering::Relaxed),
         },
     });
     (status, axum::Json(body))

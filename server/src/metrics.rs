@@ -35,9 +35,14 @@ pub struct RuleLabels {
     pub rule: &'static str,
 }
 
+/// Distinct model labels at most: catalogue ids are the organizations' own,
+/// so past this many the rest count as `other`.
+const MODEL_LABELS: usize = 500;
+
 /// What the proxy counts and times; the gauges are read at each scrape.
 pub struct Metrics {
     registry: Registry,
+    models: std::sync::RwLock<std::collections::HashSet<String>>,
     requests: Family<RequestLabels, Counter>,
     refusals: Family<RuleLabels, Counter>,
     upstream: Histogram,
@@ -49,6 +54,13 @@ pub struct Metrics {
     feed_age: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
+/// Registers each metric under its name (with the `tollgate_` prefix) and help.
+macro_rules! register {
+    ($m:ident, $($field:ident: $name:literal, $help:literal;)*) => {
+        $($m.registry.register($name, $help, $m.$field.clone());)*
+    };
+}
+
 /// Latency buckets from 50 µs to about 26 s.
 fn seconds() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
@@ -58,6 +70,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut m = Metrics {
             registry: Registry::with_prefix("tollgate"),
+            models: std::sync::RwLock::default(),
             requests: Family::default(),
             refusals: Family::default(),
             upstream: seconds(),
@@ -68,51 +81,16 @@ impl Default for Metrics {
             feed_behind: Gauge::default(),
             feed_age: Gauge::default(),
         };
-        let r = &mut m.registry;
-        r.register(
-            "requests",
-            "Requests metered (one per usage event), by endpoint, model and status",
-            m.requests.clone(),
-        );
-        r.register(
-            "refusals",
-            "Requests Tollgate answered with an error, by rule (its error code)",
-            m.refusals.clone(),
-        );
-        r.register(
-            "upstream_latency_seconds",
-            "Time the upstream took to answer (to its whole answer, or a stream's head)",
-            m.upstream.clone(),
-        );
-        r.register(
-            "added_latency_seconds",
-            "Time Tollgate added to a request: before the upstream call, and after its answer",
-            m.added.clone(),
-        );
-        r.register(
-            "ledger_write_seconds",
-            "Time one batch of usage events took to write",
-            m.ledger_write.clone(),
-        );
-        r.register(
-            "ledger_queue_depth",
-            "Usage events waiting to be written",
-            m.ledger_queue.clone(),
-        );
-        r.register(
-            "change_feed_behind",
-            "Entries of the change log this instance has not applied yet",
-            m.feed_behind.clone(),
-        );
-        r.register(
-            "change_feed_read_age_seconds",
-            "Seconds since the change log was last read without error",
-            m.feed_age.clone(),
-        );
-        r.register(
-            "counter_backend_errors",
-            "Admissions or settlements the counter backend failed",
-            m.counter_errors.clone(),
+        register!(m,
+            requests: "requests", "Requests metered (one per usage event), by endpoint, model and status";
+            refusals: "refusals", "Requests Tollgate answered with an error, by rule (its error code)";
+            upstream: "upstream_latency_seconds", "Time the upstream took to answer (its whole answer, or a stream's head)";
+            added: "added_latency_seconds", "Time Tollgate added to a request: before the upstream call, and after its answer";
+            ledger_write: "ledger_write_seconds", "Time one batch of usage events took to write";
+            ledger_queue: "ledger_queue_depth", "Usage events waiting to be written";
+            feed_behind: "change_feed_behind", "Entries of the change log this instance has not applied yet";
+            feed_age: "change_feed_read_age_seconds", "Seconds since the change log was last read without error";
+            counter_errors: "counter_backend_errors", "Admissions or settlements the counter backend failed";
         );
         m
     }
@@ -123,10 +101,27 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels {
                 endpoint,
-                model: model.to_owned(),
+                model: self.model_label(model),
                 status,
             })
             .inc();
+    }
+
+    /// `model`, or `other` once [`MODEL_LABELS`] models have been seen.
+    fn model_label(&self, model: &str) -> String {
+        let known = |m: &std::collections::HashSet<String>| m.contains(model);
+        if self.models.read().is_ok_and(|m| known(&m)) {
+            return model.to_owned();
+        }
+        let Ok(mut m) = self.models.write() else {
+            return "other".to_owned();
+        };
+        if known(&m) || m.len() < MODEL_LABELS {
+            m.insert(model.to_owned());
+            model.to_owned()
+        } else {
+            "other".to_owned()
+        }
     }
 
     pub fn refusal(&self, rule: &'static str) {

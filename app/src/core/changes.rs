@@ -122,12 +122,13 @@ pub async fn bounds(conn: &mut sqlx::AnyConnection) -> Result<(i64, i64), sqlx::
     Ok((first.unwrap_or(0), last.unwrap_or(0)))
 }
 
-/// Up to `limit` entries after `after`, oldest first.
+/// Up to `limit` entries after `after`, oldest first; `None` for a kind this
+/// version does not know (written by a newer one).
 pub async fn since(
     conn: &mut sqlx::AnyConnection,
     after: i64,
     limit: i64,
-) -> Result<Vec<(i64, Change)>, sqlx::Error> {
+) -> Result<Vec<(i64, Option<Change>)>, sqlx::Error> {
     let rows: Vec<(i64, String, String)> = sqlx::query_as(
         "SELECT seq, kind, ref_id FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2",
     )
@@ -137,15 +138,20 @@ pub async fn since(
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(seq, kind, id)| Change::of(&kind, id).map(|c| (seq, c)))
+        .map(|(seq, kind, id)| (seq, Change::of(&kind, id)))
         .collect())
 }
 
-/// Deletes the entries written before `before` (ms); returns how many.
+/// Deletes the entries written before `before` (ms), always keeping the
+/// newest: a reader that finds the log's first entry past the next one it
+/// needs knows it missed some. Returns how many were deleted.
 pub async fn prune(conn: &mut sqlx::AnyConnection, before: i64) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query("DELETE FROM change_log WHERE created_at < $1")
-        .bind(before)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected())
+    Ok(sqlx::query(
+        "DELETE FROM change_log WHERE created_at < $1 \
+         AND seq < (SELECT MAX(seq) FROM change_log)",
+    )
+    .bind(before)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
 }

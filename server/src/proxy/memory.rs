@@ -127,6 +127,10 @@ pub struct Memory {
     db: Db,
     secret: Arc<SecretString>,
     maps: RwLock<Maps>,
+    /// Held by each reload from its reads to its swap, so that a reload
+    /// that read earlier never swaps in after one that read later (a change
+    /// applied by its own instance and again from the feed).
+    reloading: tokio::sync::Mutex<()>,
 }
 
 fn key_entry(key: ProxyKey) -> Arc<KeyEntry> {
@@ -167,6 +171,7 @@ impl Memory {
             db,
             secret,
             maps: RwLock::new(Maps::default()),
+            reloading: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -195,6 +200,7 @@ impl Memory {
 
     /// Everything, at start.
     pub async fn load_all(&self) -> Result<(), sqlx::Error> {
+        let _one_at_a_time = self.reloading.lock().await;
         let mut conn = self.db.pool.acquire().await?;
         let all_orgs = orgs::load_for_proxy(&mut conn, None).await?;
         let all_projects = projects::load_for_proxy(&mut conn, None, None).await?;
@@ -227,6 +233,7 @@ impl Memory {
 
     /// Reloads what changed and swaps it in.
     pub async fn apply(&self, change: &Change) -> Result<(), sqlx::Error> {
+        let _one_at_a_time = self.reloading.lock().await;
         // An organization made elsewhere (first-run setup, another
         // organization, the CLI) is loaded when something of it changes.
         let org_of = |m: &Maps| match change {

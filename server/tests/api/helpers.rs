@@ -471,6 +471,25 @@ pub async fn dump(db: &TestDb) -> String {
     dump
 }
 
+/// Runs `cmd` with `stdin` written to its standard input; its output.
+pub fn run_with_stdin(mut cmd: std::process::Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Polls `{url}/readyz` until it answers with success (for up to 30 s).
 pub async fn wait_ready(client: &reqwest::Client, url: &str) {
     for _ in 0..600 {

@@ -53,6 +53,24 @@ async fn chat_status(url: &str, token: &str, model: &str) -> u16 {
         .as_u16()
 }
 
+/// The owner's project serves only `paid/echo`, the mock echo at $10 per
+/// million tokens.
+async fn paid_project(o: &Console) {
+    o.call(
+        "upsert_model",
+        &crate::helpers::priced_model(&o.org, "paid/echo"),
+    )
+    .await;
+    let mut project = vec![
+        ("org_id", o.org.as_str()),
+        ("project_id", o.project.as_str()),
+        ("name", "P"),
+        ("models[0]", "paid/echo"),
+    ];
+    project.extend(crate::helpers::OPEN_PROJECT);
+    o.call("update_project", &project).await;
+}
+
 /// Calls `url` until it answers `want` (at most 30 s, a guard against a
 /// hang); returns how long that took.
 async fn until_status(url: &str, token: &str, model: &str, want: u16) -> Duration {
@@ -146,19 +164,7 @@ fn a_budget_lowered_below_spend_reaches_b_within_a_second() {
     crate::helpers::run(async {
         let p = pair().await;
         let o = &p.owner;
-        o.call(
-            "upsert_model",
-            &crate::helpers::priced_model(&o.org, "paid/echo"),
-        )
-        .await;
-        let mut project = vec![
-            ("org_id", o.org.as_str()),
-            ("project_id", o.project.as_str()),
-            ("name", "P"),
-            ("models[0]", "paid/echo"),
-        ];
-        project.extend(crate::helpers::OPEN_PROJECT);
-        o.call("update_project", &project).await;
+        paid_project(o).await;
         let mut delays = Vec::new();
         for _ in 0..100 {
             let (id, token) = o.key(&[("models[0]", "paid/echo")]).await;
@@ -360,8 +366,9 @@ fn a_listener_killed_mid_run_misses_nothing() {
             vec![until_status(&b.url, &second_token, "mock/echo", 401).await],
         );
         assert!(
-            b.log().contains("the change feed"),
-            "B logged losing the database"
+            b.log()
+                .contains("the change feed's listener lost its connection"),
+            "B logged losing its listener"
         );
     });
 }
@@ -375,19 +382,7 @@ fn two_ledgers_write_one_truth() {
     crate::helpers::run(async {
         let mut p = pair().await;
         let o = &p.owner;
-        o.call(
-            "upsert_model",
-            &crate::helpers::priced_model(&o.org, "paid/echo"),
-        )
-        .await;
-        let mut project = vec![
-            ("org_id", o.org.as_str()),
-            ("project_id", o.project.as_str()),
-            ("name", "P"),
-            ("models[0]", "paid/echo"),
-        ];
-        project.extend(crate::helpers::OPEN_PROJECT);
-        o.call("update_project", &project).await;
+        paid_project(o).await;
         let (id, token) = o.key(&[("models[0]", "paid/echo")]).await;
         until_status(&p.b.url, &token, "paid/echo", 200).await;
         let urls = [p.a.url.clone(), p.b.url.clone()];
@@ -480,19 +475,7 @@ fn two_alerters_send_each_alert_once() {
             ],
         )
         .await;
-        o.call(
-            "upsert_model",
-            &crate::helpers::priced_model(&o.org, "paid/echo"),
-        )
-        .await;
-        let mut project = vec![
-            ("org_id", o.org.as_str()),
-            ("project_id", o.project.as_str()),
-            ("name", "P"),
-            ("models[0]", "paid/echo"),
-        ];
-        project.extend(crate::helpers::OPEN_PROJECT);
-        o.call("update_project", &project).await;
+        paid_project(&o).await;
         let (_, token) = o
             .key(&[
                 ("models[0]", "paid/echo"),
@@ -518,5 +501,76 @@ fn two_alerters_send_each_alert_once() {
         thresholds.sort_unstable();
         eprintln!("two alerters: the receiver got thresholds {thresholds:?}");
         assert_eq!(thresholds, vec![50, 80, 100], "each once: {got:?}");
+    });
+}
+
+/// A key revoked behind the instance's back (straight in the database, as
+/// if its entry had been pruned or written by a version it cannot read),
+/// and then a log entry that tells it so: `change` writes that entry.
+async fn reloads_when(change: &str) {
+    let app = crate::helpers::TestApp::spawn_with(Backend::Postgres, |c| {
+        c.proxy.change_poll_ms = 3_600_000;
+    })
+    .await;
+    let (owner, org) = app
+        .setup("owner@a.test", crate::helpers::OWNER_PASSWORD)
+        .await;
+    let project = app.create_project(&owner, &org, "P").await;
+    let (id, token) = app.create_key(&owner, &org, &project, &[]).await;
+    assert_eq!(chat_status(&app.url, &token, "mock/echo").await, 200);
+    app.feed_caught_up().await;
+    let mut db = app.sql().await;
+    sqlx::query("UPDATE api_keys SET revoked_at = 1 WHERE id = $1")
+        .bind(&id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::raw_sql(change).execute(&mut db).await.unwrap();
+    sqlx::query("SELECT pg_notify('tollgate_changes', 'test')")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    until_status(&app.url, &token, "mock/echo", 401).await;
+}
+
+/// Entries it never applied were pruned: it reloads everything.
+#[test]
+fn an_instance_behind_the_retention_reloads_everything() {
+    crate::helpers::run(reloads_when(
+        "INSERT INTO change_log (kind, ref_id, created_at) VALUES ('org', 'x', 0), ('org', 'y', 0); \
+         DELETE FROM change_log WHERE seq < (SELECT MAX(seq) FROM change_log)",
+    ));
+}
+
+/// An entry of a kind this version does not know: it reloads everything.
+#[test]
+fn a_change_of_an_unknown_kind_reloads_everything() {
+    crate::helpers::run(reloads_when(
+        "INSERT INTO change_log (kind, ref_id, created_at) VALUES ('from_a_newer_version', 'x', 0)",
+    ));
+}
+
+/// Pruning never deletes the newest entry, however old: a reader that
+/// missed pruned entries must still find one past them.
+#[test]
+fn pruning_keeps_the_newest_entry() {
+    crate::helpers::run(async {
+        let app = crate::helpers::TestApp::spawn(Backend::Postgres).await;
+        let mut db = app.sql().await;
+        sqlx::raw_sql(
+            "INSERT INTO change_log (kind, ref_id, created_at) VALUES ('org', 'a', 0), ('org', 'b', 0)",
+        )
+        .execute(&mut db)
+        .await
+        .unwrap();
+        let pruned = tollgate_app::core::changes::prune(&mut db, i64::MAX)
+            .await
+            .unwrap();
+        let left: Vec<(String,)> = sqlx::query_as("SELECT ref_id FROM change_log")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+        assert_eq!(pruned, 1);
+        assert_eq!(left, vec![("b".to_owned(),)]);
     });
 }

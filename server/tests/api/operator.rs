@@ -2,8 +2,7 @@
 //! that a password never reaches the database in clear nor the server's log.
 
 use crate::helpers::{Backend, TestApp, TestDb, OWNER_PASSWORD};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn tollgate(
     db_url: &str,
@@ -11,23 +10,12 @@ fn tollgate(
     args: &[&str],
     stdin: &str,
 ) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.args(args)
         .env("TOLLGATE_DATABASE_URL", db_url)
         .env("TOLLGATE_DATA_DIR", data_dir)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        .env("RUST_LOG", "warn");
+    let out = crate::helpers::run_with_stdin(cmd, stdin);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -2093,27 +2093,15 @@ both!(forwarded_for_counts_only_from_trusted_proxies);
 /// text parser, and the stricter OpenMetrics one); returns each sample as
 /// `[name, labels, value]`.
 fn parse_scrape(text: &str) -> Vec<(String, std::collections::BTreeMap<String, String>, f64)> {
-    use std::io::Write;
     let script = "import sys, json\n\
         from prometheus_client.parser import text_string_to_metric_families as prom\n\
         from prometheus_client.openmetrics.parser import text_string_to_metric_families as om\n\
         text = sys.stdin.read()\n\
         list(om(text))\n\
         print(json.dumps([[s.name, s.labels, s.value] for f in prom(text) for s in f.samples]))\n";
-    let mut child = std::process::Command::new(crate::sdk::python())
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = std::process::Command::new(crate::sdk::python());
+    cmd.args(["-c", script]);
+    let out = crate::helpers::run_with_stdin(cmd, text);
     assert!(
         out.status.success(),
         "the parsers refused the scrape: {}\n{text}",
@@ -2168,25 +2156,16 @@ async fn metrics_add_up_to_the_ledger(backend: Backend) {
         json!({ "model": "mock/embed", "input": "x" }),
     )
     .await;
-    let refused = [
-        gw.call(&token, "chat/completions", chat_body("openai/gpt-4o", "x"))
-            .await
-            .0,
-        gw.call(&limited, "chat/completions", chat_body("mock/echo", "x"))
-            .await
-            .0,
-        gw.call(&limited, "chat/completions", chat_body("mock/echo", "x"))
-            .await
-            .0,
-        gw.call(&broke, "chat/completions", priced_body()).await.0,
-        gw.call(
-            "sk-tg-unknown",
-            "chat/completions",
-            chat_body("mock/echo", "x"),
-        )
-        .await
-        .0,
-    ];
+    let mut refused = Vec::new();
+    for (key, body) in [
+        (token.as_str(), chat_body("openai/gpt-4o", "x")),
+        (&limited, chat_body("mock/echo", "x")),
+        (&limited, chat_body("mock/echo", "x")),
+        (&broke, priced_body()),
+        ("sk-tg-unknown", chat_body("mock/echo", "x")),
+    ] {
+        refused.push(gw.call(key, "chat/completions", body).await.0);
+    }
     assert_eq!(refused, [403, 200, 429, 402, 401]);
     gw.app.gateway.ledger.flush().await;
 
