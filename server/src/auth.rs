@@ -8,6 +8,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use leptos::server_fn::error::{FromServerFnError, SERVER_FN_ERROR_HEADER};
+use secrecy::ExposeSecret;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tollgate_app::api::{PREFIX, PUBLIC_SERVER_FNS};
@@ -38,8 +39,6 @@ pub enum Public {
 pub const PUBLIC: &[Public] = &[
     Public::Path("/healthz"),
     Public::Path("/readyz"),
-    // Off (404) unless `metrics_token` is set; then it checks that token.
-    Public::Path("/metrics"),
     Public::Path("/api/openapi.json"),
     Public::Under("/pkg/"),
     Public::Pages,
@@ -54,6 +53,9 @@ const SESSION_USER_KEY: &str = "uid";
 /// The `/v1` root, where an API key is needed; the proxy checks the key itself.
 const PROXY_ROOT: &str = "v1";
 
+/// The metrics scrape: the operator's `metrics_token`, or 404 where none is set.
+const METRICS_PATH: &str = "/metrics";
+
 /// What a request needs before it reaches its route.
 #[derive(Debug, PartialEq, Eq)]
 enum Need {
@@ -64,6 +66,8 @@ enum Need {
     ApiKey,
     /// A live provisioning key (machine routes).
     ProvisioningKey,
+    /// The operator's metrics token (`/metrics`).
+    MetricsToken,
     /// No route, under an API root.
     NoRoute,
 }
@@ -135,6 +139,8 @@ impl Gate {
             Need::Session
         } else if root(path) == PROXY_ROOT {
             Need::ApiKey
+        } else if path == METRICS_PATH {
+            Need::MetricsToken
         } else {
             Need::ProvisioningKey
         }
@@ -166,8 +172,26 @@ async fn check(State(gate): State<Gate>, mut req: Request, next: Next) -> Respon
             }
             Err(e) => e.into_response(),
         },
+        Need::MetricsToken => match &gate.state.metrics_token {
+            None => StatusCode::NOT_FOUND.into_response(),
+            Some(t) if bearer(req.headers()).is_some_and(|p| same_secret(p, t.expose_secret())) => {
+                next.run(req).await
+            }
+            Some(_) => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "send the metrics token as 'Authorization: Bearer <token>'",
+            )
+                .into_response(),
+        },
         Need::NoRoute => ApiError::not_found(format!("route '{path}'")).into_response(),
     }
+}
+
+/// Compared as digests: the time taken says nothing about the secret.
+fn same_secret(presented: &str, secret: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(presented.as_bytes()) == Sha256::digest(secret.as_bytes())
 }
 
 /// The session names a user; the server function checks the rest (its

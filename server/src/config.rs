@@ -98,8 +98,7 @@ pub struct ProxyConfig {
     pub ledger_batch: usize,
     pub ledger_flush_ms: u64,
     /// How often the change log is read even without a notification (the
-    /// safety net under PostgreSQL's LISTEN; SQLite's only way to see what
-    /// the CLI wrote).
+    /// safety net under PostgreSQL's LISTEN).
     pub change_poll_ms: u64,
     /// Reverse proxies whose `X-Forwarded-For` is believed (IPs or CIDRs;
     /// `TOLLGATE_TRUSTED_PROXIES`, comma-separated). Empty: none is, and the

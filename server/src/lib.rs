@@ -119,15 +119,11 @@ pub fn router(state: AppState, gateway: Arc<proxy::Gateway>) -> Router {
     let sessioned = with_sessions(sessioned, &state.db, secure, idle);
     // `/v1` and `/metrics` never pass through the session layer or Leptos;
     // the same authentication layer guards them.
-    let scrape = metrics::Scrape {
-        gateway: gateway.clone(),
-        token: state.metrics_token.clone(),
-    };
     let outside = proxy::router(gateway.clone())
         .merge(
             Router::new()
                 .route("/metrics", get(metrics::handler))
-                .with_state(scrape),
+                .with_state(gateway.clone()),
         )
         .merge(
             Router::new()

@@ -2,7 +2,7 @@
 //! organization's settings, catalogue or providers) is published after commit.
 //! Listeners apply it before `publish` returns, so the next request sees it.
 //! The same change is appended to the change log in its own transaction,
-//! from which other instances (and the CLI's writes) reach every proxy.
+//! from which it reaches the proxies of other instances.
 
 use std::future::Future;
 use std::pin::Pin;
