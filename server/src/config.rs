@@ -108,6 +108,23 @@ pub struct ProxyConfig {
         deserialize_with = "nets::deserialize"
     )]
     pub trusted_proxies: Vec<IpNet>,
+    /// Redis for counters shared by every instance (`TOLLGATE_REDIS_URL`,
+    /// e.g. `redis://127.0.0.1:6379/0`). Unset: each process counts alone.
+    /// Redacted in `Debug` (it may hold a password), never serialized.
+    #[serde(skip_serializing)]
+    pub redis_url: Option<SecretString>,
+    /// Every Tollgate key in Redis starts with this and a colon.
+    pub redis_prefix: String,
+    /// One Redis command's bound; past it the request is refused (or, with
+    /// `redis_fail_open`, admitted from this instance's share).
+    pub redis_timeout_ms: u64,
+    /// With Redis unreachable: refuse with 503 (false, the default) or
+    /// admit within this instance's share of every rate and of what the
+    /// ledger says remains of every budget.
+    pub redis_fail_open: bool,
+    /// How long a reservation in Redis holds without its settlement (an
+    /// instance that died mid-request gives it back after this).
+    pub reservation_ttl_ms: u64,
 }
 
 impl Default for ProxyConfig {
@@ -123,6 +140,11 @@ impl Default for ProxyConfig {
             ledger_flush_ms: 1_000,
             change_poll_ms: 2_000,
             trusted_proxies: Vec::new(),
+            redis_url: None,
+            redis_prefix: "tollgate".into(),
+            redis_timeout_ms: 1_000,
+            redis_fail_open: false,
+            reservation_ttl_ms: 15 * 60_000,
         }
     }
 }
@@ -184,8 +206,13 @@ impl Config {
                     .map(|_| "proxy.trusted_proxies".into()),
             )
             .merge(
+                Env::raw()
+                    .only(&["TOLLGATE_REDIS_URL"])
+                    .map(|_| "proxy.redis_url".into()),
+            )
+            .merge(
                 Env::prefixed("TOLLGATE_")
-                    .ignore(&["CONFIG", "TRUSTED_PROXIES"])
+                    .ignore(&["CONFIG", "TRUSTED_PROXIES", "REDIS_URL"])
                     .split("__"),
             );
         fig.extract().map_err(|e| ConfigError::Parse(Box::new(e)))
@@ -344,6 +371,20 @@ mod tests {
             assert!(c.allow_private_networks);
             assert_eq!(c.org_creation, OrgCreation::Operators);
             assert!(c.proxy.trusted_proxies.is_empty());
+            assert!(c.proxy.redis_url.is_none());
+            jail.set_env("TOLLGATE_REDIS_URL", "redis://:pw@127.0.0.1:6379/2");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            let url = c
+                .proxy
+                .redis_url
+                .as_ref()
+                .map(|u| secrecy::ExposeSecret::expose_secret(u).to_owned());
+            assert_eq!(url.as_deref(), Some("redis://:pw@127.0.0.1:6379/2"));
+            assert!(
+                !format!("{c:?}").contains(":pw@"),
+                "the URL's password is redacted"
+            );
+            jail.set_env("TOLLGATE_REDIS_URL", "");
             jail.create_file(
                 "tollgate.toml",
                 "[proxy]\ntrusted_proxies = [\"::1\", \"172.16.0.0/12\"]",

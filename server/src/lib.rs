@@ -269,7 +269,8 @@ async fn readyz(State((db, gw)): State<(Db, Arc<proxy::Gateway>)>) -> impl IntoR
     let read_at = feed.read_at.load(Ordering::Relaxed);
     let age_ms = tollgate_app::core::now_ms().saturating_sub(read_at);
     let stale = read_at == 0 || age_ms > gw.feed_stale_after_ms();
-    let ready = database == "ok" && !stale;
+    let counters = gw.counters();
+    let ready = database == "ok" && !stale && counters.admitting;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -278,7 +279,7 @@ async fn readyz(State((db, gw)): State<(Db, Arc<proxy::Gateway>)>) -> impl IntoR
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not ready" },
         "database": database,
-        "counters": gw.counter_backend(),
+        "counters": counters,
         "change_feed": {
             "state": if stale { "stale" } else { "ok" },
             "applied": applied,

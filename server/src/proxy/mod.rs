@@ -37,6 +37,7 @@ use counters::{Admission, Counters, Headers, LocalCounters, Ticket};
 use error::ProxyError;
 use ledger::Ledger;
 use memory::{Caller, Memory};
+use secrecy::ExposeSecret;
 use upstream::{Call, Clients, Endpoint, Reply, UpstreamError};
 
 pub struct Gateway {
@@ -89,9 +90,25 @@ impl Gateway {
         }
         drop(conn);
         let metrics = Arc::new(Metrics::default());
+        let counters: Arc<dyn Counters> = match config.redis_url.clone() {
+            Some(url) if !url.expose_secret().trim().is_empty() => {
+                let settings = counters::RedisSettings {
+                    url,
+                    prefix: config.redis_prefix.clone(),
+                    timeout: Duration::from_millis(config.redis_timeout_ms),
+                    fail_open: config.redis_fail_open,
+                    reservation_ttl: Duration::from_millis(config.reservation_ttl_ms),
+                    ledger_flush: Duration::from_millis(config.ledger_flush_ms.saturating_add(250)),
+                };
+                counters::RedisCounters::start(settings, state.db.clone(), metrics.clone())
+                    .await
+                    .map_err(|e| sqlx::Error::Configuration(e.into()))?
+            }
+            _ => Arc::new(LocalCounters::new(base, now)),
+        };
         let gw = Arc::new(Gateway {
             memory,
-            counters: Arc::new(LocalCounters::new(base, now)),
+            counters,
             ledger: Ledger::start(
                 state.db.clone(),
                 metrics.clone(),
@@ -139,9 +156,9 @@ impl Gateway {
             .max(30_000)
     }
 
-    /// Which counters admit requests (`local`: this process only).
-    pub fn counter_backend(&self) -> &'static str {
-        "local"
+    /// Which counters admit requests and whether they can now.
+    pub fn counters(&self) -> counters::CounterStatus {
+        self.counters.status()
     }
 
     /// Writes every recorded usage event; call after the server stopped

@@ -563,10 +563,11 @@ impl Drop for Binary {
 
 /// A TCP relay in front of a service (PostgreSQL, Redis) that a test can
 /// pause: while paused it refuses new connections; the ones it carries go on
-/// until either end closes them.
+/// until either end closes them, or until [`Relay::cut`] drops them.
 pub struct Relay {
     pub port: u16,
     paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    carried: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -576,7 +577,8 @@ impl Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let paused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let refuse = paused.clone();
+        let carried = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (refuse, carrying) = (paused.clone(), carried.clone());
         let upstream = upstream.to_owned();
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
@@ -584,25 +586,42 @@ impl Relay {
                     continue;
                 }
                 let upstream = upstream.clone();
-                tokio::spawn(async move {
+                let relay = tokio::spawn(async move {
                     if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
                     }
                 });
+                carrying.lock().unwrap().push(relay.abort_handle());
             }
         });
-        Relay { port, paused, task }
+        Relay {
+            port,
+            paused,
+            carried,
+            task,
+        }
     }
 
     pub fn pause(&self, paused: bool) {
         self.paused
             .store(paused, std::sync::atomic::Ordering::SeqCst);
     }
+
+    /// Pauses and closes every connection carried: the service is gone.
+    pub fn cut(&self) {
+        self.pause(true);
+        for c in self.carried.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
         self.task.abort();
+        for c in self.carried.lock().unwrap().drain(..) {
+            c.abort();
+        }
     }
 }
 

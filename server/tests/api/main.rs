@@ -18,3 +18,4 @@ mod proxy;
 mod proxy_binary;
 mod router_walk;
 mod sdk;
+mod shared_counters;
