@@ -4,10 +4,17 @@
 //! an IP allowlist, the ledger writing to SQLite), and an open-loop load
 //! generator at fixed rates. Latency is measured for the same requests sent
 //! directly and through Tollgate; the difference is what Tollgate adds.
-//! Then the most requests a second each path completes with 64 in flight.
-//! Prints figures; asserts nothing. All three share this machine's cores.
+//! Also one request at a time (c=1), and the most requests a second each
+//! path completes with 16 and 64 in flight. Prints figures; asserts
+//! nothing. All of it shares this machine's cores.
 //!
-//! cargo run --release -p tollgate-server --example proxy_bench -- [seconds per run, default 10]
+//! cargo run --release -p tollgate-server --example proxy_bench -- [seconds per run, default 10] [local|redis|two]
+//!
+//! `local` (the default): one instance on SQLite, counters in process.
+//! `redis`: the same with counters in the machine's Redis (127.0.0.1:6379,
+//! under a prefix of its own, deleted after). `two`: two instances on a
+//! fresh PostgreSQL database (127.0.0.1:5432) sharing counters in Redis;
+//! requests through Tollgate alternate between them.
 
 #![expect(clippy::unwrap_used, clippy::print_stdout, reason = "a bench script")]
 
@@ -80,10 +87,21 @@ fn start_upstream() -> String {
     rx.recv().unwrap()
 }
 
-/// Tollgate on a runtime of its own (2 workers), with a fresh SQLite file.
-fn start_tollgate(dir: &std::path::Path) -> String {
+/// How the instances under test are set up.
+#[derive(Clone)]
+struct Setup {
+    database_url: Option<String>,
+    redis_prefix: Option<String>,
+}
+
+const REDIS: &str = "redis://127.0.0.1:6379/0";
+
+/// Tollgate on a runtime of its own (2 workers), with a fresh SQLite file
+/// unless `setup` names a database.
+fn start_tollgate(dir: &std::path::Path, setup: &Setup) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     let dir = dir.to_path_buf();
+    let setup = setup.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .thread_name("tollgate")
@@ -94,11 +112,17 @@ fn start_tollgate(dir: &std::path::Path) -> String {
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
-            let config = bench_server::config(
+            let mut config = bench_server::config(
                 addr,
-                format!("sqlite://{}", dir.join("bench.db").display()),
+                setup
+                    .database_url
+                    .unwrap_or_else(|| format!("sqlite://{}", dir.join("bench.db").display())),
                 dir.join("data"),
             );
+            if let Some(prefix) = setup.redis_prefix {
+                config.proxy.redis_url = Some(REDIS.into());
+                config.proxy.redis_prefix = prefix;
+            }
             let (state, gateway) = bench_server::state(&config).await;
             tx.send(format!("http://{addr}")).unwrap();
             tollgate_server::serve(
@@ -218,16 +242,34 @@ async fn configure(url: &str, upstream: &str) -> String {
     issued["token"].as_str().unwrap().to_owned()
 }
 
+/// Where requests go: one URL, or several taken in turn.
 #[derive(Clone)]
 struct Target {
-    url: String,
+    urls: Arc<Vec<String>>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
     token: String,
     model: &'static str,
 }
 
+impl Target {
+    fn new(urls: Vec<String>, token: String, model: &'static str) -> Target {
+        Target {
+            urls: Arc::new(urls),
+            next: Arc::default(),
+            token,
+            model,
+        }
+    }
+
+    fn url(&self) -> &str {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.urls[i % self.urls.len()]
+    }
+}
+
 async fn one(http: &reqwest::Client, t: &Target, body: &bytes::Bytes) -> bool {
     let res = http
-        .post(format!("{}/chat/completions", t.url))
+        .post(format!("{}/chat/completions", t.url()))
         .bearer_auth(&t.token)
         .header("content-type", "application/json")
         .body(body.clone())
@@ -286,6 +328,21 @@ async fn fixed_rate(
     (lat, failed)
 }
 
+/// One request at a time for `secs`: latencies in microseconds.
+async fn serial(http: &reqwest::Client, t: &Target, stream: bool, secs: u64) -> Vec<u64> {
+    let body = body(t.model, stream);
+    let until = Instant::now() + Duration::from_secs(secs);
+    let mut lat = Vec::new();
+    while Instant::now() < until {
+        let began = Instant::now();
+        if one(http, t, &body).await {
+            lat.push(u64::try_from(began.elapsed().as_micros()).unwrap());
+        }
+    }
+    lat.sort_unstable();
+    lat
+}
+
 /// Closed loop: `workers` in flight for `secs`; completed requests a second.
 async fn max_rps(
     http: &reqwest::Client,
@@ -338,11 +395,67 @@ fn machine() -> String {
     format!("{cores} cores, {model}")
 }
 
+/// A fresh PostgreSQL database for the `two` setup.
+async fn fresh_pg() -> String {
+    use sqlx::Connection;
+    let name = format!("tollgate_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+/// Deletes the bench's keys from Redis (its prefix only).
+fn clean_redis(prefix: &str) {
+    let mut conn = redis::Client::open(REDIS)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut conn)
+        .unwrap();
+    if !keys.is_empty() {
+        redis::cmd("DEL").arg(&keys).query::<()>(&mut conn).unwrap();
+    }
+}
+
 fn main() {
     let secs: u64 = std::env::args().nth(1).map_or(10, |s| s.parse().unwrap());
+    let which = std::env::args().nth(2).unwrap_or_else(|| "local".into());
     let dir = tempfile::tempdir().unwrap();
     let upstream = start_upstream();
-    let tollgate = start_tollgate(dir.path());
+    let prefix = format!("tollgate-bench-{}", uuid::Uuid::new_v4().simple());
+    let setup = match which.as_str() {
+        "local" => Setup {
+            database_url: None,
+            redis_prefix: None,
+        },
+        "redis" => Setup {
+            database_url: None,
+            redis_prefix: Some(prefix.clone()),
+        },
+        "two" => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            Setup {
+                database_url: Some(rt.block_on(fresh_pg())),
+                redis_prefix: Some(prefix.clone()),
+            }
+        }
+        other => panic!("setup {other}: one of local, redis, two"),
+    };
+    let instances = if which == "two" { 2 } else { 1 };
+    let shared = which != "local";
+    let tollgates: Vec<String> = (0..instances)
+        .map(|i| start_tollgate(&dir.path().join(i.to_string()), &setup))
+        .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .thread_name("loadgen")
         .worker_threads(2)
@@ -350,47 +463,66 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let token = configure(&tollgate, &upstream).await;
-        let direct = Target { url: upstream.clone(), token: "unused".into(), model: "up" };
-        let through = Target { url: format!("{tollgate}/v1"), token, model: "bench/fast" };
+        let token = configure(&tollgates[0], &upstream).await;
+        let direct = Target::new(vec![upstream.clone()], "unused".into(), "up");
+        let through = Target::new(
+            tollgates.iter().map(|t| format!("{t}/v1")).collect(),
+            token,
+            "bench/fast",
+        );
         let http = reqwest::Client::builder().pool_max_idle_per_host(1024).tcp_nodelay(true).build().unwrap();
+        // Every instance knows the key (the change feed) before the run.
+        let probe = body(through.model, false);
+        while !(one(&http, &through, &probe).await && one(&http, &through, &probe).await) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         // Warm up both paths (connections, tokenizer, caches).
         for t in [&direct, &through] {
             for stream in [false, true] {
                 let (_, failed) = fixed_rate(&http, t, stream, 500, 2).await;
-                assert_eq!(failed, 0, "warm-up failed against {}", t.url);
+                assert_eq!(failed, 0, "warm-up failed against {:?}", t.urls);
             }
         }
-        println!("machine: {}; {secs} s per run; load generator, Tollgate and upstream share it", machine());
+        println!("machine: {}; {secs} s per run; setup {which} ({instances} instance(s)); load generator, Tollgate and upstream share it", machine());
         println!();
-        println!("| rate | mode | direct p50 / p99 (ms) | through Tollgate p50 / p99 (ms) | added p50 / p99 (ms) | through p99.9 / max (ms) | failed |");
+        println!("| load | mode | direct p50 / p99 (ms) | through Tollgate p50 / p99 (ms) | added p50 / p99 (ms) | through p99.9 / max (ms) | failed |");
         println!("|---|---|---|---|---|---|---|");
-        for rate in [1000_u64, 5000] {
-            for stream in [false, true] {
-                let (d, df) = fixed_rate(&http, &direct, stream, rate, secs).await;
-                let (g, gf) = fixed_rate(&http, &through, stream, rate, secs).await;
-                println!(
-                    "| {rate}/s | {} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:.2} / {:.2} | {} |",
-                    if stream { "stream" } else { "plain" },
-                    pct(&d, 0.5),
-                    pct(&d, 0.99),
-                    pct(&g, 0.5),
-                    pct(&g, 0.99),
-                    pct(&g, 0.5) - pct(&d, 0.5),
-                    pct(&g, 0.99) - pct(&d, 0.99),
-                    pct(&g, 0.999),
-                    pct(&g, 1.0),
-                    df + gf,
-                );
-            }
+        let row = |load: &str, stream: bool, d: &[u64], g: &[u64], failed: usize| {
+            println!(
+                "| {load} | {} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:.2} / {:.2} | {failed} |",
+                if stream { "stream" } else { "plain" },
+                pct(d, 0.5),
+                pct(d, 0.99),
+                pct(g, 0.5),
+                pct(g, 0.99),
+                pct(g, 0.5) - pct(d, 0.5),
+                pct(g, 0.99) - pct(d, 0.99),
+                pct(g, 0.999),
+                pct(g, 1.0),
+            );
+        };
+        for stream in [false, true] {
+            let d = serial(&http, &direct, stream, secs).await;
+            let g = serial(&http, &through, stream, secs).await;
+            row("c=1", stream, &d, &g, 0);
+        }
+        for stream in [false, true] {
+            let (d, df) = fixed_rate(&http, &direct, stream, 1000, secs).await;
+            let (g, gf) = fixed_rate(&http, &through, stream, 1000, secs).await;
+            row("1000/s", stream, &d, &g, df + gf);
         }
         println!();
-        println!("| mode | most requests/s direct | most requests/s through Tollgate |");
-        println!("|---|---|---|");
-        for stream in [false, true] {
-            let d = max_rps(&http, &direct, stream, 64, secs).await;
-            let g = max_rps(&http, &through, stream, 64, secs).await;
-            println!("| {} | {d:.0} | {g:.0} |", if stream { "stream" } else { "plain" });
+        println!("| mode | in flight | most requests/s direct | most requests/s through Tollgate | through / direct |");
+        println!("|---|---|---|---|---|");
+        for workers in [16, 64] {
+            for stream in [false, true] {
+                let d = max_rps(&http, &direct, stream, workers, secs).await;
+                let g = max_rps(&http, &through, stream, workers, secs).await;
+                println!("| {} | {workers} | {d:.0} | {g:.0} | {:.3} |", if stream { "stream" } else { "plain" }, g / d);
+            }
         }
     });
+    if shared {
+        clean_redis(&prefix);
+    }
 }
