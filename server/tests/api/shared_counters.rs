@@ -53,10 +53,14 @@ struct Pair {
 
 /// Both instances share counters in Redis through a relay the test can cut.
 async fn pair(extra: &[(&str, &str)]) -> Pair {
+    pair_on(REDIS, extra).await
+}
+
+async fn pair_on(redis: &str, extra: &[(&str, &str)]) -> Pair {
     sqlx::any::install_default_drivers();
     let db = TestDb::new(Backend::Postgres).await;
     let prefix = Prefix::new();
-    let relay = Relay::start(REDIS).await;
+    let relay = Relay::start(redis).await;
     let url = format!("redis://127.0.0.1:{}/0", relay.port);
     let mut env = vec![
         ("TOLLGATE_REDIS_URL", url.as_str()),
@@ -469,5 +473,122 @@ fn fail_open_admits_each_instance_its_share() {
         assert!(statuses.get(&402).copied().unwrap_or(0) > 0, "{statuses:?}");
         assert_eq!(after.0, 402, "{:?}", after.1);
         assert!(spent <= 20_000, "{spent}");
+    });
+}
+
+/// A `redis-server` of the test's own, on a free port, with its snapshot
+/// file in a directory of its own.
+struct OwnRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = OwnRedis {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        r.run();
+        r
+    }
+
+    fn run(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server (Debian's package) is needed: {e}"));
+        self.child = Some(child);
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", self.port)).unwrap();
+        for _ in 0..200 {
+            if let Ok(mut c) = client.get_connection() {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    fn cli(&self, args: &[&str]) {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/0", self.port)).unwrap();
+        let mut c = client.get_connection().unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        let _ = cmd.query::<redis::Value>(&mut c);
+    }
+
+    /// Stops without saving and starts again on the same port and
+    /// directory: Redis comes back with its last snapshot.
+    fn restart(&mut self) {
+        self.cli(&["SHUTDOWN", "NOSAVE"]);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+        self.run();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Redis restarted from a snapshot older than the spend since: the
+/// instances notice the new server and rebuild from the ledger instead of
+/// trusting the stale counters, so the budget still holds.
+#[test]
+fn a_redis_restarted_from_an_old_snapshot_is_rebuilt() {
+    crate::helpers::run(async {
+        let mut redis = OwnRedis::start();
+        let mut p = pair_on(&format!("127.0.0.1:{}", redis.port), &[]).await;
+        paid_project(&p.owner, &[]).await;
+        let (_, token) = p
+            .owner
+            .key(&[("max_budget", "0.02"), ("budget_reset", "never")])
+            .await;
+        until(&p.b.url, &token, 200).await;
+        redis.cli(&["SAVE"]);
+        // Spent after the snapshot: 40 requests, about 4000 micro-USD.
+        let mut after_snapshot = 0;
+        for i in 0..40 {
+            let url = if i % 2 == 0 { &p.a.url } else { &p.b.url };
+            after_snapshot += i32::from(chat(url, &token, 16).await.0 == 200);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        redis.restart();
+        let started = Instant::now();
+        for url in [&p.a.url, &p.b.url] {
+            until(url, &token, 200).await;
+        }
+        eprintln!(
+            "Redis restarted from a snapshot {after_snapshot} requests old: both admit again after {:?}",
+            started.elapsed()
+        );
+        let urls = [p.a.url.clone(), p.b.url.clone()];
+        let then = exhaust(&urls, &token).await;
+        let (events, spent) = ledger(&mut p).await;
+        eprintln!(
+            "after the restart {then} more; ledger {events} admitted, {spent} micro-USD of 20000"
+        );
+        assert!((18_000..=20_000).contains(&spent), "{spent}");
     });
 }

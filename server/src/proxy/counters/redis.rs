@@ -85,6 +85,8 @@ end
 /// ARGV: rpm k, rpm p, tpm k, tpm p, tokens, cost, budget k, budget p,
 /// budget o, field k, field p, field o, day end, week end, month end,
 /// credits (-1: not prepaid), ticket, lease ms. A limit of -1 is none.
+/// Every admission leaves a lease at all three levels (its settlement
+/// knows by it whether it reserved).
 const ADMIT: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {5} end
 local t = redis.call('TIME')
@@ -128,53 +130,83 @@ if credits >= 0 then
 end
 for i = 1, 2 do
   if tats[i] then
-    redis.call('SET', KEYS[1 + i], tostring(tats[i]), 'PX', math.ceil(tats[i] - now) + 1000)
+    redis.call('SET', KEYS[1 + i], string.format('%.17g', tats[i]), 'PX', math.ceil(tats[i] - now) + 1000)
   end
   if tonumber(ARGV[2 + i]) >= 0 then
     redis.call('INCRBY', KEYS[3 + i], int(tokens))
     redis.call('PEXPIRE', KEYS[3 + i], 120000)
   end
 end
-if cost > 0 then
-  local member = ARGV[17] .. ':' .. int(cost)
-  for i = 1, 3 do
-    redis.call('HINCRBY', KEYS[5 + i], 'r', int(cost))
-    redis.call('ZADD', KEYS[8 + i], now + tonumber(ARGV[18]), member)
-  end
+local member = ARGV[17] .. ':' .. int(cost)
+for i = 1, 3 do
+  if cost > 0 then redis.call('HINCRBY', KEYS[5 + i], 'r', int(cost)) end
+  redis.call('ZADD', KEYS[8 + i], now + tonumber(ARGV[18]), member)
 end
 return {0, rpm[1], rpm[2], tpm[1], tpm[2]}
 "#;
 
 /// KEYS: epoch, tpm k, tpm p, acct k, acct p, acct o, lease k, lease p,
-/// lease o. ARGV: reserved tokens, used tokens, reserved cost, used cost,
-/// day end, week end, month end, ticket. Nothing happens once the
-/// counters are lost (the rebuild reads the ledger, which has it).
+/// lease o, settled. ARGV: reserved tokens, used tokens, reserved cost,
+/// used cost, the ends of the day, week and month the request was
+/// admitted in, ticket, how long `settled` is kept (ms).
+/// Returns 0 when the counters are lost (the settlement waits for the
+/// rebuild), else 1. Once per ticket: a repeat finds `settled`. What was
+/// used counts in the periods it was admitted in, if they are current.
 const SETTLE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if not redis.call('SET', KEYS[10], 1, 'NX', 'PX', ARGV[9]) then return 1 end
+local member = ARGV[8] .. ':' .. ARGV[3]
+local held = redis.call('ZREM', KEYS[7], member) == 1
 local back = tonumber(ARGV[2]) - tonumber(ARGV[1])
 for i = 1, 2 do
-  if back ~= 0 and redis.call('EXISTS', KEYS[1 + i]) == 1 then
+  if held and back ~= 0 and redis.call('EXISTS', KEYS[1 + i]) == 1 then
     local v = math.max(num(redis.call('GET', KEYS[1 + i])) + back, 0)
     redis.call('SET', KEYS[1 + i], int(v), 'KEEPTTL')
   end
 end
-local member = ARGV[8] .. ':' .. ARGV[3]
 local used = tonumber(ARGV[4])
 for i = 1, 3 do
-  roll(KEYS[3 + i], ARGV[5], ARGV[6], ARGV[7])
-  if redis.call('ZREM', KEYS[6 + i], member) == 1 then
-    local r = num(redis.call('HGET', KEYS[3 + i], 'r')) - tonumber(ARGV[3])
-    redis.call('HSET', KEYS[3 + i], 'r', int(math.max(r, 0)))
+  local acct = KEYS[3 + i]
+  roll(acct, ARGV[5], ARGV[6], ARGV[7])
+  local released = held
+  if i > 1 then released = redis.call('ZREM', KEYS[6 + i], member) == 1 end
+  if released and tonumber(ARGV[3]) > 0 then
+    local r = num(redis.call('HGET', acct, 'r')) - tonumber(ARGV[3])
+    redis.call('HSET', acct, 'r', int(math.max(r, 0)))
   end
   if used > 0 then
-    for _, f in ipairs({'d', 'w', 'm', 't'}) do redis.call('HINCRBY', KEYS[3 + i], f, int(used)) end
+    local ends = redis.call('HMGET', acct, 'de', 'we', 'me')
+    for j, f in ipairs({'d', 'w', 'm'}) do
+      if num(ends[j]) == tonumber(ARGV[4 + j]) then redis.call('HINCRBY', acct, f, int(used)) end
+    end
+    redis.call('HINCRBY', acct, 't', int(used))
   end
 end
 return 1
 "#;
 
+/// KEYS: epoch, instances. ARGV: this instance. Marks it alive on Redis's
+/// clock and returns the epoch (`run_id:read_at`, empty if none), the
+/// running server's run id and the instances alive in the last 15 s.
+const HEARTBEAT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 15000)
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
+return {redis.call('GET', KEYS[1]) or '', run, redis.call('ZCARD', KEYS[2])}
+"#;
+
+/// KEYS: lock. ARGV: holder. Deletes the lock only if it is still ours.
+const UNLOCK: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
 static ADMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&[PRELUDE, ADMIT].concat()));
 static SETTLE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&[PRELUDE, SETTLE].concat()));
+static HEARTBEAT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(HEARTBEAT));
+static UNLOCK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(UNLOCK));
 
 const UP: u8 = 0;
 const DOWN: u8 = 1;
@@ -182,6 +214,10 @@ const REBUILDING: u8 = 2;
 
 /// Settlements waiting for Redis to come back, at most this many.
 const PENDING_MAX: usize = 100_000;
+/// How long Redis remembers a settled ticket (so a repeat does nothing).
+const SETTLED_FOR: Duration = Duration::from_secs(300);
+/// How long one instance may hold the rebuild.
+const REBUILD_LOCK: Duration = Duration::from_secs(120);
 
 pub struct RedisCounters {
     conn: ConnectionManager,
@@ -199,7 +235,17 @@ pub struct RedisCounters {
     fallback: RwLock<Option<Arc<LocalCounters>>>,
     making_fallback: AtomicBool,
     /// Settlements (and a fallback's spend) Redis has not taken yet.
-    pending: Mutex<VecDeque<(Ticket, i64, i64, i64)>>,
+    pending: Mutex<VecDeque<Pending>>,
+    /// Whether Redis ever answered this instance (its share is known).
+    seen: AtomicBool,
+}
+
+/// A settlement: what the ticket used, and when.
+struct Pending {
+    ticket: Ticket,
+    tokens: i64,
+    cost: i64,
+    settled_at: i64,
 }
 
 fn code(level: Level) -> char {
@@ -267,6 +313,16 @@ impl RedisCounters {
         db: Db,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<RedisCounters>, String> {
+        let p = &settings.prefix;
+        if p.is_empty()
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "redis_prefix {p:?}: use letters, digits, '-', '_' and '.' only (it names Tollgate's keys, and patterns match them)"
+            ));
+        }
         let client = redis::Client::open(settings.url.expose_secret())
             .map_err(|e| format!("redis_url is not a Redis URL: {}", e.category()))?;
         let config = ConnectionManagerConfig::new()
@@ -288,6 +344,7 @@ impl RedisCounters {
             fallback: RwLock::new(None),
             making_fallback: AtomicBool::new(false),
             pending: Mutex::new(VecDeque::new()),
+            seen: AtomicBool::new(false),
         });
         counters.tick().await;
         if counters.state.load(Ordering::Relaxed) == DOWN {
@@ -370,26 +427,21 @@ impl RedisCounters {
     }
 
     /// Every half second: whether Redis answers and still holds the
-    /// counters, this instance's heartbeat, the settlements it missed, and
-    /// the fallback's spend once it is back.
+    /// counters of the server now running (a restart, even one that
+    /// restored a snapshot, rebuilds them), this instance's heartbeat, and
+    /// the settlements Redis missed, handed over before admitting again.
     async fn tick(&self) {
-        let now = tollgate_app::core::now_ms();
-        let epoch = self.key(format_args!("epoch"));
-        let members = self.key(format_args!("instances"));
-        let mut pipe = redis::pipe();
-        pipe.exists(&epoch)
-            .zadd(&members, &self.instance, now)
-            .ignore()
-            .zrembyscore(&members, "-inf", now.saturating_sub(15_000))
-            .ignore()
-            .zcard(&members);
+        let mut inv = HEARTBEAT_SCRIPT.prepare_invoke();
+        inv.key(self.key(format_args!("epoch")))
+            .key(self.key(format_args!("instances")))
+            .arg(&self.instance);
         let mut conn = self.conn.clone();
-        let answer: Result<(bool, u32), _> =
-            match tokio::time::timeout(self.settings.timeout, pipe.query_async(&mut conn)).await {
+        let answer: Result<(String, String, u32), String> =
+            match tokio::time::timeout(self.settings.timeout, inv.invoke_async(&mut conn)).await {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(_) => Err("timed out".to_owned()),
             };
-        let (held, instances) = match answer {
+        let (epoch, run_id, instances) = match answer {
             Ok(a) => a,
             Err(why) => {
                 self.failed(&why);
@@ -400,20 +452,30 @@ impl RedisCounters {
             }
         };
         self.instances.store(instances.max(1), Ordering::Relaxed);
-        if !held {
+        self.seen.store(true, Ordering::Relaxed);
+        let Some(read_at) = epoch
+            .split_once(':')
+            .filter(|(run, _)| *run == run_id)
+            .and_then(|(_, at)| at.parse::<i64>().ok())
+        else {
             self.state.store(REBUILDING, Ordering::Relaxed);
-            self.rebuild().await;
+            self.rebuild(&run_id).await;
             return;
+        };
+        if self.state.load(Ordering::Relaxed) != UP {
+            if !self.hand_over(read_at).await {
+                return;
+            }
+            self.state.store(UP, Ordering::Relaxed);
+            tracing::info!("the counter backend (Redis) holds the counters and answers");
+        } else {
+            self.hand_over(read_at).await;
         }
-        if self.state.swap(UP, Ordering::Relaxed) != UP {
-            tracing::info!("the counter backend (Redis) answers again");
-        }
-        self.hand_over().await;
     }
 
     /// Builds the counters from the ledger: one instance does it (a lock
     /// in Redis), the others refuse requests until it is done.
-    async fn rebuild(&self) {
+    async fn rebuild(&self, run_id: &str) {
         if self.rebuilding.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -425,25 +487,30 @@ impl RedisCounters {
                     .arg(&self.instance)
                     .arg("NX")
                     .arg("PX")
-                    .arg(120_000),
+                    .arg(REBUILD_LOCK.as_millis() as u64),
             )
             .await;
         if let Ok(Some(_)) = won {
-            match self.seed().await {
-                Ok(accounts) => {
+            // Bounded well inside the lock, so no second rebuild can start
+            // while this one still writes.
+            match tokio::time::timeout(REBUILD_LOCK / 2, self.seed(run_id)).await {
+                Ok(Ok(accounts)) => {
                     tracing::warn!(accounts, "counters rebuilt in Redis from the usage ledger")
                 }
-                Err(e) => tracing::error!(error = %e, "rebuilding the counters failed"),
+                Ok(Err(e)) => tracing::error!(error = %e, "rebuilding the counters failed"),
+                Err(_) => tracing::error!("rebuilding the counters timed out"),
             }
-            let _: Result<(), ()> = self.cmd(redis::cmd("DEL").arg(&lock)).await;
+            let mut inv = UNLOCK_SCRIPT.prepare_invoke();
+            inv.key(&lock).arg(&self.instance);
+            let _ = self.run::<i64>(inv).await;
         }
         self.rebuilding.store(false, Ordering::SeqCst);
     }
 
-    async fn seed(&self) -> Result<usize, String> {
-        // What instances metered before the loss reaches the ledger within
-        // a flush interval; settlements after it are skipped (they are in
-        // the ledger too, read below).
+    async fn seed(&self, run_id: &str) -> Result<usize, String> {
+        // What instances settled before the loss reaches the ledger within
+        // a flush interval. Settlements after it wait in their instance
+        // and are replayed unless the ledger read below has them.
         tokio::time::sleep(self.settings.ledger_flush).await;
         let now = tollgate_app::core::now_ms();
         let mut conn = self.db.pool.acquire().await.map_err(|e| e.to_string())?;
@@ -458,8 +525,8 @@ impl RedisCounters {
         }
         drop(conn);
         let mut redis = self.conn.clone();
-        // What remains of the old counters (if only the epoch went) is
-        // replaced whole: reservations and spend both.
+        // What remains of the old counters (a snapshot restored, or only
+        // the epoch gone) is replaced whole: reservations and spend both.
         for pattern in ["acct", "lease"] {
             let matching = self.key(format_args!("{pattern}:*"));
             let mut cursor: u64 = 0;
@@ -511,7 +578,7 @@ impl RedisCounters {
         let epoch = self.key(format_args!("epoch"));
         redis::cmd("SET")
             .arg(&epoch)
-            .arg(now)
+            .arg(format!("{run_id}:{now}"))
             .query_async::<()>(&mut redis)
             .await
             .map_err(|e| e.to_string())?;
@@ -520,14 +587,18 @@ impl RedisCounters {
 
     /// Fail-open: this instance's counters for the outage, holding its
     /// share (one of the instances last seen) of every rate and of what
-    /// the ledger says remains of every budget.
+    /// the ledger says remains of every budget. None for an instance that
+    /// never reached Redis: it cannot know its share.
     fn make_fallback(&self) {
         let has = self
             .fallback
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .is_some();
-        if has || self.making_fallback.swap(true, Ordering::SeqCst) {
+        if has
+            || !self.seen.load(Ordering::Relaxed)
+            || self.making_fallback.swap(true, Ordering::SeqCst)
+        {
             return;
         }
         let Some(me) = self.me.upgrade() else { return };
@@ -562,18 +633,42 @@ impl RedisCounters {
         });
     }
 
-    fn keep(&self, entry: (Ticket, i64, i64, i64)) {
+    /// Keeps a settlement for Redis to take later; the oldest is dropped
+    /// (and counted as a backend error) past [`PENDING_MAX`].
+    fn keep(&self, entry: Pending) {
         let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if p.len() >= PENDING_MAX {
             p.pop_front();
             self.metrics.counter_error();
+            tracing::error!("a settlement waiting for Redis was dropped: too many wait");
         }
         p.push_back(entry);
     }
 
-    /// Redis is back: the settlements it missed (the fallback's among
-    /// them) go to it, then the fallback is dropped.
-    async fn hand_over(&self) {
+    /// Hands Redis the settlements it missed (the fallback's among them),
+    /// except those settled long enough before the counters were rebuilt
+    /// (`read_at`) for the ledger read to hold them; then drops the
+    /// fallback. Whether everything was handed over.
+    async fn hand_over(&self, read_at: i64) -> bool {
+        let flush = i64::try_from(self.settings.ledger_flush.as_millis()).unwrap_or(i64::MAX);
+        loop {
+            let next = self
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_front();
+            let Some(entry) = next else { break };
+            if entry.settled_at.saturating_add(flush) < read_at {
+                continue;
+            }
+            if self.send_settle(&entry).await != Ok(true) {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push_front(entry);
+                return false;
+            }
+        }
         let fallback = self
             .fallback
             .write()
@@ -582,28 +677,13 @@ impl RedisCounters {
         if fallback.is_some() {
             tracing::info!("Redis is back: the fallback's spend is handed over");
         }
-        loop {
-            let next = self
-                .pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop_front();
-            let Some(entry) = next else { return };
-            if self.send_settle(&entry).await.is_err() {
-                self.pending
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push_front(entry);
-                return;
-            }
-        }
+        true
     }
 
-    async fn send_settle(
-        &self,
-        (t, tokens, cost, now): &(Ticket, i64, i64, i64),
-    ) -> Result<(), ()> {
-        let [de, we, me] = period_ends(*now);
+    /// `Ok(false)`: Redis lost the counters (kept for after the rebuild).
+    async fn send_settle(&self, p: &Pending) -> Result<bool, ()> {
+        let t = &p.ticket;
+        let [de, we, me] = period_ends(t.minute.saturating_mul(60_000));
         let mut inv = SETTLE_SCRIPT.prepare_invoke();
         inv.key(self.key(format_args!("epoch")))
             .key(self.key(format_args!("tpm:k:{}:{}", t.key_id, t.minute)))
@@ -614,15 +694,27 @@ impl RedisCounters {
         for k in self.account_keys("lease", t) {
             inv.key(k);
         }
-        inv.arg(t.tokens)
-            .arg(bounded(*tokens))
+        inv.key(self.key(format_args!("settled:{}", t.id)))
+            .arg(t.tokens)
+            .arg(bounded(p.tokens))
             .arg(t.cost)
-            .arg(bounded(*cost))
+            .arg(bounded(p.cost))
             .arg(de)
             .arg(we)
             .arg(me)
-            .arg(&t.id);
-        self.run::<i64>(inv).await.map(|_| ())
+            .arg(&t.id)
+            .arg(SETTLED_FOR.as_millis() as u64);
+        self.run::<i64>(inv).await.map(|v| v == 1)
+    }
+
+    /// Settles now, or keeps it for later.
+    fn settle_later(&self, p: Pending) {
+        let Some(me) = self.me.upgrade() else { return };
+        tokio::spawn(async move {
+            if me.send_settle(&p).await != Ok(true) {
+                me.keep(p);
+            }
+        });
     }
 
     fn fallback(&self) -> Option<Arc<LocalCounters>> {
@@ -632,9 +724,9 @@ impl RedisCounters {
             .clone()
     }
 
-    /// Refused or, fail-open, admitted by the fallback.
+    /// Refused or, fail-open and Redis down, admitted by the fallback.
     fn without_redis(&self, a: Admission<'_>) -> Result<(Ticket, Headers), ProxyError> {
-        if !self.settings.fail_open {
+        if !self.settings.fail_open || self.state.load(Ordering::Relaxed) != DOWN {
             return Err(unreachable());
         }
         match self.fallback() {
@@ -695,6 +787,15 @@ impl RedisCounters {
             .arg(&ticket.id)
             .arg(i64::try_from(self.settings.reservation_ttl.as_millis()).unwrap_or(i64::MAX));
         let Ok(v) = self.run::<Vec<i64>>(inv).await else {
+            // The script may have run (an answer lost or late): give back
+            // whatever it reserved; a release that finds no lease does
+            // nothing.
+            self.settle_later(Pending {
+                ticket,
+                tokens: 0,
+                cost: 0,
+                settled_at: a.now,
+            });
             return self.without_redis(a);
         };
         let at = |i: usize| v.get(i).copied().unwrap_or(-1);
@@ -733,10 +834,8 @@ impl RedisCounters {
                 cost,
             )),
             _ => {
+                // The next heartbeat (within half a second) rebuilds.
                 self.state.store(REBUILDING, Ordering::Relaxed);
-                if let Some(me) = self.me.upgrade() {
-                    tokio::spawn(async move { me.rebuild().await });
-                }
                 Err(rebuilding())
             }
         }
@@ -756,19 +855,24 @@ impl Counters for RedisCounters {
             if let Some(local) = self.fallback() {
                 local.settle(ticket.clone(), tokens, cost, now);
             }
-            // Redis gets the spend once it is back, as a settlement that
-            // reserved nothing there.
+            // Redis gets the spend once it is back, as a settlement of its
+            // own that reserved nothing there.
             let mut t = ticket;
-            (t.tokens, t.cost, t.id) = (tokens, 0, String::new());
-            self.keep((t, tokens, cost, now));
+            (t.tokens, t.cost) = (tokens, 0);
+            t.id = uuid::Uuid::new_v4().simple().to_string();
+            self.keep(Pending {
+                ticket: t,
+                tokens,
+                cost,
+                settled_at: now,
+            });
             return;
         }
-        let Some(me) = self.me.upgrade() else { return };
-        tokio::spawn(async move {
-            let entry = (ticket, tokens, cost, now);
-            if me.send_settle(&entry).await.is_err() {
-                me.keep(entry);
-            }
+        self.settle_later(Pending {
+            ticket,
+            tokens,
+            cost,
+            settled_at: now,
         });
     }
 
