@@ -6,6 +6,7 @@
 //! organization, and reserves tokens and worst-case cost at all of them at
 //! once or at none; settling swaps the reservation for the actual.
 
+mod grants;
 mod local;
 mod redis;
 
@@ -40,8 +41,10 @@ pub struct Ticket {
     tokens: i64,
     cost: i64,
     minute: i64,
-    /// Names the reservation in a shared backend (empty in-process).
+    /// The lease its reservation is part of in a shared backend (empty
+    /// in-process), and the grant it was admitted from.
     id: String,
+    gen: u64,
     /// Admitted by the in-process fallback while Redis was unreachable.
     fallback: bool,
 }
@@ -257,6 +260,7 @@ impl Ticket {
             cost,
             minute: now.div_euclid(60_000),
             id: String::new(),
+            gen: 0,
             fallback: false,
         }
     }

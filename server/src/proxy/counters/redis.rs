@@ -31,6 +31,7 @@ use tollgate_app::core::db::Db;
 use tollgate_app::core::limits::ResetInterval;
 use tollgate_app::core::usage::{self, Level};
 
+use super::grants::{Flush, Granted, Grants, Need, Terms};
 use super::{
     bounded, budget_refused, credits_refused, h, rate_headers, rpm_refused, tpm_refused, Admission,
     CounterStatus, Counters, Headers, Limits, LocalCounters, Ticket,
@@ -56,7 +57,8 @@ pub struct RedisSettings {
     pub ledger_flush: Duration,
 }
 
-/// Rolls an account's periods forward and expires its lapsed leases.
+/// Rolls an account's periods forward, and gives back the leases that
+/// lapsed (their instance stopped renewing them).
 const PRELUDE: &str = r#"
 local function num(v) return tonumber(v) or 0 end
 local function int(x) return string.format('%d', x) end
@@ -69,119 +71,159 @@ local function roll(acct, de, we, me)
     end
   end
 end
-local function expire(acct, lease, now)
+local function expire(acct, lease, amounts, now)
   local old = redis.call('ZRANGEBYSCORE', lease, '-inf', now)
   if #old > 0 then
     local sum = 0
-    for _, m in ipairs(old) do sum = sum + num(string.match(m, ':(%d+)$')) end
+    for _, m in ipairs(old) do
+      sum = sum + num(redis.call('HGET', amounts, m))
+      redis.call('HDEL', amounts, m)
+    end
     redis.call('ZREMRANGEBYSCORE', lease, '-inf', now)
     redis.call('HSET', acct, 'r', int(math.max(num(redis.call('HGET', acct, 'r')) - sum, 0)))
   end
 end
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
 "#;
 
+/// Grants an instance permits, tokens and money for one key (with its
+/// project and organization), its request's need at least, or refuses
+/// without granting anything.
 /// KEYS: epoch, rpm k, rpm p, tpm k, tpm p, acct k, acct p, acct o,
-/// lease k, lease p, lease o.
-/// ARGV: rpm k, rpm p, tpm k, tpm p, tokens, cost, budget k, budget p,
-/// budget o, field k, field p, field o, day end, week end, month end,
-/// credits (-1: not prepaid), ticket, lease ms. A limit of -1 is none.
-/// Every admission leaves a lease at all three levels (its settlement
-/// knows by it whether it reserved).
-const ADMIT: &str = r#"
+/// lease k, lease p, lease o, amounts k, amounts p, amounts o.
+/// ARGV: rpm k, rpm p, permits wanted k, permits wanted p, tpm k, tpm p,
+/// tokens needed, tokens wanted, budget k, budget p, budget o, field k,
+/// field p, field o, credits, money needed, money wanted, day end, week
+/// end, month end, lease, lease ms, divisor. A limit of -1 is none; no
+/// grant takes more than 1/divisor of what remains (past the need).
+/// Returns {0, permits k, permits p, tokens k, tokens p, money, requests
+/// left, tokens left}, or a refusal: {1, level, limit, wait ms} (RPM),
+/// {2, level, limit, left} (TPM), {3, level, limit, spent, reserved},
+/// {4, balance, reserved} (credits), {5} (the counters are lost).
+const GRANT: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return {5} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local tats, rpm, tpm = {}, {-1, -1}, {-1, -1}
+local now = clock()
+local div = math.max(tonumber(ARGV[23]), 1)
+local function share(need, want, avail)
+  return math.max(need, math.min(want, math.floor(avail / div)))
+end
+local permits, tats, rpm_left = {0, 0}, {}, -1
 for i = 1, 2 do
   local limit = tonumber(ARGV[i])
   if limit >= 0 then
     local step = 60000 / math.max(limit, 1)
     local tat = math.max(tonumber(redis.call('GET', KEYS[1 + i])) or now, now)
-    local new = tat + step
-    if new - 60000 > now then return {1, i, limit, math.ceil(new - 60000 - now)} end
-    tats[i] = new
-    if rpm[1] < 0 then rpm = {limit, math.floor((now + 60000 - new) / step)} end
+    local avail = math.floor((now + 60000 - tat) / step)
+    if avail < 1 then return {1, i, limit, math.ceil(tat + step - 60000 - now)} end
+    permits[i] = share(1, tonumber(ARGV[2 + i]), avail)
+    tats[i] = tat + permits[i] * step
+    if rpm_left < 0 then rpm_left = avail - permits[i] end
   end
 end
-local tokens, cost = tonumber(ARGV[5]), tonumber(ARGV[6])
+local need, want = tonumber(ARGV[7]), tonumber(ARGV[8])
+local tokens, tpm_left = {0, 0}, -1
 for i = 1, 2 do
-  local limit = tonumber(ARGV[2 + i])
+  local limit = tonumber(ARGV[4 + i])
   if limit >= 0 then
-    local used = num(redis.call('GET', KEYS[3 + i]))
-    if used + tokens > limit then return {2, i, limit, math.max(limit - used, 0)} end
-    if tpm[1] < 0 then tpm = {limit, limit - used - tokens} end
+    local avail = limit - num(redis.call('GET', KEYS[3 + i]))
+    if avail < need then return {2, i, limit, math.max(avail, 0)} end
+    tokens[i] = share(need, want, avail)
+    if tpm_left < 0 then tpm_left = avail - tokens[i] end
   end
 end
+local cost, more = tonumber(ARGV[16]), tonumber(ARGV[17])
+local avail, limited = 0, false
 for i = 1, 3 do
-  roll(KEYS[5 + i], ARGV[13], ARGV[14], ARGV[15])
-  expire(KEYS[5 + i], KEYS[8 + i], now)
-  local limit = tonumber(ARGV[6 + i])
+  roll(KEYS[5 + i], ARGV[18], ARGV[19], ARGV[20])
+  expire(KEYS[5 + i], KEYS[8 + i], KEYS[11 + i], now)
+  local limit = tonumber(ARGV[8 + i])
   if limit >= 0 then
-    local v = redis.call('HMGET', KEYS[5 + i], ARGV[9 + i], 'r')
-    if num(v[1]) + num(v[2]) + cost > limit then return {3, i, limit, num(v[1]), num(v[2])} end
+    local v = redis.call('HMGET', KEYS[5 + i], ARGV[11 + i], 'r')
+    local free = limit - num(v[1]) - num(v[2])
+    if free < cost then return {3, i, limit, num(v[1]), num(v[2])} end
+    if not limited or free < avail then avail, limited = free, true end
   end
 end
-local credits = tonumber(ARGV[16])
+local credits = tonumber(ARGV[15])
 if credits >= 0 then
   local v = redis.call('HMGET', KEYS[8], 't', 'r')
   local balance = credits - num(v[1])
   local left = balance - num(v[2])
   if left <= 0 or cost > left then return {4, balance, num(v[2])} end
+  if not limited or left < avail then avail, limited = left, true end
 end
+local money = 0
+if limited then money = share(cost, more, avail) end
 for i = 1, 2 do
   if tats[i] then
     redis.call('SET', KEYS[1 + i], string.format('%.17g', tats[i]), 'PX', math.ceil(tats[i] - now) + 1000)
   end
-  if tonumber(ARGV[2 + i]) >= 0 then
-    redis.call('INCRBY', KEYS[3 + i], int(tokens))
+  if tonumber(ARGV[4 + i]) >= 0 then
+    redis.call('INCRBY', KEYS[3 + i], int(tokens[i]))
     redis.call('PEXPIRE', KEYS[3 + i], 120000)
   end
 end
-local member = ARGV[17] .. ':' .. int(cost)
-for i = 1, 3 do
-  if cost > 0 then redis.call('HINCRBY', KEYS[5 + i], 'r', int(cost)) end
-  redis.call('ZADD', KEYS[8 + i], now + tonumber(ARGV[18]), member)
+if money > 0 then
+  for i = 1, 3 do
+    redis.call('HINCRBY', KEYS[5 + i], 'r', int(money))
+    redis.call('HINCRBY', KEYS[11 + i], ARGV[21], int(money))
+    redis.call('ZADD', KEYS[8 + i], now + tonumber(ARGV[22]), ARGV[21])
+  end
 end
-return {0, rpm[1], rpm[2], tpm[1], tpm[2]}
+return {0, permits[1], permits[2], tokens[1], tokens[2], money, rpm_left, tpm_left}
 "#;
 
-/// KEYS: epoch, tpm k, tpm p, acct k, acct p, acct o, lease k, lease p,
-/// lease o, settled. ARGV: reserved tokens, used tokens, reserved cost,
-/// used cost, the ends of the day, week and month the request was
-/// admitted in, ticket, how long `settled` is kept (ms).
-/// Returns 0 when the counters are lost (the settlement waits for the
-/// rebuild), else 1. Once per ticket: a repeat finds `settled`. What was
-/// used counts in the periods it was admitted in, if they are current.
-const SETTLE: &str = r#"
+/// Counts spend and shrinks (or drops) a lease, once per message id.
+/// KEYS: epoch, acct k, acct p, acct o, lease k, lease p, lease o,
+/// amounts k, amounts p, amounts o, done.
+/// ARGV: lease ('' for none), money given back, drop (1: the whole
+/// lease), lease ms, day end, week end, month end (now), remembered ms,
+/// then per day spent in: its day end, week end, month end and amount.
+/// Spend counts in the periods it was admitted in, if they are current.
+/// Returns 0 when the counters are lost, 2 when the lease had lapsed (the
+/// spend still counts), else 1.
+const FLUSH: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if not redis.call('SET', KEYS[10], 1, 'NX', 'PX', ARGV[9]) then return 1 end
-local member = ARGV[8] .. ':' .. ARGV[3]
-local held = redis.call('ZREM', KEYS[7], member) == 1
-local back = tonumber(ARGV[2]) - tonumber(ARGV[1])
-for i = 1, 2 do
-  if held and back ~= 0 and redis.call('EXISTS', KEYS[1 + i]) == 1 then
-    local v = math.max(num(redis.call('GET', KEYS[1 + i])) + back, 0)
-    redis.call('SET', KEYS[1 + i], int(v), 'KEEPTTL')
-  end
-end
-local used = tonumber(ARGV[4])
+if not redis.call('SET', KEYS[11], 1, 'NX', 'PX', ARGV[8]) then return 1 end
+local now = clock()
+local spent = 0
+for b = 9, #ARGV, 4 do spent = spent + tonumber(ARGV[b + 3]) end
+local gone = false
 for i = 1, 3 do
-  local acct = KEYS[3 + i]
+  local acct = KEYS[1 + i]
   roll(acct, ARGV[5], ARGV[6], ARGV[7])
-  local released = held
-  if i > 1 then released = redis.call('ZREM', KEYS[6 + i], member) == 1 end
-  if released and tonumber(ARGV[3]) > 0 then
-    local r = num(redis.call('HGET', acct, 'r')) - tonumber(ARGV[3])
-    redis.call('HSET', acct, 'r', int(math.max(r, 0)))
-  end
-  if used > 0 then
+  expire(acct, KEYS[4 + i], KEYS[7 + i], now)
+  for b = 9, #ARGV, 4 do
+    local amount = tonumber(ARGV[b + 3])
     local ends = redis.call('HMGET', acct, 'de', 'we', 'me')
     for j, f in ipairs({'d', 'w', 'm'}) do
-      if num(ends[j]) == tonumber(ARGV[4 + j]) then redis.call('HINCRBY', acct, f, int(used)) end
+      if num(ends[j]) == tonumber(ARGV[b + j - 1]) then redis.call('HINCRBY', acct, f, int(amount)) end
     end
-    redis.call('HINCRBY', acct, 't', int(used))
+    redis.call('HINCRBY', acct, 't', int(amount))
+  end
+  if ARGV[1] ~= '' then
+    local held = redis.call('HGET', KEYS[7 + i], ARGV[1])
+    if held then
+      local left = 0
+      if ARGV[3] ~= '1' then left = math.max(tonumber(held) - spent - tonumber(ARGV[2]), 0) end
+      local r = num(redis.call('HGET', acct, 'r')) - (tonumber(held) - left)
+      redis.call('HSET', acct, 'r', int(math.max(r, 0)))
+      if left > 0 then
+        redis.call('HSET', KEYS[7 + i], ARGV[1], int(left))
+        redis.call('ZADD', KEYS[4 + i], now + tonumber(ARGV[4]), ARGV[1])
+      else
+        redis.call('HDEL', KEYS[7 + i], ARGV[1])
+        redis.call('ZREM', KEYS[4 + i], ARGV[1])
+      end
+    else
+      gone = true
+    end
   end
 end
+if gone then return 2 end
 return 1
 "#;
 
@@ -203,8 +245,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
-static ADMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&[PRELUDE, ADMIT].concat()));
-static SETTLE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&[PRELUDE, SETTLE].concat()));
+static GRANT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&[PRELUDE, GRANT].concat()));
+static FLUSH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&[PRELUDE, FLUSH].concat()));
 static HEARTBEAT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(HEARTBEAT));
 static UNLOCK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(UNLOCK));
 
@@ -234,18 +276,12 @@ pub struct RedisCounters {
     /// (fail-open only), and whether one is being made.
     fallback: RwLock<Option<Arc<LocalCounters>>>,
     making_fallback: AtomicBool,
-    /// Settlements (and a fallback's spend) Redis has not taken yet.
-    pending: Mutex<VecDeque<Pending>>,
+    /// What Redis granted this instance, by key.
+    grants: Mutex<Grants>,
+    /// Messages (spend, leases given back) Redis has not taken yet.
+    pending: Mutex<VecDeque<Flush>>,
     /// Whether Redis ever answered this instance (its share is known).
     seen: AtomicBool,
-}
-
-/// A settlement: what the ticket used, and when.
-struct Pending {
-    ticket: Ticket,
-    tokens: i64,
-    cost: i64,
-    settled_at: i64,
 }
 
 fn code(level: Level) -> char {
@@ -343,6 +379,7 @@ impl RedisCounters {
             rebuilding: AtomicBool::new(false),
             fallback: RwLock::new(None),
             making_fallback: AtomicBool::new(false),
+            grants: Mutex::new(Grants::default()),
             pending: Mutex::new(VecDeque::new()),
             seen: AtomicBool::new(false),
         });
@@ -352,7 +389,7 @@ impl RedisCounters {
         }
         let me = Arc::downgrade(&counters);
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_millis(500));
+            let mut every = tokio::time::interval(Duration::from_millis(250));
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
@@ -367,11 +404,11 @@ impl RedisCounters {
         format!("{}:{parts}", self.settings.prefix)
     }
 
-    fn account_keys(&self, kind: &str, t: &Ticket) -> [String; 3] {
+    fn account_keys(&self, kind: &str, key: &str, project: &str, org: &str) -> [String; 3] {
         [
-            self.key(format_args!("{kind}:k:{}", t.key_id)),
-            self.key(format_args!("{kind}:p:{}", t.project_id)),
-            self.key(format_args!("{kind}:o:{}", t.org_id)),
+            self.key(format_args!("{kind}:k:{key}")),
+            self.key(format_args!("{kind}:p:{project}")),
+            self.key(format_args!("{kind}:o:{org}")),
         ]
     }
 
@@ -459,9 +496,15 @@ impl RedisCounters {
             .and_then(|(_, at)| at.parse::<i64>().ok())
         else {
             self.state.store(REBUILDING, Ordering::Relaxed);
+            self.lost();
             self.rebuild(&run_id).await;
             return;
         };
+        if self.state.load(Ordering::Relaxed) == REBUILDING {
+            // Rebuilt (here or by another instance): grants from before
+            // the loss hold nothing in Redis any more.
+            self.lost();
+        }
         if self.state.load(Ordering::Relaxed) != UP {
             if !self.hand_over(read_at).await {
                 return;
@@ -470,6 +513,51 @@ impl RedisCounters {
             tracing::info!("the counter backend (Redis) holds the counters and answers");
         } else {
             self.hand_over(read_at).await;
+        }
+        self.flush_grants().await;
+    }
+
+    /// Redis lost the counters: every grant goes; what they metered waits
+    /// (as spend only) for the rebuild.
+    fn lost(&self) {
+        let msgs = self
+            .grants
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forget_all();
+        for m in msgs {
+            self.keep(m);
+        }
+    }
+
+    /// Sends each grant's due message (spend, idle money, a renewal), all
+    /// at once.
+    async fn flush_grants(&self) {
+        let now = tollgate_app::core::now_ms();
+        let renew = i64::try_from(self.settings.reservation_ttl.as_millis() / 3).unwrap_or(60_000);
+        let due = self
+            .grants
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .due(now, renew);
+        let sent = futures::future::join_all(due.iter().map(|f| self.send_flush(f))).await;
+        for (f, r) in due.iter().zip(sent) {
+            let mut grants = self.grants.lock().unwrap_or_else(PoisonError::into_inner);
+            match r {
+                Ok(1) => grants.flushed(f, now),
+                Ok(2) => {
+                    // The lease lapsed: what the grant still holds is not
+                    // reserved in Redis; give it all back and start anew.
+                    grants.flushed(f, now);
+                    let msgs = grants.forget(&f.key_id, true);
+                    drop(grants);
+                    for m in msgs {
+                        self.keep(m);
+                    }
+                }
+                Ok(_) => self.state.store(REBUILDING, Ordering::Relaxed),
+                Err(()) => {}
+            }
         }
     }
 
@@ -618,6 +706,16 @@ impl RedisCounters {
                 Ok(()) => {
                     let share = me.instances.load(Ordering::Relaxed);
                     let local = LocalCounters::with_share(base, now, share);
+                    // From now on the fallback admits; what the grants
+                    // hold goes back to Redis once it answers.
+                    let held = me
+                        .grants
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .drop_all();
+                    for f in held {
+                        me.keep(f);
+                    }
                     *me.fallback.write().unwrap_or_else(PoisonError::into_inner) =
                         Some(Arc::new(local));
                     tracing::warn!(
@@ -633,22 +731,22 @@ impl RedisCounters {
         });
     }
 
-    /// Keeps a settlement for Redis to take later; the oldest is dropped
+    /// Keeps a message for Redis to take later; the oldest is dropped
     /// (and counted as a backend error) past [`PENDING_MAX`].
-    fn keep(&self, entry: Pending) {
+    fn keep(&self, f: Flush) {
         let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if p.len() >= PENDING_MAX {
             p.pop_front();
             self.metrics.counter_error();
             tracing::error!("a settlement waiting for Redis was dropped: too many wait");
         }
-        p.push_back(entry);
+        p.push_back(f);
     }
 
-    /// Hands Redis the settlements it missed (the fallback's among them),
-    /// except those settled long enough before the counters were rebuilt
-    /// (`read_at`) for the ledger read to hold them; then drops the
-    /// fallback. Whether everything was handed over.
+    /// Hands Redis the messages it missed (the fallback's spend among
+    /// them), except spend settled long enough before the counters were
+    /// rebuilt (`read_at`) for the rebuild's ledger read to hold it; then
+    /// drops the fallback. Whether everything was handed over.
     async fn hand_over(&self, read_at: i64) -> bool {
         let flush = i64::try_from(self.settings.ledger_flush.as_millis()).unwrap_or(i64::MAX);
         loop {
@@ -657,16 +755,19 @@ impl RedisCounters {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop_front();
-            let Some(entry) = next else { break };
-            if entry.settled_at.saturating_add(flush) < read_at {
+            let Some(f) = next else { break };
+            if f.settled_at.saturating_add(flush) < read_at {
                 continue;
             }
-            if self.send_settle(&entry).await != Ok(true) {
-                self.pending
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push_front(entry);
-                return false;
+            match self.send_flush(&f).await {
+                Ok(1 | 2) => {}
+                _ => {
+                    self.pending
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push_front(f);
+                    return false;
+                }
             }
         }
         let fallback = self
@@ -680,41 +781,32 @@ impl RedisCounters {
         true
     }
 
-    /// `Ok(false)`: Redis lost the counters (kept for after the rebuild).
-    async fn send_settle(&self, p: &Pending) -> Result<bool, ()> {
-        let t = &p.ticket;
-        let [de, we, me] = period_ends(t.minute.saturating_mul(60_000));
-        let mut inv = SETTLE_SCRIPT.prepare_invoke();
-        inv.key(self.key(format_args!("epoch")))
-            .key(self.key(format_args!("tpm:k:{}:{}", t.key_id, t.minute)))
-            .key(self.key(format_args!("tpm:p:{}:{}", t.project_id, t.minute)));
-        for k in self.account_keys("acct", t) {
-            inv.key(k);
+    /// Sends one message: `Ok(1)` applied (now or before), `Ok(2)` applied
+    /// but its lease had lapsed, `Ok(0)` Redis lost the counters.
+    async fn send_flush(&self, f: &Flush) -> Result<i64, ()> {
+        let now = tollgate_app::core::now_ms();
+        let [de, we, me] = period_ends(now);
+        let mut inv = FLUSH_SCRIPT.prepare_invoke();
+        inv.key(self.key(format_args!("epoch")));
+        for kind in ["acct", "lease", "amounts"] {
+            for k in self.account_keys(kind, &f.key_id, &f.project_id, &f.org_id) {
+                inv.key(k);
+            }
         }
-        for k in self.account_keys("lease", t) {
-            inv.key(k);
-        }
-        inv.key(self.key(format_args!("settled:{}", t.id)))
-            .arg(t.tokens)
-            .arg(bounded(p.tokens))
-            .arg(t.cost)
-            .arg(bounded(p.cost))
+        inv.key(self.key(format_args!("done:{}", f.id)))
+            .arg(f.lease.as_deref().unwrap_or(""))
+            .arg(bounded(f.returned))
+            .arg(i64::from(f.drop))
+            .arg(self.settings.reservation_ttl.as_millis() as u64)
             .arg(de)
             .arg(we)
             .arg(me)
-            .arg(&t.id)
             .arg(SETTLED_FOR.as_millis() as u64);
-        self.run::<i64>(inv).await.map(|v| v == 1)
-    }
-
-    /// Settles now, or keeps it for later.
-    fn settle_later(&self, p: Pending) {
-        let Some(me) = self.me.upgrade() else { return };
-        tokio::spawn(async move {
-            if me.send_settle(&p).await != Ok(true) {
-                me.keep(p);
-            }
-        });
+        for (day, amount) in &f.days {
+            let [de, we, me] = period_ends(day.saturating_mul(86_400_000));
+            inv.arg(de).arg(we).arg(me).arg(bounded(*amount));
+        }
+        self.run::<i64>(inv).await
     }
 
     fn fallback(&self) -> Option<Arc<LocalCounters>> {
@@ -743,17 +835,66 @@ impl RedisCounters {
     }
 
     async fn admit_shared(&self, a: Admission<'_>) -> Result<(Ticket, Headers), ProxyError> {
-        match self.state.load(Ordering::Relaxed) {
-            DOWN => return self.without_redis(a),
-            REBUILDING => return Err(rebuilding()),
-            _ => {}
+        let state = self.state.load(Ordering::Relaxed);
+        if state == REBUILDING {
+            return Err(rebuilding());
         }
         let limits = Limits::of(a.caller);
+        let terms = Terms {
+            rpm: [limits.key_rpm, limits.project_rpm].map(|l| l.map(bounded)),
+            tpm: [limits.key_tpm, limits.project_tpm].map(|l| l.map(bounded)),
+            budgets: limits.budgets.map(|(_, l, _)| l.map(bounded)),
+            credits: limits.credits.map(bounded),
+        };
         let (tokens, cost) = (bounded(a.tokens), bounded(a.cost));
         let mut ticket = Ticket::new(a.caller, tokens, cost, a.now);
-        ticket.id = uuid::Uuid::new_v4().simple().to_string();
+        let need = Need {
+            tokens,
+            cost,
+            minute: ticket.minute,
+        };
+        let headers = |left: (i64, i64)| {
+            let rpm = terms.rpm[0].or(terms.rpm[1]).map(|l| (l, left.0));
+            let tpm = terms.tpm[0].or(terms.tpm[1]).map(|l| (l, left.1));
+            rate_headers(rpm, tpm)
+        };
+        // What this instance holds already: no round trip.
+        let held = self
+            .grants
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(&ticket.key_id, &terms, &need, a.now);
+        if let Some((gen, lease, left)) = held {
+            (ticket.gen, ticket.id) = (gen, lease);
+            return Ok((ticket, headers(left)));
+        }
+        if state == DOWN {
+            return self.without_redis(a);
+        }
+        let (lease, old) = self
+            .grants
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .lease_for(
+                &ticket.key_id,
+                &ticket.project_id,
+                &ticket.org_id,
+                &terms,
+                ticket.minute,
+                a.now,
+            );
+        for f in old {
+            self.keep(f);
+        }
+        // A chunk for the requests to come: up to 32 like this one, and a
+        // twentieth of the RPM per instance; Redis caps it at a share of
+        // what remains.
+        let instances = i64::from(self.instances.load(Ordering::Relaxed).max(1));
+        let permits = terms
+            .rpm
+            .map(|l| l.map_or(1, |l| (l / (20 * instances)).clamp(1, 32)));
         let [de, we, me] = period_ends(a.now);
-        let mut inv = ADMIT_SCRIPT.prepare_invoke();
+        let mut inv = GRANT_SCRIPT.prepare_invoke();
         inv.key(self.key(format_args!("epoch")))
             .key(self.key(format_args!("rpm:k:{}", ticket.key_id)))
             .key(self.key(format_args!("rpm:p:{}", ticket.project_id)))
@@ -762,49 +903,101 @@ impl RedisCounters {
                 "tpm:p:{}:{}",
                 ticket.project_id, ticket.minute
             )));
-        for k in self.account_keys("acct", &ticket) {
-            inv.key(k);
+        for kind in ["acct", "lease", "amounts"] {
+            for k in self.account_keys(kind, &ticket.key_id, &ticket.project_id, &ticket.org_id) {
+                inv.key(k);
+            }
         }
-        for k in self.account_keys("lease", &ticket) {
-            inv.key(k);
-        }
-        inv.arg(limit_arg(limits.key_rpm))
-            .arg(limit_arg(limits.project_rpm))
-            .arg(limit_arg(limits.key_tpm))
-            .arg(limit_arg(limits.project_tpm))
+        inv.arg(limit_arg(terms.rpm[0]))
+            .arg(limit_arg(terms.rpm[1]))
+            .arg(permits[0])
+            .arg(permits[1])
+            .arg(limit_arg(terms.tpm[0]))
+            .arg(limit_arg(terms.tpm[1]))
             .arg(tokens)
-            .arg(cost);
-        for (_, limit, _) in &limits.budgets {
-            inv.arg(limit_arg(*limit));
+            .arg(bounded(tokens.saturating_mul(32)));
+        for l in terms.budgets {
+            inv.arg(limit_arg(l));
         }
         for (_, _, reset) in &limits.budgets {
             inv.arg(field(*reset));
         }
-        inv.arg(de)
+        inv.arg(limit_arg(terms.credits))
+            .arg(cost)
+            .arg(bounded(cost.saturating_mul(32)))
+            .arg(de)
             .arg(we)
             .arg(me)
-            .arg(limit_arg(limits.credits))
-            .arg(&ticket.id)
-            .arg(i64::try_from(self.settings.reservation_ttl.as_millis()).unwrap_or(i64::MAX));
+            .arg(&lease)
+            .arg(self.settings.reservation_ttl.as_millis() as u64)
+            .arg(4 * instances);
         let Ok(v) = self.run::<Vec<i64>>(inv).await else {
-            // The script may have run (an answer lost or late): give back
-            // whatever it reserved; a release that finds no lease does
-            // nothing.
-            self.settle_later(Pending {
-                ticket,
-                tokens: 0,
-                cost: 0,
-                settled_at: a.now,
-            });
+            // The grant may have happened (an answer lost or late): the
+            // whole lease goes back, whatever Redis holds of it.
+            let mut grants = self.grants.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut back = grants.forget(&ticket.key_id, true);
+            drop(grants);
+            if !back
+                .iter()
+                .any(|f| f.lease.as_deref() == Some(lease.as_str()))
+            {
+                back.push(Flush {
+                    id: uuid::Uuid::new_v4().simple().to_string(),
+                    key_id: ticket.key_id.clone(),
+                    project_id: ticket.project_id.clone(),
+                    org_id: ticket.org_id.clone(),
+                    lease: Some(lease),
+                    days: Vec::new(),
+                    returned: 0,
+                    drop: true,
+                    settled_at: a.now,
+                });
+            }
+            for f in back {
+                self.keep(f);
+            }
             return self.without_redis(a);
         };
         let at = |i: usize| v.get(i).copied().unwrap_or(-1);
-        let report = |l: i64, r: i64| (l >= 0).then_some((l, r));
         match at(0) {
-            0 => Ok((
-                ticket,
-                rate_headers(report(at(1), at(2)), report(at(3), at(4))),
-            )),
+            0 => {
+                let granted = Granted {
+                    permits: [at(1), at(2)],
+                    tokens: [at(3), at(4)],
+                    money: at(5),
+                    rpm_left: at(6),
+                    tpm_left: at(7),
+                };
+                let admitted = self
+                    .grants
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .granted(&ticket.key_id, &lease, &terms, &need, &granted, a.now);
+                let left = match admitted {
+                    Some((gen, left)) => {
+                        ticket.gen = gen;
+                        left
+                    }
+                    None => {
+                        // Its grant was given back meanwhile: what Redis
+                        // granted beyond this request goes back with it.
+                        self.keep(Flush {
+                            id: uuid::Uuid::new_v4().simple().to_string(),
+                            key_id: ticket.key_id.clone(),
+                            project_id: ticket.project_id.clone(),
+                            org_id: ticket.org_id.clone(),
+                            lease: Some(lease.clone()),
+                            days: Vec::new(),
+                            returned: granted.money.saturating_sub(cost).max(0),
+                            drop: false,
+                            settled_at: a.now,
+                        });
+                        (granted.rpm_left, granted.tpm_left)
+                    }
+                };
+                ticket.id = lease;
+                Ok((ticket, headers(left)))
+            }
             1 => {
                 let wait = u64::try_from(at(3).saturating_add(999) / 1000).unwrap_or(1);
                 Err(rpm_refused(
@@ -834,7 +1027,7 @@ impl RedisCounters {
                 cost,
             )),
             _ => {
-                // The next heartbeat (within half a second) rebuilds.
+                // The next heartbeat (within a quarter second) rebuilds.
                 self.state.store(REBUILDING, Ordering::Relaxed);
                 Err(rebuilding())
             }
@@ -851,27 +1044,48 @@ impl Counters for RedisCounters {
     }
 
     fn settle(&self, ticket: Ticket, tokens: i64, cost: i64, now: i64) {
+        let (tokens, cost) = (bounded(tokens), bounded(cost));
         if ticket.fallback {
             if let Some(local) = self.fallback() {
                 local.settle(ticket.clone(), tokens, cost, now);
             }
-            // Redis gets the spend once it is back, as a settlement of its
-            // own that reserved nothing there.
-            let mut t = ticket;
-            (t.tokens, t.cost) = (tokens, 0);
-            t.id = uuid::Uuid::new_v4().simple().to_string();
-            self.keep(Pending {
-                ticket: t,
-                tokens,
-                cost,
-                settled_at: now,
-            });
-            return;
+        } else {
+            let settled = self
+                .grants
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .settle(
+                    &ticket.key_id,
+                    ticket.gen,
+                    ticket.minute,
+                    (ticket.tokens, ticket.cost),
+                    (tokens, cost),
+                    now,
+                );
+            if settled.is_ok() {
+                return;
+            }
         }
-        self.settle_later(Pending {
-            ticket,
-            tokens,
-            cost,
+        // Its grant is gone (or it came from the fallback): the spend goes
+        // to Redis on its own, and its part of the lease back.
+        let lease = (!ticket.id.is_empty() && ticket.cost > 0).then(|| ticket.id.clone());
+        self.keep(Flush {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            returned: if lease.is_some() {
+                ticket.cost.saturating_sub(cost).max(0)
+            } else {
+                0
+            },
+            key_id: ticket.key_id,
+            project_id: ticket.project_id,
+            org_id: ticket.org_id,
+            lease,
+            days: if cost > 0 {
+                vec![(ticket.minute.div_euclid(1_440), cost)]
+            } else {
+                Vec::new()
+            },
+            drop: false,
             settled_at: now,
         });
     }

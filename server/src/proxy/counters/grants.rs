@@ -1,0 +1,490 @@
+//! What this instance holds of the shared counters: per key, permits (RPM),
+//! tokens (TPM, for one minute) and money (micro-USD at key, project and
+//! organization at once) that Redis granted it, so that most requests are
+//! admitted from memory and Redis is asked only for the next chunk.
+//!
+//! Redis counts a grant's money as reserved (the lease) until this instance
+//! flushes: then what was spent moves to spend, and what an idle grant did
+//! not use goes back. So at every moment, across instances, settled spend +
+//! leases ≤ limit, the same invariant as one reservation per request.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// The limits a grant was given under: when the caller's change (a budget
+/// lowered, a limit set), the grant is given back and asked for again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Terms {
+    pub rpm: [Option<i64>; 2],
+    pub tpm: [Option<i64>; 2],
+    pub budgets: [Option<i64>; 3],
+    pub credits: Option<i64>,
+}
+
+impl Terms {
+    /// Whether requests reserve money (a budget or prepaid credits).
+    pub fn money(&self) -> bool {
+        self.budgets.iter().any(Option::is_some) || self.credits.is_some()
+    }
+}
+
+/// One request's needs.
+pub struct Need {
+    pub tokens: i64,
+    pub cost: i64,
+    pub minute: i64,
+}
+
+/// What Redis granted on a request's behalf (the request's need included).
+pub struct Granted {
+    pub permits: [i64; 2],
+    pub tokens: [i64; 2],
+    pub money: i64,
+    /// Redis's own remaining requests and tokens after the grant, for the
+    /// rate-limit headers.
+    pub rpm_left: i64,
+    pub tpm_left: i64,
+}
+
+/// Spend, settled here, that Redis has not counted yet: by the day the
+/// request was admitted in (weeks and months start on days).
+pub type Days = BTreeMap<i64, i64>;
+
+#[derive(Debug)]
+pub struct Grant {
+    /// Tickets admitted from this grant carry it; a ticket whose grant is
+    /// gone settles as spend only.
+    pub gen: u64,
+    pub lease: String,
+    pub project_id: String,
+    pub org_id: String,
+    pub terms: Terms,
+    pub minute: i64,
+    pub permits: [i64; 2],
+    pub tokens: [i64; 2],
+    /// Money granted and free.
+    pub money: i64,
+    /// Money reserved by requests in flight.
+    pub held: i64,
+    /// What Redis holds as this grant's lease (money + held + unflushed,
+    /// and what is being flushed).
+    pub leased: i64,
+    pub unflushed: Days,
+    pub used_at: i64,
+    pub settled_at: i64,
+    pub renewed_at: i64,
+    pub rpm_left: i64,
+    pub tpm_left: i64,
+    /// A flush sent and not acknowledged: sent again, as is, until it is.
+    pub sending: Option<Flush>,
+}
+
+/// One message to Redis for a grant (or a settlement without one).
+#[derive(Clone, Debug)]
+pub struct Flush {
+    /// Applied once: Redis remembers it for a while.
+    pub id: String,
+    pub key_id: String,
+    pub project_id: String,
+    pub org_id: String,
+    /// The lease to reduce (none: spend only).
+    pub lease: Option<String>,
+    pub days: Vec<(i64, i64)>,
+    /// Free money given back.
+    pub returned: i64,
+    /// The whole lease given back, whatever Redis holds.
+    pub drop: bool,
+    /// The latest settlement in it (against a rebuild's ledger read).
+    pub settled_at: i64,
+}
+
+impl Flush {
+    pub fn spent(&self) -> i64 {
+        self.days
+            .iter()
+            .fold(0_i64, |s, (_, v)| s.saturating_add(*v))
+    }
+}
+
+/// How long a grant may sit unused before its free money goes back.
+pub const IDLE_MS: i64 = 1_000;
+
+#[derive(Default)]
+pub struct Grants {
+    by_key: HashMap<String, Grant>,
+    next_gen: u64,
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl Grant {
+    fn covers(&self, terms: &Terms, need: &Need) -> bool {
+        let rpm = (0..2).all(|i| terms.rpm[i].is_none() || self.permits[i] >= 1);
+        let tpm = (0..2).all(|i| terms.tpm[i].is_none() || self.tokens[i] >= need.tokens);
+        rpm && tpm && (!terms.money() || self.money >= need.cost)
+    }
+
+    fn take(&mut self, terms: &Terms, need: &Need, now: i64) {
+        for i in 0..2 {
+            if terms.rpm[i].is_some() {
+                self.permits[i] = self.permits[i].saturating_sub(1);
+                self.rpm_left = self.rpm_left.saturating_sub(1);
+            }
+            if terms.tpm[i].is_some() {
+                self.tokens[i] = self.tokens[i].saturating_sub(need.tokens);
+            }
+        }
+        if terms.money() {
+            self.money = self.money.saturating_sub(need.cost);
+            self.held = self.held.saturating_add(need.cost);
+        }
+        self.used_at = now;
+    }
+
+    /// The headers' figures: Redis's remaining at the last grant plus what
+    /// this grant still holds.
+    pub fn left(&self) -> (i64, i64) {
+        (
+            self.rpm_left
+                .saturating_add(self.permits[0].max(self.permits[1])),
+            self.tpm_left
+                .saturating_add(self.tokens[0].max(self.tokens[1])),
+        )
+    }
+
+    /// What this grant holds, as one message: its spend counted and its
+    /// free money given back; with `drop`, its whole lease, whatever Redis
+    /// holds. Without, requests in flight keep their part of the lease and
+    /// give it back as they settle (their tickets name it).
+    fn give_back(self, drop: bool) -> Flush {
+        let settled_at = self.settled_at;
+        Flush {
+            id: new_id(),
+            key_id: String::new(),
+            project_id: self.project_id,
+            org_id: self.org_id,
+            lease: (self.leased > 0).then_some(self.lease),
+            days: self.unflushed.into_iter().collect(),
+            returned: if drop { 0 } else { self.money.max(0) },
+            drop,
+            settled_at,
+        }
+    }
+}
+
+impl Grants {
+    /// Admits from what this instance holds, if it holds enough under the
+    /// same terms; returns the grant's generation.
+    pub fn admit(
+        &mut self,
+        key_id: &str,
+        terms: &Terms,
+        need: &Need,
+        now: i64,
+    ) -> Option<(u64, String, (i64, i64))> {
+        let g = self.by_key.get_mut(key_id)?;
+        if g.terms != *terms {
+            return None;
+        }
+        if g.minute != need.minute {
+            (g.minute, g.tokens) = (need.minute, [0, 0]);
+        }
+        if !g.covers(terms, need) {
+            return None;
+        }
+        g.take(terms, need, now);
+        Some((g.gen, g.lease.clone(), g.left()))
+    }
+
+    /// The lease id to ask Redis to grow for `key_id`, and what must be
+    /// given back first (a grant under other terms).
+    /// A grant that holds nothing yet is made at once, so that requests
+    /// asking together grow one lease.
+    pub fn lease_for(
+        &mut self,
+        key_id: &str,
+        project_id: &str,
+        org_id: &str,
+        terms: &Terms,
+        minute: i64,
+        now: i64,
+    ) -> (String, Vec<Flush>) {
+        let old = match self.by_key.get(key_id) {
+            Some(g) if g.terms == *terms => return (g.lease.clone(), Vec::new()),
+            Some(_) => self.forget(key_id, false),
+            None => Vec::new(),
+        };
+        let lease = new_id();
+        self.next_gen += 1;
+        self.by_key.insert(
+            key_id.to_owned(),
+            Grant {
+                gen: self.next_gen,
+                lease: lease.clone(),
+                project_id: project_id.to_owned(),
+                org_id: org_id.to_owned(),
+                terms: terms.clone(),
+                minute,
+                permits: [0, 0],
+                tokens: [0, 0],
+                money: 0,
+                held: 0,
+                leased: 0,
+                unflushed: Days::new(),
+                used_at: now,
+                settled_at: 0,
+                renewed_at: now,
+                rpm_left: 0,
+                tpm_left: 0,
+                sending: None,
+            },
+        );
+        (lease, old)
+    }
+
+    /// Records what Redis granted (for `lease`) and admits the request
+    /// from it; returns the generation.
+    pub fn granted(
+        &mut self,
+        key_id: &str,
+        lease: &str,
+        terms: &Terms,
+        need: &Need,
+        g: &Granted,
+        now: i64,
+    ) -> Option<(u64, (i64, i64))> {
+        let grant = match self.by_key.get_mut(key_id) {
+            Some(g) if g.lease == lease => g,
+            // Given back meanwhile (its terms changed, or Redis lost it):
+            // this request alone goes on, on what Redis just granted; the
+            // rest returns with the request's settlement (spend only).
+            _ => return None,
+        };
+        if grant.minute != need.minute {
+            (grant.minute, grant.tokens) = (need.minute, [0, 0]);
+        }
+        for i in 0..2 {
+            grant.permits[i] = grant.permits[i].saturating_add(g.permits[i]);
+            grant.tokens[i] = grant.tokens[i].saturating_add(g.tokens[i]);
+        }
+        grant.money = grant.money.saturating_add(g.money);
+        grant.leased = grant.leased.saturating_add(g.money);
+        (grant.rpm_left, grant.tpm_left) = (g.rpm_left, g.tpm_left);
+        grant.renewed_at = now;
+        grant.take(terms, need, now);
+        Some((grant.gen, grant.left()))
+    }
+
+    /// A request admitted from grant `gen` ended: its unused tokens and
+    /// money go back to the grant, its cost waits for the next flush.
+    /// `Err(())`: the grant is gone; count the spend on its own.
+    pub fn settle(
+        &mut self,
+        key_id: &str,
+        gen: u64,
+        minute: i64,
+        reserved: (i64, i64),
+        used: (i64, i64),
+        now: i64,
+    ) -> Result<(), ()> {
+        let Some(g) = self.by_key.get_mut(key_id).filter(|g| g.gen == gen) else {
+            return Err(());
+        };
+        if g.minute == minute {
+            for i in 0..2 {
+                if g.terms.tpm[i].is_some() {
+                    g.tokens[i] = g.tokens[i].saturating_add(reserved.0.saturating_sub(used.0));
+                }
+            }
+        }
+        if g.terms.money() {
+            g.held = g.held.saturating_sub(reserved.1).max(0);
+            g.money = g.money.saturating_add(reserved.1.saturating_sub(used.1));
+        }
+        if used.1 > 0 {
+            let day = minute.div_euclid(1_440);
+            let v = g.unflushed.entry(day).or_insert(0);
+            *v = v.saturating_add(used.1);
+        }
+        g.settled_at = now;
+        Ok(())
+    }
+
+    /// The messages due now: each grant's spend since its last flush, the
+    /// free money of an idle grant, a lease renewal every `renew_ms`; a
+    /// message not yet acknowledged is sent again. Idle grants holding
+    /// nothing are forgotten.
+    pub fn due(&mut self, now: i64, renew_ms: i64) -> Vec<Flush> {
+        let mut out = Vec::new();
+        self.by_key.retain(|key_id, g| {
+            if let Some(f) = &g.sending {
+                out.push(f.clone());
+                return true;
+            }
+            let idle = now.saturating_sub(g.used_at) >= IDLE_MS;
+            let renew = g.leased > 0 && now.saturating_sub(g.renewed_at) >= renew_ms;
+            let give = if idle { g.money.max(0) } else { 0 };
+            if g.unflushed.is_empty() && give == 0 && !renew {
+                // Idle and empty: forget it (its permits and tokens lapse).
+                return !(idle && g.held == 0 && g.leased == 0);
+            }
+            let f = Flush {
+                id: new_id(),
+                key_id: key_id.clone(),
+                project_id: g.project_id.clone(),
+                org_id: g.org_id.clone(),
+                lease: (g.leased > 0).then(|| g.lease.clone()),
+                days: std::mem::take(&mut g.unflushed).into_iter().collect(),
+                returned: give,
+                drop: false,
+                settled_at: g.settled_at,
+            };
+            g.money = g.money.saturating_sub(give);
+            g.sending = Some(f.clone());
+            out.push(f);
+            true
+        });
+        out
+    }
+
+    /// Redis applied `f`: the lease is smaller by what it moved.
+    pub fn flushed(&mut self, f: &Flush, now: i64) {
+        let Some(g) = self.by_key.get_mut(&f.key_id) else {
+            return;
+        };
+        if g.sending.as_ref().is_some_and(|s| s.id == f.id) {
+            g.sending = None;
+            g.leased = g
+                .leased
+                .saturating_sub(f.spent())
+                .saturating_sub(f.returned)
+                .max(0);
+            g.renewed_at = now;
+        }
+    }
+
+    /// Drops `key_id`'s grant; what it held, as messages giving it back:
+    /// the one being sent (again, as is: applied once), then the rest.
+    pub fn forget(&mut self, key_id: &str, drop: bool) -> Vec<Flush> {
+        let Some(mut g) = self.by_key.remove(key_id) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Flush> = g.sending.take().into_iter().collect();
+        let mut rest = g.give_back(drop);
+        rest.key_id = key_id.to_owned();
+        out.push(rest);
+        out
+    }
+
+    /// Drops every grant (Redis lost them and their leases): their spend
+    /// not yet counted, as messages counting spend only.
+    pub fn forget_all(&mut self) -> Vec<Flush> {
+        self.drop_all()
+            .into_iter()
+            .map(|mut f| {
+                (f.lease, f.drop, f.returned) = (None, false, 0);
+                f
+            })
+            .filter(|f| !f.days.is_empty())
+            .collect()
+    }
+
+    /// Drops every grant, their leases given back whole once Redis takes
+    /// the messages (fail-open: the fallback admits from the ledger's
+    /// remainder, which the grants' free money must not add to).
+    pub fn drop_all(&mut self) -> Vec<Flush> {
+        let keys: Vec<String> = self.by_key.keys().cloned().collect();
+        keys.iter().flat_map(|k| self.forget(k, true)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terms(budget: Option<i64>) -> Terms {
+        Terms {
+            rpm: [Some(600), None],
+            tpm: [None, Some(10_000)],
+            budgets: [budget, None, None],
+            credits: None,
+        }
+    }
+
+    fn need(cost: i64) -> Need {
+        Need {
+            tokens: 100,
+            cost,
+            minute: 10,
+        }
+    }
+
+    fn grant(g: &mut Grants, t: &Terms, money: i64, now: i64) -> (String, u64) {
+        let (lease, back) = g.lease_for("k", "p", "o", t, 10, now);
+        assert!(back.is_empty());
+        let granted = Granted {
+            permits: [3, 0],
+            tokens: [0, 300],
+            money,
+            rpm_left: 50,
+            tpm_left: 900,
+        };
+        let (gen, _) = g.granted("k", &lease, t, &need(40), &granted, now).unwrap();
+        (lease, gen)
+    }
+
+    #[test]
+    fn a_grant_admits_until_any_of_its_parts_runs_out() {
+        let mut g = Grants::default();
+        let t = terms(Some(1_000));
+        grant(&mut g, &t, 100, 0);
+        // The grant took the first request's 40 of 100, 1 of 3 permits and
+        // 100 of 300 tokens: two more fit, then the permits are gone.
+        assert!(g.admit("k", &t, &need(30), 1).is_some());
+        assert!(g.admit("k", &t, &need(30), 2).is_some());
+        assert!(g.admit("k", &t, &need(0), 3).is_none(), "no permit left");
+        // Other terms (a budget lowered): not admitted from this grant.
+        assert!(g.admit("k", &terms(Some(500)), &need(0), 3).is_none());
+    }
+
+    #[test]
+    fn settling_returns_the_unused_part_and_flushing_moves_spend_out_of_the_lease() {
+        let mut g = Grants::default();
+        let t = terms(Some(1_000));
+        let (lease, gen) = grant(&mut g, &t, 100, 0);
+        g.settle("k", gen, 10, (100, 40), (60, 15), 5).unwrap();
+        let due = g.due(6, 60_000);
+        assert_eq!(due.len(), 1);
+        let f = &due[0];
+        assert_eq!(f.lease.as_deref(), Some(lease.as_str()));
+        assert_eq!((f.spent(), f.returned, f.drop), (15, 0, false));
+        assert_eq!(f.days, vec![(0, 15)]);
+        // Not acknowledged: the same message again, not a second one.
+        assert_eq!(g.due(7, 60_000)[0].id, f.id);
+        g.flushed(f, 8);
+        // Idle past IDLE_MS: the free 85 goes back and the grant is forgotten.
+        let idle = g.due(IDLE_MS + 10, 60_000);
+        assert_eq!((idle[0].spent(), idle[0].returned), (0, 85));
+        g.flushed(&idle[0], IDLE_MS + 11);
+        assert!(g.due(IDLE_MS + 20, 60_000).is_empty());
+        assert!(g.admit("k", &t, &need(1), IDLE_MS + 21).is_none());
+    }
+
+    #[test]
+    fn a_forgotten_grant_gives_everything_back_and_its_tickets_settle_alone() {
+        let mut g = Grants::default();
+        let t = terms(Some(1_000));
+        let (lease, gen) = grant(&mut g, &t, 100, 0);
+        let back = g.forget("k", true);
+        assert_eq!(back.len(), 1);
+        assert!(back[0].drop && back[0].lease.as_deref() == Some(lease.as_str()));
+        assert!(g.settle("k", gen, 10, (100, 40), (50, 10), 1).is_err());
+        // Redis lost everything: spend only, no lease named.
+        let (_, gen) = grant(&mut g, &t, 100, 2);
+        g.settle("k", gen, 10, (100, 40), (50, 10), 3).unwrap();
+        let lost = g.forget_all();
+        assert_eq!(lost.len(), 1);
+        assert_eq!((lost[0].lease.as_ref(), lost[0].spent()), (None, 10));
+    }
+}
