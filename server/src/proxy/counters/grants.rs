@@ -9,6 +9,7 @@
 //! leases ≤ limit, the same invariant as one reservation per request.
 
 use std::collections::{BTreeMap, HashMap};
+use tollgate_app::core::limits::ResetInterval;
 
 /// The limits a grant was given under: when the caller's change (a budget
 /// lowered, a limit set), the grant is given back and asked for again.
@@ -17,6 +18,7 @@ pub struct Terms {
     pub rpm: [Option<i64>; 2],
     pub tpm: [Option<i64>; 2],
     pub budgets: [Option<i64>; 3],
+    pub resets: [ResetInterval; 3],
     pub credits: Option<i64>,
 }
 
@@ -52,7 +54,7 @@ pub type Days = BTreeMap<i64, i64>;
 #[derive(Debug)]
 pub struct Grant {
     /// Tickets admitted from this grant carry it; a ticket whose grant is
-    /// gone settles as spend only.
+    /// gone settles on its own.
     pub gen: u64,
     pub lease: String,
     pub project_id: String,
@@ -61,7 +63,8 @@ pub struct Grant {
     pub minute: i64,
     pub permits: [i64; 2],
     pub tokens: [i64; 2],
-    /// Money granted and free.
+    /// Money granted and free (negative after a request cost more than it
+    /// reserved: the next grant fills it first).
     pub money: i64,
     /// Money reserved by requests in flight.
     pub held: i64,
@@ -74,15 +77,20 @@ pub struct Grant {
     pub renewed_at: i64,
     pub rpm_left: i64,
     pub tpm_left: i64,
-    /// A flush sent and not acknowledged: sent again, as is, until it is.
+    /// The last message's number: Redis applies each number once, in order.
+    pub seq: u64,
+    /// A message sent and not acknowledged: sent again, as is, until it is.
     pub sending: Option<Flush>,
+    /// The last message: the grant is forgotten once it is applied.
+    pub closing: bool,
 }
 
 /// One message to Redis for a grant (or a settlement without one).
 #[derive(Clone, Debug)]
 pub struct Flush {
-    /// Applied once: Redis remembers it for a while.
+    /// Applied once: by `seq` for a lease's own messages, else by this id.
     pub id: String,
+    pub seq: u64,
     pub key_id: String,
     pub project_id: String,
     pub org_id: String,
@@ -91,9 +99,13 @@ pub struct Flush {
     pub days: Vec<(i64, i64)>,
     /// Free money given back.
     pub returned: i64,
-    /// The whole lease given back, whatever Redis holds.
-    pub drop: bool,
-    /// The latest settlement in it (against a rebuild's ledger read).
+    /// The most the lease keeps afterwards (what requests in flight
+    /// hold), whatever Redis holds of it.
+    pub trim_to: Option<i64>,
+    /// Spend of grants Redis lost: skipped when the rebuild's ledger read
+    /// already holds it.
+    pub after_loss: bool,
+    /// The latest settlement in it.
     pub settled_at: i64,
 }
 
@@ -102,6 +114,38 @@ impl Flush {
         self.days
             .iter()
             .fold(0_i64, |s, (_, v)| s.saturating_add(*v))
+    }
+
+    /// A settlement of its own (its grant is gone): the spend, and what
+    /// the request reserved beyond it back to the lease it names.
+    #[expect(clippy::too_many_arguments, reason = "one settlement's parts")]
+    pub fn alone(
+        key_id: String,
+        project_id: String,
+        org_id: String,
+        lease: Option<String>,
+        day: i64,
+        spent: i64,
+        returned: i64,
+        settled_at: i64,
+    ) -> Flush {
+        Flush {
+            id: new_id(),
+            seq: 0,
+            key_id,
+            project_id,
+            org_id,
+            returned: if lease.is_some() { returned.max(0) } else { 0 },
+            lease,
+            days: if spent > 0 {
+                vec![(day, spent)]
+            } else {
+                Vec::new()
+            },
+            trim_to: None,
+            after_loss: false,
+            settled_at,
+        }
     }
 }
 
@@ -153,38 +197,41 @@ impl Grant {
         )
     }
 
-    /// What this grant holds, as one message: its spend counted and its
-    /// free money given back; with `drop`, its whole lease, whatever Redis
-    /// holds. Without, requests in flight keep their part of the lease and
-    /// give it back as they settle (their tickets name it).
-    fn give_back(self, drop: bool) -> Flush {
-        let settled_at = self.settled_at;
+    /// The next message: the spend since the last, `returned` of the free
+    /// money, and the lease trimmed to `trim_to`.
+    fn message(&mut self, key_id: &str, returned: i64, trim_to: Option<i64>) -> Flush {
+        self.seq += 1;
+        self.money = self.money.saturating_sub(returned);
         Flush {
             id: new_id(),
-            key_id: String::new(),
-            project_id: self.project_id,
-            org_id: self.org_id,
-            lease: (self.leased > 0).then_some(self.lease),
-            days: self.unflushed.into_iter().collect(),
-            returned: if drop { 0 } else { self.money.max(0) },
-            drop,
-            settled_at,
+            seq: self.seq,
+            key_id: key_id.to_owned(),
+            project_id: self.project_id.clone(),
+            org_id: self.org_id.clone(),
+            lease: Some(self.lease.clone()),
+            days: std::mem::take(&mut self.unflushed).into_iter().collect(),
+            returned,
+            trim_to,
+            after_loss: false,
+            settled_at: self.settled_at,
         }
     }
 }
 
 impl Grants {
     /// Admits from what this instance holds, if it holds enough under the
-    /// same terms; returns the grant's generation.
+    /// same terms and its lease was renewed within `fresh_ms`; returns the
+    /// grant's generation and lease.
     pub fn admit(
         &mut self,
         key_id: &str,
         terms: &Terms,
         need: &Need,
         now: i64,
+        fresh_ms: i64,
     ) -> Option<(u64, String, (i64, i64))> {
         let g = self.by_key.get_mut(key_id)?;
-        if g.terms != *terms {
+        if g.terms != *terms || g.closing || now.saturating_sub(g.renewed_at) >= fresh_ms {
             return None;
         }
         if g.minute != need.minute {
@@ -197,10 +244,10 @@ impl Grants {
         Some((g.gen, g.lease.clone(), g.left()))
     }
 
-    /// The lease id to ask Redis to grow for `key_id`, and what must be
-    /// given back first (a grant under other terms).
-    /// A grant that holds nothing yet is made at once, so that requests
-    /// asking together grow one lease.
+    /// The lease to ask Redis to grow for `key_id`, and what must be
+    /// given back first (a grant under other terms). A grant that holds
+    /// nothing yet is made at once, so that requests asking together grow
+    /// one lease.
     pub fn lease_for(
         &mut self,
         key_id: &str,
@@ -211,8 +258,8 @@ impl Grants {
         now: i64,
     ) -> (String, Vec<Flush>) {
         let old = match self.by_key.get(key_id) {
-            Some(g) if g.terms == *terms => return (g.lease.clone(), Vec::new()),
-            Some(_) => self.forget(key_id, false),
+            Some(g) if g.terms == *terms && !g.closing => return (g.lease.clone(), Vec::new()),
+            Some(_) => self.forget(key_id),
             None => Vec::new(),
         };
         let lease = new_id();
@@ -237,14 +284,18 @@ impl Grants {
                 renewed_at: now,
                 rpm_left: 0,
                 tpm_left: 0,
+                seq: 0,
                 sending: None,
+                closing: false,
             },
         );
         (lease, old)
     }
 
-    /// Records what Redis granted (for `lease`) and admits the request
-    /// from it; returns the generation.
+    /// Records what Redis granted (for `lease`, which held `prior` before)
+    /// and admits the request from it; returns the generation. `None`: the
+    /// grant was given back meanwhile.
+    #[expect(clippy::too_many_arguments, reason = "one grant's parts")]
     pub fn granted(
         &mut self,
         key_id: &str,
@@ -252,15 +303,18 @@ impl Grants {
         terms: &Terms,
         need: &Need,
         g: &Granted,
+        prior: i64,
         now: i64,
     ) -> Option<(u64, (i64, i64))> {
         let grant = match self.by_key.get_mut(key_id) {
-            Some(g) if g.lease == lease => g,
-            // Given back meanwhile (its terms changed, or Redis lost it):
-            // this request alone goes on, on what Redis just granted; the
-            // rest returns with the request's settlement (spend only).
+            Some(g) if g.lease == lease && !g.closing => g,
             _ => return None,
         };
+        if grant.leased > 0 && prior <= 0 && grant.sending.is_none() {
+            // The lease had lapsed in Redis: what this grant thought it
+            // held free is not reserved there any more.
+            (grant.money, grant.leased) = (0, 0);
+        }
         if grant.minute != need.minute {
             (grant.minute, grant.tokens) = (need.minute, [0, 0]);
         }
@@ -311,10 +365,10 @@ impl Grants {
         Ok(())
     }
 
-    /// The messages due now: each grant's spend since its last flush, the
-    /// free money of an idle grant, a lease renewal every `renew_ms`; a
-    /// message not yet acknowledged is sent again. Idle grants holding
-    /// nothing are forgotten.
+    /// The messages due now: each grant's spend since its last message, a
+    /// lease renewal every `renew_ms`, and for a grant idle a second its
+    /// free money — all of its lease once nothing is in flight, after which
+    /// it is forgotten. A message not yet acknowledged is sent again.
     pub fn due(&mut self, now: i64, renew_ms: i64) -> Vec<Flush> {
         let mut out = Vec::new();
         self.by_key.retain(|key_id, g| {
@@ -323,24 +377,22 @@ impl Grants {
                 return true;
             }
             let idle = now.saturating_sub(g.used_at) >= IDLE_MS;
+            if idle && g.held == 0 {
+                if g.leased == 0 && g.unflushed.is_empty() {
+                    return false;
+                }
+                let f = g.message(key_id, g.money.max(0), Some(0));
+                g.closing = true;
+                g.sending = Some(f.clone());
+                out.push(f);
+                return true;
+            }
             let renew = g.leased > 0 && now.saturating_sub(g.renewed_at) >= renew_ms;
             let give = if idle { g.money.max(0) } else { 0 };
             if g.unflushed.is_empty() && give == 0 && !renew {
-                // Idle and empty: forget it (its permits and tokens lapse).
-                return !(idle && g.held == 0 && g.leased == 0);
+                return true;
             }
-            let f = Flush {
-                id: new_id(),
-                key_id: key_id.clone(),
-                project_id: g.project_id.clone(),
-                org_id: g.org_id.clone(),
-                lease: (g.leased > 0).then(|| g.lease.clone()),
-                days: std::mem::take(&mut g.unflushed).into_iter().collect(),
-                returned: give,
-                drop: false,
-                settled_at: g.settled_at,
-            };
-            g.money = g.money.saturating_sub(give);
+            let f = g.message(key_id, give, None);
             g.sending = Some(f.clone());
             out.push(f);
             true
@@ -355,26 +407,44 @@ impl Grants {
         };
         if g.sending.as_ref().is_some_and(|s| s.id == f.id) {
             g.sending = None;
-            g.leased = g
+            let mut leased = g
                 .leased
                 .saturating_sub(f.spent())
                 .saturating_sub(f.returned)
                 .max(0);
+            if let Some(t) = f.trim_to {
+                leased = leased.min(t);
+            }
+            g.leased = leased;
             g.renewed_at = now;
+            if g.closing {
+                self.by_key.remove(&f.key_id);
+            }
         }
     }
 
     /// Drops `key_id`'s grant; what it held, as messages giving it back:
-    /// the one being sent (again, as is: applied once), then the rest.
-    pub fn forget(&mut self, key_id: &str, drop: bool) -> Vec<Flush> {
+    /// the one being sent (again, as is: applied once), then the spend
+    /// since and the free money, the lease trimmed to what requests in
+    /// flight hold (they give it back as they settle: their tickets name
+    /// the lease).
+    pub fn forget(&mut self, key_id: &str) -> Vec<Flush> {
         let Some(mut g) = self.by_key.remove(key_id) else {
             return Vec::new();
         };
         let mut out: Vec<Flush> = g.sending.take().into_iter().collect();
-        let mut rest = g.give_back(drop);
-        rest.key_id = key_id.to_owned();
-        out.push(rest);
+        let held = g.held;
+        out.push(g.message(key_id, g.money.max(0), Some(held)));
         out
+    }
+
+    /// [`Grants::forget`], only if the grant still has `lease`.
+    pub fn forget_lease(&mut self, key_id: &str, lease: &str) -> Vec<Flush> {
+        if self.by_key.get(key_id).is_some_and(|g| g.lease == lease) {
+            self.forget(key_id)
+        } else {
+            Vec::new()
+        }
     }
 
     /// Drops every grant (Redis lost them and their leases): their spend
@@ -383,19 +453,17 @@ impl Grants {
         self.drop_all()
             .into_iter()
             .map(|mut f| {
-                (f.lease, f.drop, f.returned) = (None, false, 0);
+                (f.lease, f.seq, f.returned, f.trim_to, f.after_loss) = (None, 0, 0, None, true);
                 f
             })
             .filter(|f| !f.days.is_empty())
             .collect()
     }
 
-    /// Drops every grant, their leases given back whole once Redis takes
-    /// the messages (fail-open: the fallback admits from the ledger's
-    /// remainder, which the grants' free money must not add to).
+    /// Drops every grant, each given back as [`Grants::forget`] does.
     pub fn drop_all(&mut self) -> Vec<Flush> {
         let keys: Vec<String> = self.by_key.keys().cloned().collect();
-        keys.iter().flat_map(|k| self.forget(k, true)).collect()
+        keys.iter().flat_map(|k| self.forget(k)).collect()
     }
 }
 
@@ -408,6 +476,7 @@ mod tests {
             rpm: [Some(600), None],
             tpm: [None, Some(10_000)],
             budgets: [budget, None, None],
+            resets: [ResetInterval::Never; 3],
             credits: None,
         }
     }
@@ -420,6 +489,8 @@ mod tests {
         }
     }
 
+    const FRESH: i64 = 60_000;
+
     fn grant(g: &mut Grants, t: &Terms, money: i64, now: i64) -> (String, u64) {
         let (lease, back) = g.lease_for("k", "p", "o", t, 10, now);
         assert!(back.is_empty());
@@ -430,7 +501,9 @@ mod tests {
             rpm_left: 50,
             tpm_left: 900,
         };
-        let (gen, _) = g.granted("k", &lease, t, &need(40), &granted, now).unwrap();
+        let (gen, _) = g
+            .granted("k", &lease, t, &need(40), &granted, 0, now)
+            .unwrap();
         (lease, gen)
     }
 
@@ -441,11 +514,24 @@ mod tests {
         grant(&mut g, &t, 100, 0);
         // The grant took the first request's 40 of 100, 1 of 3 permits and
         // 100 of 300 tokens: two more fit, then the permits are gone.
-        assert!(g.admit("k", &t, &need(30), 1).is_some());
-        assert!(g.admit("k", &t, &need(30), 2).is_some());
-        assert!(g.admit("k", &t, &need(0), 3).is_none(), "no permit left");
+        assert!(g.admit("k", &t, &need(30), 1, FRESH).is_some());
+        assert!(g.admit("k", &t, &need(30), 2, FRESH).is_some());
+        assert!(
+            g.admit("k", &t, &need(0), 3, FRESH).is_none(),
+            "no permit left"
+        );
         // Other terms (a budget lowered): not admitted from this grant.
-        assert!(g.admit("k", &terms(Some(500)), &need(0), 3).is_none());
+        assert!(g
+            .admit("k", &terms(Some(500)), &need(0), 3, FRESH)
+            .is_none());
+    }
+
+    #[test]
+    fn a_grant_not_renewed_lately_admits_nothing() {
+        let mut g = Grants::default();
+        let t = terms(Some(1_000));
+        grant(&mut g, &t, 100, 0);
+        assert!(g.admit("k", &t, &need(1), FRESH, FRESH).is_none());
     }
 
     #[test]
@@ -458,27 +544,38 @@ mod tests {
         assert_eq!(due.len(), 1);
         let f = &due[0];
         assert_eq!(f.lease.as_deref(), Some(lease.as_str()));
-        assert_eq!((f.spent(), f.returned, f.drop), (15, 0, false));
+        assert_eq!((f.spent(), f.returned, f.trim_to, f.seq), (15, 0, None, 1));
         assert_eq!(f.days, vec![(0, 15)]);
         // Not acknowledged: the same message again, not a second one.
         assert_eq!(g.due(7, 60_000)[0].id, f.id);
         g.flushed(f, 8);
-        // Idle past IDLE_MS: the free 85 goes back and the grant is forgotten.
+        // Idle past IDLE_MS with nothing in flight: the free 85 and the
+        // whole lease go back, and once applied the grant is forgotten.
         let idle = g.due(IDLE_MS + 10, 60_000);
-        assert_eq!((idle[0].spent(), idle[0].returned), (0, 85));
+        assert_eq!(
+            (
+                idle[0].spent(),
+                idle[0].returned,
+                idle[0].trim_to,
+                idle[0].seq
+            ),
+            (0, 85, Some(0), 2)
+        );
         g.flushed(&idle[0], IDLE_MS + 11);
         assert!(g.due(IDLE_MS + 20, 60_000).is_empty());
-        assert!(g.admit("k", &t, &need(1), IDLE_MS + 21).is_none());
+        assert!(g.admit("k", &t, &need(1), IDLE_MS + 21, FRESH).is_none());
     }
 
     #[test]
-    fn a_forgotten_grant_gives_everything_back_and_its_tickets_settle_alone() {
+    fn a_forgotten_grant_keeps_only_what_is_in_flight() {
         let mut g = Grants::default();
         let t = terms(Some(1_000));
         let (lease, gen) = grant(&mut g, &t, 100, 0);
-        let back = g.forget("k", true);
+        let back = g.forget("k");
         assert_eq!(back.len(), 1);
-        assert!(back[0].drop && back[0].lease.as_deref() == Some(lease.as_str()));
+        assert_eq!(back[0].lease.as_deref(), Some(lease.as_str()));
+        // 60 free goes back; the lease keeps the 40 the request holds.
+        assert_eq!((back[0].returned, back[0].trim_to), (60, Some(40)));
         assert!(g.settle("k", gen, 10, (100, 40), (50, 10), 1).is_err());
         // Redis lost everything: spend only, no lease named.
         let (_, gen) = grant(&mut g, &t, 100, 2);
@@ -486,5 +583,26 @@ mod tests {
         let lost = g.forget_all();
         assert_eq!(lost.len(), 1);
         assert_eq!((lost[0].lease.as_ref(), lost[0].spent()), (None, 10));
+        assert!(lost[0].after_loss);
+    }
+
+    #[test]
+    fn a_lapsed_lease_voids_the_free_money_it_backed() {
+        let mut g = Grants::default();
+        let t = terms(Some(1_000));
+        let (lease, _) = grant(&mut g, &t, 100, 0);
+        // Redis says the lease held nothing before this grant of 50.
+        let more = Granted {
+            permits: [3, 0],
+            tokens: [0, 300],
+            money: 50,
+            rpm_left: 0,
+            tpm_left: 0,
+        };
+        g.granted("k", &lease, &t, &need(40), &more, 0, 1).unwrap();
+        assert!(
+            g.admit("k", &t, &need(20), 2, FRESH).is_none(),
+            "10 left, not 70"
+        );
     }
 }

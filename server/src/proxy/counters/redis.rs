@@ -100,7 +100,7 @@ end
 /// end, month end, lease, lease ms, divisor. A limit of -1 is none; no
 /// grant takes more than 1/divisor of what remains (past the need).
 /// Returns {0, permits k, permits p, tokens k, tokens p, money, requests
-/// left, tokens left}, or a refusal: {1, level, limit, wait ms} (RPM),
+/// left, tokens left, what the lease held before}, or a refusal: {1, level, limit, wait ms} (RPM),
 /// {2, level, limit, left} (TPM), {3, level, limit, spent, reserved},
 /// {4, balance, reserved} (credits), {5} (the counters are lost).
 const GRANT: &str = r#"
@@ -116,7 +116,7 @@ for i = 1, 2 do
   if limit >= 0 then
     local step = 60000 / math.max(limit, 1)
     local tat = math.max(tonumber(redis.call('GET', KEYS[1 + i])) or now, now)
-    local avail = math.floor((now + 60000 - tat) / step)
+    local avail = math.floor((now + 60000 - tat) / step + 1e-9)
     if avail < 1 then return {1, i, limit, math.ceil(tat + step - 60000 - now)} end
     permits[i] = share(1, tonumber(ARGV[2 + i]), avail)
     tats[i] = tat + permits[i] * step
@@ -157,6 +157,7 @@ if credits >= 0 then
 end
 local money = 0
 if limited then money = share(cost, more, avail) end
+local prior = num(redis.call('HGET', KEYS[12], ARGV[21]))
 for i = 1, 2 do
   if tats[i] then
     redis.call('SET', KEYS[1 + i], string.format('%.17g', tats[i]), 'PX', math.ceil(tats[i] - now) + 1000)
@@ -173,30 +174,39 @@ if money > 0 then
     redis.call('ZADD', KEYS[8 + i], now + tonumber(ARGV[22]), ARGV[21])
   end
 end
-return {0, permits[1], permits[2], tokens[1], tokens[2], money, rpm_left, tpm_left}
+return {0, permits[1], permits[2], tokens[1], tokens[2], money, rpm_left, tpm_left, prior}
 "#;
 
-/// Counts spend and shrinks (or drops) a lease, once per message id.
+/// Counts spend and shrinks a lease, once per message: a lease's own
+/// messages by their number (in order), others by their id.
 /// KEYS: epoch, acct k, acct p, acct o, lease k, lease p, lease o,
-/// amounts k, amounts p, amounts o, done.
-/// ARGV: lease ('' for none), money given back, drop (1: the whole
-/// lease), lease ms, day end, week end, month end (now), remembered ms,
-/// then per day spent in: its day end, week end, month end and amount.
+/// amounts k, amounts p, amounts o, done, seq.
+/// ARGV: lease ('' for none), money given back, the most the lease keeps
+/// (-1: no bound), lease ms, day end, week end, month end (now), how long
+/// `done` is kept (ms), the message's number (0: by id), then per day
+/// spent in: its day end, week end, month end and amount.
 /// Spend counts in the periods it was admitted in, if they are current.
 /// Returns 0 when the counters are lost, 2 when the lease had lapsed (the
 /// spend still counts), else 1.
 const FLUSH: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if not redis.call('SET', KEYS[11], 1, 'NX', 'PX', ARGV[8]) then return 1 end
+local seq = tonumber(ARGV[9])
+if seq > 0 then
+  if num(redis.call('GET', KEYS[12])) >= seq then return 1 end
+  redis.call('SET', KEYS[12], ARGV[9], 'PX', 2 * tonumber(ARGV[4]))
+elseif not redis.call('SET', KEYS[11], 1, 'NX', 'PX', ARGV[8]) then
+  return 1
+end
 local now = clock()
 local spent = 0
-for b = 9, #ARGV, 4 do spent = spent + tonumber(ARGV[b + 3]) end
+for b = 10, #ARGV, 4 do spent = spent + tonumber(ARGV[b + 3]) end
+local trim = tonumber(ARGV[3])
 local gone = false
 for i = 1, 3 do
   local acct = KEYS[1 + i]
   roll(acct, ARGV[5], ARGV[6], ARGV[7])
   expire(acct, KEYS[4 + i], KEYS[7 + i], now)
-  for b = 9, #ARGV, 4 do
+  for b = 10, #ARGV, 4 do
     local amount = tonumber(ARGV[b + 3])
     local ends = redis.call('HMGET', acct, 'de', 'we', 'me')
     for j, f in ipairs({'d', 'w', 'm'}) do
@@ -207,8 +217,8 @@ for i = 1, 3 do
   if ARGV[1] ~= '' then
     local held = redis.call('HGET', KEYS[7 + i], ARGV[1])
     if held then
-      local left = 0
-      if ARGV[3] ~= '1' then left = math.max(tonumber(held) - spent - tonumber(ARGV[2]), 0) end
+      local left = math.max(tonumber(held) - spent - tonumber(ARGV[2]), 0)
+      if trim >= 0 then left = math.min(left, trim) end
       local r = num(redis.call('HGET', acct, 'r')) - (tonumber(held) - left)
       redis.call('HSET', acct, 'r', int(math.max(r, 0)))
       if left > 0 then
@@ -256,8 +266,6 @@ const REBUILDING: u8 = 2;
 
 /// Settlements waiting for Redis to come back, at most this many.
 const PENDING_MAX: usize = 100_000;
-/// How long Redis remembers a settled ticket (so a repeat does nothing).
-const SETTLED_FOR: Duration = Duration::from_secs(300);
 /// How long one instance may hold the rebuild.
 const REBUILD_LOCK: Duration = Duration::from_secs(120);
 
@@ -400,6 +408,13 @@ impl RedisCounters {
         Ok(counters)
     }
 
+    /// A grant admits only while its lease was renewed this recently: well
+    /// inside the lease's life, so an instance cut off from Redis stops
+    /// before its leases lapse and another instance is granted the same.
+    fn fresh_ms(&self) -> i64 {
+        i64::try_from(self.settings.reservation_ttl.as_millis() / 2).unwrap_or(i64::MAX)
+    }
+
     fn key(&self, parts: std::fmt::Arguments<'_>) -> String {
         format!("{}:{parts}", self.settings.prefix)
     }
@@ -534,7 +549,7 @@ impl RedisCounters {
     /// at once.
     async fn flush_grants(&self) {
         let now = tollgate_app::core::now_ms();
-        let renew = i64::try_from(self.settings.reservation_ttl.as_millis() / 3).unwrap_or(60_000);
+        let renew = i64::try_from(self.settings.reservation_ttl.as_millis() / 4).unwrap_or(60_000);
         let due = self
             .grants
             .lock()
@@ -549,7 +564,10 @@ impl RedisCounters {
                     // The lease lapsed: what the grant still holds is not
                     // reserved in Redis; give it all back and start anew.
                     grants.flushed(f, now);
-                    let msgs = grants.forget(&f.key_id, true);
+                    let msgs = match &f.lease {
+                        Some(lease) => grants.forget_lease(&f.key_id, lease),
+                        None => Vec::new(),
+                    };
                     drop(grants);
                     for m in msgs {
                         self.keep(m);
@@ -615,7 +633,7 @@ impl RedisCounters {
         let mut redis = self.conn.clone();
         // What remains of the old counters (a snapshot restored, or only
         // the epoch gone) is replaced whole: reservations and spend both.
-        for pattern in ["acct", "lease"] {
+        for pattern in ["acct", "lease", "amounts"] {
             let matching = self.key(format_args!("{pattern}:*"));
             let mut cursor: u64 = 0;
             loop {
@@ -744,9 +762,9 @@ impl RedisCounters {
     }
 
     /// Hands Redis the messages it missed (the fallback's spend among
-    /// them), except spend settled long enough before the counters were
-    /// rebuilt (`read_at`) for the rebuild's ledger read to hold it; then
-    /// drops the fallback. Whether everything was handed over.
+    /// them), except the spend of grants Redis lost that was settled long
+    /// enough before the rebuild (`read_at`) for its ledger read to hold
+    /// it; then drops the fallback. Whether everything was handed over.
     async fn hand_over(&self, read_at: i64) -> bool {
         let flush = i64::try_from(self.settings.ledger_flush.as_millis()).unwrap_or(i64::MAX);
         loop {
@@ -756,7 +774,7 @@ impl RedisCounters {
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop_front();
             let Some(f) = next else { break };
-            if f.settled_at.saturating_add(flush) < read_at {
+            if f.after_loss && f.settled_at.saturating_add(flush) < read_at {
                 continue;
             }
             match self.send_flush(&f).await {
@@ -794,14 +812,18 @@ impl RedisCounters {
             }
         }
         inv.key(self.key(format_args!("done:{}", f.id)))
+            .key(self.key(format_args!("seq:{}", f.lease.as_deref().unwrap_or("none"))))
             .arg(f.lease.as_deref().unwrap_or(""))
             .arg(bounded(f.returned))
-            .arg(i64::from(f.drop))
+            .arg(f.trim_to.map_or(-1, bounded))
             .arg(self.settings.reservation_ttl.as_millis() as u64)
             .arg(de)
             .arg(we)
             .arg(me)
-            .arg(SETTLED_FOR.as_millis() as u64);
+            // A message without a number is remembered as long as a lease
+            // lives, twice: it is not sent again after that.
+            .arg(2 * self.settings.reservation_ttl.as_millis() as u64)
+            .arg(f.seq);
         for (day, amount) in &f.days {
             let [de, we, me] = period_ends(day.saturating_mul(86_400_000));
             inv.arg(de).arg(we).arg(me).arg(bounded(*amount));
@@ -844,6 +866,7 @@ impl RedisCounters {
             rpm: [limits.key_rpm, limits.project_rpm].map(|l| l.map(bounded)),
             tpm: [limits.key_tpm, limits.project_tpm].map(|l| l.map(bounded)),
             budgets: limits.budgets.map(|(_, l, _)| l.map(bounded)),
+            resets: limits.budgets.map(|(_, _, r)| r),
             credits: limits.credits.map(bounded),
         };
         let (tokens, cost) = (bounded(a.tokens), bounded(a.cost));
@@ -863,7 +886,7 @@ impl RedisCounters {
             .grants
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .admit(&ticket.key_id, &terms, &need, a.now);
+            .admit(&ticket.key_id, &terms, &need, a.now, self.fresh_ms());
         if let Some((gen, lease, left)) = held {
             (ticket.gen, ticket.id) = (gen, lease);
             return Ok((ticket, headers(left)));
@@ -933,25 +956,26 @@ impl RedisCounters {
             .arg(4 * instances);
         let Ok(v) = self.run::<Vec<i64>>(inv).await else {
             // The grant may have happened (an answer lost or late): the
-            // whole lease goes back, whatever Redis holds of it.
-            let mut grants = self.grants.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut back = grants.forget(&ticket.key_id, true);
-            drop(grants);
-            if !back
-                .iter()
-                .any(|f| f.lease.as_deref() == Some(lease.as_str()))
-            {
-                back.push(Flush {
-                    id: uuid::Uuid::new_v4().simple().to_string(),
-                    key_id: ticket.key_id.clone(),
-                    project_id: ticket.project_id.clone(),
-                    org_id: ticket.org_id.clone(),
-                    lease: Some(lease),
-                    days: Vec::new(),
-                    returned: 0,
-                    drop: true,
-                    settled_at: a.now,
-                });
+            // lease is trimmed to what requests in flight hold, whatever
+            // Redis holds of it.
+            let mut back = self
+                .grants
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .forget_lease(&ticket.key_id, &lease);
+            if back.is_empty() {
+                let mut f = Flush::alone(
+                    ticket.key_id.clone(),
+                    ticket.project_id.clone(),
+                    ticket.org_id.clone(),
+                    Some(lease),
+                    0,
+                    0,
+                    0,
+                    a.now,
+                );
+                f.trim_to = Some(0);
+                back.push(f);
             }
             for f in back {
                 self.keep(f);
@@ -972,7 +996,15 @@ impl RedisCounters {
                     .grants
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .granted(&ticket.key_id, &lease, &terms, &need, &granted, a.now);
+                    .granted(
+                        &ticket.key_id,
+                        &lease,
+                        &terms,
+                        &need,
+                        &granted,
+                        at(8),
+                        a.now,
+                    );
                 let left = match admitted {
                     Some((gen, left)) => {
                         ticket.gen = gen;
@@ -981,17 +1013,16 @@ impl RedisCounters {
                     None => {
                         // Its grant was given back meanwhile: what Redis
                         // granted beyond this request goes back with it.
-                        self.keep(Flush {
-                            id: uuid::Uuid::new_v4().simple().to_string(),
-                            key_id: ticket.key_id.clone(),
-                            project_id: ticket.project_id.clone(),
-                            org_id: ticket.org_id.clone(),
-                            lease: Some(lease.clone()),
-                            days: Vec::new(),
-                            returned: granted.money.saturating_sub(cost).max(0),
-                            drop: false,
-                            settled_at: a.now,
-                        });
+                        self.keep(Flush::alone(
+                            ticket.key_id.clone(),
+                            ticket.project_id.clone(),
+                            ticket.org_id.clone(),
+                            Some(lease.clone()),
+                            0,
+                            0,
+                            granted.money.saturating_sub(cost),
+                            a.now,
+                        ));
                         (granted.rpm_left, granted.tpm_left)
                     }
                 };
@@ -1068,26 +1099,17 @@ impl Counters for RedisCounters {
         }
         // Its grant is gone (or it came from the fallback): the spend goes
         // to Redis on its own, and its part of the lease back.
-        let lease = (!ticket.id.is_empty() && ticket.cost > 0).then(|| ticket.id.clone());
-        self.keep(Flush {
-            id: uuid::Uuid::new_v4().simple().to_string(),
-            returned: if lease.is_some() {
-                ticket.cost.saturating_sub(cost).max(0)
-            } else {
-                0
-            },
-            key_id: ticket.key_id,
-            project_id: ticket.project_id,
-            org_id: ticket.org_id,
+        let lease = (!ticket.id.is_empty() && !ticket.fallback).then(|| ticket.id.clone());
+        self.keep(Flush::alone(
+            ticket.key_id,
+            ticket.project_id,
+            ticket.org_id,
             lease,
-            days: if cost > 0 {
-                vec![(ticket.minute.div_euclid(1_440), cost)]
-            } else {
-                Vec::new()
-            },
-            drop: false,
-            settled_at: now,
-        });
+            ticket.minute.div_euclid(1_440),
+            cost,
+            ticket.cost.saturating_sub(cost),
+            now,
+        ));
     }
 
     fn status(&self) -> CounterStatus {
