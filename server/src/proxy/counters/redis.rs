@@ -910,12 +910,13 @@ impl RedisCounters {
             self.keep(f);
         }
         // A chunk for the requests to come: up to 32 like this one, and a
-        // twentieth of the RPM per instance; Redis caps it at a share of
-        // what remains.
+        // hundredth of the RPM per instance (permits granted and unused
+        // lapse: a small limit is granted one at a time, so it admits
+        // exactly what it says); Redis caps it at a share of what remains.
         let instances = i64::from(self.instances.load(Ordering::Relaxed).max(1));
         let permits = terms
             .rpm
-            .map(|l| l.map_or(1, |l| (l / (20 * instances)).clamp(1, 32)));
+            .map(|l| l.map_or(1, |l| (l / (100 * instances)).clamp(1, 32)));
         let [de, we, me] = period_ends(a.now);
         let mut inv = GRANT_SCRIPT.prepare_invoke();
         inv.key(self.key(format_args!("epoch")))
