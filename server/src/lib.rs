@@ -306,12 +306,20 @@ pub fn spawn_session_cleanup(db: &Db) {
     }
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves. Every connection has `TCP_NODELAY`:
+/// a streamed answer is many small writes, and Nagle's algorithm would
+/// hold each behind the acknowledgement of the one before.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY could not be set on a connection");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
