@@ -688,6 +688,25 @@ impl Console {
     }
 }
 
+/// The owner's project serves `paid/echo` ($10 per million tokens), with
+/// `limits` replacing the project's open ones.
+pub async fn paid_project(o: &Console, limits: &[(&str, &str)]) {
+    o.call("upsert_model", &priced_model(&o.org, "paid/echo"))
+        .await;
+    let mut project = vec![
+        ("org_id", o.org.as_str()),
+        ("project_id", o.project.as_str()),
+        ("name", "P"),
+        ("models[0]", "paid/echo"),
+    ];
+    project.extend(OPEN_PROJECT);
+    for (k, v) in limits {
+        project.retain(|(f, _)| f != k);
+        project.push((k, v));
+    }
+    o.call("update_project", &project).await;
+}
+
 /// `upsert_model`'s form for model `id`: the mock echo at $10 per million
 /// tokens in and out.
 pub fn priced_model<'a>(org: &'a str, id: &'a str) -> [(&'a str, &'a str); 7] {

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Backend, Binary, Console, Relay, TestDb};
+use crate::helpers::{paid_project, Backend, Binary, Console, Relay, TestDb};
 use serde_json::json;
 
 /// What the issue asks: refused on B within a second.
@@ -51,24 +51,6 @@ async fn chat_status(url: &str, token: &str, model: &str) -> u16 {
         .unwrap()
         .status()
         .as_u16()
-}
-
-/// The owner's project serves only `paid/echo`, the mock echo at $10 per
-/// million tokens.
-async fn paid_project(o: &Console) {
-    o.call(
-        "upsert_model",
-        &crate::helpers::priced_model(&o.org, "paid/echo"),
-    )
-    .await;
-    let mut project = vec![
-        ("org_id", o.org.as_str()),
-        ("project_id", o.project.as_str()),
-        ("name", "P"),
-        ("models[0]", "paid/echo"),
-    ];
-    project.extend(crate::helpers::OPEN_PROJECT);
-    o.call("update_project", &project).await;
 }
 
 /// Calls `url` until it answers `want` (at most 30 s, a guard against a
@@ -164,7 +146,7 @@ fn a_budget_lowered_below_spend_reaches_b_within_a_second() {
     crate::helpers::run(async {
         let p = pair().await;
         let o = &p.owner;
-        paid_project(o).await;
+        paid_project(o, &[]).await;
         let mut delays = Vec::new();
         for _ in 0..100 {
             let (id, token) = o.key(&[("models[0]", "paid/echo")]).await;
@@ -382,7 +364,7 @@ fn two_ledgers_write_one_truth() {
     crate::helpers::run(async {
         let mut p = pair().await;
         let o = &p.owner;
-        paid_project(o).await;
+        paid_project(o, &[]).await;
         let (id, token) = o.key(&[("models[0]", "paid/echo")]).await;
         until_status(&p.b.url, &token, "paid/echo", 200).await;
         let urls = [p.a.url.clone(), p.b.url.clone()];
@@ -475,7 +457,7 @@ fn two_alerters_send_each_alert_once() {
             ],
         )
         .await;
-        paid_project(&o).await;
+        paid_project(&o, &[]).await;
         let (_, token) = o
             .key(&[
                 ("models[0]", "paid/echo"),

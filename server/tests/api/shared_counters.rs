@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Backend, Binary, Console, Relay, TestDb};
+use crate::helpers::{paid_project, Backend, Binary, Console, Relay, TestDb};
 use serde_json::{json, Value};
 
 const REDIS: &str = "127.0.0.1:6379";
@@ -94,28 +94,6 @@ async fn chat(url: &str, token: &str, max_tokens: u32) -> (u16, Value) {
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
-/// The owner's project serves `paid/echo` ($10 per million tokens), with
-/// `limits` replacing the project's open ones.
-async fn paid_project(o: &Console, limits: &[(&str, &str)]) {
-    o.call(
-        "upsert_model",
-        &crate::helpers::priced_model(&o.org, "paid/echo"),
-    )
-    .await;
-    let mut project = vec![
-        ("org_id", o.org.as_str()),
-        ("project_id", o.project.as_str()),
-        ("name", "P"),
-        ("models[0]", "paid/echo"),
-    ];
-    project.extend(crate::helpers::OPEN_PROJECT);
-    for (k, v) in limits {
-        project.retain(|(f, _)| f != k);
-        project.push((k, v));
-    }
-    o.call("update_project", &project).await;
-}
-
 /// Calls until `want` comes back (at most 30 s); returns the answers seen.
 async fn until(url: &str, token: &str, want: u16) -> Vec<(u16, Value)> {
     let started = Instant::now();
@@ -133,6 +111,34 @@ async fn until(url: &str, token: &str, want: u16) -> Vec<(u16, Value)> {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A pair with `extra` in its environment, and a key of $0.02 (never
+/// reset) in the owner's project of `paid/echo`.
+async fn with_budget(redis: &str, extra: &[(&str, &str)]) -> (Pair, String) {
+    let p = pair_on(redis, extra).await;
+    paid_project(&p.owner, &[]).await;
+    let (_, token) = p
+        .owner
+        .key(&[("max_budget", "0.02"), ("budget_reset", "never")])
+        .await;
+    (p, token)
+}
+
+/// `n` requests at once with `max_tokens` 100, split over both URLs: how
+/// many got each status.
+async fn burst(urls: &[String; 2], token: &str, n: usize) -> std::collections::BTreeMap<u16, i32> {
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let (url, token) = (urls[i % 2].clone(), token.to_owned());
+            tokio::spawn(async move { chat(&url, &token, 100).await.0 })
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::new();
+    for c in calls {
+        *statuses.entry(c.await.unwrap()).or_insert(0) += 1;
+    }
+    statuses
 }
 
 /// Calls A and B in turn, one request at a time, until both refuse with
@@ -317,12 +323,7 @@ fn an_org_spend_cap_holds_across_two_instances() {
 #[test]
 fn redis_going_away_is_a_clear_503_and_counts_resume() {
     crate::helpers::run(async {
-        let mut p = pair(&[]).await;
-        paid_project(&p.owner, &[]).await;
-        let (_, token) = p
-            .owner
-            .key(&[("max_budget", "0.02"), ("budget_reset", "never")])
-            .await;
+        let (mut p, token) = with_budget(REDIS, &[]).await;
         for url in [&p.a.url, &p.b.url] {
             until(url, &token, 200).await;
         }
@@ -365,16 +366,7 @@ fn redis_going_away_is_a_clear_503_and_counts_resume() {
         eprintln!("Redis back: both admit again after {:?}", started.elapsed());
         // Spend the rest from both, concurrently: the budget binds once.
         let urls = [p.a.url.clone(), p.b.url.clone()];
-        let calls: Vec<_> = (0..300)
-            .map(|i| {
-                let (url, token) = (urls[i % 2].clone(), token.clone());
-                tokio::spawn(async move { chat(&url, &token, 100).await.0 })
-            })
-            .collect();
-        let mut statuses = std::collections::BTreeMap::new();
-        for c in calls {
-            *statuses.entry(c.await.unwrap()).or_insert(0) += 1;
-        }
+        let statuses = burst(&urls, &token, 300).await;
         let then = exhaust(&urls, &token).await;
         let (events, spent) = ledger(&mut p).await;
         eprintln!("after the outage: 300 concurrent {statuses:?}, then {then} more one at a time; ledger {events} admitted, {spent} micro-USD of 20000");
@@ -388,12 +380,7 @@ fn redis_going_away_is_a_clear_503_and_counts_resume() {
 #[test]
 fn lost_counters_are_rebuilt_from_the_ledger() {
     crate::helpers::run(async {
-        let mut p = pair(&[]).await;
-        paid_project(&p.owner, &[]).await;
-        let (_, token) = p
-            .owner
-            .key(&[("max_budget", "0.02"), ("budget_reset", "never")])
-            .await;
+        let (mut p, token) = with_budget(REDIS, &[]).await;
         until(&p.b.url, &token, 200).await;
         let mut before = 1;
         for i in 0..40 {
@@ -423,16 +410,11 @@ fn lost_counters_are_rebuilt_from_the_ledger() {
             until(url, &token, 200).await;
         }
         let urls = [p.a.url.clone(), p.b.url.clone()];
-        let calls: Vec<_> = (0..300)
-            .map(|i| {
-                let (url, token) = (urls[i % 2].clone(), token.clone());
-                tokio::spawn(async move { chat(&url, &token, 100).await.0 })
-            })
-            .collect();
-        let mut refused = 0;
-        for c in calls {
-            refused += i32::from(c.await.unwrap() == 402);
-        }
+        let refused = burst(&urls, &token, 300)
+            .await
+            .get(&402)
+            .copied()
+            .unwrap_or(0);
         let then = exhaust(&urls, &token).await;
         let (events, spent) = ledger(&mut p).await;
         eprintln!("after the rebuild: 300 concurrent, {refused} refused, then {then} more one at a time; ledger {events} admitted, {spent} micro-USD of 20000");
@@ -447,12 +429,8 @@ fn lost_counters_are_rebuilt_from_the_ledger() {
 #[test]
 fn fail_open_admits_each_instance_its_share() {
     crate::helpers::run(async {
-        let mut p = pair(&[("TOLLGATE_PROXY__REDIS_FAIL_OPEN", "true")]).await;
-        paid_project(&p.owner, &[]).await;
-        let (_, token) = p
-            .owner
-            .key(&[("max_budget", "0.02"), ("budget_reset", "never")])
-            .await;
+        let (mut p, token) =
+            with_budget(REDIS, &[("TOLLGATE_PROXY__REDIS_FAIL_OPEN", "true")]).await;
         for url in [&p.a.url, &p.b.url] {
             until(url, &token, 200).await;
         }
@@ -477,16 +455,7 @@ fn fail_open_admits_each_instance_its_share() {
             until(url, &token, 200).await;
         }
         let urls = [p.a.url.clone(), p.b.url.clone()];
-        let calls: Vec<_> = (0..300)
-            .map(|i| {
-                let (url, token) = (urls[i % 2].clone(), token.clone());
-                tokio::spawn(async move { chat(&url, &token, 100).await.0 })
-            })
-            .collect();
-        let mut statuses = std::collections::BTreeMap::new();
-        for c in calls {
-            *statuses.entry(c.await.unwrap()).or_insert(0) += 1;
-        }
+        let statuses = burst(&urls, &token, 300).await;
         // Back: what the fallbacks metered reaches Redis, which refuses more.
         p.relay.pause(false);
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -588,12 +557,7 @@ impl Drop for OwnRedis {
 fn a_redis_restarted_from_an_old_snapshot_is_rebuilt() {
     crate::helpers::run(async {
         let mut redis = OwnRedis::start();
-        let mut p = pair_on(&format!("127.0.0.1:{}", redis.port), &[]).await;
-        paid_project(&p.owner, &[]).await;
-        let (_, token) = p
-            .owner
-            .key(&[("max_budget", "0.02"), ("budget_reset", "never")])
-            .await;
+        let (mut p, token) = with_budget(&format!("127.0.0.1:{}", redis.port), &[]).await;
         until(&p.b.url, &token, 200).await;
         redis.cli(&["SAVE"]);
         // Spent after the snapshot: 40 requests, about 4000 micro-USD.
