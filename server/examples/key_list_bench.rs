@@ -6,69 +6,14 @@
 #![expect(clippy::unwrap_used, clippy::print_stdout, reason = "a bench script")]
 
 use std::time::{Duration, Instant};
-use tollgate_app::core::keys::{self, Holder, KeyLimits};
-use tollgate_app::core::limits::{Caps, ResetInterval};
-use tollgate_app::policy::{self, OrgMember, OrgRole, ProjectMember};
 
 mod bench_support;
 
 #[tokio::main]
 async fn main() {
     let (bench, org_id, n) = bench_support::from_args::<usize>(100_000).await;
-    let project = bench
-        .post(
-            "create_project",
-            vec![("org_id", org_id.clone()), ("name", "Big".into())],
-        )
-        .await;
-    let project_id = project["id"].as_str().unwrap().to_owned();
-    let owner_id = bench.post("current_user", vec![]).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-
-    // Seed with the same core function the console uses, in batches.
-    let member = ProjectMember {
-        org: OrgMember {
-            user_id: owner_id.clone(),
-            org_id: org_id.clone(),
-            role: OrgRole::Owner,
-        },
-        project_id: project_id.clone(),
-        role: None,
-    };
-    let scope = policy::authorize_project(&member, policy::Action::ManageOwnKeys).unwrap();
     let started = Instant::now();
-    let now = tollgate_app::core::now_ms();
-    for batch in 0..n.div_ceil(1000) {
-        let mut tx = bench.state.db.pool.begin().await.unwrap();
-        for i in batch * 1000..((batch + 1) * 1000).min(n) {
-            let limits = KeyLimits {
-                name: format!("key-{i:06}"),
-                caps: Caps {
-                    models: vec!["mock/echo".into()],
-                    tpm_limit: None,
-                    rpm_limit: Some(60),
-                    budget: Some(tollgate_app::format::Usd::from_micros(5_000_000)),
-                    budget_reset: ResetInterval::Monthly,
-                },
-                expires_at: None,
-                no_content_logging: false,
-                tags: vec![format!("team-{}", i % 100), "bench".into()],
-                metadata: serde_json::json!({}),
-            };
-            keys::create(
-                &mut tx,
-                &scope,
-                Holder::User(&owner_id),
-                &limits,
-                now + i as i64,
-            )
-            .await
-            .unwrap();
-        }
-        tx.commit().await.unwrap();
-    }
+    let project_id = bench.seed_keys(&org_id, n).await;
     println!(
         "backend {}: seeded {n} keys in {:.1} s",
         bench.backend,

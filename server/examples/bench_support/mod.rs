@@ -103,4 +103,66 @@ impl Bench {
             .await;
         setup["org_id"].as_str().unwrap().to_owned()
     }
+
+    /// A project "Big" in `org_id` with `n` keys made by the core function
+    /// the console uses (a budget, RPM, a model and two tags each), in
+    /// batches of 1,000; returns the project's id.
+    #[allow(dead_code, reason = "the usage benchmark seeds no keys")]
+    pub async fn seed_keys(&self, org_id: &str, n: usize) -> String {
+        use tollgate_app::core::keys::{self, Holder, KeyLimits};
+        use tollgate_app::core::limits::{Caps, ResetInterval};
+        use tollgate_app::policy::{self, OrgMember, OrgRole, ProjectMember};
+        let project = self
+            .post(
+                "create_project",
+                vec![("org_id", org_id.to_owned()), ("name", "Big".into())],
+            )
+            .await;
+        let project_id = project["id"].as_str().unwrap().to_owned();
+        let owner_id = self.post("current_user", vec![]).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let member = ProjectMember {
+            org: OrgMember {
+                user_id: owner_id.clone(),
+                org_id: org_id.to_owned(),
+                role: OrgRole::Owner,
+            },
+            project_id: project_id.clone(),
+            role: None,
+        };
+        let scope = policy::authorize_project(&member, policy::Action::ManageOwnKeys).unwrap();
+        let now = tollgate_app::core::now_ms();
+        for batch in 0..n.div_ceil(1000) {
+            let mut tx = self.state.db.pool.begin().await.unwrap();
+            for i in batch * 1000..((batch + 1) * 1000).min(n) {
+                let limits = KeyLimits {
+                    name: format!("key-{i:06}"),
+                    caps: Caps {
+                        models: vec!["mock/echo".into()],
+                        tpm_limit: None,
+                        rpm_limit: Some(60),
+                        budget: Some(tollgate_app::format::Usd::from_micros(5_000_000)),
+                        budget_reset: ResetInterval::Monthly,
+                    },
+                    expires_at: None,
+                    no_content_logging: false,
+                    tags: vec![format!("team-{}", i % 100), "bench".into()],
+                    metadata: serde_json::json!({}),
+                };
+                keys::create(
+                    &mut tx,
+                    &scope,
+                    Holder::User(&owner_id),
+                    &limits,
+                    now + i as i64,
+                )
+                .await
+                .unwrap();
+            }
+            tx.commit().await.unwrap();
+        }
+        project_id
+    }
 }
