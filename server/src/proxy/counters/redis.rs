@@ -412,7 +412,15 @@ impl RedisCounters {
     /// inside the lease's life, so an instance cut off from Redis stops
     /// before its leases lapse and another instance is granted the same.
     fn fresh_ms(&self) -> i64 {
-        i64::try_from(self.settings.reservation_ttl.as_millis() / 2).unwrap_or(i64::MAX)
+        i64::try_from(self.lease_ms() / 2).unwrap_or(i64::MAX)
+    }
+
+    /// A lease's life in milliseconds, at most a day (Redis refuses
+    /// expiry times past its range; a longer lease protects nothing more).
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.settings.reservation_ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .clamp(1_000, 86_400_000)
     }
 
     fn key(&self, parts: std::fmt::Arguments<'_>) -> String {
@@ -535,29 +543,19 @@ impl RedisCounters {
     /// Redis lost the counters: every grant goes; what they metered waits
     /// (as spend only) for the rebuild.
     fn lost(&self) {
-        let msgs = self
-            .grants
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .forget_all();
-        for m in msgs {
-            self.keep(m);
-        }
+        let msgs = self.grants().forget_all();
+        self.keep_all(msgs);
     }
 
     /// Sends each grant's due message (spend, idle money, a renewal), all
     /// at once.
     async fn flush_grants(&self) {
         let now = tollgate_app::core::now_ms();
-        let renew = i64::try_from(self.settings.reservation_ttl.as_millis() / 4).unwrap_or(60_000);
-        let due = self
-            .grants
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .due(now, renew);
+        let renew = i64::try_from(self.lease_ms() / 4).unwrap_or(60_000);
+        let due = self.grants().due(now, renew);
         let sent = futures::future::join_all(due.iter().map(|f| self.send_flush(f))).await;
         for (f, r) in due.iter().zip(sent) {
-            let mut grants = self.grants.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut grants = self.grants();
             match r {
                 Ok(1) => grants.flushed(f, now),
                 Ok(2) => {
@@ -569,9 +567,7 @@ impl RedisCounters {
                         None => Vec::new(),
                     };
                     drop(grants);
-                    for m in msgs {
-                        self.keep(m);
-                    }
+                    self.keep_all(msgs);
                 }
                 Ok(_) => self.state.store(REBUILDING, Ordering::Relaxed),
                 Err(()) => {}
@@ -726,14 +722,8 @@ impl RedisCounters {
                     let local = LocalCounters::with_share(base, now, share);
                     // From now on the fallback admits; what the grants
                     // hold goes back to Redis once it answers.
-                    let held = me
-                        .grants
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .drop_all();
-                    for f in held {
-                        me.keep(f);
-                    }
+                    let held = me.grants().drop_all();
+                    me.keep_all(held);
                     *me.fallback.write().unwrap_or_else(PoisonError::into_inner) =
                         Some(Arc::new(local));
                     tracing::warn!(
@@ -747,6 +737,16 @@ impl RedisCounters {
             }
             me.making_fallback.store(false, Ordering::SeqCst);
         });
+    }
+
+    fn grants(&self) -> std::sync::MutexGuard<'_, Grants> {
+        self.grants.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn keep_all(&self, msgs: Vec<Flush>) {
+        for f in msgs {
+            self.keep(f);
+        }
     }
 
     /// Keeps a message for Redis to take later; the oldest is dropped
@@ -816,13 +816,13 @@ impl RedisCounters {
             .arg(f.lease.as_deref().unwrap_or(""))
             .arg(bounded(f.returned))
             .arg(f.trim_to.map_or(-1, bounded))
-            .arg(self.settings.reservation_ttl.as_millis() as u64)
+            .arg(self.lease_ms())
             .arg(de)
             .arg(we)
             .arg(me)
             // A message without a number is remembered as long as a lease
             // lives, twice: it is not sent again after that.
-            .arg(2 * self.settings.reservation_ttl.as_millis() as u64)
+            .arg(self.lease_ms().saturating_mul(2))
             .arg(f.seq);
         for (day, amount) in &f.days {
             let [de, we, me] = period_ends(day.saturating_mul(86_400_000));
@@ -883,9 +883,7 @@ impl RedisCounters {
         };
         // What this instance holds already: no round trip.
         let held = self
-            .grants
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .grants()
             .admit(&ticket.key_id, &terms, &need, a.now, self.fresh_ms());
         if let Some((gen, lease, left)) = held {
             (ticket.gen, ticket.id) = (gen, lease);
@@ -894,21 +892,15 @@ impl RedisCounters {
         if state == DOWN {
             return self.without_redis(a);
         }
-        let (lease, old) = self
-            .grants
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .lease_for(
-                &ticket.key_id,
-                &ticket.project_id,
-                &ticket.org_id,
-                &terms,
-                ticket.minute,
-                a.now,
-            );
-        for f in old {
-            self.keep(f);
-        }
+        let (lease, old) = self.grants().lease_for(
+            &ticket.key_id,
+            &ticket.project_id,
+            &ticket.org_id,
+            &terms,
+            ticket.minute,
+            a.now,
+        );
+        self.keep_all(old);
         // A chunk for the requests to come: up to 32 like this one, and a
         // hundredth of the RPM per instance (permits granted and unused
         // lapse: a small limit is granted one at a time, so it admits
@@ -953,17 +945,13 @@ impl RedisCounters {
             .arg(we)
             .arg(me)
             .arg(&lease)
-            .arg(self.settings.reservation_ttl.as_millis() as u64)
+            .arg(self.lease_ms())
             .arg(4 * instances);
         let Ok(v) = self.run::<Vec<i64>>(inv).await else {
             // The grant may have happened (an answer lost or late): the
             // lease is trimmed to what requests in flight hold, whatever
             // Redis holds of it.
-            let mut back = self
-                .grants
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .forget_lease(&ticket.key_id, &lease);
+            let mut back = self.grants().forget_lease(&ticket.key_id, &lease);
             if back.is_empty() {
                 let mut f = Flush::alone(
                     ticket.key_id.clone(),
@@ -978,9 +966,7 @@ impl RedisCounters {
                 f.trim_to = Some(0);
                 back.push(f);
             }
-            for f in back {
-                self.keep(f);
-            }
+            self.keep_all(back);
             return self.without_redis(a);
         };
         let at = |i: usize| v.get(i).copied().unwrap_or(-1);
@@ -993,19 +979,15 @@ impl RedisCounters {
                     rpm_left: at(6),
                     tpm_left: at(7),
                 };
-                let admitted = self
-                    .grants
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .granted(
-                        &ticket.key_id,
-                        &lease,
-                        &terms,
-                        &need,
-                        &granted,
-                        at(8),
-                        a.now,
-                    );
+                let admitted = self.grants().granted(
+                    &ticket.key_id,
+                    &lease,
+                    &terms,
+                    &need,
+                    &granted,
+                    at(8),
+                    a.now,
+                );
                 let left = match admitted {
                     Some((gen, left)) => {
                         ticket.gen = gen;
@@ -1082,18 +1064,14 @@ impl Counters for RedisCounters {
                 local.settle(ticket.clone(), tokens, cost, now);
             }
         } else {
-            let settled = self
-                .grants
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .settle(
-                    &ticket.key_id,
-                    ticket.gen,
-                    ticket.minute,
-                    (ticket.tokens, ticket.cost),
-                    (tokens, cost),
-                    now,
-                );
+            let settled = self.grants().settle(
+                &ticket.key_id,
+                ticket.gen,
+                ticket.minute,
+                (ticket.tokens, ticket.cost),
+                (tokens, cost),
+                now,
+            );
             if settled.is_ok() {
                 return;
             }
