@@ -10,18 +10,15 @@ use std::sync::{Arc, RwLock};
 use tollgate_app::core::catalogue::{self, Model};
 use tollgate_app::core::changes::Change;
 use tollgate_app::core::db::Db;
-use tollgate_app::core::keys::{self, token, Load, ProxyKey};
+use tollgate_app::core::keys::{self, token, Load};
 use tollgate_app::core::limits::ResetInterval;
 use tollgate_app::core::orgs::{self, ProxyOrg};
 use tollgate_app::core::projects::{self, Project};
 use tollgate_app::core::providers::{self, Upstream};
 
 use super::error::ProxyError;
-
-pub struct KeyEntry {
-    pub key: ProxyKey,
-    pub reset: ResetInterval,
-}
+pub use super::keytable::KeyEntry;
+use super::keytable::KeyTable;
 
 pub struct ProjectEntry {
     pub project: Project,
@@ -115,10 +112,7 @@ fn routes(models: Vec<Model>, upstreams: Vec<Upstream>) -> HashMap<String, Route
 
 #[derive(Default)]
 struct Maps {
-    /// By public id, the part of a token that is not secret.
-    keys: HashMap<String, Arc<KeyEntry>>,
-    /// Internal id → public id.
-    key_ids: HashMap<String, String>,
+    keys: KeyTable,
     projects: HashMap<String, Arc<ProjectEntry>>,
     orgs: HashMap<String, Arc<OrgEntry>>,
 }
@@ -131,11 +125,6 @@ pub struct Memory {
     /// that read earlier never swaps in after one that read later (a change
     /// applied by its own instance and again from the feed).
     reloading: tokio::sync::Mutex<()>,
-}
-
-fn key_entry(key: ProxyKey) -> Arc<KeyEntry> {
-    let reset = key.limits.caps.budget_reset;
-    Arc::new(KeyEntry { key, reset })
 }
 
 fn project_entry(project: Project) -> Arc<ProjectEntry> {
@@ -204,26 +193,25 @@ impl Memory {
         let mut conn = self.db.pool.acquire().await?;
         let all_orgs = orgs::load_for_proxy(&mut conn, None).await?;
         let all_projects = projects::load_for_proxy(&mut conn, None, None).await?;
-        let all_keys = keys::load_for_proxy(&mut conn, Load::All).await?;
+        // Room for the keys counted and a few more made meanwhile: the
+        // table is not grown (and copied) while it is filled.
+        let count = usize::try_from(keys::count_all(&mut conn).await?).unwrap_or(0);
+        let mut table = KeyTable::with_capacity(count.saturating_add(count / 64));
         drop(conn);
+        keys::each_key_for_proxy(&self.db, |row| table.insert_row(row)).await?;
         let mut org_entries = HashMap::new();
         for o in all_orgs {
             let id = o.id.clone();
             org_entries.insert(id, self.org_entry(o).await?);
         }
-        let mut m = Maps {
+        *self.write() = Maps {
+            keys: table,
             orgs: org_entries,
             projects: all_projects
                 .into_iter()
                 .map(|p| (p.id.clone(), project_entry(p)))
                 .collect(),
-            ..Maps::default()
         };
-        for k in all_keys {
-            m.key_ids.insert(k.id.clone(), k.public_id.clone());
-            m.keys.insert(k.public_id.clone(), key_entry(k));
-        }
-        *self.write() = m;
         Ok(())
     }
 
@@ -237,11 +225,7 @@ impl Memory {
         // An organization made elsewhere (first-run setup, another
         // organization, the CLI) is loaded when something of it changes.
         let org_of = |m: &Maps| match change {
-            Change::Key(id) => m
-                .key_ids
-                .get(id)
-                .and_then(|p| m.keys.get(p))
-                .map(|k| k.key.org_id.clone()),
+            Change::Key(id) => m.keys.by_id(id).map(|k| k.org_id().to_owned()),
             Change::Project(id) => m.projects.get(id).map(|p| p.project.org_id.clone()),
             Change::Org(_) | Change::OrgAll(_) => None,
         };
@@ -260,10 +244,11 @@ impl Memory {
         match change {
             Change::Key(id) => {
                 let mut conn = self.db.pool.acquire().await?;
-                let found = keys::load_for_proxy(&mut conn, Load::One(id)).await?;
-                let project = match found.first() {
-                    Some(k) if !self.read().projects.contains_key(&k.project_id) => {
-                        projects::load_for_proxy(&mut conn, None, Some(&k.project_id)).await?
+                let found = staged(&mut conn, Load::One(id)).await?;
+                let project = found.by_id(id).map(|k| k.project_id().to_owned());
+                let project = match project {
+                    Some(p) if !self.read().projects.contains_key(&p) => {
+                        projects::load_for_proxy(&mut conn, None, Some(&p)).await?
                     }
                     _ => Vec::new(),
                 };
@@ -271,31 +256,34 @@ impl Memory {
                 for p in project {
                     m.projects.insert(p.id.clone(), project_entry(p));
                 }
-                replace_keys(&mut m, |k| k.id == *id, found);
+                m.keys.remove_id(id);
+                m.keys.absorb(found);
             }
             Change::Project(id) => {
                 let mut conn = self.db.pool.acquire().await?;
                 let found = projects::load_for_proxy(&mut conn, None, Some(id)).await?;
-                let keys = keys::load_for_proxy(&mut conn, Load::Project(id)).await?;
+                let keys = staged(&mut conn, Load::Project(id)).await?;
                 let mut m = self.write();
                 m.projects.remove(id);
                 for p in found {
                     m.projects.insert(p.id.clone(), project_entry(p));
                 }
-                replace_keys(&mut m, |k| k.project_id == *id, keys);
+                m.keys.remove_where(|k| k.project_id() == id);
+                m.keys.absorb(keys);
             }
             Change::Org(id) => self.reload_org(id).await?,
             Change::OrgAll(id) => {
                 self.reload_org(id).await?;
                 let mut conn = self.db.pool.acquire().await?;
                 let found = projects::load_for_proxy(&mut conn, Some(id), None).await?;
-                let keys = keys::load_for_proxy(&mut conn, Load::Org(id)).await?;
+                let keys = staged(&mut conn, Load::Org(id)).await?;
                 let mut m = self.write();
                 m.projects.retain(|_, p| p.project.org_id != *id);
                 for p in found {
                     m.projects.insert(p.id.clone(), project_entry(p));
                 }
-                replace_keys(&mut m, |k| k.org_id == *id, keys);
+                m.keys.remove_where(|k| k.org_id() == id);
+                m.keys.absorb(keys);
             }
         }
         Ok(())
@@ -330,32 +318,25 @@ impl Memory {
         let parsed = token::parse(presented).ok_or_else(unknown)?;
         let (key, project, org) = {
             let m = self.read();
-            let key = m.keys.get(parsed.public_id).cloned().ok_or_else(unknown)?;
+            let key = m.keys.get(parsed.public_id).ok_or_else(unknown)?;
             let project = m
                 .projects
-                .get(&key.key.project_id)
+                .get(key.project_id())
                 .cloned()
                 .ok_or_else(unknown)?;
-            let org = m.orgs.get(&key.key.org_id).cloned().ok_or_else(unknown)?;
-            (key, project, org)
+            let org = m.orgs.get(key.org_id()).cloned().ok_or_else(unknown)?;
+            (Arc::new(key.clone()), project, org)
         };
-        let hash = token::hash_secret(parsed.secret);
-        let k = &key.key;
-        let current = constant_time_eq(hash.as_bytes(), k.secret_hash.as_bytes());
-        let previous = k.prev_valid_until.is_some_and(|t| t > now)
-            && k.prev_secret_hash
-                .as_deref()
-                .is_some_and(|p| constant_time_eq(hash.as_bytes(), p.as_bytes()));
-        if !current && !previous {
+        if !key.secret_matches(&token::secret_digest(parsed.secret), now) {
             return Err(unknown());
         }
-        if k.revoked_at.is_some() {
+        if key.revoked_at().is_some() {
             return Err(ProxyError::unauthorized(
                 "key_revoked",
                 "the API key was revoked",
             ));
         }
-        if let Some(at) = k.limits.expires_at.filter(|t| *t <= now) {
+        if let Some(at) = key.expires_at().filter(|t| *t <= now) {
             return Err(ProxyError::unauthorized(
                 "key_expired",
                 format!(
@@ -368,26 +349,15 @@ impl Memory {
     }
 }
 
-fn replace_keys(m: &mut Maps, gone: impl Fn(&ProxyKey) -> bool, fresh: Vec<ProxyKey>) {
-    let stale: Vec<String> = m
-        .keys
-        .iter()
-        .filter(|(_, e)| gone(&e.key))
-        .map(|(p, _)| p.clone())
-        .collect();
-    for p in stale {
-        if let Some(e) = m.keys.remove(&p) {
-            m.key_ids.remove(&e.key.id);
-        }
-    }
-    for k in fresh {
-        m.key_ids.insert(k.id.clone(), k.public_id.clone());
-        m.keys.insert(k.public_id.clone(), key_entry(k));
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The keys of `which`, read into a table of their own (no lock held
+/// while the database answers), to be absorbed into the proxy's.
+async fn staged(
+    conn: &mut sqlx::AnyConnection,
+    which: Load<'_>,
+) -> Result<KeyTable, sqlx::Error> {
+    let mut table = KeyTable::default();
+    keys::each_for_proxy(conn, which, |row| table.insert_row(row)).await?;
+    Ok(table)
 }
 
 impl Caller {
@@ -434,7 +404,7 @@ impl Caller {
                 format!("the project does not allow the model '{model}'"),
             ));
         }
-        if !self.key.key.limits.caps.models.iter().any(|x| x == model) {
+        if !self.key.allows(model) {
             return Err(ProxyError::forbidden(
                 "model_not_allowed",
                 format!("this API key does not allow the model '{model}'"),
@@ -456,13 +426,10 @@ impl Caller {
     pub fn models(&self) -> Vec<Arc<Model>> {
         let mut out: Vec<Arc<Model>> = self
             .key
-            .key
-            .limits
-            .caps
-            .models
+            .models()
             .iter()
-            .filter(|m| self.project.project.caps.models.contains(m))
-            .filter_map(|m| self.org.routes.get(m).map(|r| r.model.clone()))
+            .filter(|m| self.project.project.caps.models.iter().any(|p| p == &***m))
+            .filter_map(|m| self.org.routes.get(&**m).map(|r| r.model.clone()))
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out

@@ -6,6 +6,7 @@
 pub mod counters;
 pub mod error;
 pub mod feed;
+pub mod keytable;
 pub mod ledger;
 pub mod memory;
 pub mod tokens;
@@ -240,10 +241,10 @@ fn admit_caller(gw: &Gateway, peer: SocketAddr, h: &HeaderMap) -> Result<Caller,
     let caller = gw
         .memory
         .authenticate(bearer(h)?, tollgate_app::core::now_ms())?;
-    let k = &caller.key.key;
+    let k = &caller.key;
     let span = Span::current();
-    span.record("org", display(&k.org_id));
-    span.record("project", display(&k.project_id));
+    span.record("org", display(k.org_id()));
+    span.record("project", display(k.project_id()));
     span.record("key_id", display(&k.public_id));
     caller.check_ip(client_ip(peer.ip(), h, &gw.config.trusted_proxies))?;
     Ok(caller)
@@ -303,16 +304,16 @@ struct Ctx {
 
 impl Ctx {
     fn record(&self, status: u16, tokens_in: i64, tokens_out: i64, cost: i64, error: Option<&str>) {
-        let k = &self.caller.key.key;
+        let k = &self.caller.key;
         self.gw
             .metrics
             .request(self.endpoint.as_str(), &self.model.id, status);
         self.gw.ledger.record(UsageEvent {
             request_id: self.request_id.clone(),
             at: self.at,
-            org_id: k.org_id.clone(),
-            project_id: k.project_id.clone(),
-            key_id: k.id.clone(),
+            org_id: k.org_id().to_owned(),
+            project_id: k.project_id().to_owned(),
+            key_id: k.id.to_string(),
             model: self.model.id.clone(),
             provider: self.provider.clone(),
             endpoint: self.endpoint.as_str(),
@@ -331,13 +332,13 @@ impl Ctx {
             return;
         };
         let (response, res_cut) = truncate(response, self.gw.config.content_log_max_bytes);
-        let k = &self.caller.key.key;
+        let k = &self.caller.key;
         self.gw.ledger.record_content(ContentLog {
             request_id: self.request_id.clone(),
             at: self.at,
-            org_id: k.org_id.clone(),
-            project_id: k.project_id.clone(),
-            key_id: k.id.clone(),
+            org_id: k.org_id().to_owned(),
+            project_id: k.project_id().to_owned(),
+            key_id: k.id.to_string(),
             request_body: request.clone(),
             response_body: response,
             truncated: *req_cut || res_cut,
@@ -570,10 +571,9 @@ async fn forward(
         Endpoint::Embeddings => tokens::embedding_input(&body),
     };
     let max_tokens = max_output(&body, endpoint, &model, gw.config.default_max_tokens)?;
-    let k = &caller.key.key;
     let logs = caller.org.org.spending.content_logging
         && caller.project.project.content_logging
-        && !k.limits.no_content_logging;
+        && !caller.key.no_content_logging;
     let ctx = Ctx {
         gw: gw.clone(),
         request_id: request_id.to_owned(),

@@ -4,9 +4,10 @@
 pub mod token;
 
 use sqlx::{AnyConnection, Row};
+use std::borrow::Cow;
 
 use super::db::{json_list, to_json};
-use super::limits::Caps;
+use super::limits::{Caps, ResetInterval};
 use crate::error::AppError;
 use crate::format::Usd;
 use crate::policy::ProjectScope;
@@ -581,25 +582,32 @@ pub async fn authenticate(
         .transpose()
 }
 
-/// A key as the proxy holds it in memory: what authenticates it (hashes,
-/// never the secret) and every limit it carries.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProxyKey {
-    pub id: String,
-    pub public_id: String,
-    pub secret_hash: String,
-    pub prev_secret_hash: Option<String>,
+/// One key as the proxy reads it, borrowed from its row: what
+/// authenticates it (hashes, never the secret) and every limit a request
+/// checks. No name, tags or metadata: the request path never reads them.
+#[derive(Debug)]
+pub struct ProxyKeyRow<'r> {
+    pub id: &'r str,
+    pub public_id: &'r str,
+    pub secret_hash: &'r str,
+    pub prev_secret_hash: Option<&'r str>,
     pub prev_valid_until: Option<i64>,
-    pub org_id: String,
-    pub project_id: String,
-    pub limits: KeyLimits,
+    pub org_id: &'r str,
+    pub project_id: &'r str,
+    /// The allowed models as stored (a JSON list); see [`ProxyKeyRow::models`].
+    pub models_json: &'r str,
+    pub tpm_limit: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub budget_micros: Option<i64>,
+    pub budget_reset: ResetInterval,
+    pub expires_at: Option<i64>,
+    pub no_content_logging: bool,
     pub revoked_at: Option<i64>,
 }
 
-impl ProxyKey {
-    /// The same rule as [`KeyRow::status`].
-    pub fn status(&self, now: i64) -> KeyStatus {
-        KeyStatus::of(self.revoked_at, self.limits.expires_at, now)
+impl ProxyKeyRow<'_> {
+    pub fn models(&self) -> Result<Vec<String>, sqlx::Error> {
+        json_list(self.models_json)
     }
 }
 
@@ -612,42 +620,208 @@ pub enum Load<'a> {
     One(&'a str),
 }
 
-pub async fn load_for_proxy(
+/// The columns the proxy reads, in [`ProxyKeyRow`]'s order.
+macro_rules! proxy_columns {
+    () => {
+        "id, public_id, secret_hash, prev_secret_hash, prev_valid_until, org_id, project_id, \
+         models_json, tpm_limit, rpm_limit, budget_micros, budget_reset, expires_at, \
+         no_content_logging, revoked_at"
+    };
+}
+
+/// Keys a page of [`each_for_proxy`] holds.
+pub const PAGE: i64 = 10_000;
+
+/// One key of a page: [`ProxyKeyRow`]'s columns as a JSON array.
+#[derive(serde::Deserialize)]
+struct PagedKey<'a>(
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Option<Cow<'a, str>>,
+    Option<i64>,
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Cow<'a, str>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    #[serde(borrow)] Cow<'a, str>,
+    Option<i64>,
+    i64,
+    Option<i64>,
+);
+
+impl PagedKey<'_> {
+    fn row(&self) -> Result<ProxyKeyRow<'_>, sqlx::Error> {
+        Ok(ProxyKeyRow {
+            id: &self.0,
+            public_id: &self.1,
+            secret_hash: &self.2,
+            prev_secret_hash: self.3.as_deref(),
+            prev_valid_until: self.4,
+            org_id: &self.5,
+            project_id: &self.6,
+            models_json: &self.7,
+            tpm_limit: self.8,
+            rpm_limit: self.9,
+            budget_micros: self.10,
+            budget_reset: super::db::text_as(&self.11)?,
+            expires_at: self.12,
+            no_content_logging: self.13 != 0,
+            revoked_at: self.14,
+        })
+    }
+}
+
+/// Every key, for an instance's start: from PostgreSQL as one stream of
+/// rows decoded by its own driver; from SQLite in pages (see [`each_page`]).
+pub async fn each_key_for_proxy(
+    db: &super::db::Db,
+    mut each: impl FnMut(ProxyKeyRow<'_>) -> Result<(), sqlx::Error>,
+) -> Result<(), sqlx::Error> {
+    use futures::TryStreamExt;
+    let Some(pg) = &db.pg else {
+        let mut conn = db.pool.acquire().await?;
+        return each_page(&mut conn, each).await;
+    };
+    let mut rows = sqlx::query(concat!("SELECT ", proxy_columns!(), " FROM api_keys")).fetch(pg);
+    while let Some(r) = rows.try_next().await? {
+        each(ProxyKeyRow {
+            id: r.try_get(0)?,
+            public_id: r.try_get(1)?,
+            secret_hash: r.try_get(2)?,
+            prev_secret_hash: r.try_get(3)?,
+            prev_valid_until: r.try_get(4)?,
+            org_id: r.try_get(5)?,
+            project_id: r.try_get(6)?,
+            models_json: r.try_get(7)?,
+            tpm_limit: r.try_get(8)?,
+            rpm_limit: r.try_get(9)?,
+            budget_micros: r.try_get(10)?,
+            budget_reset: super::db::text_as(r.try_get::<&str, _>(11)?)?,
+            expires_at: r.try_get(12)?,
+            no_content_logging: r.try_get::<i64, _>(13)? != 0,
+            revoked_at: r.try_get(14)?,
+        })?;
+    }
+    Ok(())
+}
+
+/// Every key, a page at a time, each page one JSON document the database
+/// builds: one round trip and one row a page, where a row a key would cost
+/// SQLite's driver a hand-over between threads a key. In the order of the
+/// table's rows (a scan, not a walk of the id index with a lookup a key);
+/// on PostgreSQL (where [`each_key_for_proxy`] does not need it) in the
+/// order of the ids.
+async fn each_page(
+    conn: &mut AnyConnection,
+    mut each: impl FnMut(ProxyKeyRow<'_>) -> Result<(), sqlx::Error>,
+) -> Result<(), sqlx::Error> {
+    let postgres = conn.backend_name().eq_ignore_ascii_case("postgresql");
+    let sql = if postgres {
+        concat!(
+            "SELECT json_agg(json_build_array(",
+            proxy_columns!(),
+            "))::text, max(id) FROM \
+             (SELECT * FROM api_keys WHERE id > $1 ORDER BY id LIMIT $2) AS page"
+        )
+    } else {
+        concat!(
+            "SELECT json_group_array(json_array(",
+            proxy_columns!(),
+            ")), CAST(max(row_number) AS TEXT) FROM \
+             (SELECT rowid AS row_number, * FROM api_keys \
+              WHERE rowid > CAST($1 AS INTEGER) ORDER BY rowid LIMIT $2)"
+        )
+    };
+    // A page: its keys as one JSON document, and where it ended (an id,
+    // or a row number as text).
+    async fn fetch(
+        conn: &mut AnyConnection,
+        sql: &'static str,
+        after: String,
+    ) -> Result<Option<(String, String)>, sqlx::Error> {
+        let (doc, last): (Option<String>, Option<String>) = sqlx::query_as(sql)
+            .bind(after)
+            .bind(PAGE)
+            .fetch_one(conn)
+            .await?;
+        Ok(doc.zip(last))
+    }
+    let first = if postgres { String::new() } else { "0".into() };
+    let mut page = fetch(conn, sql, first).await?;
+    // While one page is decoded and passed on, the database builds the next.
+    while let Some((doc, last)) = page {
+        let keys: Vec<PagedKey<'_>> =
+            serde_json::from_str(&doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let full = i64::try_from(keys.len()).unwrap_or(i64::MAX) >= PAGE;
+        let next = async {
+            match full {
+                true => fetch(conn, sql, last).await,
+                false => Ok(None),
+            }
+        };
+        let work = async {
+            for k in &keys {
+                each(k.row()?)?;
+            }
+            Ok::<_, sqlx::Error>(())
+        };
+        let (next, worked) = futures::join!(next, work);
+        worked?;
+        page = next?;
+    }
+    Ok(())
+}
+
+/// How many keys [`each_for_proxy`] would pass for `Load::All`.
+pub async fn count_all(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// Passes each key of `which` to `each` as it is read: a million keys are
+/// never held as rows, or decoded into owned values, all at once.
+/// `Load::All` from SQLite is read in pages (see [`each_page`]).
+pub async fn each_for_proxy(
     conn: &mut AnyConnection,
     which: Load<'_>,
-) -> Result<Vec<ProxyKey>, sqlx::Error> {
+    mut each: impl FnMut(ProxyKeyRow<'_>) -> Result<(), sqlx::Error>,
+) -> Result<(), sqlx::Error> {
+    use futures::TryStreamExt;
     macro_rules! select {
         ($where:literal) => {
-            concat!(
-                "SELECT id, public_id, secret_hash, prev_secret_hash, prev_valid_until, org_id, project_id, \
-                 name, models_json, tpm_limit, rpm_limit, budget_micros, budget_reset, expires_at, \
-                 no_content_logging, tags_json, metadata_json, revoked_at FROM api_keys ",
-                $where
-            )
+            concat!("SELECT ", proxy_columns!(), " FROM api_keys ", $where)
         };
     }
     let q = match which {
-        Load::All => {
-            sqlx::query(select!("WHERE $1 IS NULL OR $1 IS NOT NULL")).bind(None::<String>)
-        }
+        Load::All => return each_page(conn, each).await,
         Load::Org(id) => sqlx::query(select!("WHERE org_id = $1")).bind(id),
         Load::Project(id) => sqlx::query(select!("WHERE project_id = $1")).bind(id),
         Load::One(id) => sqlx::query(select!("WHERE id = $1")).bind(id),
     };
-    let rows = q.fetch_all(&mut *conn).await?;
-    rows.iter()
-        .map(|r| {
-            Ok(ProxyKey {
-                id: r.try_get("id")?,
-                public_id: r.try_get("public_id")?,
-                secret_hash: r.try_get("secret_hash")?,
-                prev_secret_hash: r.try_get("prev_secret_hash")?,
-                prev_valid_until: r.try_get("prev_valid_until")?,
-                org_id: r.try_get("org_id")?,
-                project_id: r.try_get("project_id")?,
-                limits: limits_of(r)?,
-                revoked_at: r.try_get("revoked_at")?,
-            })
-        })
-        .collect()
+    let mut rows = q.fetch(&mut *conn);
+    while let Some(r) = rows.try_next().await? {
+        // By position, in the SELECT's order: no name lookups per row.
+        each(ProxyKeyRow {
+            id: r.try_get(0)?,
+            public_id: r.try_get(1)?,
+            secret_hash: r.try_get(2)?,
+            prev_secret_hash: r.try_get(3)?,
+            prev_valid_until: r.try_get(4)?,
+            org_id: r.try_get(5)?,
+            project_id: r.try_get(6)?,
+            models_json: r.try_get(7)?,
+            tpm_limit: r.try_get(8)?,
+            rpm_limit: r.try_get(9)?,
+            budget_micros: r.try_get(10)?,
+            budget_reset: super::db::text_as(r.try_get::<&str, _>(11)?)?,
+            expires_at: r.try_get(12)?,
+            no_content_logging: r.try_get::<i64, _>(13)? != 0,
+            revoked_at: r.try_get(14)?,
+        })?;
+    }
+    Ok(())
 }

@@ -83,7 +83,12 @@ fn checksum(body: &str) -> String {
 }
 
 pub fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    hex::encode(secret_digest(secret))
+}
+
+/// The SHA-256 of a secret, as the bytes [`hash_secret`] writes in hex.
+pub fn secret_digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
 }
 
 /// The identifier APIs use for a key (`api_key_id_hash`): one-way, stable

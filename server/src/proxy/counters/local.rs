@@ -246,7 +246,8 @@ impl Counters for LocalCounters {
 
 impl LocalCounters {
     pub(super) fn admit_now(&self, a: Admission<'_>) -> Result<(Ticket, Headers), ProxyError> {
-        let key = &a.caller.key.key;
+        let key_id = a.caller.key.id.to_string();
+        let key = &key_id;
         let project = &a.caller.project.project;
         let org = &a.caller.org.org;
         let limits = Limits::of(a.caller);
@@ -255,7 +256,7 @@ impl LocalCounters {
         // Requests per minute: the key, then the project.
         let mut rpm_report = None;
         for (level, id, rpm) in [
-            (Level::Key, &key.id, limits.key_rpm),
+            (Level::Key, key, limits.key_rpm),
             (Level::Project, &project.id, limits.project_rpm),
         ] {
             match self.check_rpm(level, id, rpm) {
@@ -280,7 +281,7 @@ impl LocalCounters {
         // Tokens per minute, reserved now and settled after.
         let mut tpm_report = None;
         for (level, id, tpm) in [
-            (Level::Key, &key.id, limits.key_tpm),
+            (Level::Key, key, limits.key_tpm),
             (Level::Project, &project.id, limits.project_tpm),
         ] {
             let Some(limit) = tpm else { continue };
@@ -301,7 +302,7 @@ impl LocalCounters {
             tpm_report.get_or_insert((limit, part.saturating_sub(w.used).saturating_sub(a.tokens)));
         }
         // Budgets: key, project, organization.
-        let ids = [&key.id, &project.id, &org.id];
+        let ids = [key, &project.id, &org.id];
         for ((level, limit, reset), id) in limits.budgets.iter().zip(ids) {
             let Some(limit) = *limit else { continue };
             let share = self.share;
@@ -331,7 +332,7 @@ impl LocalCounters {
         }
         // Admitted: reserve everywhere at once.
         for (level, id, tpm) in [
-            (Level::Key, &key.id, limits.key_tpm),
+            (Level::Key, key, limits.key_tpm),
             (Level::Project, &project.id, limits.project_tpm),
         ] {
             if tpm.is_some() {

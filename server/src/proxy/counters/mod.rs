@@ -222,17 +222,17 @@ struct Limits {
 impl Limits {
     fn of(c: &Caller) -> Limits {
         use tollgate_app::format::Usd;
-        let (key, project, org) = (&c.key.key, &c.project.project, &c.org.org);
+        let (key, project, org) = (&c.key, &c.project.project, &c.org.org);
         Limits {
-            key_rpm: key.limits.caps.rpm_limit,
+            key_rpm: key.rpm_limit(),
             project_rpm: project.caps.rpm_limit,
-            key_tpm: key.limits.caps.tpm_limit,
+            key_tpm: key.tpm_limit(),
             project_tpm: project.caps.tpm_limit,
             budgets: [
                 (
                     Level::Key,
-                    key.limits.caps.budget.map(Usd::micros),
-                    c.key.reset,
+                    key.budget_micros(),
+                    c.key.budget_reset,
                 ),
                 (
                     Level::Project,
@@ -253,7 +253,7 @@ impl Limits {
 impl Ticket {
     fn new(c: &Caller, tokens: i64, cost: i64, now: i64) -> Ticket {
         Ticket {
-            key_id: c.key.key.id.clone(),
+            key_id: c.key.id.to_string(),
             project_id: c.project.project.id.clone(),
             org_id: c.org.org.id.clone(),
             tokens,
