@@ -3,7 +3,7 @@
 //! sums the proxy's budget counters start from.
 
 use sqlx::{AnyConnection, Row};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::policy::{ProjectRole, UsageScope};
 use crate::usage_report::{DayPoint, KeyBudget, Series, Slice, TotalsView, UsageReport};
@@ -124,6 +124,53 @@ impl Totals {
     }
 }
 
+/// Usage events one INSERT writes at most: 15 parameters each, within
+/// SQLite's limit of 32,766 and PostgreSQL's of 65,535.
+const EVENTS_A_STATEMENT: usize = 512;
+
+/// The INSERT of `n` usage events (a power of two up to
+/// [`EVENTS_A_STATEMENT`]), returning the request ids that were new. Ten
+/// statements in all, made once: a batch is written as the powers of two
+/// its length is made of, so prepared statements are reused.
+fn insert_events_sql(n: usize) -> &'static str {
+    static MADE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let made = MADE.get_or_init(|| {
+        std::iter::successors(Some(1_usize), |n| (*n < EVENTS_A_STATEMENT).then(|| n * 2))
+            .map(|n| {
+                let rows: Vec<String> = (0..n)
+                    .map(|i| {
+                        let p: Vec<String> = (1..=15).map(|c| format!("${}", i * 15 + c)).collect();
+                        format!("({})", p.join(", "))
+                    })
+                    .collect();
+                format!(
+                    "INSERT INTO usage_events (request_id, at, org_id, project_id, key_id, model, provider, \
+                     endpoint, stream, tokens_in, tokens_out, cost_micros, status, error_code, latency_ms) \
+                     VALUES {} ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+                    rows.join(", ")
+                )
+            })
+            .collect()
+    });
+    made.get(n.trailing_zeros() as usize)
+        .map_or("", String::as_str)
+}
+
+/// `events` cut into runs of powers of two, largest first, each at most
+/// [`EVENTS_A_STATEMENT`].
+fn power_runs<T>(mut events: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let n = events.len().min(EVENTS_A_STATEMENT);
+        if n == 0 {
+            return None;
+        }
+        let run = 1 << n.ilog2();
+        let (head, rest) = events.split_at(run);
+        events = rest;
+        Some(head)
+    })
+}
+
 /// Writes a batch in one transaction, adding each new event to the daily
 /// rollup; events already stored (a retried batch, another instance's
 /// retry) are skipped, and only new ones add to their key's lifetime spend.
@@ -138,31 +185,35 @@ pub async fn write_batch(
     // share rows then lock them in the same order (no deadlock).
     let mut spend: BTreeMap<&str, i64> = BTreeMap::new();
     let mut rollup: BTreeMap<(&str, i64, &str, &str, &str), Totals> = BTreeMap::new();
+    // Many events a statement: each statement is a round trip (and, on
+    // SQLite, two hand-overs between threads). RETURNING names the events
+    // that were new.
+    let mut fresh: HashSet<String> = HashSet::new();
+    for chunk in power_runs(events) {
+        let mut q = sqlx::query_scalar::<_, String>(insert_events_sql(chunk.len()));
+        for e in chunk {
+            q = q
+                .bind(&e.request_id)
+                .bind(e.at)
+                .bind(&e.org_id)
+                .bind(&e.project_id)
+                .bind(&e.key_id)
+                .bind(&e.model)
+                .bind(&e.provider)
+                .bind(e.endpoint)
+                .bind(i64::from(e.stream))
+                .bind(e.tokens_in)
+                .bind(e.tokens_out)
+                .bind(e.cost_micros)
+                .bind(e.status)
+                .bind(e.error_code.as_deref())
+                .bind(e.latency_ms);
+        }
+        fresh.extend(q.fetch_all(&mut *tx).await?);
+    }
     for e in events {
-        let done = sqlx::query(
-            "INSERT INTO usage_events (request_id, at, org_id, project_id, key_id, model, provider, endpoint, \
-             stream, tokens_in, tokens_out, cost_micros, status, error_code, latency_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-             ON CONFLICT (request_id) DO NOTHING",
-        )
-        .bind(&e.request_id)
-        .bind(e.at)
-        .bind(&e.org_id)
-        .bind(&e.project_id)
-        .bind(&e.key_id)
-        .bind(&e.model)
-        .bind(&e.provider)
-        .bind(e.endpoint)
-        .bind(i64::from(e.stream))
-        .bind(e.tokens_in)
-        .bind(e.tokens_out)
-        .bind(e.cost_micros)
-        .bind(e.status)
-        .bind(e.error_code.as_deref())
-        .bind(e.latency_ms)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 1 {
+        // Once each, whatever a batch repeats.
+        if fresh.remove(&e.request_id) {
             if e.cost_micros != 0 {
                 let s = spend.entry(&e.key_id).or_default();
                 *s = s.saturating_add(e.cost_micros.max(0));
@@ -853,4 +904,25 @@ async fn key_budgets(
             })
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_written_in_runs_of_powers_of_two() {
+        let events: Vec<usize> = (0..1_300).collect();
+        let runs: Vec<usize> = power_runs(&events).map(<[usize]>::len).collect();
+        assert_eq!(runs, [512, 512, 256, 16, 4]);
+        let again: Vec<usize> = power_runs(&events).flatten().copied().collect();
+        assert_eq!(again, events, "every event once, in order");
+        for n in [1, 2, 256, 512] {
+            let sql = insert_events_sql(n);
+            assert!(
+                sql.contains(&format!("${}", n * 15)) && !sql.contains(&format!("${}", n * 15 + 1)),
+                "{n}"
+            );
+        }
+    }
 }

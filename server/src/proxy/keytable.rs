@@ -35,7 +35,11 @@ impl KeyId {
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KeyId::Hex(b) => b.iter().try_for_each(|x| write!(f, "{x:02x}")),
+            KeyId::Hex(b) => {
+                let mut text = [0_u8; 32];
+                hex::encode_to_slice(b, &mut text).map_err(|_| fmt::Error)?;
+                f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
+            }
             KeyId::Text(s) => f.write_str(s),
         }
     }
@@ -156,7 +160,13 @@ impl Scopes {
         self.hasher.hash_one((org_id, project_id, models_json))
     }
 
-    fn find(&self, h: u64, org_id: &str, project_id: &str, models_json: &str) -> Option<Arc<Scope>> {
+    fn find(
+        &self,
+        h: u64,
+        org_id: &str,
+        project_id: &str,
+        models_json: &str,
+    ) -> Option<Arc<Scope>> {
         self.all
             .find(h, |s| {
                 &*s.org_id == org_id
@@ -184,7 +194,11 @@ impl Scopes {
             org_id: row.org_id.into(),
             project_id: row.project_id.into(),
             models_json: row.models_json.into(),
-            models: row.models()?.into_iter().map(String::into_boxed_str).collect(),
+            models: row
+                .models()?
+                .into_iter()
+                .map(String::into_boxed_str)
+                .collect(),
         };
         Ok(self.add(h, Arc::new(scope)))
     }
@@ -241,7 +255,9 @@ impl KeyTable {
         let h = self.hasher.hash_one(public_id);
         let slots = &self.slots;
         self.by_public
-            .find(h, |&i| Self::slot(slots, i).is_some_and(|k| k.public_id == public_id))
+            .find(h, |&i| {
+                Self::slot(slots, i).is_some_and(|k| k.public_id == public_id)
+            })
             .and_then(|&i| Self::slot(slots, i))
     }
 
@@ -309,9 +325,8 @@ impl KeyTable {
             }
         };
         let slots = &self.slots;
-        let public_of = |&j: &u32| {
-            Self::slot(slots, j).map_or(0, |k| hasher.hash_one(k.public_id.as_str()))
-        };
+        let public_of =
+            |&j: &u32| Self::slot(slots, j).map_or(0, |k| hasher.hash_one(k.public_id.as_str()));
         self.by_public.insert_unique(hp, i, public_of);
         let id_of = |&j: &u32| Self::slot(slots, j).map_or(0, |k| hasher.hash_one(&k.id));
         self.by_id.insert_unique(hi, i, id_of);
@@ -351,7 +366,9 @@ impl KeyTable {
         let slots = &self.slots;
         let found = self
             .by_public
-            .find(h, |&i| Self::slot(slots, i).is_some_and(|k| k.public_id == public_id))
+            .find(h, |&i| {
+                Self::slot(slots, i).is_some_and(|k| k.public_id == public_id)
+            })
             .copied();
         if let Some(i) = found {
             self.remove_slot(i);
@@ -415,11 +432,22 @@ mod tests {
 
     #[test]
     fn ids_round_trip_as_bytes_or_text() {
-        for s in ["0123456789abcdef0123456789abcdef", "0123456789ABCDEF0123456789ABCDEF", "key-1", ""] {
+        for s in [
+            "0123456789abcdef0123456789abcdef",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "key-1",
+            "",
+        ] {
             assert_eq!(KeyId::new(s).to_string(), s);
         }
-        assert!(matches!(KeyId::new("0123456789abcdef0123456789abcdef"), KeyId::Hex(_)));
-        assert!(matches!(KeyId::new("0123456789ABCDEF0123456789ABCDEF"), KeyId::Text(_)));
+        assert!(matches!(
+            KeyId::new("0123456789abcdef0123456789abcdef"),
+            KeyId::Hex(_)
+        ));
+        assert!(matches!(
+            KeyId::new("0123456789ABCDEF0123456789ABCDEF"),
+            KeyId::Text(_)
+        ));
     }
 
     #[test]
@@ -434,7 +462,11 @@ mod tests {
         assert!(k.allows("m1") && !k.allows("m2"));
         assert_eq!(k.rpm_limit(), Some(60));
         assert_eq!(k.tpm_limit(), None);
-        assert_eq!(k.budget_micros(), Some(i64::MIN + 1), "i64::MIN is no 'none'");
+        assert_eq!(
+            k.budget_micros(),
+            Some(i64::MIN + 1),
+            "i64::MIN is no 'none'"
+        );
         assert!(k.secret_matches(&digest_of(H1).unwrap(), 0));
         assert!(!k.secret_matches(&digest_of(H2).unwrap(), 0));
         // The same key again (a change): replaced, not added.
@@ -478,7 +510,9 @@ mod tests {
         let mut t = KeyTable::default();
         t.insert_row(row("a", "PUBA", H1, r#"["m1"]"#)).unwrap();
         let mut staged = KeyTable::default();
-        staged.insert_row(row("b", "PUBB", H1, r#"["m1"]"#)).unwrap();
+        staged
+            .insert_row(row("b", "PUBB", H1, r#"["m1"]"#))
+            .unwrap();
         t.absorb(staged);
         let (a, b) = (t.get("PUBA").unwrap(), t.get("PUBB").unwrap());
         assert!(Arc::ptr_eq(&a.scope, &b.scope));
@@ -490,6 +524,10 @@ mod tests {
 
     #[test]
     fn an_entry_stays_small() {
-        assert!(std::mem::size_of::<Option<KeyEntry>>() <= 144, "{}", std::mem::size_of::<Option<KeyEntry>>());
+        assert!(
+            std::mem::size_of::<Option<KeyEntry>>() <= 144,
+            "{}",
+            std::mem::size_of::<Option<KeyEntry>>()
+        );
     }
 }

@@ -351,10 +351,7 @@ impl Memory {
 
 /// The keys of `which`, read into a table of their own (no lock held
 /// while the database answers), to be absorbed into the proxy's.
-async fn staged(
-    conn: &mut sqlx::AnyConnection,
-    which: Load<'_>,
-) -> Result<KeyTable, sqlx::Error> {
+async fn staged(conn: &mut sqlx::AnyConnection, which: Load<'_>) -> Result<KeyTable, sqlx::Error> {
     let mut table = KeyTable::default();
     keys::each_for_proxy(conn, which, |row| table.insert_row(row)).await?;
     Ok(table)

@@ -3,6 +3,7 @@
 //! rate and budget, forward to a provider, meter what came back, and write
 //! the usage behind. Nothing on a request's path awaits the database.
 
+pub mod body;
 pub mod counters;
 pub mod error;
 pub mod feed;
@@ -20,6 +21,7 @@ use axum::routing::{any, get, post, MethodRouter};
 use axum::Router;
 use futures::StreamExt;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -34,6 +36,7 @@ use tracing::{Instrument, Span};
 
 use crate::config::ProxyConfig;
 use crate::metrics::Metrics;
+use body::RequestBody;
 use counters::{Admission, Counters, Headers, LocalCounters, Ticket};
 use error::ProxyError;
 use ledger::Ledger;
@@ -475,9 +478,13 @@ async fn handle(
 
 /// A token count the client asks for: absent, or a whole number from 1 to
 /// `max` (the model's context window).
-fn tokens_field(body: &Value, field: &'static str, max: i64) -> Result<Option<i64>, ProxyError> {
+fn tokens_field(
+    body: &RequestBody,
+    field: &'static str,
+    max: i64,
+) -> Result<Option<i64>, ProxyError> {
     let max = max.max(1);
-    match body.get(field) {
+    match body.value(field) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_i64() {
             Some(n) if (1..=max).contains(&n) => Ok(Some(n)),
@@ -494,7 +501,7 @@ fn tokens_field(body: &Value, field: &'static str, max: i64) -> Result<Option<i6
 /// The output tokens a request reserves: `max_completion_tokens`, else
 /// `max_tokens`, else the configured default; none for embeddings.
 fn max_output(
-    body: &Value,
+    body: &RequestBody,
     endpoint: Endpoint,
     model: &Model,
     default: u32,
@@ -514,10 +521,10 @@ const MAX_CHOICES: i64 = 128;
 
 /// How many answers a request asks for (`n`; `best_of` on completions):
 /// each may use the whole output allowance, so each is reserved.
-fn choices(body: &Value) -> Result<i64, ProxyError> {
+fn choices(body: &RequestBody) -> Result<i64, ProxyError> {
     let mut most = 1;
     for field in ["n", "best_of"] {
-        match body.get(field) {
+        match body.value(field) {
             None | Some(Value::Null) => {}
             Some(v) => match v.as_i64() {
                 Some(k) if (1..=MAX_CHOICES).contains(&k) => most = most.max(k),
@@ -546,29 +553,29 @@ async fn forward(
     // 1–2: the key, from memory: revoked, expired, IP allowlist; only then
     // the body.
     let caller = admit_caller(&gw, peer, h)?;
-    let raw = read_body(h, body).await?;
-    let mut body: Value = serde_json::from_slice(&raw)
-        .map_err(|e| ProxyError::invalid("body", format!("the body is not valid JSON: {e}")))?;
-    if !body.is_object() {
-        return Err(ProxyError::invalid(
-            "body",
-            "the body must be a JSON object",
-        ));
-    }
+    let body = RequestBody::parse(read_body(h, body).await?)?;
     let model_name = body
-        .get("model")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ProxyError::invalid("model", "'model' is required: one of GET /v1/models"))?
-        .to_owned();
+        .field::<String>("model")
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            ProxyError::invalid("model", "'model' is required: one of GET /v1/models")
+        })?;
     Span::current().record("model", display(&model_name));
     // 3: the model, allowed for key ∩ project ∩ organization.
     let (model, deployments) = caller.route(&model_name)?;
-    let stream = endpoint != Endpoint::Embeddings && body.get("stream") == Some(&Value::Bool(true));
-    let wants_usage = body.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
+    let stream =
+        endpoint != Endpoint::Embeddings && body.value("stream") == Some(Value::Bool(true));
+    let wants_usage = body
+        .value("stream_options")
+        .and_then(|o| o.get("include_usage").cloned())
+        == Some(Value::Bool(true));
     let prompt_estimate = match endpoint {
-        Endpoint::Chat => tokens::chat_prompt(&body),
-        Endpoint::Completions => tokens::completion_prompt(&body),
-        Endpoint::Embeddings => tokens::embedding_input(&body),
+        Endpoint::Chat => tokens::chat_prompt(
+            body.value("messages").as_ref(),
+            body.value("tools").as_ref(),
+        ),
+        Endpoint::Completions => tokens::completion_prompt(body.value("prompt").as_ref()),
+        Endpoint::Embeddings => tokens::completion_prompt(body.value("input").as_ref()),
     };
     let max_tokens = max_output(&body, endpoint, &model, gw.config.default_max_tokens)?;
     let logs = caller.org.org.spending.content_logging
@@ -589,7 +596,7 @@ async fn forward(
             .unwrap_or_default(),
         prompt_estimate,
         max_output: max_tokens,
-        request_log: logs.then(|| truncate(&raw, gw.config.content_log_max_bytes)),
+        request_log: logs.then(|| truncate(body.raw(), gw.config.content_log_max_bytes)),
     };
     // 4–5: rate limits and budget reservations, all levels at once.
     let admission = Admission {
@@ -609,9 +616,6 @@ async fn forward(
     let mut ctx = ctx;
     let mut failure = None;
     for d in deployments.iter() {
-        if let Some(obj) = body.as_object_mut() {
-            obj.insert("model".into(), Value::String(d.upstream_model.clone()));
-        }
         ctx.provider = d.provider.provider.name.clone();
         let call = Call {
             endpoint,
@@ -670,22 +674,35 @@ async fn forward(
     Err(e)
 }
 
+/// What an answer reports of its usage; the rest of it is checked to be
+/// JSON and skipped, not built.
+#[derive(serde::Deserialize)]
+struct Reported {
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
+/// Prompt and completion tokens, as a `usage` object reports them.
+fn reported_tokens(usage: Option<&Value>) -> (Option<i64>, Option<i64>) {
+    let at = |field: &str| usage.and_then(|u| u.get(field)).and_then(Value::as_i64);
+    (at("prompt_tokens"), at("completion_tokens"))
+}
+
 /// Tokens of a whole answer: the provider's usage where plausible, else
-/// counted.
+/// counted (only then is the answer read for its text).
 fn whole(ctx: &Ctx, answer: &[u8]) -> Result<(i64, i64), UpstreamError> {
-    let v: Value = serde_json::from_slice(answer).map_err(|_| {
+    let reported: Reported = serde_json::from_slice(answer).map_err(|_| {
         UpstreamError::Malformed(format!(
             "the provider '{}' sent an answer that is not JSON",
             ctx.provider
         ))
     })?;
-    let tin = v.pointer("/usage/prompt_tokens").and_then(Value::as_i64);
-    let tout = v
-        .pointer("/usage/completion_tokens")
-        .and_then(Value::as_i64);
+    let (tin, tout) = reported_tokens(reported.usage.as_ref());
     Ok(ctx.tokens_used(tin, tout, || {
         let mut text = String::new();
-        tokens::answer_text(&v, &mut text);
+        if let Ok(v) = serde_json::from_slice::<Value>(answer) {
+            tokens::answer_text(&v, &mut text);
+        }
         tokens::count(&text)
     }))
 }
@@ -732,20 +749,86 @@ impl Meter {
         }
     }
 
-    fn observe(&mut self, data: &str, v: &Value) {
-        if let (Some(i), Some(o)) = (
-            v.pointer("/usage/prompt_tokens").and_then(Value::as_i64),
-            v.pointer("/usage/completion_tokens")
-                .and_then(Value::as_i64),
-        ) {
+    /// Counts a chunk: its usage where it has one, its text for counting
+    /// where the provider reports none.
+    fn observe(&mut self, data: &str, chunk: &Chunk<'_>) {
+        if let (Some(i), Some(o)) = reported_tokens(chunk.usage.as_ref()) {
             self.usage = Some((i, o));
         }
-        tokens::answer_text(v, &mut self.text);
+        chunk.text(&mut self.text);
         if let Some(log) = &mut self.response_log {
             if log.len() < self.ctx.gw.config.content_log_max_bytes + 1 {
                 log.extend_from_slice(data.as_bytes());
                 log.push(b'\n');
             }
+        }
+    }
+}
+
+/// A stream chunk as the meter reads it: its usage, and its choices' text
+/// borrowed where it has no escapes. Anything else in it is skipped.
+#[derive(serde::Deserialize)]
+struct Chunk<'a> {
+    #[serde(borrow, default)]
+    choices: Option<Vec<ChunkChoice<'a>>>,
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChunkChoice<'a> {
+    #[serde(borrow, default)]
+    delta: Option<Content<'a>>,
+    #[serde(borrow, default)]
+    message: Option<Content<'a>>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Content<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+}
+
+impl Chunk<'_> {
+    /// Reads a chunk; one of another shape (a provider's own extension) is
+    /// read as any JSON, for its usage and text alone.
+    fn read(data: &str) -> Option<Chunk<'_>> {
+        serde_json::from_str::<Chunk<'_>>(data).ok().or_else(|| {
+            let v: Value = serde_json::from_str(data).ok()?;
+            let mut text = String::new();
+            tokens::answer_text(&v, &mut text);
+            let choices = v
+                .get("choices")
+                .and_then(Value::as_array)
+                .map(|c| match c.is_empty() {
+                    true => Vec::new(),
+                    // Their text, as one.
+                    false => vec![ChunkChoice {
+                        delta: None,
+                        message: None,
+                        text: Some(Cow::Owned(text)),
+                    }],
+                });
+            Some(Chunk {
+                choices,
+                usage: v.get("usage").cloned(),
+            })
+        })
+    }
+
+    /// A chunk with no choices, only usage.
+    fn usage_only(&self) -> bool {
+        self.choices.as_ref().is_some_and(Vec::is_empty)
+    }
+
+    fn text(&self, into: &mut String) {
+        for c in self.choices.iter().flatten() {
+            for part in [&c.message, &c.delta].into_iter().flatten() {
+                into.push_str(part.content.as_deref().unwrap_or_default());
+            }
+            into.push_str(c.text.as_deref().unwrap_or_default());
         }
     }
 }
@@ -808,7 +891,7 @@ fn streaming(
                     meter.finish(200, None);
                     return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None));
                 }
-                let Ok(v) = serde_json::from_str::<Value>(&next) else {
+                let Some(chunk) = Chunk::read(&next) else {
                     let e = ProxyError::bad_gateway(
                         "upstream_malformed",
                         format!(
@@ -819,11 +902,9 @@ fn streaming(
                     meter.finish(502, Some(e.code));
                     return Some((Ok(sse_error(&e)), None));
                 };
-                meter.observe(&next, &v);
-                let usage_only = v
-                    .get("choices")
-                    .and_then(Value::as_array)
-                    .is_some_and(Vec::is_empty);
+                meter.observe(&next, &chunk);
+                let usage_only = chunk.usage_only();
+                drop(chunk);
                 if usage_only && !wants_usage {
                     continue;
                 }

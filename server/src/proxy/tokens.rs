@@ -42,8 +42,8 @@ fn content_tokens(content: &Value) -> i64 {
 }
 
 /// The prompt tokens of a chat request: messages, plus tools where given.
-pub fn chat_prompt(body: &Value) -> i64 {
-    let messages = body.get("messages").and_then(Value::as_array);
+pub fn chat_prompt(messages: Option<&Value>, tools: Option<&Value>) -> i64 {
+    let messages = messages.and_then(Value::as_array);
     let mut n = PER_REPLY;
     for m in messages.into_iter().flatten() {
         n = n
@@ -56,15 +56,16 @@ pub fn chat_prompt(body: &Value) -> i64 {
             n = n.saturating_add(count(&calls.to_string()));
         }
     }
-    if let Some(tools) = body.get("tools") {
+    if let Some(tools) = tools.filter(|t| !t.is_null()) {
         n = n.saturating_add(count(&tools.to_string()));
     }
     n
 }
 
-/// The prompt tokens of a completions request (`prompt`: a string or strings).
-pub fn completion_prompt(body: &Value) -> i64 {
-    match body.get("prompt") {
+/// The prompt tokens of a completions request (`prompt`: a string or
+/// strings), or of an embeddings request (`input`: the same, or token arrays).
+pub fn completion_prompt(prompt: Option<&Value>) -> i64 {
+    match prompt {
         Some(Value::String(s)) => count(s),
         Some(Value::Array(items)) => items
             .iter()
@@ -77,13 +78,6 @@ pub fn completion_prompt(body: &Value) -> i64 {
             .fold(0, i64::saturating_add),
         _ => 0,
     }
-}
-
-/// The input tokens of an embeddings request: a string, strings, or token arrays.
-pub fn embedding_input(body: &Value) -> i64 {
-    completion_prompt(
-        &serde_json::json!({ "prompt": body.get("input").cloned().unwrap_or(Value::Null) }),
-    )
 }
 
 /// The text of an answer, for counting where no usage came back: chat
@@ -116,25 +110,33 @@ mod tests {
         assert_eq!(count(""), 0);
         let hello = count("Hello, world");
         assert!(hello > 0 && hello < 6);
-        let chat = serde_json::json!({ "messages": [
+        let chat = serde_json::json!([
             { "role": "system", "content": "Be brief." },
             { "role": "user", "content": "Hello, world" },
-        ]});
-        assert_eq!(chat_prompt(&chat), 3 + 3 + count("Be brief.") + 3 + hello);
-        let parts = serde_json::json!({ "messages": [
+        ]);
+        assert_eq!(
+            chat_prompt(Some(&chat), None),
+            3 + 3 + count("Be brief.") + 3 + hello
+        );
+        let parts = serde_json::json!([
             { "role": "user", "content": [{ "type": "text", "text": "Hello, world" }, { "type": "image_url" }] },
-        ]});
-        assert_eq!(chat_prompt(&parts), 3 + 3 + hello + 85);
+        ]);
+        assert_eq!(chat_prompt(Some(&parts), None), 3 + 3 + hello + 85);
+        let tools = serde_json::json!([{ "type": "function" }]);
+        assert_eq!(
+            chat_prompt(Some(&parts), Some(&tools)),
+            3 + 3 + hello + 85 + count(&tools.to_string())
+        );
     }
 
     #[test]
     fn embeddings_count_strings_and_token_arrays() {
         assert_eq!(
-            embedding_input(&serde_json::json!({ "input": [[1, 2, 3], [4]] })),
+            completion_prompt(Some(&serde_json::json!([[1, 2, 3], [4]]))),
             4
         );
         assert_eq!(
-            embedding_input(&serde_json::json!({ "input": "Hello, world" })),
+            completion_prompt(Some(&serde_json::json!("Hello, world"))),
             count("Hello, world")
         );
     }

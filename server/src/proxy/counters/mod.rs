@@ -229,11 +229,7 @@ impl Limits {
             key_tpm: key.tpm_limit(),
             project_tpm: project.caps.tpm_limit,
             budgets: [
-                (
-                    Level::Key,
-                    key.budget_micros(),
-                    c.key.budget_reset,
-                ),
+                (Level::Key, key.budget_micros(), c.key.budget_reset),
                 (
                     Level::Project,
                     project.caps.budget.map(Usd::micros),

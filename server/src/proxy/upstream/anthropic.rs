@@ -118,7 +118,12 @@ pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamErro
     }
     let up = &c.deployment.provider;
     let name = &up.provider.name;
-    let body = translate_request(c.body, &c.deployment.upstream_model, c.max_tokens, c.stream)?;
+    let body = translate_request(
+        &c.body.to_value(&c.deployment.upstream_model),
+        &c.deployment.upstream_model,
+        c.max_tokens,
+        c.stream,
+    )?;
     let url = c.deployment.urls.messages.clone().ok_or_else(|| {
         UpstreamError::Connect(format!("the provider '{name}' has no valid base URL"))
     })?;

@@ -61,18 +61,19 @@ pub async fn call(c: &Call<'_>) -> Result<Reply, UpstreamError> {
     let id = format!("chatcmpl-{}", c.request_id);
     let created = now_secs();
     let model = c.client_model.to_owned();
+    let body = c.body.to_value(upstream);
     let (prompt_tokens, text) = match c.endpoint {
         Endpoint::Chat => (
-            tokens::chat_prompt(c.body),
-            answer(upstream, &last_user_text(c.body), c.max_tokens),
+            tokens::chat_prompt(body.get("messages"), body.get("tools")),
+            answer(upstream, &last_user_text(&body), c.max_tokens),
         ),
         Endpoint::Completions => {
-            let prompt = match c.body.get("prompt") {
+            let prompt = match body.get("prompt") {
                 Some(Value::String(s)) => s.clone(),
                 _ => String::new(),
             };
             (
-                tokens::completion_prompt(c.body),
+                tokens::completion_prompt(body.get("prompt")),
                 answer(upstream, &prompt, c.max_tokens),
             )
         }
@@ -82,7 +83,7 @@ pub async fn call(c: &Call<'_>) -> Result<Reply, UpstreamError> {
             }
             return Ok(Reply::Whole {
                 status: 200,
-                body: Bytes::from(embeddings(c.body, &model).to_string()),
+                body: Bytes::from(embeddings(&body, &model).to_string()),
             });
         }
     };
@@ -202,6 +203,6 @@ fn embeddings(body: &Value, model: &str) -> Value {
             json!({ "object": "embedding", "index": i, "embedding": embedding })
         })
         .collect();
-    let prompt = tokens::embedding_input(body);
+    let prompt = tokens::completion_prompt(body.get("input"));
     json!({ "object": "list", "data": data, "model": model, "usage": { "prompt_tokens": prompt, "total_tokens": prompt } })
 }

@@ -34,8 +34,8 @@ impl Endpoint {
 
 pub struct Call<'a> {
     pub endpoint: Endpoint,
-    /// The client's body with `model` mapped to the upstream's name.
-    pub body: &'a Value,
+    /// The client's body; each upstream maps `model` to the deployment's.
+    pub body: &'a super::body::RequestBody,
     pub stream: bool,
     pub deployment: &'a Deployment,
     /// The name the client used, for answers Tollgate writes itself.

@@ -1,5 +1,6 @@
-//! Any OpenAI-compatible upstream: the body goes as it came (model mapped);
-//! streams ask for `stream_options.include_usage` so the last chunk has usage.
+//! Any OpenAI-compatible upstream: the body goes as it came, byte for byte
+//! but for `model` (mapped); streams ask for `stream_options.include_usage`
+//! so the last chunk has usage.
 
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
@@ -25,20 +26,9 @@ pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamErro
     if let Some(k) = &up.api_key {
         req = req.bearer_auth(k.expose_secret());
     }
-    let req = if c.stream {
-        let mut body = c.body.clone();
-        if let Some(obj) = body.as_object_mut() {
-            let opts = obj
-                .entry("stream_options")
-                .or_insert_with(|| Value::Object(Default::default()));
-            if let Some(o) = opts.as_object_mut() {
-                o.insert("include_usage".into(), Value::Bool(true));
-            }
-        }
-        req.json(&body)
-    } else {
-        req.json(c.body)
-    };
+    let req = req
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(c.body.for_upstream(&c.deployment.upstream_model, c.stream));
     let res = clients.send(req, c.stream, name).await?;
     let status = res.status().as_u16();
     if status >= 400 {
