@@ -130,16 +130,25 @@ const EVENTS_A_STATEMENT: usize = 512;
 
 /// The INSERT of `n` usage events (a power of two up to
 /// [`EVENTS_A_STATEMENT`]), returning the request ids that were new. Ten
-/// statements in all, made once: a batch is written as the powers of two
-/// its length is made of, so prepared statements are reused.
-fn insert_events_sql(n: usize) -> &'static str {
-    static MADE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let made = MADE.get_or_init(|| {
+/// statements for each backend, made once: a batch is written as the
+/// powers of two its length is made of, so prepared statements are reused.
+/// SQLite's are written with `?`: it looks up a numbered parameter's name
+/// by a scan of all of them, which for thousands of them cost more than
+/// the insert.
+fn insert_events_sql(n: usize, postgres: bool) -> &'static str {
+    type Made = std::sync::OnceLock<Vec<String>>;
+    static MADE: [Made; 2] = [Made::new(), Made::new()];
+    let made = MADE[usize::from(postgres)].get_or_init(|| {
         std::iter::successors(Some(1_usize), |n| (*n < EVENTS_A_STATEMENT).then(|| n * 2))
             .map(|n| {
                 let rows: Vec<String> = (0..n)
                     .map(|i| {
-                        let p: Vec<String> = (1..=15).map(|c| format!("${}", i * 15 + c)).collect();
+                        let p: Vec<String> = (1..=15)
+                            .map(|c| match postgres {
+                                true => format!("${}", i * 15 + c),
+                                false => "?".to_owned(),
+                            })
+                            .collect();
                         format!("({})", p.join(", "))
                     })
                     .collect();
@@ -188,9 +197,10 @@ pub async fn write_batch(
     // Many events a statement: each statement is a round trip (and, on
     // SQLite, two hand-overs between threads). RETURNING names the events
     // that were new.
+    let postgres = tx.backend_name().eq_ignore_ascii_case("postgresql");
     let mut fresh: HashSet<String> = HashSet::new();
     for chunk in power_runs(events) {
-        let mut q = sqlx::query_scalar::<_, String>(insert_events_sql(chunk.len()));
+        let mut q = sqlx::query_scalar::<_, String>(insert_events_sql(chunk.len(), postgres));
         for e in chunk {
             q = q
                 .bind(&e.request_id)
@@ -918,11 +928,13 @@ mod tests {
         let again: Vec<usize> = power_runs(&events).flatten().copied().collect();
         assert_eq!(again, events, "every event once, in order");
         for n in [1, 2, 256, 512] {
-            let sql = insert_events_sql(n);
+            let sql = insert_events_sql(n, true);
             assert!(
-                sql.contains(&format!("${}", n * 15)) && !sql.contains(&format!("${}", n * 15 + 1)),
+                sql.contains(&format!("${})", n * 15))
+                    && !sql.contains(&format!("${}", n * 15 + 1)),
                 "{n}"
             );
+            assert_eq!(insert_events_sql(n, false).matches('?').count(), n * 15);
         }
     }
 }
