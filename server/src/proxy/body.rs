@@ -4,7 +4,7 @@
 //! replaced, not a re-serialization of the whole body.
 
 use bytes::{Bytes, BytesMut};
-use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::de::{MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::fmt;
@@ -16,8 +16,35 @@ pub struct RequestBody {
     raw: Bytes,
     /// Each top-level field: its name and where its value is in `raw`.
     fields: Vec<(String, Range<usize>)>,
+    /// The fields Tollgate reads, parsed (and so checked) once.
+    read: Vec<(&'static str, Value)>,
     /// Where the object's `{` is.
     open: usize,
+}
+
+/// The top-level fields Tollgate reads: what it checks, reserves and bills
+/// by. Each must parse as JSON, and none may be sent under another case.
+const READ: [&str; 11] = [
+    "model",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "best_of",
+    "messages",
+    "tools",
+    "prompt",
+    "input",
+];
+
+/// `name` case-folded, as providers that match field names regardless of
+/// case compare them (`Model`, `ſtream` and `stream` alike).
+fn folded(name: &str) -> String {
+    name.chars()
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// The top-level object's fields, each value left unparsed.
@@ -65,11 +92,28 @@ impl RequestBody {
                     ))
                 }
             };
-        for (i, (name, _)) in fields.iter().enumerate() {
-            if fields[..i].iter().any(|(n, _)| n == name) {
+        let mut seen = std::collections::HashSet::with_capacity(fields.len());
+        let mut read = Vec::new();
+        for (name, v) in &fields {
+            if !seen.insert(name.as_str()) {
                 return Err(ProxyError::invalid(
                     "body",
                     format!("the body has the field '{name}' more than once"),
+                ));
+            }
+            if let Some(field) = READ.iter().find(|f| **f == name.as_str()) {
+                // A value the skip over it let through but JSON cannot hold
+                // (a number out of range, a lone surrogate, deep nesting).
+                let value = serde_json::from_str(v.get()).map_err(|e| {
+                    ProxyError::invalid(field, format!("'{field}' is not valid JSON: {e}"))
+                })?;
+                read.push((*field, value));
+            } else if let Some(field) = READ.iter().find(|f| folded(name) == **f) {
+                return Err(ProxyError::invalid(
+                    field,
+                    format!(
+                        "the body has the field '{name}', which some providers read as '{field}'; send '{field}' exactly"
+                    ),
                 ));
             }
         }
@@ -82,7 +126,12 @@ impl RequestBody {
             })
             .collect();
         let open = raw.iter().position(|b| *b == b'{').unwrap_or(0);
-        Ok(RequestBody { raw, fields, open })
+        Ok(RequestBody {
+            raw,
+            fields,
+            read,
+            open,
+        })
     }
 
     /// The body as it came.
@@ -97,30 +146,21 @@ impl RequestBody {
             .map(|(_, r)| r.clone())
     }
 
-    /// A field's JSON text, where present.
-    fn text(&self, name: &str) -> Option<&[u8]> {
-        self.range(name).and_then(|r| self.raw.get(r))
-    }
-
-    /// A field parsed as `T`: `None` where absent, `Some(Err)` where it is
-    /// not a `T`.
-    pub fn field<T: DeserializeOwned>(&self, name: &str) -> Option<Result<T, serde_json::Error>> {
-        self.text(name).map(serde_json::from_slice)
-    }
-
-    /// A field as a JSON value (`None` where absent).
-    pub fn value(&self, name: &str) -> Option<Value> {
-        self.field::<Value>(name).and_then(Result::ok)
+    /// A field Tollgate reads (one of [`READ`]), where present.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.read.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// The whole body as a JSON value, `model` set to `model`: for the
-    /// upstreams that translate it rather than pass it on.
-    pub fn to_value(&self, model: &str) -> Value {
-        let mut v: Value = serde_json::from_slice(&self.raw).unwrap_or(Value::Null);
+    /// upstreams that translate it rather than pass it on. A field Tollgate
+    /// does not read may still be no JSON value (a number out of range).
+    pub fn to_value(&self, model: &str) -> Result<Value, String> {
+        let mut v: Value = serde_json::from_slice(&self.raw)
+            .map_err(|e| format!("the body is not valid JSON: {e}"))?;
         if let Some(o) = v.as_object_mut() {
             o.insert("model".into(), Value::String(model.to_owned()));
         }
-        v
+        Ok(v)
     }
 
     /// The bytes for an OpenAI-compatible upstream: the client's, with
@@ -130,7 +170,7 @@ impl RequestBody {
     pub fn for_upstream(&self, model: &str, include_usage: bool) -> Bytes {
         if self.fields.is_empty() {
             // Nothing to keep, and no field to put a comma before.
-            let mut v = self.to_value(model);
+            let mut v = serde_json::json!({ "model": model });
             if let (true, Some(o)) = (include_usage, v.as_object_mut()) {
                 o.insert(
                     "stream_options".into(),
@@ -241,12 +281,57 @@ mod tests {
 
     #[test]
     fn fields_are_read_from_their_own_bytes() {
-        let b = parse(r#"{"model":"m","max_tokens":64,"n":"2","stream":true}"#).unwrap();
-        assert_eq!(b.field::<String>("model").unwrap().unwrap(), "m");
-        assert_eq!(b.value("max_tokens"), Some(serde_json::json!(64)));
-        assert!(b.field::<i64>("n").unwrap().is_err());
-        assert!(b.field::<i64>("best_of").is_none());
-        assert_eq!(b.value("stream"), Some(Value::Bool(true)));
+        let b = parse(r#"{"model":"m","max_tokens":64,"n":"2","stream":true,"temperature":1e400}"#)
+            .unwrap();
+        assert_eq!(b.get("model"), Some(&serde_json::json!("m")));
+        assert_eq!(b.get("max_tokens"), Some(&serde_json::json!(64)));
+        assert_eq!(b.get("n"), Some(&serde_json::json!("2")));
+        assert_eq!(b.get("best_of"), None);
+        assert_eq!(b.get("stream"), Some(&Value::Bool(true)));
+        assert!(
+            b.to_value("m").is_err(),
+            "a field passed on unread may be no JSON value"
+        );
+    }
+
+    #[test]
+    fn a_read_field_that_is_no_json_value_is_refused_by_name() {
+        let deep = format!(
+            r#"{{"model":"m","messages":{}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        for (sent, field) in [
+            (
+                r#"{"model":"m","tools":[{"maximum":1e400}]}"#.to_owned(),
+                "tools",
+            ),
+            (r#"{"model":"m","prompt":"\ud800"}"#.to_owned(), "prompt"),
+            (deep, "messages"),
+        ] {
+            let e = parse(&sent)
+                .err()
+                .unwrap_or_else(|| panic!("{sent} was taken"));
+            assert_eq!(e.param, Some(field), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn a_read_field_under_another_case_is_refused() {
+        for (sent, field) in [
+            (r#"{"model":"cheap","Model":"dear"}"#, "model"),
+            (r#"{"model":"m","\u017ftream":true}"#, "stream"),
+            (r#"{"model":"m","MAX_TOKENS":5}"#, "max_tokens"),
+        ] {
+            let e = parse(sent)
+                .err()
+                .unwrap_or_else(|| panic!("{sent} was taken"));
+            assert_eq!(e.param, Some(field), "{}", e.message);
+        }
+        assert!(
+            parse(r#"{"model":"m","Temperature":1}"#).is_ok(),
+            "fields Tollgate does not read pass"
+        );
     }
 
     #[test]

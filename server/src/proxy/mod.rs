@@ -432,6 +432,7 @@ impl Ctx {
             UpstreamError::Malformed(m) => ProxyError::bad_gateway("upstream_malformed", m),
             UpstreamError::Connect(m) => ProxyError::bad_gateway("upstream_unreachable", m),
             UpstreamError::Unsupported(m) => ProxyError::invalid("model", m),
+            UpstreamError::BadBody(m) => ProxyError::invalid("body", m),
         }
     }
 }
@@ -484,7 +485,7 @@ fn tokens_field(
     max: i64,
 ) -> Result<Option<i64>, ProxyError> {
     let max = max.max(1);
-    match body.value(field) {
+    match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_i64() {
             Some(n) if (1..=max).contains(&n) => Ok(Some(n)),
@@ -524,7 +525,7 @@ const MAX_CHOICES: i64 = 128;
 fn choices(body: &RequestBody) -> Result<i64, ProxyError> {
     let mut most = 1;
     for field in ["n", "best_of"] {
-        match body.value(field) {
+        match body.get(field) {
             None | Some(Value::Null) => {}
             Some(v) => match v.as_i64() {
                 Some(k) if (1..=MAX_CHOICES).contains(&k) => most = most.max(k),
@@ -555,27 +556,22 @@ async fn forward(
     let caller = admit_caller(&gw, peer, h)?;
     let body = RequestBody::parse(read_body(h, body).await?)?;
     let model_name = body
-        .field::<String>("model")
-        .and_then(Result::ok)
-        .ok_or_else(|| {
-            ProxyError::invalid("model", "'model' is required: one of GET /v1/models")
-        })?;
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ProxyError::invalid("model", "'model' is required: one of GET /v1/models"))?
+        .to_owned();
     Span::current().record("model", display(&model_name));
     // 3: the model, allowed for key ∩ project ∩ organization.
     let (model, deployments) = caller.route(&model_name)?;
-    let stream =
-        endpoint != Endpoint::Embeddings && body.value("stream") == Some(Value::Bool(true));
+    let stream = endpoint != Endpoint::Embeddings && body.get("stream") == Some(&Value::Bool(true));
     let wants_usage = body
-        .value("stream_options")
-        .and_then(|o| o.get("include_usage").cloned())
-        == Some(Value::Bool(true));
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        == Some(&Value::Bool(true));
     let prompt_estimate = match endpoint {
-        Endpoint::Chat => tokens::chat_prompt(
-            body.value("messages").as_ref(),
-            body.value("tools").as_ref(),
-        ),
-        Endpoint::Completions => tokens::completion_prompt(body.value("prompt").as_ref()),
-        Endpoint::Embeddings => tokens::completion_prompt(body.value("input").as_ref()),
+        Endpoint::Chat => tokens::chat_prompt(body.get("messages"), body.get("tools")),
+        Endpoint::Completions => tokens::completion_prompt(body.get("prompt")),
+        Endpoint::Embeddings => tokens::completion_prompt(body.get("input")),
     };
     let max_tokens = max_output(&body, endpoint, &model, gw.config.default_max_tokens)?;
     let logs = caller.org.org.spending.content_logging
@@ -699,9 +695,12 @@ fn whole(ctx: &Ctx, answer: &[u8]) -> Result<(i64, i64), UpstreamError> {
     })?;
     let (tin, tout) = reported_tokens(reported.usage.as_ref());
     Ok(ctx.tokens_used(tin, tout, || {
+        // An answer that is no JSON value as a whole (a number out of
+        // range) is counted whole: more, never less, than its text.
         let mut text = String::new();
-        if let Ok(v) = serde_json::from_slice::<Value>(answer) {
-            tokens::answer_text(&v, &mut text);
+        match serde_json::from_slice::<Value>(answer) {
+            Ok(v) => tokens::answer_text(&v, &mut text),
+            Err(_) => text = String::from_utf8_lossy(answer).into_owned(),
         }
         tokens::count(&text)
     }))

@@ -119,7 +119,9 @@ pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamErro
     let up = &c.deployment.provider;
     let name = &up.provider.name;
     let body = translate_request(
-        &c.body.to_value(&c.deployment.upstream_model),
+        &c.body
+            .to_value(&c.deployment.upstream_model)
+            .map_err(UpstreamError::BadBody)?,
         &c.deployment.upstream_model,
         c.max_tokens,
         c.stream,

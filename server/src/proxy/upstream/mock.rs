@@ -61,7 +61,7 @@ pub async fn call(c: &Call<'_>) -> Result<Reply, UpstreamError> {
     let id = format!("chatcmpl-{}", c.request_id);
     let created = now_secs();
     let model = c.client_model.to_owned();
-    let body = c.body.to_value(upstream);
+    let body = c.body.to_value(upstream).map_err(UpstreamError::BadBody)?;
     let (prompt_tokens, text) = match c.endpoint {
         Endpoint::Chat => (
             tokens::chat_prompt(body.get("messages"), body.get("tools")),

@@ -75,6 +75,8 @@ pub enum UpstreamError {
     Malformed(String),
     /// The provider cannot do this at all (no retry helps).
     Unsupported(String),
+    /// The body cannot be translated for this provider (no retry helps).
+    BadBody(String),
 }
 
 impl UpstreamError {
@@ -82,7 +84,9 @@ impl UpstreamError {
     pub fn retryable(&self) -> bool {
         !matches!(
             self,
-            UpstreamError::Unsupported(_) | UpstreamError::Refused { .. }
+            UpstreamError::Unsupported(_)
+                | UpstreamError::BadBody(_)
+                | UpstreamError::Refused { .. }
         )
     }
 
