@@ -5,7 +5,8 @@
 //! generator at fixed rates. Latency is measured for the same requests sent
 //! directly and through Tollgate; the difference is what Tollgate adds.
 //! Also one request at a time (c=1), and the most requests a second each
-//! path completes with 16 and 64 in flight. Prints figures; asserts
+//! path completes with 16 and 64 in flight, and for comparison through a
+//! bare forwarder (reqwest behind axum, nothing else). Prints figures; asserts
 //! nothing. All of it shares this machine's cores.
 //!
 //! cargo run --release -p tollgate-server --example proxy_bench -- [seconds per run, default 10] [local|redis|two]
@@ -75,6 +76,55 @@ fn start_upstream() -> String {
                         } else {
                             ([("content-type", "application/json")], CHAT.to_owned())
                         }
+                    }
+                }),
+            );
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(format!("http://{}/v1", l.local_addr().unwrap()))
+                .unwrap();
+            axum::serve(l, app).await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
+/// The least any proxy does, for comparison: an HTTP server that sends each
+/// request's body to the upstream with reqwest and passes the answer back
+/// as it comes (no key, no limits, no metering, no ledger). On its own
+/// runtime of 2 workers, as Tollgate's.
+fn start_bare_forwarder(upstream: String) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("bare")
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .tcp_nodelay(true)
+                .build()
+                .unwrap();
+            let url = format!("{upstream}/chat/completions");
+            let app = axum::Router::new().route(
+                "/v1/chat/completions",
+                post(move |body: axum::body::Bytes| {
+                    let (http, url) = (http.clone(), url.clone());
+                    async move {
+                        let res = http
+                            .post(url)
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .send()
+                            .await
+                            .unwrap();
+                        let kind = res.headers().get("content-type").cloned().unwrap();
+                        (
+                            [("content-type", kind)],
+                            axum::body::Body::from_stream(res.bytes_stream()),
+                        )
                     }
                 }),
             );
@@ -453,6 +503,7 @@ fn main() {
     };
     let instances = if which == "two" { 2 } else { 1 };
     let shared = which != "local";
+    let bare = start_bare_forwarder(upstream.clone());
     let tollgates: Vec<String> = (0..instances)
         .map(|i| start_tollgate(&dir.path().join(i.to_string()), &setup))
         .collect();
@@ -512,13 +563,20 @@ fn main() {
             row("1000/s", stream, &d, &g, df + gf);
         }
         println!();
-        println!("| mode | in flight | most requests/s direct | most requests/s through Tollgate | through / direct |");
-        println!("|---|---|---|---|---|");
+        let bare = Target::new(vec![bare], "unused".into(), "up");
+        println!("| mode | in flight | most requests/s direct | through a bare forwarder | through Tollgate | through / direct | bare / direct |");
+        println!("|---|---|---|---|---|---|---|");
         for workers in [16, 64] {
             for stream in [false, true] {
                 let d = max_rps(&http, &direct, stream, workers, secs).await;
+                let b = max_rps(&http, &bare, stream, workers, secs).await;
                 let g = max_rps(&http, &through, stream, workers, secs).await;
-                println!("| {} | {workers} | {d:.0} | {g:.0} | {:.3} |", if stream { "stream" } else { "plain" }, g / d);
+                println!(
+                    "| {} | {workers} | {d:.0} | {b:.0} | {g:.0} | {:.3} | {:.3} |",
+                    if stream { "stream" } else { "plain" },
+                    g / d,
+                    b / d
+                );
             }
         }
     });
