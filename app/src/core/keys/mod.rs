@@ -629,6 +629,34 @@ macro_rules! proxy_columns {
     };
 }
 
+/// A row of [`proxy_columns`] from either driver, by position in the
+/// SELECT's order (no name lookups per row), borrowing its text.
+fn proxy_row<'r, R>(r: &'r R) -> Result<ProxyKeyRow<'r>, sqlx::Error>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(ProxyKeyRow {
+        id: r.try_get(0)?,
+        public_id: r.try_get(1)?,
+        secret_hash: r.try_get(2)?,
+        prev_secret_hash: r.try_get(3)?,
+        prev_valid_until: r.try_get(4)?,
+        org_id: r.try_get(5)?,
+        project_id: r.try_get(6)?,
+        models_json: r.try_get(7)?,
+        tpm_limit: r.try_get(8)?,
+        rpm_limit: r.try_get(9)?,
+        budget_micros: r.try_get(10)?,
+        budget_reset: super::db::text_as(r.try_get::<&str, _>(11)?)?,
+        expires_at: r.try_get(12)?,
+        no_content_logging: r.try_get::<i64, _>(13)? != 0,
+        revoked_at: r.try_get(14)?,
+    })
+}
+
 /// Keys a page of [`each_for_proxy`] holds.
 pub const PAGE: i64 = 10_000;
 
@@ -687,23 +715,7 @@ pub async fn each_key_for_proxy(
     };
     let mut rows = sqlx::query(concat!("SELECT ", proxy_columns!(), " FROM api_keys")).fetch(pg);
     while let Some(r) = rows.try_next().await? {
-        each(ProxyKeyRow {
-            id: r.try_get(0)?,
-            public_id: r.try_get(1)?,
-            secret_hash: r.try_get(2)?,
-            prev_secret_hash: r.try_get(3)?,
-            prev_valid_until: r.try_get(4)?,
-            org_id: r.try_get(5)?,
-            project_id: r.try_get(6)?,
-            models_json: r.try_get(7)?,
-            tpm_limit: r.try_get(8)?,
-            rpm_limit: r.try_get(9)?,
-            budget_micros: r.try_get(10)?,
-            budget_reset: super::db::text_as(r.try_get::<&str, _>(11)?)?,
-            expires_at: r.try_get(12)?,
-            no_content_logging: r.try_get::<i64, _>(13)? != 0,
-            revoked_at: r.try_get(14)?,
-        })?;
+        each(proxy_row(&r)?)?;
     }
     Ok(())
 }
@@ -804,24 +816,7 @@ pub async fn each_for_proxy(
     };
     let mut rows = q.fetch(&mut *conn);
     while let Some(r) = rows.try_next().await? {
-        // By position, in the SELECT's order: no name lookups per row.
-        each(ProxyKeyRow {
-            id: r.try_get(0)?,
-            public_id: r.try_get(1)?,
-            secret_hash: r.try_get(2)?,
-            prev_secret_hash: r.try_get(3)?,
-            prev_valid_until: r.try_get(4)?,
-            org_id: r.try_get(5)?,
-            project_id: r.try_get(6)?,
-            models_json: r.try_get(7)?,
-            tpm_limit: r.try_get(8)?,
-            rpm_limit: r.try_get(9)?,
-            budget_micros: r.try_get(10)?,
-            budget_reset: super::db::text_as(r.try_get::<&str, _>(11)?)?,
-            expires_at: r.try_get(12)?,
-            no_content_logging: r.try_get::<i64, _>(13)? != 0,
-            revoked_at: r.try_get(14)?,
-        })?;
+        each(proxy_row(&r)?)?;
     }
     Ok(())
 }
