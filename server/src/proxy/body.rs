@@ -98,7 +98,10 @@ impl RequestBody {
             if !seen.insert(name.as_str()) {
                 return Err(ProxyError::invalid(
                     "body",
-                    format!("the body has the field '{name}' more than once"),
+                    format!(
+                        "the body has the field '{}' more than once",
+                        name.chars().take(64).collect::<String>()
+                    ),
                 ));
             }
             if let Some(field) = READ.iter().find(|f| **f == name.as_str()) {
