@@ -66,6 +66,8 @@ enum Need {
     ApiKey,
     /// A live provisioning key (machine routes).
     ProvisioningKey,
+    /// A live SCIM token (`/scim/v2`).
+    ScimToken,
     /// The operator's metrics token (`/metrics`).
     MetricsToken,
     /// No route, under an API root.
@@ -86,7 +88,11 @@ pub fn require(router: Router, state: AppState, pages: impl IntoIterator<Item = 
     let api_roots = machine::paths()
         .iter()
         .map(|p| root(p).to_owned())
-        .chain([PROXY_ROOT.to_owned(), root(PREFIX).to_owned()])
+        .chain([
+            PROXY_ROOT.to_owned(),
+            root(PREFIX).to_owned(),
+            root(crate::scim::ROOT).to_owned(),
+        ])
         .collect();
     let gate = Gate {
         state,
@@ -139,6 +145,8 @@ impl Gate {
             Need::Session
         } else if root(path) == PROXY_ROOT {
             Need::ApiKey
+        } else if root(path) == root(crate::scim::ROOT) {
+            Need::ScimToken
         } else if path == METRICS_PATH {
             Need::MetricsToken
         } else {
@@ -168,6 +176,13 @@ async fn check(State(gate): State<Gate>, mut req: Request, next: Next) -> Respon
         Need::ProvisioningKey => match machine::authenticate(&gate.state, req.headers()).await {
             Ok(principal) => {
                 req.extensions_mut().insert(principal);
+                next.run(req).await
+            }
+            Err(e) => e.into_response(),
+        },
+        Need::ScimToken => match crate::scim::authenticate(&gate.state, req.headers()).await {
+            Ok(token) => {
+                req.extensions_mut().insert(token);
                 next.run(req).await
             }
             Err(e) => e.into_response(),

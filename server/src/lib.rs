@@ -10,6 +10,7 @@ pub mod machine;
 pub mod metrics;
 pub mod net_guard;
 pub mod proxy;
+pub mod scim;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -114,6 +115,7 @@ pub fn router(state: AppState, gateway: Arc<proxy::Gateway>) -> Router {
         .route("/healthz", get(healthz))
         .with_state(state.clone())
         .merge(machine::router(state.clone()))
+        .merge(scim::router(state.clone()))
         .merge(console);
     let sessioned = auth::require(sessioned, state.clone(), page_paths.clone());
     let sessioned = with_sessions(sessioned, &state.db, secure, idle);
@@ -196,6 +198,7 @@ pub fn route_paths() -> Vec<String> {
         .chain(page_paths())
         .chain(server_fns)
         .chain(machine::paths())
+        .chain(scim::paths())
         .chain(PROXY_PATHS.iter().map(|p| (*p).to_owned()))
         .collect()
 }

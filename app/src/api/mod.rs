@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod billing;
 pub mod catalogue;
+pub mod identity;
 pub mod keys;
 pub mod members;
 pub mod orgs;
@@ -24,6 +25,7 @@ pub const PUBLIC_SERVER_FNS: &[&str] = &[
     "/api/console/sign_in",
     "/api/console/invitation_info",
     "/api/console/accept_invitation",
+    "/api/console/sign_in_route",
 ];
 
 #[cfg(feature = "ssr")]
@@ -157,7 +159,8 @@ pub(crate) mod ssr {
         match user {
             Some(u)
                 if now_ms() - since < state.session_absolute_ms
-                    && stamp == Some(u.password_changed_at) =>
+                    && stamp == Some(u.password_changed_at)
+                    && since > u.signed_out_at =>
             {
                 drop(conn);
                 Ok((state, session, u))

@@ -33,6 +33,13 @@ impl Actor {
             kind: "provisioning_key",
         }
     }
+    pub fn scim(token_id: &str, name: &str) -> Actor {
+        Actor {
+            id: Some(token_id.to_owned()),
+            label: format!("SCIM token '{name}'"),
+            kind: "scim_token",
+        }
+    }
     pub fn cli() -> Actor {
         Actor {
             id: None,

@@ -10,6 +10,8 @@ pub struct User {
     pub email: String,
     pub name: String,
     pub password_changed_at: i64,
+    /// Sessions that began at or before this (ms) are ended (deprovisioning).
+    pub signed_out_at: i64,
 }
 
 /// A user row with the password hash, for sign-in only. Not `Debug`.
@@ -24,6 +26,7 @@ fn user_of(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
         email: row.try_get("email")?,
         name: row.try_get("name")?,
         password_changed_at: row.try_get("password_changed_at")?,
+        signed_out_at: row.try_get("signed_out_at")?,
     })
 }
 
@@ -51,11 +54,12 @@ pub async fn insert(
         email: email.as_str().to_owned(),
         name: name.as_str().to_owned(),
         password_changed_at: now,
+        signed_out_at: 0,
     })
 }
 
 pub async fn by_id(conn: &mut AnyConnection, id: &str) -> Result<Option<User>, sqlx::Error> {
-    let sql = "SELECT id, email, name, password_changed_at FROM users WHERE id = $1";
+    let sql = "SELECT id, email, name, password_changed_at, signed_out_at FROM users WHERE id = $1";
     user_where(conn, sql, id).await
 }
 
@@ -63,7 +67,8 @@ pub async fn by_email(
     conn: &mut AnyConnection,
     email: &Email,
 ) -> Result<Option<User>, sqlx::Error> {
-    let sql = "SELECT id, email, name, password_changed_at FROM users WHERE email = $1";
+    let sql =
+        "SELECT id, email, name, password_changed_at, signed_out_at FROM users WHERE email = $1";
     user_where(conn, sql, email.as_str()).await
 }
 
@@ -87,7 +92,7 @@ pub async fn credentials(
     email: &Email,
 ) -> Result<Option<Credentials>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT id, email, name, password_changed_at, password_hash FROM users WHERE email = $1",
+        "SELECT id, email, name, password_changed_at, signed_out_at, password_hash FROM users WHERE email = $1",
     )
     .bind(email.as_str())
     .fetch_optional(&mut *conn)

@@ -113,10 +113,12 @@ pub enum Seat {
     Viewer,
     /// An organization's provisioning key, calling the machine APIs.
     Provisioning,
+    /// An organization's SCIM token, calling `/scim/v2`.
+    Scim,
 }
 
 impl Seat {
-    pub const ALL: [Seat; 7] = [
+    pub const ALL: [Seat; 8] = [
         Seat::OrgOwner,
         Seat::ProjectAdmin,
         Seat::ProjectMember,
@@ -124,6 +126,7 @@ impl Seat {
         Seat::BillingManager,
         Seat::Viewer,
         Seat::Provisioning,
+        Seat::Scim,
     ];
 
     pub fn label(self) -> &'static str {
@@ -135,6 +138,7 @@ impl Seat {
             Seat::BillingManager => "Billing manager",
             Seat::Viewer => "Viewer",
             Seat::Provisioning => "Provisioning key",
+            Seat::Scim => "SCIM token",
         }
     }
 
@@ -164,6 +168,7 @@ impl Seat {
             Seat::BillingManager => "billing",
             Seat::Viewer => "viewer",
             Seat::Provisioning => "provisioning key",
+            Seat::Scim => "SCIM token",
         }
     }
 
@@ -187,6 +192,7 @@ impl Seat {
             Seat::BillingManager => 4,
             Seat::Viewer => 5,
             Seat::Provisioning => 6,
+            Seat::Scim => 7,
         }
     }
 }
@@ -242,13 +248,17 @@ pub enum Action {
     VirtualModels,
     McpServers,
     PromptManagement,
+    /// SSO connections, enforce-SSO, SCIM tokens, role templates.
+    SingleSignOn,
+    /// Creating, changing and deprovisioning users and groups (SCIM).
+    ProvisionIdentities,
 }
 
 use Grant::{No, Own, ReadOnly, Yes};
 
 impl Action {
     /// Every action, in the order the Permissions page lists them.
-    pub const ALL: [Action; 22] = [
+    pub const ALL: [Action; 24] = [
         Action::ViewOrganization,
         Action::EditOrganization,
         Action::ManageOrgMembers,
@@ -271,35 +281,39 @@ impl Action {
         Action::VirtualModels,
         Action::McpServers,
         Action::PromptManagement,
+        Action::SingleSignOn,
+        Action::ProvisionIdentities,
     ];
 
     /// The row of the matrix: the grant of each seat, in `Seat::ALL` order
     /// (owner, project admin, project member, member without project,
-    /// billing, viewer, provisioning key).
-    pub const fn row(self) -> [Grant; 7] {
+    /// billing, viewer, provisioning key, SCIM token).
+    pub const fn row(self) -> [Grant; 8] {
         match self {
-            Action::ViewOrganization => [Yes, Yes, Yes, Yes, Yes, Yes, Yes],
-            Action::EditOrganization => [Yes, No, No, No, No, No, Yes],
-            Action::ManageOrgMembers => [Yes, No, No, No, No, No, Yes],
-            Action::ViewAuditLog => [Yes, No, No, No, No, No, No],
-            Action::CreateProject => [Yes, No, No, No, No, No, Yes],
-            Action::ViewProject => [Yes, Own, Own, No, No, No, Yes],
-            Action::EditProjectSettings => [Yes, Yes, No, No, No, No, Yes],
-            Action::DeleteProject => [Yes, No, No, No, No, No, Yes],
-            Action::ViewProjectMembers => [Yes, Yes, No, No, No, No, Yes],
-            Action::AddProjectMembers => [Yes, Yes, No, No, No, No, Yes],
-            Action::EditProjectMemberRoles => [Yes, Yes, No, No, No, No, Yes],
-            Action::ManageOwnKeys => [Yes, Yes, Yes, No, No, No, Yes],
-            Action::ManageProjectKeys => [Yes, Yes, No, No, No, No, Yes],
-            Action::ManageAllKeys => [Yes, No, No, No, No, No, Yes],
-            Action::BillingAndCredits => [Yes, No, No, No, Yes, No, No],
-            Action::ViewUsage => [Yes, Own, Own, No, Yes, ReadOnly, ReadOnly],
-            Action::ViewRequestLog => [Yes, Yes, No, No, No, No, No],
-            Action::ExternalKeys => [Yes, No, No, No, No, No, No],
-            Action::ModelCatalogue => [Yes, No, No, No, No, No, No],
-            Action::VirtualModels => [Yes, No, No, No, No, No, No],
-            Action::McpServers => [Yes, No, No, No, No, No, No],
-            Action::PromptManagement => [Yes, No, No, No, No, No, No],
+            Action::ViewOrganization => [Yes, Yes, Yes, Yes, Yes, Yes, Yes, No],
+            Action::EditOrganization => [Yes, No, No, No, No, No, Yes, No],
+            Action::ManageOrgMembers => [Yes, No, No, No, No, No, Yes, No],
+            Action::ViewAuditLog => [Yes, No, No, No, No, No, No, No],
+            Action::CreateProject => [Yes, No, No, No, No, No, Yes, No],
+            Action::ViewProject => [Yes, Own, Own, No, No, No, Yes, No],
+            Action::EditProjectSettings => [Yes, Yes, No, No, No, No, Yes, No],
+            Action::DeleteProject => [Yes, No, No, No, No, No, Yes, No],
+            Action::ViewProjectMembers => [Yes, Yes, No, No, No, No, Yes, No],
+            Action::AddProjectMembers => [Yes, Yes, No, No, No, No, Yes, No],
+            Action::EditProjectMemberRoles => [Yes, Yes, No, No, No, No, Yes, No],
+            Action::ManageOwnKeys => [Yes, Yes, Yes, No, No, No, Yes, No],
+            Action::ManageProjectKeys => [Yes, Yes, No, No, No, No, Yes, No],
+            Action::ManageAllKeys => [Yes, No, No, No, No, No, Yes, No],
+            Action::BillingAndCredits => [Yes, No, No, No, Yes, No, No, No],
+            Action::ViewUsage => [Yes, Own, Own, No, Yes, ReadOnly, ReadOnly, No],
+            Action::ViewRequestLog => [Yes, Yes, No, No, No, No, No, No],
+            Action::ExternalKeys => [Yes, No, No, No, No, No, No, No],
+            Action::ModelCatalogue => [Yes, No, No, No, No, No, No, No],
+            Action::VirtualModels => [Yes, No, No, No, No, No, No, No],
+            Action::McpServers => [Yes, No, No, No, No, No, No, No],
+            Action::PromptManagement => [Yes, No, No, No, No, No, No, No],
+            Action::SingleSignOn => [Yes, No, No, No, No, No, No, No],
+            Action::ProvisionIdentities => [No, No, No, No, No, No, No, Yes],
         }
     }
 
@@ -328,6 +342,8 @@ impl Action {
             Action::VirtualModels => "virtual models",
             Action::McpServers => "MCP servers",
             Action::PromptManagement => "prompt management",
+            Action::SingleSignOn => "single sign-on & SCIM",
+            Action::ProvisionIdentities => "provision users & groups (SCIM)",
         }
     }
 
@@ -352,7 +368,7 @@ pub fn grant(action: Action, seat: Seat) -> Grant {
 }
 
 /// The whole matrix, row by row, for the Permissions page.
-pub fn rows() -> impl Iterator<Item = (Action, [Grant; 7])> {
+pub fn rows() -> impl Iterator<Item = (Action, [Grant; 8])> {
     Action::ALL.into_iter().map(|a| (a, a.row()))
 }
 

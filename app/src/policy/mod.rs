@@ -10,8 +10,8 @@ pub use matrix::{
 };
 pub use scope::{
     authorize_key, authorize_machine, authorize_machine_project, authorize_org, authorize_project,
-    authorize_usage, Denied, Machine, OrgMember, OrgScope, ProjectMember, ProjectScope,
-    TenantScope, UsageScope,
+    authorize_scim, authorize_usage, Denied, Machine, OrgMember, OrgScope, ProjectMember,
+    ProjectScope, ScimClient, TenantScope, UsageScope,
 };
 
 #[cfg(test)]

@@ -60,9 +60,9 @@ impl TenantScope {
     pub fn actor_id(&self) -> &str {
         &self.actor_id
     }
-    /// The acting user, or `None` for a provisioning key.
+    /// The acting user, or `None` for a provisioning key or a SCIM token.
     pub fn user_id(&self) -> Option<&str> {
-        (self.seat != Seat::Provisioning).then_some(self.actor_id.as_str())
+        (!matches!(self.seat, Seat::Provisioning | Seat::Scim)).then_some(self.actor_id.as_str())
     }
     pub fn seat(&self) -> Seat {
         self.seat
@@ -253,6 +253,27 @@ pub fn authorize_machine_project(
         org: org.tenant,
         project_id: project_id.to_owned(),
         seat: Seat::Provisioning,
+        action,
+    })
+}
+
+/// A SCIM token, as authenticated: it provisions its own organization only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScimClient {
+    pub token_id: String,
+    pub org_id: String,
+}
+
+/// The decision for a SCIM token's action on its organization.
+pub fn authorize_scim(client: &ScimClient, action: Action) -> Result<OrgScope, Denied> {
+    let seat = Seat::Scim;
+    check(action, seat)?;
+    Ok(OrgScope {
+        tenant: TenantScope {
+            org_id: client.org_id.clone(),
+            actor_id: client.token_id.clone(),
+            seat,
+        },
         action,
     })
 }

@@ -159,3 +159,31 @@ fn roles_parse_from_their_names_only() {
     assert_eq!("billing".parse::<OrgRole>(), Ok(OrgRole::Billing));
     assert!("admin".parse::<OrgRole>().is_err());
 }
+
+#[test]
+fn only_owners_configure_single_sign_on_and_only_scim_tokens_provision() {
+    for seat in Seat::ALL {
+        assert_eq!(
+            allows(Action::SingleSignOn, seat),
+            seat == Seat::OrgOwner,
+            "{seat:?}"
+        );
+        assert_eq!(
+            allows(Action::ProvisionIdentities, seat),
+            seat == Seat::Scim,
+            "{seat:?}"
+        );
+    }
+    let client = ScimClient {
+        token_id: "st".into(),
+        org_id: "o".into(),
+    };
+    let scope = authorize_scim(&client, Action::ProvisionIdentities).ok();
+    assert_eq!(scope.as_ref().and_then(|s| s.user_id()), None, "not a user");
+    assert_eq!(scope.map(|s| s.org_id().to_owned()).as_deref(), Some("o"));
+    for a in Action::ALL {
+        if a != Action::ProvisionIdentities {
+            assert!(authorize_scim(&client, a).is_err(), "{a:?}");
+        }
+    }
+}

@@ -17,5 +17,6 @@ mod provisioning;
 mod proxy;
 mod proxy_binary;
 mod router_walk;
+mod scim;
 mod sdk;
 mod shared_counters;

@@ -10,6 +10,8 @@ pub const PREFIX: &str = "sk-tg-";
 /// Provisioning keys: they manage keys through the machine APIs and can
 /// never call models, so they look different at a glance.
 pub const PROVISIONING_PREFIX: &str = "sk-tgp-";
+/// SCIM tokens: an identity provider provisions users with them.
+pub const SCIM_PREFIX: &str = "sk-tgs-";
 const PUBLIC_ID_LEN: usize = 12;
 const SECRET_LEN: usize = 32;
 const CHECKSUM_LEN: usize = 6;
@@ -32,6 +34,11 @@ impl Token {
     /// A provisioning key's token.
     pub fn mint_provisioning() -> Token {
         Token::mint_with(PROVISIONING_PREFIX)
+    }
+
+    /// A SCIM token.
+    pub fn mint_scim() -> Token {
+        Token::mint_with(SCIM_PREFIX)
     }
 
     fn mint_with(prefix: &str) -> Token {
@@ -113,6 +120,11 @@ pub fn parse(token: &str) -> Option<Parsed<'_>> {
 /// A provisioning key's token.
 pub fn parse_provisioning(token: &str) -> Option<Parsed<'_>> {
     parse_with(PROVISIONING_PREFIX, token)
+}
+
+/// A SCIM token.
+pub fn parse_scim(token: &str) -> Option<Parsed<'_>> {
+    parse_with(SCIM_PREFIX, token)
 }
 
 fn parse_with<'a>(prefix: &str, token: &'a str) -> Option<Parsed<'a>> {

@@ -21,6 +21,8 @@ mod catalogue;
 mod members;
 mod orgs;
 mod provisioning;
+pub mod scim;
+pub mod sso;
 
 pub use billing::*;
 pub use catalogue::*;
