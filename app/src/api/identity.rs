@@ -316,28 +316,41 @@ fn token_view(
     }
 }
 
+/// The fields every connection has, as the page sends them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConnectionForm {
+    pub name: String,
+    pub domains: String,
+    pub default_role: String,
+    pub groups_claim: String,
+    pub mapping: String,
+    pub enabled: Option<String>,
+}
+
 /// Saves an OIDC connection (new when `connection_id` is empty). The client
 /// secret is sealed like provider keys; left empty on an edit, it is kept.
 #[server(prefix = "/api/console", endpoint = "save_oidc_connection")]
-#[allow(clippy::too_many_arguments)]
 pub async fn save_oidc_connection(
     org_id: String,
     connection_id: String,
-    name: String,
+    #[server(flatten)] form: ConnectionForm,
     issuer: String,
     client_id: String,
     client_secret: String,
     scopes: String,
-    domains: String,
-    default_role: String,
-    groups_claim: String,
-    mapping: String,
-    enabled: Option<String>,
 ) -> Result<ConnectionView, AppError> {
     use super::ssr::*;
     use crate::core::identity::{Kind, Mapping, Saved};
     use crate::policy::Action;
     in_org(&org_id, Action::SingleSignOn, |c| async move {
+        let ConnectionForm {
+            name,
+            domains,
+            default_role,
+            groups_claim,
+            mapping,
+            enabled,
+        } = form;
         let name = crate::core::domain::name("name", &name, 100)?;
         let issuer = issuer.trim().to_owned();
         let parsed = url::Url::parse(&issuer).map_err(|_| {
