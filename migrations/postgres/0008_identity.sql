@@ -92,7 +92,10 @@ CREATE TABLE saml_requests (
     id TEXT PRIMARY KEY,
     connection_id TEXT NOT NULL REFERENCES sso_connections (id) ON DELETE CASCADE,
     created_at BIGINT NOT NULL,
-    expires_at BIGINT NOT NULL
+    expires_at BIGINT NOT NULL,
+    -- What the checked assertion said, until the browser that started the
+    -- request takes it (single use).
+    result_json TEXT
 );
 CREATE TABLE saml_assertions (
     id TEXT PRIMARY KEY,

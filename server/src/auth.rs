@@ -41,6 +41,9 @@ pub const PUBLIC: &[Public] = &[
     Public::Path("/readyz"),
     Public::Path("/api/openapi.json"),
     Public::Under("/pkg/"),
+    // Single sign-on: the IdP sends people back here; each route checks its
+    // own state (the session's pending sign-in, a signed assertion).
+    Public::Under("/sso/"),
     Public::Pages,
     Public::ServerFns(PUBLIC_SERVER_FNS),
     Public::Unrouted,

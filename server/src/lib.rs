@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod net_guard;
 pub mod proxy;
 pub mod scim;
+pub mod sso;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -116,6 +117,7 @@ pub fn router(state: AppState, gateway: Arc<proxy::Gateway>) -> Router {
         .with_state(state.clone())
         .merge(machine::router(state.clone()))
         .merge(scim::router(state.clone()))
+        .merge(sso::router(state.clone()))
         .merge(console);
     let sessioned = auth::require(sessioned, state.clone(), page_paths.clone());
     let sessioned = with_sessions(sessioned, &state.db, secure, idle);
@@ -199,6 +201,7 @@ pub fn route_paths() -> Vec<String> {
         .chain(server_fns)
         .chain(machine::paths())
         .chain(scim::paths())
+        .chain(sso::paths())
         .chain(PROXY_PATHS.iter().map(|p| (*p).to_owned()))
         .collect()
 }

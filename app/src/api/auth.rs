@@ -81,8 +81,20 @@ pub async fn sign_in(email: String, password: String) -> Result<SignedIn, AppErr
                 tracing::info!("sign-in refused");
                 return Err(AppError::invalid("password", "wrong email or password"));
             };
-            start_session(&session().await?, &user).await?;
             let mut conn = state.db.pool.acquire().await?;
+            // An organization that enforces single sign-on refuses its
+            // members' passwords (its break-glass owner excepted).
+            let enforced = crate::core::identity::password_refused_by(&mut conn, &user.id).await?;
+            if let Some(org) = enforced.first() {
+                tracing::info!(user_id = %user.id, "password sign-in refused: SSO enforced");
+                return Err(AppError::Forbidden {
+                    permission: "password sign-in".into(),
+                    message: format!(
+                        "'{org}' requires single sign-on: enter your email and choose 'Continue with single sign-on'"
+                    ),
+                });
+            }
+            start_session(&session().await?, &user).await?;
             let first = orgs::of_user(&mut conn, &user.id).await?.into_iter().next();
             tracing::info!(user_id = %user.id, "signed in");
             Ok(SignedIn {

@@ -219,7 +219,7 @@ pub(crate) mod edit {
             mapping: mapping_text(&c.mapping, project_names),
             enabled: c.enabled,
             callback_url: match c.kind {
-                crate::core::identity::Kind::Oidc => format!("{base}/callback"),
+                crate::core::identity::Kind::Oidc => format!("{public_url}/sso/oidc/callback"),
                 crate::core::identity::Kind::Saml => format!("{base}/acs"),
             },
             sp_entity_id: format!("{base}/metadata"),

@@ -28,6 +28,10 @@ pub const PUBLIC_SERVER_FNS: &[&str] = &[
     "/api/console/sign_in_route",
 ];
 
+/// Starts a session for a user who signed in elsewhere (single sign-on).
+#[cfg(feature = "ssr")]
+pub use ssr::start_session;
+
 #[cfg(feature = "ssr")]
 pub(crate) mod ssr {
     use leptos::prelude::use_context;

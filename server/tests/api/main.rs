@@ -20,3 +20,4 @@ mod router_walk;
 mod scim;
 mod sdk;
 mod shared_counters;
+mod sso;
