@@ -88,6 +88,7 @@ pub async fn state(config: &Config) -> Result<AppState, StartError> {
             .clone()
             .filter(|t| !t.expose_secret().trim().is_empty())
             .map(Arc::new),
+        saml_metadata: sso::saml::parse_metadata,
     })
 }
 

@@ -468,6 +468,155 @@ async fn saved_view(
     Ok(edit::view(&saved, &c.state.public_url, &names))
 }
 
+/// Saves a SAML connection from the IdP's metadata (a URL fetched now, or
+/// the XML pasted); refused without a signing certificate. Left empty on an
+/// edit, the stored metadata is kept.
+#[server(prefix = "/api/console", endpoint = "save_saml_connection")]
+pub async fn save_saml_connection(
+    org_id: String,
+    connection_id: String,
+    #[server(flatten)] form: ConnectionForm,
+    metadata_url: String,
+    metadata_xml: String,
+    allow_idp_initiated: Option<String>,
+) -> Result<ConnectionView, AppError> {
+    use super::ssr::*;
+    use crate::core::identity::{Kind, Mapping, Saved};
+    use crate::policy::Action;
+    in_org(&org_id, Action::SingleSignOn, |c| async move {
+        let ConnectionForm {
+            name,
+            domains,
+            default_role,
+            groups_claim,
+            mapping,
+            enabled,
+        } = form;
+        let name = crate::core::domain::name("name", &name, 100)?;
+        let editing = Some(connection_id.trim()).filter(|s| !s.is_empty());
+        let url = Some(metadata_url.trim()).filter(|s| !s.is_empty());
+        let pasted = Some(metadata_xml.trim()).filter(|s| !s.is_empty());
+        let (xml, field) = match (pasted, url) {
+            (Some(x), _) => {
+                if x.len() > 1 << 20 {
+                    return Err(AppError::invalid("metadata_xml", "is larger than 1 MiB"));
+                }
+                (x.to_owned(), "metadata_xml")
+            }
+            (None, Some(u)) => (fetch_metadata(&c.state, u).await?, "metadata_url"),
+            (None, None) => {
+                let Some(id) = editing else {
+                    return Err(AppError::invalid(
+                        "metadata_url",
+                        "give the IdP's metadata URL, or paste its metadata XML",
+                    ));
+                };
+                let mut conn = c.state.db.pool.acquire().await?;
+                let kept: Option<Option<String>> = sqlx::query_scalar(
+                    "SELECT metadata_xml FROM sso_connections WHERE id = $1 AND org_id = $2",
+                )
+                .bind(id)
+                .bind(c.scope.org_id())
+                .fetch_optional(&mut *conn)
+                .await?;
+                let xml = kept
+                    .flatten()
+                    .ok_or_else(|| AppError::not_found("connection"))?;
+                (xml, "metadata_xml")
+            }
+        };
+        let meta = (c.state.saml_metadata)(&xml).map_err(|e| AppError::invalid(field, e))?;
+        let domains = edit::domains(&domains)?;
+        let default_role = default_role
+            .parse::<OrgRole>()
+            .map_err(|e| AppError::invalid("default_role", e))?;
+        let groups_claim = claim_path(&groups_claim)?;
+        let mut conn = c.state.db.pool.acquire().await?;
+        let rules = edit::parse_mapping(&mut conn, &c.scope, &mapping).await?;
+        drop(conn);
+        let mapping = Mapping {
+            default_role,
+            default_template_id: None,
+            rules,
+        };
+        let saved = Saved {
+            kind: Kind::Saml,
+            name: &name,
+            issuer: None,
+            client_id: None,
+            client_secret: None,
+            scopes: &[],
+            metadata_url: url,
+            metadata_xml: Some(&xml),
+            idp_entity_id: Some(&meta.entity_id),
+            idp_sso_url: Some(&meta.sso_url),
+            idp_certs: &meta.certs,
+            allow_idp_initiated: crate::api::checkbox(
+                "allow_idp_initiated",
+                allow_idp_initiated.as_deref(),
+            )?,
+            domains: &domains,
+            groups_claim: &groups_claim,
+            mapping: &mapping,
+            enabled: crate::api::checkbox("enabled", enabled.as_deref())?,
+        };
+        let id =
+            crate::core::ops::sso::save_connection(&c.state, &c.actor, &c.scope, editing, &saved)
+                .await?;
+        saved_view(&c, &id).await
+    })
+    .await
+}
+
+/// Fetches IdP metadata (no redirects followed, 10 s, 1 MiB at most).
+#[cfg(feature = "ssr")]
+async fn fetch_metadata(
+    state: &crate::core::state::AppState,
+    url: &str,
+) -> Result<String, AppError> {
+    let parsed = url::Url::parse(url).map_err(|_| {
+        AppError::invalid(
+            "metadata_url",
+            "is not a URL such as https://idp.example.com/metadata",
+        )
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(AppError::invalid(
+            "metadata_url",
+            "must start with https://",
+        ));
+    }
+    crate::core::net::check_url("metadata_url", url, state.allow_private_networks).await?;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| AppError::internal("metadata client", &e))?;
+    let res = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|_| AppError::invalid("metadata_url", "could not be fetched"))?;
+    if !res.status().is_success() {
+        return Err(AppError::invalid(
+            "metadata_url",
+            format!("answered HTTP {}", res.status().as_u16()),
+        ));
+    }
+    let body = res
+        .bytes()
+        .await
+        .map_err(|_| AppError::invalid("metadata_url", "could not be read"))?;
+    if body.len() > 1 << 20 {
+        return Err(AppError::invalid(
+            "metadata_url",
+            "answered more than 1 MiB",
+        ));
+    }
+    String::from_utf8(body.to_vec())
+        .map_err(|_| AppError::invalid("metadata_url", "is not UTF-8 XML"))
+}
+
 #[server(prefix = "/api/console", endpoint = "delete_connection")]
 pub async fn delete_connection(org_id: String, connection_id: String) -> Result<(), AppError> {
     use super::ssr::*;

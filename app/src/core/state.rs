@@ -29,7 +29,21 @@ pub struct AppState {
     pub trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
     /// The bearer token `GET /metrics` asks for (none: it is off).
     pub metrics_token: Option<std::sync::Arc<SecretString>>,
+    /// Reads and checks SAML IdP metadata (the server's SAML library).
+    pub saml_metadata: SamlMetadataParser,
 }
+
+/// SAML IdP metadata, checked: entity id, sign-in URL, signing certificates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdpMetadata {
+    pub entity_id: String,
+    pub sso_url: String,
+    /// Base64 DER, one per certificate.
+    pub certs: Vec<String>,
+}
+
+/// Parses IdP metadata XML; refuses metadata without a signing certificate.
+pub type SamlMetadataParser = fn(&str) -> Result<IdpMetadata, String>;
 
 /// Who may create organizations from the console: anyone signed in, or only
 /// operators (`tollgate admin create-owner` and the first-run setup).

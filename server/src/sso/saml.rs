@@ -34,14 +34,7 @@ const REQUEST_FOR_MS: i64 = 10 * 60 * 1000;
 /// Where the session keeps the SAML request it started.
 const PENDING_KEY: &str = "saml_pending";
 
-/// What an owner's IdP metadata says, checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IdpMetadata {
-    pub entity_id: String,
-    pub sso_url: String,
-    /// Base64 DER of each signing certificate.
-    pub certs: Vec<String>,
-}
+pub use tollgate_app::core::state::IdpMetadata;
 
 /// Reads IdP metadata: its entity id, its SSO URL (HTTP-Redirect preferred)
 /// and its signing certificates; refused without a certificate.
@@ -274,6 +267,20 @@ fn verify(
     c: &Connection,
 ) -> Result<(String, i64, Verified), String> {
     let b64: String = b64.chars().filter(|ch| !ch.is_ascii_whitespace()).collect();
+    // samael keeps only the signed assertion of a wrapped document; such a
+    // document is refused outright instead.
+    {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&b64)
+            .map_err(|_| "the SAML response is not base64".to_owned())?;
+        let xml = String::from_utf8_lossy(&raw);
+        if assertions_in(&xml) != 1 {
+            return Err(
+                "the SAML response was refused: it must carry exactly one assertion (signature wrapping?)".into(),
+            );
+        }
+    }
     let assertion: Assertion = sp
         .parse_base64_response(&b64, Some(&[request_id]))
         .map_err(|e| format!("the SAML response was refused: {e}"))?;
@@ -340,6 +347,26 @@ fn verify(
             groups,
         },
     ))
+}
+
+/// How many `Assertion` elements (any prefix) a document opens.
+fn assertions_in(xml: &str) -> usize {
+    xml.match_indices("Assertion")
+        .filter(|(i, _)| {
+            let Some(open) = xml[..*i].rfind('<') else {
+                return false;
+            };
+            let name = &xml[open + 1..*i];
+            let prefix_ok = name.is_empty()
+                || name.strip_suffix(':').is_some_and(|p| {
+                    !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+                });
+            let after = xml[*i + "Assertion".len()..].chars().next();
+            prefix_ok && after.is_some_and(|c| c.is_whitespace() || c == '>' || c == '/')
+        })
+        .count()
 }
 
 /// `POST /sso/{connection}/acs`: the IdP's answer.
@@ -433,6 +460,17 @@ pub async fn acs(
         .append_pair("request", &request_id)
         .finish();
     Redirect::to(&format!("/sso/{}/finish?{q}", c.id)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn assertions_are_counted_by_their_opening_tags() {
+        let one = r#"<saml2p:Response AssertionConsumerServiceURL="x"><saml2:Assertion ID="a"><x/></saml2:Assertion></saml2p:Response>"#;
+        assert_eq!(super::assertions_in(one), 1);
+        let two = r#"<Response><Assertion ID="b"/><saml:Assertion ID="a">x</saml:Assertion><EncryptedAssertion/></Response>"#;
+        assert_eq!(super::assertions_in(two), 2);
+    }
 }
 
 #[derive(Debug, Deserialize)]
