@@ -26,6 +26,7 @@ pub struct ConnectionView {
     pub domains: String,
     pub default_role: OrgRole,
     pub groups_claim: String,
+    pub default_template_id: Option<String>,
     /// One rule per line: `group => role, project:Name admin`.
     pub mapping: String,
     pub enabled: bool,
@@ -216,6 +217,7 @@ pub(crate) mod edit {
             domains: c.domains.join(", "),
             default_role: c.mapping.default_role,
             groups_claim: c.groups_claim.clone(),
+            default_template_id: c.mapping.default_template_id.clone(),
             mapping: mapping_text(&c.mapping, project_names),
             enabled: c.enabled,
             callback_url: match c.kind {
@@ -325,6 +327,8 @@ pub struct ConnectionForm {
     pub groups_claim: String,
     pub mapping: String,
     pub enabled: Option<String>,
+    /// The role template new members join with (empty: none).
+    pub default_template_id: Option<String>,
 }
 
 /// Saves an OIDC connection (new when `connection_id` is empty). The client
@@ -350,6 +354,7 @@ pub async fn save_oidc_connection(
             groups_claim,
             mapping,
             enabled,
+            default_template_id,
         } = form;
         let name = crate::core::domain::name("name", &name, 100)?;
         let issuer = issuer.trim().to_owned();
@@ -411,9 +416,10 @@ pub async fn save_oidc_connection(
         let mut conn = c.state.db.pool.acquire().await?;
         let rules = edit::parse_mapping(&mut conn, &c.scope, &mapping).await?;
         drop(conn);
+        let default_template_id = template_of(&c, default_template_id.as_deref()).await?;
         let mapping = Mapping {
             default_role,
-            default_template_id: None,
+            default_template_id,
             rules,
         };
         let saved = Saved {
@@ -440,6 +446,27 @@ pub async fn save_oidc_connection(
         saved_view(&c, &id).await
     })
     .await
+}
+
+/// A role template of the organization named by the form, if any.
+#[cfg(feature = "ssr")]
+async fn template_of(
+    c: &super::ssr::Ctx<crate::policy::OrgScope>,
+    id: Option<&str>,
+) -> Result<Option<String>, AppError> {
+    let Some(id) = id.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let mut conn = c.state.db.pool.acquire().await?;
+    crate::core::templates::get(&mut conn, c.scope.org_id(), id)
+        .await?
+        .map(|t| Some(t.id))
+        .ok_or_else(|| {
+            AppError::invalid(
+                "default_template_id",
+                "no such role template in this organization",
+            )
+        })
 }
 
 #[cfg(feature = "ssr")]
@@ -491,6 +518,7 @@ pub async fn save_saml_connection(
             groups_claim,
             mapping,
             enabled,
+            default_template_id,
         } = form;
         let name = crate::core::domain::name("name", &name, 100)?;
         let editing = Some(connection_id.trim()).filter(|s| !s.is_empty());
@@ -534,9 +562,10 @@ pub async fn save_saml_connection(
         let mut conn = c.state.db.pool.acquire().await?;
         let rules = edit::parse_mapping(&mut conn, &c.scope, &mapping).await?;
         drop(conn);
+        let default_template_id = template_of(&c, default_template_id.as_deref()).await?;
         let mapping = Mapping {
             default_role,
-            default_template_id: None,
+            default_template_id,
             rules,
         };
         let saved = Saved {

@@ -176,10 +176,19 @@ pub async fn create_key(
             let limits = form.limits_in(&c, now).await?;
             // A service key belongs to no one: only whoever manages all the
             // project's keys may make one.
+            let mut limits = limits;
             let holder = if super::checkbox("service", service.as_deref())? {
                 crate::policy::authorize_key(&c.scope, None)?;
                 Holder::Service
             } else {
+                // A member's own key carries their role template's limits.
+                let mut conn = c.state.db.pool.acquire().await?;
+                let template =
+                    crate::core::templates::of_member(&mut conn, c.scope.org_id(), &c.user.id)
+                        .await?;
+                if let Some(t) = template {
+                    t.apply(&mut limits, now);
+                }
                 Holder::User(&c.user.id)
             };
             let (row, token) =

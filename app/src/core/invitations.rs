@@ -21,6 +21,8 @@ pub struct Invitation {
     pub expires_at: i64,
     /// A project the invitee joins on acceptance, with their role there.
     pub project: Option<(String, ProjectRole)>,
+    /// The role template whose limits the member's keys carry.
+    pub template_id: Option<String>,
 }
 
 /// The secret half of an invitation, to be put in a link and forgotten.
@@ -57,6 +59,7 @@ fn invitation_of(r: &sqlx::any::AnyRow) -> Result<Invitation, sqlx::Error> {
             (Some(p), Some(role)) => Some((p, super::db::text_as::<ProjectRole>(&role)?)),
             _ => None,
         },
+        template_id: r.try_get("template_id")?,
     })
 }
 
@@ -66,6 +69,7 @@ pub async fn create(
     email: &Email,
     role: OrgRole,
     project: Option<(&str, ProjectRole)>,
+    template_id: Option<&str>,
     now: i64,
 ) -> Result<(Invitation, InvitationToken), AppError> {
     let token = InvitationToken::generate();
@@ -77,10 +81,11 @@ pub async fn create(
         created_at: now,
         expires_at: now + VALID_FOR_MS,
         project: project.map(|(p, r)| (p.to_owned(), r)),
+        template_id: template_id.map(str::to_owned),
     };
     sqlx::query(
         "INSERT INTO invitations (id, org_id, email, role, token_hash, invited_by, created_at, expires_at, \
-         project_id, project_role) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         project_id, project_role, template_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&inv.id)
     .bind(&inv.org_id)
@@ -92,6 +97,7 @@ pub async fn create(
     .bind(inv.expires_at)
     .bind(project.map(|p| p.0))
     .bind(project.map(|p| p.1.as_str()))
+    .bind(template_id)
     .execute(&mut *conn)
     .await?;
     Ok((inv, token))
@@ -104,7 +110,7 @@ pub async fn pending(
     now: i64,
 ) -> Result<Vec<Invitation>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, org_id, email, role, created_at, expires_at, project_id, project_role FROM invitations \
+        "SELECT id, org_id, email, role, created_at, expires_at, project_id, project_role, template_id FROM invitations \
          WHERE org_id = $1 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $2 \
          ORDER BY created_at DESC",
     )
@@ -125,7 +131,7 @@ pub async fn revoke(
     let row = sqlx::query(
         "UPDATE invitations SET revoked_at = $1 WHERE id = $2 AND org_id = $3 \
          AND accepted_at IS NULL AND revoked_at IS NULL \
-         RETURNING id, org_id, email, role, created_at, expires_at, project_id, project_role",
+         RETURNING id, org_id, email, role, created_at, expires_at, project_id, project_role, template_id",
     )
     .bind(now)
     .bind(id)
@@ -145,7 +151,7 @@ pub async fn by_token(
     now: i64,
 ) -> Result<Option<Invitation>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT id, org_id, email, role, created_at, expires_at, project_id, project_role FROM invitations \
+        "SELECT id, org_id, email, role, created_at, expires_at, project_id, project_role, template_id FROM invitations \
          WHERE token_hash = $1 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $2",
     )
     .bind(hash_token(token))

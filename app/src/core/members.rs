@@ -13,6 +13,12 @@ pub struct MemberRow {
     pub name: String,
     pub role: OrgRole,
     pub joined_at: i64,
+    /// password, invitation, oidc, saml or scim.
+    pub joined_via: String,
+    /// Whether the organization's SCIM client manages this member.
+    pub scim_managed: bool,
+    /// The role template their keys follow.
+    pub template: Option<String>,
 }
 
 /// The membership that the policy decides on; `None` when the user is not a
@@ -38,6 +44,16 @@ pub async fn membership(
     .transpose()
 }
 
+/// A member with how they joined, whether SCIM manages them, their template.
+macro_rules! member_select {
+    () => {
+        "SELECT u.id, u.email, u.name, m.role, m.created_at, m.joined_via, s.id AS scim_id, \
+         t.name AS template_name FROM org_members m JOIN users u ON u.id = m.user_id \
+         LEFT JOIN scim_users s ON s.org_id = m.org_id AND s.user_id = m.user_id \
+         LEFT JOIN role_templates t ON t.id = m.template_id"
+    };
+}
+
 fn member_of_row(r: &sqlx::any::AnyRow) -> Result<MemberRow, sqlx::Error> {
     let role: String = r.try_get("role")?;
     Ok(MemberRow {
@@ -46,6 +62,9 @@ fn member_of_row(r: &sqlx::any::AnyRow) -> Result<MemberRow, sqlx::Error> {
         name: r.try_get("name")?,
         role: super::db::text_as::<OrgRole>(&role)?,
         joined_at: r.try_get("created_at")?,
+        joined_via: r.try_get("joined_via")?,
+        scim_managed: r.try_get::<Option<String>, _>("scim_id")?.is_some(),
+        template: r.try_get("template_name")?,
     })
 }
 
@@ -53,10 +72,10 @@ pub async fn list(
     conn: &mut AnyConnection,
     scope: &OrgScope,
 ) -> Result<Vec<MemberRow>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT u.id, u.email, u.name, m.role, m.created_at FROM org_members m \
-         JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 ORDER BY u.email",
-    )
+    let rows = sqlx::query(concat!(
+        member_select!(),
+        " WHERE m.org_id = $1 ORDER BY u.email"
+    ))
     .bind(scope.org_id())
     .fetch_all(&mut *conn)
     .await?;
@@ -68,10 +87,10 @@ pub async fn get(
     scope: &OrgScope,
     user_id: &str,
 ) -> Result<Option<MemberRow>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT u.id, u.email, u.name, m.role, m.created_at FROM org_members m \
-         JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 AND m.user_id = $2",
-    )
+    let row = sqlx::query(concat!(
+        member_select!(),
+        " WHERE m.org_id = $1 AND m.user_id = $2"
+    ))
     .bind(scope.org_id())
     .bind(user_id)
     .fetch_optional(&mut *conn)

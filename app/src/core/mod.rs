@@ -23,6 +23,7 @@ pub mod providers;
 pub mod provisioning;
 pub mod scim;
 pub mod state;
+pub mod templates;
 pub mod usage;
 pub mod users;
 

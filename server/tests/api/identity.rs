@@ -919,3 +919,151 @@ async fn the_data_dir_and_database_files_are_private() {
         ]
     );
 }
+
+/// Two hundred people invited in one request with a role template; each
+/// who accepts is a member whose first key carries the template's limits.
+/// A list with one bad address is refused whole, naming it; members already
+/// there are skipped. Only owners of the organization do any of it.
+async fn bulk_invitations_with_a_role_template(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.login_attempts_per_ip = 100_000).await;
+    let (owner, org) = app.setup("owner@a.test", OWNER_PASSWORD).await;
+    let project = app.create_project(&owner, &org, "P").await;
+    let [member] = app
+        .add_members(&owner, &org, [("m@a.test", "member")])
+        .await;
+    let (other, _) = app.outside_owner(&owner, &org, "other@b.test", "B").await;
+    let form = [
+        ("org_id", org.as_str()),
+        ("template_id", ""),
+        ("name", "Contractor"),
+        ("role", "member"),
+        ("max_budget", "5"),
+        ("budget_reset", "monthly"),
+        ("rpm", "60"),
+        ("tpm", "10000"),
+        ("expires_in_days", "30"),
+    ];
+    assert_eq!(app.call(&member, "save_role_template", &form).await.0, 403);
+    assert_eq!(app.call(&other, "save_role_template", &form).await.0, 404);
+    let mut bad = form.to_vec();
+    bad.retain(|(k, _)| *k != "expires_in_days");
+    bad.push(("expires_in_days", "forever"));
+    app.bad_field(&owner, "save_role_template", &bad, "expires_in_days")
+        .await;
+    let t = app.ok(&owner, "save_role_template", &form).await;
+    let template = t["id"].as_str().unwrap().to_owned();
+
+    let emails: Vec<String> = (0..200).map(|i| format!("person{i}@new.test")).collect();
+    let mut list = emails.join("\n");
+    list.push_str("\nm@a.test, person0@new.test");
+    let invite = |list: &str| {
+        vec![
+            ("org_id".to_owned(), org.clone()),
+            ("emails".to_owned(), list.to_owned()),
+            ("role".to_owned(), "viewer".to_owned()),
+            ("template_id".to_owned(), template.clone()),
+        ]
+    };
+    let as_ref = |f: &Vec<(String, String)>| {
+        f.iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>()
+    };
+    let call = |who: &reqwest::Client, f: Vec<(String, String)>| {
+        let who = who.clone();
+        let url = app.url.clone();
+        async move {
+            let res = who
+                .post(format!("{url}/api/console/invite_members"))
+                .form(&f)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    assert_eq!(call(&member, as_ref(&invite("x@new.test"))).await.0, 403);
+    assert_eq!(call(&other, as_ref(&invite("x@new.test"))).await.0, 404);
+    let (s, e) = call(&owner, as_ref(&invite("ok@new.test\nnot-an-email\n"))).await;
+    assert_eq!((s, e["field"].as_str()), (400, Some("emails")), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("line 2"), "{e}");
+    let started = std::time::Instant::now();
+    let (s, done) = call(&owner, as_ref(&invite(&list))).await;
+    eprintln!(
+        "bulk invitation of 200 addresses: one request, {:?}",
+        started.elapsed()
+    );
+    assert_eq!(s, 200, "{done}");
+    assert_eq!(done["created"].as_array().unwrap().len(), 200);
+    assert_eq!(
+        done["skipped"],
+        serde_json::json!([["m@a.test", "already a member"]])
+    );
+    assert_eq!(
+        done["created"][0]["invitation"]["role"], "member",
+        "the template's role"
+    );
+
+    // Each accepts; each one's first key carries the template's limits.
+    for (i, created) in done["created"].as_array().unwrap().iter().enumerate() {
+        let token = created["link"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let email = created["invitation"]["email"].as_str().unwrap().to_owned();
+        let c = app.client();
+        app.ok(
+            &c,
+            "accept_invitation",
+            &[
+                ("token", &token),
+                ("name", "New"),
+                ("password", crate::helpers::MEMBER_PASSWORD),
+            ],
+        )
+        .await;
+        let uid = app.user_id(&c).await;
+        app.ok(
+            &owner,
+            "add_project_member",
+            &[
+                ("org_id", &org),
+                ("project_id", &project),
+                ("user_id", &uid),
+                ("role", "member"),
+            ],
+        )
+        .await;
+        let issued = app
+            .ok(
+                &c,
+                "create_key",
+                &crate::helpers::key_form(&org, &project, &[("rpm", "500")]),
+            )
+            .await;
+        let k = &issued["key"];
+        assert_eq!(k["rpm_limit"], 60, "{email}: {k}");
+        assert_eq!(k["tpm_limit"], 10000, "{email}");
+        assert_eq!(k["budget_reset"], "monthly", "{email}");
+        assert_eq!(k["budget_micros"], 5_000_000, "{email}");
+        assert!(!k["expires_at"].is_null(), "{email}: {k}");
+        if i == 0 {
+            let members = app.ok(&owner, "list_members", &[("org_id", &org)]).await;
+            let me = members
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["email"] == email.as_str())
+                .unwrap();
+            assert_eq!(
+                (me["joined_via"].as_str(), me["template"].as_str()),
+                (Some("invitation"), Some("Contractor"))
+            );
+        }
+    }
+}
+both!(bulk_invitations_with_a_role_template);

@@ -41,7 +41,8 @@ pub async fn invite(
     members::check_room_for(&mut op.tx, scope.org_id(), role)
         .await
         .map_err(|e| AppError::invalid("role", e.to_string()))?;
-    let (inv, token) = invitations::create(&mut op.tx, scope, email, role, project, op.now).await?;
+    let (inv, token) =
+        invitations::create(&mut op.tx, scope, email, role, project, None, op.now).await?;
     let after = json!({
         "email": inv.email, "role": role,
         "project_id": project.map(|p| p.0), "project_role": project.map(|p| p.1),
@@ -56,6 +57,85 @@ pub async fn invite(
     );
     op.finish(actor, change, None).await?;
     Ok((inv, token))
+}
+
+/// What a bulk invitation did: the invitations made (each with its one
+/// link), and the addresses left out with the reason.
+pub struct Invited {
+    pub created: Vec<(Invitation, InvitationToken)>,
+    pub skipped: Vec<(String, String)>,
+}
+
+/// The most addresses one bulk invitation takes.
+pub const MAX_BULK: usize = 1000;
+
+/// Invites many addresses at once, in one transaction, with a role and
+/// optionally a role template (whose role then applies). Members already
+/// there and addresses already invited are skipped, and said so.
+pub async fn invite_many(
+    state: &AppState,
+    actor: &Actor,
+    scope: &OrgScope,
+    emails: &[Email],
+    role: OrgRole,
+    template: Option<&crate::core::templates::RoleTemplate>,
+) -> Result<Invited, AppError> {
+    let role = template.map_or(role, |t| t.role);
+    let mut op = Audited::begin(state).await?;
+    orgs::lock(&mut op.tx, scope.org_id()).await?;
+    members::check_room_for(&mut op.tx, scope.org_id(), role)
+        .await
+        .map_err(|e| AppError::invalid("role", e.to_string()))?;
+    let mut out = Invited {
+        created: Vec::with_capacity(emails.len()),
+        skipped: Vec::new(),
+    };
+    let pending: Vec<String> = invitations::pending(&mut op.tx, scope, op.now)
+        .await?
+        .into_iter()
+        .map(|i| i.email)
+        .collect();
+    for email in emails {
+        if pending.iter().any(|p| p == email.as_str()) {
+            out.skipped
+                .push((email.as_str().to_owned(), "already invited".into()));
+            continue;
+        }
+        if let Some(existing) = users::by_email(&mut op.tx, email).await? {
+            if members::membership(&mut op.tx, &existing.id, scope.org_id())
+                .await?
+                .is_some()
+            {
+                out.skipped
+                    .push((email.as_str().to_owned(), "already a member".into()));
+                continue;
+            }
+        }
+        let made = invitations::create(
+            &mut op.tx,
+            scope,
+            email,
+            role,
+            None,
+            template.map(|t| t.id.as_str()),
+            op.now,
+        )
+        .await?;
+        let change = audited(
+            scope,
+            "invitation.created",
+            "invitation",
+            &made.0.id,
+            None,
+            Some(
+                json!({ "email": made.0.email, "role": role, "template": template.map(|t| &t.name), "bulk": true }),
+            ),
+        );
+        op.record(actor, change).await?;
+        out.created.push(made);
+    }
+    op.commit(None).await?;
+    Ok(out)
 }
 
 /// Revokes a pending invitation; its link stops working.
@@ -111,6 +191,14 @@ pub async fn accept_invitation(
     };
     invitations::mark_accepted(&mut op.tx, &inv.id, &user.id, op.now).await?;
     members::insert(&mut op.tx, &inv.org_id, &user.id, inv.role, op.now).await?;
+    sqlx::query(
+        "UPDATE org_members SET joined_via = 'invitation', template_id = $1 WHERE org_id = $2 AND user_id = $3",
+    )
+    .bind(inv.template_id.as_deref())
+    .bind(&inv.org_id)
+    .bind(&user.id)
+    .execute(&mut *op.tx)
+    .await?;
     if let Some((project_id, role)) = &inv.project {
         projects::join_invited(
             &mut op.tx,
@@ -189,4 +277,52 @@ pub async fn remove_member(
         Some(Notice::OrgAll(scope.org_id().to_owned())),
     )
     .await
+}
+
+pub async fn save_role_template(
+    state: &AppState,
+    actor: &Actor,
+    scope: &OrgScope,
+    id: Option<&str>,
+    parsed: &(String, OrgRole, crate::core::limits::Caps, Option<i64>),
+) -> Result<String, AppError> {
+    let mut op = Audited::begin(state).await?;
+    let id = crate::core::templates::save(&mut op.tx, scope.org_id(), id, parsed, op.now).await?;
+    let (name, role, caps, days) = parsed;
+    let change = audited(
+        scope,
+        "role_template.saved",
+        "role_template",
+        &id,
+        None,
+        Some(json!({
+            "name": name, "role": role, "budget_micros": caps.budget.map(crate::format::Usd::micros),
+            "budget_reset": caps.budget_reset, "rpm_limit": caps.rpm_limit, "tpm_limit": caps.tpm_limit,
+            "expires_in_days": days,
+        })),
+    );
+    op.finish(actor, change, None).await?;
+    Ok(id)
+}
+
+pub async fn delete_role_template(
+    state: &AppState,
+    actor: &Actor,
+    scope: &OrgScope,
+    id: &str,
+) -> Result<(), AppError> {
+    let mut op = Audited::begin(state).await?;
+    let before = crate::core::templates::get(&mut op.tx, scope.org_id(), id)
+        .await?
+        .ok_or_else(|| AppError::not_found("role template"))?;
+    crate::core::templates::delete(&mut op.tx, scope.org_id(), id).await?;
+    let change = audited(
+        scope,
+        "role_template.deleted",
+        "role_template",
+        id,
+        Some(json!({ "name": before.name, "role": before.role })),
+        None,
+    );
+    op.finish(actor, change, None).await
 }
