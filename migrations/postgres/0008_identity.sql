@@ -72,17 +72,19 @@ CREATE TABLE sso_domains (
 );
 CREATE INDEX sso_domains_by_connection ON sso_domains (connection_id);
 
--- Who signs in through an IdP: (issuer, subject) names the user.
+-- Who signs in through an IdP: (issuer, subject) names the user, within one
+-- connection (another organization's connection naming the same issuer
+-- never reaches these accounts).
 CREATE TABLE user_identities (
+    connection_id TEXT NOT NULL REFERENCES sso_connections (id) ON DELETE CASCADE,
     issuer TEXT NOT NULL,
     subject TEXT NOT NULL,
     user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     org_id TEXT NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
-    connection_id TEXT,
     kind TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     last_sign_in_at BIGINT,
-    PRIMARY KEY (issuer, subject)
+    PRIMARY KEY (connection_id, issuer, subject)
 );
 CREATE INDEX user_identities_by_user ON user_identities (user_id);
 

@@ -381,10 +381,23 @@ pub async fn save_oidc_connection(
         let editing = Some(connection_id.trim()).filter(|s| !s.is_empty());
         let secret = client_secret.trim();
         let client_secret = if secret.is_empty() {
-            if editing.is_none() {
+            let Some(id) = editing else {
                 return Err(AppError::invalid(
                     "client_secret",
                     "is required for a new connection",
+                ));
+            };
+            // The stored secret is sent only where it was entered for.
+            let mut conn = c.state.db.pool.acquire().await?;
+            let stored = crate::core::identity::get(&mut conn, c.scope.org_id(), id)
+                .await?
+                .ok_or_else(|| AppError::not_found("connection"))?;
+            if stored.issuer.as_deref() != Some(issuer.as_str())
+                || stored.client_id.as_deref() != Some(client_id.as_str())
+            {
+                return Err(AppError::invalid(
+                    "client_secret",
+                    "enter the client secret again when the issuer or the client id changes",
                 ));
             }
             None
@@ -553,6 +566,15 @@ pub async fn save_saml_connection(
                 (xml, "metadata_xml")
             }
         };
+        // IdP-initiated sign-in stays off: without a request of ours to
+        // answer, only the replay cache would stand between a stolen
+        // assertion and a session.
+        if crate::api::checkbox("allow_idp_initiated", allow_idp_initiated.as_deref())? {
+            return Err(AppError::invalid(
+                "allow_idp_initiated",
+                "IdP-initiated sign-in is not offered: people start at Tollgate's sign-in page (SP-initiated)",
+            ));
+        }
         let meta = (c.state.saml_metadata)(&xml).map_err(|e| AppError::invalid(field, e))?;
         let domains = edit::domains(&domains)?;
         let default_role = default_role
@@ -580,10 +602,7 @@ pub async fn save_saml_connection(
             idp_entity_id: Some(&meta.entity_id),
             idp_sso_url: Some(&meta.sso_url),
             idp_certs: &meta.certs,
-            allow_idp_initiated: crate::api::checkbox(
-                "allow_idp_initiated",
-                allow_idp_initiated.as_deref(),
-            )?,
+            allow_idp_initiated: false,
             domains: &domains,
             groups_claim: &groups_claim,
             mapping: &mapping,

@@ -274,10 +274,20 @@ pub async fn update_key(
     use crate::core::ops;
     on_key(&org_id, &key_id, |c, before| async move {
         let now = crate::core::now_ms();
-        let limits = crate::core::keys::KeyLimits {
+        let mut limits = crate::core::keys::KeyLimits {
             metadata: before.limits.metadata.clone(),
             ..form.limits_in(&c, now).await?
         };
+        // A member editing their own key stays within their role template
+        // (an admin or owner editing it may go past it).
+        if before.owner_id.as_deref() == Some(c.user.id.as_str()) {
+            let mut conn = c.state.db.pool.acquire().await?;
+            let template =
+                crate::core::templates::of_member(&mut conn, c.scope.org_id(), &c.user.id).await?;
+            if let Some(t) = template {
+                t.apply(&mut limits, now);
+            }
+        }
         let row = ops::update_key(&c.state, &c.actor, &c.scope, &before, &limits).await?;
         Ok(view_of(row, now))
     })

@@ -173,7 +173,9 @@ pub async fn invite_members(
     use crate::core::domain::Email;
     use crate::policy::Action;
     in_org(&org_id, Action::ManageOrgMembers, |c| async move {
+        let max = crate::core::ops::MAX_BULK;
         let mut list: Vec<Email> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (n, line) in emails.lines().enumerate() {
             for raw in line
                 .split([',', ';', ' ', '\t'])
@@ -186,8 +188,14 @@ pub async fn invite_members(
                         format!("line {}: '{raw}' is not an email address", n + 1),
                     )
                 })?;
-                if !list.contains(&email) {
+                if seen.insert(email.as_str().to_owned()) {
                     list.push(email);
+                }
+                if list.len() > max {
+                    return Err(AppError::invalid(
+                        "emails",
+                        format!("at most {max} addresses at once"),
+                    ));
                 }
             }
         }
@@ -195,16 +203,6 @@ pub async fn invite_members(
             return Err(AppError::invalid(
                 "emails",
                 "give at least one email address",
-            ));
-        }
-        let max = crate::core::ops::MAX_BULK;
-        if list.len() > max {
-            return Err(AppError::invalid(
-                "emails",
-                format!(
-                    "at most {max} addresses at once; this list has {}",
-                    list.len()
-                ),
             ));
         }
         let template = match Some(template_id.trim()).filter(|s| !s.is_empty()) {

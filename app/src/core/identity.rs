@@ -445,17 +445,22 @@ pub async fn delete(conn: &mut AnyConnection, org_id: &str, id: &str) -> Result<
     )
 }
 
-/// The account an IdP identity signs in as, if it was seen before.
+/// The account an IdP identity signs in as through this connection, if it
+/// was seen before (another connection's identities are never found).
 pub async fn user_of_identity(
     conn: &mut AnyConnection,
+    c: &Connection,
     issuer: &str,
     subject: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT user_id FROM user_identities WHERE issuer = $1 AND subject = $2")
-        .bind(issuer)
-        .bind(subject)
-        .fetch_optional(&mut *conn)
-        .await
+    sqlx::query_scalar(
+        "SELECT user_id FROM user_identities WHERE connection_id = $1 AND issuer = $2 AND subject = $3",
+    )
+    .bind(&c.id)
+    .bind(issuer)
+    .bind(subject)
+    .fetch_optional(&mut *conn)
+    .await
 }
 
 pub async fn link_identity(
@@ -467,20 +472,57 @@ pub async fn link_identity(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO user_identities (issuer, subject, user_id, org_id, connection_id, kind, created_at, last_sign_in_at) \
+        "INSERT INTO user_identities (connection_id, issuer, subject, user_id, org_id, kind, created_at, last_sign_in_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
-         ON CONFLICT (issuer, subject) DO UPDATE SET last_sign_in_at = $7",
+         ON CONFLICT (connection_id, issuer, subject) DO UPDATE SET last_sign_in_at = $7",
     )
+    .bind(&c.id)
     .bind(issuer)
     .bind(subject)
     .bind(user_id)
     .bind(&c.org_id)
-    .bind(&c.id)
     .bind(c.kind.as_str())
     .bind(now)
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Whether an account is bound to another organization: a member there, or
+/// signing in through one of its connections. Such an account is never
+/// linked by email from this organization's IdP or SCIM client.
+pub async fn belongs_elsewhere(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    org_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM org_members WHERE user_id = $1 AND org_id <> $2) \
+         + (SELECT COUNT(*) FROM user_identities WHERE user_id = $1 AND org_id <> $2)",
+    )
+    .bind(user_id)
+    .bind(org_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(n > 0)
+}
+
+/// Whether an email's domain is one this organization's connections cover.
+pub async fn covers(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    email: &str,
+) -> Result<bool, sqlx::Error> {
+    let Some((_, domain)) = email.rsplit_once('@') else {
+        return Ok(false);
+    };
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sso_domains WHERE org_id = $1 AND domain = $2")
+            .bind(org_id)
+            .bind(domain.to_ascii_lowercase())
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(n > 0)
 }
 
 /// Whether an organization refuses password sign-in, and its break-glass owner.
@@ -729,13 +771,11 @@ async fn leave_projects(
 }
 
 /// Ends every session of a user that began before now (deprovisioning).
-pub async fn end_sessions(
-    conn: &mut AnyConnection,
-    user_id: &str,
-    now: i64,
-) -> Result<(), sqlx::Error> {
+/// The clock is read here, after the organization's lock was taken: a
+/// sign-in that committed while this waited is older, and ends too.
+pub async fn end_sessions(conn: &mut AnyConnection, user_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE users SET signed_out_at = $1 WHERE id = $2")
-        .bind(now)
+        .bind(super::now_ms())
         .bind(user_id)
         .execute(&mut *conn)
         .await?;

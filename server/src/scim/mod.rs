@@ -304,7 +304,7 @@ fn user_json(s: &Scim, u: &ScimUser, groups: &[(String, String)]) -> Value {
         doc.insert("externalId".into(), json!(e));
     }
     doc.insert("userName".into(), json!(u.user_name));
-    if doc.contains_key("active") || !u.active {
+    if doc.contains_key("active") {
         doc.insert("active".into(), json!(u.active));
     }
     if !groups.is_empty() {
@@ -587,10 +587,11 @@ fn user_input(doc: &Value) -> ScimResult<UserInput> {
     let external_id = text_field(doc, "externalId")?;
     let mut attrs = schema::clean(schema::USER_ATTRS, obj, "")?;
     attrs.remove("userName");
-    // Kept in the attributes only when given; absent, the user is active.
+    // Kept in the attributes only when given; absent, a new user is active
+    // and a replaced one keeps its state.
     let active = match attrs.get("active") {
-        Some(Value::Bool(b)) => *b,
-        _ => true,
+        Some(Value::Bool(b)) => Some(*b),
+        _ => None,
     };
     let ext = obj
         .iter()
@@ -845,7 +846,7 @@ async fn put_user(s: Scim, Path(id): Path<String>, body: Bytes) -> ScimResult<Re
     let p = s.provisioner().await?;
     let before = user_of(&s, &id).await?;
     let input = user_input(&body_json(&body)?)?;
-    let u = ops::replace_user(&s.state, &p, &id, input).await?;
+    let u = ops::replace_user(&s.state, &p, &id, input, None).await?;
     let summary = summary_of_change(&before, &u);
     Ok(resource(
         StatusCode::OK,
@@ -857,19 +858,32 @@ async fn put_user(s: Scim, Path(id): Path<String>, body: Bytes) -> ScimResult<Re
 
 async fn patch_user(s: Scim, Path(id): Path<String>, body: Bytes) -> ScimResult<Response> {
     let p = s.provisioner().await?;
-    let before = user_of(&s, &id).await?;
-    let mut doc = s.render_user(&before).await?;
-    patch::apply(&mut doc, &body_json(&body)?)?;
-    let input = user_input(&doc)?;
-    let u = ops::replace_user(&s.state, &p, &id, input).await?;
-    let summary = summary_of_change(&before, &u);
-    Ok(resource(
-        StatusCode::OK,
-        s.render_user(&u).await?,
-        &ListQuery::default(),
-        summary,
-    ))
+    let body = body_json(&body)?;
+    // Applied to the version read; a concurrent change makes it read again.
+    for _ in 0..PATCH_TRIES {
+        let before = user_of(&s, &id).await?;
+        let mut doc = s.render_user(&before).await?;
+        patch::apply(&mut doc, &body)?;
+        let input = user_input(&doc)?;
+        match ops::replace_user(&s.state, &p, &id, input, Some(before.version)).await {
+            Err(AppError::Conflict { message }) if message == ops::STALE => continue,
+            done => {
+                let u = done?;
+                let summary = summary_of_change(&before, &u);
+                return Ok(resource(
+                    StatusCode::OK,
+                    s.render_user(&u).await?,
+                    &ListQuery::default(),
+                    summary,
+                ));
+            }
+        }
+    }
+    Err(AppError::conflict(ops::STALE).into())
 }
+
+/// How often a PATCH is applied again when the resource changed meanwhile.
+const PATCH_TRIES: usize = 8;
 
 async fn delete_user(s: Scim, Path(id): Path<String>) -> ScimResult<Response> {
     let p = s.provisioner().await?;
@@ -953,7 +967,7 @@ async fn put_group(s: Scim, Path(id): Path<String>, body: Bytes) -> ScimResult<R
     let p = s.provisioner().await?;
     group_of(&s, &id).await?;
     let input = group_input(&body_json(&body)?)?;
-    let g = ops::replace_group(&s.state, &p, &id, input).await?;
+    let g = ops::replace_group(&s.state, &p, &id, input, None).await?;
     let summary = format!(
         "replaced group {} ({} members)",
         g.display_name,
@@ -969,22 +983,31 @@ async fn put_group(s: Scim, Path(id): Path<String>, body: Bytes) -> ScimResult<R
 
 async fn patch_group(s: Scim, Path(id): Path<String>, body: Bytes) -> ScimResult<Response> {
     let p = s.provisioner().await?;
-    let before = group_of(&s, &id).await?;
-    let mut doc = render_group(&s, &before);
-    patch::apply(&mut doc, &body_json(&body)?)?;
-    let input = group_input(&doc)?;
-    let g = ops::replace_group(&s.state, &p, &id, input).await?;
-    let summary = format!(
-        "updated group {} ({} members)",
-        g.display_name,
-        g.members.len()
-    );
-    Ok(resource(
-        StatusCode::OK,
-        render_group(&s, &g),
-        &ListQuery::default(),
-        summary,
-    ))
+    let body = body_json(&body)?;
+    for _ in 0..PATCH_TRIES {
+        let before = group_of(&s, &id).await?;
+        let mut doc = render_group(&s, &before);
+        patch::apply(&mut doc, &body)?;
+        let input = group_input(&doc)?;
+        match ops::replace_group(&s.state, &p, &id, input, Some(before.version)).await {
+            Err(AppError::Conflict { message }) if message == ops::STALE => continue,
+            done => {
+                let g = done?;
+                let summary = format!(
+                    "updated group {} ({} members)",
+                    g.display_name,
+                    g.members.len()
+                );
+                return Ok(resource(
+                    StatusCode::OK,
+                    render_group(&s, &g),
+                    &ListQuery::default(),
+                    summary,
+                ));
+            }
+        }
+    }
+    Err(AppError::conflict(ops::STALE).into())
 }
 
 async fn delete_group(s: Scim, Path(id): Path<String>) -> ScimResult<Response> {

@@ -39,7 +39,8 @@ type Discovered = HashMap<String, (i64, Arc<oidc::OidcProvider>)>;
 pub struct Sso {
     pub app: AppState,
     providers: Arc<Mutex<Discovered>>,
-    http: reqwest::Client,
+    /// `None` when it could not be built: OIDC sign-in then refuses.
+    http: Option<reqwest::Client>,
 }
 
 pub fn paths() -> Vec<String> {
@@ -56,7 +57,9 @@ pub fn paths() -> Vec<String> {
 }
 
 pub fn router(app: AppState) -> Router {
-    let http = oidc::build_http_client().unwrap_or_default();
+    let http = oidc::build_http_client(app.allow_private_networks)
+        .map_err(|e| tracing::error!(error = %e, "OIDC sign-in is unavailable"))
+        .ok();
     let state = Sso {
         app,
         providers: Arc::new(Mutex::new(HashMap::new())),
@@ -162,7 +165,11 @@ impl Sso {
                 .collect(),
             groups_claim: c.groups_claim.clone(),
         };
-        let p = Arc::new(oidc::OidcProvider::discover(self.http.clone(), cfg).await?);
+        let http = self
+            .http
+            .clone()
+            .ok_or("OIDC sign-in is unavailable on this server (see its log)")?;
+        let p = Arc::new(oidc::OidcProvider::discover(http, cfg).await?);
         if let Ok(mut cache) = self.providers.lock() {
             cache.insert(c.id.clone(), (c.updated_at, p.clone()));
         }

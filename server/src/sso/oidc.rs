@@ -29,12 +29,15 @@ use serde::{Deserialize, Serialize};
 /// Keep this a separate client from the gateway's upstream client: no redirects
 /// (SSRF guard, recommended by the crate docs), no cookie store (reqwest only keeps
 /// cookies if `.cookie_store(true)` is set, so simply don't), short timeouts.
-pub fn build_http_client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
+pub fn build_http_client(allow_private: bool) -> Result<reqwest::Client, String> {
+    let builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(15))
-        .user_agent(concat!("tollgate-oidc/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("tollgate-oidc/", env!("CARGO_PKG_VERSION")));
+    // Private addresses refused after DNS resolution (unless the operator
+    // allows them), and no redirect followed at all.
+    crate::net_guard::guard(builder, allow_private)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| format!("could not build the OIDC HTTP client: {e}"))
 }

@@ -218,7 +218,13 @@ pub async fn start(sso: &Sso, session: &Session, c: &Connection, test: bool) -> 
     };
     let now = now_ms();
     let stored = match sso.app.db.pool.acquire().await {
-        Ok(mut conn) => sqlx::query(
+        Ok(mut conn) => {
+            // Requests nobody answered are forgotten once expired.
+            let _ = sqlx::query("DELETE FROM saml_requests WHERE expires_at < $1")
+                .bind(now)
+                .execute(&mut *conn)
+                .await;
+            sqlx::query(
             "INSERT INTO saml_requests (id, connection_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(&request_id)
@@ -227,7 +233,8 @@ pub async fn start(sso: &Sso, session: &Session, c: &Connection, test: bool) -> 
         .bind(now.saturating_add(REQUEST_FOR_MS))
         .execute(&mut *conn)
         .await
-        .is_ok(),
+        .is_ok()
+        }
         Err(_) => false,
     };
     let pending = Pending {

@@ -61,13 +61,14 @@ async fn saml_connection(
     app: &TestApp,
     owner: &reqwest::Client,
     org: &str,
+    domains: &str,
     source: (&str, &str),
 ) -> Value {
     let mut form = vec![
         ("org_id", org),
         ("connection_id", ""),
         ("name", "Corp SAML"),
-        ("domains", "saml.test"),
+        ("domains", domains),
         ("default_role", "viewer"),
         ("groups_claim", "groups"),
         ("mapping", "engineering => member"),
@@ -88,6 +89,7 @@ async fn saml_signs_people_in_through_nanoidp(backend: Backend) {
         &app,
         &owner,
         &org,
+        "corp.test",
         ("metadata_url", &format!("{}/saml/metadata", idp.url)),
     )
     .await;
@@ -412,7 +414,14 @@ fn saml_refuses_unsigned_foreign_wrapped_replayed_and_misdirected_responses() {
             e["message"].as_str().unwrap().contains("certificate"),
             "{e}"
         );
-        let c = saml_connection(&app, &owner, &org, ("metadata_xml", &idp.metadata(true))).await;
+        let c = saml_connection(
+            &app,
+            &owner,
+            &org,
+            "saml.test",
+            ("metadata_xml", &idp.metadata(true)),
+        )
+        .await;
         let id = c["id"].as_str().unwrap().to_owned();
         let said = |request: &str| Said {
             issuer: idp.entity_id.clone(),

@@ -568,6 +568,24 @@ async fn one_organizations_token_reaches_no_other(backend: Backend) {
             .await;
         assert_eq!(list["totalResults"], 0, "{path}: {list}");
     }
+    // A's SCIM client cannot take over an account of B by its email.
+    for email in ["owner@b.test", "bob@b.test"] {
+        let (s, e) = scim_a
+            .call(
+                "POST",
+                "/Users",
+                Some(
+                    &json!({ "userName": email, "emails": [{ "value": email, "primary": true }] }),
+                ),
+            )
+            .await;
+        assert_eq!(
+            (s, e["scimType"].as_str()),
+            (409, Some("uniqueness")),
+            "{email}: {e}"
+        );
+    }
+    assert_eq!(role_of(&app, &org_a, "owner@b.test").await, None);
     // A's group cannot take B's user as a member.
     let (s, e) = scim_a
         .call(

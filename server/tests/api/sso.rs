@@ -262,6 +262,43 @@ async fn oidc_signs_people_in_with_their_mapped_role(backend: Backend) {
         Some(("viewer".into(), "oidc".into()))
     );
 
+    // Another organization's connection to the same IdP (another domain)
+    // reaches none of these accounts.
+    let (owner_b, org_b) = app.outside_owner(&owner, &org, "owner@b.test", "B").await;
+    let conn_b = app
+        .ok(
+            &owner_b,
+            "save_oidc_connection",
+            &[
+                ("org_id", &org_b),
+                ("connection_id", ""),
+                ("name", "Same IdP"),
+                ("issuer", &idp.url),
+                ("client_id", "tollgate"),
+                ("client_secret", "tollgate-secret"),
+                ("scopes", "openid email profile groups"),
+                ("domains", "b.test"),
+                ("default_role", "owner"),
+                ("groups_claim", "groups"),
+                ("mapping", ""),
+                ("enabled", "on"),
+            ],
+        )
+        .await;
+    let intruder = browser();
+    let ended = oidc_sign_in(
+        &app,
+        &idp,
+        &intruder,
+        conn_b["id"].as_str().unwrap(),
+        "alice",
+        "alice-pw",
+    )
+    .await;
+    assert!(ended.starts_with("/login?sso_error="), "{ended}");
+    assert!(signed_in(&app, &intruder).await.is_none());
+    assert_eq!(role_in(&app, &org_b, "alice@corp.test").await, None);
+
     // The callback replayed (state used once): refused, no session.
     let to_idp = location(&bob, &format!("{}/sso/{conn}/start", app.url)).await;
     let back = idp.login(&to_idp, "bob", "bob-pw").await;
@@ -398,7 +435,7 @@ fn oidc_refuses_forged_and_replayed_answers() {
             scopes: vec!["email".into(), "groups".into()],
             groups_claim: "groups".into(),
         };
-        let p = OidcProvider::discover(build_http_client().unwrap(), cfg)
+        let p = OidcProvider::discover(build_http_client(true).unwrap(), cfg)
             .await
             .unwrap();
         let code_of = |back: &str| -> (String, String) {
@@ -513,3 +550,130 @@ fn oidc_refuses_forged_and_replayed_answers() {
         assert!(e.contains("signature"), "{e}");
     });
 }
+
+/// Every single sign-on and template mutation, from a member of the
+/// organization (403) and from another organization's owner (404): nothing
+/// changes.
+async fn identity_settings_are_owners_only(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, org) = app.setup("owner@a.test", OWNER_PASSWORD).await;
+    let [member, billing] = app
+        .add_members(
+            &owner,
+            &org,
+            [("m@a.test", "member"), ("b@a.test", "billing")],
+        )
+        .await;
+    let (other, _) = app.outside_owner(&owner, &org, "other@b.test", "B").await;
+    let conn = oidc_connection(&app, &owner, &org, "http://127.0.0.1:9/", "").await;
+    let t = app
+        .ok(
+            &owner,
+            "save_role_template",
+            &[
+                ("org_id", &org),
+                ("template_id", ""),
+                ("name", "T"),
+                ("role", "member"),
+                ("max_budget", ""),
+                ("budget_reset", "never"),
+                ("rpm", ""),
+                ("tpm", ""),
+                ("expires_in_days", ""),
+            ],
+        )
+        .await;
+    let template = t["id"].as_str().unwrap().to_owned();
+    let owner_id = app.user_id(&owner).await;
+    let oidc = |id: &str| {
+        vec![
+            ("org_id", org.clone()),
+            ("connection_id", id.to_owned()),
+            ("name", "X".into()),
+            ("issuer", "http://127.0.0.1:9/".into()),
+            ("client_id", "x".into()),
+            ("client_secret", "y".into()),
+            ("scopes", String::new()),
+            ("domains", "x.test".into()),
+            ("default_role", "member".into()),
+            ("groups_claim", "groups".into()),
+            ("mapping", String::new()),
+            ("enabled", "on".into()),
+        ]
+    };
+    let calls: Vec<(&str, Vec<(&str, String)>)> = vec![
+        ("save_oidc_connection", oidc("")),
+        ("save_oidc_connection", oidc(&conn)),
+        (
+            "save_saml_connection",
+            vec![
+                ("org_id", org.clone()),
+                ("connection_id", String::new()),
+                ("name", "S".into()),
+                ("domains", String::new()),
+                ("default_role", "member".into()),
+                ("groups_claim", "groups".into()),
+                ("mapping", String::new()),
+                ("metadata_url", "http://127.0.0.1:9/md".into()),
+                ("metadata_xml", String::new()),
+            ],
+        ),
+        (
+            "delete_connection",
+            vec![("org_id", org.clone()), ("connection_id", conn.clone())],
+        ),
+        (
+            "set_sso_enforcement",
+            vec![
+                ("org_id", org.clone()),
+                ("enforced", "on".into()),
+                ("break_glass_user_id", owner_id.clone()),
+            ],
+        ),
+        (
+            "create_scim_token",
+            vec![
+                ("org_id", org.clone()),
+                ("name", "t".into()),
+                ("connection_id", String::new()),
+            ],
+        ),
+        ("sso_overview", vec![("org_id", org.clone())]),
+        (
+            "delete_role_template",
+            vec![("org_id", org.clone()), ("template_id", template.clone())],
+        ),
+        (
+            "invite_members",
+            vec![
+                ("org_id", org.clone()),
+                ("emails", "x@new.test".into()),
+                ("role", "member".into()),
+                ("template_id", String::new()),
+            ],
+        ),
+        ("list_role_templates", vec![("org_id", org.clone())]),
+    ];
+    for (name, form) in &calls {
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        for (who, want) in [(&member, 403), (&billing, 403), (&other, 404)] {
+            let (s, body) = app.call(who, name, &form).await;
+            assert_eq!(s, want, "{name}: {body}");
+        }
+    }
+    // Nothing changed.
+    let page = app.ok(&owner, "sso_overview", &[("org_id", &org)]).await;
+    assert_eq!(page["connections"].as_array().unwrap().len(), 1);
+    assert_eq!(page["connections"][0]["name"], "Corp IdP");
+    assert_eq!(page["enforced"], false);
+    assert_eq!(page["tokens"].as_array().unwrap().len(), 0);
+    let templates = app
+        .ok(&owner, "list_role_templates", &[("org_id", &org)])
+        .await;
+    assert_eq!(templates.as_array().unwrap().len(), 1);
+    let invitations = app
+        .ok(&owner, "list_invitations", &[("org_id", &org)])
+        .await;
+    assert!(!invitations.to_string().contains("x@new.test"));
+}
+both!(identity_settings_are_owners_only);

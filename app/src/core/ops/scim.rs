@@ -27,7 +27,8 @@ pub struct Provisioner {
 pub struct UserInput {
     pub user_name: String,
     pub external_id: Option<String>,
-    pub active: bool,
+    /// `None`: not given (a new user is active; a replaced one keeps its state).
+    pub active: Option<bool>,
     pub attributes: Value,
     /// The account's email: the primary email, else the first, else a
     /// userName that is an email.
@@ -63,6 +64,12 @@ pub async fn create_user(
                     "a user with this email already exists in this organization",
                 ));
             }
+            // An account bound to another organization is not taken over.
+            if identity::belongs_elsewhere(&mut op.tx, &u.id, org(p)).await? {
+                return Err(AppError::conflict(
+                    "an account with this email already exists and belongs to another organization",
+                ));
+            }
             u
         }
         None => {
@@ -72,9 +79,10 @@ pub async fn create_user(
         }
     };
     let existing = members::membership(&mut op.tx, &account.id, org(p)).await?;
+    let active = input.active.unwrap_or(true);
     let mut role = existing.as_ref().map_or(p.mapping.default_role, |m| m.role);
     let mut synced = Synced::default();
-    if input.active && existing.is_none() {
+    if active && existing.is_none() {
         let granted = p.mapping.resolve(&[]);
         synced = identity::sync_member(
             &mut op.tx,
@@ -88,13 +96,31 @@ pub async fn create_user(
         .await?;
         role = synced.role.unwrap_or(role);
     }
+    let mut revoked = 0;
+    let deprovisioned = !active && existing.is_some();
+    if deprovisioned {
+        let draft = ScimUser {
+            id: String::new(),
+            org_id: org(p).to_owned(),
+            user_id: account.id.clone(),
+            user_name: input.user_name.clone(),
+            external_id: None,
+            active: true,
+            role,
+            attributes: Value::Null,
+            version: 0,
+            created_at: op.now,
+            updated_at: op.now,
+        };
+        revoked = deprovision(&mut op, p, &draft).await?.1;
+    }
     let user = ScimUser {
         id: crate::core::new_id(),
         org_id: org(p).to_owned(),
         user_id: account.id.clone(),
         user_name: input.user_name,
         external_id: input.external_id,
-        active: input.active,
+        active,
         role,
         attributes: input.attributes,
         version: 1,
@@ -111,31 +137,41 @@ pub async fn create_user(
         Some(json!({
             "scim_id": user.id, "userName": user.user_name, "email": account.email,
             "active": user.active, "role": role, "linked_existing_account": linked,
-            "kept_role": synced.kept_role,
+            "kept_role": synced.kept_role, "keys_revoked": revoked,
         })),
     );
-    op.finish(&p.actor, change, None).await?;
+    let notice = deprovisioned.then(|| Notice::OrgAll(org(p).to_owned()));
+    op.finish(&p.actor, change, notice).await?;
     Ok(user)
 }
 
-/// Replaces a SCIM user's attributes (PUT, and PATCH once applied). A change
-/// of `active` deprovisions or reactivates the member.
+/// What a PATCH refused because the resource changed since it was read
+/// (the caller reads it again and retries).
+pub const STALE: &str = "the resource changed while this request was applied; send it again";
+
+/// Replaces a SCIM user's attributes (PUT, and PATCH once applied: then
+/// `version` is the one the patch was applied to). A change of `active`
+/// deprovisions or reactivates the member.
 pub async fn replace_user(
     state: &AppState,
     p: &Provisioner,
     id: &str,
     input: UserInput,
+    version: Option<i64>,
 ) -> Result<ScimUser, AppError> {
     let mut op = Audited::begin(state).await?;
     orgs::lock(&mut op.tx, org(p)).await?;
     let before = scim::user(&mut op.tx, org(p), id)
         .await?
         .ok_or_else(|| AppError::not_found("user"))?;
+    if version.is_some_and(|v| v != before.version) {
+        return Err(AppError::conflict(STALE));
+    }
     let mut user = before.clone();
     user.user_name = input.user_name;
     user.external_id = input.external_id;
     user.attributes = input.attributes;
-    user.active = input.active;
+    user.active = input.active.unwrap_or(before.active);
     user.version = user.version.saturating_add(1);
     user.updated_at = op.now;
     let mut notice = None;
@@ -232,7 +268,7 @@ async fn deprovision(
 ) -> Result<(OrgRole, u64), AppError> {
     let member = members::membership(&mut op.tx, &user.user_id, org(p)).await?;
     let role = member.as_ref().map_or(user.role, |m| m.role);
-    if role == OrgRole::Owner {
+    if member.as_ref().is_some_and(|m| m.role == OrgRole::Owner) {
         let owners: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM org_members WHERE org_id = $1 AND role = 'owner'",
         )
@@ -251,7 +287,23 @@ async fn deprovision(
         .execute(&mut *op.tx)
         .await?;
     let revoked = projects::forget_member(&mut op.tx, &p.scope, &user.user_id, op.now).await?;
-    identity::end_sessions(&mut op.tx, &user.user_id, op.now).await?;
+    // Nothing left to come back through: their pending invitations end, and
+    // they are no longer the break-glass owner.
+    sqlx::query(
+        "UPDATE invitations SET revoked_at = $1 WHERE org_id = $2 AND accepted_at IS NULL AND revoked_at IS NULL \
+         AND email = (SELECT email FROM users WHERE id = $3)",
+    )
+    .bind(op.now)
+    .bind(org(p))
+    .bind(&user.user_id)
+    .execute(&mut *op.tx)
+    .await?;
+    sqlx::query("UPDATE organizations SET break_glass_user_id = NULL WHERE id = $1 AND break_glass_user_id = $2")
+        .bind(org(p))
+        .bind(&user.user_id)
+        .execute(&mut *op.tx)
+        .await?;
+    identity::end_sessions(&mut op.tx, &user.user_id).await?;
     Ok((role, revoked))
 }
 
@@ -413,12 +465,16 @@ pub async fn replace_group(
     p: &Provisioner,
     id: &str,
     input: GroupInput,
+    version: Option<i64>,
 ) -> Result<ScimGroup, AppError> {
     let mut op = Audited::begin(state).await?;
     orgs::lock(&mut op.tx, org(p)).await?;
     let before = scim::group(&mut op.tx, org(p), id)
         .await?
         .ok_or_else(|| AppError::not_found("group"))?;
+    if version.is_some_and(|v| v != before.version) {
+        return Err(AppError::conflict(STALE));
+    }
     let members = dedup(input.members);
     check_members(&mut op, p, &members).await?;
     let mut group = before.clone();

@@ -31,7 +31,27 @@ pub async fn save_connection(
         ),
         None => None,
     };
+    if let Some(b) = &before {
+        if b.kind != saved.kind {
+            return Err(AppError::invalid(
+                "connection_id",
+                format!("is a {} connection", b.kind.as_str().to_uppercase()),
+            ));
+        }
+    }
     let id = identity::save(&mut op.tx, scope.org_id(), id, saved, op.now).await?;
+    let (enforced, _) = identity::enforcement(&mut op.tx, scope.org_id()).await?;
+    if enforced
+        && identity::list(&mut op.tx, scope.org_id())
+            .await?
+            .iter()
+            .all(|c| !c.enabled)
+    {
+        return Err(AppError::invalid(
+            "enabled",
+            "single sign-on is enforced: keep one connection enabled, or stop enforcing it first",
+        ));
+    }
     let after = json!({
         "kind": saved.kind, "name": saved.name, "issuer": saved.issuer, "client_id": saved.client_id,
         "client_secret_changed": saved.client_secret.is_some(), "idp_entity_id": saved.idp_entity_id,
@@ -164,7 +184,7 @@ pub async fn sign_in(
             "the identity provider sent no usable email address",
         )
     })?;
-    let known = identity::user_of_identity(&mut op.tx, &a.issuer, &a.subject).await?;
+    let known = identity::user_of_identity(&mut op.tx, c, &a.issuer, &a.subject).await?;
     let (user, created, linked) = match known {
         Some(id) => (
             users::by_id(&mut op.tx, &id)
@@ -173,39 +193,51 @@ pub async fn sign_in(
             false,
             false,
         ),
-        None => match users::by_email(&mut op.tx, &email).await? {
-            Some(existing) => {
-                if !a.email_verified {
-                    return Err(AppError::invalid(
-                        "email",
-                        "an account with this email exists, and the identity provider did not say the email is verified; it cannot be linked",
-                    ));
-                }
-                let elsewhere = crate::core::orgs::of_user(&mut op.tx, &existing.id)
-                    .await?
-                    .into_iter()
-                    .any(|o| o.id != c.org_id);
-                if elsewhere {
-                    return Err(AppError::invalid(
-                        "email",
-                        "an account with this email belongs to another organization; sign in with its password",
-                    ));
-                }
-                (existing, false, true)
+        None => {
+            // A first sign-in: only for an email domain this organization's
+            // connections cover (an IdP cannot mint accounts for others').
+            if !identity::covers(&mut op.tx, &c.org_id, email.as_str()).await? {
+                return Err(AppError::invalid(
+                    "email",
+                    "the identity provider's email is not in a domain this organization's single sign-on covers",
+                ));
             }
-            None => {
-                let name = a
-                    .name
-                    .as_deref()
-                    .and_then(|n| PersonName::parse("name", n).ok())
-                    .map_or_else(|| PersonName::parse("name", email.as_str()), Ok)?;
-                (
-                    users::insert(&mut op.tx, &email, &name, "", op.now).await?,
-                    true,
-                    false,
-                )
+            match users::by_email(&mut op.tx, &email).await? {
+                Some(existing) => {
+                    // Linked when this organization's SCIM client made or
+                    // manages the account, or the IdP verified the email;
+                    // never an account bound to another organization.
+                    if identity::belongs_elsewhere(&mut op.tx, &existing.id, &c.org_id).await? {
+                        return Err(AppError::invalid(
+                            "email",
+                            "an account with this email belongs to another organization; sign in with its password",
+                        ));
+                    }
+                    let provisioned = scim::user_for_account(&mut op.tx, &c.org_id, &existing.id)
+                        .await?
+                        .is_some();
+                    if !a.email_verified && !provisioned {
+                        return Err(AppError::invalid(
+                            "email",
+                            "an account with this email exists, and the identity provider did not say the email is verified; it cannot be linked",
+                        ));
+                    }
+                    (existing, false, true)
+                }
+                None => {
+                    let name = a
+                        .name
+                        .as_deref()
+                        .and_then(|n| PersonName::parse("name", n).ok())
+                        .map_or_else(|| PersonName::parse("name", email.as_str()), Ok)?;
+                    (
+                        users::insert(&mut op.tx, &email, &name, "", op.now).await?,
+                        true,
+                        false,
+                    )
+                }
             }
-        },
+        }
     };
     if let Some(s) = scim::user_for_account(&mut op.tx, &c.org_id, &user.id).await? {
         if !s.active {
