@@ -47,8 +47,10 @@ test('owner invites a member who accepts; the role change is audited', async () 
   await waitForWasm(page);
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.waitForURL('**/login');
-  await waitHydrated(page, 'password');
+  // Email first: Continue finds no single sign-on for it and asks for the password.
   await page.getByTestId('email').fill('ada@example.com');
+  await page.getByTestId('continue').click();
+  await waitHydrated(page, 'password');
   await page.getByTestId('password').fill('wrong password!!');
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.getByRole('alert').waitFor();

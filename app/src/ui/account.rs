@@ -2,10 +2,11 @@
 
 use leptos::prelude::*;
 use leptos_router::components::{Redirect, A};
-use leptos_router::hooks::use_params_map;
+use leptos_router::hooks::{use_params_map, use_query_map};
 
 use super::{error_of, go, Shell};
 use crate::api::auth::{setup_status, ChangePassword, Setup, SignIn, SignedIn};
+use crate::api::identity::sign_in_route;
 use crate::api::members::{invitation_info, AcceptInvitation};
 use crate::api::orgs::CreateOrg;
 use crate::error::AppError;
@@ -79,20 +80,109 @@ pub fn SetupPage() -> impl IntoView {
     }
 }
 
+/// Email first: "Continue" asks whether the email's domain signs in through
+/// an identity provider; if so the page offers it, else the password.
+/// Before hydration "Continue" is a GET to `/login?email=`, which the
+/// server renders as the next step.
 #[component]
 pub fn LoginPage() -> impl IntoView {
+    let query = use_query_map();
+    let email = RwSignal::new(query.with_untracked(|q| q.get("email")).unwrap_or_default());
+    // What the email field shows when the first step is (re)drawn.
+    let typed = RwSignal::new(email.get_untracked());
+    let field = NodeRef::<leptos::html::Input>::new();
+    let route = Resource::new(
+        move || email.get(),
+        |e| async move {
+            if e.trim().is_empty() {
+                None
+            } else {
+                Some(sign_in_route(e).await)
+            }
+        },
+    );
     let action = ServerAction::<SignIn>::new();
     on_signed_in(move || action.value().get());
+    let sso_error = move || query.read().get("sso_error").filter(|e| !e.is_empty());
     view! {
         <main class="narrow card">
             <h1>"Sign in to Tollgate"</h1>
-            <ActionForm action=action>
-                <label>"Email"<input name="email" type="email" required autocomplete="username" data-testid="email"/></label>
-                <PasswordField name="password" label="Password" autocomplete="current-password"/>
-                <button type="submit" disabled=move || action.pending().get()>"Sign in"</button>
-            </ActionForm>
-            {move || error_of(action.value().get()).map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            {move || sso_error().map(|e| view! { <p class="error" role="alert" data-testid="sso-error">"Single sign-on failed: "{e}</p> })}
+            <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match route.await {
+                        Some(Ok(via)) => {
+                            let address = email.get_untracked();
+                            match (via.sso_url, via.connection_name) {
+                                (Some(url), name) => {
+                                    let name = name.unwrap_or_else(|| "single sign-on".to_owned());
+                                    view! {
+                                        <SigningInAs email=email/>
+                                        <p>"Your organization signs you in through " <strong>{name.clone()}</strong> "."</p>
+                                        <a class="button wide" href=url rel="external" data-testid="sso-continue">{format!("Continue with {name}")}</a>
+                                        <details class="alt-sign-in">
+                                            <summary data-testid="use-password">"Sign in with a password instead"</summary>
+                                            <p class="muted">"When single sign-on is enforced, only the organization's break-glass owner may."</p>
+                                            <PasswordSignIn email=address action=action/>
+                                        </details>
+                                    }.into_any()
+                                }
+                                (None, _) => view! {
+                                    <SigningInAs email=email/>
+                                    <PasswordSignIn email=address action=action/>
+                                }.into_any(),
+                            }
+                        }
+                        other => {
+                            let error = other.and_then(Result::err).map(|e| e.to_string());
+                            view! {
+                                <form method="get" action="/login" on:submit=move |ev| {
+                                    ev.prevent_default();
+                                    // Read from the field: text typed before hydration fired no input event.
+                                    let value = field.get_untracked().map(|f| f.value()).unwrap_or_default();
+                                    typed.set(value.clone());
+                                    email.set(value);
+                                }>
+                                    <label>"Email"
+                                        <input name="email" type="email" required autocomplete="username" autofocus data-testid="email"
+                                            value=typed.get_untracked() node_ref=field/>
+                                    </label>
+                                    <button type="submit" class="wide" data-testid="continue">"Continue"</button>
+                                </form>
+                                {error.map(|e| view! { <p class="error" role="alert">{e}</p> })}
+                            }.into_any()
+                        }
+                    }
+                })}
+            </Transition>
         </main>
+    }
+}
+
+/// The email chosen at the first step, and the way back to change it.
+#[component]
+fn SigningInAs(email: RwSignal<String>) -> impl IntoView {
+    view! {
+        <p class="muted">
+            {email.get_untracked()} " · "
+            <a href="/login" data-testid="change-email" on:click=move |ev| {
+                ev.prevent_default();
+                email.set(String::new());
+            }>"Use another email"</a>
+        </p>
+    }
+}
+
+/// The password step (the email already chosen).
+#[component]
+fn PasswordSignIn(email: String, action: ServerAction<SignIn>) -> impl IntoView {
+    view! {
+        <ActionForm action=action>
+            <input type="hidden" name="email" value=email autocomplete="username"/>
+            <PasswordField name="password" label="Password" autocomplete="current-password"/>
+            <button type="submit" disabled=move || action.pending().get()>"Sign in"</button>
+        </ActionForm>
+        {move || error_of(action.value().get()).map(|e| view! { <p class="error" role="alert">{e}</p> })}
     }
 }
 
