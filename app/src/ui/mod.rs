@@ -12,6 +12,7 @@ mod permissions;
 mod projects;
 mod providers;
 mod requests;
+mod sso;
 mod usage;
 
 use leptos::prelude::*;
@@ -73,6 +74,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/orgs/:org_id/models") view=models::ModelsPage/>
                 <Route path=path!("/orgs/:org_id/providers") view=providers::ProvidersPage/>
                 <Route path=path!("/orgs/:org_id/access") view=access::AccessPage/>
+                <Route path=path!("/orgs/:org_id/sso") view=sso::SsoPage/>
                 <Route path=path!("/orgs/:org_id/usage") view=usage::UsagePage/>
                 <Route path=path!("/orgs/:org_id/billing") view=billing::BillingPage/>
                 <Route path=path!("/orgs/:org_id/projects/:project_id/requests") view=requests::RequestLogPage/>
@@ -378,6 +380,7 @@ fn Header(me: Me, org_id: Option<Memo<String>>) -> impl IntoView {
                             {may(crate::policy::Action::ManageOrgMembers).then(|| view! { <a href=format!("/orgs/{id}/members")>"Members"</a> })}
                             {may(crate::policy::Action::ExternalKeys).then(|| view! { <a href=format!("/orgs/{id}/providers")>"Providers"</a> })}
                             {may(crate::policy::Action::ManageAllKeys).then(|| view! { <a href=format!("/orgs/{id}/access")>"Provisioning"</a> })}
+                            {may(crate::policy::Action::SingleSignOn).then(|| view! { <a href=format!("/orgs/{id}/sso")>"SSO"</a> })}
                             {may(crate::policy::Action::ViewAuditLog).then(|| view! { <a href=format!("/orgs/{id}/audit")>"Audit log"</a> })}
                         }
                     })
