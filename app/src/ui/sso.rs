@@ -9,6 +9,7 @@ use crate::api::identity::{
     sso_overview, ConnectionView, CreateScimToken, DeleteConnection, RevokeScimToken,
     SaveOidcConnection, SaveSamlConnection, ScimTokenIssued, SetSsoEnforcement, SsoPage,
 };
+use crate::api::members::{list_role_templates, TemplateView};
 use crate::error::AppError;
 use crate::policy::OrgRole;
 
@@ -67,11 +68,12 @@ pub fn SsoPage() -> impl IntoView {
     // Loaded once per organization: whether the page is for this person at
     // all (owners only). Its forms then stay in place while `page` reloads.
     let gate = Resource::new(move || org_id.get(), sso_overview);
+    let templates = Resource::new(move || org_id.get(), list_role_templates);
     view! {
         <Shell org_id=org_id>
             <div data-testid="sso-page">
                 <h1>"Single sign-on & SCIM"</h1>
-                <p class="muted">"People whose email is at a connection's domain sign in through its identity provider (IdP) and join this organization with the role its group mapping gives them. SCIM lets the IdP create, update and deactivate members."</p>
+                <p class="muted">"People whose email is at a connection's domain sign in through its identity provider (IdP) and join this organization with the role its group mapping gives them; a first sign-in through any connection must be at a domain one of them lists. SCIM lets the IdP create, update and deactivate members."</p>
                 <OwnersOnly gate=gate>
                     <section class="card">
                         <h2>"Connections"</h2>
@@ -83,13 +85,13 @@ pub fn SsoPage() -> impl IntoView {
                             // Keyed, so a save or a new edit draws fresh fields (a
                             // redraw in place would keep what was typed).
                             <For each=move || [(oidc_saved.get(), editing_oidc.get())] key=form_key let:item>
-                                <OidcForm action=save_oidc org_id=org_id.get_untracked() conn=item.1 editing=editing/>
+                                <OidcForm action=save_oidc org_id=org_id.get_untracked() conn=item.1 editing=editing templates=templates/>
                             </For>
                             {move || error_of(save_oidc.value().get()).map(|e| view! { <p class="error" role="alert" data-testid="oidc-error">{e}</p> })}
                         </section>
                         <section class="card" id="saml-form" data-testid="saml-form">
                             <For each=move || [(saml_saved.get(), editing_saml.get())] key=form_key let:item>
-                                <SamlForm action=save_saml org_id=org_id.get_untracked() conn=item.1 editing=editing/>
+                                <SamlForm action=save_saml org_id=org_id.get_untracked() conn=item.1 editing=editing templates=templates/>
                             </For>
                             {move || error_of(save_saml.value().get()).map(|e| view! { <p class="error" role="alert" data-testid="saml-error">{e}</p> })}
                         </section>
@@ -227,7 +229,6 @@ fn idp_cell(c: &ConnectionView) -> AnyView {
             <code>{c.idp_entity_id.clone().unwrap_or_default()}</code>
             <span class="muted">
                 {if c.has_certificate { "signing certificate stored" } else { "no signing certificate" }}
-                {c.allow_idp_initiated.then_some(" · IdP-initiated sign-in allowed")}
             </span>
         }
         .into_any()
@@ -268,6 +269,7 @@ fn FormHead(
 fn SharedFields(
     prefix: &'static str,
     conn: Option<ConnectionView>,
+    templates: Templates,
     groups_label: &'static str,
 ) -> impl IntoView {
     let c = conn.clone();
@@ -300,7 +302,41 @@ fn SharedFields(
             <code>"group => project:Name"</code> " (add " <code>"admin"</code> " for a project admin); several targets comma separated, e.g. "
             <code>"engineering => member, project:Platform admin"</code> ". Someone in no mapped group gets the default role. The mapping is applied again at every sign-in."
         </p>
+        <TemplateChoice templates=templates chosen=conn.and_then(|c| c.default_template_id) testid=tid("template")/>
         <Flag name="enabled" label="Enabled" checked=enabled testid=if prefix == "oidc" { "oidc-enabled" } else { "saml-enabled" }/>
+    }
+}
+
+/// The organization's role templates (loaded once per page).
+type Templates = Resource<Result<Vec<TemplateView>, AppError>>;
+
+/// The role template new members join with: a choice when the organization
+/// has templates, else the connection's current one kept as it is.
+#[component]
+fn TemplateChoice(templates: Templates, chosen: Option<String>, testid: String) -> impl IntoView {
+    let chosen = chosen.unwrap_or_default();
+    view! {
+        <Transition fallback=|| ()>
+            {move || {
+                let (chosen, testid) = (chosen.clone(), testid.clone());
+                Suspend::new(async move {
+                    match templates.await {
+                        Ok(list) if !list.is_empty() => view! {
+                            <label>"Role template new members join with (the limits of their keys; their role comes from the mapping)"
+                                <select name="default_template_id" data-testid=testid>
+                                    <option value="">"None"</option>
+                                    {list.into_iter().map(|t| {
+                                        let on = t.id == chosen;
+                                        view! { <option value=t.id.clone() selected=on>{format!("{} ({})", t.name, t.role.label())}</option> }
+                                    }).collect_view()}
+                                </select>
+                            </label>
+                        }.into_any(),
+                        _ => view! { <input type="hidden" name="default_template_id" value=chosen/> }.into_any(),
+                    }
+                })
+            }}
+        </Transition>
     }
 }
 
@@ -310,6 +346,7 @@ fn OidcForm(
     org_id: String,
     conn: Option<ConnectionView>,
     editing: RwSignal<Option<ConnectionView>>,
+    templates: Templates,
 ) -> impl IntoView {
     let c = conn.clone();
     let val = move |f: fn(&ConnectionView) -> String| c.as_ref().map(f).unwrap_or_default();
@@ -338,7 +375,7 @@ fn OidcForm(
                 </label>
             </div>
             <label>"Scopes (space separated)"<input name="scopes" value=scopes data-testid="oidc-scopes"/></label>
-            <SharedFields prefix="oidc" conn=conn groups_label="Groups claim (a name or a path such as realm_access.roles)"/>
+            <SharedFields prefix="oidc" conn=conn templates=templates groups_label="Groups claim (a name or a path such as realm_access.roles)"/>
             <button type="submit" disabled=move || action.pending().get() data-testid="save-oidc">"Save OIDC connection"</button>
         </ActionForm>
     }
@@ -350,11 +387,11 @@ fn SamlForm(
     org_id: String,
     conn: Option<ConnectionView>,
     editing: RwSignal<Option<ConnectionView>>,
+    templates: Templates,
 ) -> impl IntoView {
     let c = conn.clone();
     let val = move |f: fn(&ConnectionView) -> String| c.as_ref().map(f).unwrap_or_default();
     let id = val(|c| c.id.clone());
-    let idp_initiated = conn.as_ref().is_some_and(|c| c.allow_idp_initiated);
     let keep = if conn.is_some() {
         " Both empty: keep the stored metadata."
     } else {
@@ -372,9 +409,8 @@ fn SamlForm(
             <label>"or the IdP metadata XML"
                 <textarea name="metadata_xml" rows="3" spellcheck="false" placeholder="<EntityDescriptor …>" data-testid="saml-metadata-xml"></textarea>
             </label>
-            <SharedFields prefix="saml" conn=conn groups_label="Groups attribute"/>
-            <Flag name="allow_idp_initiated" label="Allow IdP-initiated sign-in" checked=idp_initiated testid="saml-idp-initiated"/>
-            <p class="muted help">"Off, sign-in starts here only, and every answer must match a request this browser made. On, the IdP's portal may also sign people in unasked: such an answer cannot be tied to a request, so one stolen in transit could be used once. Leave it off unless your people start from the IdP's app list."</p>
+            <SharedFields prefix="saml" conn=conn templates=templates groups_label="Groups attribute"/>
+            <p class="muted help" data-testid="saml-idp-initiated">"IdP-initiated sign-in (from the IdP's app portal) is not offered: every answer must match a sign-in this browser started at Tollgate, so an assertion stolen on its way cannot open a session. Point the IdP's app tile at Tollgate's sign-in page instead."</p>
             <button type="submit" disabled=move || action.pending().get() data-testid="save-saml">"Save SAML connection"</button>
         </ActionForm>
     }
