@@ -64,7 +64,7 @@ test('owner invites a member who accepts; the role change is audited', async () 
   await openHydrated(page, orgUrl + '/members', 'invite-email');
   await page.getByTestId('invite-email').fill('bob@example.com');
   await page.getByTestId('invite-role').selectOption('member');
-  await page.getByRole('button', { name: 'Create invitation link' }).click();
+  await page.getByRole('button', { name: 'Create invitation link', exact: true }).click();
   const link = (await page.getByTestId('invite-link').textContent()).trim();
   assert.match(link, /\/invite\/[0-9a-f]{64}$/);
   await shot(page, '03-invitation-link');
@@ -124,12 +124,12 @@ test('owner invites a member who accepts; the role change is audited', async () 
   await page.goto(server.url + '/permissions');
   const matrix = page.getByTestId('permissions');
   await matrix.waitFor();
-  assert.equal(await matrix.locator('tbody tr').count(), 22);
+  assert.equal(await matrix.locator('tbody tr').count(), 24);
   const logRow = matrix.locator('tbody tr', { hasText: 'view request log' });
-  assert.deepEqual(await logRow.locator('td').allTextContents(), ['yes', 'yes', 'no', 'no', 'no', 'no', 'no']);
+  assert.deepEqual(await logRow.locator('td').allTextContents(), ['yes', 'yes', 'no', 'no', 'no', 'no', 'no', 'no']);
   const billingRow = matrix.locator('tbody tr', { hasText: 'billing & credits' });
-  assert.deepEqual(await billingRow.locator('td').allTextContents(), ['yes', 'no', 'no', 'no', 'yes', 'no', 'no']);
-  assert.equal(await matrix.locator('thead th').last().textContent(), 'Provisioning key');
+  assert.deepEqual(await billingRow.locator('td').allTextContents(), ['yes', 'no', 'no', 'no', 'yes', 'no', 'no', 'no']);
+  assert.equal(await matrix.locator('thead th').last().textContent(), 'SCIM token');
   await shot(page, '08-permissions');
 
   // A second organization, then back to the first with the header's switcher.
