@@ -90,7 +90,7 @@ pub async fn sign_in(email: String, password: String) -> Result<SignedIn, AppErr
                 return Err(AppError::Forbidden {
                     permission: "password sign-in".into(),
                     message: format!(
-                        "'{org}' requires single sign-on: enter your email and choose 'Continue with single sign-on'"
+                        "'{org}' requires single sign-on: sign in through its identity provider, not with a password"
                     ),
                 });
             }
