@@ -331,6 +331,46 @@ pub struct ConnectionForm {
     pub default_template_id: Option<String>,
 }
 
+/// What every connection form says, checked.
+#[cfg(feature = "ssr")]
+struct Common {
+    name: String,
+    domains: Vec<String>,
+    groups_claim: String,
+    mapping: crate::core::identity::Mapping,
+    enabled: bool,
+}
+
+#[cfg(feature = "ssr")]
+impl ConnectionForm {
+    /// Checks the shared fields; projects and the template must be the
+    /// organization's own.
+    async fn parse(self, c: &super::ssr::Ctx<crate::policy::OrgScope>) -> Result<Common, AppError> {
+        let name = crate::core::domain::name("name", &self.name, 100)?;
+        let domains = edit::domains(&self.domains)?;
+        let default_role = self
+            .default_role
+            .parse::<OrgRole>()
+            .map_err(|e| AppError::invalid("default_role", e))?;
+        let groups_claim = claim_path(&self.groups_claim)?;
+        let mut conn = c.state.db.pool.acquire().await?;
+        let rules = edit::parse_mapping(&mut conn, &c.scope, &self.mapping).await?;
+        drop(conn);
+        let default_template_id = template_of(c, self.default_template_id.as_deref()).await?;
+        Ok(Common {
+            name,
+            domains,
+            groups_claim,
+            mapping: crate::core::identity::Mapping {
+                default_role,
+                default_template_id,
+                rules,
+            },
+            enabled: crate::api::checkbox("enabled", self.enabled.as_deref())?,
+        })
+    }
+}
+
 /// Saves an OIDC connection (new when `connection_id` is empty). The client
 /// secret is sealed like provider keys; left empty on an edit, it is kept.
 #[server(prefix = "/api/console", endpoint = "save_oidc_connection")]
@@ -344,19 +384,10 @@ pub async fn save_oidc_connection(
     scopes: String,
 ) -> Result<ConnectionView, AppError> {
     use super::ssr::*;
-    use crate::core::identity::{Kind, Mapping, Saved};
+    use crate::core::identity::{Kind, Saved};
     use crate::policy::Action;
     in_org(&org_id, Action::SingleSignOn, |c| async move {
-        let ConnectionForm {
-            name,
-            domains,
-            default_role,
-            groups_claim,
-            mapping,
-            enabled,
-            default_template_id,
-        } = form;
-        let name = crate::core::domain::name("name", &name, 100)?;
+        let common = form.parse(&c).await?;
         let issuer = issuer.trim().to_owned();
         let parsed = url::Url::parse(&issuer).map_err(|_| {
             AppError::invalid("issuer", "is not a URL such as https://login.example.com")
@@ -421,23 +452,9 @@ pub async fn save_oidc_connection(
         if !scopes.iter().any(|s| s == "openid") {
             scopes.insert(0, "openid".into());
         }
-        let domains = edit::domains(&domains)?;
-        let default_role = default_role
-            .parse::<OrgRole>()
-            .map_err(|e| AppError::invalid("default_role", e))?;
-        let groups_claim = claim_path(&groups_claim)?;
-        let mut conn = c.state.db.pool.acquire().await?;
-        let rules = edit::parse_mapping(&mut conn, &c.scope, &mapping).await?;
-        drop(conn);
-        let default_template_id = template_of(&c, default_template_id.as_deref()).await?;
-        let mapping = Mapping {
-            default_role,
-            default_template_id,
-            rules,
-        };
         let saved = Saved {
             kind: Kind::Oidc,
-            name: &name,
+            name: &common.name,
             issuer: Some(&issuer),
             client_id: Some(&client_id),
             client_secret,
@@ -448,10 +465,10 @@ pub async fn save_oidc_connection(
             idp_sso_url: None,
             idp_certs: &[],
             allow_idp_initiated: false,
-            domains: &domains,
-            groups_claim: &groups_claim,
-            mapping: &mapping,
-            enabled: crate::api::checkbox("enabled", enabled.as_deref())?,
+            domains: &common.domains,
+            groups_claim: &common.groups_claim,
+            mapping: &common.mapping,
+            enabled: common.enabled,
         };
         let id =
             crate::core::ops::sso::save_connection(&c.state, &c.actor, &c.scope, editing, &saved)
@@ -521,19 +538,10 @@ pub async fn save_saml_connection(
     allow_idp_initiated: Option<String>,
 ) -> Result<ConnectionView, AppError> {
     use super::ssr::*;
-    use crate::core::identity::{Kind, Mapping, Saved};
+    use crate::core::identity::{Kind, Saved};
     use crate::policy::Action;
     in_org(&org_id, Action::SingleSignOn, |c| async move {
-        let ConnectionForm {
-            name,
-            domains,
-            default_role,
-            groups_claim,
-            mapping,
-            enabled,
-            default_template_id,
-        } = form;
-        let name = crate::core::domain::name("name", &name, 100)?;
+        let common = form.parse(&c).await?;
         let editing = Some(connection_id.trim()).filter(|s| !s.is_empty());
         let url = Some(metadata_url.trim()).filter(|s| !s.is_empty());
         let pasted = Some(metadata_xml.trim()).filter(|s| !s.is_empty());
@@ -576,23 +584,9 @@ pub async fn save_saml_connection(
             ));
         }
         let meta = (c.state.saml_metadata)(&xml).map_err(|e| AppError::invalid(field, e))?;
-        let domains = edit::domains(&domains)?;
-        let default_role = default_role
-            .parse::<OrgRole>()
-            .map_err(|e| AppError::invalid("default_role", e))?;
-        let groups_claim = claim_path(&groups_claim)?;
-        let mut conn = c.state.db.pool.acquire().await?;
-        let rules = edit::parse_mapping(&mut conn, &c.scope, &mapping).await?;
-        drop(conn);
-        let default_template_id = template_of(&c, default_template_id.as_deref()).await?;
-        let mapping = Mapping {
-            default_role,
-            default_template_id,
-            rules,
-        };
         let saved = Saved {
             kind: Kind::Saml,
-            name: &name,
+            name: &common.name,
             issuer: None,
             client_id: None,
             client_secret: None,
@@ -603,10 +597,10 @@ pub async fn save_saml_connection(
             idp_sso_url: Some(&meta.sso_url),
             idp_certs: &meta.certs,
             allow_idp_initiated: false,
-            domains: &domains,
-            groups_claim: &groups_claim,
-            mapping: &mapping,
-            enabled: crate::api::checkbox("enabled", enabled.as_deref())?,
+            domains: &common.domains,
+            groups_claim: &common.groups_claim,
+            mapping: &common.mapping,
+            enabled: common.enabled,
         };
         let id =
             crate::core::ops::sso::save_connection(&c.state, &c.actor, &c.scope, editing, &saved)
