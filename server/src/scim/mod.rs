@@ -363,8 +363,6 @@ pub struct ListQuery {
     attributes: Option<String>,
     #[serde(rename = "excludedAttributes")]
     excluded_attributes: Option<String>,
-    #[serde(rename = "sortBy")]
-    sort_by: Option<String>,
 }
 
 impl ListQuery {
@@ -388,7 +386,6 @@ impl ListQuery {
             count: text("count"),
             attributes: text("attributes"),
             excluded_attributes: text("excludedAttributes"),
-            sort_by: text("sortBy"),
         })
     }
 }
@@ -404,9 +401,7 @@ fn number(field: &str, raw: Option<&str>, default: i64) -> ScimResult<i64> {
 
 /// A page of `all` (already rendered), filtered and cut as the query says.
 fn list_response(q: &ListQuery, all: Vec<Value>) -> ScimResult<Response> {
-    if q.sort_by.is_some() {
-        // sort.supported is false: the order is the creation order.
-    }
+    // sort.supported is false: `sortBy` is ignored, the order is creation order.
     let f = q
         .filter
         .as_deref()
@@ -931,10 +926,6 @@ async fn group_of(s: &Scim, id: &str) -> ScimResult<ScimGroup> {
         .ok_or_else(|| ScimError::not_found("group", id))
 }
 
-fn render_group(s: &Scim, g: &ScimGroup) -> Value {
-    group_json(s, g)
-}
-
 async fn get_group(
     s: Scim,
     Path(id): Path<String>,
@@ -943,7 +934,7 @@ async fn get_group(
     s.check_read()?;
     let g = group_of(&s, &id).await?;
     let summary = format!("read group {}", g.display_name);
-    Ok(resource(StatusCode::OK, render_group(&s, &g), &q, summary))
+    Ok(resource(StatusCode::OK, group_json(&s, &g), &q, summary))
 }
 
 async fn create_group(s: Scim, body: Bytes) -> ScimResult<Response> {
@@ -957,7 +948,7 @@ async fn create_group(s: Scim, body: Bytes) -> ScimResult<Response> {
     );
     Ok(resource(
         StatusCode::CREATED,
-        render_group(&s, &g),
+        group_json(&s, &g),
         &ListQuery::default(),
         summary,
     ))
@@ -975,7 +966,7 @@ async fn put_group(s: Scim, Path(id): Path<String>, body: Bytes) -> ScimResult<R
     );
     Ok(resource(
         StatusCode::OK,
-        render_group(&s, &g),
+        group_json(&s, &g),
         &ListQuery::default(),
         summary,
     ))
@@ -986,7 +977,7 @@ async fn patch_group(s: Scim, Path(id): Path<String>, body: Bytes) -> ScimResult
     let body = body_json(&body)?;
     for _ in 0..PATCH_TRIES {
         let before = group_of(&s, &id).await?;
-        let mut doc = render_group(&s, &before);
+        let mut doc = group_json(&s, &before);
         patch::apply(&mut doc, &body)?;
         let input = group_input(&doc)?;
         match ops::replace_group(&s.state, &p, &id, input, Some(before.version)).await {
@@ -1000,7 +991,7 @@ async fn patch_group(s: Scim, Path(id): Path<String>, body: Bytes) -> ScimResult
                 );
                 return Ok(resource(
                     StatusCode::OK,
-                    render_group(&s, &g),
+                    group_json(&s, &g),
                     &ListQuery::default(),
                     summary,
                 ));

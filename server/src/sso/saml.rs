@@ -43,14 +43,12 @@ pub fn parse_metadata(xml: &str) -> Result<IdpMetadata, String> {
         .parse()
         .map_err(|e| format!("not SAML metadata (an EntityDescriptor): {e}"))?;
     let entity_id = ed.entity_id.clone().ok_or("the metadata has no entityID")?;
-    let (mut redirect, mut post) = (None, None);
+    let mut redirect = None;
     let (mut signing, mut unspecified) = (Vec::new(), Vec::new());
     for idp in ed.idp_sso_descriptors.iter().flatten() {
         for sso in &idp.single_sign_on_services {
             if sso.binding == HTTP_REDIRECT_BINDING && redirect.is_none() {
                 redirect = Some(sso.location.clone());
-            } else if sso.binding == HTTP_POST_BINDING && post.is_none() {
-                post = Some(sso.location.clone());
             }
         }
         for kd in &idp.key_descriptors {
@@ -82,7 +80,6 @@ pub fn parse_metadata(xml: &str) -> Result<IdpMetadata, String> {
     }
     let sso_url =
         redirect.ok_or("the metadata has no SingleSignOnService with the HTTP-Redirect binding")?;
-    let _ = post;
     Ok(IdpMetadata {
         entity_id,
         sso_url,
