@@ -74,8 +74,9 @@ pub fn router(app: AppState) -> Router {
         .with_state(state)
 }
 
-/// A sign-in in flight, kept in the session until the IdP answers.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// A sign-in in flight, kept in the session until the IdP answers. Not
+/// `Debug`: it holds the PKCE verifier and the nonce.
+#[derive(Clone, Serialize, Deserialize)]
 struct Pending {
     connection_id: String,
     state: String,
@@ -241,7 +242,7 @@ async fn start(
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 pub struct CallbackQuery {
     code: Option<String>,
     state: Option<String>,

@@ -377,7 +377,7 @@ impl OidcProvider {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct PendingLogin {
     pub authorize_url: String,
     pub state: String,

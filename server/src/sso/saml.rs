@@ -245,7 +245,7 @@ pub async fn start(sso: &Sso, session: &Session, c: &Connection, test: bool) -> 
     Redirect::to(&url).into_response()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct AcsForm {
     #[serde(rename = "SAMLResponse")]
     saml_response: String,
