@@ -63,7 +63,10 @@ pub struct UsageReport {
     pub totals: TotalsView,
     pub by_project: Vec<Slice>,
     pub by_key: Vec<Slice>,
+    /// By the model that served (and priced) the requests.
     pub by_model: Vec<Slice>,
+    /// By the model the requests asked for (a virtual model's id, or the served one).
+    pub by_requested_model: Vec<Slice>,
     pub key_budgets: Vec<KeyBudget>,
     /// Whether the whole organization is shown (else: the caller's share).
     pub whole: bool,

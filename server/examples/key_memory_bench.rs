@@ -37,7 +37,11 @@ async fn main() {
         bench.backend,
         started.elapsed().as_secs_f64()
     );
-    let memory = Memory::new(bench.state.db.clone(), bench.state.secret.clone());
+    let memory = Memory::new(
+        bench.state.db.clone(),
+        bench.state.secret.clone(),
+        bench.state.route_health.clone(),
+    );
     let before = rss_mib();
     let started = Instant::now();
     memory.load_all().await.unwrap();

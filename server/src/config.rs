@@ -125,6 +125,10 @@ pub struct ProxyConfig {
     /// How long a reservation in Redis holds without its settlement (an
     /// instance that died mid-request gives it back after this).
     pub reservation_ttl_ms: u64,
+    /// A virtual model's target that fails this many times in a row is
+    /// taken out of its routes for `breaker_cool_down_ms`, then tried again.
+    pub breaker_failures: u32,
+    pub breaker_cool_down_ms: u64,
 }
 
 impl Default for ProxyConfig {
@@ -145,6 +149,8 @@ impl Default for ProxyConfig {
             redis_timeout_ms: 1_000,
             redis_fail_open: false,
             reservation_ttl_ms: 15 * 60_000,
+            breaker_failures: 3,
+            breaker_cool_down_ms: 30_000,
         }
     }
 }

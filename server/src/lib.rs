@@ -9,6 +9,7 @@ pub mod csrf;
 pub mod machine;
 pub mod metrics;
 pub mod net_guard;
+pub mod playground;
 pub mod proxy;
 pub mod scim;
 pub mod sso;
@@ -89,6 +90,7 @@ pub async fn state(config: &Config) -> Result<AppState, StartError> {
             .filter(|t| !t.expose_secret().trim().is_empty())
             .map(Arc::new),
         saml_metadata: sso::saml::parse_metadata,
+        route_health: Arc::default(),
     })
 }
 
@@ -106,6 +108,7 @@ pub fn router(state: AppState, gateway: Arc<proxy::Gateway>) -> Router {
     // The console's calls are small forms: a body past 1 MiB is refused
     // (413) before it is buffered, also on the public sign-in calls.
     let console = console(&state, pages)
+        .merge(playground::router(state.clone(), gateway.clone()))
         .layer(axum::middleware::from_fn_with_state(
             csrf::ConsoleOrigin::of_public_url(&state.public_url),
             csrf::same_origin,
@@ -203,6 +206,7 @@ pub fn route_paths() -> Vec<String> {
         .chain(machine::paths())
         .chain(scim::paths())
         .chain(sso::paths())
+        .chain(playground::paths())
         .chain(PROXY_PATHS.iter().map(|p| (*p).to_owned()))
         .collect()
 }

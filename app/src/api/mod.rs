@@ -9,10 +9,12 @@ pub mod identity;
 pub mod keys;
 pub mod members;
 pub mod orgs;
+pub mod playground;
 pub mod projects;
 pub mod providers;
 pub mod provisioning;
 pub mod usage;
+pub mod virtual_models;
 
 /// Every server function lives under this prefix, apart from `/v1` and the REST APIs.
 pub const PREFIX: &str = "/api/console";
@@ -31,6 +33,10 @@ pub const PUBLIC_SERVER_FNS: &[&str] = &[
 /// Starts a session for a user who signed in elsewhere (single sign-on).
 #[cfg(feature = "ssr")]
 pub use ssr::start_session;
+
+/// Checks a console session's right to chat through a playground key.
+#[cfg(feature = "ssr")]
+pub use playground::authorize_playground;
 
 #[cfg(feature = "ssr")]
 pub(crate) mod ssr {
@@ -148,6 +154,12 @@ pub(crate) mod ssr {
     pub async fn signed_in() -> Result<(AppState, Session, User), AppError> {
         let state = state()?;
         let session = session().await?;
+        let user = signed_in_with(&state, &session).await?;
+        Ok((state, session, user))
+    }
+
+    /// [`signed_in`] for a handler outside Leptos, given its session.
+    pub async fn signed_in_with(state: &AppState, session: &Session) -> Result<User, AppError> {
         let get = |e: tower_sessions::session::Error| AppError::internal("session store", &e);
         let Some(uid) = session.get::<String>(USER_KEY).await.map_err(get)? else {
             return Err(AppError::Unauthenticated);
@@ -166,11 +178,11 @@ pub(crate) mod ssr {
                     && stamp == Some(u.password_changed_at)
                     && since > u.signed_out_at =>
             {
-                drop(conn);
-                Ok((state, session, u))
+                Ok(u)
             }
             _ => {
-                end_session(&session).await?;
+                drop(conn);
+                end_session(session).await?;
                 Err(AppError::Unauthenticated)
             }
         }
@@ -277,7 +289,7 @@ pub(crate) mod ssr {
     }
 
     /// The policy's decision for a member of the organization in one project.
-    async fn in_project(
+    pub(crate) async fn in_project(
         state: &AppState,
         member: OrgMember,
         project_id: &str,

@@ -14,6 +14,8 @@ pub struct ProviderView {
     /// `…abcd`, or `None` when no key is stored.
     pub key_hint: Option<String>,
     pub latency_ms: i64,
+    /// Where it processes data; empty where unstated.
+    pub region: String,
 }
 
 #[cfg(feature = "ssr")]
@@ -24,6 +26,7 @@ fn view_of(p: crate::core::providers::Provider) -> ProviderView {
         base_url: p.base_url,
         key_hint: p.key_hint,
         latency_ms: p.latency_ms,
+        region: p.region,
     }
 }
 
@@ -49,6 +52,7 @@ pub async fn upsert_provider(
     base_url: String,
     api_key: String,
     latency_ms: Option<String>,
+    region: Option<String>,
 ) -> Result<ProviderView, AppError> {
     use super::ssr::*;
     use crate::core::providers::NewProvider;
@@ -60,6 +64,7 @@ pub async fn upsert_provider(
             &base_url,
             &api_key,
             latency_ms.as_deref().unwrap_or(""),
+            region.as_deref().unwrap_or(""),
         )?;
         p.check_network(c.state.allow_private_networks).await?;
         let after = crate::core::ops::upsert_provider(&c.state, &c.actor, &c.scope, &p).await?;

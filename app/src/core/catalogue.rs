@@ -115,10 +115,25 @@ fn model_of(r: &sqlx::any::AnyRow) -> Result<Model, sqlx::Error> {
     })
 }
 
-/// The catalogue's ids of the scoped organization (projects pick from it).
+/// The ids a project or key may name in the scoped organization: its
+/// catalogue's models and its virtual models.
 pub async fn ids(
     conn: &mut AnyConnection,
     scope: &TenantScope,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM models WHERE org_id = $1 UNION SELECT id FROM virtual_models WHERE org_id = $1 \
+         ORDER BY id",
+    )
+    .bind(scope.org_id())
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// The catalogue's own model ids (virtual models route over these).
+pub async fn model_ids(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT id FROM models WHERE org_id = $1 ORDER BY id")
         .bind(scope.org_id())

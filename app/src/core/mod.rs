@@ -26,6 +26,7 @@ pub mod state;
 pub mod templates;
 pub mod usage;
 pub mod users;
+pub mod virtual_models;
 
 /// Milliseconds since the Unix epoch, the one clock every table uses.
 pub fn now_ms() -> i64 {

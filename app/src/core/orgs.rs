@@ -37,6 +37,7 @@ pub async fn insert(
     .await?;
     super::catalogue::seed(conn, &id, now).await?;
     super::providers::seed(conn, &id, now).await?;
+    super::virtual_models::seed(conn, &id, now).await?;
     Ok(Org {
         id,
         name: name.as_str().to_owned(),

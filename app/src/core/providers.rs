@@ -56,7 +56,35 @@ pub struct Provider {
     pub key_hint: Option<String>,
     /// Mock only: delay before the answer and between stream chunks.
     pub latency_ms: i64,
+    /// Where it processes data (`eu`, `us`, ...); empty where unstated.
+    pub region: String,
     pub created_at: i64,
+}
+
+impl Provider {
+    /// Whether a request that must stay in `region` may be sent here: any
+    /// provider where none is required, the built-in mock everywhere
+    /// (nothing leaves the process), else only one stated to be in it.
+    pub fn serves_region(&self, region: &str) -> bool {
+        region.is_empty() || self.kind == Kind::Mock || self.region == region
+    }
+}
+
+/// A region's name as stored: lower case letters, digits and '-', at most
+/// 20; empty for none.
+pub fn parse_region(field: &str, raw: &str) -> Result<String, AppError> {
+    let r = raw.trim().to_ascii_lowercase();
+    if r.len() > 20
+        || !r
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(AppError::invalid(
+            field,
+            "a region such as eu or us-east: up to 20 letters, digits or '-'",
+        ));
+    }
+    Ok(r)
 }
 
 /// A provider with its key unsealed, for the proxy's memory only.
@@ -72,6 +100,7 @@ pub struct NewProvider {
     pub base_url: String,
     pub api_key: Option<SecretString>,
     pub latency_ms: i64,
+    pub region: String,
 }
 
 impl NewProvider {
@@ -81,6 +110,7 @@ impl NewProvider {
         base_url: &str,
         api_key: &str,
         latency_ms: &str,
+        region: &str,
     ) -> Result<NewProvider, AppError> {
         let name = name.trim();
         if name.is_empty()
@@ -128,6 +158,7 @@ impl NewProvider {
             base_url,
             api_key,
             latency_ms,
+            region: parse_region("region", region)?,
         })
     }
 }
@@ -196,7 +227,7 @@ fn hint_of(key: &SecretString) -> String {
 
 macro_rules! columns {
     () => {
-        "id, org_id, name, kind, base_url, api_key_sealed, key_hint, latency_ms, created_at"
+        "id, org_id, name, kind, base_url, api_key_sealed, key_hint, latency_ms, region, created_at"
     };
 }
 
@@ -211,6 +242,7 @@ fn provider_of(r: &sqlx::any::AnyRow) -> Result<Provider, sqlx::Error> {
         base_url: r.try_get("base_url")?,
         key_hint: r.try_get("key_hint")?,
         latency_ms: r.try_get("latency_ms")?,
+        region: r.try_get("region")?,
         created_at: r.try_get("created_at")?,
     })
 }
@@ -268,11 +300,11 @@ pub async fn upsert(
     let sealed = p.api_key.as_ref().map(|k| seal(secret, k)).transpose()?;
     let hint = p.api_key.as_ref().map(hint_of);
     sqlx::query(
-        "INSERT INTO providers (id, org_id, name, kind, base_url, api_key_sealed, key_hint, latency_ms, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+        "INSERT INTO providers (id, org_id, name, kind, base_url, api_key_sealed, key_hint, latency_ms, created_at, \
+         updated_at, region) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) \
          ON CONFLICT (org_id, name) DO UPDATE SET kind = $4, base_url = $5, \
          api_key_sealed = COALESCE($6, providers.api_key_sealed), key_hint = COALESCE($7, providers.key_hint), \
-         latency_ms = $8, updated_at = $9",
+         latency_ms = $8, updated_at = $9, region = $10",
     )
     .bind(super::new_id())
     .bind(scope.org_id())
@@ -283,6 +315,7 @@ pub async fn upsert(
     .bind(hint)
     .bind(p.latency_ms)
     .bind(now)
+    .bind(&p.region)
     .execute(&mut *conn)
     .await?;
     Ok(before)
@@ -348,19 +381,27 @@ mod tests {
 
     #[test]
     fn a_provider_form_names_the_bad_field() {
-        let e = NewProvider::parse("open ai", "openai", "https://x", "", "")
+        let e = NewProvider::parse("open ai", "openai", "https://x", "", "", "")
             .err()
             .unwrap();
         assert!(format!("{e:?}").contains("name"));
-        let e = NewProvider::parse("oa", "openai", "ftp://x", "", "")
+        let e = NewProvider::parse("oa", "openai", "ftp://x", "", "", "")
             .err()
             .unwrap();
         assert!(format!("{e:?}").contains("base_url"));
-        let e = NewProvider::parse("oa", "gemini", "https://x", "", "")
+        let e = NewProvider::parse("oa", "gemini", "https://x", "", "", "")
             .err()
             .unwrap();
         assert!(format!("{e:?}").contains("kind"));
-        let e = NewProvider::parse("m", "mock", "", "", "-1").err().unwrap();
+        let e = NewProvider::parse("m", "mock", "", "", "-1", "")
+            .err()
+            .unwrap();
         assert!(format!("{e:?}").contains("latency_ms"));
+        let e = NewProvider::parse("oa", "openai", "https://x", "", "", "eu west")
+            .err()
+            .unwrap();
+        assert!(format!("{e:?}").contains("region"));
+        let p = NewProvider::parse("oa", "openai", "https://x", "", "", " EU ").unwrap();
+        assert_eq!(p.region, "eu");
     }
 }

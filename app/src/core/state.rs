@@ -31,6 +31,9 @@ pub struct AppState {
     pub metrics_token: Option<std::sync::Arc<SecretString>>,
     /// Reads and checks SAML IdP metadata (the server's SAML library).
     pub saml_metadata: SamlMetadataParser,
+    /// How each place models are served from has been answering on this
+    /// instance: the proxy writes it, the console shows it.
+    pub route_health: std::sync::Arc<super::virtual_models::HealthBoard>,
 }
 
 /// SAML IdP metadata, checked: entity id, sign-in URL, signing certificates.

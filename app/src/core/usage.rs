@@ -74,7 +74,10 @@ pub struct UsageEvent {
     pub org_id: String,
     pub project_id: String,
     pub key_id: String,
+    /// The model that served the request and priced it.
     pub model: String,
+    /// The model the client asked for: a virtual model's id, else `model`.
+    pub requested_model: String,
     pub provider: String,
     pub endpoint: &'static str,
     pub stream: bool,
@@ -124,9 +127,12 @@ impl Totals {
     }
 }
 
-/// Usage events one INSERT writes at most: 15 parameters each, within
+/// Usage events one INSERT writes at most: 16 parameters each, within
 /// SQLite's limit of 32,766 and PostgreSQL's of 65,535.
 const EVENTS_A_STATEMENT: usize = 512;
+
+/// The columns of one usage event in the INSERT.
+const EVENT_COLUMNS: usize = 16;
 
 /// The INSERT of `n` usage events (a power of two up to
 /// [`EVENTS_A_STATEMENT`]), returning the request ids that were new. Ten
@@ -143,9 +149,9 @@ fn insert_events_sql(n: usize, postgres: bool) -> &'static str {
             .map(|n| {
                 let rows: Vec<String> = (0..n)
                     .map(|i| {
-                        let p: Vec<String> = (1..=15)
+                        let p: Vec<String> = (1..=EVENT_COLUMNS)
                             .map(|c| match postgres {
-                                true => format!("${}", i * 15 + c),
+                                true => format!("${}", i * EVENT_COLUMNS + c),
                                 false => "?".to_owned(),
                             })
                             .collect();
@@ -154,7 +160,8 @@ fn insert_events_sql(n: usize, postgres: bool) -> &'static str {
                     .collect();
                 format!(
                     "INSERT INTO usage_events (request_id, at, org_id, project_id, key_id, model, provider, \
-                     endpoint, stream, tokens_in, tokens_out, cost_micros, status, error_code, latency_ms) \
+                     endpoint, stream, tokens_in, tokens_out, cost_micros, status, error_code, latency_ms, \
+                     requested_model) \
                      VALUES {} ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
                     rows.join(", ")
                 )
@@ -193,7 +200,7 @@ pub async fn write_batch(
     // Rows are updated in key order: two instances writing batches that
     // share rows then lock them in the same order (no deadlock).
     let mut spend: BTreeMap<&str, i64> = BTreeMap::new();
-    let mut rollup: BTreeMap<(&str, i64, &str, &str, &str), Totals> = BTreeMap::new();
+    let mut rollup: BTreeMap<(&str, i64, &str, &str, &str, &str), Totals> = BTreeMap::new();
     // Many events a statement: each statement is a round trip (and, on
     // SQLite, two hand-overs between threads). RETURNING names the events
     // that were new.
@@ -217,7 +224,8 @@ pub async fn write_batch(
                 .bind(e.cost_micros)
                 .bind(e.status)
                 .bind(e.error_code.as_deref())
-                .bind(e.latency_ms);
+                .bind(e.latency_ms)
+                .bind(&e.requested_model);
         }
         fresh.extend(q.fetch_all(&mut *tx).await?);
     }
@@ -235,6 +243,7 @@ pub async fn write_batch(
                     e.project_id.as_str(),
                     e.key_id.as_str(),
                     e.model.as_str(),
+                    e.requested_model.as_str(),
                 ))
                 .or_default();
             r.requests = r.requests.saturating_add(1);
@@ -244,11 +253,11 @@ pub async fn write_batch(
             r.cost_micros = r.cost_micros.saturating_add(e.cost_micros.max(0));
         }
     }
-    for ((org, day, project, key, model), r) in rollup {
+    for ((org, day, project, key, model, requested), r) in rollup {
         sqlx::query(concat!(
             "INSERT INTO usage_daily (org_id, day, project_id, key_id, model, requests, errors, tokens_in, \
-             tokens_out, cost_micros) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             ON CONFLICT (org_id, day, project_id, key_id, model) DO UPDATE SET \
+             tokens_out, cost_micros, requested_model) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (org_id, day, project_id, key_id, model, requested_model) DO UPDATE SET \
              requests = ",
             sat_add!("usage_daily.requests", "excluded.requests"),
             ", errors = ",
@@ -270,6 +279,7 @@ pub async fn write_batch(
         .bind(r.tokens_in)
         .bind(r.tokens_out)
         .bind(r.cost_micros)
+        .bind(requested)
         .execute(&mut *tx)
         .await?;
     }
@@ -401,7 +411,10 @@ pub async fn spend(
 pub enum GroupBy {
     Project,
     Key,
+    /// The model that served (and priced) each request.
     Model,
+    /// The model each request asked for: a virtual model's id, or the served one.
+    RequestedModel,
 }
 
 /// One UTC day of spend, whole or for one group (project, key or model).
@@ -487,6 +500,9 @@ pub async fn daily(
             "LEFT JOIN api_keys k ON k.id = u.key_id "
         ),
         Some(GroupBy::Model) => grouped_day_sums!("u.model", "u.model", ""),
+        Some(GroupBy::RequestedModel) => {
+            grouped_day_sums!("u.requested_model", "u.requested_model", "")
+        }
     };
     let rows = sqlx::query(sql)
         .bind(scope.org_id())
@@ -504,6 +520,7 @@ pub struct RollupRow {
     pub project_id: String,
     pub key_id: String,
     pub model: String,
+    pub requested_model: String,
     #[sqlx(flatten)]
     pub totals: Totals,
 }
@@ -520,8 +537,8 @@ pub async fn rollup(
     key: Option<&str>,
 ) -> Result<Vec<RollupRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT day, project_id, key_id, model, requests, errors, tokens_in, tokens_out, cost_micros \
-         FROM usage_daily WHERE org_id = $1 AND day >= $2 AND day < $3 \
+        "SELECT day, project_id, key_id, model, requested_model, requests, errors, tokens_in, tokens_out, \
+         cost_micros FROM usage_daily WHERE org_id = $1 AND day >= $2 AND day < $3 \
          AND ($4 IS NULL OR project_id = $4) AND ($5 IS NULL OR key_id = $5) ORDER BY day",
     )
     .bind(scope.org_id())
@@ -789,6 +806,12 @@ pub async fn report(
                 .map(|(m, (t, _))| slice(m, (*m).to_owned(), None, t))
                 .collect(),
         ),
+        by_requested_model: by_cost(
+            sums.by_requested
+                .iter()
+                .map(|(m, t)| slice(m, (*m).to_owned(), None, t))
+                .collect(),
+        ),
         key_budgets,
         whole: scope.whole(),
         projects: project_list
@@ -804,14 +827,15 @@ pub async fn report(
     })
 }
 
-/// The rollup rows summed per day, in all, per project, key and model (with
-/// the model's spend per day).
+/// The rollup rows summed per day, in all, per project, key, served model
+/// (with the model's spend per day) and requested model.
 struct Sums<'r> {
     per_day: Vec<Totals>,
     total: Totals,
     by_project: HashMap<&'r str, Totals>,
     by_key: HashMap<&'r str, Totals>,
     by_model: BTreeMap<&'r str, (Totals, Vec<i64>)>,
+    by_requested: HashMap<&'r str, Totals>,
 }
 
 impl<'r> Sums<'r> {
@@ -823,6 +847,7 @@ impl<'r> Sums<'r> {
             by_project: HashMap::new(),
             by_key: HashMap::new(),
             by_model: BTreeMap::new(),
+            by_requested: HashMap::new(),
         };
         for r in rows {
             let i = usize::try_from(r.day - from)
@@ -837,6 +862,10 @@ impl<'r> Sums<'r> {
                 .or_default()
                 .add(&r.totals);
             s.by_key.entry(&r.key_id).or_default().add(&r.totals);
+            s.by_requested
+                .entry(&r.requested_model)
+                .or_default()
+                .add(&r.totals);
             let m = s
                 .by_model
                 .entry(&r.model)
@@ -930,11 +959,14 @@ mod tests {
         for n in [1, 2, 256, 512] {
             let sql = insert_events_sql(n, true);
             assert!(
-                sql.contains(&format!("${})", n * 15))
-                    && !sql.contains(&format!("${}", n * 15 + 1)),
+                sql.contains(&format!("${})", n * EVENT_COLUMNS))
+                    && !sql.contains(&format!("${}", n * EVENT_COLUMNS + 1)),
                 "{n}"
             );
-            assert_eq!(insert_events_sql(n, false).matches('?').count(), n * 15);
+            assert_eq!(
+                insert_events_sql(n, false).matches('?').count(),
+                n * EVENT_COLUMNS
+            );
         }
     }
 }

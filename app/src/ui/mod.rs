@@ -9,11 +9,13 @@ mod members;
 mod models;
 mod org;
 mod permissions;
+mod playground;
 mod projects;
 mod providers;
 mod requests;
 mod sso;
 mod usage;
+mod virtual_models;
 
 use leptos::prelude::*;
 use leptos::server_fn::client::Client;
@@ -76,6 +78,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/orgs/:org_id/access") view=access::AccessPage/>
                 <Route path=path!("/orgs/:org_id/sso") view=sso::SsoPage/>
                 <Route path=path!("/orgs/:org_id/usage") view=usage::UsagePage/>
+                <Route path=path!("/orgs/:org_id/playground") view=playground::PlaygroundPage/>
                 <Route path=path!("/orgs/:org_id/billing") view=billing::BillingPage/>
                 <Route path=path!("/orgs/:org_id/projects/:project_id/requests") view=requests::RequestLogPage/>
             </Routes>
@@ -374,6 +377,8 @@ fn Header(me: Me, org_id: Option<Memo<String>>) -> impl IntoView {
                             <a href=format!("/orgs/{id}")>"Overview"</a>
                             <a href=format!("/orgs/{id}/projects")>"Projects"</a>
                             <a href=format!("/orgs/{id}/keys")>"My keys"</a>
+                            {seat.is_some_and(|s| crate::policy::allows(crate::policy::Action::ManageOwnKeys, s.with_project(Some(crate::policy::ProjectRole::Member))))
+                                .then(|| view! { <a href=format!("/orgs/{id}/playground")>"Playground"</a> })}
                             <a href=format!("/orgs/{id}/models")>"Models"</a>
                             <a href=format!("/orgs/{id}/usage")>"Usage"</a>
                             {may(crate::policy::Action::BillingAndCredits).then(|| view! { <a href=format!("/orgs/{id}/billing")>"Billing"</a> })}

@@ -25,7 +25,9 @@ pub fn ModelsPage() -> impl IntoView {
             {move || error_of(upsert.value().get()).or_else(|| error_of(delete.value().get())).map(|e| view! { <p class="error" role="alert">{e}</p> })}
             <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
                 {move || Suspend::new(async move {
-                    let may_edit = org.await.is_ok_and(|o| allows(Action::ModelCatalogue, Seat::at_org(o.role)));
+                    let role = org.await.ok().map(|o| o.role);
+                    let may_edit = role.is_some_and(|r| allows(Action::ModelCatalogue, Seat::at_org(r)));
+                    let may_virtual = role.is_some_and(|r| allows(Action::VirtualModels, Seat::at_org(r)));
                     let list = models.await.unwrap_or_default();
                     view! {
                         <section class="card">
@@ -66,6 +68,7 @@ pub fn ModelsPage() -> impl IntoView {
                                 </ActionForm>
                             </section>
                         })}
+                        <super::virtual_models::VirtualModels org_id=org_id may_edit=may_virtual/>
                     }
                 })}
             </Suspense>

@@ -11,6 +11,7 @@ use crate::api::projects::{
     ChangeProjectMemberRole, CreateProject, DeleteProject, ProjectView, RemoveProjectMember,
     UpdateProject,
 };
+use crate::api::virtual_models::list_virtual_models;
 use crate::format::format_usd;
 use crate::policy::{allows, Action, OrgRole, ProjectRole, Seat};
 
@@ -118,7 +119,21 @@ fn Settings(
     project: ProjectResource,
     update: ServerAction<UpdateProject>,
 ) -> impl IntoView {
-    let catalogue = Resource::new(move || org_id.get(), list_models);
+    // Virtual models first, then the catalogue's: a project may name either.
+    let catalogue = Resource::new(
+        move || org_id.get(),
+        |org| async move {
+            let virtuals = list_virtual_models(org.clone()).await?;
+            let models = list_models(org).await?;
+            Ok::<_, crate::error::AppError>(
+                virtuals
+                    .into_iter()
+                    .map(|v| (v.id, true))
+                    .chain(models.into_iter().map(|m| (m.id, false)))
+                    .collect::<Vec<_>>(),
+            )
+        },
+    );
     view! {
         <Suspense fallback=|| ()>
             {move || Suspend::new(async move {
@@ -136,12 +151,13 @@ fn Settings(
                             <label>"Name"<input name="name" value=p.name.clone() required/></label>
                             <fieldset>
                                 <legend>"Models"</legend>
-                                {models.into_iter().enumerate().map(|(i, m)| {
-                                    let on = p.models.contains(&m.id);
+                                {models.into_iter().enumerate().map(|(i, (id, is_virtual))| {
+                                    let on = p.models.contains(&id);
                                     view! {
                                         <label class="inline">
-                                            <input type="checkbox" name=format!("models[{i}]") value=m.id.clone() checked=on/>
-                                            {m.id.clone()}
+                                            <input type="checkbox" name=format!("models[{i}]") value=id.clone() checked=on/>
+                                            {id.clone()}
+                                            {is_virtual.then_some(" (virtual)")}
                                         </label>
                                     }
                                 }).collect_view()}

@@ -22,11 +22,12 @@ pub fn ProvidersPage() -> impl IntoView {
             {move || error_of(upsert.value().get()).or_else(|| error_of(delete.value().get())).map(|e| view! { <p class="error" role="alert">{e}</p> })}
             {loaded(providers, move |list| view! {
                     <section class="card">
-                        <Table testid="providers" head=vec!["Name", "Kind", "Base URL", "Key", "Latency", ""]>
+                        <Table testid="providers" head=vec!["Name", "Kind", "Region", "Base URL", "Key", "Latency", ""]>
                             {list.into_iter().map(|p| view! {
                                 <tr>
                                     <td><code>{p.name.clone()}</code></td>
                                     <td>{p.kind.clone()}</td>
+                                    <td>{if p.kind == "mock" { "any (in process)".to_owned() } else if p.region.is_empty() { "unstated".to_owned() } else { p.region.clone() }}</td>
                                     <td>{if p.base_url.is_empty() { "built in".to_owned() } else { p.base_url.clone() }}</td>
                                     <td>{p.key_hint.clone().unwrap_or_else(|| "none".to_owned())}</td>
                                     <td>{(p.kind == "mock").then(|| format!("{} ms", p.latency_ms))}</td>
@@ -53,6 +54,7 @@ pub fn ProvidersPage() -> impl IntoView {
                                 <label>"Base URL"<input name="base_url" placeholder="https://api.openai.com/v1"/></label>
                                 <label>"API key (empty: keep the stored one)"<input name="api_key" type="password" autocomplete="off"/></label>
                                 <label>"Mock latency (ms)"<input name="latency_ms" inputmode="numeric" placeholder="0"/></label>
+                                <label>"Region (eu, us…; empty: unstated)"<input name="region" placeholder="eu"/></label>
                             </div>
                             <button type="submit">"Save provider"</button>
                         </ActionForm>

@@ -166,7 +166,8 @@ pub fn UsagePage() -> impl IntoView {
                             </section>
                             <section class="card">
                                 <h2>"By model"</h2>
-                                <SliceTable slices=r.by_model.clone() label="Model" testid="by-model"/>
+                                <SliceTable slices=r.by_model.clone() label="Served model" testid="by-model"/>
+                                <SliceTable slices=r.by_requested_model.clone() label="Requested model" testid="by-requested-model"/>
                             </section>
                         </div>
                         <section class="card">

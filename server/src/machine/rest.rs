@@ -695,7 +695,8 @@ pub struct UsageQuery {
     from: Option<String>,
     /// Last day, inclusive; today by default.
     to: Option<String>,
-    /// project, key or model; the whole organization when absent.
+    /// project, key, model (the one that served) or requested_model (a
+    /// virtual model's id where one was asked for); the whole organization when absent.
     group_by: Option<String>,
 }
 
@@ -724,10 +725,11 @@ async fn usage_report(
         Some("project") => Some(GroupBy::Project),
         Some("key") => Some(GroupBy::Key),
         Some("model") => Some(GroupBy::Model),
+        Some("requested_model") => Some(GroupBy::RequestedModel),
         Some(other) => {
             return Err(ApiError::invalid(
                 "group_by",
-                format!("'{other}' is not one of project, key, model"),
+                format!("'{other}' is not one of project, key, model, requested_model"),
             ))
         }
     };

@@ -15,6 +15,7 @@ use tollgate_app::core::limits::ResetInterval;
 use tollgate_app::core::orgs::{self, ProxyOrg};
 use tollgate_app::core::projects::{self, Project};
 use tollgate_app::core::providers::{self, Upstream};
+use tollgate_app::core::virtual_models::{self, Health, HealthBoard, VirtualModel};
 
 use super::error::ProxyError;
 pub use super::keytable::KeyEntry;
@@ -34,6 +35,8 @@ pub struct OrgEntry {
     pub reset: ResetInterval,
     /// Each catalogue model with where it is served from, resolved at load.
     pub routes: HashMap<String, Route>,
+    /// Each virtual model with its targets, resolved at load.
+    pub virtuals: HashMap<String, Arc<super::routing::VirtualRoute>>,
 }
 
 pub struct Route {
@@ -56,6 +59,8 @@ pub struct Deployment {
     pub provider: Arc<Upstream>,
     pub upstream_model: String,
     pub urls: Arc<Urls>,
+    /// How this place has been answering (this instance's view).
+    pub health: Arc<Health>,
 }
 
 /// A provider's endpoints (`None` where its base URL does not parse).
@@ -78,15 +83,45 @@ impl Urls {
     }
 }
 
-fn routes(models: Vec<Model>, upstreams: Vec<Upstream>) -> HashMap<String, Route> {
-    let providers: HashMap<String, (Arc<Upstream>, Arc<Urls>)> = upstreams
+/// An organization's configured providers by name, with their URLs parsed.
+pub type Providers = HashMap<String, (Arc<Upstream>, Arc<Urls>)>;
+
+/// The place `provider`/`upstream` of an organization, where it is configured.
+pub fn deployment(
+    providers: &Providers,
+    board: &HealthBoard,
+    org: &str,
+    provider: &str,
+    upstream: &str,
+) -> Option<Deployment> {
+    let (provider, upstream) = (provider.trim(), upstream.trim());
+    providers.get(provider).map(|(p, urls)| Deployment {
+        provider: p.clone(),
+        upstream_model: upstream.to_owned(),
+        urls: urls.clone(),
+        health: board.of(org, provider, upstream),
+    })
+}
+
+/// The catalogue's routes and the virtual models' over them.
+fn routes(
+    org: &str,
+    models: Vec<Model>,
+    upstreams: Vec<Upstream>,
+    virtuals: Vec<VirtualModel>,
+    board: &HealthBoard,
+) -> (
+    HashMap<String, Route>,
+    HashMap<String, Arc<super::routing::VirtualRoute>>,
+) {
+    let providers: Providers = upstreams
         .into_iter()
         .map(|u| {
             let urls = Arc::new(Urls::of(&u.provider.base_url));
             (u.provider.name.clone(), (Arc::new(u), urls))
         })
         .collect();
-    models
+    let routes: HashMap<String, Route> = models
         .into_iter()
         .map(|m| {
             let first = std::iter::once((m.provider.as_str(), m.upstream.as_str()));
@@ -94,11 +129,7 @@ fn routes(models: Vec<Model>, upstreams: Vec<Upstream>) -> HashMap<String, Route
             let deployments: Vec<Deployment> = first
                 .chain(rest)
                 .filter_map(|(provider, upstream)| {
-                    providers.get(provider.trim()).map(|(p, urls)| Deployment {
-                        provider: p.clone(),
-                        upstream_model: upstream.trim().to_owned(),
-                        urls: urls.clone(),
-                    })
+                    deployment(&providers, board, org, provider, upstream)
                 })
                 .collect();
             let route = Route {
@@ -107,7 +138,15 @@ fn routes(models: Vec<Model>, upstreams: Vec<Upstream>) -> HashMap<String, Route
             };
             (route.model.id.clone(), route)
         })
-        .collect()
+        .collect();
+    let virtuals = virtuals
+        .into_iter()
+        .map(|v| {
+            let route = super::routing::VirtualRoute::resolve(v, &routes, &providers, board, org);
+            (route.id.clone(), Arc::new(route))
+        })
+        .collect();
+    (routes, virtuals)
 }
 
 #[derive(Default)]
@@ -120,6 +159,7 @@ struct Maps {
 pub struct Memory {
     db: Db,
     secret: Arc<SecretString>,
+    board: Arc<HealthBoard>,
     maps: RwLock<Maps>,
     /// Held by each reload from its reads to its swap, so that a reload
     /// that read earlier never swaps in after one that read later (a change
@@ -155,10 +195,11 @@ fn project_entry(project: Project) -> Arc<ProjectEntry> {
 }
 
 impl Memory {
-    pub fn new(db: Db, secret: Arc<SecretString>) -> Memory {
+    pub fn new(db: Db, secret: Arc<SecretString>, board: Arc<HealthBoard>) -> Memory {
         Memory {
             db,
             secret,
+            board,
             maps: RwLock::new(Maps::default()),
             reloading: tokio::sync::Mutex::new(()),
         }
@@ -180,9 +221,12 @@ impl Memory {
         let mut conn = self.db.pool.acquire().await?;
         let models = catalogue::load_for_proxy(&mut conn, &org.id).await?;
         let upstreams = providers::load_for_proxy(&mut conn, &org.id, &self.secret).await?;
+        let virtuals = virtual_models::load_for_proxy(&mut conn, &org.id).await?;
+        let (routes, virtuals) = routes(&org.id, models, upstreams, virtuals, &self.board);
         Ok(Arc::new(OrgEntry {
             reset: org.spending.spend_cap_reset,
-            routes: routes(models, upstreams),
+            routes,
+            virtuals,
             org,
         }))
     }
@@ -330,23 +374,53 @@ impl Memory {
         if !key.secret_matches(&token::secret_digest(parsed.secret), now) {
             return Err(unknown());
         }
-        if key.revoked_at().is_some() {
-            return Err(ProxyError::unauthorized(
-                "key_revoked",
-                "the API key was revoked",
-            ));
-        }
-        if let Some(at) = key.expires_at().filter(|t| *t <= now) {
-            return Err(ProxyError::unauthorized(
-                "key_expired",
-                format!(
-                    "the API key expired at {}",
-                    tollgate_app::format::format_time(at)
-                ),
-            ));
-        }
-        Ok(Caller { key, project, org })
+        live(key, project, org, now)
     }
+}
+
+impl Memory {
+    /// The caller behind a key the console vouches for (the playground's,
+    /// by id): the same checks as a presented token but its secret.
+    pub fn caller_by_key_id(&self, key_id: &str, now: i64) -> Result<Caller, ProxyError> {
+        let unknown = || ProxyError::unauthorized("invalid_api_key", "the API key is not valid");
+        let (key, project, org) = {
+            let m = self.read();
+            let key = m.keys.by_id(key_id).ok_or_else(unknown)?;
+            let project = m
+                .projects
+                .get(key.project_id())
+                .cloned()
+                .ok_or_else(unknown)?;
+            let org = m.orgs.get(key.org_id()).cloned().ok_or_else(unknown)?;
+            (Arc::new(key.clone()), project, org)
+        };
+        live(key, project, org, now)
+    }
+}
+
+/// A key that proved itself, if it is still live: 401 naming why not.
+fn live(
+    key: Arc<KeyEntry>,
+    project: Arc<ProjectEntry>,
+    org: Arc<OrgEntry>,
+    now: i64,
+) -> Result<Caller, ProxyError> {
+    if key.revoked_at().is_some() {
+        return Err(ProxyError::unauthorized(
+            "key_revoked",
+            "the API key was revoked",
+        ));
+    }
+    if let Some(at) = key.expires_at().filter(|t| *t <= now) {
+        return Err(ProxyError::unauthorized(
+            "key_expired",
+            format!(
+                "the API key expired at {}",
+                tollgate_app::format::format_time(at)
+            ),
+        ));
+    }
+    Ok(Caller { key, project, org })
 }
 
 /// The keys of `which`, read into a table of their own (no lock held
@@ -387,14 +461,38 @@ impl Caller {
         }
     }
 
-    /// The model and where it is served from: allowed for key ∩ project ∩
-    /// organization, else 403 (404 where the catalogue has no such model).
-    pub fn route(&self, model: &str) -> Result<(Arc<Model>, Arc<[Deployment]>), ProxyError> {
-        let route = self
-            .org
-            .routes
-            .get(model)
-            .ok_or_else(|| ProxyError::model_not_found(model))?;
+    /// The model or virtual model and where it is served from: allowed for
+    /// key ∩ project ∩ organization, else 403 (404 where the organization
+    /// has no such model).
+    pub fn route(&self, model: &str) -> Result<super::routing::Plan, ProxyError> {
+        use super::routing::Plan;
+        let route = match self.org.routes.get(model) {
+            Some(r) => r,
+            None => {
+                let v = self
+                    .org
+                    .virtuals
+                    .get(model)
+                    .ok_or_else(|| ProxyError::model_not_found(model))?;
+                self.allowed(model)?;
+                return Ok(Plan::Virtual(v.clone()));
+            }
+        };
+        self.allowed(model)?;
+        if route.deployments.is_empty() {
+            return Err(ProxyError::unavailable(
+                "provider_not_configured",
+                format!(
+                    "the model '{model}' is served by the provider '{}', which this organization has not configured",
+                    route.model.provider
+                ),
+            ));
+        }
+        Ok(Plan::Model(route.model.clone(), route.deployments.clone()))
+    }
+
+    /// 403 unless the project and the key allow `model`.
+    fn allowed(&self, model: &str) -> Result<(), ProxyError> {
         if !self.project.project.caps.models.iter().any(|x| x == model) {
             return Err(ProxyError::forbidden(
                 "model_not_allowed",
@@ -407,28 +505,27 @@ impl Caller {
                 format!("this API key does not allow the model '{model}'"),
             ));
         }
-        if route.deployments.is_empty() {
-            return Err(ProxyError::unavailable(
-                "provider_not_configured",
-                format!(
-                    "the model '{model}' is served by the provider '{}', which this organization has not configured",
-                    route.model.provider
-                ),
-            ));
-        }
-        Ok((route.model.clone(), route.deployments.clone()))
+        Ok(())
     }
 
-    /// The models this key may call, for `GET /v1/models`.
-    pub fn models(&self) -> Vec<Arc<Model>> {
-        let mut out: Vec<Arc<Model>> = self
+    /// The models and virtual models this key may call, with who serves
+    /// them (`tollgate` for a virtual model), for `GET /v1/models`.
+    pub fn models(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
             .key
             .models()
             .iter()
             .filter(|m| self.project.project.caps.models.iter().any(|p| p == &***m))
-            .filter_map(|m| self.org.routes.get(&**m).map(|r| r.model.clone()))
+            .filter_map(|m| match self.org.routes.get(&**m) {
+                Some(r) => Some((r.model.id.clone(), r.model.provider.clone())),
+                None => self
+                    .org
+                    .virtuals
+                    .get(&**m)
+                    .map(|v| (v.id.clone(), "tollgate".to_owned())),
+            })
             .collect();
-        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.sort();
         out
     }
 }

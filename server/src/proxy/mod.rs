@@ -10,6 +10,7 @@ pub mod feed;
 pub mod keytable;
 pub mod ledger;
 pub mod memory;
+pub mod routing;
 pub mod tokens;
 pub mod upstream;
 
@@ -41,6 +42,7 @@ use counters::{Admission, Counters, Headers, LocalCounters, Ticket};
 use error::ProxyError;
 use ledger::Ledger;
 use memory::{Caller, Memory};
+use routing::Plan;
 use secrecy::ExposeSecret;
 use upstream::{Call, Clients, Endpoint, Reply, UpstreamError};
 
@@ -78,7 +80,11 @@ impl Gateway {
         config: &ProxyConfig,
     ) -> Result<Arc<Gateway>, sqlx::Error> {
         let _ = tokio::task::spawn_blocking(tokens::warm_up).await;
-        let memory = Memory::new(state.db.clone(), state.secret.clone());
+        let memory = Memory::new(
+            state.db.clone(),
+            state.secret.clone(),
+            state.route_health.clone(),
+        );
         // The log's head before loading: what commits meanwhile is applied after.
         let mut conn = state.db.pool.acquire().await?;
         let (_, feed_from) = tollgate_app::core::changes::bounds(&mut conn).await?;
@@ -198,7 +204,7 @@ fn metered(endpoint: Endpoint) -> MethodRouter<Arc<Gateway>> {
 }
 
 /// Reads the body up to `BODY_LIMIT`, refusing more without reading it.
-async fn read_body(h: &HeaderMap, body: Body) -> Result<Bytes, ProxyError> {
+pub(crate) async fn read_body(h: &HeaderMap, body: Body) -> Result<Bytes, ProxyError> {
     let too_large = || {
         ProxyError::too_large(
             "body",
@@ -261,14 +267,14 @@ async fn models(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): Peer, h: Head
     let data: Vec<Value> = caller
         .models()
         .iter()
-        .map(|m| json!({ "id": m.id, "object": "model", "created": 0, "owned_by": m.provider }))
+        .map(|(id, owner)| json!({ "id": id, "object": "model", "created": 0, "owned_by": owner }))
         .collect();
     axum::Json(json!({ "object": "list", "data": data })).into_response()
 }
 
 /// Micro-USD for these tokens at the catalogue's prices, rounded up;
 /// never negative, at most `i64::MAX`.
-fn cost(m: &Model, tokens_in: i64, tokens_out: i64) -> i64 {
+pub(crate) fn cost(m: &Model, tokens_in: i64, tokens_out: i64) -> i64 {
     let part = |tokens: i64, price: i64| i128::from(tokens.max(0)) * i128::from(price.max(0));
     let micros = part(tokens_in, m.input_price.micros())
         .saturating_add(part(tokens_out, m.output_price.micros()));
@@ -294,7 +300,10 @@ struct Ctx {
     at: i64,
     started: Instant,
     caller: Caller,
+    /// The model serving the current attempt (it prices the request).
     model: Arc<Model>,
+    /// The model the client named (a virtual model's id, or `model`'s).
+    requested: Arc<str>,
     endpoint: Endpoint,
     stream: bool,
     provider: String,
@@ -318,6 +327,7 @@ impl Ctx {
             project_id: k.project_id().to_owned(),
             key_id: k.id.to_string(),
             model: self.model.id.clone(),
+            requested_model: self.requested.to_string(),
             provider: self.provider.clone(),
             endpoint: self.endpoint.as_str(),
             stream: self.stream,
@@ -444,9 +454,22 @@ async fn handle(
     h: HeaderMap,
     body: Body,
 ) -> Response {
+    let g = gw.clone();
+    answer(gw, endpoint, move |request_id| async move {
+        forward(g, endpoint, peer, &h, body, &request_id).await
+    })
+    .await
+}
+
+/// Runs one request in its span (who and what as fields, filled in as they
+/// become known; never the token or the body), maps a refusal to its
+/// answer and names the request in `x-request-id`.
+pub(crate) async fn answer<F, Fut>(gw: Arc<Gateway>, endpoint: Endpoint, run: F) -> Response
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, ProxyError>>,
+{
     let request_id = uuid::Uuid::new_v4().simple().to_string();
-    // Who and what as fields, filled in as they become known; never the
-    // token or the body.
     let span = tracing::info_span!(
         "v1",
         request_id = %request_id,
@@ -458,9 +481,7 @@ async fn handle(
         status = Empty,
         rule = Empty,
     );
-    let answer = forward(gw.clone(), endpoint, peer, &h, body, &request_id)
-        .instrument(span.clone())
-        .await;
+    let answer = run(request_id.clone()).instrument(span.clone()).await;
     let mut res = match answer {
         Ok(r) => r,
         Err(e) => {
@@ -504,13 +525,12 @@ fn tokens_field(
 fn max_output(
     body: &RequestBody,
     endpoint: Endpoint,
-    model: &Model,
+    window: i64,
     default: u32,
 ) -> Result<i64, ProxyError> {
     if endpoint == Endpoint::Embeddings {
         return Ok(0);
     }
-    let window = model.context_window;
     let completion = tokens_field(body, "max_completion_tokens", window)?;
     let max = tokens_field(body, "max_tokens", window)?;
     let each = completion.or(max).unwrap_or(i64::from(default));
@@ -550,19 +570,34 @@ async fn forward(
     request_id: &str,
 ) -> Result<Response, ProxyError> {
     let started = Instant::now();
-    let now = tollgate_app::core::now_ms();
     // 1–2: the key, from memory: revoked, expired, IP allowlist; only then
     // the body.
     let caller = admit_caller(&gw, peer, h)?;
-    let body = RequestBody::parse(read_body(h, body).await?)?;
+    let body = read_body(h, body).await?;
+    serve(gw, endpoint, caller, body, request_id, started).await
+}
+
+/// Steps 3–7 for a caller whose key passed: model, limits, budget,
+/// upstream, metering.
+pub(crate) async fn serve(
+    gw: Arc<Gateway>,
+    endpoint: Endpoint,
+    caller: Caller,
+    body: Bytes,
+    request_id: &str,
+    started: Instant,
+) -> Result<Response, ProxyError> {
+    let now = tollgate_app::core::now_ms();
+    let body = RequestBody::parse(body)?;
     let model_name = body
         .get("model")
         .and_then(Value::as_str)
         .ok_or_else(|| ProxyError::invalid("model", "'model' is required: one of GET /v1/models"))?
         .to_owned();
     Span::current().record("model", display(&model_name));
-    // 3: the model, allowed for key ∩ project ∩ organization.
-    let (model, deployments) = caller.route(&model_name)?;
+    // 3: the model, allowed for key ∩ project ∩ organization; a virtual
+    // model's targets in the order its strategy tries them.
+    let plan = caller.route(&model_name)?;
     let stream = endpoint != Endpoint::Embeddings && body.get("stream") == Some(&Value::Bool(true));
     let wants_usage = body
         .get("stream_options")
@@ -573,23 +608,40 @@ async fn forward(
         Endpoint::Completions => tokens::completion_prompt(body.get("prompt")),
         Endpoint::Embeddings => tokens::completion_prompt(body.get("input")),
     };
-    let max_tokens = max_output(&body, endpoint, &model, gw.config.default_max_tokens)?;
+    let max_tokens = max_output(
+        &body,
+        endpoint,
+        plan.context_window(),
+        gw.config.default_max_tokens,
+    )?;
+    let attempts = plan.attempts(now, prompt_estimate, max_tokens)?;
+    // Reserved at the most expensive model that may serve, settled at the
+    // one that did.
+    let Some(first) = attempts.first() else {
+        return Err(ProxyError::bad_gateway(
+            "upstream_error",
+            "no provider answered",
+        ));
+    };
+    let worst = attempts
+        .iter()
+        .map(|a| cost(a.model, prompt_estimate, max_tokens))
+        .max()
+        .unwrap_or(0);
     let logs = caller.org.org.spending.content_logging
         && caller.project.project.content_logging
         && !caller.key.no_content_logging;
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         gw: gw.clone(),
         request_id: request_id.to_owned(),
         at: now,
         started,
         caller: caller.clone(),
-        model: model.clone(),
+        model: first.model.clone(),
+        requested: Arc::from(model_name.as_str()),
         endpoint,
         stream,
-        provider: deployments
-            .first()
-            .map(|d| d.provider.provider.name.clone())
-            .unwrap_or_default(),
+        provider: first.deployment.provider.provider.name.clone(),
         prompt_estimate,
         max_output: max_tokens,
         request_log: logs.then(|| truncate(body.raw(), gw.config.content_log_max_bytes)),
@@ -598,7 +650,7 @@ async fn forward(
     let admission = Admission {
         caller: &caller,
         tokens: prompt_estimate.saturating_add(max_tokens),
-        cost: cost(&model, prompt_estimate, max_tokens),
+        cost: worst,
         now,
     };
     let (ticket, rate_headers) = match gw.counters.admit(admission).await {
@@ -608,10 +660,14 @@ async fn forward(
             return Err(e);
         }
     };
-    // 6: forward, trying further deployments of the model on failure.
-    let mut ctx = ctx;
+    // 6: forward, trying the next deployment or target on a failure before
+    // the first byte.
     let mut failure = None;
-    for d in deployments.iter() {
+    let mut tries = 0_usize;
+    for a in &attempts {
+        let d = a.deployment;
+        tries += 1;
+        ctx.model = a.model.clone();
         ctx.provider = d.provider.provider.name.clone();
         let call = Call {
             endpoint,
@@ -630,44 +686,96 @@ async fn forward(
         let before = calling.duration_since(started);
         let reply = gw.clients.call(&call).await;
         let answered = Instant::now();
-        gw.metrics.upstream(answered.duration_since(calling));
+        let took = answered.duration_since(calling);
+        gw.metrics.upstream(took);
+        let served = Served {
+            model: &a.model.id,
+            provider: &d.provider.provider.name,
+            tries,
+        };
         match reply {
             Ok(Reply::Whole {
                 status,
                 body: answer,
             }) => match whole(&ctx, &answer) {
                 Ok((tin, tout)) => {
+                    d.health.succeeded(micros(took));
                     ctx.finish(ticket, status, tin, tout, None);
                     ctx.log_content(&answer);
-                    let res = respond(status, answer, rate_headers);
+                    let res = served.mark(respond(status, answer, rate_headers));
                     gw.metrics.added(before + answered.elapsed());
                     return Ok(res);
                 }
                 Err(e) => failure = Some(e),
             },
             Ok(Reply::Stream(events)) => {
-                let res = streaming(ctx, ticket, events, wants_usage, rate_headers);
+                d.health.succeeded(micros(took));
+                let res = served.mark(streaming(ctx, ticket, events, wants_usage, rate_headers));
                 gw.metrics.added(before + answered.elapsed());
                 return Ok(res);
             }
-            Err(e) => {
-                let retry = e.retryable();
-                failure = Some(e);
-                if !retry {
-                    break;
-                }
-            }
+            Err(e) => failure = Some(e),
         }
-        if let Some(e) = &failure {
-            tracing::warn!(provider = %ctx.provider, error = ?e, "upstream failed");
+        let Some(e) = &failure else { continue };
+        if !e.retryable() {
+            break;
         }
+        let out = d.health.failed(
+            tollgate_app::core::now_ms(),
+            gw.config.breaker_failures,
+            i64::try_from(gw.config.breaker_cool_down_ms).unwrap_or(i64::MAX),
+        );
+        tracing::warn!(provider = %ctx.provider, error = ?e, taken_out = out, "upstream failed");
     }
-    let e = match failure {
+    let mut e = match failure {
         Some(e) => ctx.upstream_error(e),
         None => ProxyError::bad_gateway("upstream_error", "no provider answered"),
     };
+    if let Some(v) = plan.virtual_id() {
+        e.message = format!("{} ('{v}': {tries} of its targets tried", e.message);
+        if let Plan::Virtual(route) = &plan {
+            if !route.region.is_empty() {
+                e.message.push_str(&format!(
+                    "; it is served only in the region '{}'",
+                    route.region
+                ));
+            }
+        }
+        e.message.push(')');
+    }
     ctx.finish(ticket, e.status.as_u16(), 0, 0, Some(e.code));
     Err(e)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Who served an answer, for its headers.
+struct Served<'a> {
+    model: &'a str,
+    provider: &'a str,
+    tries: usize,
+}
+
+impl Served<'_> {
+    /// `x-tollgate-model` and `x-tollgate-provider`, and
+    /// `x-tollgate-attempts` where more than one attempt was made.
+    fn mark(&self, mut res: Response) -> Response {
+        let h = res.headers_mut();
+        for (name, value) in [
+            ("x-tollgate-model", self.model),
+            ("x-tollgate-provider", self.provider),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(name, v);
+            }
+        }
+        if self.tries > 1 {
+            h.insert("x-tollgate-attempts", HeaderValue::from(self.tries));
+        }
+        res
+    }
 }
 
 /// What an answer reports of its usage; the rest of it is checked to be

@@ -17,6 +17,7 @@ mod provisioning;
 mod proxy;
 mod proxy_binary;
 mod router_walk;
+mod routing;
 mod saml;
 mod scim;
 mod sdk;

@@ -1334,6 +1334,7 @@ async fn the_ledger_is_idempotent_by_request_id(backend: Backend) {
             project_id: gw.project.clone(),
             key_id: key_id.clone(),
             model: "mock/echo".into(),
+            requested_model: "mock/echo".into(),
             provider: "mock".into(),
             endpoint: "chat.completions",
             stream: i % 2 == 0,

@@ -247,6 +247,26 @@ pub async fn get(
     super::db::one_or_404(super::db::in_project(q, scope), conn, "key", key_of).await
 }
 
+/// The id of `user_id`'s live playground key in the scoped project, if any
+/// (its metadata has `"tollgate_playground": true`).
+pub async fn playground_key(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+    user_id: &str,
+    now: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    let q = sqlx::query_scalar(
+        "SELECT id FROM api_keys WHERE owner_id = $1 AND project_id = $2 AND org_id = $3 \
+         AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $4) \
+         AND metadata_json LIKE '%\"tollgate_playground\":true%' ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(user_id)
+    .bind(scope.project_id())
+    .bind(scope.org_id())
+    .bind(now);
+    q.fetch_optional(&mut *conn).await
+}
+
 /// The project a key (named by its internal id) lives in, within one
 /// organization — to authorize before reading it.
 pub async fn project_of(

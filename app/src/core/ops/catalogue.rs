@@ -7,6 +7,7 @@ use crate::core::audit::Actor;
 use crate::core::catalogue::{self, Model};
 use crate::core::providers::{self, NewProvider, Provider};
 use crate::core::state::AppState;
+use crate::core::virtual_models::{self, VirtualModel};
 use crate::error::AppError;
 use crate::policy::OrgScope;
 
@@ -18,6 +19,16 @@ pub async fn upsert_model(
     m: &Model,
 ) -> Result<(), AppError> {
     let mut op = Audited::begin(state).await?;
+    if virtual_models::list(&mut op.tx, scope)
+        .await?
+        .iter()
+        .any(|v| v.id == m.id)
+    {
+        return Err(AppError::invalid(
+            "id",
+            format!("'{}' is a virtual model's name", m.id),
+        ));
+    }
     let before = catalogue::upsert(&mut op.tx, scope, m, op.now).await?;
     let (before, after) = (before.as_ref().map(model_json), Some(model_json(m)));
     let change = audited(scope, "model.upserted", "model", &m.id, before, after);
@@ -29,6 +40,8 @@ pub async fn upsert_model(
 pub enum Entry {
     /// A model, by its id.
     Model,
+    /// A virtual model, by its id.
+    VirtualModel,
     /// A provider, by its name.
     Provider,
 }
@@ -44,6 +57,11 @@ pub async fn delete_entry(
 ) -> Result<(), AppError> {
     let (sql, what, action) = match entry {
         Entry::Model => (catalogue::DELETE, "model", "model.deleted"),
+        Entry::VirtualModel => (
+            virtual_models::DELETE,
+            "virtual_model",
+            "virtual_model.deleted",
+        ),
         Entry::Provider => (providers::DELETE, "provider", "provider.deleted"),
     };
     let mut op = Audited::begin(state).await?;
@@ -51,6 +69,28 @@ pub async fn delete_entry(
         return Err(AppError::not_found(what));
     }
     let change = audited(scope, action, what, id, None, None);
+    op.finish(actor, change, Some(org_notice(scope))).await
+}
+
+/// Adds a virtual model or changes the one with its id (checked against
+/// the catalogue by `VirtualModel::parse`).
+pub async fn upsert_virtual_model(
+    state: &AppState,
+    actor: &Actor,
+    scope: &OrgScope,
+    v: &VirtualModel,
+) -> Result<(), AppError> {
+    let mut op = Audited::begin(state).await?;
+    let before = virtual_models::upsert(&mut op.tx, scope, v, op.now).await?;
+    let (before, after) = (before.as_ref().map(virtual_json), Some(virtual_json(v)));
+    let change = audited(
+        scope,
+        "virtual_model.upserted",
+        "virtual_model",
+        &v.id,
+        before,
+        after,
+    );
     op.finish(actor, change, Some(org_notice(scope))).await
 }
 
@@ -93,9 +133,16 @@ fn model_json(m: &Model) -> Value {
     })
 }
 
+fn virtual_json(v: &VirtualModel) -> Value {
+    json!({
+        "description": v.description, "strategy": v.strategy.as_str(), "region": v.region,
+        "targets": v.targets,
+    })
+}
+
 fn provider_json(p: &Provider) -> Value {
     json!({
         "kind": p.kind.as_str(), "base_url": p.base_url, "key_hint": p.key_hint,
-        "latency_ms": p.latency_ms,
+        "latency_ms": p.latency_ms, "region": p.region,
     })
 }
