@@ -39,14 +39,21 @@ pub async fn same_origin(
     if reads_only || !req.uri().path().starts_with(tollgate_app::api::PREFIX) {
         return next.run(req).await;
     }
-    if let Err((status, error)) = verdict(&console.0, req.headers()) {
+    // The playground posts a chat request as JSON: a content type no other
+    // site can send without a CORS preflight, which this server never grants.
+    let json_ok = req.uri().path() == tollgate_app::api::playground::CHAT_PATH;
+    if let Err((status, error)) = verdict(&console.0, req.headers(), json_ok) {
         let body = serde_json::to_string(&error).unwrap_or_default();
         return (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     }
     next.run(req).await
 }
 
-fn verdict(console: &str, headers: &HeaderMap) -> Result<(), (StatusCode, AppError)> {
+fn verdict(
+    console: &str,
+    headers: &HeaderMap,
+    json_ok: bool,
+) -> Result<(), (StatusCode, AppError)> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let forbidden = |message: &str| {
         (
@@ -78,7 +85,8 @@ fn verdict(console: &str, headers: &HeaderMap) -> Result<(), (StatusCode, AppErr
     }
     if let Some(kind) = text(header::CONTENT_TYPE.as_str()) {
         let essence = kind.split(';').next().unwrap_or("").trim();
-        if !essence.eq_ignore_ascii_case(FORM) {
+        let json = json_ok && essence.eq_ignore_ascii_case("application/json");
+        if !essence.eq_ignore_ascii_case(FORM) && !json {
             return Err((
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 AppError::Request {
@@ -103,7 +111,7 @@ mod tests {
     }
 
     fn status(pairs: &[(&'static str, &'static str)]) -> u16 {
-        match verdict("https://gw.example.com", &headers(pairs)) {
+        match verdict("https://gw.example.com", &headers(pairs), false) {
             Ok(()) => 200,
             Err((status, _)) => status.as_u16(),
         }
@@ -140,5 +148,10 @@ mod tests {
             )]),
             200
         );
+        let json = headers(&[("content-type", "application/json")]);
+        assert!(verdict("https://gw.example.com", &json, false).is_err());
+        assert!(verdict("https://gw.example.com", &json, true).is_ok());
+        let plain = headers(&[("content-type", "text/plain")]);
+        assert!(verdict("https://gw.example.com", &plain, true).is_err());
     }
 }

@@ -146,7 +146,8 @@ impl Plan {
         }
     }
 
-    /// The largest context window that may serve (bounds `max_tokens`).
+    /// The largest context window that may serve (bounds `max_tokens`);
+    /// unbounded where nothing serves (`attempts` then says why).
     pub fn context_window(&self) -> i64 {
         match self {
             Plan::Model(m, _) => m.context_window,
@@ -155,7 +156,7 @@ impl Plan {
                 .iter()
                 .map(|t| t.model.context_window)
                 .max()
-                .unwrap_or(1),
+                .unwrap_or(i64::MAX),
         }
     }
 

@@ -479,7 +479,7 @@ async fn a_budget_holds_at_the_most_expensive_target(backend: Backend) {
     let (key_id, token) = o
         .key_for(
             &["smart/mixed"],
-            &[("max_budget", "0.2"), ("budget_reset", "never")],
+            &[("max_budget", "0.05"), ("budget_reset", "never")],
         )
         .await;
     let calls: Vec<_> = (0..200)
@@ -511,17 +511,10 @@ async fn a_budget_holds_at_the_most_expensive_target(backend: Backend) {
     let mut total = 0_i64;
     for (model, tin, tout, cost) in &rows {
         let price = if model == "p/cheap" { 1 } else { 100 };
-        assert_eq!(
-            *cost,
-            ((tin + tout) * price + 999_999) / 1_000_000,
-            "{model}"
-        );
+        assert_eq!(*cost, (tin + tout) * price, "{model}");
         total += cost;
     }
-    assert!(
-        total <= 200_000,
-        "spent {total} micro-USD of a 200000 budget"
-    );
+    assert!(total <= 50_000, "spent {total} micro-USD of a 50000 budget");
     assert!(served.len() == 2, "both targets served: {served:?}");
 }
 both!(a_budget_holds_at_the_most_expensive_target);
@@ -688,7 +681,11 @@ async fn who_may_change_virtual_models_and_use_the_playground(backend: Backend) 
     );
     for who in [&o.owner, &viewer, &stranger] {
         let res = chat(who, key_id).await.unwrap();
-        assert_eq!(res.status(), 404, "only its owner chats through a key");
+        let st = res.status().as_u16();
+        assert!(
+            st == 403 || st == 404,
+            "only its owner chats through a key: {st}"
+        );
     }
     let res = reqwest::Client::new()
         .post(format!(
