@@ -73,11 +73,12 @@ async fn main() {
         let to = (from + chunk - 1).min(n);
         let sql = format!(
             "INSERT INTO usage_events (request_id, at, org_id, project_id, key_id, model, provider, endpoint, \
-             stream, tokens_in, tokens_out, cost_micros, status, error_code, latency_ms) \
+             stream, tokens_in, tokens_out, cost_micros, status, error_code, latency_ms, requested_model) \
              SELECT 'r' || CAST(g.x AS TEXT), $3 - (g.x % 7776000) * 1000, $4, k.project_id, k.key_id, \
              CASE g.x % 4 WHEN 0 THEN 'mock/echo' WHEN 1 THEN 'mock/fast' WHEN 2 THEN 'mock/priced' ELSE 'mock/embed' END, \
              'mock', 'chat', 0, 100 + g.x % 50, 20 + g.x % 30, (120 + g.x % 80) * 10, \
-             CASE WHEN g.x % 50 = 0 THEN 429 ELSE 200 END, NULL, 5 \
+             CASE WHEN g.x % 50 = 0 THEN 429 ELSE 200 END, NULL, 5, \
+             CASE g.x % 4 WHEN 0 THEN 'mock/echo' WHEN 1 THEN 'mock/fast' WHEN 2 THEN 'mock/priced' ELSE 'mock/embed' END \
              FROM ({series}) g JOIN bench_keys k ON k.i = g.x % 30"
         );
         sqlx::query(&sql)
@@ -98,8 +99,8 @@ async fn main() {
         .await
         .unwrap();
     sqlx::query(
-        "INSERT INTO usage_daily (org_id, day, project_id, key_id, model, requests, errors, tokens_in, tokens_out, cost_micros) \
-         SELECT org_id, CAST(at / 86400000 AS BIGINT), project_id, key_id, model, COUNT(*), \
+        "INSERT INTO usage_daily (org_id, day, project_id, key_id, model, requested_model, requests, errors, tokens_in, tokens_out, cost_micros) \
+         SELECT org_id, CAST(at / 86400000 AS BIGINT), project_id, key_id, model, model, COUNT(*), \
          CAST(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS BIGINT), CAST(SUM(tokens_in) AS BIGINT), \
          CAST(SUM(tokens_out) AS BIGINT), CAST(SUM(cost_micros) AS BIGINT) FROM usage_events \
          GROUP BY org_id, CAST(at / 86400000 AS BIGINT), project_id, key_id, model",

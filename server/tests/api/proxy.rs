@@ -1692,8 +1692,8 @@ async fn extreme_stored_usage_is_read(backend: Backend) {
     let day = tollgate_app::core::now_ms() / 86_400_000;
     for (d, model) in [(day, "mock/x"), (day, "mock/y"), (day - 1, "mock/x")] {
         sqlx::query(
-            "INSERT INTO usage_daily (org_id, day, project_id, key_id, model, requests, errors, \
-             tokens_in, tokens_out, cost_micros) VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $6, $6)",
+            "INSERT INTO usage_daily (org_id, day, project_id, key_id, model, requested_model, requests, \
+             errors, tokens_in, tokens_out, cost_micros) VALUES ($1, $2, $3, $4, $5, $5, $6, $6, $6, $6, $6)",
         )
         .bind(&gw.org)
         .bind(d)
@@ -1706,10 +1706,10 @@ async fn extreme_stored_usage_is_read(backend: Backend) {
         .unwrap();
     }
     sqlx::query(
-        "INSERT INTO usage_events (request_id, at, org_id, project_id, key_id, model, provider, endpoint, \
-         stream, tokens_in, tokens_out, cost_micros, status, error_code, latency_ms) \
-         SELECT 'extreme-' || request_id, at, org_id, project_id, key_id, model, provider, endpoint, \
-         stream, $1, $1, $1, status, error_code, latency_ms FROM usage_events",
+        "INSERT INTO usage_events (request_id, at, org_id, project_id, key_id, model, requested_model, \
+         provider, endpoint, stream, tokens_in, tokens_out, cost_micros, status, error_code, latency_ms) \
+         SELECT 'extreme-' || request_id, at, org_id, project_id, key_id, model, requested_model, provider, \
+         endpoint, stream, $1, $1, $1, status, error_code, latency_ms FROM usage_events",
     )
     .bind(i64::MAX)
     .execute(&mut conn)
@@ -1743,8 +1743,9 @@ async fn the_ledger_saturates_at_extreme_stored_sums(backend: Backend) {
     let mut conn = gw.app.sql().await;
     let day = tollgate_app::core::now_ms() / 86_400_000;
     sqlx::query(
-        "INSERT INTO usage_daily (org_id, day, project_id, key_id, model, requests, errors, \
-         tokens_in, tokens_out, cost_micros) VALUES ($1, $2, $3, $4, 'mock/echo', $5, 0, $5, $5, $5)",
+        "INSERT INTO usage_daily (org_id, day, project_id, key_id, model, requested_model, requests, \
+         errors, tokens_in, tokens_out, cost_micros) \
+         VALUES ($1, $2, $3, $4, 'mock/echo', 'mock/echo', $5, 0, $5, $5, $5)",
     )
     .bind(&gw.org)
     .bind(day)

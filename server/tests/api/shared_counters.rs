@@ -94,6 +94,28 @@ async fn chat(url: &str, token: &str, max_tokens: u32) -> (u16, Value) {
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
+/// Waits until the instance at `url` knows the key (its change feed has
+/// brought it), asking `/v1/models`, which spends no rate or budget.
+async fn knows_key(url: &str, token: &str) {
+    let started = Instant::now();
+    loop {
+        let res = reqwest::Client::new()
+            .get(format!("{url}/v1/models"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{url} does not know the key after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Calls until `want` comes back (at most 30 s); returns the answers seen.
 async fn until(url: &str, token: &str, want: u16) -> Vec<(u16, Value)> {
     let started = Instant::now();
@@ -122,6 +144,7 @@ async fn with_budget(redis: &str, extra: &[(&str, &str)]) -> (Pair, String) {
         .owner
         .key(&[("max_budget", "0.02"), ("budget_reset", "never")])
         .await;
+    knows_key(&p.b.url, &token).await;
     (p, token)
 }
 
@@ -206,6 +229,7 @@ fn rpm_holds_across_two_instances() {
         let p = pair(&[]).await;
         paid_project(&p.owner, &[]).await;
         let (_, token) = p.owner.key(&[("rpm", "60")]).await;
+        knows_key(&p.b.url, &token).await;
         let started = Instant::now();
         let (mut admitted, mut refused) = (0, 0);
         for i in 0..200 {
