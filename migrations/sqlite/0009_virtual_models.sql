@@ -22,27 +22,32 @@ CREATE TABLE virtual_models (
     PRIMARY KEY (org_id, id)
 );
 
--- The defaults every organization starts with (new ones get them in code).
+-- The defaults every organization starts with (new ones get them in code),
+-- except where the catalogue already has a model of that name.
 INSERT INTO virtual_models (org_id, id, description, strategy, region, targets_json, created_at, updated_at)
-SELECT id, 'smart/balanced', 'A good, affordable model for most work; the mock stands in until a provider is configured.',
+SELECT o.id, 'smart/balanced', 'A good, affordable model for most work; the mock stands in until a provider is configured.',
        'fallback', '',
        '[{"model":"openai/gpt-4o-mini","provider":null,"weight":1},{"model":"anthropic/claude-3-5-haiku","provider":null,"weight":1},{"model":"mock/echo","provider":null,"weight":1}]',
-       created_at, created_at FROM organizations;
+       o.created_at, o.created_at FROM organizations o
+WHERE NOT EXISTS (SELECT 1 FROM models m WHERE m.org_id = o.id AND m.id = 'smart/balanced');
 INSERT INTO virtual_models (org_id, id, description, strategy, region, targets_json, created_at, updated_at)
-SELECT id, 'smart/fast', 'The fastest answering of the small models.',
+SELECT o.id, 'smart/fast', 'The fastest answering of the small models.',
        'latency', '',
        '[{"model":"openai/gpt-4o-mini","provider":null,"weight":1},{"model":"anthropic/claude-3-5-haiku","provider":null,"weight":1},{"model":"mock/fast","provider":null,"weight":1}]',
-       created_at, created_at FROM organizations;
+       o.created_at, o.created_at FROM organizations o
+WHERE NOT EXISTS (SELECT 1 FROM models m WHERE m.org_id = o.id AND m.id = 'smart/fast');
 INSERT INTO virtual_models (org_id, id, description, strategy, region, targets_json, created_at, updated_at)
-SELECT id, 'smart/best', 'The most capable models, in order.',
+SELECT o.id, 'smart/best', 'The most capable models, in order.',
        'fallback', '',
        '[{"model":"anthropic/claude-sonnet-4","provider":null,"weight":1},{"model":"openai/gpt-4.1","provider":null,"weight":1},{"model":"mock/echo","provider":null,"weight":1}]',
-       created_at, created_at FROM organizations;
+       o.created_at, o.created_at FROM organizations o
+WHERE NOT EXISTS (SELECT 1 FROM models m WHERE m.org_id = o.id AND m.id = 'smart/best');
 INSERT INTO virtual_models (org_id, id, description, strategy, region, targets_json, created_at, updated_at)
-SELECT id, 'eu/balanced', 'Like smart/balanced, served only by providers in the EU.',
+SELECT o.id, 'eu/balanced', 'Like smart/balanced, served only by providers in the EU.',
        'fallback', 'eu',
        '[{"model":"openai/gpt-4o-mini","provider":null,"weight":1},{"model":"anthropic/claude-3-5-haiku","provider":null,"weight":1},{"model":"mock/echo","provider":null,"weight":1}]',
-       created_at, created_at FROM organizations;
+       o.created_at, o.created_at FROM organizations o
+WHERE NOT EXISTS (SELECT 1 FROM models m WHERE m.org_id = o.id AND m.id = 'eu/balanced');
 
 -- The model the client asked for (a virtual model's id, or the served
 -- model's own) next to `model`, the one that served and priced it.

@@ -95,7 +95,8 @@ pub async fn open_playground(org_id: String, project_id: String) -> Result<Playg
 }
 
 /// Whether the session's user may chat through `key_id` in `org_id`: a
-/// member who may manage their own keys in its project, and the key theirs.
+/// member who may manage their own keys in its project, and the key their
+/// own playground key.
 /// 404 for a key they may not see, as everywhere else.
 #[cfg(feature = "ssr")]
 pub async fn authorize_playground(
@@ -115,7 +116,12 @@ pub async fn authorize_playground(
     let scope = super::ssr::in_project(state, member, &project_id, Action::ManageOwnKeys).await?;
     let mut conn = state.db.pool.acquire().await?;
     let key = crate::core::keys::get(&mut conn, &scope, key_id).await?;
-    if key.owner_id.as_deref() != Some(user.id.as_str()) {
+    // The policy's rule for acting on a key, then the playground's own:
+    // only one's own playground key is chatted through.
+    crate::policy::authorize_key(&scope, key.owner_id.as_deref())?;
+    let playground =
+        key.limits.metadata.get("tollgate_playground") == Some(&serde_json::Value::Bool(true));
+    if key.owner_id.as_deref() != Some(user.id.as_str()) || !playground {
         return Err(AppError::not_found("key"));
     }
     Ok(())

@@ -468,7 +468,11 @@ impl HealthBoard {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .filter(|((o, _, _), _)| o == org)
+            .filter(|((o, _, _), h)| {
+                o == org
+                    && (h.answered.load(Ordering::Relaxed) > 0
+                        || h.failures.load(Ordering::Relaxed) > 0)
+            })
             .map(|((_, p, u), h)| ((p.clone(), u.clone()), h.view(now)))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -717,7 +717,11 @@ pub(crate) async fn serve(
             Err(e) => failure = Some(e),
         }
         let Some(e) = &failure else { continue };
-        if !e.retryable() {
+        // A virtual model's other targets may still serve what one refused
+        // for itself (its key, its model, what it supports); a bad request
+        // is bad everywhere.
+        let elsewhere = plan.virtual_id().is_some() && e.is_the_targets_own();
+        if !e.retryable() && !elsewhere {
             break;
         }
         let out = d.health.failed(
@@ -732,7 +736,7 @@ pub(crate) async fn serve(
         None => ProxyError::bad_gateway("upstream_error", "no provider answered"),
     };
     if let Some(v) = plan.virtual_id() {
-        e.message = format!("{} ('{v}': {tries} of its targets tried", e.message);
+        e.message = format!("{} ('{v}': {tries} attempts", e.message);
         if let Plan::Virtual(route) = &plan {
             if !route.region.is_empty() {
                 e.message.push_str(&format!(

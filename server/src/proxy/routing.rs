@@ -110,7 +110,10 @@ impl VirtualRoute {
                 .iter()
                 .all(|d| d.provider.provider.kind == Kind::Mock)
         };
-        if targets.iter().any(|t| !mock_only(t)) {
+        // The mock stands in only where nothing else was configured: not
+        // where a configured target is out of the region (that is a 503 the
+        // owner must see, not an echo).
+        if region_kept_out || targets.iter().any(|t| !mock_only(t)) {
             targets.retain(|t| !mock_only(t));
         }
         VirtualRoute {
@@ -209,6 +212,7 @@ impl Plan {
                 ),
             ));
         }
+        let needs = prompt.saturating_add(max_out);
         match v.strategy {
             Strategy::Fallback => {}
             Strategy::Weighted => {
@@ -241,7 +245,6 @@ impl Plan {
                 order.sort_by_key(|t| latency(t));
             }
             Strategy::Cost => {
-                let needs = prompt.saturating_add(max_out);
                 order.sort_by_key(|t| {
                     (
                         t.model.context_window < needs,
@@ -250,6 +253,9 @@ impl Plan {
                 });
             }
         }
+        // Whatever the strategy, a target whose context window the request
+        // does not fit goes last (stable: the strategy's order otherwise).
+        order.sort_by_key(|t| t.model.context_window < needs);
         Ok(order
             .into_iter()
             .flat_map(|t| {

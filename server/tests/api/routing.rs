@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// Fake OpenAI-compatible upstreams on one port, counting requests per
 /// path prefix: `/ok-*` answer at once (with usage), `/slow-*` after
-/// 300 ms, `/boom-*` with 500.
+/// 300 ms, `/boom-*` with 500, `/deny-*` with 401 (a bad provider key).
 struct Fakes {
     url: String,
     seen: Arc<Mutex<HashMap<String, usize>>>,
@@ -32,6 +32,12 @@ impl Fakes {
                             return (
                                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                                 axum::Json(json!({ "error": { "message": "down" } })),
+                            );
+                        }
+                        if name.starts_with("deny") {
+                            return (
+                                axum::http::StatusCode::UNAUTHORIZED,
+                                axum::Json(json!({ "error": { "message": "bad key" } })),
                             );
                         }
                         if name.starts_with("slow") {
@@ -371,6 +377,15 @@ async fn fallback_and_the_circuit_breaker(backend: Backend) {
         assert_eq!(header(&res, "x-tollgate-attempts").as_deref(), Some("2"));
     }
     assert_eq!(fakes.count("boom-a"), 2);
+    // A target that refuses its own credentials is passed over too.
+    let deny = o.upstream(&fakes, "deny-c", "", "1").await;
+    o.virtual_model("smart/y", "fallback", "", &format!("{deny}\n{ok}"))
+        .await;
+    let (_, t2) = o.key_for(&["smart/x", "smart/y"], &[]).await;
+    let res = o.chat(&t2, "smart/y", 10).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-tollgate-attempts").as_deref(), Some("2"));
+    let token = t2;
     // Out: the next requests go straight to the healthy target.
     for _ in 0..3 {
         let res = o.chat(&token, "smart/x", 10).await;
@@ -462,6 +477,12 @@ async fn residency_holds_also_on_fallback(backend: Backend) {
     assert_eq!(res.status(), 503);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "region_unavailable", "{body}");
+    assert_eq!(fakes.count("ok-us"), 0);
+    // Nor does the mock stand in for a target kept out by its region.
+    o.virtual_model("eu/balanced", "fallback", "eu", &format!("{us}\nmock/echo"))
+        .await;
+    let res = o.chat(&token, "eu/balanced", 10).await;
+    assert_eq!(res.status(), 503);
     assert_eq!(fakes.count("ok-us"), 0);
 }
 both!(residency_holds_also_on_fallback);

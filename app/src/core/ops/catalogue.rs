@@ -81,6 +81,20 @@ pub async fn upsert_virtual_model(
     v: &VirtualModel,
 ) -> Result<(), AppError> {
     let mut op = Audited::begin(state).await?;
+    // Again inside the transaction: a catalogue model of this name would
+    // shadow the virtual model (and its region) in the proxy.
+    if catalogue::model_ids(&mut op.tx, scope)
+        .await?
+        .contains(&v.id)
+    {
+        return Err(AppError::invalid(
+            "id",
+            format!(
+                "'{}' is a model of the catalogue; a virtual model needs its own name",
+                v.id
+            ),
+        ));
+    }
     let before = virtual_models::upsert(&mut op.tx, scope, v, op.now).await?;
     let (before, after) = (before.as_ref().map(virtual_json), Some(virtual_json(v)));
     let change = audited(

@@ -90,6 +90,17 @@ impl UpstreamError {
         )
     }
 
+    /// A refusal that concerns the target, not the request: the provider
+    /// cannot do this (unsupported), or refused its credentials or the model
+    /// (401, 403, 404). Another target may serve the same request.
+    pub fn is_the_targets_own(&self) -> bool {
+        match self {
+            UpstreamError::Unsupported(_) => true,
+            UpstreamError::Refused { status, .. } => matches!(status, 401 | 403 | 404),
+            _ => false,
+        }
+    }
+
     /// A failure status and body from the upstream: retryable for a 5xx or
     /// 429, a refusal otherwise. The body is kept redacted, for the log.
     fn answered(status: u16, body: &[u8], key: Option<&SecretString>) -> UpstreamError {
