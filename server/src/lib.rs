@@ -2,6 +2,7 @@
 //! server functions and health checks; the operator CLI lives in `cli`.
 
 pub mod alerts;
+pub mod assets;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -65,6 +66,7 @@ pub async fn state(config: &Config) -> Result<AppState, StartError> {
         .site_root(config.site_root.to_string_lossy().as_ref())
         .build();
     leptos_options.site_addr = config.listen;
+    assets::use_hashed_names(&mut leptos_options);
     let nz = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
     Ok(AppState {
         db,
@@ -162,7 +164,11 @@ fn console(state: &AppState, pages: Vec<AxumRouteListing>) -> Router {
             &format!("{}/{{*fn_name}}", tollgate_app::api::PREFIX),
             get(server_fn_handler).post(server_fn_handler),
         )
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .fallback(assets::files_or(
+            &state.leptos_options,
+            leptos_axum::file_and_error_handler::<AppState, _>(shell),
+        ))
+        .layer(axum::middleware::from_fn(assets::pages_not_kept))
         .with_state(state.clone())
 }
 

@@ -23,7 +23,7 @@ use leptos::server_fn::codec::PostUrl;
 use leptos::server_fn::request::ClientReq;
 use leptos::server_fn::{Http, ServerFn};
 use leptos::web_sys::FormData;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags, Title};
 use leptos_router::components::{Redirect, Route, Router, Routes, A};
 use leptos_router::hooks::{use_navigate, use_params_map};
 use leptos_router::path;
@@ -33,15 +33,18 @@ use crate::error::AppError;
 use serde::de::DeserializeOwned;
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    let favicon = hashed(&options, "favicon", "favicon", "svg").unwrap_or("/favicon.svg".into());
+    let echarts = hashed(&options, "echarts", "echarts", "js").unwrap_or("/pkg/echarts.js".into());
     view! {
         <!DOCTYPE html>
         <html lang="en">
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
-                <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
-                // ECharts, which charming's charts call (from npm at build time).
-                <script defer src="/echarts.min.js"></script>
+                <link rel="icon" href=favicon type="image/svg+xml"/>
+                // ECharts is fetched by the chart component, on pages that draw one.
+                <meta name=usage::ECHARTS_META content=echarts/>
+                <HashedStylesheet options=options.clone() id="tollgate"/>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>
                 <MetaTags/>
@@ -53,11 +56,26 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
+/// `/pkg/<stem>.<hash>.<ext>` by the build's hash file (see `HashedStylesheet`),
+/// when the server found one.
+fn hashed(options: &LeptosOptions, key: &str, stem: &str, ext: &str) -> Option<String> {
+    if !options.hash_files {
+        return None;
+    }
+    let hashes = std::fs::read_to_string(options.hash_file.as_ref()).ok()?;
+    let hash = hashes
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim() == key)?
+        .1
+        .trim();
+    Some(format!("/{}/{stem}.{hash}.{ext}", options.site_pkg_dir))
+}
+
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
     view! {
-        <Stylesheet id="tollgate" href="/pkg/tollgate.css"/>
         <Title text="Tollgate"/>
         <Router>
             <Routes fallback=|| view! { <main class="narrow"><h1>"Not found"</h1><A href="/">"Back to the console"</A></main> }>

@@ -1,5 +1,5 @@
-//! The usage page: spend and tokens per day (charts drawn by ECharts through
-//! charming in the browser), splits by project, key and model, and keys'
+//! The usage page: spend and tokens per day (charts drawn by ECharts in the
+//! browser), splits by project, key and model, and keys'
 //! budgets with their reset and a projection. Filters: period, project, key.
 
 use leptos::prelude::*;
@@ -26,71 +26,145 @@ pub(crate) enum ChartSpec {
     Pie { slices: Vec<(String, f64)> },
 }
 
-/// A chart's element; ECharts draws into it once the page is live.
+/// The shell's `<meta>` whose content is ECharts' address (content-hashed).
+pub(crate) const ECHARTS_META: &str = "tollgate-echarts";
+
+/// A chart's element; ECharts draws into it once the page is live. ECharts
+/// (a few hundred KB) is fetched by the first chart of a page, not by the
+/// pages that draw none.
 #[component]
 pub(crate) fn Chart(id: &'static str, spec: ChartSpec) -> impl IntoView {
     #[cfg(feature = "hydrate")]
-    Effect::new(move |_| draw(id, &spec));
+    Effect::new(move |_| {
+        let spec = spec.clone();
+        with_echarts(move || draw(id, &spec));
+    });
     #[cfg(not(feature = "hydrate"))]
     let _ = spec;
     view! { <div id=id class="chart" data-testid=id></div> }
 }
 
+/// Runs `then` once the global `echarts` is there: at once if it is, else
+/// after the one script tag that every chart of the page waits for.
 #[cfg(feature = "hydrate")]
-fn draw(id: &str, spec: &ChartSpec) {
-    use charming::component::{Axis, Grid, Legend};
-    use charming::element::{AxisType, Tooltip, Trigger};
-    use charming::series::{Bar, Line, Pie};
-    use charming::{Chart, WasmRenderer};
-    let width = web_sys::window()
-        .and_then(|w| w.document())
-        .and_then(|d| d.get_element_by_id(id))
-        .map_or(640, |e| {
-            u32::try_from(e.client_width()).unwrap_or(640).max(320)
-        });
-    let axes = |c: Chart, categories: &[String]| {
-        c.tooltip(Tooltip::new().trigger(Trigger::Axis))
-            .legend(Legend::new().top(0))
-            .grid(Grid::new().left(60).right(20).top(40).bottom(30))
-            .x_axis(
-                Axis::new()
-                    .type_(AxisType::Category)
-                    .data(categories.to_vec()),
-            )
-            .y_axis(Axis::new().type_(AxisType::Value))
+fn with_echarts(then: impl FnOnce() + 'static) {
+    use wasm_bindgen::{closure::Closure, JsCast, JsValue};
+    use web_sys::js_sys;
+    const SCRIPT_ID: &str = "tollgate-echarts-script";
+    let loaded = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("echarts"))
+        .is_ok_and(|e| !e.is_undefined());
+    if loaded {
+        then();
+        return;
+    }
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+        return;
     };
-    let chart = match spec {
-        ChartSpec::Stacked { categories, series } => {
+    let script = match document.get_element_by_id(SCRIPT_ID) {
+        Some(script) => script,
+        None => {
+            let src = document
+                .query_selector(&format!("meta[name=\"{ECHARTS_META}\"]"))
+                .ok()
+                .flatten()
+                .and_then(|m| m.get_attribute("content"));
+            let (Some(src), Ok(script), Some(head)) =
+                (src, document.create_element("script"), document.head())
+            else {
+                leptos::logging::warn!("charts: no ECharts address in the page");
+                return;
+            };
+            script.set_id(SCRIPT_ID);
+            let _ = script.set_attribute("src", &src);
+            let failed = Closure::once_into_js(move || {
+                leptos::logging::warn!("charts: ECharts did not load from {src}");
+            });
+            let _ = script.add_event_listener_with_callback("error", failed.unchecked_ref());
+            let _ = head.append_child(&script);
+            script
+        }
+    };
+    let then = Closure::once_into_js(then);
+    let _ = script.add_event_listener_with_callback("load", then.unchecked_ref());
+}
+
+/// ECharts' option for a spec, as JSON (built by hand: a typed options crate
+/// such as charming weighed some 140 KB of the wasm in serializers).
+#[cfg(feature = "hydrate")]
+fn option(spec: &ChartSpec) -> serde_json::Value {
+    use serde_json::json;
+    let axes = |categories: &[String], series: Vec<serde_json::Value>| {
+        json!({
+            "tooltip": { "trigger": "axis" },
+            "legend": { "top": 0 },
+            "grid": { "left": 60, "right": 20, "top": 40, "bottom": 30 },
+            "xAxis": { "type": "category", "data": categories },
+            "yAxis": { "type": "value" },
+            "series": series,
+        })
+    };
+    match spec {
+        ChartSpec::Stacked { categories, series } => axes(
+            categories,
             series
                 .iter()
-                .fold(axes(Chart::new(), categories), |c, (name, v)| {
-                    c.series(
-                        Bar::new()
-                            .name(name.as_str())
-                            .stack("total")
-                            .data(v.clone()),
-                    )
-                })
-        }
-        ChartSpec::Lines { categories, series } => series
-            .iter()
-            .fold(axes(Chart::new(), categories), |c, (name, v)| {
-                c.series(Line::new().name(name.as_str()).data(v.clone()))
-            }),
-        ChartSpec::Pie { slices } => Chart::new()
-            .tooltip(Tooltip::new().trigger(Trigger::Item))
-            .legend(Legend::new().top(0))
-            .series(
-                Pie::new().radius(vec!["35%", "65%"]).data(
-                    slices
-                        .iter()
-                        .map(|(n, v)| (*v, n.as_str()))
-                        .collect::<Vec<_>>(),
-                ),
-            ),
+                .map(
+                    |(name, v)| json!({ "type": "bar", "name": name, "stack": "total", "data": v }),
+                )
+                .collect(),
+        ),
+        ChartSpec::Lines { categories, series } => axes(
+            categories,
+            series
+                .iter()
+                .map(|(name, v)| json!({ "type": "line", "name": name, "data": v }))
+                .collect(),
+        ),
+        ChartSpec::Pie { slices } => json!({
+            "tooltip": { "trigger": "item" },
+            "legend": { "top": 0 },
+            "series": [{
+                "type": "pie",
+                "radius": ["35%", "65%"],
+                "data": slices.iter().map(|(n, v)| json!({ "name": n, "value": v })).collect::<Vec<_>>(),
+            }],
+        }),
+    }
+}
+
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// An ECharts instance.
+    type ECharts;
+    #[wasm_bindgen(catch, js_namespace = echarts, js_name = init)]
+    fn echarts_init(
+        element: &web_sys::Element,
+        theme: &str,
+        size: &wasm_bindgen::JsValue,
+    ) -> Result<ECharts, wasm_bindgen::JsValue>;
+    #[wasm_bindgen(method, js_name = setOption)]
+    fn set_option(this: &ECharts, option: &wasm_bindgen::JsValue);
+}
+
+#[cfg(feature = "hydrate")]
+fn draw(id: &str, spec: &ChartSpec) {
+    use web_sys::js_sys::JSON;
+    let Some(element) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.get_element_by_id(id))
+    else {
+        return;
     };
-    if let Err(e) = WasmRenderer::new(width, 280).render(id, &chart) {
-        leptos::logging::warn!("chart {id}: {e:?}");
+    let width = u32::try_from(element.client_width())
+        .unwrap_or(640)
+        .max(320);
+    let size = serde_json::json!({ "width": width, "height": 280 }).to_string();
+    let parsed =
+        JSON::parse(&size).and_then(|size| Ok((size, JSON::parse(&option(spec).to_string())?)));
+    match parsed.and_then(|(size, option)| Ok((echarts_init(&element, "", &size)?, option))) {
+        Ok((chart, option)) => chart.set_option(&option),
+        Err(e) => leptos::logging::warn!("chart {id}: {e:?}"),
     }
 }
 
