@@ -337,11 +337,10 @@ fn Header(me: Me, org_id: Option<Memo<String>>) -> impl IntoView {
     });
     let current = move || org_id.map(|m| m.get()).unwrap_or_default();
     let orgs = me.orgs.clone();
-    let current_role = {
+    let nav_role = {
         let orgs = orgs.clone();
         move || orgs.iter().find(|o| o.id == current()).map(|o| o.role)
     };
-    let nav_role = current_role.clone();
     view! {
         <header class="topbar">
             <a class="brand" href="/">"Tollgate"</a>
@@ -363,32 +362,97 @@ fn Header(me: Me, org_id: Option<Memo<String>>) -> impl IntoView {
                     }).collect_view()}
                 </select>
             </label>
-            <nav>
-                {move || {
-                    let id = current();
-                    let role = nav_role();
-                    (!id.is_empty()).then(|| {
-                        let seat = role.map(crate::policy::Seat::at_org);
-                        let may = |a| seat.is_some_and(|s| crate::policy::allows(a, s));
-                        view! {
-                            <a href=format!("/orgs/{id}")>"Overview"</a>
-                            <a href=format!("/orgs/{id}/projects")>"Projects"</a>
-                            <a href=format!("/orgs/{id}/keys")>"My keys"</a>
-                            <a href=format!("/orgs/{id}/models")>"Models"</a>
-                            <a href=format!("/orgs/{id}/usage")>"Usage"</a>
-                            {may(crate::policy::Action::BillingAndCredits).then(|| view! { <a href=format!("/orgs/{id}/billing")>"Billing"</a> })}
-                            {may(crate::policy::Action::ManageOrgMembers).then(|| view! { <a href=format!("/orgs/{id}/members")>"Members"</a> })}
-                            {may(crate::policy::Action::ExternalKeys).then(|| view! { <a href=format!("/orgs/{id}/providers")>"Providers"</a> })}
-                            {may(crate::policy::Action::ManageAllKeys).then(|| view! { <a href=format!("/orgs/{id}/access")>"Provisioning"</a> })}
-                            {may(crate::policy::Action::SingleSignOn).then(|| view! { <a href=format!("/orgs/{id}/sso")>"SSO"</a> })}
-                            {may(crate::policy::Action::ViewAuditLog).then(|| view! { <a href=format!("/orgs/{id}/audit")>"Audit log"</a> })}
-                        }
-                    })
-                }}
+            <div class="account">
                 <a href="/permissions">"Permissions"</a>
                 <a href="/account">{me.email.clone()}</a>
                 <button class="link" on:click=move |_| { sign_out_action.dispatch(SignOut {}); }>"Sign out"</button>
-            </nav>
+            </div>
+            {move || {
+                let id = current();
+                (!id.is_empty()).then(|| {
+                    let seat = nav_role().map(crate::policy::Seat::at_org);
+                    view! { <OrgNav org_id=id seat=seat/> }
+                })
+            }}
         </header>
+    }
+}
+
+/// A link of the navigation: path under `/orgs/:id`, text, the action it needs.
+type NavLink = (&'static str, &'static str, Option<crate::policy::Action>);
+
+/// The organization's pages in groups, each a heading and its links
+/// `(path under /orgs/:id, text, the action it needs)`; a link without an
+/// action is for every member. Four groups keep the bar readable from a
+/// narrow window to 1280 px, with room for one more link in each.
+const NAV: [(&str, &[NavLink]); 4] = {
+    use crate::policy::Action::*;
+    [
+        (
+            "Organization",
+            &[
+                ("", "Overview", None),
+                ("/members", "Members", Some(ManageOrgMembers)),
+                ("/audit", "Audit log", Some(ViewAuditLog)),
+            ],
+        ),
+        (
+            "Projects & keys",
+            &[
+                ("/projects", "Projects", None),
+                ("/keys", "My keys", None),
+                ("/models", "Models", None),
+            ],
+        ),
+        (
+            "Money",
+            &[
+                ("/usage", "Usage", None),
+                ("/billing", "Billing", Some(BillingAndCredits)),
+            ],
+        ),
+        (
+            "Settings",
+            &[
+                ("/providers", "Providers", Some(ExternalKeys)),
+                ("/access", "Provisioning", Some(ManageAllKeys)),
+                ("/sso", "SSO", Some(SingleSignOn)),
+            ],
+        ),
+    ]
+};
+
+/// The organization's navigation: the groups of [`NAV`] with the links the
+/// policy allows `seat` (a group left empty is not shown); the current page
+/// is marked for assistive technology and styled by it.
+#[component]
+fn OrgNav(org_id: String, seat: Option<crate::policy::Seat>) -> impl IntoView {
+    let path = leptos_router::hooks::use_location().pathname;
+    let base = format!("/orgs/{org_id}");
+    let may = move |a: Option<crate::policy::Action>| {
+        a.is_none_or(|a| seat.is_some_and(|s| crate::policy::allows(a, s)))
+    };
+    view! {
+        <nav class="orgnav" aria-label="Organization">
+            {NAV.iter().filter_map(|&(heading, links)| {
+                let shown: Vec<_> = links.iter().filter(|l| may(l.2)).collect();
+                (!shown.is_empty()).then(|| view! {
+                    <div class="nav-group" role="group" aria-label=heading>
+                        <span class="nav-heading" aria-hidden="true">{heading}</span>
+                        {shown.into_iter().map(|&(sub, text, _)| {
+                            let href = format!("{base}{sub}");
+                            let here = href.clone();
+                            let exact = sub.is_empty();
+                            let current = move || {
+                                let p = path.get();
+                                let on = p == here || (!exact && p.starts_with(&format!("{here}/")));
+                                on.then_some("page")
+                            };
+                            view! { <a href=href aria-current=current>{text}</a> }
+                        }).collect_view()}
+                    </div>
+                })
+            }).collect_view()}
+        </nav>
     }
 }

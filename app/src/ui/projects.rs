@@ -90,12 +90,12 @@ pub fn ProjectPage() -> impl IntoView {
     view! {
         <Shell org_id=org_id>
             {loaded(project, move |p| {
-                    let budget = p.budget_micros.map_or_else(|| "no budget".to_owned(), |b| format!("{} ({})", format_usd(b), p.budget_reset));
+                    let budget = p.budget_micros.map_or_else(|| "no budget".to_owned(), |b| format!("budget {} ({})", format_usd(b), p.budget_reset));
                     view! {
                         <h1 data-testid="project-title">{p.name.clone()}</h1>
                         <p class="muted">
                             "You are " {p.my_seat.label().to_lowercase()} ". Models: " {p.models.join(", ")}
-                            ". TPM " {limit(p.tpm_limit)} ", RPM " {limit(p.rpm_limit)} ", budget " {budget} "."
+                            ". TPM " {limit(p.tpm_limit)} ", RPM " {limit(p.rpm_limit)} ", " {budget} "."
                         </p>
                         {allows(Action::ViewRequestLog, p.my_seat).then(|| view! {
                             <p><a href=format!("/orgs/{}/projects/{}/requests", org_id.get_untracked(), p.id)>"Request log"</a></p>
