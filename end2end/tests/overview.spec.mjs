@@ -92,7 +92,7 @@ test('the overview shows an owner everything and a member no organization-wide f
     await page.waitForTimeout(200);
   }
   // Support's budget so that what it spent is 90 % of it: near its budget.
-  const budget = Math.ceil(supportCost / 0.9);
+  const budget = Math.floor(supportCost / 0.9);
   await call(page, 'update_project', {
     org_id: org, project_id: projects.Support, name: 'Support', ...MODELS, ...OPEN,
     max_budget: (budget / 1e6).toFixed(6), budget_reset: 'monthly',

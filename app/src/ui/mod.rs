@@ -439,6 +439,7 @@ fn OrgNav(org_id: String, seat: Option<crate::policy::Seat>) -> impl IntoView {
                 (!shown.is_empty()).then(|| view! {
                     <div class="nav-group" role="group" aria-label=heading>
                         <span class="nav-heading" aria-hidden="true">{heading}</span>
+                        <span class="nav-links">
                         {shown.into_iter().map(|&(sub, text, _)| {
                             let href = format!("{base}{sub}");
                             let here = href.clone();
@@ -450,6 +451,7 @@ fn OrgNav(org_id: String, seat: Option<crate::policy::Seat>) -> impl IntoView {
                             };
                             view! { <a href=href aria-current=current>{text}</a> }
                         }).collect_view()}
+                        </span>
                     </div>
                 })
             }).collect_view()}

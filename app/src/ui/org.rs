@@ -287,10 +287,10 @@ fn expiring_card(keys: Vec<KeyView>, all: bool, base: &str) -> impl IntoView {
                     <Table head=vec!["Key", "Project", "Owner", "Expires"]>
                         {keys.into_iter().map(|k| view! {
                             <tr data-testid=format!("overview-key-{}", k.name)>
-                                <td>{k.name.clone()}" "<code>{k.hint.clone()}</code></td>
+                                <td>{k.name.clone()}<code class="hint">{k.hint.clone()}</code></td>
                                 <td><a href=format!("{base}/projects/{}", k.project_id)>{k.project_name.clone()}</a></td>
-                                <td>{k.owner.clone().unwrap_or_else(|| "service".to_owned())}</td>
-                                <td class="nowrap">{k.expires_at.map(format_time).unwrap_or_default()}</td>
+                                <td class="wrap">{k.owner.clone().unwrap_or_else(|| "service".to_owned())}</td>
+                                <td class="nowrap" title=k.expires_at.map(format_time)>{k.expires_at.map(|t| format_time(t)[..10].to_owned())}</td>
                             </tr>
                         }).collect_view()}
                     </Table>
@@ -317,7 +317,7 @@ fn events_card(events: Vec<AuditEventView>, base: &str) -> impl IntoView {
                             <tr>
                                 <td class="nowrap">{format_time(e.at)}</td>
                                 <td>{e.actor}</td>
-                                <td><code>{e.action}</code></td>
+                                <td class="nowrap"><code>{e.action}</code></td>
                                 <td class="audit-resource">{e.resource}</td>
                             </tr>
                         }).collect_view()}

@@ -60,7 +60,7 @@ async fn overview_by_seat(backend: Backend) {
     )
     .await;
     // A second project the member is not in: they never see it.
-    app.create_project(&owner, o, "Hidden").await;
+    let analytics = app.create_project(&owner, o, "Analytics").await;
     let [member, viewer, billing] = app
         .add_members(
             &owner,
@@ -81,9 +81,14 @@ async fn overview_by_seat(backend: Backend) {
     ];
     app.ok(&owner, "add_project_member", &add).await;
 
-    let (soon, later) = (in_days(3), in_days(30));
+    let (soon, sooner, later) = (in_days(4), in_days(3), in_days(30));
     let (_, token) = app
-        .create_key(&owner, o, &p, &[("name", "theirs"), ("expires_at", &soon)])
+        .create_key(
+            &owner,
+            o,
+            &p,
+            &[("name", "theirs"), ("expires_at", &sooner)],
+        )
         .await;
     app.create_key(&owner, o, &p, &[("name", "later"), ("expires_at", &later)])
         .await;
@@ -115,15 +120,22 @@ async fn overview_by_seat(backend: Backend) {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["Hidden", "Search"], "{all}");
+    assert_eq!(
+        names,
+        ["Analytics", "Search"],
+        "by name while none is near its budget"
+    );
+    assert_eq!(all["projects"][0]["spent_micros"], 0);
     assert_eq!(all["projects"][1]["spent_micros"], spent);
-    assert_eq!(expiring(&all), ["mine", "theirs"]);
+    assert_eq!(expiring(&all), ["theirs", "mine"], "soonest first");
     assert_eq!(all["expiring_all"], true);
     let events = all["events"].as_array().unwrap();
     assert_eq!(events.len(), 5);
     assert_eq!(events[0]["action"], "billing.credit_added", "{all}");
     assert_eq!(all["proxy"]["base_url"], format!("{}/v1", app.url));
-    assert_eq!(all["proxy"]["model"], json!([p, "Search", PRICED]));
+    // The owner may call the models of every project: the first one's.
+    assert_eq!(all["proxy"]["model"][0], analytics);
+    assert_eq!(all["proxy"]["model"][1], "Analytics");
 
     // A project budget at what was spent: the project is at 100 %.
     let budget = format!("{}.{:06}", spent / 1_000_000, spent % 1_000_000);
@@ -136,7 +148,10 @@ async fn overview_by_seat(backend: Backend) {
         .collect();
     app.ok(&owner, "update_project", &form).await;
     let all = app.ok(&owner, "get_overview", &[("org_id", o)]).await;
-    assert_eq!(all["projects"][0]["name"], "Search", "over budget first");
+    assert_eq!(
+        all["projects"][0]["name"], "Search",
+        "over its budget: first"
+    );
     assert_eq!(all["projects"][0]["budget_micros"], spent);
 
     // A project member: their project (no spend of it), their own key, their
@@ -157,7 +172,7 @@ async fn overview_by_seat(backend: Backend) {
     assert_eq!(mine["expiring_all"], false);
     assert_eq!(mine["proxy"]["model"], json!([p, "Search", PRICED]));
     let text = mine.to_string();
-    for secret in ["theirs", "Hidden", "billing.credit_added"] {
+    for secret in ["theirs", "Analytics", "billing.credit_added"] {
         assert!(!text.contains(secret), "{secret} in {mine}");
     }
 
