@@ -94,7 +94,7 @@ impl ProjectBudget {
         if budget <= 0 {
             return Some(if spent > 0 { 100 } else { 0 });
         }
-        i64::try_from(i128::from(spent) * 100 / i128::from(budget)).ok()
+        Some(i64::try_from(i128::from(spent) * 100 / i128::from(budget)).unwrap_or(i64::MAX))
     }
 
     /// Over its budget (the proxy pauses it), near it, or neither.
@@ -349,5 +349,36 @@ mod parts {
         found.sort_by(|a, b| (a.limits.expires_at, &a.id).cmp(&(b.limits.expires_at, &b.id)));
         found.truncate(usize::try_from(EXPIRING_SHOWN).unwrap_or(usize::MAX));
         Ok((view(found), false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(budget: Option<i64>, spent: Option<i64>) -> ProjectBudget {
+        ProjectBudget {
+            id: "p".to_owned(),
+            name: "P".to_owned(),
+            my_seat: Seat::OrgOwner,
+            budget_micros: budget,
+            budget_reset: "monthly".to_owned(),
+            spent_micros: spent,
+        }
+    }
+
+    #[test]
+    fn a_project_is_near_its_budget_from_80_percent_and_over_it_from_100() {
+        use BudgetStanding::*;
+        let standing = |b, s| project(b, s).standing();
+        assert_eq!(standing(Some(100), Some(79)), Within);
+        assert_eq!(standing(Some(100), Some(80)), Near);
+        assert_eq!(standing(Some(100), Some(100)), Over);
+        assert_eq!(standing(Some(1), Some(i64::MAX)), Over, "no overflow");
+        assert_eq!(standing(Some(0), Some(1)), Over);
+        assert_eq!(standing(None, Some(5)), Within, "no budget");
+        // Spend the caller may not read: no share, no standing.
+        assert_eq!(project(Some(100), None).used_percent(), None);
+        assert_eq!(standing(Some(100), None), Within);
     }
 }

@@ -155,6 +155,31 @@ where
     }
 }
 
+/// Like [`loaded`], but what `r` loaded stays on screen while it loads again
+/// (after an action): the page keeps its height, and its scroll position.
+pub(crate) fn loaded_kept<T, V>(
+    r: Resource<Result<T, AppError>>,
+    ok: impl Fn(T) -> V + Clone + Send + Sync + 'static,
+) -> impl IntoView
+where
+    T: Clone + Send + Sync + 'static,
+    V: IntoView + 'static,
+{
+    view! {
+        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || {
+                let ok = ok.clone();
+                Suspend::new(async move {
+                    match r.await {
+                        Ok(v) => ok(v).into_any(),
+                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                    }
+                })
+            }}
+        </Transition>
+    }
+}
+
 /// What `r` loads as a list: `empty` when it is empty, else `ok`'s view of it.
 pub(crate) fn loaded_list<T, V>(
     r: Resource<Result<Vec<T>, AppError>>,

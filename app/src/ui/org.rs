@@ -61,6 +61,9 @@ pub fn OrgPage() -> impl IntoView {
                     let Ok(o) = org.await else { return ().into_any() };
                     let may_edit = allows(Action::EditOrganization, Seat::at_org(o.role));
                     let may_bill = allows(Action::BillingAndCredits, Seat::at_org(o.role));
+                    // The cap is an organization-wide figure: for the seats that read
+                    // the organization's usage or set it.
+                    let sees_cap = may_edit || may_bill || allows(Action::ViewUsage, Seat::at_org(o.role));
                     let id = o.id.clone();
                     view! {
                         <div id="settings" class="settings">
@@ -79,9 +82,12 @@ pub fn OrgPage() -> impl IntoView {
                                 <section class="card" id="spending" data-testid="spending">
                                     <h2>"Spending and content logging"</h2>
                                     <p class="muted">
-                                        "Spend cap: "
-                                        <strong>{sp.spend_cap_micros.map_or_else(|| "none".to_owned(), |c| format!("{} ({})", format_usd(c), sp.spend_cap_reset))}</strong>
-                                        ". Request and response bodies are "
+                                        {sees_cap.then(|| view! {
+                                            "Spend cap: "
+                                            <strong>{sp.spend_cap_micros.map_or_else(|| "none".to_owned(), |c| format!("{} ({})", format_usd(c), sp.spend_cap_reset))}</strong>
+                                            ". "
+                                        })}
+                                        "Request and response bodies are "
                                         <strong>{if sp.content_logging { "kept where a project allows it" } else { "never kept" }}</strong>"."
                                     </p>
                                     {(may_edit || may_bill).then(|| view! {
@@ -185,7 +191,7 @@ fn chart_card(c: SpendChart, base: &str) -> impl IntoView {
         )],
     };
     view! {
-        <section class="card">
+        <section class="card glance">
             <div class="row spread">
                 <h2>{if c.whole { format!("Spend, last {CHART_DAYS} days") } else { format!("Your spend, last {CHART_DAYS} days") }}</h2>
                 <a href=format!("{base}/usage")>"View usage"</a>
@@ -253,7 +259,7 @@ fn projects_card(projects: Vec<ProjectBudget>, base: &str) -> impl IntoView {
         vec!["Project", "Your role", "Budget"]
     };
     view! {
-        <section class="card" data-testid="overview-projects">
+        <section class="card glance" data-testid="overview-projects">
             <div class="row spread">
                 <h2>"Projects"</h2>
                 <a href=format!("{base}/projects")>"View all projects"</a>
@@ -274,7 +280,7 @@ fn expiring_card(keys: Vec<KeyView>, all: bool, base: &str) -> impl IntoView {
         "Your keys and those of the projects you administer"
     };
     view! {
-        <section class="card" data-testid="overview-keys">
+        <section class="card glance" data-testid="overview-keys">
             <div class="row spread">
                 <h2>"Keys expiring soon"</h2>
                 <a href=format!("{base}/keys")>"View your keys"</a>
@@ -303,7 +309,7 @@ fn expiring_card(keys: Vec<KeyView>, all: bool, base: &str) -> impl IntoView {
 /// The latest administrative changes.
 fn events_card(events: Vec<AuditEventView>, base: &str) -> impl IntoView {
     view! {
-        <section class="card" data-testid="overview-audit">
+        <section class="card glance" data-testid="overview-audit">
             <div class="row spread">
                 <h2>"Recent activity"</h2>
                 <a href=format!("{base}/audit")>"View the audit log"</a>
@@ -350,7 +356,7 @@ fn snippet_card(p: ProxySnippet, base: &str) -> impl IntoView {
         }
     });
     view! {
-        <section class="card" data-testid="overview-snippet">
+        <section class="card glance" data-testid="overview-snippet">
             <h2>"Call the proxy"</h2>
             <p>"OpenAI-compatible base URL: " <code data-testid="overview-base-url">{p.base_url}</code></p>
             {match body {

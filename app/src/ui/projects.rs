@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use super::keys::{KeyActions, ProjectKeys};
-use super::{error_of, go, loaded, loaded_list, org_param, Flag, Shell, Table};
+use super::{error_of, go, loaded_kept, loaded_list, org_param, Flag, Shell, Table};
 use crate::api::catalogue::list_models;
 use crate::api::projects::{
     get_project, list_project_members, list_projects, project_candidates, AddProjectMember,
@@ -89,7 +89,7 @@ pub fn ProjectPage() -> impl IntoView {
     );
     view! {
         <Shell org_id=org_id>
-            {loaded(project, move |p| {
+            {loaded_kept(project, move |p| {
                     let budget = p.budget_micros.map_or_else(|| "no budget".to_owned(), |b| format!("budget {} ({})", format_usd(b), p.budget_reset));
                     view! {
                         <h1 data-testid="project-title">{p.name.clone()}</h1>
@@ -120,7 +120,7 @@ fn Settings(
 ) -> impl IntoView {
     let catalogue = Resource::new(move || org_id.get(), list_models);
     view! {
-        <Suspense fallback=|| ()>
+        <Transition fallback=|| ()>
             {move || Suspend::new(async move {
                 let (Ok(p), models) = (project.await, catalogue.await) else { return ().into_any() };
                 if !allows(Action::EditProjectSettings, p.my_seat) {
@@ -170,7 +170,7 @@ fn Settings(
                     </section>
                 }.into_any()
             })}
-        </Suspense>
+        </Transition>
     }
 }
 
@@ -202,7 +202,7 @@ fn Members(
         |(o, p, _)| project_candidates(o, p),
     );
     view! {
-        <Suspense fallback=|| ()>
+        <Transition fallback=|| ()>
             {move || Suspend::new(async move {
                 let Ok(p) = project.await else { return ().into_any() };
                 if !allows(Action::ViewProjectMembers, p.my_seat) {
@@ -281,7 +281,7 @@ fn Members(
                     </section>
                 }.into_any()
             })}
-        </Suspense>
+        </Transition>
     }
 }
 
@@ -294,7 +294,7 @@ fn Delete(org_id: Memo<String>, project: ProjectResource) -> impl IntoView {
         }
     });
     view! {
-        <Suspense fallback=|| ()>
+        <Transition fallback=|| ()>
             {move || Suspend::new(async move {
                 let Ok(p) = project.await else { return ().into_any() };
                 if !allows(Action::DeleteProject, p.my_seat) {
@@ -318,6 +318,6 @@ fn Delete(org_id: Memo<String>, project: ProjectResource) -> impl IntoView {
                     </section>
                 }.into_any()
             })}
-        </Suspense>
+        </Transition>
     }
 }
