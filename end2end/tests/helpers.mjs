@@ -27,8 +27,11 @@ export function useServerAndBrowser() {
   });
 }
 
-/** A full-page screenshot in end2end/artifacts/<name>.png. */
-export const shot = (page, name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+/** A full-page screenshot in end2end/artifacts/<name>.png; with fullPage
+ * false, what the viewport shows (a dialog: a full-page capture draws its
+ * fixed backdrop over one viewport's height only). */
+export const shot = (page, name, { fullPage = true } = {}) =>
+  page.screenshot({ path: join(artifacts, `${name}.png`), fullPage });
 
 /** Calls a server function with the page's session; fails unless it answers 200. */
 export async function call(page, name, form) {

@@ -59,7 +59,7 @@ test('a member creates a key, sees its token once, and the owner revokes it', as
   const token = (await bob.getByTestId('token').textContent()).trim();
   assert.match(token, /^sk-tg-[A-Za-z0-9]{12}-[A-Za-z0-9]{38}$/);
   assert.match(await dialog.textContent(), /will not be shown again/);
-  await shot(bob, '11-reveal-dialog');
+  await shot(bob, '11-reveal-dialog', { fullPage: false });
   await bob.getByRole('button', { name: 'I have stored it' }).click();
   await dialog.waitFor({ state: 'detached' });
   const row = bob.getByTestId('key-ci-bot');

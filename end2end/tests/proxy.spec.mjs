@@ -36,7 +36,7 @@ test('an owner adds a provider and a spend cap; a console key answers on /v1', a
   await page.getByTestId('create-provisioning-key').click();
   const provisioning = await page.getByTestId('token').textContent();
   assert.match(provisioning, /^sk-tgp-/);
-  await shot(page, '15-provisioning-reveal');
+  await shot(page, '15-provisioning-reveal', { fullPage: false });
   await page.getByRole('button', { name: 'I have stored it' }).click();
   await page.getByRole('cell', { name: 'ci-pipeline' }).waitFor();
   assert.ok(!(await page.content()).includes(provisioning), 'the token is gone once dismissed');

@@ -9,6 +9,7 @@ pub mod identity;
 pub mod keys;
 pub mod members;
 pub mod orgs;
+pub mod overview;
 pub mod playground;
 pub mod projects;
 pub mod providers;

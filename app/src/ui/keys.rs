@@ -178,7 +178,7 @@ pub fn ProjectKeys(
     let show_form = RwSignal::new(false);
     view! {
         <section class="card">
-            <Suspense fallback=|| ()>
+            <Transition fallback=|| ()>
                 {move || Suspend::new(async move {
                     let Ok(p) = project.await else { return ().into_any() };
                     let manages_all = allows(Action::ManageProjectKeys, p.my_seat);
@@ -201,7 +201,7 @@ pub fn ProjectKeys(
                         </div>
                     }.into_any()
                 })}
-            </Suspense>
+            </Transition>
             {move || shown.get().map(|issued| view! { <Reveal name=issued.key.name.clone() token=issued.token.clone() on_close=move || { shown.set(None); show_form.set(false); }/> })}
             {move || error_of(revoke.value().get()).or_else(|| error_of(rotate.value().get())).or_else(|| error_of(update.value().get()))
                 .map(|e| view! { <p class="error" role="alert">{e}</p> })}

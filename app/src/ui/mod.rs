@@ -176,6 +176,31 @@ where
     }
 }
 
+/// Like [`loaded`], but what `r` loaded stays on screen while it loads again
+/// (after an action): the page keeps its height, and its scroll position.
+pub(crate) fn loaded_kept<T, V>(
+    r: Resource<Result<T, AppError>>,
+    ok: impl Fn(T) -> V + Clone + Send + Sync + 'static,
+) -> impl IntoView
+where
+    T: Clone + Send + Sync + 'static,
+    V: IntoView + 'static,
+{
+    view! {
+        <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || {
+                let ok = ok.clone();
+                Suspend::new(async move {
+                    match r.await {
+                        Ok(v) => ok(v).into_any(),
+                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                    }
+                })
+            }}
+        </Transition>
+    }
+}
+
 /// What `r` loads as a list: `empty` when it is empty, else `ok`'s view of it.
 pub(crate) fn loaded_list<T, V>(
     r: Resource<Result<Vec<T>, AppError>>,
@@ -358,11 +383,10 @@ fn Header(me: Me, org_id: Option<Memo<String>>) -> impl IntoView {
     });
     let current = move || org_id.map(|m| m.get()).unwrap_or_default();
     let orgs = me.orgs.clone();
-    let current_role = {
+    let nav_role = {
         let orgs = orgs.clone();
         move || orgs.iter().find(|o| o.id == current()).map(|o| o.role)
     };
-    let nav_role = current_role.clone();
     view! {
         <header class="topbar">
             <a class="brand" href="/">"Tollgate"</a>
@@ -384,34 +408,110 @@ fn Header(me: Me, org_id: Option<Memo<String>>) -> impl IntoView {
                     }).collect_view()}
                 </select>
             </label>
-            <nav>
-                {move || {
-                    let id = current();
-                    let role = nav_role();
-                    (!id.is_empty()).then(|| {
-                        let seat = role.map(crate::policy::Seat::at_org);
-                        let may = |a| seat.is_some_and(|s| crate::policy::allows(a, s));
-                        view! {
-                            <a href=format!("/orgs/{id}")>"Overview"</a>
-                            <a href=format!("/orgs/{id}/projects")>"Projects"</a>
-                            <a href=format!("/orgs/{id}/keys")>"My keys"</a>
-                            {seat.is_some_and(|s| crate::policy::allows(crate::policy::Action::ManageOwnKeys, s.with_project(Some(crate::policy::ProjectRole::Member))))
-                                .then(|| view! { <a href=format!("/orgs/{id}/playground")>"Playground"</a> })}
-                            <a href=format!("/orgs/{id}/models")>"Models"</a>
-                            <a href=format!("/orgs/{id}/usage")>"Usage"</a>
-                            {may(crate::policy::Action::BillingAndCredits).then(|| view! { <a href=format!("/orgs/{id}/billing")>"Billing"</a> })}
-                            {may(crate::policy::Action::ManageOrgMembers).then(|| view! { <a href=format!("/orgs/{id}/members")>"Members"</a> })}
-                            {may(crate::policy::Action::ExternalKeys).then(|| view! { <a href=format!("/orgs/{id}/providers")>"Providers"</a> })}
-                            {may(crate::policy::Action::ManageAllKeys).then(|| view! { <a href=format!("/orgs/{id}/access")>"Provisioning"</a> })}
-                            {may(crate::policy::Action::SingleSignOn).then(|| view! { <a href=format!("/orgs/{id}/sso")>"SSO"</a> })}
-                            {may(crate::policy::Action::ViewAuditLog).then(|| view! { <a href=format!("/orgs/{id}/audit")>"Audit log"</a> })}
-                        }
-                    })
-                }}
+            <div class="account">
                 <a href="/permissions">"Permissions"</a>
                 <a href="/account">{me.email.clone()}</a>
                 <button class="link" on:click=move |_| { sign_out_action.dispatch(SignOut {}); }>"Sign out"</button>
-            </nav>
+            </div>
+            {move || {
+                let id = current();
+                (!id.is_empty()).then(|| {
+                    let seat = nav_role().map(crate::policy::Seat::at_org);
+                    view! { <OrgNav org_id=id seat=seat/> }
+                })
+            }}
         </header>
+    }
+}
+
+/// A link of the navigation: path under `/orgs/:id`, text, the action it needs.
+type NavLink = (&'static str, &'static str, Option<crate::policy::Action>);
+
+/// The organization's pages in groups, each a heading and its links
+/// `(path under /orgs/:id, text, the action it needs)`; a link without an
+/// action is for every member. Four groups keep the bar readable from a
+/// narrow window to 1280 px, with room for one more link in each.
+const NAV: [(&str, &[NavLink]); 4] = {
+    use crate::policy::Action::*;
+    [
+        (
+            "Organization",
+            &[
+                ("", "Overview", None),
+                ("/members", "Members", Some(ManageOrgMembers)),
+                ("/audit", "Audit log", Some(ViewAuditLog)),
+            ],
+        ),
+        (
+            "Projects & keys",
+            &[
+                ("/projects", "Projects", None),
+                ("/keys", "My keys", None),
+                ("/playground", "Playground", Some(ManageOwnKeys)),
+                ("/models", "Models", None),
+            ],
+        ),
+        (
+            "Money",
+            &[
+                ("/usage", "Usage", None),
+                ("/billing", "Billing", Some(BillingAndCredits)),
+            ],
+        ),
+        (
+            "Settings",
+            &[
+                ("/providers", "Providers", Some(ExternalKeys)),
+                ("/access", "Provisioning", Some(ManageAllKeys)),
+                ("/sso", "SSO", Some(SingleSignOn)),
+            ],
+        ),
+    ]
+};
+
+/// The organization's navigation: the groups of [`NAV`] with the links the
+/// policy allows `seat` (a group left empty is not shown); the current page
+/// is marked for assistive technology and styled by it.
+#[component]
+fn OrgNav(org_id: String, seat: Option<crate::policy::Seat>) -> impl IntoView {
+    let path = leptos_router::hooks::use_location().pathname;
+    let base = format!("/orgs/{org_id}");
+    // A member's seat in a project they may join: a link for what they may
+    // do there (the playground) shows; the page itself asks per project.
+    let may = move |a: Option<crate::policy::Action>| {
+        a.is_none_or(|a| {
+            seat.is_some_and(|s| {
+                crate::policy::allows(a, s)
+                    || crate::policy::allows(
+                        a,
+                        s.with_project(Some(crate::policy::ProjectRole::Member)),
+                    )
+            })
+        })
+    };
+    view! {
+        <nav class="orgnav" aria-label="Organization">
+            {NAV.iter().filter_map(|&(heading, links)| {
+                let shown: Vec<_> = links.iter().filter(|l| may(l.2)).collect();
+                (!shown.is_empty()).then(|| view! {
+                    <div class="nav-group" role="group" aria-label=heading>
+                        <span class="nav-heading" aria-hidden="true">{heading}</span>
+                        <span class="nav-links">
+                        {shown.into_iter().map(|&(sub, text, _)| {
+                            let href = format!("{base}{sub}");
+                            let here = href.clone();
+                            let exact = sub.is_empty();
+                            let current = move || {
+                                let p = path.get();
+                                let on = p == here || (!exact && p.starts_with(&format!("{here}/")));
+                                on.then_some("page")
+                            };
+                            view! { <a href=href aria-current=current>{text}</a> }
+                        }).collect_view()}
+                        </span>
+                    </div>
+                })
+            }).collect_view()}
+        </nav>
     }
 }

@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use super::keys::{KeyActions, ProjectKeys};
-use super::{error_of, go, loaded, loaded_list, org_param, Flag, Shell, Table};
+use super::{error_of, go, loaded_kept, loaded_list, org_param, Flag, Shell, Table};
 use crate::api::catalogue::list_models;
 use crate::api::projects::{
     get_project, list_project_members, list_projects, project_candidates, AddProjectMember,
@@ -90,13 +90,13 @@ pub fn ProjectPage() -> impl IntoView {
     );
     view! {
         <Shell org_id=org_id>
-            {loaded(project, move |p| {
-                    let budget = p.budget_micros.map_or_else(|| "no budget".to_owned(), |b| format!("{} ({})", format_usd(b), p.budget_reset));
+            {loaded_kept(project, move |p| {
+                    let budget = p.budget_micros.map_or_else(|| "no budget".to_owned(), |b| format!("budget {} ({})", format_usd(b), p.budget_reset));
                     view! {
                         <h1 data-testid="project-title">{p.name.clone()}</h1>
                         <p class="muted">
                             "You are " {p.my_seat.label().to_lowercase()} ". Models: " {p.models.join(", ")}
-                            ". TPM " {limit(p.tpm_limit)} ", RPM " {limit(p.rpm_limit)} ", budget " {budget} "."
+                            ". TPM " {limit(p.tpm_limit)} ", RPM " {limit(p.rpm_limit)} ", " {budget} "."
                         </p>
                         {allows(Action::ViewRequestLog, p.my_seat).then(|| view! {
                             <p><a href=format!("/orgs/{}/projects/{}/requests", org_id.get_untracked(), p.id)>"Request log"</a></p>
@@ -135,7 +135,7 @@ fn Settings(
         },
     );
     view! {
-        <Suspense fallback=|| ()>
+        <Transition fallback=|| ()>
             {move || Suspend::new(async move {
                 let (Ok(p), models) = (project.await, catalogue.await) else { return ().into_any() };
                 if !allows(Action::EditProjectSettings, p.my_seat) {
@@ -186,7 +186,7 @@ fn Settings(
                     </section>
                 }.into_any()
             })}
-        </Suspense>
+        </Transition>
     }
 }
 
@@ -218,7 +218,7 @@ fn Members(
         |(o, p, _)| project_candidates(o, p),
     );
     view! {
-        <Suspense fallback=|| ()>
+        <Transition fallback=|| ()>
             {move || Suspend::new(async move {
                 let Ok(p) = project.await else { return ().into_any() };
                 if !allows(Action::ViewProjectMembers, p.my_seat) {
@@ -297,7 +297,7 @@ fn Members(
                     </section>
                 }.into_any()
             })}
-        </Suspense>
+        </Transition>
     }
 }
 
@@ -310,7 +310,7 @@ fn Delete(org_id: Memo<String>, project: ProjectResource) -> impl IntoView {
         }
     });
     view! {
-        <Suspense fallback=|| ()>
+        <Transition fallback=|| ()>
             {move || Suspend::new(async move {
                 let Ok(p) = project.await else { return ().into_any() };
                 if !allows(Action::DeleteProject, p.my_seat) {
@@ -334,6 +334,6 @@ fn Delete(org_id: Memo<String>, project: ProjectResource) -> impl IntoView {
                     </section>
                 }.into_any()
             })}
-        </Suspense>
+        </Transition>
     }
 }

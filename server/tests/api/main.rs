@@ -12,6 +12,7 @@ mod instances;
 mod machine;
 mod matrix;
 mod operator;
+mod overview;
 mod projects;
 mod provisioning;
 mod proxy;

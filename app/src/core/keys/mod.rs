@@ -445,6 +445,46 @@ pub async fn of_owner(
     rows.iter().map(key_of).collect()
 }
 
+/// Whose keys [`expiring`] reads: the organization's, one project's, or the
+/// caller's own across the organization.
+pub enum KeysOf<'a> {
+    Org(&'a crate::policy::OrgScope),
+    Project(&'a ProjectScope),
+    Mine(&'a crate::policy::OrgScope),
+}
+
+/// Keys that are not revoked and expire in `[from, until)`, soonest first,
+/// at most `limit`: the overview's "expiring soon", without reading every
+/// key of a large organization.
+pub async fn expiring(
+    conn: &mut AnyConnection,
+    of: KeysOf<'_>,
+    from: i64,
+    until: i64,
+    limit: i64,
+) -> Result<Vec<KeyRow>, sqlx::Error> {
+    let (org, project, owner) = match of {
+        KeysOf::Org(s) => (s.org_id(), None, None),
+        KeysOf::Project(s) => (s.org_id(), Some(s.project_id()), None),
+        KeysOf::Mine(s) => (s.org_id(), None, Some(s.actor_id())),
+    };
+    let rows = sqlx::query(concat!(
+        key_select!(),
+        "WHERE k.org_id = $1 AND ($2 IS NULL OR k.project_id = $2) AND ($3 IS NULL OR k.owner_id = $3) \
+         AND k.revoked_at IS NULL AND k.expires_at >= $4 AND k.expires_at < $5 \
+         ORDER BY k.expires_at, k.id LIMIT $6"
+    ))
+    .bind(org)
+    .bind(project)
+    .bind(owner)
+    .bind(from)
+    .bind(until)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(key_of).collect()
+}
+
 pub async fn update(
     conn: &mut AnyConnection,
     scope: &ProjectScope,
