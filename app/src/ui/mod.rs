@@ -471,7 +471,9 @@ const NAV: [(&str, &[NavLink]); 4] = {
 
 /// The organization's navigation: the groups of [`NAV`] with the links the
 /// policy allows `seat` (a group left empty is not shown); the current page
-/// is marked for assistive technology and styled by it.
+/// is marked for assistive technology and styled by it. A group's heading is
+/// plain text read before its links (not a labelled group: "Organization"
+/// already names the switcher).
 #[component]
 fn OrgNav(org_id: String, seat: Option<crate::policy::Seat>) -> impl IntoView {
     let path = leptos_router::hooks::use_location().pathname;
@@ -490,12 +492,12 @@ fn OrgNav(org_id: String, seat: Option<crate::policy::Seat>) -> impl IntoView {
         })
     };
     view! {
-        <nav class="orgnav" aria-label="Organization">
+        <nav class="orgnav" aria-label="Console">
             {NAV.iter().filter_map(|&(heading, links)| {
                 let shown: Vec<_> = links.iter().filter(|l| may(l.2)).collect();
                 (!shown.is_empty()).then(|| view! {
-                    <div class="nav-group" role="group" aria-label=heading>
-                        <span class="nav-heading" aria-hidden="true">{heading}</span>
+                    <div class="nav-group">
+                        <span class="nav-heading">{heading}</span>
                         <span class="nav-links">
                         {shown.into_iter().map(|&(sub, text, _)| {
                             let href = format!("{base}{sub}");
