@@ -4,14 +4,18 @@
 // second visit asks the network for no asset. (Sizes and times: scripts/weight.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { server, useServerAndBrowser, setUpOwner, openHydrated, call, shot } from './helpers.mjs';
+import { server, browser, useServerAndBrowser, setUpOwner, openHydrated, call, shot, collectErrors } from './helpers.mjs';
+
+// The owner set up by the first test; the second signs in afresh (a cold cache).
+let owned;
 
 useServerAndBrowser();
 
 const IMMUTABLE = 'public, max-age=31536000, immutable';
 
 test('hashed assets are immutable and sent as brotli or gzip; pages and plain names are asked again', async () => {
-  const { ctx, page, org } = await setUpOwner();
+  owned = await setUpOwner();
+  const { ctx, page, org } = owned;
   const res = await page.request.get(`${server.url}/orgs/${org}/projects`);
   assert.equal(res.status(), 200);
   assert.equal(res.headers()['cache-control'], 'no-cache, private');
@@ -66,7 +70,13 @@ test('hashed assets are immutable and sent as brotli or gzip; pages and plain na
 });
 
 test('ECharts is fetched by the usage page, not by the projects page; a warm load asks for no asset', async () => {
-  const { ctx, page, errors, org } = await setUpOwner();
+  const org = owned.org;
+  const ctx = await browser.newContext();
+  const page = await ctx.newPage();
+  const errors = [];
+  collectErrors(page, errors);
+  await page.goto(server.url + '/login');
+  await call(page, 'sign_in', { email: 'ada@example.com', password: 'correct horse battery' });
   await call(page, 'create_project', { org_id: org, name: 'Production' });
   const fetched = [];
   ctx.on('request', (r) => fetched.push(new URL(r.url()).pathname));
