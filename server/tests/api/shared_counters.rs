@@ -170,10 +170,17 @@ async fn burst(urls: &[String; 2], token: &str, n: usize) -> std::collections::B
 /// request's worst case (1080 micro-USD) no longer fits. Returns how many
 /// were admitted.
 async fn exhaust(urls: &[String; 2], token: &str) -> i64 {
-    let (mut admitted, mut refusals_in_a_row, mut waited) = (0, 0, false);
-    for i in 0..2000 {
+    // Each instance may hold part of what is left as a lease, so both can
+    // refuse while money remains; an instance gives back what it holds
+    // unused a second after its last request, at its next quarter-second
+    // tick. So: alternate until both refuse, wait (the margin is for a
+    // loaded machine), and go on until a round after a wait admits nothing.
+    let (mut admitted, mut this_round, mut refusals_in_a_row) = (0, 0, 0);
+    for i in 0..4000 {
         match chat(&urls[i % 2], token, 100).await {
-            (200, _) => (admitted, refusals_in_a_row, waited) = (admitted + 1, 0, false),
+            (200, _) => {
+                (admitted, this_round, refusals_in_a_row) = (admitted + 1, this_round + 1, 0)
+            }
             (402, _) => refusals_in_a_row += 1,
             // Redis was restarted (unreachable a moment) or lost the
             // counters (being rebuilt): retry, as Retry-After says.
@@ -186,14 +193,11 @@ async fn exhaust(urls: &[String; 2], token: &str) -> i64 {
             other => panic!("{other:?}"),
         }
         if refusals_in_a_row == 2 {
-            if waited {
+            if this_round == 0 && i > 1 {
                 return admitted;
             }
-            // An instance gives back what it holds unused a second after
-            // its last request, at its next quarter-second tick; the
-            // margin is for a loaded machine.
             tokio::time::sleep(Duration::from_millis(3_000)).await;
-            (refusals_in_a_row, waited) = (0, true);
+            (refusals_in_a_row, this_round) = (0, 0);
         }
     }
     panic!("the budget never bound");
