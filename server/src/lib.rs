@@ -224,6 +224,8 @@ const PROXY_PATHS: &[&str] = &[
     "/v1/completions",
     "/v1/embeddings",
     "/v1/models",
+    "/v1/prompts",
+    "/v1/prompts/{*prompt_id}",
     "/v1/{*rest}",
 ];
 

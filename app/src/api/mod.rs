@@ -12,6 +12,7 @@ pub mod orgs;
 pub mod overview;
 pub mod playground;
 pub mod projects;
+pub mod prompts;
 pub mod providers;
 pub mod provisioning;
 pub mod usage;

@@ -83,16 +83,34 @@ pub async fn rename_org(org_id: String, name: String) -> Result<OrgView, AppErro
 /// What limits and logs the organization's traffic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpendingView {
-    pub spend_cap_micros: Option<i64>,
-    pub spend_cap_reset: String,
+    /// The spend cap: only for seats that set it or read the organization's
+    /// usage (a member without those sees whether bodies are kept, not it).
+    #[serde(flatten)]
+    pub cap: Option<SpendCapView>,
     pub content_logging: bool,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendCapView {
+    pub spend_cap_micros: Option<i64>,
+    pub spend_cap_reset: String,
+}
+
 #[cfg(feature = "ssr")]
-fn spending_view(s: crate::core::orgs::Spending) -> SpendingView {
+fn spending_view(s: crate::core::orgs::Spending, scope: &crate::policy::OrgScope) -> SpendingView {
+    use crate::policy::Action;
+    let sees_cap = [
+        Action::EditOrganization,
+        Action::BillingAndCredits,
+        Action::ViewUsage,
+    ]
+    .into_iter()
+    .any(|a| scope.also(a).is_ok());
     SpendingView {
-        spend_cap_micros: s.spend_cap.map(crate::format::Usd::micros),
-        spend_cap_reset: s.spend_cap_reset.as_str().to_owned(),
+        cap: sees_cap.then(|| SpendCapView {
+            spend_cap_micros: s.spend_cap.map(crate::format::Usd::micros),
+            spend_cap_reset: s.spend_cap_reset.as_str().to_owned(),
+        }),
         content_logging: s.content_logging,
     }
 }
@@ -105,6 +123,7 @@ pub async fn get_spending(org_id: String) -> Result<SpendingView, AppError> {
         let mut conn = c.state.db.pool.acquire().await?;
         Ok(spending_view(
             crate::core::orgs::spending(&mut conn, &c.scope).await?,
+            &c.scope,
         ))
     })
     .await
@@ -132,7 +151,7 @@ pub async fn update_spending(
             content_logging: super::checkbox("content_logging", content_logging.as_deref())?,
         };
         crate::core::ops::update_spending(&c.state, &c.actor, &c.scope, &wanted).await?;
-        Ok(spending_view(wanted))
+        Ok(spending_view(wanted, &c.scope))
     })
     .await
 }

@@ -20,6 +20,8 @@ pub struct Playground {
     /// The catalogue's prices (micro-USD per million tokens, in and out),
     /// to price an answer by the model that served it.
     pub prices: Vec<(String, i64, i64)>,
+    /// The prompts the project's keys may use, to start a chat from.
+    pub prompts: Vec<String>,
 }
 
 /// The caller's playground key in a project, made on first use; the token
@@ -42,7 +44,14 @@ pub async fn open_playground(org_id: String, project_id: String) -> Result<Playg
                 crate::core::catalogue::load_for_proxy(&mut conn, c.scope.org_id()).await?;
             let template =
                 crate::core::templates::of_member(&mut conn, c.scope.org_id(), &c.user.id).await?;
+            let known = crate::core::prompts::ids(&mut conn, c.scope.org()).await?;
             drop(conn);
+            let prompts: Vec<String> = project
+                .prompts
+                .iter()
+                .filter(|p| known.contains(p))
+                .cloned()
+                .collect();
             let key = match found {
                 Some(id) => {
                     let mut conn = c.state.db.pool.acquire().await?;
@@ -88,6 +97,7 @@ pub async fn open_playground(org_id: String, project_id: String) -> Result<Playg
                     .into_iter()
                     .map(|m| (m.id, m.input_price.micros(), m.output_price.micros()))
                     .collect(),
+                prompts,
             })
         },
     )

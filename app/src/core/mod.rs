@@ -19,6 +19,7 @@ pub mod net;
 pub mod ops;
 pub mod orgs;
 pub mod projects;
+pub mod prompts;
 pub mod providers;
 pub mod provisioning;
 pub mod scim;

@@ -18,6 +18,8 @@ pub struct Project {
     /// Whether request and response bodies may be kept (if the organization
     /// allows it and the key does not opt out).
     pub content_logging: bool,
+    /// The prompts (ids) its keys may use; none at first.
+    pub prompts: Vec<String>,
     pub created_at: i64,
 }
 
@@ -31,6 +33,7 @@ impl Project {
             caps: Caps::open(super::catalogue::default_project_models()),
             ip_allowlist: Vec::new(),
             content_logging: true,
+            prompts: Vec::new(),
             created_at: now,
         }
     }
@@ -48,7 +51,7 @@ pub struct Settings {
 macro_rules! columns {
     () => {
         "id, org_id, name, models_json, tpm_limit, rpm_limit, budget_micros, budget_reset, \
-         ip_allowlist_json, content_logging, created_at"
+         ip_allowlist_json, content_logging, prompts_json, created_at"
     };
 }
 
@@ -60,6 +63,7 @@ fn project_of(r: &sqlx::any::AnyRow) -> Result<Project, sqlx::Error> {
         caps: super::db::caps(r)?,
         ip_allowlist: json_list(&r.try_get::<String, _>("ip_allowlist_json")?)?,
         content_logging: r.try_get::<i64, _>("content_logging")? != 0,
+        prompts: json_list(&r.try_get::<String, _>("prompts_json")?)?,
         created_at: r.try_get("created_at")?,
     })
 }
@@ -447,4 +451,35 @@ pub async fn load_for_proxy(
         .iter()
         .map(project_of)
         .collect()
+}
+
+/// Sets the prompts the project's keys may use.
+pub async fn set_prompts(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+    prompts: &[String],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    set_prompts_of(conn, scope.project_id(), scope.org_id(), prompts, now).await
+}
+
+/// [`set_prompts`] for a project the caller found in `org_id` (a prompt
+/// deleted from the organization leaves its projects).
+pub(crate) async fn set_prompts_of(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    org_id: &str,
+    prompts: &[String],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE projects SET prompts_json = $1, updated_at = $2 WHERE id = $3 AND org_id = $4",
+    )
+    .bind(to_json(prompts))
+    .bind(now)
+    .bind(project_id)
+    .bind(org_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

@@ -88,6 +88,10 @@ pub struct UsageEvent {
     pub status: i64,
     pub error_code: Option<String>,
     pub latency_ms: i64,
+    /// The prompt template the request was rendered from ('' none), and
+    /// its version (0 none).
+    pub prompt_id: String,
+    pub prompt_version: i64,
 }
 
 /// The bodies of one attempt, truncated; only where content logging is on.
@@ -132,7 +136,7 @@ impl Totals {
 const EVENTS_A_STATEMENT: usize = 512;
 
 /// The columns of one usage event in the INSERT.
-const EVENT_COLUMNS: usize = 16;
+const EVENT_COLUMNS: usize = 18;
 
 /// The INSERT of `n` usage events (a power of two up to
 /// [`EVENTS_A_STATEMENT`]), returning the request ids that were new. Ten
@@ -161,7 +165,7 @@ fn insert_events_sql(n: usize, postgres: bool) -> &'static str {
                 format!(
                     "INSERT INTO usage_events (request_id, at, org_id, project_id, key_id, model, provider, \
                      endpoint, stream, tokens_in, tokens_out, cost_micros, status, error_code, latency_ms, \
-                     requested_model) \
+                     requested_model, prompt_id, prompt_version) \
                      VALUES {} ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
                     rows.join(", ")
                 )
@@ -225,7 +229,9 @@ pub async fn write_batch(
                 .bind(e.status)
                 .bind(e.error_code.as_deref())
                 .bind(e.latency_ms)
-                .bind(&e.requested_model);
+                .bind(&e.requested_model)
+                .bind(&e.prompt_id)
+                .bind(e.prompt_version);
         }
         fresh.extend(q.fetch_all(&mut *tx).await?);
     }

@@ -11,6 +11,7 @@ mod org;
 mod permissions;
 mod playground;
 mod projects;
+mod prompts;
 mod providers;
 mod requests;
 mod sso;
@@ -92,6 +93,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/orgs/:org_id/projects/:project_id") view=projects::ProjectPage/>
                 <Route path=path!("/orgs/:org_id/keys") view=keys::MyKeysPage/>
                 <Route path=path!("/orgs/:org_id/models") view=models::ModelsPage/>
+                <Route path=path!("/orgs/:org_id/prompts") view=prompts::PromptsPage/>
                 <Route path=path!("/orgs/:org_id/providers") view=providers::ProvidersPage/>
                 <Route path=path!("/orgs/:org_id/access") view=access::AccessPage/>
                 <Route path=path!("/orgs/:org_id/sso") view=sso::SsoPage/>
@@ -163,15 +165,7 @@ where
 {
     view! {
         <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
-            {move || {
-                let ok = ok.clone();
-                Suspend::new(async move {
-                    match r.await {
-                        Ok(v) => ok(v).into_any(),
-                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
-                    }
-                })
-            }}
+            {outcome(r, ok)}
         </Suspense>
     }
 }
@@ -188,16 +182,28 @@ where
 {
     view! {
         <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
-            {move || {
-                let ok = ok.clone();
-                Suspend::new(async move {
-                    match r.await {
-                        Ok(v) => ok(v).into_any(),
-                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
-                    }
-                })
-            }}
+            {outcome(r, ok)}
         </Transition>
+    }
+}
+
+/// What `r` resolves to: `ok`'s view of it, or its error.
+fn outcome<T, V>(
+    r: Resource<Result<T, AppError>>,
+    ok: impl Fn(T) -> V + Clone + Send + Sync + 'static,
+) -> impl Fn() -> Suspend<AnyView> + Send + Sync + 'static
+where
+    T: Clone + Send + Sync + 'static,
+    V: IntoView + 'static,
+{
+    move || {
+        let ok = ok.clone();
+        Suspend::new(async move {
+            match r.await {
+                Ok(v) => ok(v).into_any(),
+                Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+            }
+        })
     }
 }
 
@@ -449,6 +455,7 @@ const NAV: [(&str, &[NavLink]); 4] = {
                 ("/keys", "My keys", None),
                 ("/playground", "Playground", Some(ManageOwnKeys)),
                 ("/models", "Models", None),
+                ("/prompts", "Prompts", Some(PromptManagement)),
             ],
         ),
         (

@@ -61,9 +61,6 @@ pub fn OrgPage() -> impl IntoView {
                     let Ok(o) = org.await else { return ().into_any() };
                     let may_edit = allows(Action::EditOrganization, Seat::at_org(o.role));
                     let may_bill = allows(Action::BillingAndCredits, Seat::at_org(o.role));
-                    // The cap is an organization-wide figure: for the seats that read
-                    // the organization's usage or set it.
-                    let sees_cap = may_edit || may_bill || allows(Action::ViewUsage, Seat::at_org(o.role));
                     let id = o.id.clone();
                     view! {
                         <div id="settings" class="settings">
@@ -82,31 +79,31 @@ pub fn OrgPage() -> impl IntoView {
                                 <section class="card" id="spending" data-testid="spending">
                                     <h2>"Spending and content logging"</h2>
                                     <p class="muted">
-                                        {sees_cap.then(|| view! {
+                                        {sp.cap.clone().map(|cap| view! {
                                             "Spend cap: "
-                                            <strong>{sp.spend_cap_micros.map_or_else(|| "none".to_owned(), |c| format!("{} ({})", format_usd(c), sp.spend_cap_reset))}</strong>
+                                            <strong>{cap.spend_cap_micros.map_or_else(|| "none".to_owned(), |c| format!("{} ({})", format_usd(c), cap.spend_cap_reset))}</strong>
                                             ". "
                                         })}
                                         "Request and response bodies are "
                                         <strong>{if sp.content_logging { "kept where a project allows it" } else { "never kept" }}</strong>"."
                                     </p>
-                                    {(may_edit || may_bill).then(|| view! {
+                                    {sp.cap.clone().filter(|_| may_edit || may_bill).map(|cap| view! {
                                         <ActionForm action=spend>
                                             <input type="hidden" name="org_id" value=id.clone()/>
                                             <div class="row">
                                                 <label>"Spend cap (USD, empty: none)"
                                                     <input name="spend_cap" inputmode="decimal" disabled=!may_bill
-                                                        value=sp.spend_cap_micros.map(|c| format_usd(c).trim_start_matches('$').to_owned()).unwrap_or_default()/>
+                                                        value=cap.spend_cap_micros.map(|c| format_usd(c).trim_start_matches('$').to_owned()).unwrap_or_default()/>
                                                 </label>
                                                 <label>"Resets"
                                                     <select name="spend_cap_reset" disabled=!may_bill>
-                                                        {["never", "daily", "weekly", "monthly"].into_iter().map(|r| view! { <option value=r selected=sp.spend_cap_reset == r>{r}</option> }).collect_view()}
+                                                        {["never", "daily", "weekly", "monthly"].into_iter().map(|r| view! { <option value=r selected=cap.spend_cap_reset == r>{r}</option> }).collect_view()}
                                                     </select>
                                                 </label>
                                             </div>
                                             {(!may_bill).then(|| view! {
-                                                <input type="hidden" name="spend_cap" value=sp.spend_cap_micros.map(|c| format_usd(c).trim_start_matches('$').to_owned()).unwrap_or_default()/>
-                                                <input type="hidden" name="spend_cap_reset" value=sp.spend_cap_reset.clone()/>
+                                                <input type="hidden" name="spend_cap" value=cap.spend_cap_micros.map(|c| format_usd(c).trim_start_matches('$').to_owned()).unwrap_or_default()/>
+                                                <input type="hidden" name="spend_cap_reset" value=cap.spend_cap_reset.clone()/>
                                             })}
                                             {if may_edit {
                                                 view! {

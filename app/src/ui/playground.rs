@@ -107,9 +107,13 @@ fn Chat(org_id: String, playground: Playground) -> impl IntoView {
         key_name,
         models,
         prices,
+        prompts,
     } = playground;
     let model = RwSignal::new(models.first().cloned().unwrap_or_default());
     let system = RwSignal::new(String::new());
+    // A prompt of the project's to start from ('' none), and its variables.
+    let prompt_id = RwSignal::new(String::new());
+    let variables = RwSignal::new("{}".to_owned());
     let temperature = RwSignal::new("1".to_owned());
     let max_tokens = RwSignal::new("256".to_owned());
     let input = RwSignal::new(String::new());
@@ -124,6 +128,8 @@ fn Chat(org_id: String, playground: Playground) -> impl IntoView {
         }
         let body = match request_body(
             &model.get_untracked(),
+            Some((prompt_id.get_untracked(), variables.get_untracked()))
+                .filter(|(id, _)| !id.is_empty()),
             &system.get_untracked(),
             &temperature.get_untracked(),
             &max_tokens.get_untracked(),
@@ -205,6 +211,17 @@ fn Chat(org_id: String, playground: Playground) -> impl IntoView {
                 <label>"Temperature"<input data-testid="playground-temperature" inputmode="decimal" prop:value=move || temperature.get() on:input=move |ev| temperature.set(event_target_value(&ev))/></label>
                 <label>"Max tokens"<input data-testid="playground-max-tokens" inputmode="numeric" prop:value=move || max_tokens.get() on:input=move |ev| max_tokens.set(event_target_value(&ev))/></label>
             </div>
+            {(!prompts.is_empty()).then(|| view! {
+                <div class="row">
+                    <label>"Start from a prompt"
+                        <select data-testid="playground-prompt" on:change=move |ev| prompt_id.set(event_target_value(&ev))>
+                            <option value="">"none"</option>
+                            {prompts.into_iter().map(|p| view! { <option value=p.clone()>{p.clone()}</option> }).collect_view()}
+                        </select>
+                    </label>
+                    <label>"Prompt variables (JSON)"<input data-testid="playground-variables" disabled=move || prompt_id.get().is_empty() prop:value=move || variables.get() on:input=move |ev| variables.set(event_target_value(&ev))/></label>
+                </div>
+            })}
             <label>"System prompt"<textarea data-testid="playground-system" rows="2" prop:value=move || system.get() on:input=move |ev| system.set(event_target_value(&ev))></textarea></label>
             <div class="stack" data-testid="playground-turns">
                 <For each=move || turns.get().into_iter().enumerate() key=|(i, t)| (*i, t.answer.len(), t.stats.is_some(), t.error.is_some()) let:item>
@@ -253,10 +270,13 @@ fn cost_micros(input_price: i64, output_price: i64, tokens_in: i64, tokens_out: 
     i64::try_from(micros.saturating_add(999_999) / 1_000_000).unwrap_or(i64::MAX)
 }
 
-/// The chat request: the system prompt, the conversation so far, the new
-/// message; temperature and max tokens checked here, named when wrong.
+/// The chat request: the prompt (its messages come first, rendered by the
+/// proxy), the system prompt, the conversation so far, the new message;
+/// temperature, max tokens and the prompt's variables checked here, named
+/// when wrong.
 fn request_body(
     model: &str,
+    prompt_of: Option<(String, String)>,
     system: &str,
     temperature: &str,
     max_tokens: &str,
@@ -285,11 +305,25 @@ fn request_body(
         messages.push(json!({ "role": "assistant", "content": t.answer }));
     }
     messages.push(json!({ "role": "user", "content": prompt }));
-    Ok(json!({
+    let mut body = json!({
         "model": model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens,
         "stream": true, "stream_options": { "include_usage": true },
-    })
-    .to_string())
+    });
+    if model.is_empty() {
+        // None to pick: a prompt's default model, else the proxy names what is missing.
+        if let Some(o) = body.as_object_mut() {
+            o.remove("model");
+        }
+    }
+    if let Some((id, vars)) = prompt_of {
+        let vars: Value = serde_json::from_str(vars.trim())
+            .ok()
+            .filter(Value::is_object)
+            .ok_or("prompt variables: a JSON object, such as {\"customer\": \"Ada\"}")?;
+        body["prompt_id"] = Value::String(id);
+        body["prompt_variables"] = vars;
+    }
+    Ok(body.to_string())
 }
 
 fn now_ms() -> f64 {

@@ -105,6 +105,7 @@ pub fn ProjectPage() -> impl IntoView {
                 })}
             <ProjectKeys org_id=org_id project_id=project_id project=project actions=key_actions/>
             <Settings org_id=org_id project=project update=update/>
+            <ProjectPrompts org_id=org_id project=project/>
             <Members org_id=org_id project_id=project_id project=project/>
             <Delete org_id=org_id project=project/>
         </Shell>
@@ -112,6 +113,71 @@ pub fn ProjectPage() -> impl IntoView {
 }
 
 type ProjectResource = Resource<Result<ProjectView, crate::error::AppError>>;
+
+/// The organization's prompts this project's keys may use (for whoever
+/// edits its settings).
+#[component]
+fn ProjectPrompts(org_id: Memo<String>, project: ProjectResource) -> impl IntoView {
+    use crate::api::prompts::{project_prompts, SetProjectPrompts};
+    let set = ServerAction::<SetProjectPrompts>::new();
+    let choices = Resource::new(
+        move || {
+            (
+                org_id.get(),
+                project
+                    .get()
+                    .and_then(Result::ok)
+                    .map(|p| (p.id, p.my_seat)),
+                set.version().get(),
+            )
+        },
+        |(o, p, _)| async move {
+            match p {
+                Some((id, seat)) if allows(Action::EditProjectSettings, seat) => {
+                    project_prompts(o, id.clone()).await.ok().map(|c| (id, c))
+                }
+                _ => None,
+            }
+        },
+    );
+    view! {
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move {
+                let Some((project_id, c)) = choices.await else { return ().into_any() };
+                view! {
+                    <section class="card" data-testid="project-prompts">
+                        <h2>"Prompts"</h2>
+                        {if c.all.is_empty() {
+                            view! { <p class="muted">"The organization has no prompt yet (owners add them on the Prompts page)."</p> }.into_any()
+                        } else {
+                            view! {
+                                <ActionForm action=set>
+                                    <input type="hidden" name="org_id" value=org_id.get_untracked()/>
+                                    <input type="hidden" name="project_id" value=project_id.clone()/>
+                                    <fieldset>
+                                        <legend>"Prompts this project's keys may use"</legend>
+                                        {c.all.iter().enumerate().map(|(i, id)| view! {
+                                            <label class="inline">
+                                                <input type="checkbox" name=format!("prompts[{i}]") value=id.clone() checked=c.chosen.contains(id)/>
+                                                {id.clone()}
+                                            </label>
+                                        }).collect_view()}
+                                    </fieldset>
+                                    <button type="submit">"Save prompts"</button>
+                                </ActionForm>
+                            }.into_any()
+                        }}
+                        {move || match set.value().get() {
+                            Some(Ok(_)) => Some(view! { <p class="ok" role="status">"Saved."</p> }.into_any()),
+                            Some(Err(e)) => Some(view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any()),
+                            None => None,
+                        }}
+                    </section>
+                }.into_any()
+            })}
+        </Transition>
+    }
+}
 
 #[component]
 fn Settings(

@@ -24,7 +24,7 @@ pub struct RequestBody {
 
 /// The top-level fields Tollgate reads: what it checks, reserves and bills
 /// by. Each must parse as JSON, and none may be sent under another case.
-const READ: [&str; 11] = [
+const READ: [&str; 16] = [
     "model",
     "stream",
     "stream_options",
@@ -36,6 +36,11 @@ const READ: [&str; 11] = [
     "tools",
     "prompt",
     "input",
+    "prompt_id",
+    "prompt_version",
+    "prompt_label",
+    "prompt_environment",
+    "prompt_variables",
 ];
 
 /// `name` case-folded, as providers that match field names regardless of

@@ -74,6 +74,18 @@ impl ProxyError {
         e
     }
 
+    /// Something the request names by `param` that does not exist.
+    pub fn not_found(code: &'static str, param: &'static str, message: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            code,
+            message,
+        );
+        e.param = Some(param);
+        e
+    }
+
     pub fn rate_limited(message: String, headers: Vec<(HeaderName, String)>) -> Self {
         let mut e = Self::new(
             StatusCode::TOO_MANY_REQUESTS,

@@ -14,6 +14,7 @@ use tollgate_app::core::keys::{self, token, Load};
 use tollgate_app::core::limits::ResetInterval;
 use tollgate_app::core::orgs::{self, ProxyOrg};
 use tollgate_app::core::projects::{self, Project};
+use tollgate_app::core::prompts;
 use tollgate_app::core::providers::{self, Upstream};
 use tollgate_app::core::virtual_models::{self, Health, HealthBoard, VirtualModel};
 
@@ -37,6 +38,8 @@ pub struct OrgEntry {
     pub routes: HashMap<String, Route>,
     /// Each virtual model with its targets, resolved at load.
     pub virtuals: HashMap<String, Arc<super::routing::VirtualRoute>>,
+    /// Each prompt with its versions ready to render.
+    pub prompts: HashMap<String, Arc<super::prompts::PromptEntry>>,
 }
 
 pub struct Route {
@@ -222,11 +225,13 @@ impl Memory {
         let models = catalogue::load_for_proxy(&mut conn, &org.id).await?;
         let upstreams = providers::load_for_proxy(&mut conn, &org.id, &self.secret).await?;
         let virtuals = virtual_models::load_for_proxy(&mut conn, &org.id).await?;
+        let prompts = super::prompts::entries(prompts::load_for_proxy(&mut conn, &org.id).await?);
         let (routes, virtuals) = routes(&org.id, models, upstreams, virtuals, &self.board);
         Ok(Arc::new(OrgEntry {
             reset: org.spending.spend_cap_reset,
             routes,
             virtuals,
+            prompts,
             org,
         }))
     }

@@ -10,6 +10,7 @@ pub mod feed;
 pub mod keytable;
 pub mod ledger;
 pub mod memory;
+pub mod prompts;
 pub mod routing;
 pub mod tokens;
 pub mod upstream;
@@ -184,6 +185,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/completions", metered(Endpoint::Completions))
         .route("/v1/embeddings", metered(Endpoint::Embeddings))
         .route("/v1/models", get(models))
+        .route("/v1/prompts", get(prompts::list).fallback(unknown))
+        .route(
+            "/v1/prompts/{*prompt_id}",
+            get(prompts::get).fallback(unknown),
+        )
         .route("/v1/{*rest}", any(unknown))
         .with_state(gw)
 }
@@ -231,7 +237,7 @@ pub(crate) async fn read_body(h: &HeaderMap, body: Body) -> Result<Bytes, ProxyE
 }
 
 async fn unknown() -> Response {
-    ProxyError::invalid("path", "no such endpoint; Tollgate serves /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models")
+    ProxyError::invalid("path", "no such endpoint; Tollgate serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models and /v1/prompts")
         .into_response()
 }
 
@@ -312,6 +318,8 @@ struct Ctx {
     max_output: i64,
     /// The request body, kept where content logging is allowed.
     request_log: Option<(String, bool)>,
+    /// The prompt template the body was rendered from.
+    prompt: Option<prompts::Used>,
 }
 
 impl Ctx {
@@ -337,6 +345,11 @@ impl Ctx {
             status: i64::from(status),
             error_code: error.map(str::to_owned),
             latency_ms: i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            prompt_id: self
+                .prompt
+                .as_ref()
+                .map_or_else(String::new, |p| p.id.to_string()),
+            prompt_version: self.prompt.as_ref().map_or(0, |p| p.version),
         });
     }
 
@@ -589,6 +602,8 @@ pub(crate) async fn serve(
 ) -> Result<Response, ProxyError> {
     let now = tollgate_app::core::now_ms();
     let body = RequestBody::parse(body)?;
+    // A named prompt template, rendered into the body.
+    let (body, prompt) = prompts::apply(&caller, body, endpoint == Endpoint::Chat)?;
     let model_name = body
         .get("model")
         .and_then(Value::as_str)
@@ -645,6 +660,7 @@ pub(crate) async fn serve(
         prompt_estimate,
         max_output: max_tokens,
         request_log: logs.then(|| truncate(body.raw(), gw.config.content_log_max_bytes)),
+        prompt,
     };
     // 4–5: rate limits and budget reservations, all levels at once.
     let admission = Admission {

@@ -14,6 +14,7 @@ mod matrix;
 mod operator;
 mod overview;
 mod projects;
+mod prompts;
 mod provisioning;
 mod proxy;
 mod proxy_binary;

@@ -175,6 +175,12 @@ async fn overview_by_seat(backend: Backend) {
     for secret in ["theirs", "Analytics", "billing.credit_added"] {
         assert!(!text.contains(secret), "{secret} in {mine}");
     }
+    // The settings card tells them whether bodies are kept, not the cap.
+    let settings = app.ok(&member, "get_spending", &[("org_id", o)]).await;
+    assert!(settings["content_logging"].is_boolean(), "{settings}");
+    for hidden in ["spend_cap_micros", "spend_cap_reset"] {
+        assert_eq!(settings.get(hidden), None, "{settings}");
+    }
 
     // A viewer reads the organization's spend, not its credits, keys or
     // events, and has no model to call.
@@ -187,6 +193,10 @@ async fn overview_by_seat(backend: Backend) {
         (Value::Null, Value::Null)
     );
     assert!(expiring(&seen).is_empty() && seen["projects"].as_array().unwrap().is_empty());
+    let settings = app.ok(&viewer, "get_spending", &[("org_id", o)]).await;
+    let owners = app.ok(&owner, "get_spending", &[("org_id", o)]).await;
+    assert_eq!(settings, owners, "the viewer reads the cap as the owner does");
+    assert!(settings.get("spend_cap_reset").is_some(), "{settings}");
 
     // A billing manager reads the credits too; still no audit log.
     let money = app.ok(&billing, "get_overview", &[("org_id", o)]).await;

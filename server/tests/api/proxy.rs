@@ -1344,6 +1344,8 @@ async fn the_ledger_is_idempotent_by_request_id(backend: Backend) {
             status: 200,
             error_code: (i % 10 == 0).then(|| "x".to_owned()),
             latency_ms: 3,
+            prompt_id: String::new(),
+            prompt_version: 0,
         })
         .collect();
     let mut conn = gw.app.sql().await;

@@ -19,6 +19,9 @@ pub async fn upsert_model(
     m: &Model,
 ) -> Result<(), AppError> {
     let mut op = Audited::begin(state).await?;
+    // The organization locked: a virtual model of this name being saved at
+    // the same moment waits for this transaction, and then sees this model.
+    crate::core::orgs::lock(&mut op.tx, scope.org_id()).await?;
     if virtual_models::list(&mut op.tx, scope)
         .await?
         .iter()
@@ -81,8 +84,10 @@ pub async fn upsert_virtual_model(
     v: &VirtualModel,
 ) -> Result<(), AppError> {
     let mut op = Audited::begin(state).await?;
-    // Again inside the transaction: a catalogue model of this name would
-    // shadow the virtual model (and its region) in the proxy.
+    // Again inside the transaction, the organization locked (as
+    // `upsert_model` does): a catalogue model of this name would shadow the
+    // virtual model (and its region) in the proxy.
+    crate::core::orgs::lock(&mut op.tx, scope.org_id()).await?;
     if catalogue::model_ids(&mut op.tx, scope)
         .await?
         .contains(&v.id)

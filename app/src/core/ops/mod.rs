@@ -20,6 +20,7 @@ mod billing;
 mod catalogue;
 mod members;
 mod orgs;
+mod prompts;
 mod provisioning;
 pub mod scim;
 pub mod sso;
@@ -28,6 +29,7 @@ pub use billing::*;
 pub use catalogue::*;
 pub use members::*;
 pub use orgs::*;
+pub use prompts::*;
 pub use provisioning::*;
 
 /// A change in flight: its transaction and clock. The "before" is read through
