@@ -8,7 +8,8 @@ import { useServerAndBrowser, server, shot, call, setUpOwner, openHydrated } fro
 useServerAndBrowser();
 
 test('an owner versions a prompt, compares versions and lets a project use it', async () => {
-  const { page, errors, org } = await setUpOwner();
+  // A refused save logs its 400 in the console: allowed here.
+  const { page, errors, org } = await setUpOwner({ allowRefused: true });
   const { id: project } = await call(page, 'create_project', { org_id: org, name: 'Support' });
 
   await openHydrated(page, `${server.url}/orgs/${org}/prompts`, 'prompt-form');

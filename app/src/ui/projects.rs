@@ -105,7 +105,7 @@ pub fn ProjectPage() -> impl IntoView {
                 })}
             <ProjectKeys org_id=org_id project_id=project_id project=project actions=key_actions/>
             <Settings org_id=org_id project=project update=update/>
-            <ProjectPrompts org_id=org_id project=project/>
+            <ProjectPrompts org_id=org_id project_id=project_id/>
             <Members org_id=org_id project_id=project_id project=project/>
             <Delete org_id=org_id project=project/>
         </Shell>
@@ -117,27 +117,19 @@ type ProjectResource = Resource<Result<ProjectView, crate::error::AppError>>;
 /// The organization's prompts this project's keys may use (for whoever
 /// edits its settings).
 #[component]
-fn ProjectPrompts(org_id: Memo<String>, project: ProjectResource) -> impl IntoView {
+fn ProjectPrompts(org_id: Memo<String>, project_id: Memo<String>) -> impl IntoView {
     use crate::api::prompts::{project_prompts, SetProjectPrompts};
     let set = ServerAction::<SetProjectPrompts>::new();
+    // Its own read of the project (not the page's resource, which reloads
+    // after every key action): only whoever edits the settings asks.
     let choices = Resource::new(
-        move || {
-            (
-                org_id.get(),
-                project
-                    .get()
-                    .and_then(Result::ok)
-                    .map(|p| (p.id, p.my_seat)),
-                set.version().get(),
-            )
-        },
-        |(o, p, _)| async move {
-            match p {
-                Some((id, seat)) if allows(Action::EditProjectSettings, seat) => {
-                    project_prompts(o, id.clone()).await.ok().map(|c| (id, c))
-                }
-                _ => None,
+        move || (org_id.get(), project_id.get(), set.version().get()),
+        |(o, id, _)| async move {
+            let p = get_project(o.clone(), id.clone()).await.ok()?;
+            if !allows(Action::EditProjectSettings, p.my_seat) {
+                return None;
             }
+            project_prompts(o, id.clone()).await.ok().map(|c| (id, c))
         },
     );
     view! {

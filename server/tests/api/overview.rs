@@ -195,7 +195,10 @@ async fn overview_by_seat(backend: Backend) {
     assert!(expiring(&seen).is_empty() && seen["projects"].as_array().unwrap().is_empty());
     let settings = app.ok(&viewer, "get_spending", &[("org_id", o)]).await;
     let owners = app.ok(&owner, "get_spending", &[("org_id", o)]).await;
-    assert_eq!(settings, owners, "the viewer reads the cap as the owner does");
+    assert_eq!(
+        settings, owners,
+        "the viewer reads the cap as the owner does"
+    );
     assert!(settings.get("spend_cap_reset").is_some(), "{settings}");
 
     // A billing manager reads the credits too; still no audit log.
