@@ -118,6 +118,20 @@ type ProjectResource = Resource<Result<ProjectView, crate::error::AppError>>;
 /// edits its settings).
 #[component]
 fn ProjectPrompts(org_id: Memo<String>, project_id: Memo<String>) -> impl IntoView {
+    // Drawn in the browser only, once the page has hydrated: the card adds
+    // nothing to what the server renders (nor a resource to what it hands
+    // over), so it cannot shift the page's hydration.
+    let mounted = RwSignal::new(false);
+    Effect::new(move || mounted.set(true));
+    move || {
+        mounted
+            .get()
+            .then(|| view! { <ProjectPromptsCard org_id=org_id project_id=project_id/> })
+    }
+}
+
+#[component]
+fn ProjectPromptsCard(org_id: Memo<String>, project_id: Memo<String>) -> impl IntoView {
     use crate::api::prompts::{project_prompts, SetProjectPrompts};
     let set = ServerAction::<SetProjectPrompts>::new();
     // Its own read of the project (not the page's resource, which reloads
