@@ -603,22 +603,7 @@ pub async fn set_label(
     version: i64,
     now: i64,
 ) -> Result<Option<i64>, sqlx::Error> {
-    let before: Option<i64> = sqlx::query(
-        "SELECT version FROM prompt_labels WHERE org_id = $1 AND prompt_id = $2 AND label = $3",
-    )
-    .bind(scope.org_id())
-    .bind(id)
-    .bind(label)
-    .fetch_optional(&mut *conn)
-    .await?
-    .map(|r| r.try_get("version"))
-    .transpose()?;
-    sqlx::query("DELETE FROM prompt_labels WHERE org_id = $1 AND prompt_id = $2 AND label = $3")
-        .bind(scope.org_id())
-        .bind(id)
-        .bind(label)
-        .execute(&mut *conn)
-        .await?;
+    let before = remove_label(conn, scope, id, label).await?;
     sqlx::query(
         "INSERT INTO prompt_labels (org_id, prompt_id, label, version, updated_at) \
          VALUES ($1, $2, $3, $4, $5)",
@@ -666,8 +651,7 @@ pub async fn remove_label(
 }
 
 /// Deletes a prompt with its versions and labels (`$1` the organization,
-/// `$2` its id). Projects that listed it keep the id, which then names
-/// nothing a request can use.
+/// `$2` its id); `ops::delete_prompt` also takes it out of its projects.
 pub(crate) const DELETE: [&str; 3] = [
     "DELETE FROM prompt_labels WHERE org_id = $1 AND prompt_id = $2",
     "DELETE FROM prompt_versions WHERE org_id = $1 AND prompt_id = $2",
