@@ -93,6 +93,7 @@ pub fn require(router: Router, state: AppState, pages: impl IntoIterator<Item = 
         .map(|p| root(p).to_owned())
         .chain([
             PROXY_ROOT.to_owned(),
+            crate::mcp::ROOT.to_owned(),
             root(PREFIX).to_owned(),
             root(crate::scim::ROOT).to_owned(),
         ])
@@ -146,7 +147,7 @@ impl Gate {
             .is_some_and(|f| f.starts_with('/'))
         {
             Need::Session
-        } else if root(path) == PROXY_ROOT {
+        } else if root(path) == PROXY_ROOT || root(path) == crate::mcp::ROOT {
             Need::ApiKey
         } else if root(path) == root(crate::scim::ROOT) {
             Need::ScimToken

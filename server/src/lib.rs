@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod csrf;
 pub mod machine;
+pub mod mcp;
 pub mod metrics;
 pub mod net_guard;
 pub mod playground;
@@ -130,6 +131,7 @@ pub fn router(state: AppState, gateway: Arc<proxy::Gateway>) -> Router {
     // `/v1` and `/metrics` never pass through the session layer or Leptos;
     // the same authentication layer guards them.
     let outside = proxy::router(gateway.clone())
+        .merge(mcp::router(gateway.clone()))
         .merge(
             Router::new()
                 .route("/metrics", get(metrics::handler))
@@ -214,6 +216,7 @@ pub fn route_paths() -> Vec<String> {
         .chain(sso::paths())
         .chain(playground::paths())
         .chain(PROXY_PATHS.iter().map(|p| (*p).to_owned()))
+        .chain(mcp::PATHS.iter().map(|p| (*p).to_owned()))
         .collect()
 }
 

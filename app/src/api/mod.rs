@@ -7,6 +7,7 @@ pub mod billing;
 pub mod catalogue;
 pub mod identity;
 pub mod keys;
+pub mod mcp;
 pub mod members;
 pub mod orgs;
 pub mod overview;

@@ -20,6 +20,8 @@ pub struct Project {
     pub content_logging: bool,
     /// The prompts (ids) its keys may use; none at first.
     pub prompts: Vec<String>,
+    /// The MCP servers (and tools) its keys may use; none at first.
+    pub mcp: Vec<super::mcp::Grant>,
     pub created_at: i64,
 }
 
@@ -34,6 +36,7 @@ impl Project {
             ip_allowlist: Vec::new(),
             content_logging: true,
             prompts: Vec::new(),
+            mcp: Vec::new(),
             created_at: now,
         }
     }
@@ -51,7 +54,7 @@ pub struct Settings {
 macro_rules! columns {
     () => {
         "id, org_id, name, models_json, tpm_limit, rpm_limit, budget_micros, budget_reset, \
-         ip_allowlist_json, content_logging, prompts_json, created_at"
+         ip_allowlist_json, content_logging, prompts_json, mcp_json, created_at"
     };
 }
 
@@ -64,6 +67,7 @@ fn project_of(r: &sqlx::any::AnyRow) -> Result<Project, sqlx::Error> {
         ip_allowlist: json_list(&r.try_get::<String, _>("ip_allowlist_json")?)?,
         content_logging: r.try_get::<i64, _>("content_logging")? != 0,
         prompts: json_list(&r.try_get::<String, _>("prompts_json")?)?,
+        mcp: super::mcp::grants_of(&r.try_get::<String, _>("mcp_json")?)?,
         created_at: r.try_get("created_at")?,
     })
 }
@@ -481,5 +485,34 @@ pub(crate) async fn set_prompts_of(
     .bind(org_id)
     .execute(&mut *conn)
     .await?;
+    Ok(())
+}
+
+/// Sets the MCP servers (and tools) the project's keys may use.
+pub async fn set_mcp(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+    grants: &[super::mcp::Grant],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    set_mcp_of(conn, scope.project_id(), scope.org_id(), grants, now).await
+}
+
+/// [`set_mcp`] for a project the caller found in `org_id` (a server
+/// removed from the organization leaves its projects).
+pub(crate) async fn set_mcp_of(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    org_id: &str,
+    grants: &[super::mcp::Grant],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE projects SET mcp_json = $1, updated_at = $2 WHERE id = $3 AND org_id = $4")
+        .bind(super::mcp::grants_json(grants))
+        .bind(now)
+        .bind(project_id)
+        .bind(org_id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

@@ -212,7 +212,7 @@ pub fn open(secret: &SecretString, sealed: &str) -> Option<SecretString> {
 }
 
 /// `…` and the last four characters, so an owner can tell keys apart.
-fn hint_of(key: &SecretString) -> String {
+pub(crate) fn hint_of(key: &SecretString) -> String {
     let k = key.expose_secret();
     let tail: String = k
         .chars()

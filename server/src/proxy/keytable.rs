@@ -11,6 +11,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use tollgate_app::core::keys::ProxyKeyRow;
 use tollgate_app::core::limits::ResetInterval;
+use tollgate_app::core::mcp::Grant;
 
 /// A key's id: the 32 lowercase hex digits `new_id` makes, held as their
 /// 16 bytes; any other text as it is.
@@ -95,6 +96,8 @@ pub struct KeyEntry {
     revoked_at: Opt,
     pub budget_reset: ResetInterval,
     pub no_content_logging: bool,
+    /// The key's own narrowing of its project's MCP grants (`None`: none).
+    pub mcp: Option<Arc<Vec<Grant>>>,
 }
 
 impl KeyEntry {
@@ -297,6 +300,12 @@ impl KeyTable {
             revoked_at: Opt::new(row.revoked_at),
             budget_reset: row.budget_reset,
             no_content_logging: row.no_content_logging,
+            mcp: match row.mcp_json {
+                Some(json) => Some(Arc::new(
+                    serde_json::from_str(json).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                )),
+                None => None,
+            },
         };
         self.insert(entry);
         Ok(())
@@ -424,6 +433,7 @@ mod tests {
             expires_at: None,
             no_content_logging: false,
             revoked_at: None,
+            mcp_json: None,
         }
     }
 

@@ -40,6 +40,8 @@ pub struct OrgEntry {
     pub virtuals: HashMap<String, Arc<super::routing::VirtualRoute>>,
     /// Each prompt with its versions ready to render.
     pub prompts: HashMap<String, Arc<super::prompts::PromptEntry>>,
+    /// Each registered MCP server, ready to call.
+    pub mcp: HashMap<String, Arc<crate::mcp::McpUpstream>>,
 }
 
 pub struct Route {
@@ -226,12 +228,16 @@ impl Memory {
         let upstreams = providers::load_for_proxy(&mut conn, &org.id, &self.secret).await?;
         let virtuals = virtual_models::load_for_proxy(&mut conn, &org.id).await?;
         let prompts = super::prompts::entries(prompts::load_for_proxy(&mut conn, &org.id).await?);
+        let mcp = crate::mcp::entries(
+            tollgate_app::core::mcp::load_for_proxy(&mut conn, &org.id, &self.secret).await?,
+        );
         let (routes, virtuals) = routes(&org.id, models, upstreams, virtuals, &self.board);
         Ok(Arc::new(OrgEntry {
             reset: org.spending.spend_cap_reset,
             routes,
             virtuals,
             prompts,
+            mcp,
             org,
         }))
     }

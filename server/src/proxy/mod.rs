@@ -49,13 +49,15 @@ use upstream::{Call, Clients, Endpoint, Reply, UpstreamError};
 
 pub struct Gateway {
     pub memory: Memory,
-    counters: Arc<dyn Counters>,
+    pub(crate) counters: Arc<dyn Counters>,
     pub ledger: Ledger,
     clients: Clients,
     config: ProxyConfig,
     /// Where this instance stands in the change log.
     pub feed: Arc<feed::FeedStatus>,
     pub metrics: Arc<Metrics>,
+    /// The MCP gateway's client and session sealing.
+    pub(crate) mcp: crate::mcp::McpClient,
 }
 
 /// Applies change events to the gateway's memory before `publish` returns.
@@ -141,6 +143,16 @@ impl Gateway {
                     format!("the proxy cannot build its HTTP client: {e}").into(),
                 )
             })?,
+            mcp: crate::mcp::McpClient::new(
+                Duration::from_millis(config.connect_timeout_ms),
+                state.allow_private_networks,
+                state.secret.clone(),
+            )
+            .map_err(|e| {
+                sqlx::Error::Configuration(
+                    format!("the MCP gateway cannot build its HTTP client: {e}").into(),
+                )
+            })?,
             config: config.clone(),
             feed: Arc::new(feed::FeedStatus::default()),
             metrics,
@@ -165,6 +177,11 @@ impl Gateway {
         i64::try_from(self.config.change_poll_ms.saturating_mul(3))
             .unwrap_or(i64::MAX)
             .max(30_000)
+    }
+
+    /// The most bytes of a body the content log keeps.
+    pub fn content_log_max_bytes(&self) -> usize {
+        self.config.content_log_max_bytes
     }
 
     /// Which counters admit requests and whether they can now.
@@ -252,7 +269,11 @@ fn bearer(h: &HeaderMap) -> Result<&str, ProxyError> {
 
 /// The caller behind the request's headers: key (revoked, expired) and the
 /// project's IP allowlist, before anything of the body is read.
-fn admit_caller(gw: &Gateway, peer: SocketAddr, h: &HeaderMap) -> Result<Caller, ProxyError> {
+pub(crate) fn admit_caller(
+    gw: &Gateway,
+    peer: SocketAddr,
+    h: &HeaderMap,
+) -> Result<Caller, ProxyError> {
     let caller = gw
         .memory
         .authenticate(bearer(h)?, tollgate_app::core::now_ms())?;
@@ -287,7 +308,7 @@ pub(crate) fn cost(m: &Model, tokens_in: i64, tokens_out: i64) -> i64 {
     i64::try_from(micros.saturating_add(999_999) / 1_000_000).unwrap_or(i64::MAX)
 }
 
-fn truncate(bytes: &[u8], max: usize) -> (String, bool) {
+pub(crate) fn truncate(bytes: &[u8], max: usize) -> (String, bool) {
     let text = String::from_utf8_lossy(bytes);
     if text.len() <= max {
         return (text.into_owned(), false);

@@ -11,6 +11,7 @@ mod identity;
 mod instances;
 mod machine;
 mod matrix;
+mod mcp;
 mod operator;
 mod overview;
 mod projects;

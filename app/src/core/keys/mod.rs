@@ -663,6 +663,8 @@ pub struct ProxyKeyRow<'r> {
     pub expires_at: Option<i64>,
     pub no_content_logging: bool,
     pub revoked_at: Option<i64>,
+    /// The key's own MCP grants as stored (JSON); `None` inherits its project's.
+    pub mcp_json: Option<&'r str>,
 }
 
 impl ProxyKeyRow<'_> {
@@ -685,7 +687,7 @@ macro_rules! proxy_columns {
     () => {
         "id, public_id, secret_hash, prev_secret_hash, prev_valid_until, org_id, project_id, \
          models_json, tpm_limit, rpm_limit, budget_micros, budget_reset, expires_at, \
-         no_content_logging, revoked_at"
+         no_content_logging, revoked_at, mcp_json"
     };
 }
 
@@ -714,6 +716,7 @@ where
         expires_at: r.try_get(12)?,
         no_content_logging: r.try_get::<i64, _>(13)? != 0,
         revoked_at: r.try_get(14)?,
+        mcp_json: r.try_get(15)?,
     })
 }
 
@@ -738,6 +741,7 @@ struct PagedKey<'a>(
     Option<i64>,
     i64,
     Option<i64>,
+    #[serde(borrow, default)] Option<Cow<'a, str>>,
 );
 
 impl PagedKey<'_> {
@@ -758,6 +762,7 @@ impl PagedKey<'_> {
             expires_at: self.12,
             no_content_logging: self.13 != 0,
             revoked_at: self.14,
+            mcp_json: self.15.as_deref(),
         })
     }
 }
@@ -877,6 +882,69 @@ pub async fn each_for_proxy(
     let mut rows = q.fetch(&mut *conn);
     while let Some(r) = rows.try_next().await? {
         each(proxy_row(&r)?)?;
+    }
+    Ok(())
+}
+
+/// A key's own MCP grants (`None`: its project's).
+pub async fn mcp_of(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+    id: &str,
+) -> Result<Option<Vec<super::mcp::Grant>>, sqlx::Error> {
+    let json: Option<String> =
+        sqlx::query_scalar("SELECT mcp_json FROM api_keys WHERE id = $1 AND project_id = $2")
+            .bind(id)
+            .bind(scope.project_id())
+            .fetch_optional(&mut *conn)
+            .await?
+            .flatten();
+    json.as_deref().map(super::mcp::grants_of).transpose()
+}
+
+/// Narrows a key's MCP servers and tools (`None`: its project's).
+pub async fn set_mcp(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+    id: &str,
+    grants: Option<&[super::mcp::Grant]>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE api_keys SET mcp_json = $1, updated_at = $2 WHERE id = $3 AND project_id = $4",
+    )
+    .bind(grants.map(super::mcp::grants_json))
+    .bind(now)
+    .bind(id)
+    .bind(scope.project_id())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Takes a removed MCP server out of every key of the organization that
+/// named it.
+pub(crate) async fn forget_mcp_server(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    server: &str,
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT id, mcp_json FROM api_keys WHERE org_id = $1 AND mcp_json IS NOT NULL",
+    )
+    .bind(org_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, json) in rows {
+        let grants = super::mcp::grants_of(&json)?;
+        if grants.iter().any(|g| g.server == server) {
+            let kept: Vec<_> = grants.into_iter().filter(|g| g.server != server).collect();
+            sqlx::query("UPDATE api_keys SET mcp_json = $1 WHERE id = $2")
+                .bind(super::mcp::grants_json(&kept))
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ use crate::policy::{OrgScope, ProjectRole, ProjectScope, TenantScope};
 
 mod billing;
 mod catalogue;
+mod mcp;
 mod members;
 mod orgs;
 mod prompts;
@@ -27,6 +28,7 @@ pub mod sso;
 
 pub use billing::*;
 pub use catalogue::*;
+pub use mcp::*;
 pub use members::*;
 pub use orgs::*;
 pub use prompts::*;
