@@ -17,7 +17,7 @@ async function freePort() {
   });
 }
 
-export async function startServer() {
+export async function startServer(extraEnv = {}) {
   const bin = process.env.TOLLGATE_BIN;
   if (!bin) throw new Error('TOLLGATE_BIN is not set: run the tests through scripts/test');
   const port = await freePort();
@@ -30,6 +30,7 @@ export async function startServer() {
       TOLLGATE_DATA_DIR: join(dir, 'data'),
       TOLLGATE_PUBLIC_URL: url,
       RUST_LOG: 'info',
+      ...extraEnv,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -15,10 +15,11 @@ import { startServer, artifacts, chromiumArgs } from '../server.mjs';
 export let server;
 export let browser;
 
-/** Starts a server and Chromium before the file's tests and stops them after. */
-export function useServerAndBrowser() {
+/** Starts a server and Chromium before the file's tests and stops them
+ * after; `env` adds to the server's environment. */
+export function useServerAndBrowser({ env = {} } = {}) {
   before(async () => {
-    server = await startServer();
+    server = await startServer(env);
     browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: chromiumArgs });
   });
   after(async () => {

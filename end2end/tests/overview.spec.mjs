@@ -125,7 +125,7 @@ test('the overview shows an owner everything and a member no organization-wide f
   // The navigation: four groups, one row at 1280 px.
   const nav = page.getByRole('navigation', { name: 'Console' });
   const tops = await nav.getByRole('link').evaluateAll((as) => as.map((a) => Math.round(a.getBoundingClientRect().top)));
-  assert.equal(tops.length, 13);
+  assert.equal(tops.length, 14);
   assert.equal(new Set(tops).size, 1, `one row: ${tops}`);
   assert.deepEqual(await nav.locator('.nav-heading').allTextContents(), ['Organization', 'Projects & keys', 'Money', 'Settings']);
   assert.equal(await nav.getByRole('link', { name: 'Overview' }).getAttribute('aria-current'), 'page');

@@ -5,6 +5,7 @@ mod account;
 mod audit;
 mod billing;
 mod keys;
+mod mcp;
 mod members;
 mod models;
 mod org;
@@ -95,6 +96,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/orgs/:org_id/models") view=models::ModelsPage/>
                 <Route path=path!("/orgs/:org_id/prompts") view=prompts::PromptsPage/>
                 <Route path=path!("/orgs/:org_id/providers") view=providers::ProvidersPage/>
+                <Route path=path!("/orgs/:org_id/mcp") view=mcp::McpServersPage/>
                 <Route path=path!("/orgs/:org_id/access") view=access::AccessPage/>
                 <Route path=path!("/orgs/:org_id/sso") view=sso::SsoPage/>
                 <Route path=path!("/orgs/:org_id/usage") view=usage::UsagePage/>
@@ -469,6 +471,7 @@ const NAV: [(&str, &[NavLink]); 4] = {
             "Settings",
             &[
                 ("/providers", "Providers", Some(ExternalKeys)),
+                ("/mcp", "MCP", Some(McpServers)),
                 ("/access", "Provisioning", Some(ManageAllKeys)),
                 ("/sso", "SSO", Some(SingleSignOn)),
             ],

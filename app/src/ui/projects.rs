@@ -106,6 +106,7 @@ pub fn ProjectPage() -> impl IntoView {
             <ProjectKeys org_id=org_id project_id=project_id project=project actions=key_actions/>
             <Settings org_id=org_id project=project update=update/>
             <ProjectPrompts org_id=org_id project_id=project_id/>
+            <ProjectMcp org_id=org_id project_id=project_id/>
             <Members org_id=org_id project_id=project_id project=project/>
             <Delete org_id=org_id project=project/>
         </Shell>
@@ -170,6 +171,69 @@ fn ProjectPromptsCard(org_id: Memo<String>, project_id: Memo<String>) -> impl In
                                         }).collect_view()}
                                     </fieldset>
                                     <button type="submit">"Save prompts"</button>
+                                </ActionForm>
+                            }.into_any()
+                        }}
+                        {move || match set.value().get() {
+                            Some(Ok(_)) => Some(view! { <p class="ok" role="status">"Saved."</p> }.into_any()),
+                            Some(Err(e)) => Some(view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any()),
+                            None => None,
+                        }}
+                    </section>
+                }.into_any()
+            })}
+        </Transition>
+    }
+}
+
+/// The MCP servers (and tools) this project's keys may use (for whoever
+/// edits its settings); drawn in the browser after hydration, like
+/// [`ProjectPrompts`].
+#[component]
+fn ProjectMcp(org_id: Memo<String>, project_id: Memo<String>) -> impl IntoView {
+    let mounted = RwSignal::new(false);
+    Effect::new(move || mounted.set(true));
+    move || {
+        mounted
+            .get()
+            .then(|| view! { <ProjectMcpCard org_id=org_id project_id=project_id/> })
+    }
+}
+
+#[component]
+fn ProjectMcpCard(org_id: Memo<String>, project_id: Memo<String>) -> impl IntoView {
+    use crate::api::mcp::{project_mcp, SetProjectMcp};
+    let set = ServerAction::<SetProjectMcp>::new();
+    let access = Resource::new(
+        move || (org_id.get(), project_id.get(), set.version().get()),
+        |(o, id, _)| async move {
+            let p = get_project(o.clone(), id.clone()).await.ok()?;
+            if !allows(Action::EditProjectSettings, p.my_seat) {
+                return None;
+            }
+            project_mcp(o, id.clone()).await.ok().map(|c| (id, c))
+        },
+    );
+    view! {
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move {
+                let Some((project_id, c)) = access.await else { return ().into_any() };
+                view! {
+                    <section class="card" data-testid="project-mcp">
+                        <h2>"MCP servers"</h2>
+                        {if c.servers.is_empty() {
+                            view! { <p class="muted">"The organization has no MCP server yet (owners register them on the MCP servers page)."</p> }.into_any()
+                        } else {
+                            view! {
+                                <p class="muted">"Registered: "{c.servers.join(", ")}". A line per server this project's keys may use: "
+                                    <code>"server"</code>" for all the tools it exposes, or "<code>"server: tool_a, tool_b"</code>"."</p>
+                                <ActionForm action=set>
+                                    <input type="hidden" name="org_id" value=org_id.get_untracked()/>
+                                    <input type="hidden" name="project_id" value=project_id.clone()/>
+                                    <label>"Servers and tools"
+                                        <textarea name="mcp" rows="4" placeholder="github: search_issues" prop:value=c.grants.clone()></textarea>
+                                    </label>
+                                    <button type="submit">"Save MCP access"</button>
                                 </ActionForm>
                             }.into_any()
                         }}

@@ -280,19 +280,13 @@ fn admit(
     Ok((caller, up))
 }
 
-/// The client's session, opened: the upstream's id, if the client holds
-/// one that this key and server own (404 otherwise: the client starts a
-/// new session, as the protocol says).
-fn upstream_session(
-    gw: &Gateway,
-    h: &HeaderMap,
-    caller: &Caller,
-    server: &str,
-) -> Result<Option<String>, Response> {
-    let Some(raw) = h.get(SESSION) else {
-        return Ok(None);
-    };
-    let gone = || {
+/// A session id this server did not seal, or sealed for another key or
+/// server: 404, so that the client starts a new session (as the protocol
+/// says).
+struct UnknownSession;
+
+impl IntoResponse for UnknownSession {
+    fn into_response(self) -> Response {
         json_response(
             StatusCode::NOT_FOUND,
             &rpc_error(
@@ -302,14 +296,27 @@ fn upstream_session(
                 "mcp_session_not_found",
             ),
         )
+    }
+}
+
+/// The client's session, opened: the upstream's id, if the client holds
+/// one that this key and server own.
+fn upstream_session(
+    gw: &Gateway,
+    h: &HeaderMap,
+    caller: &Caller,
+    server: &str,
+) -> Result<Option<String>, UnknownSession> {
+    let Some(raw) = h.get(SESSION) else {
+        return Ok(None);
     };
     let s = raw
         .to_str()
         .ok()
         .and_then(|v| Session::open(&gw.mcp.secret, v))
-        .ok_or_else(gone)?;
+        .ok_or(UnknownSession)?;
     if s.org != caller.key.org_id() || s.server != server || s.key_id != caller.key.id.to_string() {
-        return Err(gone());
+        return Err(UnknownSession);
     }
     Ok(Some(s.upstream))
 }
@@ -623,7 +630,7 @@ async fn relay_message(
     };
     let session = match upstream_session(&gw, &h, &caller, &name) {
         Ok(s) => s,
-        Err(res) => return res,
+        Err(e) => return e.into_response(),
     };
     let (id, method, params) = match msg {
         JsonRpcMessage::Request(r) => (Some(r.id), r.request.method, r.request.params),
@@ -1073,7 +1080,7 @@ async fn open_stream(
     };
     let session = match upstream_session(&gw, &h, &caller, &name) {
         Ok(s) => s,
-        Err(res) => return res,
+        Err(e) => return e.into_response(),
     };
     let timeout = Duration::from_millis(u64::try_from(up.server.timeout_ms).unwrap_or(30_000));
     let fail = |f: Failure| json_response(StatusCode::BAD_GATEWAY, &f.rpc(None));
@@ -1163,7 +1170,7 @@ async fn end_session(
                 ),
             )
         }
-        Err(res) => return res,
+        Err(e) => return e.into_response(),
     };
     let timeout = Duration::from_millis(u64::try_from(up.server.timeout_ms).unwrap_or(30_000));
     let Ok(rb) = upstream_request(&gw, &up, reqwest::Method::DELETE, &h, Some(&session)) else {

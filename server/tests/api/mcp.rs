@@ -113,7 +113,7 @@ async fn rpc(
     {
         text.lines()
             .filter_map(|l| l.strip_prefix("data: "))
-            .last()
+            .next_back()
             .unwrap_or("null")
             .to_owned()
     } else {
