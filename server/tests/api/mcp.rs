@@ -292,6 +292,14 @@ async fn the_mcp_sdk_works_through_the_gateway(backend: Backend) {
         "{body}"
     );
 
+    // Content logging is off (the default): no arguments or results kept.
+    let mut conn = app.sql().await;
+    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM request_logs")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kept, 0);
+
     // A key of a project that may not use the server is refused before
     // anything reaches it; an unknown server is a 404; no key, a 401.
     let (_, other_key) = app.create_key(&owner, &org, &other, &[]).await;
@@ -426,6 +434,18 @@ async fn upstream_failures_are_json_rpc_errors(backend: Backend) {
             ("org_id", &org),
             ("project_id", &project),
             ("mcp", "good: ok\nslow\nhtml\ngarbage\ndown"),
+        ],
+    )
+    .await;
+    // Content logging on: a tool call's arguments and result are kept.
+    app.ok(
+        &owner,
+        "update_spending",
+        &[
+            ("org_id", &org),
+            ("spend_cap", ""),
+            ("spend_cap_reset", "monthly"),
+            ("content_logging", "on"),
         ],
     )
     .await;
@@ -564,6 +584,18 @@ async fn upstream_failures_are_json_rpc_errors(backend: Backend) {
     );
 
     let rows = ledger(&app).await;
+    let mut conn = app.sql().await;
+    let bodies: Vec<(String, String)> =
+        sqlx::query_as("SELECT request_body, response_body FROM request_logs")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert!(
+        bodies
+            .iter()
+            .any(|(req, res)| req.contains(r#""name":"ok""#) && res.contains("fine")),
+        "{bodies:?}"
+    );
     let statuses: Vec<(String, i64, Option<String>)> = rows;
     for want in [
         ("slow/wait", 504, Some("upstream_timeout")),
