@@ -39,6 +39,9 @@ pub struct KeyView {
     pub no_content_logging: bool,
     pub tags: Vec<String>,
     pub created_at: i64,
+    /// The key's narrowing of its project's MCP servers, as the form writes
+    /// it (`None`: the project's; `none`: no server).
+    pub mcp: Option<String>,
 }
 
 /// The answer to create and rotate: the one response that carries the token.
@@ -83,6 +86,13 @@ pub(crate) fn view_of(k: crate::core::keys::KeyRow, now: i64) -> KeyView {
         no_content_logging: k.limits.no_content_logging,
         tags: k.limits.tags,
         created_at: k.created_at,
+        mcp: k.mcp.map(|g| {
+            if g.is_empty() {
+                "none".to_owned()
+            } else {
+                crate::core::mcp::grants_text(&g)
+            }
+        }),
     }
 }
 

@@ -290,8 +290,14 @@ fn KeyRow(
     update: ServerAction<UpdateKey>,
 ) -> impl IntoView {
     let active = key.status == "active";
-    let (o1, o2, o3) = (org_id.clone(), org_id.clone(), org_id);
-    let (id1, id2, id3) = (key.id.clone(), key.id.clone(), key.id.clone());
+    let (o1, o2, o3, o4) = (org_id.clone(), org_id.clone(), org_id.clone(), org_id);
+    let (id1, id2, id3, id4) = (
+        key.id.clone(),
+        key.id.clone(),
+        key.id.clone(),
+        key.id.clone(),
+    );
+    let mcp = key.mcp.clone();
     let edit_key = key.clone();
     view! {
         <tr data-testid=format!("key-{}", key.name)>
@@ -324,6 +330,7 @@ fn KeyRow(
                             <KeyFields project_models=models key=edit_key/>
                             <button type="submit">"Save changes"</button>
                         </ActionForm>
+                        <KeyMcp org_id=o4 key_id=id4 current=mcp/>
                     </details>
                 })}
             </td>
@@ -355,5 +362,27 @@ pub fn MyKeysPage() -> impl IntoView {
                 })}
             </section>
         </Shell>
+    }
+}
+
+/// A key's narrowing of its project's MCP servers and tools.
+#[component]
+fn KeyMcp(org_id: String, key_id: String, current: Option<String>) -> impl IntoView {
+    use crate::api::mcp::SetKeyMcp;
+    let set = ServerAction::<SetKeyMcp>::new();
+    view! {
+        <ActionForm action=set>
+            <input type="hidden" name="org_id" value=org_id/>
+            <input type="hidden" name="key_id" value=key_id/>
+            <label>"MCP servers (blank: the project's; none; or a line per server: server or server: tool, tool)"
+                <textarea name="mcp" rows="2" prop:value=current.unwrap_or_default()></textarea>
+            </label>
+            <button type="submit">"Save MCP access"</button>
+            {move || match set.value().get() {
+                Some(Ok(())) => Some(view! { <p class="ok" role="status">"Saved."</p> }.into_any()),
+                Some(Err(e)) => Some(view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any()),
+                None => None,
+            }}
+        </ActionForm>
     }
 }

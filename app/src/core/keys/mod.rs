@@ -98,6 +98,8 @@ pub struct KeyRow {
     pub spend: Usd,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// The key's own narrowing of its project's MCP grants (`None`: none).
+    pub mcp: Option<Vec<super::mcp::Grant>>,
 }
 
 impl KeyRow {
@@ -112,7 +114,7 @@ macro_rules! key_select {
         "SELECT k.id, k.id_hash, k.hint, k.org_id, k.project_id, p.name AS project_name, k.kind, k.owner_id, \
          u.email AS owner_email, k.name, k.models_json, k.tpm_limit, k.rpm_limit, k.budget_micros, \
          k.budget_reset, k.expires_at, k.no_content_logging, k.tags_json, k.metadata_json, CAST(k.spend_micros AS BIGINT) AS spend_micros, k.created_at, \
-         k.revoked_at FROM api_keys k JOIN projects p ON p.id = k.project_id \
+         k.revoked_at, k.mcp_json FROM api_keys k JOIN projects p ON p.id = k.project_id \
          LEFT JOIN users u ON u.id = k.owner_id "
     };
 }
@@ -145,6 +147,11 @@ fn key_of(r: &sqlx::any::AnyRow) -> Result<KeyRow, sqlx::Error> {
         spend: super::db::usd(r, "spend_micros")?,
         created_at: r.try_get("created_at")?,
         revoked_at: r.try_get("revoked_at")?,
+        mcp: r
+            .try_get::<Option<String>, _>("mcp_json")?
+            .as_deref()
+            .map(super::mcp::grants_of)
+            .transpose()?,
     })
 }
 
