@@ -44,7 +44,7 @@ pub struct Upstream {
 
 /// What a project (or a key) may use of one server: all the tools it
 /// exposes (`None`) or these.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Grant {
     pub server: String,
     pub tools: Option<Vec<String>>,

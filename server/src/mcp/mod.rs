@@ -206,7 +206,7 @@ fn grants<'c>(
                 format!("the project does not allow the MCP server '{server}'"),
             )
         })?;
-    let key = match &caller.key.mcp {
+    let key = match caller.key.mcp() {
         None => None,
         Some(list) => Some(list.iter().find(|g| g.server == server).ok_or_else(|| {
             ProxyError::forbidden(

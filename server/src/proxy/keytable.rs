@@ -71,7 +71,7 @@ struct Previous {
 }
 
 /// Where a key belongs and what it may call: shared by every key with the
-/// same organization, project and model list.
+/// same organization, project, model list and MCP narrowing.
 #[derive(PartialEq, Eq, Hash)]
 pub struct Scope {
     org_id: Box<str>,
@@ -79,6 +79,25 @@ pub struct Scope {
     /// As stored (JSON), to find the scope a row belongs to unparsed.
     models_json: Box<str>,
     models: Box<[Box<str>]>,
+    /// The key's own narrowing of its project's MCP grants, as stored and
+    /// parsed (`None`: none).
+    mcp_json: Option<Box<str>>,
+    mcp: Option<Box<[Grant]>>,
+}
+
+/// What finds a scope: its organization, project, models and MCP grants
+/// as stored.
+type ScopeKey<'a> = (&'a str, &'a str, &'a str, Option<&'a str>);
+
+impl Scope {
+    fn key(&self) -> ScopeKey<'_> {
+        (
+            &self.org_id,
+            &self.project_id,
+            &self.models_json,
+            self.mcp_json.as_deref(),
+        )
+    }
 }
 
 /// One key as a request needs it.
@@ -96,8 +115,6 @@ pub struct KeyEntry {
     revoked_at: Opt,
     pub budget_reset: ResetInterval,
     pub no_content_logging: bool,
-    /// The key's own narrowing of its project's MCP grants (`None`: none).
-    pub mcp: Option<Arc<Vec<Grant>>>,
 }
 
 impl KeyEntry {
@@ -127,6 +144,10 @@ impl KeyEntry {
     }
     pub fn allows(&self, model: &str) -> bool {
         self.models().iter().any(|m| &**m == model)
+    }
+    /// The key's own narrowing of its project's MCP grants (`None`: none).
+    pub fn mcp(&self) -> Option<&[Grant]> {
+        self.scope.mcp.as_deref()
     }
 
     /// Whether `digest` (the SHA-256 of a presented secret) is this key's
@@ -159,40 +180,36 @@ struct Scopes {
 }
 
 impl Scopes {
-    fn hash(&self, org_id: &str, project_id: &str, models_json: &str) -> u64 {
-        self.hasher.hash_one((org_id, project_id, models_json))
+    fn hash(&self, key: ScopeKey<'_>) -> u64 {
+        self.hasher.hash_one(key)
     }
 
-    fn find(
-        &self,
-        h: u64,
-        org_id: &str,
-        project_id: &str,
-        models_json: &str,
-    ) -> Option<Arc<Scope>> {
-        self.all
-            .find(h, |s| {
-                &*s.org_id == org_id
-                    && &*s.project_id == project_id
-                    && &*s.models_json == models_json
-            })
-            .cloned()
+    fn find(&self, h: u64, key: ScopeKey<'_>) -> Option<Arc<Scope>> {
+        self.all.find(h, |s| s.key() == key).cloned()
     }
 
     fn add(&mut self, h: u64, scope: Arc<Scope>) -> Arc<Scope> {
         let hasher = &self.hasher;
-        self.all.insert_unique(h, scope.clone(), |s| {
-            hasher.hash_one((&*s.org_id, &*s.project_id, &*s.models_json))
-        });
+        self.all
+            .insert_unique(h, scope.clone(), |s| hasher.hash_one(s.key()));
         scope
     }
 
-    /// The scope of `row` (its model list parsed where it is new).
+    /// The scope of `row` (its model list and MCP grants parsed where it is new).
     fn of(&mut self, row: &ProxyKeyRow<'_>) -> Result<Arc<Scope>, sqlx::Error> {
-        let h = self.hash(row.org_id, row.project_id, row.models_json);
-        if let Some(s) = self.find(h, row.org_id, row.project_id, row.models_json) {
+        let key = (row.org_id, row.project_id, row.models_json, row.mcp_json);
+        let h = self.hash(key);
+        if let Some(s) = self.find(h, key) {
             return Ok(s);
         }
+        let mcp = match row.mcp_json {
+            Some(json) => Some(
+                serde_json::from_str::<Vec<Grant>>(json)
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
+                    .into_boxed_slice(),
+            ),
+            None => None,
+        };
         let scope = Scope {
             org_id: row.org_id.into(),
             project_id: row.project_id.into(),
@@ -202,14 +219,16 @@ impl Scopes {
                 .into_iter()
                 .map(String::into_boxed_str)
                 .collect(),
+            mcp_json: row.mcp_json.map(Box::from),
+            mcp,
         };
         Ok(self.add(h, Arc::new(scope)))
     }
 
     /// This table's scope equal to `scope`, which another table made.
     fn same(&mut self, scope: Arc<Scope>) -> Arc<Scope> {
-        let h = self.hash(&scope.org_id, &scope.project_id, &scope.models_json);
-        match self.find(h, &scope.org_id, &scope.project_id, &scope.models_json) {
+        let h = self.hash(scope.key());
+        match self.find(h, scope.key()) {
             Some(s) => s,
             None => self.add(h, scope),
         }
@@ -300,12 +319,6 @@ impl KeyTable {
             revoked_at: Opt::new(row.revoked_at),
             budget_reset: row.budget_reset,
             no_content_logging: row.no_content_logging,
-            mcp: match row.mcp_json {
-                Some(json) => Some(Arc::new(
-                    serde_json::from_str(json).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                )),
-                None => None,
-            },
         };
         self.insert(entry);
         Ok(())
@@ -530,6 +543,27 @@ mod tests {
         t.remove_id("a");
         t.remove_id("b");
         assert_eq!(t.scopes.all.len(), 0, "a scope no key holds is forgotten");
+    }
+
+    #[test]
+    fn keys_share_a_scope_only_with_the_same_mcp_narrowing() {
+        let mut t = KeyTable::default();
+        t.insert_row(row("a", "PUBA", H1, r#"["m1"]"#)).unwrap();
+        let narrowed = ProxyKeyRow {
+            mcp_json: Some(r#"[{"server":"gh","tools":["search"]}]"#),
+            ..row("b", "PUBB", H1, r#"["m1"]"#)
+        };
+        t.insert_row(narrowed).unwrap();
+        let (a, b) = (t.get("PUBA").unwrap(), t.get("PUBB").unwrap());
+        assert!(!Arc::ptr_eq(&a.scope, &b.scope));
+        assert!(a.mcp().is_none());
+        let g = &b.mcp().unwrap()[0];
+        assert!(g.server == "gh" && g.allows("search") && !g.allows("delete"));
+        let bad = ProxyKeyRow {
+            mcp_json: Some("{not json"),
+            ..row("c", "PUBC", H1, r#"["m1"]"#)
+        };
+        assert!(t.insert_row(bad).is_err());
     }
 
     #[test]

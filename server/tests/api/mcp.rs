@@ -382,6 +382,10 @@ async fn fake_upstream() -> String {
                     "content": [{ "type": "text", "text": "fine" }] } }))
                 .into_response()
             }
+            "theirs" => axum::Json(json!({ "jsonrpc": "2.0", "id": id, "result": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "serverInfo": { "name": "theirs", "version": "1" } } }))
+            .into_response(),
             "slow" => {
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 axum::Json(json!({ "jsonrpc": "2.0", "id": id, "result": {} })).into_response()
@@ -770,7 +774,8 @@ async fn who_may_manage_mcp_servers(backend: Backend) {
 
     // The stranger's own server of the same name is theirs alone: their key
     // reaches it, ours does not see it, and our server is not theirs.
-    let theirs = server_form(&other_org, "tools", &good, "");
+    let their_url = format!("{fake}/theirs");
+    let theirs = server_form(&other_org, "tools", &their_url, "");
     app.ok(&stranger, "save_mcp_server", &theirs).await;
     let listed = app
         .ok(&stranger, "list_mcp_servers", &[("org_id", &other_org)])
@@ -794,18 +799,62 @@ async fn who_may_manage_mcp_servers(backend: Backend) {
         (403, Some("mcp_server_not_allowed")),
         "their project has no grant of their server: {body}"
     );
-    let (st, _) = app
-        .call(
-            &stranger,
+    app.ok(
+        &stranger,
+        "set_project_mcp",
+        &[
+            ("org_id", &other_org),
+            ("project_id", &their_project),
+            ("mcp", "tools"),
+        ],
+    )
+    .await;
+    let (_, our_key) = app.create_key(&owner, &org, &project, &[]).await;
+    app.feed_caught_up().await;
+    // The same path answers each key from its own organization's server.
+    let (_, _, body) = rpc(
+        &format!("{}/mcp/tools", app.url),
+        &their_key,
+        None,
+        initialize(),
+    )
+    .await;
+    assert_eq!(body["result"]["serverInfo"]["name"], "theirs", "{body}");
+    let (_, _, body) = rpc(
+        &format!("{}/mcp/tools", app.url),
+        &our_key,
+        None,
+        initialize(),
+    )
+    .await;
+    assert_eq!(body["result"]["serverInfo"]["name"], "fake", "{body}");
+    for (name, form) in [
+        (
             "set_project_mcp",
-            &[
-                ("org_id", &other_org),
-                ("project_id", &project),
+            vec![
+                ("org_id", other_org.as_str()),
+                ("project_id", project.as_str()),
                 ("mcp", "tools"),
             ],
-        )
-        .await;
-    assert_eq!(st, 404, "our project through their organization");
+        ),
+        (
+            "project_mcp",
+            vec![
+                ("org_id", other_org.as_str()),
+                ("project_id", project.as_str()),
+            ],
+        ),
+        (
+            "key_mcp",
+            vec![("org_id", other_org.as_str()), ("key_id", mine.as_str())],
+        ),
+    ] {
+        let (st, body) = app.call(&stranger, name, &form).await;
+        assert_eq!(
+            st, 404,
+            "{name}: our project or key through their organization: {body}"
+        );
+    }
     // Deleting the server takes it out of the projects that named it.
     app.ok(&owner, "delete_mcp_server", &delete).await;
     let after = app
