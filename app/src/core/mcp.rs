@@ -250,17 +250,18 @@ impl NewServer {
                     ));
                 }
                 let lower = h.to_ascii_lowercase();
-                if matches!(
-                    lower.as_str(),
-                    "host"
-                        | "content-length"
-                        | "content-type"
-                        | "accept"
-                        | "mcp-session-id"
-                        | "mcp-protocol-version"
-                        | "connection"
-                        | "transfer-encoding"
-                ) {
+                if lower.starts_with("mcp-")
+                    || matches!(
+                        lower.as_str(),
+                        "host"
+                            | "content-length"
+                            | "content-type"
+                            | "accept"
+                            | "last-event-id"
+                            | "connection"
+                            | "transfer-encoding"
+                    )
+                {
                     return Err(AppError::invalid(
                         "credential_header",
                         format!("'{h}' is set by the gateway; choose another header"),

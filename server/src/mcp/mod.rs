@@ -60,6 +60,7 @@ const RECHECK: Duration = Duration::from_secs(5);
 
 const SESSION: HeaderName = HeaderName::from_static("mcp-session-id");
 const NAME: HeaderName = HeaderName::from_static("mcp-name");
+const METHOD: HeaderName = HeaderName::from_static("mcp-method");
 const LAST_EVENT: HeaderName = HeaderName::from_static("last-event-id");
 
 /// A server as the gateway calls it.
@@ -305,8 +306,9 @@ fn upstream_session(
     gw: &Gateway,
     h: &HeaderMap,
     caller: &Caller,
-    server: &str,
+    up: &McpUpstream,
 ) -> Result<Option<String>, UnknownSession> {
+    let server = up.server.name.as_str();
     let Some(raw) = h.get(SESSION) else {
         return Ok(None);
     };
@@ -315,7 +317,11 @@ fn upstream_session(
         .ok()
         .and_then(|v| Session::open(&gw.mcp.secret, v))
         .ok_or(UnknownSession)?;
-    if s.org != caller.key.org_id() || s.server != server || s.key_id != caller.key.id.to_string() {
+    if s.org != caller.key.org_id()
+        || s.server != server
+        || s.key_id != caller.key.id.to_string()
+        || s.url != up.server.url
+    {
         return Err(UnknownSession);
     }
     Ok(Some(s.upstream))
@@ -500,13 +506,14 @@ struct Failure {
 }
 
 impl Failure {
-    fn unreachable(server: &str, e: &reqwest::Error) -> Failure {
+    fn unreachable(server: &str, e: reqwest::Error) -> Failure {
         let why = if e.is_connect() {
             "could not be connected to"
         } else {
             "failed before it answered"
         };
-        tracing::warn!(server, error = %e, "the MCP server failed");
+        // Without the URL: a path or query may carry a token.
+        tracing::warn!(server, error = %e.without_url(), "the MCP server failed");
         Failure {
             status: 502,
             rule: "upstream_unreachable",
@@ -617,7 +624,16 @@ async fn relay_message(
             ),
         );
     }
-    let Ok(msg) = serde_json::from_value::<Message>(value) else {
+    if let Some(why) = ambiguous(&value) {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &rpc_error(None, ErrorCode::INVALID_REQUEST, why, "invalid_request"),
+        );
+    }
+    // What the upstream gets is what the gateway read (a duplicate key is
+    // sent once, as checked), not the client's bytes.
+    let canonical = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+    let Ok(msg) = Message::deserialize(&value) else {
         return json_response(
             StatusCode::BAD_REQUEST,
             &rpc_error(
@@ -628,7 +644,7 @@ async fn relay_message(
             ),
         );
     };
-    let session = match upstream_session(&gw, &h, &caller, &name) {
+    let session = match upstream_session(&gw, &h, &caller, &up) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
@@ -637,6 +653,9 @@ async fn relay_message(
         JsonRpcMessage::Notification(n) => (None, n.notification.method, None),
         JsonRpcMessage::Response(_) | JsonRpcMessage::Error(_) => (None, String::new(), None),
     };
+    if let Some(refused) = unsupported(&method, id.as_ref(), &h, &value) {
+        return refused;
+    }
     let mut watch = match (method.as_str(), &id) {
         ("tools/list", Some(_)) => Watch::List(caller.clone(), up.clone()),
         ("tools/call", Some(id)) => {
@@ -666,12 +685,31 @@ async fn relay_message(
                 at,
                 started,
                 stream: false,
-                logged: logs.then(|| crate::proxy::truncate(&raw, gw.content_log_max_bytes())),
+                logged: logs
+                    .then(|| crate::proxy::truncate(&canonical, gw.content_log_max_bytes())),
                 done: false,
             });
+            // The key's RPM first, refused calls too (and its budgets as they
+            // stand: a tool call costs nothing itself).
+            let admission = Admission {
+                caller: &caller,
+                tokens: 0,
+                cost: 0,
+                now: at,
+            };
+            match gw.counters.admit(admission).await {
+                Ok((ticket, _)) => gw.counters.settle(ticket, 0, 0, at),
+                Err(e) => {
+                    call.record(e.status.as_u16(), Some(e.code), None);
+                    return json_response(
+                        StatusCode::OK,
+                        &rpc_error(Some(id.clone()), ErrorCode(-32000), e.message, e.code),
+                    );
+                }
+            }
             // A routing header that names another tool than the body is
             // refused: the gateway checks one name, the server must see it.
-            if h.get(NAME).is_some_and(|v| v.as_bytes() != tool.as_bytes()) {
+            if !one_header_is(&h, &NAME, &tool) {
                 call.record(400, Some("header_mismatch"), None);
                 return json_response(
                     StatusCode::OK,
@@ -690,24 +728,6 @@ async fn relay_message(
                     &rpc_error(Some(id.clone()), ErrorCode::INVALID_PARAMS, why, rule),
                 );
             }
-            // The key's RPM (and its budgets as they stand: a tool call
-            // costs nothing itself).
-            let admission = Admission {
-                caller: &caller,
-                tokens: 0,
-                cost: 0,
-                now: at,
-            };
-            match gw.counters.admit(admission).await {
-                Ok((ticket, _)) => gw.counters.settle(ticket, 0, 0, at),
-                Err(e) => {
-                    call.record(e.status.as_u16(), Some(e.code), None);
-                    return json_response(
-                        StatusCode::OK,
-                        &rpc_error(Some(id.clone()), ErrorCode(-32000), e.message, e.code),
-                    );
-                }
-            }
             Watch::Tool(call)
         }
         _ => Watch::Other,
@@ -724,7 +744,7 @@ async fn relay_message(
     let rb = match upstream_request(&gw, &up, reqwest::Method::POST, &h, session.as_deref()) {
         Ok(rb) => rb
             .header(header::CONTENT_TYPE, "application/json")
-            .body(raw),
+            .body(canonical),
         Err(m) => {
             return fail(
                 &mut watch,
@@ -740,7 +760,7 @@ async fn relay_message(
     let deadline = tokio::time::Instant::now() + timeout;
     let upstream = match tokio::time::timeout_at(deadline, rb.send()).await {
         Err(_) => return fail(&mut watch, Failure::timeout(&name, timeout_ms)),
-        Ok(Err(e)) => return fail(&mut watch, Failure::unreachable(&name, &e)),
+        Ok(Err(e)) => return fail(&mut watch, Failure::unreachable(&name, e)),
         Ok(Ok(r)) => r,
     };
     let status = upstream.status();
@@ -755,6 +775,7 @@ async fn relay_message(
                     org: caller.key.org_id().to_owned(),
                     server: name.clone(),
                     key_id: caller.key.id.to_string(),
+                    url: up.server.url.clone(),
                     upstream: u.to_owned(),
                 }
                 .seal(&gw.mcp.secret)
@@ -769,6 +790,12 @@ async fn relay_message(
         .unwrap_or("")
         .to_ascii_lowercase();
     if status == StatusCode::ACCEPTED {
+        if id.is_some() {
+            return fail(
+                &mut watch,
+                Failure::malformed(&name, "202 Accepted to a request"),
+            );
+        }
         return StatusCode::ACCEPTED.into_response();
     }
     if status == StatusCode::NOT_FOUND && session.is_some() {
@@ -793,6 +820,7 @@ async fn relay_message(
             watch,
             Some(timeout),
             timeout_ms,
+            (caller.clone(), up.clone()),
             Liveness {
                 gw: gw.clone(),
                 key_id: caller.key.id.to_string(),
@@ -810,7 +838,7 @@ async fn relay_message(
     } else {
         let text = match tokio::time::timeout_at(deadline, read_answer(upstream)).await {
             Err(_) => return fail(&mut watch, Failure::timeout(&name, timeout_ms)),
-            Ok(Err(e)) => return fail(&mut watch, Failure::unreachable(&name, &e)),
+            Ok(Err(e)) => return fail(&mut watch, Failure::unreachable(&name, e)),
             Ok(Ok(None)) => {
                 return fail(
                     &mut watch,
@@ -821,7 +849,7 @@ async fn relay_message(
         };
         let parsed = serde_json::from_str::<Value>(&text)
             .ok()
-            .filter(|v| serde_json::from_value::<Message>(v.clone()).is_ok());
+            .filter(|v| Message::deserialize(v).is_ok());
         let Some(answer) = parsed else {
             if !status.is_success() {
                 return fail(&mut watch, Failure::status(&name, status.as_u16()));
@@ -833,6 +861,16 @@ async fn relay_message(
         };
         if !status.is_success() && answer.get("error").is_none() {
             return fail(&mut watch, Failure::status(&name, status.as_u16()));
+        }
+        let is_answer = matches!(
+            Message::deserialize(&answer),
+            Ok(JsonRpcMessage::Response(_) | JsonRpcMessage::Error(_))
+        );
+        if id.is_some() && !is_answer {
+            return fail(
+                &mut watch,
+                Failure::malformed(&name, "a message that is not an answer"),
+            );
         }
         let out = watch.answer(answer, &text).unwrap_or(text);
         let mut res = Response::new(Body::from(out));
@@ -851,6 +889,89 @@ async fn relay_message(
         res.headers_mut().insert(SESSION, s);
     }
     res
+}
+
+/// The members a JSON-RPC message has, and those of a request's params
+/// the gateway reads.
+const MEMBERS: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
+const PARAMS: [&str; 3] = ["name", "arguments", "_meta"];
+
+/// A key as a case-insensitive decoder (Go's) would match it: lower case,
+/// with the Kelvin sign and the long s folded as Go folds them.
+fn folded(k: &str) -> String {
+    k.chars()
+        .map(|c| match c {
+            '\u{212A}' => 'k',
+            '\u{017F}' => 's',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// Why a message could be read differently by the upstream than by the
+/// gateway (`None`: it cannot): a member JSON-RPC does not have, or a
+/// params member that is not one the gateway reads but folds to one.
+fn ambiguous(v: &Value) -> Option<String> {
+    let top = v.as_object()?;
+    if let Some(k) = top.keys().find(|k| !MEMBERS.contains(&k.as_str())) {
+        return Some(format!(
+            "'{}' is not a member of a JSON-RPC message",
+            k.chars().take(64).collect::<String>()
+        ));
+    }
+    let params = top.get("params").and_then(Value::as_object)?;
+    params
+        .keys()
+        .find(|k| !PARAMS.contains(&k.as_str()) && PARAMS.contains(&folded(k).as_str()))
+        .map(|k| format!("params.{k} differs from params.{} only in case", folded(k)))
+}
+
+/// Whether the header `name` is absent, or present once with `expected`.
+fn one_header_is(h: &HeaderMap, name: &HeaderName, expected: &str) -> bool {
+    let mut all = h.get_all(name).iter();
+    match (all.next(), all.next()) {
+        (None, _) => true,
+        (Some(v), None) => v.as_bytes() == expected.as_bytes(),
+        (Some(_), Some(_)) => false,
+    }
+}
+
+/// A message the gateway does not pass on, answered: a client notification
+/// that is not one (`notifications/…`), a routing header that does not
+/// name the body's method, and tasks (an upstream keeps one task list for
+/// every key, so a key could read another's results).
+fn unsupported(method: &str, id: Option<&RequestId>, h: &HeaderMap, v: &Value) -> Option<Response> {
+    let refuse = |code: ErrorCode, message: &str, rule: &str| {
+        let body = rpc_error(id.cloned(), code, message.to_owned(), rule);
+        Some(match id {
+            Some(_) => json_response(StatusCode::OK, &body),
+            None => json_response(StatusCode::BAD_REQUEST, &body),
+        })
+    };
+    if id.is_none() && !method.is_empty() && !method.starts_with("notifications/") {
+        return refuse(
+            ErrorCode::INVALID_REQUEST,
+            "a notification's method starts with notifications/; send a request with an id",
+            "invalid_request",
+        );
+    }
+    if !method.is_empty() && !one_header_is(h, &METHOD, method) {
+        return refuse(
+            ErrorCode::HEADER_MISMATCH,
+            "the Mcp-Method header does not name the method in the body",
+            "header_mismatch",
+        );
+    }
+    if method.starts_with("tasks/")
+        || (method == "tools/call" && v.pointer("/params/task").is_some())
+    {
+        return refuse(
+            ErrorCode::METHOD_NOT_FOUND,
+            "tasks are not available through the gateway; call the tool and wait for its answer",
+            "tasks_not_supported",
+        );
+    }
+    None
 }
 
 /// The client's message, at most [`BODY_LIMIT`] bytes.
@@ -885,6 +1006,12 @@ async fn read_answer(r: reqwest::Response) -> Result<Option<String>, reqwest::Er
         buf.extend_from_slice(&chunk);
     }
     Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+}
+
+/// Whether an answer's id is the request's (`1` and `"1"` alike, as
+/// JSON-RPC peers often treat them).
+fn same_id(a: &RequestId, b: &RequestId) -> bool {
+    a == b || a.to_string() == b.to_string()
 }
 
 /// What an open stream checks again: the key still live and the server
@@ -927,7 +1054,9 @@ struct Relay {
     /// How long the upstream may be silent before the answer.
     idle: Option<Duration>,
     timeout_ms: i64,
-    /// Since when the upstream has sent nothing.
+    /// Whose `tools/list` answers are filtered, on every stream.
+    filter: (Caller, Arc<McpUpstream>),
+    /// Since when the upstream has sent no event with data.
     quiet_since: Instant,
     live: Liveness,
     done: bool,
@@ -940,6 +1069,7 @@ impl Relay {
         watch: Watch,
         idle: Option<Duration>,
         timeout_ms: i64,
+        filter: (Caller, Arc<McpUpstream>),
         live: Liveness,
     ) -> Relay {
         Relay {
@@ -950,6 +1080,7 @@ impl Relay {
             watch,
             idle,
             timeout_ms,
+            filter,
             quiet_since: Instant::now(),
             live,
             done: false,
@@ -967,29 +1098,39 @@ impl Relay {
     }
 
     fn event(&mut self, event: Bytes) {
-        let answer = self.id.as_ref().and_then(|id| {
-            let data = sse::data(&event)?;
-            let v: Value = serde_json::from_str(&data).ok()?;
-            let is_answer = matches!(
-                serde_json::from_value::<Message>(v.clone()),
-                Ok(JsonRpcMessage::Response(ref r)) if &r.id == id
-            ) || matches!(
-                serde_json::from_value::<Message>(v.clone()),
-                Ok(JsonRpcMessage::Error(ref e)) if e.id.as_ref() == Some(id)
-            );
-            is_answer.then_some((v, data))
-        });
-        match answer {
-            Some((v, data)) => {
-                self.id = None;
-                let out = match self.watch.answer(v, &data) {
-                    Some(new) => sse::with_data(&event, &new),
-                    None => event,
-                };
-                self.out.push_back(out);
-            }
-            None => self.out.push_back(event),
+        let Some(data) = sse::data(&event) else {
+            // A comment, a retry or an id alone: passed as it came.
+            self.out.push_back(event);
+            return;
+        };
+        self.quiet_since = Instant::now();
+        let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
+            self.out.push_back(event);
+            return;
+        };
+        // Any answer that lists tools, also one replayed on the server's
+        // stream or sent twice, lists only the key's.
+        let mut rewritten = None;
+        if let Some(tools) = v.pointer_mut("/result/tools").and_then(Value::as_array_mut) {
+            let (caller, up) = &self.filter;
+            tools.retain(|t| lists(caller, up, t));
+            rewritten = Some(v.to_string());
         }
+        let answers = self.id.as_ref().is_some_and(|id| {
+            matches!(Message::deserialize(&v), Ok(JsonRpcMessage::Response(ref r)) if same_id(&r.id, id))
+                || matches!(Message::deserialize(&v), Ok(JsonRpcMessage::Error(ref e)) if e.id.as_ref().is_some_and(|e| same_id(e, id)))
+        });
+        if answers {
+            self.id = None;
+            let text = rewritten.clone().unwrap_or(data);
+            if let Some(new) = self.watch.answer(v, &text) {
+                rewritten = Some(new);
+            }
+        }
+        self.out.push_back(match rewritten {
+            Some(new) => sse::with_data(&event, &new),
+            None => event,
+        });
     }
 
     async fn next(&mut self) -> Option<Bytes> {
@@ -1022,7 +1163,6 @@ impl Relay {
                     }
                 }
                 Ok(Some(Ok(chunk))) => {
-                    self.quiet_since = Instant::now();
                     self.split.push(&chunk);
                     while let Some(e) = self.split.next_event() {
                         self.event(e);
@@ -1037,13 +1177,11 @@ impl Relay {
                 }
                 Ok(Some(Err(e))) => {
                     let name = self.live.server.clone();
-                    self.end(Some(Failure::unreachable(&name, &e)));
+                    self.end(Some(Failure::unreachable(&name, e)));
                 }
                 Ok(None) => {
-                    let rest = self.split.rest();
-                    if !rest.is_empty() {
-                        self.out.push_back(rest);
-                    }
+                    // An event cut short is dropped, as a client would.
+                    self.split.rest();
                     let name = self.live.server.clone();
                     self.end(Some(Failure {
                         status: 502,
@@ -1078,14 +1216,14 @@ async fn open_stream(
         Ok(x) => x,
         Err(e) => return refusal(e),
     };
-    let session = match upstream_session(&gw, &h, &caller, &name) {
+    let session = match upstream_session(&gw, &h, &caller, &up) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
     let timeout = Duration::from_millis(u64::try_from(up.server.timeout_ms).unwrap_or(30_000));
     let fail = |f: Failure| json_response(StatusCode::BAD_GATEWAY, &f.rpc(None));
     let rb = match upstream_request(&gw, &up, reqwest::Method::GET, &h, session.as_deref()) {
-        Ok(rb) => rb.header(header::ACCEPT, "text/event-stream"),
+        Ok(rb) => rb,
         Err(m) => {
             return json_response(
                 StatusCode::BAD_GATEWAY,
@@ -1095,7 +1233,7 @@ async fn open_stream(
     };
     let upstream = match tokio::time::timeout(timeout, rb.send()).await {
         Err(_) => return fail(Failure::timeout(&name, up.server.timeout_ms)),
-        Ok(Err(e)) => return fail(Failure::unreachable(&name, &e)),
+        Ok(Err(e)) => return fail(Failure::unreachable(&name, e)),
         Ok(Ok(r)) => r,
     };
     let status = upstream.status();
@@ -1130,6 +1268,7 @@ async fn open_stream(
         Watch::Other,
         None,
         up.server.timeout_ms,
+        (caller.clone(), up.clone()),
         Liveness {
             gw: gw.clone(),
             key_id: caller.key.id.to_string(),
@@ -1157,7 +1296,7 @@ async fn end_session(
         Ok(x) => x,
         Err(e) => return refusal(e),
     };
-    let session = match upstream_session(&gw, &h, &caller, &name) {
+    let session = match upstream_session(&gw, &h, &caller, &up) {
         Ok(Some(s)) => s,
         Ok(None) => {
             return json_response(

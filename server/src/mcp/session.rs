@@ -15,6 +15,10 @@ pub struct Session {
     pub server: String,
     #[serde(rename = "k")]
     pub key_id: String,
+    /// The server's URL when the session began: registered again elsewhere
+    /// under the same name, the server gets no session id of the old one.
+    #[serde(rename = "w")]
+    pub url: String,
     /// The upstream's own `Mcp-Session-Id`.
     #[serde(rename = "u")]
     pub upstream: String,
@@ -50,6 +54,7 @@ mod tests {
             org: "o".into(),
             server: "w".into(),
             key_id: "k".into(),
+            url: "https://w.example/mcp".into(),
             upstream: "abc".into(),
         };
         let sealed = s.seal(&secret).unwrap();

@@ -5,10 +5,15 @@
 
 use bytes::{Bytes, BytesMut};
 
-/// Collects a stream's bytes and hands out whole events.
+/// Collects a stream's bytes and hands out whole events. What was scanned
+/// is not scanned again when more arrives (an event that comes in many
+/// small chunks costs its length, not its length times its chunks).
 #[derive(Default)]
 pub struct Splitter {
     buf: BytesMut,
+    /// Where the scan goes on, and where the line it is in began.
+    pos: usize,
+    line_start: usize,
 }
 
 /// The most bytes an event may hold before the gateway gives up on it.
@@ -26,42 +31,51 @@ impl Splitter {
 
     /// The next whole event with its blank line, if one has arrived.
     pub fn next_event(&mut self) -> Option<Bytes> {
-        let end = event_end(&self.buf)?;
+        let end = self.scan()?;
+        self.pos = 0;
+        self.line_start = 0;
         Some(self.buf.split_to(end).freeze())
     }
 
     /// What is left when the stream ends (an event cut short).
     pub fn rest(&mut self) -> Bytes {
+        self.pos = 0;
+        self.line_start = 0;
         self.buf.split().freeze()
     }
-}
 
-/// Where the first event ends (after the empty line that ends it): lines
-/// end in CRLF, LF or CR; a CR last in the buffer waits for what follows.
-fn event_end(buf: &[u8]) -> Option<usize> {
-    let mut line_start = 0;
-    let mut i = 0;
-    while i < buf.len() {
-        let b = buf[i];
-        if b == b'\n' || b == b'\r' {
-            let mut end = i + 1;
-            if b == b'\r' {
-                match buf.get(end) {
-                    Some(b'\n') => end += 1,
-                    Some(_) => {}
-                    None => return None,
+    /// Where the first event ends (after the empty line that ends it):
+    /// lines end in CRLF, LF or CR; a CR last in the buffer waits for what
+    /// follows.
+    fn scan(&mut self) -> Option<usize> {
+        let buf = &self.buf;
+        let mut i = self.pos;
+        while i < buf.len() {
+            let b = buf[i];
+            if b == b'\n' || b == b'\r' {
+                let mut end = i + 1;
+                if b == b'\r' {
+                    match buf.get(end) {
+                        Some(b'\n') => end += 1,
+                        Some(_) => {}
+                        None => {
+                            self.pos = i;
+                            return None;
+                        }
+                    }
                 }
+                if i == self.line_start {
+                    return Some(end);
+                }
+                self.line_start = end;
+                i = end;
+            } else {
+                i += 1;
             }
-            if i == line_start {
-                return Some(end);
-            }
-            line_start = end;
-            i = end;
-        } else {
-            i += 1;
         }
+        self.pos = i;
+        None
     }
-    None
 }
 
 /// The lines of an event without their endings.

@@ -570,6 +570,77 @@ async fn upstream_failures_are_json_rpc_errors(backend: Backend) {
         .unwrap();
     assert_eq!(sneaky["error"]["code"], -32020, "{sneaky}");
 
+    // Twice the routing header, or one naming another method: refused.
+    let twice: Value = reqwest::Client::new()
+        .post(&good_url)
+        .bearer_auth(&key)
+        .header("mcp-session-id", &session)
+        .header("mcp-name", "ok")
+        .header("mcp-name", "hidden")
+        .json(&call_tool(17, "ok"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(twice["error"]["code"], -32020, "{twice}");
+    let other_method: Value = with("mcp-method", "tools/list")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other_method["error"]["code"], -32020, "{other_method}");
+    // What another decoder could read differently is refused: a member
+    // JSON-RPC does not have (Go matches `ID` to `id`), a params member that
+    // differs from one the gateway reads only in case, a "notification"
+    // that is not one; tasks are not passed on (an upstream shares them
+    // between keys).
+    for (message, status, rule) in [
+        (
+            json!({ "jsonrpc": "2.0", "ID": 18, "method": "tools/call", "params": { "name": "hidden" } }),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({ "jsonrpc": "2.0", "id": 19, "method": "tools/call", "params": { "name": "ok", "Name": "hidden" } }),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({ "jsonrpc": "2.0", "id": 20, "method": "tools/call", "params": { "name": "ok", "na\u{17F}me": "x" } }),
+            200,
+            "ok",
+        ),
+        (
+            json!({ "jsonrpc": "2.0", "method": "tools/call", "params": { "name": "hidden" } }),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({ "jsonrpc": "2.0", "id": 21, "method": "tasks/list" }),
+            200,
+            "tasks_not_supported",
+        ),
+        (
+            json!({ "jsonrpc": "2.0", "id": 22, "method": "tools/call", "params": { "name": "ok", "task": {} } }),
+            200,
+            "tasks_not_supported",
+        ),
+    ] {
+        let (st, _, body) = rpc(&good_url, &key, Some(&session), message.clone()).await;
+        assert_eq!(st, status, "{message}: {body}");
+        if rule == "ok" {
+            assert_eq!(
+                body["result"]["content"][0]["text"], "fine",
+                "{message}: {body}"
+            );
+        } else {
+            assert_eq!(body["error"]["data"]["rule"], rule, "{message}: {body}");
+        }
+    }
+
     // Garbage in: JSON-RPC errors that say what is wrong.
     let res = reqwest::Client::new()
         .post(&good_url)
