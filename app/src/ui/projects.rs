@@ -249,8 +249,29 @@ fn ProjectMcpCard(org_id: Memo<String>, project_id: Memo<String>) -> impl IntoVi
     }
 }
 
+/// The project's settings, for whoever may edit them: drawn in the browser
+/// once the page has hydrated, like the prompts and MCP cards. Rendered by
+/// the server, this card's Transition (over the page's shared project
+/// resource and the catalogue) came out with or without its markers
+/// depending on which resource was ready first, and a loaded machine saw
+/// "expected a marker node" in its models list or at its button.
 #[component]
 fn Settings(
+    org_id: Memo<String>,
+    project: ProjectResource,
+    update: ServerAction<UpdateProject>,
+) -> impl IntoView {
+    let mounted = RwSignal::new(false);
+    Effect::new(move || mounted.set(true));
+    move || {
+        mounted
+            .get()
+            .then(|| view! { <SettingsCard org_id=org_id project=project update=update/> })
+    }
+}
+
+#[component]
+fn SettingsCard(
     org_id: Memo<String>,
     project: ProjectResource,
     update: ServerAction<UpdateProject>,
