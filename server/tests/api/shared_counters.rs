@@ -165,7 +165,7 @@ async fn burst(urls: &[String; 2], token: &str, n: usize) -> std::collections::B
 }
 
 /// Calls A and B in turn, one request at a time, until both refuse with
-/// 402 twice in a row, also after waiting (twice) past the time an idle
+/// 402 twice in a row, also after waiting (three times) past the time an idle
 /// instance gives back the budget it holds: the budget binds where the next
 /// request's worst case (1080 micro-USD) no longer fits. Returns how many
 /// were admitted.
@@ -175,8 +175,8 @@ async fn exhaust(urls: &[String; 2], token: &str) -> i64 {
     // unused a second after its last request, at its next quarter-second
     // tick. So: alternate until both refuse, wait (the margin is for a
     // loaded machine), and go on until a round after a wait admits nothing.
-    // Two waits in a row that admit nothing (the second twice as long) end
-    // it: one give-back delayed by a busy machine does not.
+    // Three waits in a row that admit nothing (3, 6 and 9 s) end it: a
+    // lease given back late by a busy machine (its flush behind) does not.
     let (mut admitted, mut this_round, mut refusals_in_a_row, mut dry_waits) = (0, 0, 0, 0);
     for i in 0..4000 {
         match chat(&urls[i % 2], token, 100).await {
@@ -197,7 +197,7 @@ async fn exhaust(urls: &[String; 2], token: &str) -> i64 {
         if refusals_in_a_row == 2 {
             if this_round == 0 && i > 1 {
                 dry_waits += 1;
-                if dry_waits == 2 {
+                if dry_waits == 3 {
                     return admitted;
                 }
             } else {
