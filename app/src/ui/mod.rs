@@ -108,6 +108,16 @@ pub fn App() -> impl IntoView {
     }
 }
 
+/// Its children, drawn only in the browser once the page has hydrated
+/// (nothing on the server): for parts whose server render could differ
+/// from the first client render.
+#[component]
+pub fn AfterHydration(children: ChildrenFn) -> impl IntoView {
+    let mounted = RwSignal::new(false);
+    Effect::new(move || mounted.set(true));
+    move || mounted.get().then(|| children())
+}
+
 /// Sends the visitor where they belong: setup, sign-in, or their first organization.
 #[component]
 fn Home() -> impl IntoView {

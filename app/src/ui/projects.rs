@@ -4,7 +4,9 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use super::keys::{KeyActions, ProjectKeys};
-use super::{error_of, go, loaded_kept, loaded_list, org_param, Flag, Shell, Table};
+use super::{
+    error_of, go, loaded_kept, loaded_list, org_param, AfterHydration, Flag, Shell, Table,
+};
 use crate::api::catalogue::list_models;
 use crate::api::projects::{
     get_project, list_project_members, list_projects, project_candidates, AddProjectMember,
@@ -104,9 +106,14 @@ pub fn ProjectPage() -> impl IntoView {
                     }.into_any()
                 })}
             <ProjectKeys org_id=org_id project_id=project_id project=project actions=key_actions/>
-            <Settings org_id=org_id project=project update=update/>
-            <ProjectPrompts org_id=org_id project_id=project_id/>
-            <ProjectMcp org_id=org_id project_id=project_id/>
+            // Drawn in the browser once the page has hydrated: these cards
+            // add nothing to what the server renders (nor a resource to what
+            // it hands over), so they cannot shift the page's hydration.
+            <AfterHydration>
+                <SettingsCard org_id=org_id project=project update=update/>
+                <ProjectPromptsCard org_id=org_id project_id=project_id/>
+                <ProjectMcpCard org_id=org_id project_id=project_id/>
+            </AfterHydration>
             <Members org_id=org_id project_id=project_id project=project/>
             <Delete org_id=org_id project=project/>
         </Shell>
@@ -117,20 +124,6 @@ type ProjectResource = Resource<Result<ProjectView, crate::error::AppError>>;
 
 /// The organization's prompts this project's keys may use (for whoever
 /// edits its settings).
-#[component]
-fn ProjectPrompts(org_id: Memo<String>, project_id: Memo<String>) -> impl IntoView {
-    // Drawn in the browser only, once the page has hydrated: the card adds
-    // nothing to what the server renders (nor a resource to what it hands
-    // over), so it cannot shift the page's hydration.
-    let mounted = RwSignal::new(false);
-    Effect::new(move || mounted.set(true));
-    move || {
-        mounted
-            .get()
-            .then(|| view! { <ProjectPromptsCard org_id=org_id project_id=project_id/> })
-    }
-}
-
 #[component]
 fn ProjectPromptsCard(org_id: Memo<String>, project_id: Memo<String>) -> impl IntoView {
     use crate::api::prompts::{project_prompts, SetProjectPrompts};
@@ -187,19 +180,7 @@ fn ProjectPromptsCard(org_id: Memo<String>, project_id: Memo<String>) -> impl In
 }
 
 /// The MCP servers (and tools) this project's keys may use (for whoever
-/// edits its settings); drawn in the browser after hydration, like
-/// [`ProjectPrompts`].
-#[component]
-fn ProjectMcp(org_id: Memo<String>, project_id: Memo<String>) -> impl IntoView {
-    let mounted = RwSignal::new(false);
-    Effect::new(move || mounted.set(true));
-    move || {
-        mounted
-            .get()
-            .then(|| view! { <ProjectMcpCard org_id=org_id project_id=project_id/> })
-    }
-}
-
+/// edits its settings).
 #[component]
 fn ProjectMcpCard(org_id: Memo<String>, project_id: Memo<String>) -> impl IntoView {
     use crate::api::mcp::{project_mcp, SetProjectMcp};
@@ -249,27 +230,11 @@ fn ProjectMcpCard(org_id: Memo<String>, project_id: Memo<String>) -> impl IntoVi
     }
 }
 
-/// The project's settings, for whoever may edit them: drawn in the browser
-/// once the page has hydrated, like the prompts and MCP cards. Rendered by
-/// the server, this card's Transition (over the page's shared project
-/// resource and the catalogue) came out with or without its markers
-/// depending on which resource was ready first, and a loaded machine saw
-/// "expected a marker node" in its models list or at its button.
-#[component]
-fn Settings(
-    org_id: Memo<String>,
-    project: ProjectResource,
-    update: ServerAction<UpdateProject>,
-) -> impl IntoView {
-    let mounted = RwSignal::new(false);
-    Effect::new(move || mounted.set(true));
-    move || {
-        mounted
-            .get()
-            .then(|| view! { <SettingsCard org_id=org_id project=project update=update/> })
-    }
-}
-
+/// The project's settings, for whoever may edit them. Drawn after
+/// hydration: rendered by the server, this card's Transition (over the
+/// page's shared project resource and the catalogue) came out with or
+/// without its markers depending on which resource was ready first, and a
+/// loaded machine saw "expected a marker node" in its models list.
 #[component]
 fn SettingsCard(
     org_id: Memo<String>,

@@ -327,6 +327,18 @@ fn upstream_session(
     Ok(Some(s.upstream))
 }
 
+/// [`admit`], then the client's session opened: a refusal as its answer.
+fn admit_in_session(
+    gw: &Gateway,
+    peer: SocketAddr,
+    h: &HeaderMap,
+    name: &str,
+) -> Result<(Caller, Arc<McpUpstream>, Option<String>), Box<Response>> {
+    let (caller, up) = admit(gw, peer, h, name).map_err(|e| Box::new(refusal(e)))?;
+    let session = upstream_session(gw, h, &caller, &up).map_err(|e| Box::new(e.into_response()))?;
+    Ok((caller, up, session))
+}
+
 /// The request to the upstream with the headers it should get: never the
 /// client's Authorization, Host or Origin; the registered credential.
 fn upstream_request(
@@ -1212,13 +1224,9 @@ async fn open_stream(
     Path(name): Path<String>,
     h: HeaderMap,
 ) -> Response {
-    let (caller, up) = match admit(&gw, peer, &h, &name) {
+    let (caller, up, session) = match admit_in_session(&gw, peer, &h, &name) {
         Ok(x) => x,
-        Err(e) => return refusal(e),
-    };
-    let session = match upstream_session(&gw, &h, &caller, &up) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
+        Err(res) => return *res,
     };
     let timeout = Duration::from_millis(u64::try_from(up.server.timeout_ms).unwrap_or(30_000));
     let fail = |f: Failure| json_response(StatusCode::BAD_GATEWAY, &f.rpc(None));
@@ -1292,13 +1300,13 @@ async fn end_session(
     Path(name): Path<String>,
     h: HeaderMap,
 ) -> Response {
-    let (caller, up) = match admit(&gw, peer, &h, &name) {
+    let (_, up, session) = match admit_in_session(&gw, peer, &h, &name) {
         Ok(x) => x,
-        Err(e) => return refusal(e),
+        Err(res) => return *res,
     };
-    let session = match upstream_session(&gw, &h, &caller, &up) {
-        Ok(Some(s)) => s,
-        Ok(None) => {
+    let session = match session {
+        Some(s) => s,
+        None => {
             return json_response(
                 StatusCode::BAD_REQUEST,
                 &rpc_error(
@@ -1309,7 +1317,6 @@ async fn end_session(
                 ),
             )
         }
-        Err(e) => return e.into_response(),
     };
     let timeout = Duration::from_millis(u64::try_from(up.server.timeout_ms).unwrap_or(30_000));
     let Ok(rb) = upstream_request(&gw, &up, reqwest::Method::DELETE, &h, Some(&session)) else {
