@@ -14,6 +14,7 @@ pub mod identity;
 pub mod invitations;
 pub mod keys;
 pub mod limits;
+pub mod litellm;
 pub mod mcp;
 pub mod members;
 pub mod net;

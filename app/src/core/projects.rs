@@ -22,6 +22,12 @@ pub struct Project {
     pub prompts: Vec<String>,
     /// The MCP servers (and tools) its keys may use; none at first.
     pub mcp: Vec<super::mcp::Grant>,
+    /// The id a machine API caller chose for it (LiteLLM's `team_id`).
+    pub external_id: Option<String>,
+    /// The `budget_duration` it was given, as written, and the named budget
+    /// whose limits it carries.
+    pub budget_duration: Option<String>,
+    pub budget_id: Option<String>,
     pub created_at: i64,
 }
 
@@ -37,6 +43,9 @@ impl Project {
             content_logging: true,
             prompts: Vec::new(),
             mcp: Vec::new(),
+            external_id: None,
+            budget_duration: None,
+            budget_id: None,
             created_at: now,
         }
     }
@@ -54,7 +63,7 @@ pub struct Settings {
 macro_rules! columns {
     () => {
         "id, org_id, name, models_json, tpm_limit, rpm_limit, budget_micros, budget_reset, \
-         ip_allowlist_json, content_logging, prompts_json, mcp_json, created_at"
+         ip_allowlist_json, content_logging, prompts_json, mcp_json, external_id, budget_duration, budget_id, created_at"
     };
 }
 
@@ -68,6 +77,9 @@ fn project_of(r: &sqlx::any::AnyRow) -> Result<Project, sqlx::Error> {
         content_logging: r.try_get::<i64, _>("content_logging")? != 0,
         prompts: json_list(&r.try_get::<String, _>("prompts_json")?)?,
         mcp: super::mcp::grants_of(&r.try_get::<String, _>("mcp_json")?)?,
+        external_id: r.try_get("external_id")?,
+        budget_duration: r.try_get("budget_duration")?,
+        budget_id: r.try_get("budget_id")?,
         created_at: r.try_get("created_at")?,
     })
 }
@@ -151,13 +163,57 @@ pub async fn find(
     let row = sqlx::query(concat!(
         "SELECT ",
         columns!(),
-        " FROM projects WHERE org_id = $1 AND (id = $2 OR name = $2) ORDER BY CASE WHEN id = $2 THEN 0 ELSE 1 END LIMIT 1"
+        " FROM projects WHERE org_id = $1 AND (id = $2 OR external_id = $2 OR name = $2) \
+         ORDER BY CASE WHEN id = $2 THEN 0 WHEN external_id = $2 THEN 1 ELSE 2 END LIMIT 1"
     ))
     .bind(scope.org_id())
     .bind(reference)
     .fetch_optional(&mut *conn)
     .await?;
     row.as_ref().map(project_of).transpose()
+}
+
+/// A page of the organization's projects by name (exact `name`, or `id`
+/// as Tollgate's or the caller's), for the machine APIs, and their number.
+pub async fn page(
+    conn: &mut AnyConnection,
+    scope: &OrgScope,
+    name: Option<&str>,
+    id: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<Project>, i64), sqlx::Error> {
+    macro_rules! filters {
+        () => {
+            " FROM projects WHERE org_id = $1 AND ($2 = '' OR name = $2) AND ($3 = '' OR id = $3 OR external_id = $3) "
+        };
+    }
+    if !scope.sees_all_projects() {
+        return Ok((Vec::new(), 0));
+    }
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        filters!(),
+        "ORDER BY name, id LIMIT $4 OFFSET $5"
+    ))
+    .bind(scope.org_id())
+    .bind(name.unwrap_or(""))
+    .bind(id.unwrap_or(""))
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    let total: i64 = sqlx::query_scalar(concat!("SELECT COUNT(*)", filters!()))
+        .bind(scope.org_id())
+        .bind(name.unwrap_or(""))
+        .bind(id.unwrap_or(""))
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok((
+        rows.iter().map(project_of).collect::<Result<_, _>>()?,
+        total,
+    ))
 }
 
 /// Projects the caller may see: every one for owners, their own for others.
@@ -221,6 +277,12 @@ pub async fn update(
     .bind(scope.project_id())
     .execute(&mut *conn)
     .await?;
+    // Keys made without a models list (LiteLLM's) follow the project's.
+    sqlx::query("UPDATE api_keys SET models_json = $1 WHERE project_id = $2 AND models_follow = 1")
+        .bind(to_json(&s.caps.models))
+        .bind(scope.project_id())
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

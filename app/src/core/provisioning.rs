@@ -129,7 +129,7 @@ pub async fn authenticate(
     let row = sqlx::query(
         "SELECT id, org_id, name, secret_hash, revoked_at FROM provisioning_keys WHERE public_id = $1",
     )
-    .bind(parsed.public_id)
+    .bind(parsed.public_id.as_ref())
     .fetch_optional(&mut *conn)
     .await?;
     let Some(r) = row else { return Ok(None) };

@@ -133,7 +133,7 @@ pub async fn authenticate(
     let row = sqlx::query(
         "SELECT id, org_id, connection_id, name, secret_hash, revoked_at FROM scim_tokens WHERE public_id = $1",
     )
-    .bind(parsed.public_id)
+    .bind(parsed.public_id.as_ref())
     .fetch_optional(&mut *conn)
     .await?;
     let Some(r) = row else { return Ok(None) };

@@ -370,10 +370,10 @@ impl Memory {
                 "provisioning keys cannot call models; use an API key",
             ));
         }
-        let parsed = token::parse(presented).ok_or_else(unknown)?;
+        let parsed = token::parse_any(presented).ok_or_else(unknown)?;
         let (key, project, org) = {
             let m = self.read();
-            let key = m.keys.get(parsed.public_id).ok_or_else(unknown)?;
+            let key = m.keys.get(&parsed.public_id).ok_or_else(unknown)?;
             let project = m
                 .projects
                 .get(key.project_id())

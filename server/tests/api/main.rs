@@ -9,6 +9,7 @@ mod helpers;
 mod billing;
 mod identity;
 mod instances;
+mod litellm_as_code;
 mod machine;
 mod matrix;
 mod mcp;

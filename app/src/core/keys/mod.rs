@@ -100,6 +100,14 @@ pub struct KeyRow {
     pub revoked_at: Option<i64>,
     /// The key's own narrowing of its project's MCP grants (`None`: none).
     pub mcp: Option<Vec<super::mcp::Grant>>,
+    /// The project's and the owner's ids as a machine API caller chose them.
+    pub project_ref: Option<String>,
+    pub owner_ref: Option<String>,
+    /// The `budget_duration` it was given, as written, and its named budget.
+    pub budget_duration: Option<String>,
+    pub budget_id: Option<String>,
+    /// Whether its models follow its project's list (made without one).
+    pub models_follow: bool,
 }
 
 impl KeyRow {
@@ -114,8 +122,9 @@ macro_rules! key_select {
         "SELECT k.id, k.id_hash, k.hint, k.org_id, k.project_id, p.name AS project_name, k.kind, k.owner_id, \
          u.email AS owner_email, k.name, k.models_json, k.tpm_limit, k.rpm_limit, k.budget_micros, \
          k.budget_reset, k.expires_at, k.no_content_logging, k.tags_json, k.metadata_json, CAST(k.spend_micros AS BIGINT) AS spend_micros, k.created_at, \
-         k.revoked_at, k.mcp_json FROM api_keys k JOIN projects p ON p.id = k.project_id \
-         LEFT JOIN users u ON u.id = k.owner_id "
+         k.revoked_at, k.mcp_json, p.external_id AS project_ref, om.external_id AS owner_ref, k.budget_duration, \
+         k.budget_id, k.models_follow FROM api_keys k JOIN projects p ON p.id = k.project_id \
+         LEFT JOIN users u ON u.id = k.owner_id LEFT JOIN org_members om ON om.org_id = k.org_id AND om.user_id = k.owner_id "
     };
 }
 
@@ -152,6 +161,11 @@ fn key_of(r: &sqlx::any::AnyRow) -> Result<KeyRow, sqlx::Error> {
             .as_deref()
             .map(super::mcp::grants_of)
             .transpose()?,
+        project_ref: r.try_get("project_ref")?,
+        owner_ref: r.try_get("owner_ref")?,
+        budget_duration: r.try_get("budget_duration")?,
+        budget_id: r.try_get("budget_id")?,
+        models_follow: r.try_get::<i64, _>("models_follow")? != 0,
     })
 }
 
@@ -190,7 +204,18 @@ pub async fn create(
     limits: &KeyLimits,
     now: i64,
 ) -> Result<(KeyRow, Token), AppError> {
-    let token = Token::mint();
+    create_with(conn, scope, holder, limits, now, Token::mint()).await
+}
+
+/// [`create`] with a token the caller brings (an imported key).
+pub async fn create_with(
+    conn: &mut AnyConnection,
+    scope: &ProjectScope,
+    holder: Holder<'_>,
+    limits: &KeyLimits,
+    now: i64,
+    token: Token,
+) -> Result<(KeyRow, Token), AppError> {
     let id = super::new_id();
     let (kind, owner) = match holder {
         Holder::User(u) => (KeyKind::User, Some(u)),
@@ -216,7 +241,14 @@ pub async fn create(
         .bind(now)
         .bind(limits.metadata.to_string())
         .execute(&mut *conn)
-        .await?;
+        .await
+        .map_err(|e| {
+            if super::db::is_unique_violation(&e) {
+                AppError::invalid("key", "is already a key here")
+            } else {
+                e.into()
+            }
+        })?;
     write_tags(conn, &id, scope.project_id(), &limits.tags).await?;
     let row = get(conn, scope, &id).await?;
     Ok((row, token))
@@ -388,13 +420,13 @@ pub async fn find(
     reference: &str,
 ) -> Result<KeyRow, AppError> {
     let reference = reference.trim();
-    let row = match token::parse(reference) {
+    let row = match token::parse_any(reference).filter(|_| !is_id_hash(reference)) {
         Some(parsed) => {
             sqlx::query(concat!(
                 key_select!(),
                 "WHERE k.public_id = $1 AND k.secret_hash = $2 AND k.org_id = $3"
             ))
-            .bind(parsed.public_id)
+            .bind(parsed.public_id.as_ref())
             .bind(token::hash_secret(parsed.secret))
             .bind(scope.org_id())
             .fetch_optional(&mut *conn)
@@ -413,6 +445,14 @@ pub async fn find(
     };
     let row = row.ok_or_else(|| AppError::not_found("key"))?;
     Ok(key_of(&row)?)
+}
+
+/// Whether a reference is a key's `id_hash` (64 lower-case hex digits),
+/// which an imported key's shape would also admit.
+fn is_id_hash(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Every key of the scoped organization, newest first; service keys only
@@ -434,6 +474,58 @@ pub async fn in_org(
     .fetch_all(&mut *conn)
     .await?;
     rows.iter().map(key_of).collect()
+}
+
+/// A page of the organization's keys for the machine APIs, filtered, sorted
+/// (newest first) and cut in SQL.
+pub struct OrgKeyQuery<'a> {
+    pub project_id: Option<&'a str>,
+    /// Only keys named exactly this.
+    pub name: Option<&'a str>,
+    pub owner_id: Option<&'a str>,
+    pub service_only: bool,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// One page of [`OrgKeyQuery`] and the number of keys that match in all.
+pub async fn page_in_org(
+    conn: &mut AnyConnection,
+    scope: &crate::policy::OrgScope,
+    q: &OrgKeyQuery<'_>,
+) -> Result<(Vec<KeyRow>, i64), sqlx::Error> {
+    macro_rules! filters {
+        () => {
+            "WHERE k.org_id = $1 AND ($2 = '' OR k.project_id = $2) AND ($3 = 0 OR k.kind = 'service') \
+             AND ($4 = '' OR (k.name_lower = $5 AND k.name = $4)) AND ($6 = '' OR k.owner_id = $6) "
+        };
+    }
+    let name = q.name.unwrap_or("");
+    let rows = sqlx::query(concat!(
+        key_select!(),
+        filters!(),
+        "ORDER BY k.created_at DESC, k.id DESC LIMIT $7 OFFSET $8"
+    ))
+    .bind(scope.org_id())
+    .bind(q.project_id.unwrap_or(""))
+    .bind(i64::from(q.service_only))
+    .bind(name)
+    .bind(name.to_lowercase())
+    .bind(q.owner_id.unwrap_or(""))
+    .bind(q.limit)
+    .bind(q.offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    let total: i64 = sqlx::query_scalar(concat!("SELECT COUNT(*) FROM api_keys k ", filters!()))
+        .bind(scope.org_id())
+        .bind(q.project_id.unwrap_or(""))
+        .bind(i64::from(q.service_only))
+        .bind(name)
+        .bind(name.to_lowercase())
+        .bind(q.owner_id.unwrap_or(""))
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok((rows.iter().map(key_of).collect::<Result<_, _>>()?, total))
 }
 
 /// The caller's own keys across the projects of the scoped organization.
@@ -627,13 +719,13 @@ pub async fn authenticate(
     presented: &str,
     now: i64,
 ) -> Result<Option<String>, sqlx::Error> {
-    let Some(parsed) = token::parse(presented) else {
+    let Some(parsed) = token::parse_any(presented) else {
         return Ok(None);
     };
     let row = sqlx::query(
         "SELECT id, secret_hash, prev_secret_hash, prev_valid_until, revoked_at, expires_at FROM api_keys WHERE public_id = $1",
     )
-    .bind(parsed.public_id)
+    .bind(parsed.public_id.as_ref())
     .fetch_optional(&mut *conn)
     .await?;
     let Some(r) = row else { return Ok(None) };

@@ -47,6 +47,27 @@ impl Token {
         Token::make(prefix, public_id)
     }
 
+    /// A key a migration brings (`key` on LiteLLM's `/key/generate`): kept
+    /// only if it is as hard to guess as a minted one. Its public id is
+    /// derived from it, so the proxy finds it the same way.
+    pub fn imported(raw: &str) -> Result<Token, String> {
+        if let Some(p) = parse(raw) {
+            return Ok(Token {
+                full: raw.to_owned(),
+                public_id: p.public_id.into_owned(),
+                secret_hash: hash_secret(p.secret),
+                hint: format!("{PREFIX}…{}", &raw[raw.len() - 4..]),
+            });
+        }
+        strong_enough(raw)?;
+        Ok(Token {
+            full: raw.to_owned(),
+            public_id: imported_public_id(raw),
+            secret_hash: hash_secret(raw),
+            hint: format!("…{}", &raw[raw.len() - 4..]),
+        })
+    }
+
     /// A new secret for an existing public id (rotation keeps the key's identity).
     pub fn with_public_id(public_id: String) -> Token {
         Token::make(PREFIX, public_id)
@@ -106,15 +127,94 @@ pub fn id_hash(public_id: &str) -> String {
     ))
 }
 
-/// The parts of a well-formed token with a valid checksum.
+/// The parts of a well-formed token with a valid checksum (an imported
+/// key: its derived public id, and the whole token as the secret).
 pub struct Parsed<'a> {
-    pub public_id: &'a str,
+    pub public_id: std::borrow::Cow<'a, str>,
     pub secret: &'a str,
 }
 
-/// An API key's token.
+/// An API key's token, minted here.
 pub fn parse(token: &str) -> Option<Parsed<'_>> {
     parse_with(PREFIX, token)
+}
+
+/// An API key's token: minted here, or imported (see [`Token::imported`]).
+pub fn parse_any(token: &str) -> Option<Parsed<'_>> {
+    if let Some(p) = parse(token) {
+        return Some(p);
+    }
+    imported_shape(token).then(|| Parsed {
+        public_id: std::borrow::Cow::Owned(imported_public_id(token)),
+        secret: token,
+    })
+}
+
+const IMPORTED_MIN: usize = 32;
+const IMPORTED_MAX: usize = 256;
+
+/// Characters an imported key may hold: what API keys are made of.
+fn imported_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
+}
+
+/// Whether a token could be an imported key (not one of Tollgate's own
+/// kinds, a length and characters keys have).
+fn imported_shape(token: &str) -> bool {
+    (IMPORTED_MIN..=IMPORTED_MAX).contains(&token.len())
+        && token.bytes().all(imported_char)
+        && !token.starts_with("sk-tg")
+}
+
+/// The public id of an imported key: 12 base62 characters of its SHA-256.
+fn imported_public_id(token: &str) -> String {
+    let digest = Sha256::digest(format!("tollgate-imported-key:{token}").as_bytes());
+    digest
+        .iter()
+        .take(PUBLIC_ID_LEN)
+        .map(|b| BASE62[usize::from(*b) % 62] as char)
+        .collect()
+}
+
+/// The strength check of an imported key: the shape above, and at least
+/// 128 bits by a character-class estimate over the part after any prefix
+/// (`sk-`, `sk-proj-`), with no character making up more than a quarter.
+fn strong_enough(raw: &str) -> Result<(), String> {
+    if raw.starts_with("sk-tg") {
+        return Err("looks like a Tollgate key but is not a valid one".to_owned());
+    }
+    if !imported_shape(raw) {
+        return Err(format!(
+            "must be {IMPORTED_MIN} to {IMPORTED_MAX} letters, digits, '-', '_' or '.'"
+        ));
+    }
+    let body = match raw.rfind('-') {
+        Some(i) if i <= 16 => &raw[i + 1..],
+        _ => raw,
+    };
+    let classes = [
+        body.bytes().any(|b| b.is_ascii_lowercase()).then_some(26.0),
+        body.bytes().any(|b| b.is_ascii_uppercase()).then_some(26.0),
+        body.bytes().any(|b| b.is_ascii_digit()).then_some(10.0),
+        body.bytes()
+            .any(|b| matches!(b, b'-' | b'_' | b'.'))
+            .then_some(3.0),
+    ];
+    let alphabet: f64 = classes.iter().flatten().sum();
+    let bits = alphabet.log2() * body.len() as f64;
+    let most = BASE62
+        .iter()
+        .chain(b"-_.")
+        .map(|c| body.bytes().filter(|b| b == c).count())
+        .max()
+        .unwrap_or(0);
+    if bits < 128.0 || most * 4 > body.len() {
+        return Err(format!(
+            "is too easy to guess (about {} bits after its prefix; a key needs 128, such as 32 random letters and digits)",
+            bits as u32
+        ));
+    }
+    Ok(())
 }
 
 /// A provisioning key's token.
@@ -142,7 +242,10 @@ fn parse_with<'a>(prefix: &str, token: &'a str) -> Option<Parsed<'a>> {
     }
     let (secret, sum) = tail.split_at(SECRET_LEN);
     let body = &token[..token.len() - CHECKSUM_LEN];
-    (checksum(body) == sum).then_some(Parsed { public_id, secret })
+    (checksum(body) == sum).then_some(Parsed {
+        public_id: std::borrow::Cow::Borrowed(public_id),
+        secret,
+    })
 }
 
 /// Whether `s` is a Tollgate key: prefix, shape and checksum, offline.
@@ -169,6 +272,32 @@ mod tests {
         assert!(t.hint().starts_with("sk-tg-…"));
         assert!(t.expose().ends_with(&t.hint()["sk-tg-…".len()..]));
         assert_ne!(Token::mint().expose(), t.expose());
+    }
+
+    #[test]
+    fn imported_keys_must_be_strong_and_parse_back() {
+        for weak in [
+            "sk-my-static-key",
+            "sk-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "sk-0123456789012345678901234567890123",
+            "sk-tg-notreallyatollgatekeyatallnotreally",
+            "sk-has spaces in it and is long enough to pass",
+        ] {
+            assert!(Token::imported(weak).is_err(), "{weak}");
+        }
+        let raw = "sk-proj-Q3fZ8kLm2Vx9Rt4Yw7Np1Hs6Jd0Gb5Ce";
+        let t = Token::imported(raw).unwrap();
+        assert_eq!(t.expose(), raw);
+        assert_eq!(t.hint(), "…b5Ce");
+        let p = parse_any(raw).unwrap();
+        assert_eq!(p.public_id, t.public_id());
+        assert_eq!(hash_secret(p.secret), t.secret_hash());
+        assert!(parse(raw).is_none() && !looks_like_tollgate_key(raw));
+        // A Tollgate key from another install keeps its own public id.
+        let ours = Token::mint();
+        let again = Token::imported(ours.expose()).unwrap();
+        assert_eq!(again.public_id(), ours.public_id());
+        assert_eq!(again.secret_hash(), ours.secret_hash());
     }
 
     #[test]

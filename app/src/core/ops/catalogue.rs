@@ -18,6 +18,18 @@ pub async fn upsert_model(
     scope: &OrgScope,
     m: &Model,
 ) -> Result<(), AppError> {
+    upsert_model_with(state, actor, scope, m, None).await
+}
+
+/// [`upsert_model`] with what LiteLLM's API keeps on the model: its
+/// `model_info.id` (unique in the organization) and its echoed fields.
+pub async fn upsert_model_with(
+    state: &AppState,
+    actor: &Actor,
+    scope: &OrgScope,
+    m: &Model,
+    extras: Option<(Option<&str>, &Value)>,
+) -> Result<(), AppError> {
     let mut op = Audited::begin(state).await?;
     // The organization locked: a virtual model of this name being saved at
     // the same moment waits for this transaction, and then sees this model.
@@ -33,6 +45,26 @@ pub async fn upsert_model(
         ));
     }
     let before = catalogue::upsert(&mut op.tx, scope, m, op.now).await?;
+    if let Some((external_id, litellm)) = extras {
+        crate::core::litellm::set_model_extras(
+            &mut op.tx,
+            scope.org_id(),
+            &m.id,
+            external_id,
+            litellm,
+        )
+        .await
+        .map_err(|e| {
+            if crate::core::db::is_unique_violation(&e) {
+                AppError::invalid(
+                    "model_info.id",
+                    "already names another model of this organization",
+                )
+            } else {
+                e.into()
+            }
+        })?;
+    }
     let (before, after) = (before.as_ref().map(model_json), Some(model_json(m)));
     let change = audited(scope, "model.upserted", "model", &m.id, before, after);
     op.finish(actor, change, Some(org_notice(scope))).await
@@ -121,8 +153,23 @@ pub async fn upsert_provider(
     scope: &OrgScope,
     p: &NewProvider,
 ) -> Result<Provider, AppError> {
+    upsert_provider_with(state, actor, scope, p, None).await
+}
+
+/// [`upsert_provider`] keeping LiteLLM's `credential_info` as written.
+pub async fn upsert_provider_with(
+    state: &AppState,
+    actor: &Actor,
+    scope: &OrgScope,
+    p: &NewProvider,
+    credential_info: Option<&Value>,
+) -> Result<Provider, AppError> {
     let mut op = Audited::begin(state).await?;
     let before = providers::upsert(&mut op.tx, scope, &state.secret, p, op.now).await?;
+    if let Some(info) = credential_info {
+        crate::core::litellm::set_credential_info(&mut op.tx, scope.org_id(), &p.name, info)
+            .await?;
+    }
     let after = providers::list(&mut op.tx, scope)
         .await?
         .into_iter()

@@ -18,6 +18,7 @@ use crate::policy::{OrgScope, ProjectRole, ProjectScope, TenantScope};
 
 mod billing;
 mod catalogue;
+pub mod litellm;
 mod mcp;
 mod members;
 mod orgs;
@@ -279,8 +280,21 @@ pub async fn create_key(
     holder: Holder<'_>,
     limits: &KeyLimits,
 ) -> Result<(KeyRow, Token), AppError> {
+    create_key_with(state, actor, scope, holder, limits, Token::mint()).await
+}
+
+/// [`create_key`] with a token the caller brings (an imported key, checked
+/// by `Token::imported`); a token already in use is refused.
+pub async fn create_key_with(
+    state: &AppState,
+    actor: &Actor,
+    scope: &ProjectScope,
+    holder: Holder<'_>,
+    limits: &KeyLimits,
+    token: Token,
+) -> Result<(KeyRow, Token), AppError> {
     let mut op = Audited::begin(state).await?;
-    let (row, token) = keys::create(&mut op.tx, scope, holder, limits, op.now).await?;
+    let (row, token) = keys::create_with(&mut op.tx, scope, holder, limits, op.now, token).await?;
     let change = audited(
         scope.org(),
         "key.created",

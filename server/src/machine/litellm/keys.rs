@@ -44,15 +44,82 @@ with_caps! {
         key: Option<String>,
         key_alias: Option<String>,
         team_id: Option<String>,
+        /// The member who holds the key (their `user_id`); none: a service key.
+        user_id: Option<String>,
+        /// A named budget whose limits the key takes (`/budget/new`).
+        #[serde(default, deserialize_with = "nullable")]
+        budget_id: Option<Option<String>>,
         #[serde(default, deserialize_with = "nullable")]
         duration: Option<Option<String>>,
         metadata: Option<Value>,
         tags: Option<Vec<String>>,
+        /// Tollgate keys call `/v1` only: refused unless empty.
+        allowed_routes: Option<Vec<String>>,
     }
 }
 
-/// The settings a KeyBody asks for.
-fn key_spec(b: KeyBody, now: i64) -> ApiResult<KeySpec> {
+/// What LiteLLM keeps on a key beside its limits: the duration as written,
+/// the named budget, whether its models follow its team's.
+struct Extras {
+    duration: Option<Option<String>>,
+    budget_id: Option<Option<String>>,
+    models_follow: Option<bool>,
+}
+
+impl Extras {
+    /// The extras of `before` (if any) after this change.
+    fn over(self, before: Option<&KeyRow>) -> (Option<String>, Option<String>, bool) {
+        let duration = match self.duration {
+            Some(d) => d,
+            None => before.and_then(|k| k.budget_duration.clone()),
+        };
+        let budget_id = match self.budget_id {
+            Some(b) => b,
+            None => before.and_then(|k| k.budget_id.clone()),
+        };
+        let follow = self
+            .models_follow
+            .unwrap_or_else(|| before.is_none_or(|k| k.models_follow));
+        (duration, budget_id, follow)
+    }
+}
+
+/// Takes a named budget's limits where the body does not set its own.
+async fn with_budget(caller: &Caller, b: &mut KeyBody) -> ApiResult<()> {
+    if let Some(Some(id)) = &b.budget_id {
+        let budget = super::budgets::named(caller, "budget_id", id).await?;
+        if b.max_budget.is_none() {
+            b.max_budget = Some(budget.max_budget.map(tollgate_app::format::Usd::dollars));
+        }
+        if b.budget_duration.is_none() {
+            b.budget_duration = Some(budget.duration.clone());
+        }
+        if b.tpm_limit.is_none() {
+            b.tpm_limit = Some(budget.tpm_limit);
+        }
+        if b.rpm_limit.is_none() {
+            b.rpm_limit = Some(budget.rpm_limit);
+        }
+    }
+    Ok(())
+}
+
+/// The settings a KeyBody asks for, and what LiteLLM keeps beside them.
+fn key_spec(b: KeyBody, now: i64) -> ApiResult<(KeySpec, Extras)> {
+    if b.allowed_routes.as_ref().is_some_and(|r| !r.is_empty()) {
+        return Err(ApiError::invalid(
+            "allowed_routes",
+            "Tollgate keys call the /v1 model routes only; remove it",
+        ));
+    }
+    let extras = Extras {
+        duration: b.budget_duration.clone(),
+        budget_id: b.budget_id.clone(),
+        models_follow: b
+            .models
+            .as_ref()
+            .map(|m| m.iter().all(|x| x.trim().is_empty())),
+    };
     let budget_micros = budget_change("max_budget", b.max_budget)?;
     let budget_reset = reset_change("budget_duration", b.budget_duration)?;
     let shared = KeySpec::shared(b.models, b.tpm_limit, b.rpm_limit, b.metadata, b.tags)?;
@@ -63,13 +130,74 @@ fn key_spec(b: KeyBody, now: i64) -> ApiResult<KeySpec> {
                 .transpose()
         })
         .transpose()?;
-    Ok(KeySpec {
-        name: b.key_alias.map(|a| ("key_alias", a)),
-        budget_micros,
-        budget_reset,
-        expires_at,
-        ..shared
-    })
+    Ok((
+        KeySpec {
+            name: b.key_alias.map(|a| ("key_alias", a)),
+            budget_micros,
+            budget_reset,
+            expires_at,
+            ..shared
+        },
+        extras,
+    ))
+}
+
+/// A key alias is unique in the organization, as LiteLLM makes it.
+async fn alias_free(caller: &Caller, alias: &str, except: Option<&str>) -> ApiResult<()> {
+    let org = caller.org(None, Action::ManageProjectKeys)?;
+    let mut conn = caller.state.db.pool.acquire().await?;
+    let (same, _) = keys::page_in_org(
+        &mut conn,
+        &org,
+        &keys::OrgKeyQuery {
+            project_id: None,
+            name: Some(alias.trim()),
+            owner_id: None,
+            service_only: false,
+            limit: 2,
+            offset: 0,
+        },
+    )
+    .await?;
+    if same.iter().any(|k| Some(k.id.as_str()) != except) {
+        return Err(ApiError::invalid(
+            "key_alias",
+            format!("'{}' is already the alias of another key", alias.trim()),
+        ));
+    }
+    Ok(())
+}
+
+/// The key a body names by `key` (its token or `token` hash), else by
+/// `key_alias`.
+async fn key_of_body(caller: &Caller, b: &mut KeyBody) -> ApiResult<(ProjectScope, KeyRow)> {
+    if let Some(reference) = b.key.take() {
+        return named_key(caller, "key", &reference).await;
+    }
+    let alias = b.key_alias.clone().ok_or_else(|| {
+        ApiError::invalid("key", "is required: the key to update (or its key_alias)")
+    })?;
+    let org = caller.org(None, Action::ManageProjectKeys)?;
+    let mut conn = caller.state.db.pool.acquire().await?;
+    let (found, _) = keys::page_in_org(
+        &mut conn,
+        &org,
+        &keys::OrgKeyQuery {
+            project_id: None,
+            name: Some(alias.trim()),
+            owner_id: None,
+            service_only: false,
+            limit: 1,
+            offset: 0,
+        },
+    )
+    .await?;
+    drop(conn);
+    let key = found.into_iter().next().ok_or_else(|| ApiError {
+        field: Some("key_alias".to_owned()),
+        ..ApiError::not_found(format!("key_alias: key '{alias}'"))
+    })?;
+    named_key(caller, "key_alias", &key.id_hash).await
 }
 
 /// The key a LiteLLM request names, with the policy's decision in its project.
@@ -94,9 +222,7 @@ async fn named_key(
 }
 
 async fn key_generate(caller: Caller, Input(mut b): Input<KeyBody>) -> ApiResult<Json<Value>> {
-    if b.key.is_some() {
-        return Err(ApiError::invalid("key", "is set by Tollgate; remove it"));
-    }
+    let supplied = b.key.take();
     let team = b.team_id.take().ok_or_else(|| {
         ApiError::invalid(
             "team_id",
@@ -106,35 +232,126 @@ async fn key_generate(caller: Caller, Input(mut b): Input<KeyBody>) -> ApiResult
     let (scope, project) = caller
         .project("team_id", &team, Action::ManageProjectKeys)
         .await?;
-    if b.key_alias.is_none() {
-        b.key_alias = Some("litellm key".to_owned());
+    match &b.key_alias {
+        Some(alias) => alias_free(&caller, alias, None).await?,
+        None => b.key_alias = Some("litellm key".to_owned()),
     }
-    let (row, token) = caller
-        .create_service_key(&scope, &project, key_spec(b, now_ms())?)
-        .await?;
+    let holder = match b.user_id.take() {
+        Some(u) => Some(team_member(&caller, &scope, &u).await?),
+        None => None,
+    };
+    with_budget(&caller, &mut b).await?;
+    let (spec, extras) = key_spec(b, now_ms())?;
+    let limits = spec.apply(None, &project)?;
+    let holder = match &holder {
+        Some(user_id) => keys::Holder::User(user_id),
+        None => keys::Holder::Service,
+    };
+    let (row, token) = match supplied {
+        Some(raw) => {
+            let token =
+                keys::token::Token::imported(&raw).map_err(|why| ApiError::invalid("key", why))?;
+            ops::create_key_with(&caller.state, &caller.actor, &scope, holder, &limits, token)
+                .await?
+        }
+        None => ops::create_key(&caller.state, &caller.actor, &scope, holder, &limits).await?,
+    };
+    let (duration, budget_id, follow) = extras.over(None);
+    ops::litellm::set_key_extras(
+        &caller.state,
+        &caller.actor,
+        &caller.org(None, Action::ManageProjectKeys)?,
+        &row.id,
+        duration.as_deref(),
+        budget_id.as_deref(),
+        follow,
+    )
+    .await?;
+    let row = reread(&caller, &row).await?;
     let mut body = key_view(&row);
     body["key"] = json!(token.expose());
     Ok(Json(body))
 }
 
-async fn key_update(caller: Caller, Input(mut b): Input<KeyBody>) -> ApiResult<Json<Value>> {
-    let reference = b
-        .key
-        .take()
-        .ok_or_else(|| ApiError::invalid("key", "is required: the key to update"))?;
-    if b.team_id.is_some() {
+/// A key as stored now.
+async fn reread(caller: &Caller, row: &KeyRow) -> ApiResult<KeyRow> {
+    let org = caller.org(None, Action::ManageProjectKeys)?;
+    let mut conn = caller.state.db.pool.acquire().await?;
+    Ok(keys::find(&mut conn, &org, &row.id_hash).await?)
+}
+
+/// The member `reference` names (their `user_id` or email), who must be in
+/// the key's team: Tollgate's id of them.
+async fn team_member(caller: &Caller, scope: &ProjectScope, reference: &str) -> ApiResult<String> {
+    let mut conn = caller.state.db.pool.acquire().await?;
+    let user = tollgate_app::core::litellm::user(&mut conn, scope.org_id(), reference)
+        .await?
+        .ok_or_else(|| ApiError {
+            field: Some("user_id".to_owned()),
+            ..ApiError::not_found(format!(
+                "user_id: no member '{reference}' in this organization"
+            ))
+        })?;
+    let members = projects::members(&mut conn, scope).await?;
+    if !members
+        .iter()
+        .any(|m| m.user_id == user.user_id && m.role.is_some())
+    {
         return Err(ApiError::invalid(
-            "team_id",
-            "a key cannot move between teams; create one in the other team",
+            "user_id",
+            format!(
+                "'{reference}' is not a member of this team; add them with /team/member_add first"
+            ),
         ));
     }
-    let (scope, before) = named_key(&caller, "key", &reference).await?;
+    Ok(user.user_id)
+}
+
+async fn key_update(caller: Caller, Input(mut b): Input<KeyBody>) -> ApiResult<Json<Value>> {
+    let (scope, before) = key_of_body(&caller, &mut b).await?;
     let mut conn = caller.state.db.pool.acquire().await?;
     let project = projects::get(&mut conn, &scope).await?;
     drop(conn);
-    let limits = key_spec(b, now_ms())?.apply(Some(&before.limits), &project)?;
+    // A reconciler sends the whole key back: its own team and holder pass.
+    if let Some(team) = b.team_id.take() {
+        if team != project.id && Some(&team) != project.external_id.as_ref() && team != project.name
+        {
+            return Err(ApiError::invalid(
+                "team_id",
+                "a key cannot move between teams; create one in the other team",
+            ));
+        }
+    }
+    if let Some(user) = b.user_id.take() {
+        let holds = before.owner_ref.as_deref() == Some(user.as_str())
+            || before.owner_id.as_deref() == Some(user.as_str())
+            || before.owner_email.as_deref() == Some(user.as_str());
+        if !holds {
+            return Err(ApiError::invalid(
+                "user_id",
+                "a key cannot change holder; create one for the other member",
+            ));
+        }
+    }
+    if let Some(alias) = &b.key_alias {
+        alias_free(&caller, alias, Some(&before.id)).await?;
+    }
+    with_budget(&caller, &mut b).await?;
+    let (spec, extras) = key_spec(b, now_ms())?;
+    let limits = spec.apply(Some(&before.limits), &project)?;
     let row = ops::update_key(&caller.state, &caller.actor, &scope, &before, &limits).await?;
-    Ok(Json(key_view(&row)))
+    let (duration, budget_id, follow) = extras.over(Some(&before));
+    ops::litellm::set_key_extras(
+        &caller.state,
+        &caller.actor,
+        &caller.org(None, Action::ManageProjectKeys)?,
+        &row.id,
+        duration.as_deref(),
+        budget_id.as_deref(),
+        follow,
+    )
+    .await?;
+    Ok(Json(key_view(&reread(&caller, &row).await?)))
 }
 
 /// The body of `/key/regenerate`.
@@ -174,20 +391,27 @@ async fn key_delete(caller: Caller, Input(b): Input<DeleteKeys>) -> ApiResult<Js
     for (i, k) in b.keys.iter().enumerate() {
         targets.push(named_key(&caller, &format!("keys[{i}]"), k).await?);
     }
-    if !b.key_aliases.is_empty() {
+    for (i, alias) in b.key_aliases.iter().enumerate() {
         let mut conn = caller.state.db.pool.acquire().await?;
-        let all = keys::in_org(&mut conn, &org, None, false).await?;
+        let (found, _) = keys::page_in_org(
+            &mut conn,
+            &org,
+            &keys::OrgKeyQuery {
+                project_id: None,
+                name: Some(alias.trim()),
+                owner_id: None,
+                service_only: false,
+                limit: 1,
+                offset: 0,
+            },
+        )
+        .await?;
         drop(conn);
-        for (i, alias) in b.key_aliases.iter().enumerate() {
-            let k = all
-                .iter()
-                .find(|k| &k.limits.name == alias)
-                .ok_or_else(|| ApiError {
-                    field: Some(format!("key_aliases[{i}]")),
-                    ..ApiError::not_found(format!("key with alias '{alias}'"))
-                })?;
-            targets.push(named_key(&caller, "key_aliases", &k.id_hash).await?);
-        }
+        let k = found.into_iter().next().ok_or_else(|| ApiError {
+            field: Some(format!("key_aliases[{i}]")),
+            ..ApiError::not_found(format!("key with alias '{alias}'"))
+        })?;
+        targets.push(named_key(&caller, "key_aliases", &k.id_hash).await?);
     }
     let mut deleted = Vec::new();
     for (scope, key) in &targets {
@@ -218,8 +442,9 @@ async fn key_info(caller: Caller, Params(q): Params<KeyInfoQuery>) -> ApiResult<
 struct KeyListQuery {
     team_id: Option<String>,
     key_alias: Option<String>,
-    page: Option<usize>,
-    size: Option<usize>,
+    user_id: Option<String>,
+    page: Option<i64>,
+    size: Option<i64>,
     return_full_object: Option<bool>,
 }
 
@@ -232,23 +457,38 @@ async fn key_list(caller: Caller, Params(q): Params<KeyListQuery>) -> ApiResult<
     if !(1..=100).contains(&size) {
         return Err(ApiError::invalid("size", "must be from 1 to 100"));
     }
-    let page = q.page.unwrap_or(1).max(1);
+    let page = q.page.unwrap_or(1);
+    if !(1..=1_000_000).contains(&page) {
+        return Err(ApiError::invalid("page", "must be from 1 to 1000000"));
+    }
     let mut conn = caller.state.db.pool.acquire().await?;
-    let all = keys::in_org(
+    let owner = match &q.user_id {
+        Some(u) => Some(
+            tollgate_app::core::litellm::user(&mut conn, org.org_id(), u)
+                .await?
+                .ok_or_else(|| ApiError {
+                    field: Some("user_id".to_owned()),
+                    ..ApiError::not_found(format!("user_id: no member '{u}' in this organization"))
+                })?
+                .user_id,
+        ),
+        None => None,
+    };
+    let (shown, total) = keys::page_in_org(
         &mut conn,
         &org,
-        project.as_ref().map(|p| p.id.as_str()),
-        false,
+        &keys::OrgKeyQuery {
+            project_id: project.as_ref().map(|p| p.id.as_str()),
+            name: q.key_alias.as_deref(),
+            owner_id: owner.as_deref(),
+            service_only: false,
+            limit: size,
+            offset: (page - 1).saturating_mul(size),
+        },
     )
     .await?;
-    let matching: Vec<&KeyRow> = all
+    let shown: Vec<Value> = shown
         .iter()
-        .filter(|k| q.key_alias.as_ref().is_none_or(|a| &k.limits.name == a))
-        .collect();
-    let shown: Vec<Value> = matching
-        .iter()
-        .skip((page - 1).saturating_mul(size))
-        .take(size)
         .map(|k| {
             if q.return_full_object == Some(true) {
                 key_view(k)
@@ -259,8 +499,8 @@ async fn key_list(caller: Caller, Params(q): Params<KeyListQuery>) -> ApiResult<
         .collect();
     Ok(Json(json!({
         "keys": shown,
-        "total_count": matching.len(),
+        "total_count": total,
         "current_page": page,
-        "total_pages": matching.len().div_ceil(size),
+        "total_pages": (total + size - 1) / size,
     })))
 }

@@ -25,7 +25,11 @@ macro_rules! with_caps {
     };
 }
 
+mod budgets;
+mod guardrails;
 mod keys;
+mod models;
+mod orgs;
 mod people;
 mod spend;
 mod teams;
@@ -34,6 +38,7 @@ use crate::machine::{iso, Routes};
 use serde_json::json;
 use serde_json::Value;
 use tollgate_app::core::keys::KeyRow;
+use tollgate_app::core::limits::ResetInterval;
 use tollgate_app::core::projects::Project;
 use tollgate_app::format::Usd;
 
@@ -42,6 +47,10 @@ pub fn routes() -> Routes {
         .merge(teams::routes())
         .merge(people::routes())
         .merge(spend::routes())
+        .merge(budgets::routes())
+        .merge(models::routes())
+        .merge(orgs::routes())
+        .merge(guardrails::routes())
 }
 
 /// LiteLLM's name for a calendar reset.
@@ -54,18 +63,38 @@ fn duration_of(reset: &str) -> Value {
     }
 }
 
+/// The `budget_duration` LiteLLM reads back: as it was written while it
+/// still names the stored reset, else the reset's own name.
+fn shown_duration(written: Option<&str>, reset: ResetInterval) -> Value {
+    match written {
+        Some(w)
+            if crate::machine::input::reset_of_duration("budget_duration", w).ok()
+                == Some(reset) =>
+        {
+            json!(w)
+        }
+        _ => duration_of(reset.as_str()),
+    }
+}
+
 fn key_view(k: &KeyRow) -> Value {
+    let models: &[String] = if k.models_follow {
+        &[]
+    } else {
+        &k.limits.caps.models
+    };
     json!({
         "token": k.id_hash,
         "key_name": k.hint,
         "key_alias": k.limits.name,
-        "team_id": k.project_id,
+        "team_id": k.project_ref.as_deref().unwrap_or(&k.project_id),
         "team_alias": k.project_name,
-        "user_id": k.owner_id,
-        "models": k.limits.caps.models,
+        "user_id": k.owner_ref.as_deref().or(k.owner_id.as_deref()),
+        "models": models,
         "spend": k.spend.dollars(),
         "max_budget": k.limits.caps.budget.map(Usd::dollars),
-        "budget_duration": duration_of(k.limits.caps.budget_reset.as_str()),
+        "budget_duration": shown_duration(k.budget_duration.as_deref(), k.limits.caps.budget_reset),
+        "budget_id": k.budget_id,
         "expires": k.limits.expires_at.map(iso),
         "tpm_limit": k.limits.caps.tpm_limit,
         "rpm_limit": k.limits.caps.rpm_limit,
@@ -77,14 +106,24 @@ fn key_view(k: &KeyRow) -> Value {
     })
 }
 
+/// The team id LiteLLM shows: the caller's, else Tollgate's.
+fn team_id_of(p: &Project) -> &str {
+    p.external_id.as_deref().unwrap_or(&p.id)
+}
+
 fn team_view(p: &Project) -> Value {
     json!({
-        "team_id": p.id,
+        "team_id": team_id_of(p),
         "team_alias": p.name,
-        "organization_id": p.org_id,
+        // LiteLLM teams belong to no organization unless put in one; a
+        // provisioning key's teams are all in its own, so none is shown
+        // (a declarative spec without one reads no drift).
+        "organization_id": null,
         "models": p.caps.models,
         "max_budget": p.caps.budget.map(Usd::dollars),
-        "budget_duration": duration_of(p.caps.budget_reset.as_str()),
+        "budget_duration": shown_duration(p.budget_duration.as_deref(), p.caps.budget_reset),
+        "budget_id": p.budget_id,
+        "blocked": false,
         "tpm_limit": p.caps.tpm_limit,
         "rpm_limit": p.caps.rpm_limit,
         "created_at": iso(p.created_at),

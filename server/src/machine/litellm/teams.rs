@@ -32,7 +32,9 @@ pub(super) fn routes() -> Routes {
         .route("/team/update", post(team_update))
         .route("/team/info", get(team_info))
         .route("/team/list", get(team_list))
+        .route("/v2/team/list", get(team_list_v2))
         .route("/team/delete", post(team_delete).delete(team_delete))
+        .route("/team/member_update", post(member_update))
 }
 
 with_caps! {
@@ -41,7 +43,78 @@ with_caps! {
         team_id: Option<String>,
         team_alias: Option<String>,
         organization_id: Option<String>,
+        /// A named budget whose limits the team takes (`/budget/new`).
+        #[serde(default, deserialize_with = "crate::machine::input::nullable")]
+        budget_id: Option<Option<String>>,
+        /// Members to add (or give this role); `/team/member_delete` removes.
+        members_with_roles: Option<Vec<TeamMember>>,
     }
+}
+
+/// A member of `members_with_roles`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TeamMember {
+    pub user_id: Option<String>,
+    pub user_email: Option<String>,
+    pub role: Option<String>,
+}
+
+/// A team id a caller chooses: 1 to 100 characters without spaces.
+fn chosen_id(raw: &str) -> ApiResult<String> {
+    let id = raw.trim();
+    if id.is_empty() || id.len() > 100 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ApiError::invalid(
+            "team_id",
+            "1 to 100 characters without spaces",
+        ));
+    }
+    Ok(id.to_owned())
+}
+
+/// Takes a named budget's limits where the body does not set its own.
+async fn with_budget(caller: &Caller, b: &mut TeamBody) -> ApiResult<()> {
+    if let Some(Some(id)) = &b.budget_id {
+        let budget = super::budgets::named(caller, "budget_id", id).await?;
+        if b.max_budget.is_none() {
+            b.max_budget = Some(budget.max_budget.map(tollgate_app::format::Usd::dollars));
+        }
+        if b.budget_duration.is_none() {
+            b.budget_duration = Some(budget.duration.clone());
+        }
+        if b.tpm_limit.is_none() {
+            b.tpm_limit = Some(budget.tpm_limit);
+        }
+        if b.rpm_limit.is_none() {
+            b.rpm_limit = Some(budget.rpm_limit);
+        }
+    }
+    Ok(())
+}
+
+/// Stores what LiteLLM keeps on a team after `b` changed it: its id (on
+/// create), the duration as written and the named budget.
+async fn keep_extras(
+    caller: &Caller,
+    p: &Project,
+    external_id: Option<&str>,
+    duration: Option<Option<String>>,
+    budget_id: Option<Option<String>>,
+) -> ApiResult<()> {
+    let org = caller.org(None, Action::EditProjectSettings)?;
+    let duration = duration.unwrap_or_else(|| p.budget_duration.clone());
+    let budget_id = budget_id.unwrap_or_else(|| p.budget_id.clone());
+    ops::litellm::set_project_extras(
+        &caller.state,
+        &caller.actor,
+        &org,
+        &p.id,
+        external_id,
+        duration.as_deref(),
+        budget_id.as_deref(),
+    )
+    .await?;
+    Ok(())
 }
 
 impl TeamBody {
@@ -74,20 +147,38 @@ impl TeamBody {
     }
 }
 
-async fn team_new(caller: Caller, Input(b): Input<TeamBody>) -> ApiResult<Json<Value>> {
+async fn team_new(caller: Caller, Input(mut b): Input<TeamBody>) -> ApiResult<Json<Value>> {
     let org = caller.org(b.organization_id.as_deref(), Action::CreateProject)?;
-    if b.team_id.is_some() {
-        return Err(ApiError::invalid(
-            "team_id",
-            "Tollgate assigns team ids; name the team with team_alias and refer to it by either",
-        ));
+    let chosen = b.team_id.take().map(|t| chosen_id(&t)).transpose()?;
+    if let Some(id) = &chosen {
+        let mut conn = caller.state.db.pool.acquire().await?;
+        if projects::find(&mut conn, &org, id).await?.is_some() {
+            return Err(ApiError::invalid(
+                "team_id",
+                format!("'{id}' already names a team of this organization"),
+            ));
+        }
     }
     let alias = b
         .team_alias
         .clone()
-        .ok_or_else(|| ApiError::invalid("team_alias", "is required"))?;
+        .or_else(|| chosen.clone())
+        .ok_or_else(|| ApiError::invalid("team_alias", "is required (or a team_id)"))?;
+    with_budget(&caller, &mut b).await?;
+    let members = b.members_with_roles.take();
+    let (duration, budget_id) = (b.budget_duration.clone(), b.budget_id.clone());
     let p = caller
         .create_project(&org, "team_alias", &alias, |draft| b.settings(draft))
+        .await?;
+    keep_extras(&caller, &p, chosen.as_deref(), duration, budget_id).await?;
+    if let Some(members) = members {
+        let (scope, _) = caller
+            .project("team_id", &p.id, Action::AddProjectMembers)
+            .await?;
+        super::people::put_members(&caller, &scope, &members).await?;
+    }
+    let (_, p) = caller
+        .project("team_id", &p.id, Action::ViewProject)
         .await?;
     Ok(Json(team_view(&p)))
 }
@@ -101,10 +192,23 @@ async fn team_update(caller: Caller, Input(mut b): Input<TeamBody>) -> ApiResult
     let (scope, before) = caller
         .project("team_id", &team, Action::EditProjectSettings)
         .await?;
+    with_budget(&caller, &mut b).await?;
+    let members = b.members_with_roles.take();
+    let (duration, budget_id) = (b.budget_duration.clone(), b.budget_id.clone());
     let settings = b.settings(&before)?;
+    caller
+        .check_catalogue("models", &settings.caps.models)
+        .await?;
     let p = ops::update_project(&caller.state, &caller.actor, &scope, &settings)
         .await
         .map_err(|e| renamed(e.into(), "name", "team_alias"))?;
+    keep_extras(&caller, &p, None, duration, budget_id).await?;
+    if let Some(members) = members {
+        super::people::put_members(&caller, &scope, &members).await?;
+    }
+    let (_, p) = caller
+        .project("team_id", &p.id, Action::ViewProject)
+        .await?;
     Ok(Json(team_view(&p)))
 }
 
@@ -121,14 +225,41 @@ async fn team_info(caller: Caller, Params(q): Params<TeamQuery>) -> ApiResult<Js
     let org = caller.org(None, Action::ManageProjectKeys)?;
     let mut conn = caller.state.db.pool.acquire().await?;
     let people = projects::members(&mut conn, &scope).await?;
-    let team_keys = keys::in_org(&mut conn, &org, Some(&p.id), false).await?;
+    let mut shown = std::collections::HashMap::new();
+    for m in &people {
+        let u = tollgate_app::core::litellm::user(&mut conn, org.org_id(), &m.user_id).await?;
+        shown.insert(m.user_id.clone(), u.and_then(|u| u.external_id));
+    }
+    let (team_keys, _) = keys::page_in_org(
+        &mut conn,
+        &org,
+        &keys::OrgKeyQuery {
+            project_id: Some(&p.id),
+            name: None,
+            owner_id: None,
+            service_only: false,
+            limit: 100,
+            offset: 0,
+        },
+    )
+    .await?;
+    let members: Vec<Value> = people
+        .iter()
+        .filter(|m| m.role.is_some())
+        .map(|m| {
+            json!({
+                "user_id": shown.get(&m.user_id).cloned().flatten().unwrap_or_else(|| m.user_id.clone()),
+                "user_email": m.email,
+                "role": if m.role == Some(ProjectRole::Member) { "user" } else { "admin" },
+            })
+        })
+        .collect();
+    let mut info = team_view(&p);
+    info["members_with_roles"] = json!(members);
     Ok(Json(json!({
-        "team_id": p.id,
-        "team_info": team_view(&p),
-        "members_with_roles": people.iter().map(|m| json!({
-            "user_id": m.user_id, "user_email": m.email,
-            "role": if m.role == Some(ProjectRole::Member) { "user" } else { "admin" },
-        })).collect::<Vec<_>>(),
+        "team_id": super::team_id_of(&p),
+        "team_info": info,
+        "members_with_roles": members,
         "keys": team_keys.iter().map(key_view).collect::<Vec<_>>(),
     })))
 }
@@ -146,6 +277,90 @@ async fn team_list(caller: Caller, Params(q): Params<NoQuery>) -> ApiResult<Json
     Ok(Json(Value::Array(
         all.iter().map(|(p, _)| team_view(p)).collect(),
     )))
+}
+
+/// The query of `/v2/team/list`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TeamListQuery {
+    organization_id: Option<String>,
+    team_alias: Option<String>,
+    team_id: Option<String>,
+    page: Option<i64>,
+    page_size: Option<i64>,
+}
+
+async fn team_list_v2(caller: Caller, Params(q): Params<TeamListQuery>) -> ApiResult<Json<Value>> {
+    let org = caller.org(q.organization_id.as_deref(), Action::ViewProject)?;
+    let size = q.page_size.unwrap_or(100);
+    if !(1..=100).contains(&size) {
+        return Err(ApiError::invalid("page_size", "must be from 1 to 100"));
+    }
+    let page = q.page.unwrap_or(1);
+    if !(1..=1_000_000).contains(&page) {
+        return Err(ApiError::invalid("page", "must be from 1 to 1000000"));
+    }
+    let mut conn = caller.state.db.pool.acquire().await?;
+    let (shown, total) = projects::page(
+        &mut conn,
+        &org,
+        q.team_alias.as_deref(),
+        q.team_id.as_deref(),
+        size,
+        (page - 1).saturating_mul(size),
+    )
+    .await?;
+    Ok(Json(json!({
+        "teams": shown.iter().map(team_view).collect::<Vec<_>>(),
+        "total": total,
+        "page": page,
+        "page_size": size,
+        "total_pages": (total + size - 1) / size,
+    })))
+}
+
+/// The body of `/team/member_update`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberUpdate {
+    team_id: String,
+    user_id: Option<String>,
+    user_email: Option<String>,
+    role: String,
+    /// Per-member budgets are not kept: refused unless null.
+    max_budget_in_team: Option<f64>,
+}
+
+async fn member_update(caller: Caller, Input(b): Input<MemberUpdate>) -> ApiResult<Json<Value>> {
+    if b.max_budget_in_team.is_some() {
+        return Err(ApiError::invalid(
+            "max_budget_in_team",
+            "is not kept: give the member's keys a max_budget instead",
+        ));
+    }
+    let (scope, p) = caller
+        .project("team_id", &b.team_id, Action::EditProjectMemberRoles)
+        .await?;
+    let reference = b
+        .user_id
+        .as_deref()
+        .or(b.user_email.as_deref())
+        .ok_or_else(|| ApiError::invalid("user_id", "name the member by user_id or user_email"))?;
+    let role = super::people::project_role("role", Some(&b.role))?;
+    let mut conn = caller.state.db.pool.acquire().await?;
+    let user = tollgate_app::core::litellm::user(&mut conn, scope.org_id(), reference)
+        .await?
+        .ok_or_else(|| ApiError {
+            field: Some("user_id".to_owned()),
+            ..ApiError::not_found(format!(
+                "user_id: no member '{reference}' in this organization"
+            ))
+        })?;
+    drop(conn);
+    super::people::set_team_role(&caller, &scope, &user, role, false, "role").await?;
+    Ok(Json(json!({
+        "team_id": super::team_id_of(&p), "user_id": user.shown_id(), "user_email": user.email, "role": b.role,
+    })))
 }
 
 #[derive(Deserialize)]
@@ -169,7 +384,7 @@ async fn team_delete(caller: Caller, Input(b): Input<DeleteTeams>) -> ApiResult<
     let mut deleted = Vec::new();
     for (scope, p) in &targets {
         ops::delete_project(&caller.state, &caller.actor, scope, p).await?;
-        deleted.push(p.id.clone());
+        deleted.push(super::team_id_of(p).to_owned());
     }
     Ok(Json(json!({ "deleted_teams": deleted })))
 }
