@@ -39,6 +39,9 @@ pub enum Public {
 pub const PUBLIC: &[Public] = &[
     Public::Path("/healthz"),
     Public::Path("/readyz"),
+    // LiteLLM's probes, as its deployments call them.
+    Public::Path("/health/liveliness"),
+    Public::Path("/health/readiness"),
     Public::Path("/api/openapi.json"),
     Public::Under("/pkg/"),
     // Single sign-on: the IdP sends people back here; each route checks its

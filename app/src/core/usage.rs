@@ -976,3 +976,87 @@ mod tests {
         }
     }
 }
+
+/// One attempt as LiteLLM's `/spend/logs` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpendLog {
+    pub request_id: String,
+    pub at: i64,
+    pub latency_ms: i64,
+    pub key_hash: Option<String>,
+    pub key_name: Option<String>,
+    pub project_id: String,
+    pub model: String,
+    pub endpoint: String,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_micros: i64,
+    pub status: i64,
+}
+
+/// An organization's attempts in `[from, to)`, newest first, of one key or
+/// project where given, at most `limit`.
+pub async fn spend_logs(
+    conn: &mut AnyConnection,
+    scope: &crate::policy::OrgScope,
+    (from, to): (i64, i64),
+    key_id: Option<&str>,
+    project_id: Option<&str>,
+    limit: i64,
+) -> Result<Vec<SpendLog>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT u.request_id, u.at, u.latency_ms, k.id_hash, k.name AS key_name, u.project_id, u.model, u.endpoint, \
+         u.tokens_in, u.tokens_out, u.cost_micros, u.status FROM usage_events u LEFT JOIN api_keys k ON k.id = u.key_id \
+         WHERE u.org_id = $1 AND u.at >= $2 AND u.at < $3 AND ($4 = '' OR u.key_id = $4) \
+         AND ($5 = '' OR u.project_id = $5) ORDER BY u.at DESC, u.request_id DESC LIMIT $6",
+    )
+    .bind(scope.org_id())
+    .bind(from)
+    .bind(to)
+    .bind(key_id.unwrap_or(""))
+    .bind(project_id.unwrap_or(""))
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SpendLog {
+                request_id: r.try_get("request_id")?,
+                at: r.try_get("at")?,
+                latency_ms: r.try_get("latency_ms")?,
+                key_hash: r.try_get("id_hash")?,
+                key_name: r.try_get("key_name")?,
+                project_id: r.try_get("project_id")?,
+                model: r.try_get("model")?,
+                endpoint: r.try_get("endpoint")?,
+                tokens_in: r.try_get("tokens_in")?,
+                tokens_out: r.try_get("tokens_out")?,
+                cost_micros: r.try_get("cost_micros")?,
+                status: r.try_get("status")?,
+            })
+        })
+        .collect()
+}
+
+/// Each project's spend over days `[from_day, to_day)`, highest first:
+/// (project id, micro-USD).
+pub async fn spend_by_project(
+    conn: &mut AnyConnection,
+    scope: &crate::policy::OrgScope,
+    from_day: i64,
+    to_day: i64,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows = sqlx::query(concat!(
+        "SELECT project_id, ",
+        sat_sum!("cost_micros"),
+        " AS spent FROM usage_daily WHERE org_id = $1 AND day >= $2 AND day < $3 GROUP BY project_id ORDER BY spent DESC"
+    ))
+    .bind(scope.org_id())
+    .bind(from_day)
+    .bind(to_day)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("project_id")?, r.try_get("spent")?)))
+        .collect()
+}

@@ -28,7 +28,20 @@ use tollgate_app::policy::{self, Action, Machine, OrgScope, ProjectScope};
 
 /// Every machine route; none passes through Leptos.
 pub fn router(state: AppState) -> Router {
-    routes().router.with_state(state)
+    routes()
+        .router
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// A known path asked with a method it does not take: a JSON 405 naming it.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!("{} does not take {method}", uri.path()),
+        field: None,
+    }
 }
 
 /// The path of every machine route, from the declarations that build the

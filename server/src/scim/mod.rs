@@ -36,6 +36,7 @@ pub const ROOT: &str = "/scim/v2";
 pub fn router(state: AppState) -> Router {
     routes()
         .0
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), logged))
         .with_state(state)
 }
@@ -88,6 +89,15 @@ fn routes() -> (Router<AppState>, Vec<String>) {
 
 pub fn paths() -> Vec<String> {
     routes().1
+}
+
+/// A known SCIM path asked with a method it does not take.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ScimError {
+    ScimError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        None,
+        format!("{} does not take {method}", uri.path()),
+    )
 }
 
 /// A SCIM error (RFC 7644 §3.12): status as a string, `scimType` where one

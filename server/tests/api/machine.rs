@@ -210,6 +210,341 @@ async fn fastrouter_service_keys_from_create_to_delete(backend: Backend) {
 }
 both!(fastrouter_service_keys_from_create_to_delete);
 
+/// LiteLLM's admin API past onboarding, each route once: named budgets that
+/// teams and keys take their limits from, credentials and models, users and
+/// teams under the caller's ids, an imported key, the organization, spend
+/// and health; then everything deleted again.
+async fn litellm_admin_routes_from_create_to_delete(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, _) = two_orgs(&app).await;
+    let pk = a.pk.as_str();
+    let (st, b) = post(
+        &app,
+        pk,
+        "/budget/new",
+        json!({ "budget_id": "eng", "max_budget": 20, "budget_duration": "1mo", "rpm_limit": 30 }),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(
+        (
+            b["max_budget"].clone(),
+            b["budget_duration"].clone(),
+            b["rpm_limit"].clone()
+        ),
+        (json!(20.0), json!("1mo"), json!(30))
+    );
+    let (st, list) = get(&app, pk, "/budget/list").await;
+    assert_eq!(
+        (st, list[0]["budget_id"].clone()),
+        (200, json!("eng")),
+        "{list}"
+    );
+    let (_, info) = post(&app, pk, "/budget/info", json!({ "budgets": ["eng"] })).await;
+    assert_eq!(info[0]["max_budget"], 20.0, "{info}");
+
+    // A credential and a model served through it.
+    let (st, c) = post(&app, pk, "/credentials", json!({
+        "credential_name": "lab", "credential_info": { "custom_llm_provider": "hosted_vllm", "description": "GPU box" },
+        "credential_values": { "api_base": "http://127.0.0.1:9/v1", "api_key": "sk-upstream-0123456789" },
+    })).await;
+    assert_eq!(st, 200, "{c}");
+    assert_eq!(c["credential_values"]["api_key"], "…6789", "{c}");
+    let (st, patched) = send(
+        &app,
+        pk,
+        Method::PATCH,
+        "/credentials/lab",
+        Some(json!({ "credential_values": { "api_base": "http://127.0.0.1:10/v1" } })),
+    )
+    .await;
+    assert_eq!(st, 200, "{patched}");
+    assert_eq!(
+        patched["credential_values"]["api_base"],
+        "http://127.0.0.1:10/v1"
+    );
+    assert_eq!(
+        patched["credential_values"]["api_key"], "…6789",
+        "the key is kept"
+    );
+    assert_eq!(patched["credential_info"]["description"], "GPU box");
+    let (_, all) = get(&app, pk, "/credentials").await;
+    assert!(!all.to_string().contains("0123456789"), "{all}");
+    let (st, m) = post(&app, pk, "/model/new", json!({
+        "model_name": "lab/chat", "litellm_params": { "model": "hosted_vllm/chat", "litellm_credential_name": "lab" },
+        "model_info": { "id": "m-1", "mode": "chat", "input_cost_per_token": 0.000002 },
+    })).await;
+    assert_eq!(st, 200, "{m}");
+    assert_eq!(
+        (
+            m["model_info"]["id"].clone(),
+            m["model_info"]["input_cost_per_million_tokens"].clone()
+        ),
+        (json!("m-1"), json!(2.0)),
+        "{m}"
+    );
+    assert_eq!(m["litellm_params"]["model"], "hosted_vllm/chat");
+    let (st, m) = send(
+        &app,
+        pk,
+        Method::PATCH,
+        "/model/m-1/update",
+        Some(json!({ "model_info": { "input_cost_per_million_tokens": 3 } })),
+    )
+    .await;
+    assert_eq!(
+        (st, m["model_info"]["input_cost_per_million_tokens"].clone()),
+        (200, json!(3.0)),
+        "{m}"
+    );
+    let (_, info) = get(&app, pk, "/model/info?litellm_model_id=m-1").await;
+    assert_eq!(info["data"].as_array().map(Vec::len), Some(1), "{info}");
+
+    // A user under the caller's id, and a team under the caller's id.
+    let (st, u) = post(&app, pk, "/user/new", json!({ "user_id": "carol", "user_email": "carol@a.test", "user_alias": "Carol", "auto_create_key": false })).await;
+    assert_eq!(
+        (st, u["user_id"].clone(), u["status"].clone()),
+        (200, json!("carol"), json!("created")),
+        "{u}"
+    );
+    let (st, u) = post(
+        &app,
+        pk,
+        "/user/update",
+        json!({ "user_id": "carol", "user_alias": "C." }),
+    )
+    .await;
+    assert_eq!(
+        (st, u["user_alias"].clone(), u["user_role"].clone()),
+        (200, json!("C."), json!("internal_user")),
+        "{u}"
+    );
+    let (_, users) = get(&app, pk, "/user/list?page_size=10").await;
+    assert!(
+        users["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["user_id"] == "carol"),
+        "{users}"
+    );
+    let (st, t) = post(&app, pk, "/team/new", json!({
+        "team_id": "team-lab", "team_alias": "lab", "budget_id": "eng", "models": ["mock/echo", "lab/chat"],
+        "members_with_roles": [{ "user_id": "carol", "role": "user" }],
+    })).await;
+    assert_eq!(st, 200, "{t}");
+    assert_eq!(
+        (
+            t["team_id"].clone(),
+            t["max_budget"].clone(),
+            t["rpm_limit"].clone(),
+            t["budget_id"].clone()
+        ),
+        (json!("team-lab"), json!(20.0), json!(30), json!("eng")),
+        "{t}"
+    );
+    let (st, dup) = post(
+        &app,
+        pk,
+        "/team/new",
+        json!({ "team_id": "team-lab", "team_alias": "other" }),
+    )
+    .await;
+    assert_eq!(
+        (st, dup["error"]["field"].clone()),
+        (400, json!("team_id")),
+        "{dup}"
+    );
+    let (_, listed) = get(&app, pk, "/v2/team/list?team_alias=lab").await;
+    assert_eq!(
+        (
+            listed["total"].clone(),
+            listed["teams"][0]["team_id"].clone()
+        ),
+        (json!(1), json!("team-lab")),
+        "{listed}"
+    );
+    let (st, up) = post(
+        &app,
+        pk,
+        "/team/member_update",
+        json!({ "team_id": "team-lab", "user_id": "carol", "role": "admin" }),
+    )
+    .await;
+    assert_eq!(st, 200, "{up}");
+    let (_, info) = get(&app, pk, "/team/info?team_id=team-lab").await;
+    assert_eq!(
+        info["team_info"]["members_with_roles"],
+        json!([{ "user_id": "carol", "user_email": "carol@a.test", "role": "admin" }]),
+        "{info}"
+    );
+
+    // An imported key: the caller's token works as it is.
+    let imported = "sk-proj-Q3fZ8kLm2Vx9Rt4Yw7Np1Hs6Jd0Gb5Ce";
+    let (st, k) = post(&app, pk, "/key/generate", json!({ "team_id": "team-lab", "key_alias": "imported", "key": imported, "user_id": "carol", "budget_id": "eng" })).await;
+    assert_eq!(st, 200, "{k}");
+    assert_eq!(
+        (
+            k["key"].clone(),
+            k["user_id"].clone(),
+            k["team_id"].clone(),
+            k["max_budget"].clone()
+        ),
+        (
+            json!(imported),
+            json!("carol"),
+            json!("team-lab"),
+            json!(20.0)
+        ),
+        "{k}"
+    );
+    app.feed_caught_up().await;
+    assert_eq!(chat(&app, imported, "mock/echo").await, 200);
+    let (st, again) = post(
+        &app,
+        pk,
+        "/key/generate",
+        json!({ "team_id": "team-lab", "key_alias": "imported" }),
+    )
+    .await;
+    assert_eq!(
+        (st, again["error"]["field"].clone()),
+        (400, json!("key_alias")),
+        "{again}"
+    );
+    let (st, again) = post(
+        &app,
+        pk,
+        "/key/generate",
+        json!({ "team_id": "team-lab", "key_alias": "twice", "key": imported }),
+    )
+    .await;
+    assert_eq!(
+        (st, again["error"]["field"].clone()),
+        (400, json!("key")),
+        "{again}"
+    );
+    let (_, keys) = get(&app, pk, "/key/list?return_full_object=true&user_id=carol").await;
+    assert_eq!(
+        (
+            keys["total_count"].clone(),
+            keys["keys"][0]["key_alias"].clone()
+        ),
+        (json!(1), json!("imported")),
+        "{keys}"
+    );
+    // A change to the budget reaches the team and the key.
+    let (st, _) = post(
+        &app,
+        pk,
+        "/budget/update",
+        json!({ "budget_id": "eng", "max_budget": 40 }),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (_, info) = get(&app, pk, "/team/info?team_id=team-lab").await;
+    assert_eq!(info["team_info"]["max_budget"], 40.0, "{info}");
+    let (_, key) = get(&app, pk, &format!("/key/info?key={imported}")).await;
+    assert_eq!(key["info"]["max_budget"], 40.0, "{key}");
+
+    // The organization, spend and health.
+    let (_, orgs) = get(&app, pk, "/organization/list").await;
+    assert_eq!(orgs[0]["organization_id"], json!(a.id), "{orgs}");
+    assert!(
+        orgs[0]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["user_id"] == "carol"),
+        "{orgs}"
+    );
+    let (st, o) = send(
+        &app,
+        pk,
+        Method::PATCH,
+        "/organization/update",
+        Some(json!({ "organization_alias": "Acme" })),
+    )
+    .await;
+    assert_eq!(
+        (st, o["organization_alias"].clone()),
+        (200, json!("Acme")),
+        "{o}"
+    );
+    let (_, o) = get(
+        &app,
+        pk,
+        &format!("/organization/info?organization_id={}", a.id),
+    )
+    .await;
+    assert_eq!(o["organization_alias"], "Acme", "{o}");
+    let (_, logs) = get(&app, pk, "/spend/logs").await;
+    app.feed_caught_up().await;
+    assert!(logs.is_array(), "{logs}");
+    for path in ["/global/spend/keys", "/global/spend/teams", "/health"] {
+        let (st, body) = get(&app, pk, path).await;
+        assert_eq!(st, 200, "{path}: {body}");
+    }
+    let (_, health) = get(&app, pk, "/health").await;
+    assert!(health["healthy_count"].as_u64().unwrap() >= 1, "{health}");
+    for path in ["/health/liveliness", "/health/readiness"] {
+        let res = reqwest::get(format!("{}{path}", app.url)).await.unwrap();
+        assert_eq!(res.status().as_u16(), 200, "{path}");
+    }
+    // A known path with a method it does not take: JSON, 405.
+    let (st, wrong) = get(&app, pk, "/budget/new").await;
+    assert_eq!(
+        (st, wrong["error"]["code"].clone()),
+        (405, json!("method_not_allowed")),
+        "{wrong}"
+    );
+    let (st, member) = send(
+        &app,
+        pk,
+        Method::PATCH,
+        "/organization/member_update",
+        Some(json!({ "user_id": "carol", "role": "internal_user_viewer" })),
+    )
+    .await;
+    assert_eq!(
+        (st, member["user_role"].clone()),
+        (200, json!("internal_user_viewer")),
+        "{member}"
+    );
+
+    // Deleted again; the team keeps the limits of a deleted budget.
+    for (path, body) in [
+        ("/model/delete", json!({ "id": "m-1" })),
+        ("/budget/delete", json!({ "id": "eng" })),
+        ("/user/delete", json!({ "user_ids": ["carol"] })),
+    ] {
+        let (st, answer) = post(&app, pk, path, body).await;
+        assert_eq!(st, 200, "{path}: {answer}");
+    }
+    let (st, gone) = send(&app, pk, Method::DELETE, "/credentials/lab", None).await;
+    assert_eq!(st, 200, "{gone}");
+    let (_, info) = get(&app, pk, "/team/info?team_id=team-lab").await;
+    assert_eq!(
+        (
+            info["team_info"]["max_budget"].clone(),
+            info["team_info"]["budget_id"].clone()
+        ),
+        (json!(40.0), Value::Null),
+        "{info}"
+    );
+    let (_, users) = get(&app, pk, "/user/list").await;
+    assert!(!users.to_string().contains("carol"), "{users}");
+    let (_, models) = get(&app, pk, "/model/info").await;
+    assert!(!models.to_string().contains("lab/chat"), "{models}");
+    app.feed_caught_up().await;
+    assert_eq!(
+        chat(&app, imported, "mock/echo").await,
+        401,
+        "a removed member's key stops"
+    );
+}
+both!(litellm_admin_routes_from_create_to_delete);
+
 /// The onboarding script, run as its users run it: only the host and the
 /// admin key differ from a LiteLLM deployment.
 async fn litellm_onboarding_script_runs_unchanged(backend: Backend) {
@@ -689,9 +1024,171 @@ async fn bad_input_answers_400_naming_the_field(backend: Backend) {
         ),
         (
             "/key/generate",
-            json!({ "team_id": "Production", "user_id": "u" }),
-            "user_id",
+            json!({ "team_id": "Production", "key_type": "llm_api" }),
+            "key_type",
             "unknown field",
+        ),
+        (
+            "/key/generate",
+            json!({ "team_id": "Production", "key": "sk-my-static-key" }),
+            "key",
+            "32 to 256",
+        ),
+        (
+            "/key/generate",
+            json!({ "team_id": "Production", "key": "sk-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" }),
+            "key",
+            "too easy to guess",
+        ),
+        (
+            "/key/generate",
+            json!({ "team_id": "Production", "allowed_routes": ["/key/generate"] }),
+            "allowed_routes",
+            "/v1",
+        ),
+        (
+            "/team/new",
+            json!({ "team_id": "has space", "team_alias": "spaced" }),
+            "team_id",
+            "without spaces",
+        ),
+        (
+            "/team/member_update",
+            json!({ "team_id": "Production", "user_id": "x", "role": "boss" }),
+            "role",
+            "user or admin",
+        ),
+        (
+            "/budget/new",
+            json!({ "budget_id": "b", "budget_duration": "3d" }),
+            "budget_duration",
+            "1mo",
+        ),
+        (
+            "/budget/new",
+            json!({ "budget_id": "b", "soft_budget": 5 }),
+            "soft_budget",
+            "not kept",
+        ),
+        (
+            "/budget/new",
+            json!({ "max_budget": 5 }),
+            "budget_id",
+            "required",
+        ),
+        (
+            "/budget/new",
+            json!({ "budget_id": "b", "max_budget": -1 }),
+            "max_budget",
+            "",
+        ),
+        (
+            "/model/new",
+            json!({ "model_name": "x/y", "litellm_params": { "model": "hosted_vllm/y" } }),
+            "litellm_params.litellm_credential_name",
+            "credential",
+        ),
+        (
+            "/model/new",
+            json!({ "model_name": "x/y", "litellm_params": { "model": "openai/y", "api_key": "sk-abc" } }),
+            "litellm_params.api_key",
+            "credential",
+        ),
+        (
+            "/model/new",
+            json!({ "model_name": "x/y", "litellm_params": { "model": "openai/y" }, "model_info": { "tier": "gold" } }),
+            "model_info.tier",
+            "free or paid",
+        ),
+        (
+            "/model/new",
+            json!({ "model_name": "x/y", "litellm_params": { "model": "openai/y" }, "model_info": { "input_cost_per_million_tokens": -1 } }),
+            "model_info.input_cost_per_million_tokens",
+            "price",
+        ),
+        (
+            "/model/new",
+            json!({ "model_name": "mock/echo", "litellm_params": { "model": "mock/echo" } }),
+            "model_name",
+            "already in the catalogue",
+        ),
+        (
+            "/model/new",
+            json!({ "litellm_params": { "model": "mock/echo" } }),
+            "model_name",
+            "required",
+        ),
+        (
+            "/credentials",
+            json!({ "credential_name": "v", "credential_info": { "custom_llm_provider": "hosted_vllm" } }),
+            "credential_values.api_base",
+            "required",
+        ),
+        (
+            "/credentials",
+            json!({ "credential_name": "v", "credential_values": { "api_base": "ftp://x" } }),
+            "credential_values.api_base",
+            "http",
+        ),
+        (
+            "/credentials",
+            json!({ "credential_name": "v", "credential_values": { "region": "eu" } }),
+            "credential_values.region",
+            "unknown field",
+        ),
+        (
+            "/credentials",
+            json!({ "credential_name": "has space" }),
+            "credential_name",
+            "letters",
+        ),
+        (
+            "/user/new",
+            json!({ "user_id": "u1" }),
+            "user_email",
+            "required",
+        ),
+        (
+            "/user/new",
+            json!({ "user_id": "u1", "user_email": "u1@a.test", "auto_create_key": true }),
+            "auto_create_key",
+            "false",
+        ),
+        (
+            "/user/new",
+            json!({ "user_id": "u1", "user_email": "u1@a.test", "user_role": "god" }),
+            "user_role",
+            "proxy_admin",
+        ),
+        (
+            "/user/update",
+            json!({ "user_id": "u1", "teams": ["Production"] }),
+            "teams",
+            "member_add",
+        ),
+        (
+            "/user/delete",
+            json!({ "user_ids": [] }),
+            "user_ids",
+            "at least one",
+        ),
+        (
+            "/organization/update",
+            json!({ "models": ["mock/echo"] }),
+            "models",
+            "per team",
+        ),
+        (
+            "/organization/member_add",
+            json!({ "member": { "user_email": "x@a.test", "role": "emperor" } }),
+            "member[0].role",
+            "internal_user",
+        ),
+        (
+            "/guardrails",
+            json!({ "guardrail": { "guardrail_name": "pii" } }),
+            "guardrail",
+            "no guardrails",
         ),
         (
             "/key/generate",

@@ -528,6 +528,23 @@ pub async fn page_in_org(
     Ok((rows.iter().map(key_of).collect::<Result<_, _>>()?, total))
 }
 
+/// The organization's keys that spent the most, highest first.
+pub async fn top_spenders(
+    conn: &mut AnyConnection,
+    scope: &crate::policy::OrgScope,
+    limit: i64,
+) -> Result<Vec<KeyRow>, sqlx::Error> {
+    let rows = sqlx::query(concat!(
+        key_select!(),
+        "WHERE k.org_id = $1 AND k.spend_micros > 0 ORDER BY k.spend_micros DESC, k.id LIMIT $2"
+    ))
+    .bind(scope.org_id())
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(key_of).collect()
+}
+
 /// The caller's own keys across the projects of the scoped organization.
 pub async fn of_owner(
     conn: &mut AnyConnection,

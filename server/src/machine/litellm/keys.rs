@@ -288,9 +288,7 @@ async fn team_member(caller: &Caller, scope: &ProjectScope, reference: &str) -> 
         .await?
         .ok_or_else(|| ApiError {
             field: Some("user_id".to_owned()),
-            ..ApiError::not_found(format!(
-                "user_id: no member '{reference}' in this organization"
-            ))
+            ..ApiError::not_found(format!("user_id: member '{reference}'"))
         })?;
     let members = projects::members(&mut conn, scope).await?;
     if !members
@@ -468,7 +466,7 @@ async fn key_list(caller: Caller, Params(q): Params<KeyListQuery>) -> ApiResult<
                 .await?
                 .ok_or_else(|| ApiError {
                     field: Some("user_id".to_owned()),
-                    ..ApiError::not_found(format!("user_id: no member '{u}' in this organization"))
+                    ..ApiError::not_found(format!("user_id: member '{u}'"))
                 })?
                 .user_id,
         ),

@@ -27,6 +27,7 @@ macro_rules! with_caps {
 
 mod budgets;
 mod guardrails;
+mod health;
 mod keys;
 mod models;
 mod orgs;
@@ -51,6 +52,7 @@ pub fn routes() -> Routes {
         .merge(models::routes())
         .merge(orgs::routes())
         .merge(guardrails::routes())
+        .merge(health::routes())
 }
 
 /// LiteLLM's name for a calendar reset.

@@ -192,9 +192,7 @@ async fn put_members(caller: &Caller, members: &[Member]) -> ApiResult<Vec<Value
             .await?
             .ok_or_else(|| ApiError {
                 field: Some(format!("{field}.user_id")),
-                ..ApiError::not_found(format!(
-                    "{field}.user_id: no member '{reference}' in this organization (create them with /user/new)"
-                ))
+                ..ApiError::not_found(format!("{field}.user_id: no member '{reference}'"))
             })?;
         drop(conn);
         if u.role != role {
@@ -259,9 +257,7 @@ async fn member_delete(caller: Caller, Input(b): Input<MemberDelete>) -> ApiResu
         .await?
         .ok_or_else(|| ApiError {
             field: Some("user_id".to_owned()),
-            ..ApiError::not_found(format!(
-                "user_id: no member '{reference}' in this organization"
-            ))
+            ..ApiError::not_found(format!("user_id: member '{reference}'"))
         })?;
     drop(conn);
     ops::remove_member(&caller.state, &caller.actor, &org, &u.user_id).await?;

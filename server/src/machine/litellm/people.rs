@@ -114,8 +114,11 @@ pub(super) async fn put_members(
             .ok_or_else(|| ApiError {
                 field: Some(format!("{field}.user_id")),
                 ..ApiError::not_found(format!(
-                    "{field}.user_id: no member '{}' in this organization (create them with /user/new)",
-                    m.user_id.as_deref().or(m.user_email.as_deref()).unwrap_or("")
+                    "{field}.user_id: no member '{}'",
+                    m.user_id
+                        .as_deref()
+                        .or(m.user_email.as_deref())
+                        .unwrap_or("")
                 ))
             })?;
         let now = current
@@ -201,7 +204,7 @@ async fn member_add(caller: Caller, Input(b): Input<MemberAdd>) -> ApiResult<Jso
             None => {
                 let raw = m.user_email.as_deref().ok_or_else(|| {
                     ApiError::not_found(format!(
-                        "{field}.user_id: no member '{}' in this organization",
+                        "{field}.user_id: member '{}'",
                         m.user_id.as_deref().unwrap_or("")
                     ))
                 })?;
@@ -518,7 +521,7 @@ async fn user_update(caller: Caller, Input(b): Input<UserBody>) -> ApiResult<Jso
         .ok_or_else(|| ApiError {
             field: Some("user_id".to_owned()),
             ..ApiError::not_found(format!(
-                "user_id: no member '{}' in this organization",
+                "user_id: member '{}'",
                 b.user_id
                     .as_deref()
                     .or(b.user_email.as_deref())
@@ -577,9 +580,7 @@ async fn user_delete(caller: Caller, Input(b): Input<UserDelete>) -> ApiResult<J
             .await?
             .ok_or_else(|| ApiError {
                 field: Some(format!("user_ids[{i}]")),
-                ..ApiError::not_found(format!(
-                    "user_ids[{i}]: no member '{id}' in this organization"
-                ))
+                ..ApiError::not_found(format!("user_ids[{i}]: member '{id}'"))
             })?;
         found.push(u);
     }

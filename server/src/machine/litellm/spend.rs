@@ -25,6 +25,137 @@ pub(super) fn routes() -> Routes {
         .route("/billing/daily-spend", get(daily_spend))
         .route("/global/spend/report", get(spend_report))
         .route("/config/update", post(config_update))
+        .route("/spend/logs", get(spend_logs))
+        .route("/global/spend/keys", get(spend_keys))
+        .route("/global/spend/teams", get(spend_teams))
+}
+
+/// The query of `/spend/logs`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsQuery {
+    start_date: Option<String>,
+    end_date: Option<String>,
+    api_key: Option<String>,
+    team_id: Option<String>,
+    limit: Option<i64>,
+}
+
+/// The attempts of the organization (or of one key or team), newest first.
+async fn spend_logs(caller: Caller, Params(q): Params<LogsQuery>) -> ApiResult<Json<Value>> {
+    let org = caller.org(None, Action::ViewUsage)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be from 1 to 1000"));
+    }
+    let (from, to) = days(
+        ("start_date", q.start_date.as_deref()),
+        ("end_date", q.end_date.as_deref()),
+    )?;
+    let key = match &q.api_key {
+        Some(k) => {
+            let mut conn = caller.state.db.pool.acquire().await?;
+            let keys_org = caller.org(None, Action::ManageProjectKeys)?;
+            Some(
+                tollgate_app::core::keys::find(&mut conn, &keys_org, k)
+                    .await
+                    .map_err(|_| ApiError {
+                        field: Some("api_key".to_owned()),
+                        ..ApiError::not_found("api_key: key")
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let project = caller
+        .filter_project("team_id", q.team_id.as_deref(), Action::ViewProject)
+        .await?;
+    let mut conn = caller.state.db.pool.acquire().await?;
+    let logs = usage::spend_logs(
+        &mut conn,
+        &org,
+        (from, to),
+        key.as_ref().map(|k| k.id.as_str()),
+        project.as_ref().map(|p| p.id.as_str()),
+        limit,
+    )
+    .await?;
+    Ok(Json(Value::Array(
+        logs.iter()
+            .map(|l| {
+                json!({
+                    "request_id": l.request_id, "call_type": l.endpoint, "api_key": l.key_hash,
+                    "key_alias": l.key_name, "team_id": l.project_id, "model": l.model,
+                    "spend": l.cost_micros as f64 / 1e6, "prompt_tokens": l.tokens_in,
+                    "completion_tokens": l.tokens_out, "total_tokens": l.tokens_in.saturating_add(l.tokens_out),
+                    "startTime": iso(l.at), "endTime": iso(l.at.saturating_add(l.latency_ms)),
+                    "status": if l.status < 400 { "success" } else { "failure" }, "http_status": l.status,
+                })
+            })
+            .collect(),
+    )))
+}
+
+/// The query of `/global/spend/keys` and `/global/spend/teams`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopQuery {
+    limit: Option<i64>,
+    start_date: Option<String>,
+    end_date: Option<String>,
+}
+
+/// The keys that spent the most, all time.
+async fn spend_keys(caller: Caller, Params(q): Params<TopQuery>) -> ApiResult<Json<Value>> {
+    caller.org(None, Action::ViewUsage)?;
+    let org = caller.org(None, Action::ManageProjectKeys)?;
+    if q.start_date.is_some() || q.end_date.is_some() {
+        return Err(ApiError::invalid(
+            "start_date",
+            "key totals are all-time; use /spend/logs or /global/spend/report for a period",
+        ));
+    }
+    let limit = q.limit.unwrap_or(10);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be from 1 to 1000"));
+    }
+    let mut conn = caller.state.db.pool.acquire().await?;
+    let top = tollgate_app::core::keys::top_spenders(&mut conn, &org, limit).await?;
+    Ok(Json(Value::Array(
+        top.iter()
+            .map(|k| json!({ "api_key": k.id_hash, "key_alias": k.limits.name, "key_name": k.hint, "total_spend": k.spend.dollars() }))
+            .collect(),
+    )))
+}
+
+/// Each team's spend over a period (the last 30 days unless given).
+async fn spend_teams(caller: Caller, Params(q): Params<TopQuery>) -> ApiResult<Json<Value>> {
+    let org = caller.org(None, Action::ViewUsage)?;
+    let (from, to) = days(
+        ("start_date", q.start_date.as_deref()),
+        ("end_date", q.end_date.as_deref()),
+    )?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be from 1 to 1000"));
+    }
+    let mut conn = caller.state.db.pool.acquire().await?;
+    let rows = usage::spend_by_project(&mut conn, &org, from / 86_400_000, to / 86_400_000).await?;
+    let all =
+        tollgate_app::core::projects::load_for_proxy(&mut conn, Some(org.org_id()), None).await?;
+    let teams: Vec<Value> = rows
+        .iter()
+        .take(usize::try_from(limit).unwrap_or(100))
+        .map(|(id, micros)| {
+            let p = all.iter().find(|p| &p.id == id);
+            json!({
+                "team_id": p.map_or(id.as_str(), super::team_id_of),
+                "team_alias": p.map(|p| p.name.clone()),
+                "total_spend": *micros as f64 / 1e6,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "total_spend_per_team": teams })))
 }
 
 /// The query of `/billing/daily-spend` and `/global/spend/report`.

@@ -352,9 +352,7 @@ async fn member_update(caller: Caller, Input(b): Input<MemberUpdate>) -> ApiResu
         .await?
         .ok_or_else(|| ApiError {
             field: Some("user_id".to_owned()),
-            ..ApiError::not_found(format!(
-                "user_id: no member '{reference}' in this organization"
-            ))
+            ..ApiError::not_found(format!("user_id: member '{reference}'"))
         })?;
     drop(conn);
     super::people::set_team_role(&caller, &scope, &user, role, false, "role").await?;
