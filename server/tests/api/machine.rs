@@ -670,10 +670,153 @@ async fn a_provisioning_key_reaches_nothing_of_another_org(backend: Backend) {
         .add_member(&b.owner, &b.id, "bob@b.test", "member")
         .await;
     let b_member_id = app.user_id(&b_member).await;
+    // B's own LiteLLM objects, under ids B chose.
+    for (path, body) in [
+        (
+            "/budget/new",
+            json!({ "budget_id": "b-budget", "max_budget": 5 }),
+        ),
+        (
+            "/credentials",
+            json!({ "credential_name": "b-cred", "credential_values": { "api_base": "http://127.0.0.1:9/v1" } }),
+        ),
+        (
+            "/model/new",
+            json!({ "model_name": "b/model", "litellm_params": { "model": "mock/echo", "litellm_credential_name": "mock" }, "model_info": { "id": "b-model-id" } }),
+        ),
+        (
+            "/user/new",
+            json!({ "user_id": "b-user", "user_email": "b-user@b.test" }),
+        ),
+        (
+            "/team/new",
+            json!({ "team_id": "b-team", "team_alias": "b team", "members_with_roles": [{ "user_id": "b-user", "role": "user" }] }),
+        ),
+    ] {
+        let (st, answer) = post(&app, &b.pk, path, body).await;
+        assert_eq!(st, 200, "{path}: {answer}");
+    }
     let before = snapshot(&app, &b).await;
 
     let p = &b.project;
     let refused: Vec<(Method, String, Option<Value>)> = vec![
+        (
+            Method::POST,
+            "/budget/update".into(),
+            Some(json!({ "budget_id": "b-budget", "max_budget": 1 })),
+        ),
+        (
+            Method::POST,
+            "/budget/delete".into(),
+            Some(json!({ "id": "b-budget" })),
+        ),
+        (
+            Method::POST,
+            "/budget/info".into(),
+            Some(json!({ "budgets": ["b-budget"] })),
+        ),
+        (Method::GET, "/budget/info?budget_id=b-budget".into(), None),
+        (
+            Method::POST,
+            "/key/generate".into(),
+            Some(json!({ "team_id": "b-team" })),
+        ),
+        (
+            Method::POST,
+            "/key/generate".into(),
+            Some(json!({ "team_id": "Production", "budget_id": "b-budget" })),
+        ),
+        (
+            Method::POST,
+            "/key/update".into(),
+            Some(json!({ "key_alias": "b-key", "max_budget": 1 })),
+        ),
+        (Method::GET, "/key/list?user_id=b-user".into(), None),
+        (
+            Method::PATCH,
+            "/model/b-model-id/update".into(),
+            Some(json!({ "model_info": { "input_cost_per_million_tokens": 9 } })),
+        ),
+        (
+            Method::POST,
+            "/model/delete".into(),
+            Some(json!({ "id": "b-model-id" })),
+        ),
+        (
+            Method::GET,
+            "/model/info?litellm_model_id=b-model-id".into(),
+            None,
+        ),
+        (
+            Method::PATCH,
+            "/credentials/b-cred".into(),
+            Some(json!({ "credential_values": { "api_key": "x" } })),
+        ),
+        (Method::DELETE, "/credentials/b-cred".into(), None),
+        (
+            Method::POST,
+            "/user/update".into(),
+            Some(json!({ "user_id": "b-user", "user_alias": "x" })),
+        ),
+        (
+            Method::POST,
+            "/user/delete".into(),
+            Some(json!({ "user_ids": ["b-user"] })),
+        ),
+        (Method::GET, "/user/info?user_id=b-user".into(), None),
+        (Method::GET, "/team/info?team_id=b-team".into(), None),
+        (
+            Method::POST,
+            "/team/update".into(),
+            Some(json!({ "team_id": "b-team", "max_budget": 1 })),
+        ),
+        (
+            Method::POST,
+            "/team/member_update".into(),
+            Some(json!({ "team_id": "b-team", "user_id": "b-user", "role": "admin" })),
+        ),
+        (
+            Method::POST,
+            "/team/member_update".into(),
+            Some(json!({ "team_id": "Production", "user_id": "b-user", "role": "admin" })),
+        ),
+        (
+            Method::GET,
+            "/v2/team/list?organization_id=".to_owned() + &b.id,
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/organization/info?organization_id={}", b.id),
+            None,
+        ),
+        (
+            Method::PATCH,
+            "/organization/update".into(),
+            Some(json!({ "organization_id": b.id, "organization_alias": "x" })),
+        ),
+        (
+            Method::POST,
+            "/organization/member_add".into(),
+            Some(json!({ "organization_id": b.id, "member": { "user_id": "b-user" } })),
+        ),
+        (
+            Method::POST,
+            "/organization/member_add".into(),
+            Some(json!({ "member": { "user_id": "b-user" } })),
+        ),
+        (
+            Method::PATCH,
+            "/organization/member_update".into(),
+            Some(json!({ "user_id": "b-user", "role": "org_admin" })),
+        ),
+        (
+            Method::DELETE,
+            "/organization/member_delete".into(),
+            Some(json!({ "user_id": "b-user" })),
+        ),
+        (Method::GET, format!("/spend/logs?api_key={b_hash}"), None),
+        (Method::GET, "/spend/logs?team_id=b-team".into(), None),
         (
             Method::POST,
             "/prod/createServiceKey".into(),
@@ -850,11 +993,31 @@ async fn a_provisioning_key_reaches_nothing_of_another_org(backend: Backend) {
         "/api/v1/keys",
         "/api/v1/members",
         "/api/v1/usage?group_by=key",
+        "/user/list",
+        "/v2/team/list",
+        "/budget/list",
+        "/model/info",
+        "/credentials",
+        "/organization/list",
+        "/spend/logs",
+        "/global/spend/keys",
+        "/global/spend/teams",
+        "/health",
     ] {
         let (st, answer) = get(&app, &a.pk, path).await;
         assert_eq!(st, 200, "{path}: {answer}");
         let text = answer.to_string();
-        for theirs in [b_hash.as_str(), b.project.as_str(), "b-key", "bob@b.test"] {
+        for theirs in [
+            b_hash.as_str(),
+            b.project.as_str(),
+            "b-key",
+            "bob@b.test",
+            "b-budget",
+            "b-cred",
+            "b-model-id",
+            "b-user",
+            "b-team",
+        ] {
             assert!(!text.contains(theirs), "{path} shows {theirs}: {text}");
         }
     }
@@ -880,6 +1043,12 @@ async fn snapshot(app: &TestApp, b: &Org) -> String {
         "/team/list",
         "/api/v1/members",
         "/api/v1/organization",
+        "/budget/list",
+        "/credentials",
+        "/model/info",
+        "/user/list",
+        "/v2/team/list",
+        "/organization/list",
     ] {
         parts.push(get(app, &b.pk, path).await.1.to_string());
     }
