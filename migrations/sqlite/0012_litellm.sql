@@ -21,6 +21,7 @@ ALTER TABLE api_keys ADD COLUMN models_follow BIGINT NOT NULL DEFAULT 0;
 -- The organization-wide key lists page in SQL (newest first, or by alias).
 CREATE INDEX api_keys_by_org ON api_keys (org_id, created_at, id);
 CREATE INDEX api_keys_by_org_name ON api_keys (org_id, name_lower, id);
+CREATE INDEX api_key_tags_by_tag ON api_key_tags (tag, key_id);
 
 -- A member's id as the caller chose it (`user_id` on /user/new), the alias
 -- and the LiteLLM role name it was given.

@@ -103,6 +103,10 @@ struct ListQuery {
     tag: Option<String>,
     /// A JSON object: keys whose metadata holds every one of its entries.
     metadata: Option<String>,
+    /// A page: at most `limit` keys (100 unless given, at most 1,000),
+    /// newest first, after skipping `offset`.
+    limit: Option<i64>,
+    offset: Option<i64>,
 }
 
 async fn create(caller: Caller, Input(b): Input<Create>) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -182,26 +186,44 @@ async fn list(caller: Caller, Params(q): Params<ListQuery>) -> ApiResult<Json<Va
         })
         .transpose()?;
     let tag = q.tag.map(|t| t.trim().to_lowercase());
+    let (limit, offset) = super::input::page("limit", q.limit, "offset", q.offset)?;
+    let mut query = keys::OrgKeyQuery {
+        project_id: project.as_ref().map(|(_, p)| p.id.as_str()),
+        kind: Some(KeyKind::Service),
+        tag: tag.as_deref(),
+        limit,
+        offset,
+        ..Default::default()
+    };
     let mut conn = caller.state.db.pool.acquire().await?;
-    let rows = keys::in_org(
-        &mut conn,
-        &org,
-        project.as_ref().map(|(_, p)| p.id.as_str()),
-        true,
-    )
-    .await?;
-    let found: Vec<Value> = rows
+    // A metadata filter is matched here, over every service key the rest of
+    // the query leaves; the page is cut after it.
+    if wanted.is_some() {
+        query.limit = i64::MAX;
+        query.offset = 0;
+    }
+    let (rows, total) = keys::page_in_org(&mut conn, &org, &query).await?;
+    let Some(w) = wanted else {
+        return Ok(Json(
+            json!({ "total": total, "limit": limit, "offset": offset, "service_keys": rows.iter().map(view).collect::<Vec<_>>() }),
+        ));
+    };
+    let matching: Vec<&KeyRow> = rows
         .iter()
-        .filter(|k| tag.as_ref().is_none_or(|t| k.limits.tags.contains(t)))
         .filter(|k| {
-            wanted.as_ref().is_none_or(|w| {
-                w.iter()
-                    .all(|(key, v)| k.limits.metadata.get(key) == Some(v))
-            })
+            w.iter()
+                .all(|(key, v)| k.limits.metadata.get(key) == Some(v))
         })
-        .map(view)
         .collect();
-    Ok(Json(json!({ "total": found.len(), "service_keys": found })))
+    let shown: Vec<Value> = matching
+        .iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(limit).unwrap_or(0))
+        .map(|k| view(k))
+        .collect();
+    Ok(Json(
+        json!({ "total": matching.len(), "limit": limit, "offset": offset, "service_keys": shown }),
+    ))
 }
 
 /// The service key an `api_key_id_hash` names in the caller's organization,

@@ -228,6 +228,28 @@ pub fn days(
     Ok((start, end))
 }
 
+/// A page of a list: `limit` (100 unless given, 1 to 1,000) and `offset`
+/// (0 unless given, at most 10,000,000).
+pub fn page(
+    limit_field: &str,
+    limit: Option<i64>,
+    offset_field: &str,
+    offset: Option<i64>,
+) -> Result<(i64, i64), ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid(limit_field, "must be from 1 to 1000"));
+    }
+    let offset = offset.unwrap_or(0);
+    if !(0..=10_000_000).contains(&offset) {
+        return Err(ApiError::invalid(
+            offset_field,
+            "must be from 0 to 10000000",
+        ));
+    }
+    Ok((limit, offset))
+}
+
 /// The settings of a key any machine API may set, each paired with the name
 /// that API gives the field (for its errors). `None`: leave as it is.
 #[derive(Default)]

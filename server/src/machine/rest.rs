@@ -521,19 +521,29 @@ pub struct KeyFilter {
     tag: Option<String>,
     /// user or service.
     kind: Option<String>,
+    /// At most this many keys, newest first (100 unless given, 1 to 1,000);
+    /// `X-Total-Count` says how many match in all.
+    limit: Option<i64>,
+    /// Keys to skip first (0 unless given).
+    offset: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/api/v1/keys", tag = "keys", params(KeyFilter),
-    responses((status = 200, body = [KeyOut]), (status = 400, body = ErrorBody)))]
-async fn list_keys(caller: Caller, Params(q): Params<KeyFilter>) -> ApiResult<Json<Vec<KeyOut>>> {
+    responses((status = 200, body = [KeyOut],
+        headers(("X-Total-Count" = i64, description = "how many keys match in all"))),
+        (status = 400, body = ErrorBody)))]
+async fn list_keys(
+    caller: Caller,
+    Params(q): Params<KeyFilter>,
+) -> ApiResult<([(&'static str, String); 1], Json<Vec<KeyOut>>)> {
     let org = caller.org(None, Action::ManageAllKeys)?;
     let project = caller
         .filter_project("project", q.project.as_deref(), Action::ManageProjectKeys)
         .await?;
-    let service_only = match q.kind.as_deref() {
+    let kind = match q.kind.as_deref() {
         None | Some("") => None,
-        Some("service") => Some(true),
-        Some("user") => Some(false),
+        Some("service") => Some(KeyKind::Service),
+        Some("user") => Some(KeyKind::User),
         Some(other) => {
             return Err(ApiError::invalid(
                 "kind",
@@ -541,21 +551,25 @@ async fn list_keys(caller: Caller, Params(q): Params<KeyFilter>) -> ApiResult<Js
             ))
         }
     };
+    let (limit, offset) = super::input::page("limit", q.limit, "offset", q.offset)?;
     let tag = q.tag.map(|t| t.trim().to_lowercase());
     let mut conn = caller.state.db.pool.acquire().await?;
-    let all = keys::in_org(
+    let (page, total) = keys::page_in_org(
         &mut conn,
         &org,
-        project.as_ref().map(|p| p.id.as_str()),
-        service_only == Some(true),
+        &keys::OrgKeyQuery {
+            project_id: project.as_ref().map(|p| p.id.as_str()),
+            kind,
+            tag: tag.as_deref(),
+            limit,
+            offset,
+            ..Default::default()
+        },
     )
     .await?;
-    Ok(Json(
-        all.into_iter()
-            .filter(|k| service_only != Some(false) || k.kind == KeyKind::User)
-            .filter(|k| tag.as_ref().is_none_or(|t| k.limits.tags.contains(t)))
-            .map(key_out)
-            .collect(),
+    Ok((
+        [("x-total-count", total.to_string())],
+        Json(page.into_iter().map(key_out).collect()),
     ))
 }
 

@@ -545,6 +545,84 @@ async fn litellm_admin_routes_from_create_to_delete(backend: Backend) {
 }
 both!(litellm_admin_routes_from_create_to_delete);
 
+/// The machine APIs' key, team and user lists are pages cut in SQL, with
+/// the number that match in all.
+async fn lists_come_in_pages_with_their_total(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (a, _) = two_orgs(&app).await;
+    for i in 0..3 {
+        let (st, _) = post(&app, &a.pk, "/prod/createServiceKey", json!({ "api_key_name": format!("svc-{i}"), "project_name": "Production", "tags": ["paged"] })).await;
+        assert_eq!(st, 201);
+        // Newest first: each a millisecond apart at least.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    let (_, page) = get(&app, &a.pk, "/prod/getServiceKeys?limit=2").await;
+    assert_eq!(
+        (
+            page["total"].clone(),
+            page["service_keys"].as_array().map(Vec::len)
+        ),
+        (json!(3), Some(2)),
+        "{page}"
+    );
+    assert_eq!(
+        page["service_keys"][0]["api_key_name"], "svc-2",
+        "newest first: {page}"
+    );
+    let (_, rest) = get(
+        &app,
+        &a.pk,
+        "/prod/getServiceKeys?limit=2&offset=2&tag=paged",
+    )
+    .await;
+    assert_eq!(
+        (
+            rest["total"].clone(),
+            rest["service_keys"][0]["api_key_name"].clone()
+        ),
+        (json!(3), json!("svc-0")),
+        "{rest}"
+    );
+    let res = reqwest::Client::new()
+        .get(format!("{}/api/v1/keys?limit=1&offset=1", app.url))
+        .bearer_auth(&a.pk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-total-count"], "3");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        (body.as_array().map(Vec::len), body[0]["name"].clone()),
+        (Some(1), json!("svc-1")),
+        "{body}"
+    );
+    let (_, keys) = get(&app, &a.pk, "/key/list?size=2&page=2").await;
+    assert_eq!(
+        (
+            keys["total_count"].clone(),
+            keys["total_pages"].clone(),
+            keys["keys"].as_array().map(Vec::len)
+        ),
+        (json!(3), json!(2), Some(1)),
+        "{keys}"
+    );
+    for (path, field) in [
+        ("/prod/getServiceKeys?limit=0", "limit"),
+        ("/api/v1/keys?offset=-1", "offset"),
+        ("/key/list?size=101", "size"),
+        ("/user/list?page_size=0", "page_size"),
+        ("/v2/team/list?page=0", "page"),
+    ] {
+        let (st, e) = get(&app, &a.pk, path).await;
+        assert_eq!(
+            (st, e["error"]["field"].clone()),
+            (400, json!(field)),
+            "{path}: {e}"
+        );
+    }
+}
+both!(lists_come_in_pages_with_their_total);
+
 /// The onboarding script, run as its users run it: only the host and the
 /// admin key differ from a LiteLLM deployment.
 async fn litellm_onboarding_script_runs_unchanged(backend: Backend) {

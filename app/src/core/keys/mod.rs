@@ -455,35 +455,17 @@ fn is_id_hash(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Every key of the scoped organization, newest first; service keys only
-/// when asked, one project's when named.
-pub async fn in_org(
-    conn: &mut AnyConnection,
-    scope: &crate::policy::OrgScope,
-    project_id: Option<&str>,
-    service_only: bool,
-) -> Result<Vec<KeyRow>, sqlx::Error> {
-    let rows = sqlx::query(concat!(
-        key_select!(),
-        "WHERE k.org_id = $1 AND ($2 = '' OR k.project_id = $2) AND ($3 = 0 OR k.kind = 'service') \
-         ORDER BY k.created_at DESC, k.id DESC"
-    ))
-    .bind(scope.org_id())
-    .bind(project_id.unwrap_or(""))
-    .bind(i64::from(service_only))
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter().map(key_of).collect()
-}
-
 /// A page of the organization's keys for the machine APIs, filtered, sorted
 /// (newest first) and cut in SQL.
+#[derive(Default)]
 pub struct OrgKeyQuery<'a> {
     pub project_id: Option<&'a str>,
     /// Only keys named exactly this.
     pub name: Option<&'a str>,
     pub owner_id: Option<&'a str>,
-    pub service_only: bool,
+    pub kind: Option<KeyKind>,
+    /// Only keys with this tag.
+    pub tag: Option<&'a str>,
     pub limit: i64,
     pub offset: i64,
 }
@@ -496,35 +478,35 @@ pub async fn page_in_org(
 ) -> Result<(Vec<KeyRow>, i64), sqlx::Error> {
     macro_rules! filters {
         () => {
-            "WHERE k.org_id = $1 AND ($2 = '' OR k.project_id = $2) AND ($3 = 0 OR k.kind = 'service') \
-             AND ($4 = '' OR (k.name_lower = $5 AND k.name = $4)) AND ($6 = '' OR k.owner_id = $6) "
+            "WHERE k.org_id = $1 AND ($2 = '' OR k.project_id = $2) AND ($3 = '' OR k.kind = $3) \
+             AND ($4 = '' OR (k.name_lower = $5 AND k.name = $4)) AND ($6 = '' OR k.owner_id = $6) \
+             AND ($7 = '' OR k.id IN (SELECT t.key_id FROM api_key_tags t WHERE t.tag = $7)) "
         };
     }
     let name = q.name.unwrap_or("");
-    let rows = sqlx::query(concat!(
+    let bind = |sql| {
+        sqlx::query(sql)
+            .bind(scope.org_id())
+            .bind(q.project_id.unwrap_or(""))
+            .bind(q.kind.map_or("", KeyKind::as_str))
+            .bind(name)
+            .bind(name.to_lowercase())
+            .bind(q.owner_id.unwrap_or(""))
+            .bind(q.tag.unwrap_or(""))
+    };
+    let rows = bind(concat!(
         key_select!(),
         filters!(),
-        "ORDER BY k.created_at DESC, k.id DESC LIMIT $7 OFFSET $8"
+        "ORDER BY k.created_at DESC, k.id DESC LIMIT $8 OFFSET $9"
     ))
-    .bind(scope.org_id())
-    .bind(q.project_id.unwrap_or(""))
-    .bind(i64::from(q.service_only))
-    .bind(name)
-    .bind(name.to_lowercase())
-    .bind(q.owner_id.unwrap_or(""))
     .bind(q.limit)
     .bind(q.offset)
     .fetch_all(&mut *conn)
     .await?;
-    let total: i64 = sqlx::query_scalar(concat!("SELECT COUNT(*) FROM api_keys k ", filters!()))
-        .bind(scope.org_id())
-        .bind(q.project_id.unwrap_or(""))
-        .bind(i64::from(q.service_only))
-        .bind(name)
-        .bind(name.to_lowercase())
-        .bind(q.owner_id.unwrap_or(""))
+    let total: i64 = bind(concat!("SELECT COUNT(*) AS n FROM api_keys k ", filters!()))
         .fetch_one(&mut *conn)
-        .await?;
+        .await?
+        .try_get("n")?;
     Ok((rows.iter().map(key_of).collect::<Result<_, _>>()?, total))
 }
 

@@ -153,9 +153,9 @@ async fn alias_free(caller: &Caller, alias: &str, except: Option<&str>) -> ApiRe
             project_id: None,
             name: Some(alias.trim()),
             owner_id: None,
-            service_only: false,
             limit: 2,
             offset: 0,
+            ..Default::default()
         },
     )
     .await?;
@@ -186,9 +186,9 @@ async fn key_of_body(caller: &Caller, b: &mut KeyBody) -> ApiResult<(ProjectScop
             project_id: None,
             name: Some(alias.trim()),
             owner_id: None,
-            service_only: false,
             limit: 1,
             offset: 0,
+            ..Default::default()
         },
     )
     .await?;
@@ -398,9 +398,9 @@ async fn key_delete(caller: Caller, Input(b): Input<DeleteKeys>) -> ApiResult<Js
                 project_id: None,
                 name: Some(alias.trim()),
                 owner_id: None,
-                service_only: false,
                 limit: 1,
                 offset: 0,
+                ..Default::default()
             },
         )
         .await?;
@@ -479,9 +479,9 @@ async fn key_list(caller: Caller, Params(q): Params<KeyListQuery>) -> ApiResult<
             project_id: project.as_ref().map(|p| p.id.as_str()),
             name: q.key_alias.as_deref(),
             owner_id: owner.as_deref(),
-            service_only: false,
             limit: size,
             offset: (page - 1).saturating_mul(size),
+            ..Default::default()
         },
     )
     .await?;

@@ -689,9 +689,9 @@ async fn user_info(caller: Caller, Params(q): Params<UserQuery>) -> ApiResult<Js
                 project_id: None,
                 name: None,
                 owner_id: Some(&m.user_id),
-                service_only: false,
                 limit: 100,
                 offset: 0,
+                ..Default::default()
             },
         )
         .await?;

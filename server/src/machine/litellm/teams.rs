@@ -237,9 +237,9 @@ async fn team_info(caller: Caller, Params(q): Params<TeamQuery>) -> ApiResult<Js
             project_id: Some(&p.id),
             name: None,
             owner_id: None,
-            service_only: false,
             limit: 100,
             offset: 0,
+            ..Default::default()
         },
     )
     .await?;
