@@ -1,5 +1,8 @@
 //! Seeds 100,000 keys into one project and times the console's key list over
-//! HTTP: the first page, and a tag search. Prints figures; asserts nothing.
+//! HTTP (the first page, a tag search, a name search, a deep page), then the
+//! machine APIs' lists with a provisioning key (LiteLLM's `/key/list`,
+//! FastRouter's `getServiceKeys`, the REST `/api/v1/keys`, the user and team
+//! lists). Prints figures; asserts nothing.
 //!
 //! cargo run --release -p tollgate-server --example key_list_bench -- [sqlite|postgres] [keys]
 
@@ -52,6 +55,60 @@ async fn main() {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         println!(
             "  {label:<34} total {total:>6}  p50 {:>6.1} ms  p95 {:>6.1} ms  max {:>6.1} ms",
+            ms(times[12]),
+            ms(times[23]),
+            ms(times[24])
+        );
+    }
+
+    let pk = bench
+        .post(
+            "create_provisioning_key",
+            vec![("org_id", org_id.clone()), ("name", "bench".into())],
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let root = bench.url.trim_end_matches("/api/console").to_owned();
+    let machine = [
+        (
+            "/key/list full objects, first page",
+            "/key/list?return_full_object=true",
+        ),
+        (
+            "/key/list page 1000 (size 50)",
+            "/key/list?return_full_object=true&page=1000&size=50",
+        ),
+        ("/key/list key_alias=key-500", "/key/list?key_alias=key-500"),
+        (
+            "/prod/getServiceKeys (no service keys)",
+            "/prod/getServiceKeys",
+        ),
+        ("/api/v1/keys first page (100)", "/api/v1/keys"),
+        ("/api/v1/keys tag=team-42", "/api/v1/keys?tag=team-42"),
+        ("/user/list", "/user/list"),
+        ("/v2/team/list", "/v2/team/list"),
+    ];
+    for (label, path) in machine {
+        let mut times: Vec<Duration> = Vec::new();
+        for _ in 0..25 {
+            let t = Instant::now();
+            let res = bench
+                .http
+                .get(format!("{root}{path}"))
+                .bearer_auth(&pk)
+                .send()
+                .await
+                .unwrap();
+            assert!(res.status().is_success(), "{path}: {}", res.status());
+            res.bytes().await.unwrap();
+            times.push(t.elapsed());
+        }
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "  {label:<40} p50 {:>6.1} ms  p95 {:>6.1} ms  max {:>6.1} ms",
             ms(times[12]),
             ms(times[23]),
             ms(times[24])
