@@ -18,6 +18,11 @@ ALTER TABLE api_keys ADD COLUMN budget_id TEXT;
 -- follows its project's list when that changes.
 ALTER TABLE api_keys ADD COLUMN models_follow BIGINT NOT NULL DEFAULT 0;
 
+-- LiteLLM's block: a blocked key is revoked until unblocked (a revoked
+-- one stays revoked); a blocked project's keys are all refused.
+ALTER TABLE api_keys ADD COLUMN blocked BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE projects ADD COLUMN blocked_at BIGINT;
+
 -- The organization-wide key lists page in SQL (newest first, or by alias).
 CREATE INDEX api_keys_by_org ON api_keys (org_id, created_at, id);
 CREATE INDEX api_keys_by_org_name ON api_keys (org_id, name_lower, id);

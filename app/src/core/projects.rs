@@ -28,6 +28,8 @@ pub struct Project {
     /// whose limits it carries.
     pub budget_duration: Option<String>,
     pub budget_id: Option<String>,
+    /// Since when its keys are all refused (LiteLLM's `/team/block`).
+    pub blocked_at: Option<i64>,
     pub created_at: i64,
 }
 
@@ -46,6 +48,7 @@ impl Project {
             external_id: None,
             budget_duration: None,
             budget_id: None,
+            blocked_at: None,
             created_at: now,
         }
     }
@@ -63,7 +66,7 @@ pub struct Settings {
 macro_rules! columns {
     () => {
         "id, org_id, name, models_json, tpm_limit, rpm_limit, budget_micros, budget_reset, \
-         ip_allowlist_json, content_logging, prompts_json, mcp_json, external_id, budget_duration, budget_id, created_at"
+         ip_allowlist_json, content_logging, prompts_json, mcp_json, external_id, budget_duration, budget_id, blocked_at, created_at"
     };
 }
 
@@ -80,6 +83,7 @@ fn project_of(r: &sqlx::any::AnyRow) -> Result<Project, sqlx::Error> {
         external_id: r.try_get("external_id")?,
         budget_duration: r.try_get("budget_duration")?,
         budget_id: r.try_get("budget_id")?,
+        blocked_at: r.try_get("blocked_at")?,
         created_at: r.try_get("created_at")?,
     })
 }

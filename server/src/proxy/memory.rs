@@ -422,6 +422,12 @@ fn live(
             "the API key was revoked",
         ));
     }
+    if project.project.blocked_at.is_some() {
+        return Err(ProxyError::forbidden(
+            "project_blocked",
+            "the key's project (team) is blocked",
+        ));
+    }
     if let Some(at) = key.expires_at().filter(|t| *t <= now) {
         return Err(ProxyError::unauthorized(
             "key_expired",

@@ -433,6 +433,24 @@ async fn litellm_admin_routes_from_create_to_delete(backend: Backend) {
         (json!(1), json!("imported")),
         "{keys}"
     );
+    // Blocked and unblocked, the key and then its whole team.
+    for (path, body, status) in [
+        ("/key/block", json!({ "key": imported }), 401),
+        ("/key/unblock", json!({ "key": imported }), 200),
+        ("/team/block", json!({ "team_id": "team-lab" }), 403),
+        ("/team/unblock", json!({ "team_id": "team-lab" }), 200),
+    ] {
+        let (st, answer) = post(&app, pk, path, body).await;
+        assert_eq!(st, 200, "{path}: {answer}");
+        app.feed_caught_up().await;
+        assert_eq!(
+            chat(&app, imported, "mock/echo").await,
+            status,
+            "after {path}"
+        );
+    }
+    let (st, again) = post(&app, pk, "/key/unblock", json!({ "key": imported })).await;
+    assert_eq!(st, 409, "{again}");
     // A change to the budget reaches the team and the key.
     let (st, _) = post(
         &app,

@@ -344,3 +344,86 @@ pub async fn record_team_owner(
     );
     op.finish(actor, change, None).await
 }
+
+/// LiteLLM's `/key/block` (`blocked`) and `/key/unblock`: a blocked key is
+/// revoked, and only a blocked one comes back.
+pub async fn set_key_blocked(
+    state: &AppState,
+    actor: &Actor,
+    scope: &crate::policy::ProjectScope,
+    key: &crate::core::keys::KeyRow,
+    blocked: bool,
+) -> Result<(), AppError> {
+    let mut op = Audited::begin(state).await?;
+    let sql = if blocked {
+        "UPDATE api_keys SET revoked_at = $1, blocked = 1 WHERE id = $2 AND project_id = $3 AND org_id = $4 AND revoked_at IS NULL"
+    } else {
+        "UPDATE api_keys SET revoked_at = NULL, blocked = 0 WHERE id = $2 AND project_id = $3 AND org_id = $4 AND blocked = 1 AND $1 > 0"
+    };
+    let done = sqlx::query(sql)
+        .bind(op.now)
+        .bind(&key.id)
+        .bind(scope.project_id())
+        .bind(scope.org_id())
+        .execute(&mut *op.tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(AppError::conflict(if blocked {
+            "the key is already revoked or blocked"
+        } else {
+            "the key is not blocked (a revoked key stays revoked)"
+        }));
+    }
+    let change = audited(
+        scope.org(),
+        if blocked {
+            "key.blocked"
+        } else {
+            "key.unblocked"
+        },
+        "api_key",
+        &key.id_hash,
+        Some(json!({ "name": key.limits.name, "hint": key.hint })),
+        Some(json!({ "blocked": blocked })),
+    );
+    op.finish(actor, change, Some(Notice::Key(key.id.clone())))
+        .await
+}
+
+/// LiteLLM's `/team/block` and `/team/unblock`: every key of a blocked
+/// project is refused until it is unblocked.
+pub async fn set_project_blocked(
+    state: &AppState,
+    actor: &Actor,
+    scope: &crate::policy::ProjectScope,
+    blocked: bool,
+) -> Result<(), AppError> {
+    let mut op = Audited::begin(state).await?;
+    sqlx::query(
+        "UPDATE projects SET blocked_at = $1, updated_at = $2 WHERE id = $3 AND org_id = $4",
+    )
+    .bind(blocked.then_some(op.now))
+    .bind(op.now)
+    .bind(scope.project_id())
+    .bind(scope.org_id())
+    .execute(&mut *op.tx)
+    .await?;
+    let change = audited(
+        scope.org(),
+        if blocked {
+            "project.blocked"
+        } else {
+            "project.unblocked"
+        },
+        "project",
+        scope.project_id(),
+        None,
+        Some(json!({ "blocked": blocked })),
+    );
+    op.finish(
+        actor,
+        change,
+        Some(Notice::Project(scope.project_id().to_owned())),
+    )
+    .await
+}

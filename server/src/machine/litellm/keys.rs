@@ -34,6 +34,8 @@ pub(super) fn routes() -> Routes {
         .route("/key/delete", post(key_delete).delete(key_delete))
         .route("/key/info", get(key_info))
         .route("/key/list", get(key_list))
+        .route("/key/block", post(key_block))
+        .route("/key/unblock", post(key_unblock))
 }
 
 with_caps! {
@@ -501,4 +503,25 @@ async fn key_list(caller: Caller, Params(q): Params<KeyListQuery>) -> ApiResult<
         "current_page": page,
         "total_pages": (total + size - 1) / size,
     })))
+}
+
+/// The body of `/key/block` and `/key/unblock`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockKey {
+    key: String,
+}
+
+async fn key_block(caller: Caller, Input(b): Input<BlockKey>) -> ApiResult<Json<Value>> {
+    set_blocked(caller, &b.key, true).await
+}
+
+async fn key_unblock(caller: Caller, Input(b): Input<BlockKey>) -> ApiResult<Json<Value>> {
+    set_blocked(caller, &b.key, false).await
+}
+
+async fn set_blocked(caller: Caller, reference: &str, blocked: bool) -> ApiResult<Json<Value>> {
+    let (scope, key) = named_key(&caller, "key", reference).await?;
+    ops::litellm::set_key_blocked(&caller.state, &caller.actor, &scope, &key, blocked).await?;
+    Ok(Json(key_view(&reread(&caller, &key).await?)))
 }

@@ -125,7 +125,7 @@ fn team_view(p: &Project) -> Value {
         "max_budget": p.caps.budget.map(Usd::dollars),
         "budget_duration": shown_duration(p.budget_duration.as_deref(), p.caps.budget_reset),
         "budget_id": p.budget_id,
-        "blocked": false,
+        "blocked": p.blocked_at.is_some(),
         "tpm_limit": p.caps.tpm_limit,
         "rpm_limit": p.caps.rpm_limit,
         "created_at": iso(p.created_at),

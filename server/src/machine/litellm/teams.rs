@@ -35,6 +35,8 @@ pub(super) fn routes() -> Routes {
         .route("/v2/team/list", get(team_list_v2))
         .route("/team/delete", post(team_delete).delete(team_delete))
         .route("/team/member_update", post(member_update))
+        .route("/team/block", post(team_block))
+        .route("/team/unblock", post(team_unblock))
 }
 
 with_caps! {
@@ -385,4 +387,28 @@ async fn team_delete(caller: Caller, Input(b): Input<DeleteTeams>) -> ApiResult<
         deleted.push(super::team_id_of(p).to_owned());
     }
     Ok(Json(json!({ "deleted_teams": deleted })))
+}
+
+/// The body of `/team/block` and `/team/unblock`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockTeam {
+    team_id: String,
+}
+
+async fn team_block(caller: Caller, Input(b): Input<BlockTeam>) -> ApiResult<Json<Value>> {
+    set_blocked(caller, &b.team_id, true).await
+}
+
+async fn team_unblock(caller: Caller, Input(b): Input<BlockTeam>) -> ApiResult<Json<Value>> {
+    set_blocked(caller, &b.team_id, false).await
+}
+
+async fn set_blocked(caller: Caller, team: &str, blocked: bool) -> ApiResult<Json<Value>> {
+    let (scope, _) = caller
+        .project("team_id", team, Action::EditProjectSettings)
+        .await?;
+    ops::litellm::set_project_blocked(&caller.state, &caller.actor, &scope, blocked).await?;
+    let (_, p) = caller.project("team_id", team, Action::ViewProject).await?;
+    Ok(Json(team_view(&p)))
 }
