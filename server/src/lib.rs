@@ -227,6 +227,7 @@ const PROXY_PATHS: &[&str] = &[
     "/v1/completions",
     "/v1/embeddings",
     "/v1/models",
+    "/v1/model/info",
     "/v1/prompts",
     "/v1/prompts/{*prompt_id}",
     "/v1/{*rest}",

@@ -75,6 +75,16 @@ impl ProxyError {
     }
 
     /// Something the request names by `param` that does not exist.
+    /// A served path asked with a method it does not take.
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "method_not_allowed",
+            message,
+        )
+    }
+
     pub fn not_found(code: &'static str, param: &'static str, message: impl Into<String>) -> Self {
         let mut e = Self::new(
             StatusCode::NOT_FOUND,

@@ -202,13 +202,16 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/completions", metered(Endpoint::Completions))
         .route("/v1/embeddings", metered(Endpoint::Embeddings))
         .route("/v1/models", get(models))
-        .route("/v1/prompts", get(prompts::list).fallback(unknown))
-        .route(
-            "/v1/prompts/{*prompt_id}",
-            get(prompts::get).fallback(unknown),
-        )
+        .route("/v1/model/info", get(model_info))
+        .route("/v1/prompts", get(prompts::list))
+        .route("/v1/prompts/{*prompt_id}", get(prompts::get))
         .route("/v1/{*rest}", any(unknown))
+        .method_not_allowed_fallback(wrong_method)
         .with_state(gw)
+}
+
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    ProxyError::method_not_allowed(format!("{} does not take {method}", uri.path())).into_response()
 }
 
 type Peer = ConnectInfo<SocketAddr>;
@@ -253,9 +256,15 @@ pub(crate) async fn read_body(h: &HeaderMap, body: Body) -> Result<Bytes, ProxyE
     Ok(buf.freeze())
 }
 
+/// A path under `/v1` that Tollgate does not serve: 404, as OpenAI answers.
 async fn unknown() -> Response {
-    ProxyError::invalid("path", "no such endpoint; Tollgate serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models and /v1/prompts")
-        .into_response()
+    ProxyError::not_found(
+        "unknown_endpoint",
+        "path",
+        "no such endpoint; Tollgate serves /v1/chat/completions, /v1/completions, /v1/embeddings, \
+         /v1/models, /v1/model/info and /v1/prompts",
+    )
+    .into_response()
 }
 
 fn bearer(h: &HeaderMap) -> Result<&str, ProxyError> {
@@ -297,6 +306,46 @@ async fn models(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): Peer, h: Head
         .map(|(id, owner)| json!({ "id": id, "object": "model", "created": 0, "owned_by": owner }))
         .collect();
     axum::Json(json!({ "object": "list", "data": data })).into_response()
+}
+
+/// LiteLLM's `/v1/model/info` for an API key: the models it may call with
+/// their prices (per token and per million) and context windows, from memory.
+async fn model_info(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): Peer,
+    h: HeaderMap,
+) -> Response {
+    let caller = match admit_caller(&gw, peer, &h) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let data: Vec<Value> = caller
+        .models()
+        .iter()
+        .map(|(id, owner)| match caller.org.routes.get(id) {
+            Some(r) => {
+                let m = &r.model;
+                json!({
+                    "model_name": id,
+                    "litellm_params": { "model": format!("{}/{}", m.provider, m.upstream) },
+                    "model_info": {
+                        "id": id,
+                        "input_cost_per_token": m.input_price.micros() as f64 / 1e12,
+                        "output_cost_per_token": m.output_price.micros() as f64 / 1e12,
+                        "input_cost_per_million_tokens": m.input_price.micros() as f64 / 1e6,
+                        "output_cost_per_million_tokens": m.output_price.micros() as f64 / 1e6,
+                        "max_input_tokens": m.context_window,
+                    },
+                })
+            }
+            None => json!({
+                "model_name": id,
+                "litellm_params": { "model": id },
+                "model_info": { "id": id, "owned_by": owner },
+            }),
+        })
+        .collect();
+    axum::Json(json!({ "data": data })).into_response()
 }
 
 /// Micro-USD for these tokens at the catalogue's prices, rounded up;

@@ -299,6 +299,62 @@ async fn endpoints_answer_like_openai(backend: Backend) {
 }
 both!(endpoints_answer_like_openai);
 
+/// LiteLLM's `/v1/model/info` for an API key (its models with their prices,
+/// from memory); a path Tollgate does not serve is 404 and a method a path
+/// does not take 405, both as OpenAI error bodies.
+async fn model_info_and_unserved_paths(backend: Backend) {
+    let gw = Gw::new(backend).await;
+    let (_, token) = gw.key(&[("models[0]", "mock/echo")]).await;
+    let url = |p: &str| format!("{}/v1/{p}", gw.app.url);
+    let res = gw
+        .http
+        .get(url("model/info"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["data"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(body["data"][0]["model_name"], "mock/echo", "{body}");
+    assert_eq!(
+        body["data"][0]["litellm_params"]["model"], "mock/echo",
+        "{body}"
+    );
+    assert_eq!(
+        body["data"][0]["model_info"]["input_cost_per_token"], 0.0,
+        "{body}"
+    );
+    for (method, path, status, code) in [
+        (reqwest::Method::GET, "files", 404, "unknown_endpoint"),
+        (
+            reqwest::Method::POST,
+            "models/mock/echo",
+            404,
+            "unknown_endpoint",
+        ),
+        (
+            reqwest::Method::GET,
+            "chat/completions",
+            405,
+            "method_not_allowed",
+        ),
+        (reqwest::Method::DELETE, "models", 405, "method_not_allowed"),
+    ] {
+        let res = gw
+            .http
+            .request(method.clone(), url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), status, "{method} {path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{method} {path}: {body}");
+    }
+}
+both!(model_info_and_unserved_paths);
+
 async fn refusals_name_the_rule(backend: Backend) {
     let gw = Gw::new(backend).await;
     let (key_id, token) = gw.key(&[]).await;

@@ -25,7 +25,6 @@ pub(super) fn routes() -> Routes {
     Routes::new()
         .route("/model/new", post(model_new))
         .route("/model/info", get(model_info))
-        .route("/v1/model/info", get(model_info))
         .route("/model/{id}/update", patch(model_update).post(model_update))
         .route("/model/delete", post(model_delete))
         .route("/credentials", get(credential_list).post(credential_new))
