@@ -756,7 +756,7 @@ async fn leave_projects(
             .await?;
         revoked = revoked.saturating_add(
             sqlx::query(
-                "UPDATE api_keys SET revoked_at = $1 WHERE project_id = $2 AND owner_id = $3 AND revoked_at IS NULL",
+                "UPDATE api_keys SET revoked_at = $1, blocked = 0 WHERE project_id = $2 AND owner_id = $3 AND (revoked_at IS NULL OR blocked = 1)",
             )
             .bind(now)
             .bind(&p)

@@ -253,7 +253,8 @@ pub async fn update(
 ) -> Result<(), AppError> {
     sqlx::query(
         "UPDATE projects SET name = $1, models_json = $2, tpm_limit = $3, rpm_limit = $4, budget_micros = $5, \
-         budget_reset = $6, ip_allowlist_json = $7, updated_at = $8, content_logging = $11 WHERE id = $9 AND org_id = $10",
+         budget_reset = $6, ip_allowlist_json = $7, updated_at = $8, content_logging = $11, budget_id = NULL \
+         WHERE id = $9 AND org_id = $10",
     )
     .bind(&s.name)
     .bind(to_json(&s.caps.models))
@@ -437,7 +438,7 @@ pub async fn remove_member(
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| AppError::not_found("project member"))?;
     let revoked = sqlx::query(
-        "UPDATE api_keys SET revoked_at = $1 WHERE project_id = $2 AND owner_id = $3 AND revoked_at IS NULL",
+        "UPDATE api_keys SET revoked_at = $1, blocked = 0 WHERE project_id = $2 AND owner_id = $3 AND (revoked_at IS NULL OR blocked = 1)",
     )
     .bind(now)
     .bind(scope.project_id())
@@ -462,7 +463,7 @@ pub async fn forget_member(
     .bind(scope.org_id())
     .execute(&mut *conn)
     .await?;
-    Ok(sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE org_id = $2 AND owner_id = $3 AND revoked_at IS NULL")
+    Ok(sqlx::query("UPDATE api_keys SET revoked_at = $1, blocked = 0 WHERE org_id = $2 AND owner_id = $3 AND (revoked_at IS NULL OR blocked = 1)")
         .bind(now)
         .bind(scope.org_id())
         .bind(user_id)

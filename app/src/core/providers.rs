@@ -276,8 +276,9 @@ pub async fn list(
     rows.iter().map(provider_of).collect()
 }
 
-/// Adds a provider or replaces the one of the same name; a blank key keeps
-/// the stored one. Returns the previous entry.
+/// Adds a provider or replaces the one of the same name. A blank key keeps
+/// the stored one only while the address and kind stay: a key is never sent
+/// to an address it was not given for. Returns the previous provider.
 pub async fn upsert(
     conn: &mut AnyConnection,
     scope: &OrgScope,
@@ -303,7 +304,10 @@ pub async fn upsert(
         "INSERT INTO providers (id, org_id, name, kind, base_url, api_key_sealed, key_hint, latency_ms, created_at, \
          updated_at, region) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) \
          ON CONFLICT (org_id, name) DO UPDATE SET kind = $4, base_url = $5, \
-         api_key_sealed = COALESCE($6, providers.api_key_sealed), key_hint = COALESCE($7, providers.key_hint), \
+         api_key_sealed = CASE WHEN $6 IS NOT NULL THEN $6 WHEN providers.base_url = $5 AND providers.kind = $4 \
+         THEN providers.api_key_sealed ELSE NULL END, \
+         key_hint = CASE WHEN $7 IS NOT NULL THEN $7 WHEN providers.base_url = $5 AND providers.kind = $4 \
+         THEN providers.key_hint ELSE NULL END, \
          latency_ms = $8, updated_at = $9, region = $10",
     )
     .bind(super::new_id())

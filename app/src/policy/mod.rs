@@ -9,9 +9,9 @@ pub use matrix::{
     ProjectRole, Seat,
 };
 pub use scope::{
-    authorize_key, authorize_machine, authorize_machine_project, authorize_org, authorize_project,
-    authorize_scim, authorize_usage, Denied, Machine, OrgMember, OrgScope, ProjectMember,
-    ProjectScope, ScimClient, TenantScope, UsageScope,
+    authorize_key, authorize_machine, authorize_machine_member, authorize_machine_project,
+    authorize_org, authorize_project, authorize_scim, authorize_usage, Denied, Machine, OrgMember,
+    OrgScope, ProjectMember, ProjectScope, ScimClient, TenantScope, UsageScope,
 };
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::ops::Deref;
 
-use super::matrix::{allows, grant, Action, Grant, OrgRole, ProjectRole, Seat};
+use super::matrix::{allows, grant, sees_all_projects, Action, Grant, OrgRole, ProjectRole, Seat};
 
 /// A refusal, naming the permission that was missing and the seat asking.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -356,6 +356,21 @@ pub fn authorize_usage(
         return Err(Denied {
             action,
             seat: at_org,
+        });
+    }
+    Ok(scope)
+}
+
+/// The decision on a provisioning key changing the role of (or removing) a
+/// member who is `role` now: it manages members, but never an owner, so
+/// no key can take an organization from its people (owners are changed by
+/// owners, in the console).
+pub fn authorize_machine_member(machine: &Machine, role: OrgRole) -> Result<OrgScope, Denied> {
+    let scope = authorize_machine(machine, Action::ManageOrgMembers)?;
+    if sees_all_projects(role) {
+        return Err(Denied {
+            action: Action::ManageOrgMembers,
+            seat: Seat::Provisioning,
         });
     }
     Ok(scope)

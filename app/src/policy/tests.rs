@@ -161,6 +161,21 @@ fn a_provisioning_key_manages_keys_projects_people_models_and_providers_but_not_
 }
 
 #[test]
+fn a_provisioning_key_never_changes_or_removes_an_owner() {
+    let m = Machine {
+        key_id: "pk".into(),
+        org_id: "o".into(),
+    };
+    for role in [OrgRole::Member, OrgRole::Viewer, OrgRole::Billing] {
+        assert!(
+            crate::policy::authorize_machine_member(&m, role).is_ok(),
+            "{role:?}"
+        );
+    }
+    assert!(crate::policy::authorize_machine_member(&m, OrgRole::Owner).is_err());
+}
+
+#[test]
 fn roles_parse_from_their_names_only() {
     assert_eq!("billing".parse::<OrgRole>(), Ok(OrgRole::Billing));
     assert!("admin".parse::<OrgRole>().is_err());

@@ -87,9 +87,20 @@ fn serde_problem(path: &str, message: &str) -> ApiError {
     let message = if message.starts_with("unknown field") {
         format!("unknown field (not accepted here); {message}")
     } else {
-        message.to_owned()
+        without_values(message)
     };
     ApiError::invalid(&field, message)
+}
+
+/// Serde's complaint without the value it quotes (`invalid type: string
+/// "sk-…", expected …`): a wrongly placed secret is never echoed back.
+fn without_values(message: &str) -> String {
+    match (message.find(" \""), message.rfind("\",")) {
+        (Some(start), Some(end)) if end > start => {
+            format!("{}{}", &message[..start], &message[end + 1..])
+        }
+        _ => message.to_owned(),
+    }
 }
 
 /// For `Option<Option<T>>` fields: absent stays `None`, `null` becomes
@@ -373,6 +384,15 @@ mod tests {
             Some(ResetInterval::Daily)
         );
         assert!(reset_of_duration("b", "3d").is_err());
+    }
+
+    #[test]
+    fn serde_complaints_never_quote_the_value() {
+        let e = serde_problem(
+            "keys",
+            "invalid type: string \"sk-secret-value\", expected a sequence",
+        );
+        assert_eq!(e.message, "keys: invalid type: string, expected a sequence");
     }
 
     #[test]

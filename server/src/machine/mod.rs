@@ -274,6 +274,18 @@ impl Caller {
         }
     }
 
+    /// The policy's decision on changing the role of (or removing) a member
+    /// who is `role` now: never an owner.
+    pub fn member(&self, role: tollgate_app::policy::OrgRole) -> ApiResult<OrgScope> {
+        policy::authorize_machine_member(&self.machine, role).map_err(|_| ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: "a provisioning key does not change or remove an organization's owners; an owner does, in the console"
+                .to_owned(),
+            field: None,
+        })
+    }
+
     /// The policy's decision for an action on the caller's organization. A
     /// request that names another organization gets 404, as if it did not exist.
     pub fn org(&self, named: Option<&str>, action: Action) -> ApiResult<OrgScope> {

@@ -264,8 +264,35 @@ async fn litellm_admin_routes_from_create_to_delete(backend: Backend) {
         "http://127.0.0.1:10/v1"
     );
     assert_eq!(
-        patched["credential_values"]["api_key"], "…6789",
-        "the key is kept"
+        patched["credential_values"]["api_key"],
+        Value::Null,
+        "a key is never sent to an address it was not given for"
+    );
+    let (st, patched) = send(
+        &app,
+        pk,
+        Method::PATCH,
+        "/credentials/lab",
+        Some(json!({ "credential_values": { "api_key": "sk-upstream-0123456789" } })),
+    )
+    .await;
+    assert_eq!(
+        (st, patched["credential_values"]["api_key"].clone()),
+        (200, json!("…6789")),
+        "{patched}"
+    );
+    let (st, patched) = send(
+        &app,
+        pk,
+        Method::PATCH,
+        "/credentials/lab",
+        Some(json!({ "credential_info": { "custom_llm_provider": "hosted_vllm", "description": "GPU box" } })),
+    )
+    .await;
+    assert_eq!(
+        (st, patched["credential_values"]["api_key"].clone()),
+        (200, json!("…6789")),
+        "the same address keeps its key: {patched}"
     );
     assert_eq!(patched["credential_info"]["description"], "GPU box");
     let (_, all) = get(&app, pk, "/credentials").await;
@@ -516,6 +543,10 @@ async fn litellm_admin_routes_from_create_to_delete(backend: Backend) {
         (405, json!("method_not_allowed")),
         "{wrong}"
     );
+    // A blocked key whose holder leaves (a viewer holds no keys) is revoked
+    // for good: it is never unblocked.
+    let (st, _) = post(&app, pk, "/key/block", json!({ "key": imported })).await;
+    assert_eq!(st, 200);
     let (st, member) = send(
         &app,
         pk,
@@ -529,6 +560,52 @@ async fn litellm_admin_routes_from_create_to_delete(backend: Backend) {
         (200, json!("internal_user_viewer")),
         "{member}"
     );
+
+    // The organization's owners are people's to change: a provisioning key
+    // links one under its own id, but never changes or removes them.
+    let (st, boss) = post(
+        &app,
+        pk,
+        "/user/new",
+        json!({ "user_id": "boss", "user_email": "owner@a.test" }),
+    )
+    .await;
+    assert_eq!(
+        (st, boss["tollgate_role"].clone()),
+        (200, json!("owner")),
+        "{boss}"
+    );
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/user/delete",
+            json!({ "user_ids": ["boss"] }),
+        ),
+        (
+            Method::POST,
+            "/user/update",
+            json!({ "user_id": "boss", "user_role": "internal_user" }),
+        ),
+        (
+            Method::PATCH,
+            "/organization/member_update",
+            json!({ "user_id": "boss", "role": "internal_user" }),
+        ),
+        (
+            Method::DELETE,
+            "/organization/member_delete",
+            json!({ "user_id": "boss" }),
+        ),
+    ] {
+        let (st, e) = send(&app, pk, method, path, Some(body)).await;
+        assert_eq!(
+            (st, e["error"]["code"].clone()),
+            (403, json!("forbidden")),
+            "{path}: {e}"
+        );
+    }
+    let (_, owners) = get(&app, pk, "/user/list?role=proxy_admin").await;
+    assert_eq!(owners["total"], 1, "{owners}");
 
     // Deleted again; the team keeps the limits of a deleted budget.
     for (path, body) in [
@@ -554,6 +631,8 @@ async fn litellm_admin_routes_from_create_to_delete(backend: Backend) {
     assert!(!users.to_string().contains("carol"), "{users}");
     let (_, models) = get(&app, pk, "/model/info").await;
     assert!(!models.to_string().contains("lab/chat"), "{models}");
+    let (st, e) = post(&app, pk, "/key/unblock", json!({ "key": imported })).await;
+    assert_eq!(st, 409, "{e}");
     app.feed_caught_up().await;
     assert_eq!(
         chat(&app, imported, "mock/echo").await,

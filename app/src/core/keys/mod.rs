@@ -108,6 +108,8 @@ pub struct KeyRow {
     pub budget_id: Option<String>,
     /// Whether its models follow its project's list (made without one).
     pub models_follow: bool,
+    /// Revoked by LiteLLM's `/key/block`, until `/key/unblock`.
+    pub blocked: bool,
 }
 
 impl KeyRow {
@@ -123,7 +125,7 @@ macro_rules! key_select {
          u.email AS owner_email, k.name, k.models_json, k.tpm_limit, k.rpm_limit, k.budget_micros, \
          k.budget_reset, k.expires_at, k.no_content_logging, k.tags_json, k.metadata_json, CAST(k.spend_micros AS BIGINT) AS spend_micros, k.created_at, \
          k.revoked_at, k.mcp_json, p.external_id AS project_ref, om.external_id AS owner_ref, k.budget_duration, \
-         k.budget_id, k.models_follow FROM api_keys k JOIN projects p ON p.id = k.project_id \
+         k.budget_id, k.models_follow, k.blocked FROM api_keys k JOIN projects p ON p.id = k.project_id \
          LEFT JOIN users u ON u.id = k.owner_id LEFT JOIN org_members om ON om.org_id = k.org_id AND om.user_id = k.owner_id "
     };
 }
@@ -166,6 +168,7 @@ fn key_of(r: &sqlx::any::AnyRow) -> Result<KeyRow, sqlx::Error> {
         budget_duration: r.try_get("budget_duration")?,
         budget_id: r.try_get("budget_id")?,
         models_follow: r.try_get::<i64, _>("models_follow")? != 0,
+        blocked: r.try_get::<i64, _>("blocked")? != 0,
     })
 }
 
@@ -244,7 +247,7 @@ pub async fn create_with(
         .await
         .map_err(|e| {
             if super::db::is_unique_violation(&e) {
-                AppError::invalid("key", "is already a key here")
+                AppError::invalid("key", "cannot be imported; choose another key")
             } else {
                 e.into()
             }
@@ -591,10 +594,13 @@ pub async fn update(
     now: i64,
 ) -> Result<(), AppError> {
     // Guarded: a revoke that committed first wins, whoever read the key when.
+    // Limits set here are the key's own: it no longer follows its project's
+    // models or a named budget (LiteLLM's API sets those again after).
     let update = sqlx::query(
         "UPDATE api_keys SET name = $1, name_lower = $2, models_json = $3, tpm_limit = $4, rpm_limit = $5, \
          budget_micros = $6, budget_reset = $7, expires_at = $8, no_content_logging = $9, tags_json = $10, \
-         updated_at = $11, metadata_json = $14 WHERE id = $12 AND project_id = $13 AND revoked_at IS NULL",
+         updated_at = $11, metadata_json = $14, models_follow = 0, budget_id = NULL \
+         WHERE id = $12 AND project_id = $13 AND revoked_at IS NULL",
     );
     let done = bind_limits(update, l)
         .bind(now)
@@ -617,7 +623,9 @@ pub async fn revoke(
     id: &str,
     now: i64,
 ) -> Result<(), AppError> {
-    let sql = "UPDATE api_keys SET revoked_at = $4 WHERE id = $1 AND project_id = $2 AND org_id = $3 AND revoked_at IS NULL";
+    // A blocked key (LiteLLM) is revoked for good too.
+    let sql = "UPDATE api_keys SET revoked_at = $4, blocked = 0 WHERE id = $1 AND project_id = $2 AND org_id = $3 \
+               AND (revoked_at IS NULL OR blocked = 1)";
     let missed = || AppError::conflict("the key is already revoked");
     on_one_key(conn, sql, scope, id, Some(now), missed).await
 }

@@ -52,6 +52,8 @@ impl Token {
     /// derived from it, so the proxy finds it the same way.
     pub fn imported(raw: &str) -> Result<Token, String> {
         if let Some(p) = parse(raw) {
+            // Its checksum anyone can compute: the secret must be strong too.
+            strong_secret(p.secret)?;
             return Ok(Token {
                 full: raw.to_owned(),
                 public_id: p.public_id.into_owned(),
@@ -176,9 +178,9 @@ fn imported_public_id(token: &str) -> String {
         .collect()
 }
 
-/// The strength check of an imported key: the shape above, and at least
-/// 128 bits by a character-class estimate over the part after any prefix
-/// (`sk-`, `sk-proj-`), with no character making up more than a quarter.
+/// The checks of an imported key: the shape above, not an id hash's shape
+/// (64 lower-case hex digits name keys in the machine APIs), and a strong
+/// secret after any prefix (`sk-`, `sk-proj-`).
 fn strong_enough(raw: &str) -> Result<(), String> {
     if raw.starts_with("sk-tg") {
         return Err("looks like a Tollgate key but is not a valid one".to_owned());
@@ -188,29 +190,49 @@ fn strong_enough(raw: &str) -> Result<(), String> {
             "must be {IMPORTED_MIN} to {IMPORTED_MAX} letters, digits, '-', '_' or '.'"
         ));
     }
+    if raw.len() == 64
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err("must not look like a key's id hash (64 hex digits)".to_owned());
+    }
     let body = match raw.rfind('-') {
         Some(i) if i <= 16 => &raw[i + 1..],
         _ => raw,
     };
+    strong_secret(body)
+}
+
+/// At least 128 bits by a character-class estimate, at least 16 different
+/// characters, none over a quarter of it, not a repeated pattern and not a
+/// run of neighbouring characters (`abcd…`, `0123…`).
+fn strong_secret(body: &str) -> Result<(), String> {
+    let b = body.as_bytes();
     let classes = [
-        body.bytes().any(|b| b.is_ascii_lowercase()).then_some(26.0),
-        body.bytes().any(|b| b.is_ascii_uppercase()).then_some(26.0),
-        body.bytes().any(|b| b.is_ascii_digit()).then_some(10.0),
-        body.bytes()
-            .any(|b| matches!(b, b'-' | b'_' | b'.'))
+        b.iter().any(u8::is_ascii_lowercase).then_some(26.0),
+        b.iter().any(u8::is_ascii_uppercase).then_some(26.0),
+        b.iter().any(u8::is_ascii_digit).then_some(10.0),
+        b.iter()
+            .any(|c| matches!(c, b'-' | b'_' | b'.'))
             .then_some(3.0),
     ];
     let alphabet: f64 = classes.iter().flatten().sum();
-    let bits = alphabet.log2() * body.len() as f64;
-    let most = BASE62
+    let bits = alphabet.log2() * b.len() as f64;
+    let counts = BASE62
         .iter()
         .chain(b"-_.")
-        .map(|c| body.bytes().filter(|b| b == c).count())
-        .max()
-        .unwrap_or(0);
-    if bits < 128.0 || most * 4 > body.len() {
+        .map(|c| b.iter().filter(|x| *x == c).count());
+    let most = counts.clone().max().unwrap_or(0);
+    let distinct = counts.filter(|n| *n > 0).count();
+    let periodic = (1..=b.len() / 2).any(|p| (p..b.len()).all(|i| b[i] == b[i - p]));
+    let steps = b
+        .windows(2)
+        .filter(|w| w[1] == w[0].wrapping_add(1) || w[0] == w[1].wrapping_add(1))
+        .count();
+    if bits < 128.0 || most * 4 > b.len() || distinct < 16 || periodic || steps * 4 > b.len() {
         return Err(format!(
-            "is too easy to guess (about {} bits after its prefix; a key needs 128, such as 32 random letters and digits)",
+            "is too easy to guess (about {} bits after its prefix; a key needs 128 bits of random letters and digits, such as 32 of them)",
             bits as u32
         ));
     }
@@ -282,6 +304,10 @@ mod tests {
             "sk-0123456789012345678901234567890123",
             "sk-tg-notreallyatollgatekeyatallnotreally",
             "sk-has spaces in it and is long enough to pass",
+            "Password123Password123Password123",
+            "0123456789abcdef0123456789abcdef",
+            "sk-abcdefghijklmnopqrstuvwxyz012345",
+            "0f3a9c1e7b5d2a8c4e6f0b1d3c5a7e9f2b4d6f8a0c1e3b5d7f9a2c4e6b8d0f1a",
         ] {
             assert!(Token::imported(weak).is_err(), "{weak}");
         }

@@ -105,7 +105,8 @@ pub enum Provisioned {
     Created(ApiUser),
     /// Someone already a member: now also known by the caller's id.
     Linked(ApiUser),
-    /// An account that exists elsewhere: it is never joined without its
+    /// An account that exists elsewhere (or an address of another
+    /// organization's SSO domain): it is never joined or made without its
     /// owner's consent, so the caller invites it instead.
     Elsewhere,
 }
@@ -141,6 +142,18 @@ pub async fn provision_user(
             (existing, false)
         }
         None => {
+            // An address another organization signs in through its SSO is
+            // never taken here (its people could not sign in there after).
+            let theirs: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sso_domains WHERE domain = $1 AND org_id <> $2",
+            )
+            .bind(u.email.as_str().rsplit_once('@').map_or("", |(_, d)| d))
+            .bind(org_id)
+            .fetch_one(&mut *op.tx)
+            .await?;
+            if theirs > 0 {
+                return Ok(Provisioned::Elsewhere);
+            }
             let account = users::insert(&mut op.tx, u.email, u.name, "", op.now).await?;
             members::insert(&mut op.tx, org_id, &account.id, u.role, op.now).await?;
             sqlx::query(
@@ -318,7 +331,7 @@ pub async fn record_team_owner(
     let role = members::membership(&mut op.tx, user_id, scope.org_id())
         .await?
         .map(|m| m.role);
-    if role != Some(OrgRole::Owner) {
+    if !role.is_some_and(crate::policy::sees_all_projects) {
         return Err(AppError::invalid(
             "user_id",
             "is not an owner of this organization",

@@ -102,7 +102,7 @@ fn key_view(k: &KeyRow) -> Value {
         "rpm_limit": k.limits.caps.rpm_limit,
         "metadata": k.limits.metadata,
         "tags": k.limits.tags,
-        "blocked": k.revoked_at.is_some(),
+        "blocked": k.blocked,
         "key_type": k.kind.as_str(),
         "created_at": iso(k.created_at),
     })

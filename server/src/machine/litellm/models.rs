@@ -486,7 +486,7 @@ impl CredentialBody {
             kind.as_str(),
             &base_url,
             values.api_key.as_deref().unwrap_or(""),
-            "",
+            &base.map_or(0, |b| b.latency_ms).to_string(),
             base.map_or("", |b| b.region.as_str()),
         )
         .map_err(|e| {

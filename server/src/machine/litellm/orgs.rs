@@ -196,6 +196,7 @@ async fn put_members(caller: &Caller, members: &[Member]) -> ApiResult<Vec<Value
             })?;
         drop(conn);
         if u.role != role {
+            let org = caller.member(u.role)?;
             ops::change_member_role(&caller.state, &caller.actor, &org, &u.user_id, role).await?;
         }
         out.push(json!({ "user_id": u.shown_id(), "user_email": u.email, "user_role": org_member_role(role) }));
@@ -260,7 +261,13 @@ async fn member_delete(caller: Caller, Input(b): Input<MemberDelete>) -> ApiResu
             ..ApiError::not_found(format!("user_id: member '{reference}'"))
         })?;
     drop(conn);
-    ops::remove_member(&caller.state, &caller.actor, &org, &u.user_id).await?;
+    ops::remove_member(
+        &caller.state,
+        &caller.actor,
+        &caller.member(u.role)?,
+        &u.user_id,
+    )
+    .await?;
     Ok(Json(
         json!({ "organization_id": org.org_id(), "deleted_user_id": u.shown_id() }),
     ))

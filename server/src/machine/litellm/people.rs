@@ -151,7 +151,7 @@ pub(super) async fn set_team_role(
     adding: bool,
     field: &str,
 ) -> ApiResult<()> {
-    if user.role == OrgRole::Owner {
+    if tollgate_app::policy::sees_all_projects(user.role) {
         if role != ProjectRole::Admin {
             return Err(ApiError::invalid(
                 field,
@@ -329,8 +329,11 @@ async fn member_permission_update(
     };
     match find_member(&caller, None, Some(email.as_str())).await? {
         Some(found) => {
-            ops::change_member_role(&caller.state, &caller.actor, &org, &found.user_id, role)
-                .await?;
+            if found.role != role {
+                let org = caller.member(found.role)?;
+                ops::change_member_role(&caller.state, &caller.actor, &org, &found.user_id, role)
+                    .await?;
+            }
             if let Some((scope, _)) = &team {
                 if tollgate_app::policy::joins_projects(role) {
                     let mut conn = caller.state.db.pool.acquire().await?;
@@ -427,6 +430,7 @@ async fn user_new(
         )
     })?;
     let email = Email::parse("user_email", raw_email)?;
+    let explicit_role = b.user_role.is_some();
     let role_name = b
         .user_role
         .clone()
@@ -456,7 +460,9 @@ async fn user_new(
         };
         match ops::litellm::provision_user(&caller.state, &caller.actor, &org, &new).await? {
             ops::litellm::Provisioned::Created(u) | ops::litellm::Provisioned::Linked(u) => {
-                if u.role != role {
+                // Someone already a member keeps their role unless one is named.
+                if explicit_role && u.role != role {
+                    let org = caller.member(u.role)?;
                     ops::change_member_role(&caller.state, &caller.actor, &org, &u.user_id, role)
                         .await?;
                 }
@@ -539,6 +545,7 @@ async fn user_update(caller: Caller, Input(b): Input<UserBody>) -> ApiResult<Jso
     if let Some(r) = &b.user_role {
         let role = org_role("user_role", r)?;
         if role != u.role {
+            let org = caller.member(u.role)?;
             ops::change_member_role(&caller.state, &caller.actor, &org, &u.user_id, role).await?;
         }
     }
@@ -570,7 +577,7 @@ struct UserDelete {
 
 /// Removes members from the organization; the keys they hold are revoked.
 async fn user_delete(caller: Caller, Input(b): Input<UserDelete>) -> ApiResult<Json<Value>> {
-    let org = caller.org(None, Action::ManageOrgMembers)?;
+    caller.org(None, Action::ManageOrgMembers)?;
     if b.user_ids.is_empty() {
         return Err(ApiError::invalid("user_ids", "name at least one user"));
     }
@@ -582,11 +589,18 @@ async fn user_delete(caller: Caller, Input(b): Input<UserDelete>) -> ApiResult<J
                 field: Some(format!("user_ids[{i}]")),
                 ..ApiError::not_found(format!("user_ids[{i}]: member '{id}'"))
             })?;
+        caller.member(u.role)?;
         found.push(u);
     }
     let mut deleted = Vec::new();
     for u in &found {
-        ops::remove_member(&caller.state, &caller.actor, &org, &u.user_id).await?;
+        ops::remove_member(
+            &caller.state,
+            &caller.actor,
+            &caller.member(u.role)?,
+            &u.user_id,
+        )
+        .await?;
         deleted.push(u.shown_id().to_owned());
     }
     Ok(Json(json!({ "deleted_users": deleted })))

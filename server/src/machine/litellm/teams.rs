@@ -94,8 +94,9 @@ async fn with_budget(caller: &Caller, b: &mut TeamBody) -> ApiResult<()> {
     Ok(())
 }
 
-/// Stores what LiteLLM keeps on a team after `b` changed it: its id (on
-/// create), the duration as written and the named budget.
+/// Stores what LiteLLM keeps on team `p` (as it was before the change) after
+/// a body changed it: its id (on create), the duration as written and the
+/// named budget, each kept where the body did not name it.
 async fn keep_extras(
     caller: &Caller,
     p: &Project,
@@ -204,7 +205,7 @@ async fn team_update(caller: Caller, Input(mut b): Input<TeamBody>) -> ApiResult
     let p = ops::update_project(&caller.state, &caller.actor, &scope, &settings)
         .await
         .map_err(|e| renamed(e.into(), "name", "team_alias"))?;
-    keep_extras(&caller, &p, None, duration, budget_id).await?;
+    keep_extras(&caller, &before, None, duration, budget_id).await?;
     if let Some(members) = members {
         super::people::put_members(&caller, &scope, &members).await?;
     }
