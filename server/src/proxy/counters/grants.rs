@@ -375,6 +375,11 @@ impl Grants {
     /// lease renewal every `renew_ms`, and for a grant idle a second its
     /// free money — all of its lease once nothing is in flight, after which
     /// it is forgotten. A message not yet acknowledged is sent again.
+    ///
+    /// A lease that reserves money is given back even when this instance
+    /// counts nothing in it: a request dropped while Redis granted it (its
+    /// client left) never read what Redis added, which stays leased until
+    /// the lease expires unless it is trimmed here.
     pub fn due(&mut self, now: i64, renew_ms: i64) -> Vec<Flush> {
         let mut out = Vec::new();
         self.by_key.retain(|key_id, g| {
@@ -384,7 +389,7 @@ impl Grants {
             }
             let idle = now.saturating_sub(g.used_at) >= IDLE_MS;
             if idle && g.held == 0 {
-                if g.leased == 0 && g.unflushed.is_empty() {
+                if !g.terms.money() && g.leased == 0 && g.unflushed.is_empty() {
                     return false;
                 }
                 let f = g.message(key_id, g.money.max(0), Some(0));
@@ -668,5 +673,23 @@ mod tests {
         redis = tick(&mut g, redis, IDLE_MS + 10);
         assert!(g.due(IDLE_MS + 20, 60_000).is_empty(), "forgotten");
         assert_eq!(redis, 0, "Redis still holds part of the lease");
+    }
+
+    #[test]
+    fn a_grant_whose_answer_was_never_read_still_gives_its_lease_back() {
+        let mut g = Grants::default();
+        let t = terms(Some(1_000));
+        // A request asked Redis to grow the lease and was dropped (its
+        // client left) before it read the answer: Redis may hold money
+        // for the lease that this instance never saw.
+        let (lease, _) = g.lease_for("k", "p", "o", &t, 10, 0, FRESH);
+        let idle = g.due(IDLE_MS + 10, 60_000);
+        assert_eq!(idle.len(), 1, "the lease is given back all the same");
+        assert_eq!(
+            (idle[0].lease.as_deref(), idle[0].trim_to),
+            (Some(lease.as_str()), Some(0))
+        );
+        g.flushed(&idle[0], IDLE_MS + 11);
+        assert!(g.due(IDLE_MS + 20, 60_000).is_empty(), "forgotten");
     }
 }
