@@ -390,6 +390,11 @@ struct Ctx {
     request_log: Option<(String, bool)>,
     /// The prompt template the body was rendered from.
     prompt: Option<prompts::Used>,
+    /// The reservation admitted for this request, until it settles. A
+    /// request dropped before that (its client left, and axum dropped its
+    /// future) gives it back in `Drop`: else its share of the budget stays
+    /// leased until the reservation expires.
+    ticket: Option<Ticket>,
 }
 
 impl Ctx {
@@ -441,15 +446,12 @@ impl Ctx {
         });
     }
 
-    /// Settles the reservation to what was used and writes the event.
-    fn finish(
-        &self,
-        ticket: Ticket,
-        status: u16,
-        tokens_in: i64,
-        tokens_out: i64,
-        error: Option<&str>,
-    ) {
+    /// Settles the reservation to what was used and writes the event,
+    /// once: a request settled already is left as it is.
+    fn finish(&mut self, status: u16, tokens_in: i64, tokens_out: i64, error: Option<&str>) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
         let c = cost(&self.model, tokens_in, tokens_out);
         self.gw.counters.settle(
             ticket,
@@ -731,6 +733,7 @@ pub(crate) async fn serve(
         max_output: max_tokens,
         request_log: logs.then(|| truncate(body.raw(), gw.config.content_log_max_bytes)),
         prompt,
+        ticket: None,
     };
     // 4–5: rate limits and budget reservations, all levels at once.
     let admission = Admission {
@@ -739,8 +742,11 @@ pub(crate) async fn serve(
         cost: worst,
         now,
     };
-    let (ticket, rate_headers) = match gw.counters.admit(admission).await {
-        Ok(t) => t,
+    let rate_headers = match gw.counters.admit(admission).await {
+        Ok((ticket, headers)) => {
+            ctx.ticket = Some(ticket);
+            headers
+        }
         Err(e) => {
             ctx.record(e.status.as_u16(), 0, 0, 0, Some(e.code));
             return Err(e);
@@ -786,7 +792,7 @@ pub(crate) async fn serve(
             }) => match whole(&ctx, &answer) {
                 Ok((tin, tout)) => {
                     d.health.succeeded(micros(took));
-                    ctx.finish(ticket, status, tin, tout, None);
+                    ctx.finish(status, tin, tout, None);
                     ctx.log_content(&answer);
                     let res = served.mark(respond(status, answer, rate_headers));
                     gw.metrics.added(before + answered.elapsed());
@@ -796,7 +802,7 @@ pub(crate) async fn serve(
             },
             Ok(Reply::Stream(events)) => {
                 d.health.succeeded(micros(took));
-                let res = served.mark(streaming(ctx, ticket, events, wants_usage, rate_headers));
+                let res = served.mark(streaming(ctx, events, wants_usage, rate_headers));
                 gw.metrics.added(before + answered.elapsed());
                 return Ok(res);
             }
@@ -833,8 +839,17 @@ pub(crate) async fn serve(
         }
         e.message.push(')');
     }
-    ctx.finish(ticket, e.status.as_u16(), 0, 0, Some(e.code));
+    ctx.finish(e.status.as_u16(), 0, 0, Some(e.code));
     Err(e)
+}
+
+impl Drop for Ctx {
+    /// Dropped unsettled: the client left before the answer (a stream's
+    /// meter settles on its own first). Nothing reached it, so nothing is
+    /// billed: the reservation is released and the event says why.
+    fn drop(&mut self) {
+        self.finish(499, 0, 0, Some("client_disconnected"));
+    }
 }
 
 fn micros(d: Duration) -> u64 {
@@ -923,7 +938,6 @@ fn respond(status: u16, body: Bytes, headers: Headers) -> Response {
 /// the end, on an upstream fault, or when dropped because the client left.
 struct Meter {
     ctx: Ctx,
-    ticket: Option<Ticket>,
     usage: Option<(i64, i64)>,
     text: String,
     response_log: Option<Vec<u8>>,
@@ -931,16 +945,16 @@ struct Meter {
 
 impl Meter {
     fn finish(&mut self, status: u16, error: Option<&str>) {
-        let Some(ticket) = self.ticket.take() else {
+        if self.ctx.ticket.is_none() {
             return;
-        };
+        }
         let text = &self.text;
         let (tin, tout) =
             self.ctx
                 .tokens_used(self.usage.map(|u| u.0), self.usage.map(|u| u.1), || {
                     tokens::count(text)
                 });
-        self.ctx.finish(ticket, status, tin, tout, error);
+        self.ctx.finish(status, tin, tout, error);
         if let Some(log) = self.response_log.take() {
             self.ctx.log_content(&log);
         }
@@ -1040,18 +1054,11 @@ fn sse_error(e: &ProxyError) -> Bytes {
     Bytes::from(format!("data: {}\n\n", e.body()))
 }
 
-fn streaming(
-    ctx: Ctx,
-    ticket: Ticket,
-    events: upstream::Events,
-    wants_usage: bool,
-    headers: Headers,
-) -> Response {
+fn streaming(ctx: Ctx, events: upstream::Events, wants_usage: bool, headers: Headers) -> Response {
     let idle = Duration::from_millis(ctx.gw.config.stream_idle_timeout_ms);
     let logging = ctx.request_log.is_some();
     let meter = Meter {
         ctx,
-        ticket: Some(ticket),
         usage: None,
         text: String::new(),
         response_log: logging.then(Vec::new),

@@ -352,6 +352,100 @@ fn an_org_spend_cap_holds_across_two_instances() {
     crate::helpers::run(budget_holds("org"));
 }
 
+/// A request whose client leaves while the provider is still working
+/// gives its reservation back: the other instance can then spend it. The
+/// key's $0.002 fits one worst case (1080 micro-USD) at a time.
+#[test]
+fn a_request_whose_client_left_gives_its_reservation_back() {
+    crate::helpers::run(async {
+        let mut p = pair(&[]).await;
+        paid_project(&p.owner, &[]).await;
+        // The provider answers after a minute: long after the client left.
+        let org = p.owner.org.clone();
+        p.owner
+            .call(
+                "upsert_provider",
+                &[
+                    ("org_id", org.as_str()),
+                    ("name", "mock"),
+                    ("kind", "mock"),
+                    ("base_url", ""),
+                    ("api_key", ""),
+                    ("latency_ms", "60000"),
+                ],
+            )
+            .await;
+        let (_, token) = p
+            .owner
+            .key(&[("max_budget", "0.002"), ("budget_reset", "never")])
+            .await;
+        // The key came after the provider's change: knowing it, both know
+        // the latency.
+        for url in [&p.a.url, &p.b.url] {
+            knows_key(url, &token).await;
+        }
+        let body = |stream: bool| {
+            json!({ "model": "paid/echo", "max_tokens": 100, "stream": stream,
+                "messages": [{ "role": "user", "content": "hello there" }] })
+        };
+        let left = reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap()
+            .post(format!("{}/v1/chat/completions", p.a.url))
+            .bearer_auth(&token)
+            .json(&body(false))
+            .send()
+            .await;
+        assert!(
+            left.as_ref().is_err_and(reqwest::Error::is_timeout),
+            "{left:?}"
+        );
+        // B admits the same worst case once A gave it back (streamed: the
+        // 200 comes before the provider's first chunk).
+        let started = Instant::now();
+        loop {
+            let res = reqwest::Client::new()
+                .post(format!("{}/v1/chat/completions", p.b.url))
+                .bearer_auth(&token)
+                .json(&body(true))
+                .send()
+                .await
+                .unwrap();
+            match res.status().as_u16() {
+                200 => break,
+                402 => {
+                    let v: Value = res.json().await.unwrap();
+                    assert!(
+                        started.elapsed() < Duration::from_secs(15),
+                        "the reservation of the request whose client left is still held: {v}"
+                    );
+                }
+                other => panic!("{other}: {}", res.text().await.unwrap()),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        eprintln!(
+            "a reservation given back by a request whose client left: B admits after {:?}",
+            started.elapsed()
+        );
+        // A's ledger says why it billed nothing.
+        assert_eq!(p.a.stop(), Some(0));
+        let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&p.db.url)
+            .await
+            .unwrap();
+        let left: Vec<(i64, Option<String>, i64)> = sqlx::query_as(
+            "SELECT status, error_code, cost_micros FROM usage_events \
+             WHERE org_id = $1 AND stream = 0",
+        )
+        .bind(&p.owner.org)
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+        assert_eq!(left, [(499, Some("client_disconnected".to_owned()), 0)]);
+    });
+}
+
 /// Redis cut mid-run: both instances refuse with a 503 naming it, report
 /// it on /readyz, and after it is back count correctly again (the key's
 /// budget still holds over everything spent before, during and after).

@@ -245,9 +245,14 @@ impl Grants {
     }
 
     /// The lease to ask Redis to grow for `key_id`, and what must be
-    /// given back first (a grant under other terms). A grant that holds
-    /// nothing yet is made at once, so that requests asking together grow
-    /// one lease.
+    /// given back first (a grant under other terms, or one not renewed
+    /// within `fresh_ms`). A grant that holds nothing yet is made at once,
+    /// so that requests asking together grow one lease.
+    ///
+    /// Only a lease renewed within `fresh_ms` (half its life) grows: it
+    /// cannot have lapsed in Redis, so every grant Redis makes adds to
+    /// what the lease holds, in whatever order the answers are read.
+    #[expect(clippy::too_many_arguments, reason = "one lease's parts")]
     pub fn lease_for(
         &mut self,
         key_id: &str,
@@ -256,9 +261,16 @@ impl Grants {
         terms: &Terms,
         minute: i64,
         now: i64,
+        fresh_ms: i64,
     ) -> (String, Vec<Flush>) {
         let old = match self.by_key.get(key_id) {
-            Some(g) if g.terms == *terms && !g.closing => return (g.lease.clone(), Vec::new()),
+            Some(g)
+                if g.terms == *terms
+                    && !g.closing
+                    && now.saturating_sub(g.renewed_at) < fresh_ms =>
+            {
+                return (g.lease.clone(), Vec::new())
+            }
             Some(_) => self.forget(key_id),
             None => Vec::new(),
         };
@@ -292,10 +304,10 @@ impl Grants {
         (lease, old)
     }
 
-    /// Records what Redis granted (for `lease`, which held `prior` before)
-    /// and admits the request from it; returns the generation. `None`: the
-    /// grant was given back meanwhile.
-    #[expect(clippy::too_many_arguments, reason = "one grant's parts")]
+    /// Records what Redis granted for `lease` and admits the request from
+    /// it; returns the generation. `None`: the grant was given back
+    /// meanwhile. Requests that asked together may be answered in any
+    /// order: each answer only adds (see [`Grants::lease_for`]).
     pub fn granted(
         &mut self,
         key_id: &str,
@@ -303,18 +315,12 @@ impl Grants {
         terms: &Terms,
         need: &Need,
         g: &Granted,
-        prior: i64,
         now: i64,
     ) -> Option<(u64, (i64, i64))> {
         let grant = match self.by_key.get_mut(key_id) {
             Some(g) if g.lease == lease && !g.closing => g,
             _ => return None,
         };
-        if grant.leased > 0 && prior <= 0 && grant.sending.is_none() {
-            // The lease had lapsed in Redis: what this grant thought it
-            // held free is not reserved there any more.
-            (grant.money, grant.leased) = (0, 0);
-        }
         if grant.minute != need.minute {
             (grant.minute, grant.tokens) = (need.minute, [0, 0]);
         }
@@ -369,6 +375,11 @@ impl Grants {
     /// lease renewal every `renew_ms`, and for a grant idle a second its
     /// free money — all of its lease once nothing is in flight, after which
     /// it is forgotten. A message not yet acknowledged is sent again.
+    ///
+    /// A lease that reserves money is given back even when this instance
+    /// counts nothing in it: a request dropped while Redis granted it (its
+    /// client left) never read what Redis added, which stays leased until
+    /// the lease expires unless it is trimmed here.
     pub fn due(&mut self, now: i64, renew_ms: i64) -> Vec<Flush> {
         let mut out = Vec::new();
         self.by_key.retain(|key_id, g| {
@@ -378,7 +389,7 @@ impl Grants {
             }
             let idle = now.saturating_sub(g.used_at) >= IDLE_MS;
             if idle && g.held == 0 {
-                if g.leased == 0 && g.unflushed.is_empty() {
+                if !g.terms.money() && g.leased == 0 && g.unflushed.is_empty() {
                     return false;
                 }
                 let f = g.message(key_id, g.money.max(0), Some(0));
@@ -492,7 +503,7 @@ mod tests {
     const FRESH: i64 = 60_000;
 
     fn grant(g: &mut Grants, t: &Terms, money: i64, now: i64) -> (String, u64) {
-        let (lease, back) = g.lease_for("k", "p", "o", t, 10, now);
+        let (lease, back) = g.lease_for("k", "p", "o", t, 10, now, FRESH);
         assert!(back.is_empty());
         let granted = Granted {
             permits: [3, 0],
@@ -501,9 +512,7 @@ mod tests {
             rpm_left: 50,
             tpm_left: 900,
         };
-        let (gen, _) = g
-            .granted("k", &lease, t, &need(40), &granted, 0, now)
-            .unwrap();
+        let (gen, _) = g.granted("k", &lease, t, &need(40), &granted, now).unwrap();
         (lease, gen)
     }
 
@@ -587,22 +596,100 @@ mod tests {
     }
 
     #[test]
-    fn a_lapsed_lease_voids_the_free_money_it_backed() {
+    fn a_lease_not_renewed_lately_is_given_back_not_grown() {
         let mut g = Grants::default();
         let t = terms(Some(1_000));
-        let (lease, _) = grant(&mut g, &t, 100, 0);
-        // Redis says the lease held nothing before this grant of 50.
-        let more = Granted {
+        let (lease, gen) = grant(&mut g, &t, 100, 0);
+        // Renewed within half its life: requests asking together grow it.
+        let (same, back) = g.lease_for("k", "p", "o", &t, 10, FRESH - 1, FRESH);
+        assert_eq!((same.as_str(), back.len()), (lease.as_str(), 0));
+        // Older: it may have lapsed in Redis, so it is given back (all but
+        // what the request in flight holds) and a new lease is asked for.
+        let (new, back) = g.lease_for("k", "p", "o", &t, 10, FRESH, FRESH);
+        assert_ne!(new, lease);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].lease.as_deref(), Some(lease.as_str()));
+        assert_eq!((back[0].returned, back[0].trim_to), (60, Some(40)));
+        assert!(g.settle("k", gen, 10, (100, 40), (50, 10), FRESH).is_err());
+    }
+
+    /// What Redis's lease holds after it applies `f` to `held` (the
+    /// arithmetic of the FLUSH script).
+    fn applied(held: i64, f: &Flush) -> i64 {
+        let left = (held - f.spent() - f.returned).max(0);
+        f.trim_to.map_or(left, |t| left.min(t))
+    }
+
+    /// Sends every due message at `now` to a lease holding `redis`, as the
+    /// flush task does; returns what the lease holds afterwards.
+    fn tick(g: &mut Grants, redis: i64, now: i64) -> i64 {
+        let mut redis = redis;
+        for f in g.due(now, 60_000) {
+            redis = applied(redis, &f);
+            g.flushed(&f, now);
+        }
+        redis
+    }
+
+    #[test]
+    fn grants_answered_out_of_order_give_the_whole_lease_back() {
+        let mut g = Grants::default();
+        let t = terms(Some(100_000));
+        // Two requests find nothing free and ask Redis together, for one
+        // lease. Redis runs A's script first (the lease held nothing: A
+        // gets 100), then B's (it held 100: B gets 200); B's answer is
+        // read first (both are woken at once, and a worker runs the task
+        // it woke last first).
+        let (lease, _) = g.lease_for("k", "p", "o", &t, 10, 0, FRESH);
+        assert_eq!(g.lease_for("k", "p", "o", &t, 10, 0, FRESH).0, lease);
+        let mut redis = 300;
+        let more = |money| Granted {
             permits: [3, 0],
             tokens: [0, 300],
-            money: 50,
-            rpm_left: 0,
-            tpm_left: 0,
+            money,
+            rpm_left: 50,
+            tpm_left: 900,
         };
-        g.granted("k", &lease, &t, &need(40), &more, 0, 1).unwrap();
-        assert!(
-            g.admit("k", &t, &need(20), 2, FRESH).is_none(),
-            "10 left, not 70"
+        let (b, _) = g
+            .granted("k", &lease, &t, &need(40), &more(200), 1)
+            .unwrap();
+        let (a, _) = g
+            .granted("k", &lease, &t, &need(40), &more(100), 1)
+            .unwrap();
+        let leased = |g: &Grants| g.by_key.get("k").map_or(0, |g| g.leased);
+        assert_eq!(leased(&g), redis, "the grant counts all Redis leased");
+        // Both spend all they reserved, and so does a third request
+        // admitted from what the grant holds.
+        g.settle("k", a, 10, (100, 40), (100, 40), 2).unwrap();
+        g.settle("k", b, 10, (100, 40), (100, 40), 2).unwrap();
+        redis = tick(&mut g, redis, 3);
+        let (c, _, _) = g.admit("k", &t, &need(40), 4, FRESH).unwrap();
+        g.settle("k", c, 10, (100, 40), (100, 40), 5).unwrap();
+        redis = tick(&mut g, redis, 6);
+        assert_eq!(redis, 300 - 120, "the spend left the lease");
+        assert_eq!(leased(&g), redis);
+        // Idle with nothing in flight: everything the lease holds in
+        // Redis goes back (the instance's share must not stay held).
+        redis = tick(&mut g, redis, IDLE_MS + 10);
+        assert!(g.due(IDLE_MS + 20, 60_000).is_empty(), "forgotten");
+        assert_eq!(redis, 0, "Redis still holds part of the lease");
+    }
+
+    #[test]
+    fn a_grant_whose_answer_was_never_read_still_gives_its_lease_back() {
+        let mut g = Grants::default();
+        let t = terms(Some(1_000));
+        // A request asked Redis to grow the lease and was dropped (its
+        // client left) before it read the answer: Redis may hold money
+        // for the lease that this instance never saw.
+        let (lease, _) = g.lease_for("k", "p", "o", &t, 10, 0, FRESH);
+        let idle = g.due(IDLE_MS + 10, 60_000);
+        assert_eq!(idle.len(), 1, "the lease is given back all the same");
+        assert_eq!(
+            (idle[0].lease.as_deref(), idle[0].trim_to),
+            (Some(lease.as_str()), Some(0))
         );
+        g.flushed(&idle[0], IDLE_MS + 11);
+        assert!(g.due(IDLE_MS + 20, 60_000).is_empty(), "forgotten");
     }
 }

@@ -100,7 +100,7 @@ end
 /// end, month end, lease, lease ms, divisor. A limit of -1 is none; no
 /// grant takes more than 1/divisor of what remains (past the need).
 /// Returns {0, permits k, permits p, tokens k, tokens p, money, requests
-/// left, tokens left, what the lease held before}, or a refusal: {1, level, limit, wait ms} (RPM),
+/// left, tokens left}, or a refusal: {1, level, limit, wait ms} (RPM),
 /// {2, level, limit, left} (TPM), {3, level, limit, spent, reserved},
 /// {4, balance, reserved} (credits), {5} (the counters are lost).
 const GRANT: &str = r#"
@@ -157,7 +157,6 @@ if credits >= 0 then
 end
 local money = 0
 if limited then money = share(cost, more, avail) end
-local prior = num(redis.call('HGET', KEYS[12], ARGV[21]))
 for i = 1, 2 do
   if tats[i] then
     redis.call('SET', KEYS[1 + i], string.format('%.17g', tats[i]), 'PX', math.ceil(tats[i] - now) + 1000)
@@ -174,7 +173,7 @@ if money > 0 then
     redis.call('ZADD', KEYS[8 + i], now + tonumber(ARGV[22]), ARGV[21])
   end
 end
-return {0, permits[1], permits[2], tokens[1], tokens[2], money, rpm_left, tpm_left, prior}
+return {0, permits[1], permits[2], tokens[1], tokens[2], money, rpm_left, tpm_left}
 "#;
 
 /// Counts spend and shrinks a lease, once per message: a lease's own
@@ -899,6 +898,7 @@ impl RedisCounters {
             &terms,
             ticket.minute,
             a.now,
+            self.fresh_ms(),
         );
         self.keep_all(old);
         // A chunk for the requests to come: up to 32 like this one, and a
@@ -979,15 +979,9 @@ impl RedisCounters {
                     rpm_left: at(6),
                     tpm_left: at(7),
                 };
-                let admitted = self.grants().granted(
-                    &ticket.key_id,
-                    &lease,
-                    &terms,
-                    &need,
-                    &granted,
-                    at(8),
-                    a.now,
-                );
+                let admitted =
+                    self.grants()
+                        .granted(&ticket.key_id, &lease, &terms, &need, &granted, a.now);
                 let left = match admitted {
                     Some((gen, left)) => {
                         ticket.gen = gen;
