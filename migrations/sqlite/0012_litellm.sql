@@ -26,6 +26,7 @@ ALTER TABLE projects ADD COLUMN blocked_at BIGINT;
 -- The organization-wide key lists page in SQL (newest first, or by alias).
 CREATE INDEX api_keys_by_org ON api_keys (org_id, created_at, id);
 CREATE INDEX api_keys_by_org_name ON api_keys (org_id, name_lower, id);
+CREATE INDEX api_keys_by_org_kind ON api_keys (org_id, kind, created_at, id);
 CREATE INDEX api_key_tags_by_tag ON api_key_tags (tag, key_id);
 
 -- A member's id as the caller chose it (`user_id` on /user/new), the alias

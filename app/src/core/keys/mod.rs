@@ -474,42 +474,61 @@ pub struct OrgKeyQuery<'a> {
 }
 
 /// One page of [`OrgKeyQuery`] and the number of keys that match in all.
+/// The statement names only the filters given (fixed fragments, every value
+/// bound), so each can use its index.
 pub async fn page_in_org(
     conn: &mut AnyConnection,
     scope: &crate::policy::OrgScope,
     q: &OrgKeyQuery<'_>,
 ) -> Result<(Vec<KeyRow>, i64), sqlx::Error> {
-    macro_rules! filters {
-        () => {
-            "WHERE k.org_id = $1 AND ($2 = '' OR k.project_id = $2) AND ($3 = '' OR k.kind = $3) \
-             AND ($4 = '' OR (k.name_lower = $5 AND k.name = $4)) AND ($6 = '' OR k.owner_id = $6) \
-             AND ($7 = '' OR k.id IN (SELECT t.key_id FROM api_key_tags t WHERE t.tag = $7)) "
-        };
+    let name_lower = q.name.map(str::to_lowercase);
+    let mut filters = String::from("WHERE k.org_id = $1 ");
+    let mut values: Vec<&str> = vec![scope.org_id()];
+    if let Some(p) = q.project_id {
+        values.push(p);
+        filters.push_str(&format!("AND k.project_id = ${} ", values.len()));
     }
-    let name = q.name.unwrap_or("");
-    let bind = |sql| {
-        sqlx::query(sql)
-            .bind(scope.org_id())
-            .bind(q.project_id.unwrap_or(""))
-            .bind(q.kind.map_or("", KeyKind::as_str))
-            .bind(name)
-            .bind(name.to_lowercase())
-            .bind(q.owner_id.unwrap_or(""))
-            .bind(q.tag.unwrap_or(""))
-    };
-    let rows = bind(concat!(
+    if let Some(kind) = q.kind {
+        values.push(kind.as_str());
+        filters.push_str(&format!("AND k.kind = ${} ", values.len()));
+    }
+    if let (Some(name), Some(lower)) = (q.name, name_lower.as_deref()) {
+        values.push(lower);
+        values.push(name);
+        filters.push_str(&format!(
+            "AND k.name_lower = ${} AND k.name = ${} ",
+            values.len() - 1,
+            values.len()
+        ));
+    }
+    if let Some(owner) = q.owner_id {
+        values.push(owner);
+        filters.push_str(&format!("AND k.owner_id = ${} ", values.len()));
+    }
+    if let Some(tag) = q.tag {
+        values.push(tag);
+        filters.push_str(&format!(
+            "AND k.id IN (SELECT t.key_id FROM api_key_tags t WHERE t.tag = ${}) ",
+            values.len()
+        ));
+    }
+    let page_sql = format!(
+        "{}{filters}ORDER BY k.created_at DESC, k.id DESC LIMIT ${} OFFSET ${}",
         key_select!(),
-        filters!(),
-        "ORDER BY k.created_at DESC, k.id DESC LIMIT $8 OFFSET $9"
-    ))
-    .bind(q.limit)
-    .bind(q.offset)
-    .fetch_all(&mut *conn)
-    .await?;
-    let total: i64 = bind(concat!("SELECT COUNT(*) AS n FROM api_keys k ", filters!()))
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get("n")?;
+        values.len() + 1,
+        values.len() + 2
+    );
+    let mut page = sqlx::query(&page_sql);
+    for v in &values {
+        page = page.bind(*v);
+    }
+    let rows = page.bind(q.limit).bind(q.offset).fetch_all(&mut *conn).await?;
+    let count_sql = format!("SELECT COUNT(*) AS n FROM api_keys k {filters}");
+    let mut count = sqlx::query(&count_sql);
+    for v in &values {
+        count = count.bind(*v);
+    }
+    let total: i64 = count.fetch_one(&mut *conn).await?.try_get("n")?;
     Ok((rows.iter().map(key_of).collect::<Result<_, _>>()?, total))
 }
 
