@@ -561,6 +561,88 @@ async fn litellm_admin_routes_from_create_to_delete(backend: Backend) {
         "{member}"
     );
 
+    // The rest of the organization routes, and bad input on the GET and
+    // PATCH routes (the 400 table covers the POST ones).
+    let (st, b) = get(&app, pk, "/budget/info?budget_id=eng").await;
+    assert_eq!((st, b[0]["max_budget"].clone()), (200, json!(40.0)), "{b}");
+    let (st, added) = post(
+        &app,
+        pk,
+        "/organization/member_add",
+        json!({ "member": [{ "user_id": "carol", "role": "internal_user" }] }),
+    )
+    .await;
+    assert_eq!(
+        (st, added["updated_members"][0]["user_id"].clone()),
+        (200, json!("carol")),
+        "{added}"
+    );
+    let (st, _) = post(
+        &app,
+        pk,
+        "/user/new",
+        json!({ "user_id": "dave", "user_email": "dave@a.test" }),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, gone) = send(
+        &app,
+        pk,
+        Method::DELETE,
+        "/organization/member_delete",
+        Some(json!({ "user_id": "dave" })),
+    )
+    .await;
+    assert_eq!(
+        (st, gone["deleted_user_id"].clone()),
+        (200, json!("dave")),
+        "{gone}"
+    );
+    for (method, path, body, field) in [
+        (Method::GET, "/spend/logs?limit=0", None, "limit"),
+        (
+            Method::GET,
+            "/spend/logs?start_date=yesterday",
+            None,
+            "start_date",
+        ),
+        (
+            Method::GET,
+            "/global/spend/keys?start_date=2026-01-01",
+            None,
+            "start_date",
+        ),
+        (Method::GET, "/global/spend/teams?limit=5000", None, "limit"),
+        (
+            Method::GET,
+            "/model/info?litellm_model_id=nope",
+            None,
+            "litellm_model_id",
+        ),
+        (
+            Method::PATCH,
+            "/model/m-1/update",
+            Some(json!({ "model_name": "renamed" })),
+            "model_name",
+        ),
+        (
+            Method::PATCH,
+            "/credentials/lab",
+            Some(json!({ "credential_name": "renamed" })),
+            "credential_name",
+        ),
+        (
+            Method::PATCH,
+            "/organization/update",
+            Some(json!({ "organization_alias": "" })),
+            "organization_alias",
+        ),
+    ] {
+        let (st, e) = send(&app, pk, method.clone(), path, body).await;
+        assert!(st == 400 || st == 404, "{method} {path}: {st} {e}");
+        assert_eq!(e["error"]["field"], field, "{method} {path}: {e}");
+    }
+
     // The organization's owners are people's to change: a provisioning key
     // links one under its own id, but never changes or removes them.
     let (st, boss) = post(

@@ -899,3 +899,58 @@ async fn until_refused(url: &str, token: &str) -> Duration {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+/// A method a SCIM path does not take is a SCIM error (405); and an
+/// address of this organization's SSO domain is never made an account by
+/// another organization's LiteLLM `/user/new`: it is invited instead, so
+/// the people of this organization still sign in through its SSO.
+async fn scim_405_and_sso_addresses_stay_with_their_organization(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, org, _, scim) = provisioned(&app).await;
+    let (status, body) = scim
+        .call(
+            "PATCH",
+            "/ServiceProviderConfig",
+            Some(&serde_json::json!({})),
+        )
+        .await;
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(body["status"], "405", "{body}");
+    assert!(body["schemas"].to_string().contains("Error"), "{body}");
+
+    let other = app.add_member(&owner, &org, "owner@b.test", "member").await;
+    let b_org = app.ok(&other, "create_org", &[("name", "Beta")]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pk = app
+        .ok(
+            &other,
+            "create_provisioning_key",
+            &[("org_id", &b_org), ("name", "ci")],
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = reqwest::Client::new()
+        .post(format!("{}/user/new", app.url))
+        .bearer_auth(&pk)
+        .json(&serde_json::json!({ "user_id": "squat", "user_email": "ceo@example.com" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 201);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "invited", "{body}");
+    assert_eq!(
+        one(
+            &app,
+            "SELECT COUNT(*) FROM users WHERE email = $1",
+            &["ceo@example.com"]
+        )
+        .await,
+        0
+    );
+}
+both!(scim_405_and_sso_addresses_stay_with_their_organization);

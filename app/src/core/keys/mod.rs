@@ -495,8 +495,9 @@ pub async fn page_in_org(
     if let (Some(name), Some(lower)) = (q.name, name_lower.as_deref()) {
         values.push(lower);
         values.push(name);
+        // Through the name index (a planner would rather walk the newest-first one).
         filters.push_str(&format!(
-            "AND k.name_lower = ${} AND k.name = ${} ",
+            "AND k.id IN (SELECT n.id FROM api_keys n WHERE n.org_id = $1 AND n.name_lower = ${}) AND k.name = ${} ",
             values.len() - 1,
             values.len()
         ));
@@ -522,7 +523,11 @@ pub async fn page_in_org(
     for v in &values {
         page = page.bind(*v);
     }
-    let rows = page.bind(q.limit).bind(q.offset).fetch_all(&mut *conn).await?;
+    let rows = page
+        .bind(q.limit)
+        .bind(q.offset)
+        .fetch_all(&mut *conn)
+        .await?;
     let count_sql = format!("SELECT COUNT(*) AS n FROM api_keys k {filters}");
     let mut count = sqlx::query(&count_sql);
     for v in &values {
