@@ -21,7 +21,12 @@ test('an owner versions a prompt, compares versions and lets a project use it', 
   await form.getByLabel('Messages').fill('system: You answer for {{ company }}.\nuser: Ticket from {{ customer }}: {{ ticket }}');
   await form.getByLabel('Default model (empty: the request\'s)').fill('mock/echo');
   await form.getByRole('button', { name: 'Save version' }).click();
-  await page.getByText('Saved support/triage version 1.').waitFor();
+  // A loaded CI machine once saw no answer here within 30 s: wait longer,
+  // and say what the page showed if none comes.
+  await page.getByText('Saved support/triage version 1.').waitFor({ timeout: 60_000 }).catch(async (e) => {
+    const shown = await page.locator('main').innerText().catch(() => '(no main)');
+    throw new Error(`${e.message}\npage errors: ${JSON.stringify(errors)}\npage text: ${shown.slice(0, 2000)}`);
+  });
   await page.getByTestId('prompt-history').waitFor();
 
   // A bad message is refused, naming it.
