@@ -253,3 +253,30 @@ pub(super) async fn named(caller: &Caller, field: &str, id: &str) -> ApiResult<B
             ..ApiError::not_found(format!("{field}: budget '{id}'"))
         })
 }
+
+/// The caps of a team or key body (`with_caps!`), as changes.
+pub(super) struct Caps<'a> {
+    pub max_budget: &'a mut Option<Option<f64>>,
+    pub budget_duration: &'a mut Option<Option<String>>,
+    pub tpm_limit: &'a mut Option<Option<i64>>,
+    pub rpm_limit: &'a mut Option<Option<i64>>,
+}
+
+/// Fills the caps a body leaves unset from the budget its `budget_id`
+/// names (none: nothing changes).
+pub(super) async fn fill(
+    caller: &Caller,
+    budget_id: Option<&Option<String>>,
+    c: Caps<'_>,
+) -> ApiResult<()> {
+    let Some(Some(id)) = budget_id else {
+        return Ok(());
+    };
+    let budget = named(caller, "budget_id", id).await?;
+    c.max_budget
+        .get_or_insert(budget.max_budget.map(Usd::dollars));
+    c.budget_duration.get_or_insert(budget.duration);
+    c.tpm_limit.get_or_insert(budget.tpm_limit);
+    c.rpm_limit.get_or_insert(budget.rpm_limit);
+    Ok(())
+}

@@ -88,22 +88,13 @@ impl Extras {
 
 /// Takes a named budget's limits where the body does not set its own.
 async fn with_budget(caller: &Caller, b: &mut KeyBody) -> ApiResult<()> {
-    if let Some(Some(id)) = &b.budget_id {
-        let budget = super::budgets::named(caller, "budget_id", id).await?;
-        if b.max_budget.is_none() {
-            b.max_budget = Some(budget.max_budget.map(tollgate_app::format::Usd::dollars));
-        }
-        if b.budget_duration.is_none() {
-            b.budget_duration = Some(budget.duration.clone());
-        }
-        if b.tpm_limit.is_none() {
-            b.tpm_limit = Some(budget.tpm_limit);
-        }
-        if b.rpm_limit.is_none() {
-            b.rpm_limit = Some(budget.rpm_limit);
-        }
-    }
-    Ok(())
+    let caps = super::budgets::Caps {
+        max_budget: &mut b.max_budget,
+        budget_duration: &mut b.budget_duration,
+        tpm_limit: &mut b.tpm_limit,
+        rpm_limit: &mut b.rpm_limit,
+    };
+    super::budgets::fill(caller, b.budget_id.as_ref(), caps).await
 }
 
 /// The settings a KeyBody asks for, and what LiteLLM keeps beside them.
@@ -144,23 +135,21 @@ fn key_spec(b: KeyBody, now: i64) -> ApiResult<(KeySpec, Extras)> {
     ))
 }
 
-/// A key alias is unique in the organization, as LiteLLM makes it.
-async fn alias_free(caller: &Caller, alias: &str, except: Option<&str>) -> ApiResult<()> {
+/// The organization's keys named `alias` (newest first, at most `limit`).
+async fn aliased(caller: &Caller, alias: &str, limit: i64) -> ApiResult<Vec<KeyRow>> {
     let org = caller.org(None, Action::ManageProjectKeys)?;
     let mut conn = caller.state.db.pool.acquire().await?;
-    let (same, _) = keys::page_in_org(
-        &mut conn,
-        &org,
-        &keys::OrgKeyQuery {
-            project_id: None,
-            name: Some(alias.trim()),
-            owner_id: None,
-            limit: 2,
-            offset: 0,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let query = keys::OrgKeyQuery {
+        name: Some(alias.trim()),
+        limit,
+        ..Default::default()
+    };
+    Ok(keys::page_in_org(&mut conn, &org, &query).await?.0)
+}
+
+/// A key alias is unique in the organization, as LiteLLM makes it.
+async fn alias_free(caller: &Caller, alias: &str, except: Option<&str>) -> ApiResult<()> {
+    let same = aliased(caller, alias, 2).await?;
     if same.iter().any(|k| Some(k.id.as_str()) != except) {
         return Err(ApiError::invalid(
             "key_alias",
@@ -179,26 +168,14 @@ async fn key_of_body(caller: &Caller, b: &mut KeyBody) -> ApiResult<(ProjectScop
     let alias = b.key_alias.clone().ok_or_else(|| {
         ApiError::invalid("key", "is required: the key to update (or its key_alias)")
     })?;
-    let org = caller.org(None, Action::ManageProjectKeys)?;
-    let mut conn = caller.state.db.pool.acquire().await?;
-    let (found, _) = keys::page_in_org(
-        &mut conn,
-        &org,
-        &keys::OrgKeyQuery {
-            project_id: None,
-            name: Some(alias.trim()),
-            owner_id: None,
-            limit: 1,
-            offset: 0,
-            ..Default::default()
-        },
-    )
-    .await?;
-    drop(conn);
-    let key = found.into_iter().next().ok_or_else(|| ApiError {
-        field: Some("key_alias".to_owned()),
-        ..ApiError::not_found(format!("key_alias: key '{alias}'"))
-    })?;
+    let key = aliased(caller, &alias, 1)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError {
+            field: Some("key_alias".to_owned()),
+            ..ApiError::not_found(format!("key_alias: key '{alias}'"))
+        })?;
     named_key(caller, "key_alias", &key.id_hash).await
 }
 
@@ -386,31 +363,20 @@ async fn key_delete(caller: Caller, Input(b): Input<DeleteKeys>) -> ApiResult<Js
             "name at least one key (or key_aliases)",
         ));
     }
-    let org = caller.org(None, Action::ManageProjectKeys)?;
+    caller.org(None, Action::ManageProjectKeys)?;
     let mut targets = Vec::new();
     for (i, k) in b.keys.iter().enumerate() {
         targets.push(named_key(&caller, &format!("keys[{i}]"), k).await?);
     }
     for (i, alias) in b.key_aliases.iter().enumerate() {
-        let mut conn = caller.state.db.pool.acquire().await?;
-        let (found, _) = keys::page_in_org(
-            &mut conn,
-            &org,
-            &keys::OrgKeyQuery {
-                project_id: None,
-                name: Some(alias.trim()),
-                owner_id: None,
-                limit: 1,
-                offset: 0,
-                ..Default::default()
-            },
-        )
-        .await?;
-        drop(conn);
-        let k = found.into_iter().next().ok_or_else(|| ApiError {
-            field: Some(format!("key_aliases[{i}]")),
-            ..ApiError::not_found(format!("key with alias '{alias}'"))
-        })?;
+        let k = aliased(&caller, alias, 1)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError {
+                field: Some(format!("key_aliases[{i}]")),
+                ..ApiError::not_found(format!("key with alias '{alias}'"))
+            })?;
         targets.push(named_key(&caller, "key_aliases", &k.id_hash).await?);
     }
     let mut deleted = Vec::new();

@@ -55,6 +55,32 @@ pub fn routes() -> Routes {
         .merge(health::routes())
 }
 
+/// A member as LiteLLM names one: by user id or email, with a role.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Member {
+    user_id: Option<String>,
+    user_email: Option<String>,
+    role: Option<String>,
+}
+
+/// `member`: one, or a list.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Members {
+    One(Member),
+    Many(Vec<Member>),
+}
+
+impl Members {
+    fn into_vec(self) -> Vec<Member> {
+        match self {
+            Members::One(m) => vec![m],
+            Members::Many(v) => v,
+        }
+    }
+}
+
 /// LiteLLM's name for a calendar reset.
 fn duration_of(reset: &str) -> Value {
     match reset {

@@ -3,6 +3,7 @@
 //! new ones are made by people in the console (or by an operator).
 
 use super::people::org_role;
+use super::{Member, Members};
 use crate::machine::input::{Input, Params};
 use crate::machine::ApiError;
 use crate::machine::ApiResult;
@@ -142,22 +143,6 @@ async fn org_update(caller: Caller, Input(b): Input<UpdateBody>) -> ApiResult<Js
     Ok(Json(org_view(&caller).await?))
 }
 
-/// A member as LiteLLM's org APIs name one.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Member {
-    user_id: Option<String>,
-    user_email: Option<String>,
-    role: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Members {
-    One(Member),
-    Many(Vec<Member>),
-}
-
 /// The body of `/organization/member_add`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,10 +191,7 @@ async fn put_members(caller: &Caller, members: &[Member]) -> ApiResult<Vec<Value
 
 async fn member_add(caller: Caller, Input(b): Input<MemberAdd>) -> ApiResult<Json<Value>> {
     caller.org(b.organization_id.as_deref(), Action::ManageOrgMembers)?;
-    let list = match b.member {
-        Members::One(m) => vec![m],
-        Members::Many(v) => v,
-    };
+    let list = b.member.into_vec();
     let added = put_members(&caller, &list).await?;
     Ok(Json(
         json!({ "organization_id": caller.machine.org_id, "updated_members": added }),

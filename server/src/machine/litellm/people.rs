@@ -2,6 +2,7 @@
 //! organization members (or invitations) and project members.
 
 use super::key_view;
+use super::Members;
 use crate::machine::input::Input;
 use crate::machine::input::Params;
 use crate::machine::iso;
@@ -41,22 +42,6 @@ pub(super) fn routes() -> Routes {
         .route("/user/list", get(user_list))
         .route("/user/update", post(user_update))
         .route("/user/delete", post(user_delete))
-}
-
-/// A member as LiteLLM names one: by user id or email, with a role.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Member {
-    user_id: Option<String>,
-    user_email: Option<String>,
-    role: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Members {
-    One(Member),
-    Many(Vec<Member>),
 }
 
 /// The body of `/team/member_add`.
@@ -101,7 +86,7 @@ async fn find_member(
 pub(super) async fn put_members(
     caller: &Caller,
     scope: &tollgate_app::policy::ProjectScope,
-    members: &[super::teams::TeamMember],
+    members: &[super::Member],
 ) -> ApiResult<()> {
     let mut conn = caller.state.db.pool.acquire().await?;
     let current = projects::members(&mut conn, scope).await?;
@@ -180,10 +165,7 @@ async fn member_add(caller: Caller, Input(b): Input<MemberAdd>) -> ApiResult<Jso
     let (scope, p) = caller
         .project("team_id", &b.team_id, Action::AddProjectMembers)
         .await?;
-    let list = match b.member {
-        Members::One(m) => vec![m],
-        Members::Many(v) => v,
-    };
+    let list = b.member.into_vec();
     let mut added = Vec::new();
     for (i, m) in list.iter().enumerate() {
         let field = format!("member[{i}]");

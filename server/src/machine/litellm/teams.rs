@@ -49,17 +49,8 @@ with_caps! {
         #[serde(default, deserialize_with = "crate::machine::input::nullable")]
         budget_id: Option<Option<String>>,
         /// Members to add (or give this role); `/team/member_delete` removes.
-        members_with_roles: Option<Vec<TeamMember>>,
+        members_with_roles: Option<Vec<super::Member>>,
     }
-}
-
-/// A member of `members_with_roles`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct TeamMember {
-    pub user_id: Option<String>,
-    pub user_email: Option<String>,
-    pub role: Option<String>,
 }
 
 /// A team id a caller chooses: 1 to 100 characters without spaces.
@@ -76,22 +67,13 @@ fn chosen_id(raw: &str) -> ApiResult<String> {
 
 /// Takes a named budget's limits where the body does not set its own.
 async fn with_budget(caller: &Caller, b: &mut TeamBody) -> ApiResult<()> {
-    if let Some(Some(id)) = &b.budget_id {
-        let budget = super::budgets::named(caller, "budget_id", id).await?;
-        if b.max_budget.is_none() {
-            b.max_budget = Some(budget.max_budget.map(tollgate_app::format::Usd::dollars));
-        }
-        if b.budget_duration.is_none() {
-            b.budget_duration = Some(budget.duration.clone());
-        }
-        if b.tpm_limit.is_none() {
-            b.tpm_limit = Some(budget.tpm_limit);
-        }
-        if b.rpm_limit.is_none() {
-            b.rpm_limit = Some(budget.rpm_limit);
-        }
-    }
-    Ok(())
+    let caps = super::budgets::Caps {
+        max_budget: &mut b.max_budget,
+        budget_duration: &mut b.budget_duration,
+        tpm_limit: &mut b.tpm_limit,
+        rpm_limit: &mut b.rpm_limit,
+    };
+    super::budgets::fill(caller, b.budget_id.as_ref(), caps).await
 }
 
 /// Stores what LiteLLM keeps on team `p` (as it was before the change) after
