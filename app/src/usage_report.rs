@@ -67,6 +67,8 @@ pub struct UsageReport {
     pub by_model: Vec<Slice>,
     /// By the model the requests asked for (a virtual model's id, or the served one).
     pub by_requested_model: Vec<Slice>,
+    /// By the endpoint the requests were made to (the API the client spoke).
+    pub by_endpoint: Vec<Slice>,
     pub key_budgets: Vec<KeyBudget>,
     /// Whether the whole organization is shown (else: the caller's share).
     pub whole: bool,

@@ -66,7 +66,12 @@ async fn chat(
         span.record("key_id", display(&caller.key.public_id));
         caller.check_ip(client_ip(peer.ip(), &h, &trusted))?;
         let body = proxy::read_body(&h, body).await?;
-        proxy::serve(g, Endpoint::Chat, caller, body, &request_id, started).await
+        let input = proxy::Input {
+            endpoint: Endpoint::Chat,
+            body,
+            headers: Vec::new(),
+        };
+        proxy::serve(g, input, caller, &request_id, started).await
     })
     .await
 }

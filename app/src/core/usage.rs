@@ -204,7 +204,7 @@ pub async fn write_batch(
     // Rows are updated in key order: two instances writing batches that
     // share rows then lock them in the same order (no deadlock).
     let mut spend: BTreeMap<&str, i64> = BTreeMap::new();
-    let mut rollup: BTreeMap<(&str, i64, &str, &str, &str, &str), Totals> = BTreeMap::new();
+    let mut rollup: BTreeMap<(&str, i64, &str, &str, &str, &str, &str), Totals> = BTreeMap::new();
     // Many events a statement: each statement is a round trip (and, on
     // SQLite, two hand-overs between threads). RETURNING names the events
     // that were new.
@@ -250,6 +250,7 @@ pub async fn write_batch(
                     e.key_id.as_str(),
                     e.model.as_str(),
                     e.requested_model.as_str(),
+                    e.endpoint,
                 ))
                 .or_default();
             r.requests = r.requests.saturating_add(1);
@@ -259,11 +260,12 @@ pub async fn write_batch(
             r.cost_micros = r.cost_micros.saturating_add(e.cost_micros.max(0));
         }
     }
-    for ((org, day, project, key, model, requested), r) in rollup {
+    for ((org, day, project, key, model, requested, endpoint), r) in rollup {
         sqlx::query(concat!(
             "INSERT INTO usage_daily (org_id, day, project_id, key_id, model, requests, errors, tokens_in, \
-             tokens_out, cost_micros, requested_model) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT (org_id, day, project_id, key_id, model, requested_model) DO UPDATE SET \
+             tokens_out, cost_micros, requested_model, endpoint) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (org_id, day, project_id, key_id, model, requested_model, endpoint) DO UPDATE SET \
              requests = ",
             sat_add!("usage_daily.requests", "excluded.requests"),
             ", errors = ",
@@ -286,6 +288,7 @@ pub async fn write_batch(
         .bind(r.tokens_out)
         .bind(r.cost_micros)
         .bind(requested)
+        .bind(endpoint)
         .execute(&mut *tx)
         .await?;
     }
@@ -421,6 +424,8 @@ pub enum GroupBy {
     Model,
     /// The model each request asked for: a virtual model's id, or the served one.
     RequestedModel,
+    /// The API each request spoke (`chat.completions`, `responses`, `messages`, …).
+    Endpoint,
 }
 
 /// One UTC day of spend, whole or for one group (project, key or model).
@@ -509,6 +514,7 @@ pub async fn daily(
         Some(GroupBy::RequestedModel) => {
             grouped_day_sums!("u.requested_model", "u.requested_model", "")
         }
+        Some(GroupBy::Endpoint) => grouped_day_sums!("u.endpoint", "u.endpoint", ""),
     };
     let rows = sqlx::query(sql)
         .bind(scope.org_id())
@@ -527,6 +533,8 @@ pub struct RollupRow {
     pub key_id: String,
     pub model: String,
     pub requested_model: String,
+    /// The endpoint the requests were made to ('' where not recorded).
+    pub endpoint: String,
     #[sqlx(flatten)]
     pub totals: Totals,
 }
@@ -543,8 +551,8 @@ pub async fn rollup(
     key: Option<&str>,
 ) -> Result<Vec<RollupRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT day, project_id, key_id, model, requested_model, requests, errors, tokens_in, tokens_out, \
-         cost_micros FROM usage_daily WHERE org_id = $1 AND day >= $2 AND day < $3 \
+        "SELECT day, project_id, key_id, model, requested_model, endpoint, requests, errors, tokens_in, \
+         tokens_out, cost_micros FROM usage_daily WHERE org_id = $1 AND day >= $2 AND day < $3 \
          AND ($4 IS NULL OR project_id = $4) AND ($5 IS NULL OR key_id = $5) ORDER BY day",
     )
     .bind(scope.org_id())
@@ -818,6 +826,15 @@ pub async fn report(
                 .map(|(m, t)| slice(m, (*m).to_owned(), None, t))
                 .collect(),
         ),
+        by_endpoint: by_cost(
+            sums.by_endpoint
+                .iter()
+                .map(|(e, t)| {
+                    let name = if e.is_empty() { "(not recorded)" } else { e };
+                    slice(e, name.to_owned(), None, t)
+                })
+                .collect(),
+        ),
         key_budgets,
         whole: scope.whole(),
         projects: project_list
@@ -842,6 +859,7 @@ struct Sums<'r> {
     by_key: HashMap<&'r str, Totals>,
     by_model: BTreeMap<&'r str, (Totals, Vec<i64>)>,
     by_requested: HashMap<&'r str, Totals>,
+    by_endpoint: HashMap<&'r str, Totals>,
 }
 
 impl<'r> Sums<'r> {
@@ -854,6 +872,7 @@ impl<'r> Sums<'r> {
             by_key: HashMap::new(),
             by_model: BTreeMap::new(),
             by_requested: HashMap::new(),
+            by_endpoint: HashMap::new(),
         };
         for r in rows {
             let i = usize::try_from(r.day - from)
@@ -872,6 +891,7 @@ impl<'r> Sums<'r> {
                 .entry(&r.requested_model)
                 .or_default()
                 .add(&r.totals);
+            s.by_endpoint.entry(&r.endpoint).or_default().add(&r.totals);
             let m = s
                 .by_model
                 .entry(&r.model)

@@ -242,6 +242,7 @@ pub fn UsagePage() -> impl IntoView {
                                 <h2>"By model"</h2>
                                 <SliceTable slices=r.by_model.clone() label="Served model" testid="by-model"/>
                                 <SliceTable slices=r.by_requested_model.clone() label="Requested model" testid="by-requested-model"/>
+                                <SliceTable slices=r.by_endpoint.clone() label="Endpoint" testid="by-endpoint"/>
                             </section>
                         </div>
                         <section class="card">

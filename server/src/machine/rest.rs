@@ -709,8 +709,9 @@ pub struct UsageQuery {
     from: Option<String>,
     /// Last day, inclusive; today by default.
     to: Option<String>,
-    /// project, key, model (the one that served) or requested_model (a
-    /// virtual model's id where one was asked for); the whole organization when absent.
+    /// project, key, model (the one that served), requested_model (a
+    /// virtual model's id where one was asked for) or endpoint
+    /// (chat.completions, responses, messages, …); the whole organization when absent.
     group_by: Option<String>,
 }
 
@@ -740,10 +741,11 @@ async fn usage_report(
         Some("key") => Some(GroupBy::Key),
         Some("model") => Some(GroupBy::Model),
         Some("requested_model") => Some(GroupBy::RequestedModel),
+        Some("endpoint") => Some(GroupBy::Endpoint),
         Some(other) => {
             return Err(ApiError::invalid(
                 "group_by",
-                format!("'{other}' is not one of project, key, model, requested_model"),
+                format!("'{other}' is not one of project, key, model, requested_model, endpoint"),
             ))
         }
     };

@@ -1,9 +1,12 @@
 //! The one error type of `/v1`: OpenAI-shaped JSON
-//! (`{"error": {"message", "type", "param", "code"}}`) that names the rule
-//! that was hit and never holds the key.
+//! (`{"error": {"message", "type", "param", "code"}}`), or Anthropic's shape
+//! on the Messages API, that names the rule that was hit and never holds
+//! the key.
 
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+
+use super::upstream::Endpoint;
 
 #[derive(Debug)]
 pub struct ProxyError {
@@ -159,14 +162,26 @@ impl ProxyError {
     }
 }
 
-impl IntoResponse for ProxyError {
-    fn into_response(self) -> Response {
-        let mut res = (self.status, axum::Json(self.body())).into_response();
+impl ProxyError {
+    /// The refusal as the endpoint's API writes one: Anthropic's error
+    /// shape on the Messages API, OpenAI's everywhere else.
+    pub fn respond(self, endpoint: Endpoint) -> Response {
+        let body = match endpoint {
+            Endpoint::Messages => super::dialect::messages::error_body(&self),
+            _ => self.body(),
+        };
+        let mut res = (self.status, axum::Json(body)).into_response();
         for (name, value) in self.headers {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 res.headers_mut().insert(name, v);
             }
         }
         res
+    }
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        self.respond(Endpoint::Chat)
     }
 }

@@ -74,6 +74,13 @@ pub struct Urls {
     pub completions: Option<reqwest::Url>,
     pub embeddings: Option<reqwest::Url>,
     pub messages: Option<reqwest::Url>,
+    pub count_tokens: Option<reqwest::Url>,
+    pub responses: Option<reqwest::Url>,
+    /// Set once the provider answered 404 or 405 to the Responses API (it
+    /// serves chat only, as vLLM or Ollama may): from then on this
+    /// instance sends it Responses requests as chat. Cleared when the
+    /// provider changes (its URLs are built anew).
+    pub chat_only: std::sync::atomic::AtomicBool,
 }
 
 impl Urls {
@@ -84,6 +91,9 @@ impl Urls {
             completions: at("completions"),
             embeddings: at("embeddings"),
             messages: at("messages"),
+            count_tokens: at("messages/count_tokens"),
+            responses: at("responses"),
+            chat_only: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }

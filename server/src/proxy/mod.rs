@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod counters;
+pub mod dialect;
 pub mod error;
 pub mod feed;
 pub mod keytable;
@@ -13,7 +14,10 @@ pub mod memory;
 pub mod prompts;
 pub mod routing;
 pub mod tokens;
+mod unmetered;
 pub mod upstream;
+
+use unmetered::{count_tokens, stored};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
@@ -201,6 +205,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/chat/completions", metered(Endpoint::Chat))
         .route("/v1/completions", metered(Endpoint::Completions))
         .route("/v1/embeddings", metered(Endpoint::Embeddings))
+        .route("/v1/responses", metered(Endpoint::Responses))
+        .route("/v1/responses/{id}", get(stored).delete(stored))
+        .route("/v1/responses/{id}/input_items", get(stored))
+        .route("/v1/messages", metered(Endpoint::Messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/models", get(models))
         .route("/v1/model/info", get(model_info))
         .route("/v1/prompts", get(prompts::list))
@@ -262,18 +271,27 @@ async fn unknown() -> Response {
         "unknown_endpoint",
         "path",
         "no such endpoint; Tollgate serves /v1/chat/completions, /v1/completions, /v1/embeddings, \
-         /v1/models, /v1/model/info and /v1/prompts",
+         /v1/responses, /v1/messages, /v1/messages/count_tokens, /v1/models, /v1/model/info and /v1/prompts",
     )
     .into_response()
 }
 
-fn bearer(h: &HeaderMap) -> Result<&str, ProxyError> {
-    crate::auth::bearer(h).ok_or_else(|| {
-        ProxyError::unauthorized(
-            "missing_api_key",
-            "send an API key as 'Authorization: Bearer sk-tg-…'",
-        )
-    })
+/// The key a request presents: `Authorization: Bearer`, or `x-api-key` as
+/// Anthropic's clients send it.
+fn presented_key(h: &HeaderMap) -> Result<&str, ProxyError> {
+    crate::auth::bearer(h)
+        .or_else(|| {
+            h.get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+        })
+        .ok_or_else(|| {
+            ProxyError::unauthorized(
+                "missing_api_key",
+                "send an API key as 'Authorization: Bearer sk-tg-…' (or 'x-api-key: sk-tg-…')",
+            )
+        })
 }
 
 /// The caller behind the request's headers: key (revoked, expired) and the
@@ -285,7 +303,7 @@ pub(crate) fn admit_caller(
 ) -> Result<Caller, ProxyError> {
     let caller = gw
         .memory
-        .authenticate(bearer(h)?, tollgate_app::core::now_ms())?;
+        .authenticate(presented_key(h)?, tollgate_app::core::now_ms())?;
     let k = &caller.key;
     let span = Span::current();
     span.record("org", display(k.org_id()));
@@ -388,6 +406,9 @@ struct Ctx {
     max_output: i64,
     /// The request body, kept where content logging is allowed.
     request_log: Option<(String, bool)>,
+    /// The client's own request where it spoke the Responses or Messages
+    /// API (a chat answer is written back in that API, echoing it).
+    request: Option<Arc<Value>>,
     /// The prompt template the body was rendered from.
     prompt: Option<prompts::Used>,
     /// The reservation admitted for this request, until it settles. A
@@ -444,6 +465,14 @@ impl Ctx {
             response_body: response,
             truncated: *req_cut || res_cut,
         });
+    }
+
+    /// A whole chat answer in the client's API, with the tokens billed.
+    fn translate(&self, d: dialect::Dialect, answer: &[u8], tokens: (i64, i64)) -> Bytes {
+        let chat: Value = serde_json::from_slice(answer).unwrap_or_default();
+        let request = self.request.as_deref().unwrap_or(&Value::Null);
+        let v = dialect::whole(d, &chat, request, &self.request_id, &self.requested, tokens);
+        Bytes::from(v.to_string())
     }
 
     /// Settles the reservation to what was used and writes the event,
@@ -528,6 +557,7 @@ impl Ctx {
             UpstreamError::Connect(m) => ProxyError::bad_gateway("upstream_unreachable", m),
             UpstreamError::Unsupported(m) => ProxyError::invalid("model", m),
             UpstreamError::BadBody(m) => ProxyError::invalid("body", m),
+            UpstreamError::Invalid { param, message } => ProxyError::invalid(param, message),
         }
     }
 }
@@ -572,7 +602,7 @@ where
         Err(e) => {
             span.record("rule", display(e.code));
             gw.metrics.refusal(e.code);
-            e.into_response()
+            e.respond(endpoint)
         }
     };
     span.record("status", res.status().as_u16());
@@ -589,16 +619,23 @@ fn tokens_field(
     body: &RequestBody,
     field: &'static str,
     max: i64,
+    endpoint: Endpoint,
 ) -> Result<Option<i64>, ProxyError> {
     let max = max.max(1);
+    // The name the client sent it under (the Responses API's is read as
+    // chat's `max_tokens`).
+    let shown = match (endpoint, field) {
+        (Endpoint::Responses, "max_tokens") => "max_output_tokens",
+        _ => field,
+    };
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_i64() {
             Some(n) if (1..=max).contains(&n) => Ok(Some(n)),
             _ => Err(ProxyError::invalid(
-                field,
+                shown,
                 format!(
-                    "'{field}' must be a whole number from 1 to {max}, the model's context window"
+                    "'{shown}' must be a whole number from 1 to {max}, the model's context window"
                 ),
             )),
         },
@@ -606,7 +643,8 @@ fn tokens_field(
 }
 
 /// The output tokens a request reserves: `max_completion_tokens`, else
-/// `max_tokens`, else the configured default; none for embeddings.
+/// `max_tokens` (`max_output_tokens` of the Responses API), else the
+/// configured default; none for embeddings.
 fn max_output(
     body: &RequestBody,
     endpoint: Endpoint,
@@ -616,8 +654,8 @@ fn max_output(
     if endpoint == Endpoint::Embeddings {
         return Ok(0);
     }
-    let completion = tokens_field(body, "max_completion_tokens", window)?;
-    let max = tokens_field(body, "max_tokens", window)?;
+    let completion = tokens_field(body, "max_completion_tokens", window, endpoint)?;
+    let max = tokens_field(body, "max_tokens", window, endpoint)?;
     let each = completion.or(max).unwrap_or(i64::from(default));
     Ok(each.saturating_mul(choices(body)?))
 }
@@ -659,21 +697,67 @@ async fn forward(
     // the body.
     let caller = admit_caller(&gw, peer, h)?;
     let body = read_body(h, body).await?;
-    serve(gw, endpoint, caller, body, request_id, started).await
+    let input = Input {
+        endpoint,
+        body,
+        headers: anthropic_headers(endpoint, h),
+    };
+    serve(gw, input, caller, request_id, started).await
+}
+
+/// A request's body with what it is served by.
+pub(crate) struct Input {
+    pub endpoint: Endpoint,
+    pub body: Bytes,
+    /// Headers passed on to a provider that speaks the client's API.
+    pub headers: Vec<(&'static str, HeaderValue)>,
+}
+
+/// The client's `anthropic-version` and `anthropic-beta`, for an Anthropic
+/// provider sent its Messages request as written.
+fn anthropic_headers(endpoint: Endpoint, h: &HeaderMap) -> Vec<(&'static str, HeaderValue)> {
+    if endpoint != Endpoint::Messages {
+        return Vec::new();
+    }
+    ["anthropic-version", "anthropic-beta"]
+        .into_iter()
+        .filter_map(|name| h.get(name).map(|v| (name, v.clone())))
+        .collect()
 }
 
 /// Steps 3–7 for a caller whose key passed: model, limits, budget,
 /// upstream, metering.
 pub(crate) async fn serve(
     gw: Arc<Gateway>,
-    endpoint: Endpoint,
+    input: Input,
     caller: Caller,
-    body: Bytes,
     request_id: &str,
     started: Instant,
 ) -> Result<Response, ProxyError> {
     let now = tollgate_app::core::now_ms();
-    let body = RequestBody::parse(body)?;
+    let endpoint = input.endpoint;
+    let body = RequestBody::parse(input.body)?;
+    // The Responses and Messages APIs are read as chat: checked, reserved
+    // and billed as chat is, and sent as chat to a chat-only provider.
+    let (body, native, request) = match endpoint.dialect() {
+        None => (body, None, None),
+        Some(d) => {
+            let request: Value = serde_json::from_slice(body.raw()).map_err(|e| {
+                ProxyError::invalid("body", format!("the body is not valid JSON: {e}"))
+            })?;
+            let t = match d {
+                dialect::Dialect::Responses => dialect::responses::to_chat(&request)?,
+                dialect::Dialect::Messages => dialect::messages::to_chat(&request)?,
+            };
+            let chat = RequestBody::parse(Bytes::from(t.chat.to_string()))?;
+            let native = upstream::Native {
+                body,
+                native_only: t.native_only,
+                headers: input.headers,
+            };
+            (chat, Some(native), Some(Arc::new(request)))
+        }
+    };
     // A named prompt template, rendered into the body.
     let (body, prompt) = prompts::apply(&caller, body, endpoint == Endpoint::Chat)?;
     let model_name = body
@@ -691,7 +775,9 @@ pub(crate) async fn serve(
         .and_then(|o| o.get("include_usage"))
         == Some(&Value::Bool(true));
     let prompt_estimate = match endpoint {
-        Endpoint::Chat => tokens::chat_prompt(body.get("messages"), body.get("tools")),
+        Endpoint::Chat | Endpoint::Responses | Endpoint::Messages => {
+            tokens::chat_prompt(body.get("messages"), body.get("tools"))
+        }
         Endpoint::Completions => tokens::completion_prompt(body.get("prompt")),
         Endpoint::Embeddings => tokens::completion_prompt(body.get("input")),
     };
@@ -731,7 +817,11 @@ pub(crate) async fn serve(
         provider: first.deployment.provider.provider.name.clone(),
         prompt_estimate,
         max_output: max_tokens,
-        request_log: logs.then(|| truncate(body.raw(), gw.config.content_log_max_bytes)),
+        request_log: logs.then(|| {
+            let raw = native.as_ref().map_or(body.raw(), |n| n.body.raw());
+            truncate(raw, gw.config.content_log_max_bytes)
+        }),
+        request,
         prompt,
         ticket: None,
     };
@@ -764,6 +854,7 @@ pub(crate) async fn serve(
         let call = Call {
             endpoint,
             body: &body,
+            native: native.as_ref(),
             stream,
             deployment: d,
             client_model: &model_name,
@@ -789,10 +880,15 @@ pub(crate) async fn serve(
             Ok(Reply::Whole {
                 status,
                 body: answer,
+                native,
             }) => match whole(&ctx, &answer) {
                 Ok((tin, tout)) => {
                     d.health.succeeded(micros(took));
                     ctx.finish(status, tin, tout, None);
+                    let answer = match (native, endpoint.dialect()) {
+                        (false, Some(dialect)) => ctx.translate(dialect, &answer, (tin, tout)),
+                        _ => answer,
+                    };
                     ctx.log_content(&answer);
                     let res = served.mark(respond(status, answer, rate_headers));
                     gw.metrics.added(before + answered.elapsed());
@@ -800,9 +896,24 @@ pub(crate) async fn serve(
                 }
                 Err(e) => failure = Some(e),
             },
-            Ok(Reply::Stream(events)) => {
+            Ok(Reply::Stream { events, native }) => {
                 d.health.succeeded(micros(took));
-                let res = served.mark(streaming(ctx, events, wants_usage, rate_headers));
+                let out = match (native, endpoint.dialect()) {
+                    (_, None) => Out::Chat { wants_usage },
+                    (true, Some(d)) => Out::Native(d),
+                    (false, Some(d)) => {
+                        let request = ctx.request.clone().unwrap_or_default();
+                        let w = dialect::writer(
+                            d,
+                            &request,
+                            &ctx.request_id,
+                            &ctx.requested,
+                            ctx.prompt_estimate,
+                        );
+                        Out::Written(d, w)
+                    }
+                };
+                let res = served.mark(streaming(ctx, events, out, rate_headers));
                 gw.metrics.added(before + answered.elapsed());
                 return Ok(res);
             }
@@ -891,10 +1002,17 @@ struct Reported {
     usage: Option<Value>,
 }
 
-/// Prompt and completion tokens, as a `usage` object reports them.
+/// Prompt and completion tokens, as a `usage` object reports them (chat's
+/// names, else the Responses and Messages APIs').
 fn reported_tokens(usage: Option<&Value>) -> (Option<i64>, Option<i64>) {
-    let at = |field: &str| usage.and_then(|u| u.get(field)).and_then(Value::as_i64);
-    (at("prompt_tokens"), at("completion_tokens"))
+    let Some(u) = usage.filter(|u| u.is_object()) else {
+        return (None, None);
+    };
+    let at = |field: &str| u.get(field).and_then(Value::as_i64);
+    match (at("prompt_tokens"), at("completion_tokens")) {
+        (None, None) => dialect::usage_counts(u),
+        chat => chat,
+    }
 }
 
 /// Tokens of a whole answer: the provider's usage where plausible, else
@@ -938,35 +1056,48 @@ fn respond(status: u16, body: Bytes, headers: Headers) -> Response {
 /// the end, on an upstream fault, or when dropped because the client left.
 struct Meter {
     ctx: Ctx,
-    usage: Option<(i64, i64)>,
+    /// The input and output tokens the provider reported, each as it came.
+    usage: (Option<i64>, Option<i64>),
     text: String,
     response_log: Option<Vec<u8>>,
 }
 
 impl Meter {
-    fn finish(&mut self, status: u16, error: Option<&str>) {
-        if self.ctx.ticket.is_none() {
-            return;
-        }
+    /// Settles the request once, and says the tokens billed.
+    fn finish(&mut self, status: u16, error: Option<&str>) -> (i64, i64) {
         let text = &self.text;
-        let (tin, tout) =
-            self.ctx
-                .tokens_used(self.usage.map(|u| u.0), self.usage.map(|u| u.1), || {
-                    tokens::count(text)
-                });
+        let (tin, tout) = self
+            .ctx
+            .tokens_used(self.usage.0, self.usage.1, || tokens::count(text));
+        if self.ctx.ticket.is_none() {
+            return (tin, tout);
+        }
         self.ctx.finish(status, tin, tout, error);
         if let Some(log) = self.response_log.take() {
             self.ctx.log_content(&log);
         }
+        (tin, tout)
     }
 
     /// Counts a chunk: its usage where it has one, its text for counting
     /// where the provider reports none.
     fn observe(&mut self, data: &str, chunk: &Chunk<'_>) {
         if let (Some(i), Some(o)) = reported_tokens(chunk.usage.as_ref()) {
-            self.usage = Some((i, o));
+            self.usage = (Some(i), Some(o));
         }
         chunk.text(&mut self.text);
+        self.log(data);
+    }
+
+    /// Counts an event of the client's own API, passed through.
+    fn observe_native(&mut self, d: dialect::Dialect, data: &str, v: &Value) {
+        let (i, o) = dialect::native_usage(d, v);
+        self.usage = (i.or(self.usage.0), o.or(self.usage.1));
+        dialect::native_text(d, v, &mut self.text);
+        self.log(data);
+    }
+
+    fn log(&mut self, data: &str) {
         if let Some(log) = &mut self.response_log {
             if log.len() < self.ctx.gw.config.content_log_max_bytes + 1 {
                 log.extend_from_slice(data.as_bytes());
@@ -974,6 +1105,16 @@ impl Meter {
             }
         }
     }
+}
+
+/// How a stream reaches the client.
+enum Out {
+    /// Chat chunks as they came (the usage-only chunk where asked for).
+    Chat { wants_usage: bool },
+    /// The events of the client's own API, passed through.
+    Native(dialect::Dialect),
+    /// Chat chunks written as the client's API's events.
+    Written(dialect::Dialect, dialect::Writer),
 }
 
 /// A stream chunk as the meter reads it: its usage, and its choices' text
@@ -1050,25 +1191,76 @@ impl Drop for Meter {
     }
 }
 
-fn sse_error(e: &ProxyError) -> Bytes {
-    Bytes::from(format!("data: {}\n\n", e.body()))
+impl Out {
+    /// A failure in the middle of the stream, in the client's API.
+    fn error(&self, e: &ProxyError) -> Bytes {
+        match self {
+            Out::Chat { .. } => Bytes::from(format!("data: {}\n\n", e.body())),
+            Out::Native(d) | Out::Written(d, _) => dialect::stream_error(*d, e),
+        }
+    }
+
+    /// The end of the stream (billed `tokens`), in the client's API.
+    fn end(&mut self, tokens: (i64, i64)) -> Option<Bytes> {
+        match self {
+            Out::Chat { .. } => Some(Bytes::from_static(b"data: [DONE]\n\n")),
+            Out::Native(_) => None,
+            Out::Written(_, w) => Some(dialect::sse(&w.end(tokens.0, tokens.1))),
+        }
+    }
+
+    /// One event from the provider, metered, as the client gets it (none
+    /// where nothing is sent for it).
+    fn pass(&mut self, meter: &mut Meter, data: &str) -> Result<Option<Bytes>, ProxyError> {
+        let malformed = |provider: &str| {
+            ProxyError::bad_gateway(
+                "upstream_malformed",
+                format!("the provider '{provider}' sent a chunk that is not JSON"),
+            )
+        };
+        match self {
+            Out::Chat { wants_usage } => {
+                let chunk = Chunk::read(data).ok_or_else(|| malformed(&meter.ctx.provider))?;
+                meter.observe(data, &chunk);
+                if chunk.usage_only() && !*wants_usage {
+                    return Ok(None);
+                }
+                Ok(Some(Bytes::from(format!("data: {data}\n\n"))))
+            }
+            Out::Native(d) => {
+                let v: Value =
+                    serde_json::from_str(data).map_err(|_| malformed(&meter.ctx.provider))?;
+                meter.observe_native(*d, data, &v);
+                Ok(Some(dialect::native_event(data)))
+            }
+            Out::Written(_, w) => {
+                let chunk = Chunk::read(data).ok_or_else(|| malformed(&meter.ctx.provider))?;
+                meter.observe(data, &chunk);
+                drop(chunk);
+                let v: Value =
+                    serde_json::from_str(data).map_err(|_| malformed(&meter.ctx.provider))?;
+                let frames = w.chunk(&v);
+                Ok((!frames.is_empty()).then(|| dialect::sse(&frames)))
+            }
+        }
+    }
 }
 
-fn streaming(ctx: Ctx, events: upstream::Events, wants_usage: bool, headers: Headers) -> Response {
+fn streaming(ctx: Ctx, events: upstream::Events, out: Out, headers: Headers) -> Response {
     let idle = Duration::from_millis(ctx.gw.config.stream_idle_timeout_ms);
     let logging = ctx.request_log.is_some();
     let meter = Meter {
         ctx,
-        usage: None,
+        usage: (None, None),
         text: String::new(),
         response_log: logging.then(Vec::new),
     };
     // The chunks are metered after the handler returned: in its span still.
     let span = Span::current();
-    let body = futures::stream::unfold(Some((meter, events)), move |state| {
+    let body = futures::stream::unfold(Some((meter, events, out)), move |state| {
         let span = span.clone();
         async move {
-            let (mut meter, mut events) = state?;
+            let (mut meter, mut events, mut out) = state?;
             loop {
                 let next = match tokio::time::timeout(idle, events.next()).await {
                     Err(_) => {
@@ -1078,44 +1270,35 @@ fn streaming(ctx: Ctx, events: upstream::Events, wants_usage: bool, headers: Hea
                             idle.as_secs()
                         ));
                         meter.finish(504, Some(e.code));
-                        return Some((Ok::<_, std::convert::Infallible>(sse_error(&e)), None));
+                        return Some((Ok::<_, std::convert::Infallible>(out.error(&e)), None));
                     }
                     Ok(None) => {
-                        meter.finish(200, None);
-                        return None;
+                        let tokens = meter.finish(200, None);
+                        // A stream that ended without its last word gets it.
+                        return match &out {
+                            Out::Written(..) => Some((Ok(out.end(tokens)?), None)),
+                            _ => None,
+                        };
                     }
                     Ok(Some(Err(e))) => {
                         let e = meter.ctx.upstream_error(e);
                         meter.finish(e.status.as_u16(), Some(e.code));
-                        return Some((Ok(sse_error(&e)), None));
+                        return Some((Ok(out.error(&e)), None));
                     }
                     Ok(Some(Ok(data))) => data,
                 };
                 if next == "[DONE]" {
-                    meter.finish(200, None);
-                    return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None));
+                    let tokens = meter.finish(200, None);
+                    return out.end(tokens).map(|b| (Ok(b), None));
                 }
-                let Some(chunk) = Chunk::read(&next) else {
-                    let e = ProxyError::bad_gateway(
-                        "upstream_malformed",
-                        format!(
-                            "the provider '{}' sent a chunk that is not JSON",
-                            meter.ctx.provider
-                        ),
-                    );
-                    meter.finish(502, Some(e.code));
-                    return Some((Ok(sse_error(&e)), None));
-                };
-                meter.observe(&next, &chunk);
-                let usage_only = chunk.usage_only();
-                drop(chunk);
-                if usage_only && !wants_usage {
-                    continue;
+                match out.pass(&mut meter, &next) {
+                    Err(e) => {
+                        meter.finish(502, Some(e.code));
+                        return Some((Ok(out.error(&e)), None));
+                    }
+                    Ok(None) => continue,
+                    Ok(Some(bytes)) => return Some((Ok(bytes), Some((meter, events, out)))),
                 }
-                return Some((
-                    Ok(Bytes::from(format!("data: {next}\n\n"))),
-                    Some((meter, events)),
-                ));
             }
         }
         .instrument(span)

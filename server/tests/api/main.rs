@@ -6,6 +6,7 @@
 #[macro_use]
 mod helpers;
 
+mod agents;
 mod billing;
 mod identity;
 mod instances;

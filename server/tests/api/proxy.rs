@@ -10,27 +10,27 @@ use sqlx::Row;
 use std::time::Duration;
 use tollgate_server::config::Config;
 
-struct Gw {
-    app: TestApp,
-    owner: reqwest::Client,
-    org: String,
-    project: String,
-    http: reqwest::Client,
+pub(crate) struct Gw {
+    pub(crate) app: TestApp,
+    pub(crate) owner: reqwest::Client,
+    pub(crate) org: String,
+    pub(crate) project: String,
+    pub(crate) http: reqwest::Client,
 }
 
 /// 10 USD per million tokens: 10 micro-USD a token, in and out.
-const PRICED: &str = "mock/priced";
+pub(crate) const PRICED: &str = "mock/priced";
 
-fn usd(micros: i64) -> String {
+pub(crate) fn usd(micros: i64) -> String {
     format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
 }
 
 impl Gw {
-    async fn new(backend: Backend) -> Gw {
+    pub(crate) async fn new(backend: Backend) -> Gw {
         Self::with(backend, |_| {}).await
     }
 
-    async fn with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Gw {
+    pub(crate) async fn with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Gw {
         let app = TestApp::spawn_with(backend, tweak).await;
         let (owner, org) = app.setup("owner@a.test", OWNER_PASSWORD).await;
         app.priced_model(&owner, &org, PRICED).await;
@@ -47,11 +47,11 @@ impl Gw {
     }
 
     /// Sets the project's settings: every mock model, no caps, plus `extra`.
-    async fn project_settings(&self, extra: &[(&str, &str)]) {
+    pub(crate) async fn project_settings(&self, extra: &[(&str, &str)]) {
         self.project_settings_of(&self.project.clone(), extra).await;
     }
 
-    async fn project_settings_of(&self, project: &str, extra: &[(&str, &str)]) {
+    pub(crate) async fn project_settings_of(&self, project: &str, extra: &[(&str, &str)]) {
         let mut form: Vec<(&str, &str)> = vec![
             ("org_id", &self.org),
             ("project_id", project),
@@ -71,17 +71,17 @@ impl Gw {
 
     /// A key in the project (every project model unless `models[0]` is
     /// given); returns its id and token.
-    async fn key_in(&self, project: &str, extra: &[(&str, &str)]) -> (String, String) {
+    pub(crate) async fn key_in(&self, project: &str, extra: &[(&str, &str)]) -> (String, String) {
         self.app
             .create_key(&self.owner, &self.org, project, extra)
             .await
     }
 
-    async fn key(&self, extra: &[(&str, &str)]) -> (String, String) {
+    pub(crate) async fn key(&self, extra: &[(&str, &str)]) -> (String, String) {
         self.key_in(&self.project.clone(), extra).await
     }
 
-    async fn post(&self, token: &str, path: &str, body: Value) -> reqwest::Response {
+    pub(crate) async fn post(&self, token: &str, path: &str, body: Value) -> reqwest::Response {
         self.http
             .post(format!("{}/v1/{path}", self.app.url))
             .bearer_auth(token)
@@ -92,14 +92,14 @@ impl Gw {
     }
 
     /// Status and JSON body of a call.
-    async fn call(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn call(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
         let res = self.post(token, path, body).await;
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
     /// `GET path` (from the root) with a bearer token.
-    async fn get(&self, token: &str, path: &str) -> reqwest::Response {
+    pub(crate) async fn get(&self, token: &str, path: &str) -> reqwest::Response {
         self.http
             .get(format!("{}{path}", self.app.url))
             .bearer_auth(token)
@@ -108,20 +108,20 @@ impl Gw {
             .unwrap()
     }
 
-    async fn revoke(&self, key_id: &str) {
+    pub(crate) async fn revoke(&self, key_id: &str) {
         let form = [("org_id", self.org.as_str()), ("key_id", key_id)];
         self.app.ok(&self.owner, "revoke_key", &form).await;
     }
 
     /// The owner calls `name`; returns the string `field` of its answer.
-    async fn field_of(&self, name: &str, form: &[(&str, &str)], field: &str) -> String {
+    pub(crate) async fn field_of(&self, name: &str, form: &[(&str, &str)], field: &str) -> String {
         self.app.ok(&self.owner, name, form).await[field]
             .as_str()
             .unwrap()
             .to_owned()
     }
 
-    async fn set_mock_latency(&self, ms: &str) {
+    pub(crate) async fn set_mock_latency(&self, ms: &str) {
         self.app
             .ok(
                 &self.owner,
@@ -140,7 +140,7 @@ impl Gw {
 
     /// (request id, status, tokens in, tokens out, cost) of every event of a
     /// key, once the ledger has written what is queued.
-    async fn events(&self, key_id: &str) -> Vec<(String, i64, i64, i64, i64)> {
+    pub(crate) async fn events(&self, key_id: &str) -> Vec<(String, i64, i64, i64, i64)> {
         self.app.gateway.ledger.flush().await;
         let mut conn = self.app.sql().await;
         sqlx::query(
@@ -164,7 +164,7 @@ impl Gw {
     }
 }
 
-fn chat_body(model: &str, text: &str) -> Value {
+pub(crate) fn chat_body(model: &str, text: &str) -> Value {
     json!({ "model": model, "messages": [{ "role": "user", "content": text }] })
 }
 
@@ -559,7 +559,7 @@ both!(tpm_reserves_tokens_and_project_caps_apply);
 
 /// What one request with this prompt and `max_tokens: 50` costs on the
 /// priced mock model (its answer echoes the prompt, so it uses all 50).
-const LONG: &str = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau upsilon phi chi psi omega \
+pub(crate) const LONG: &str = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau upsilon phi chi psi omega \
 alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau upsilon phi chi psi omega \
 alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau upsilon phi chi psi omega";
 
@@ -1750,8 +1750,9 @@ async fn extreme_stored_usage_is_read(backend: Backend) {
     let day = tollgate_app::core::now_ms() / 86_400_000;
     for (d, model) in [(day, "mock/x"), (day, "mock/y"), (day - 1, "mock/x")] {
         sqlx::query(
-            "INSERT INTO usage_daily (org_id, day, project_id, key_id, model, requested_model, requests, \
-             errors, tokens_in, tokens_out, cost_micros) VALUES ($1, $2, $3, $4, $5, $5, $6, $6, $6, $6, $6)",
+            "INSERT INTO usage_daily (org_id, day, project_id, key_id, model, requested_model, endpoint, \
+             requests, errors, tokens_in, tokens_out, cost_micros) \
+             VALUES ($1, $2, $3, $4, $5, $5, 'chat.completions', $6, $6, $6, $6, $6)",
         )
         .bind(&gw.org)
         .bind(d)
@@ -1801,9 +1802,9 @@ async fn the_ledger_saturates_at_extreme_stored_sums(backend: Backend) {
     let mut conn = gw.app.sql().await;
     let day = tollgate_app::core::now_ms() / 86_400_000;
     sqlx::query(
-        "INSERT INTO usage_daily (org_id, day, project_id, key_id, model, requested_model, requests, \
-         errors, tokens_in, tokens_out, cost_micros) \
-         VALUES ($1, $2, $3, $4, 'mock/echo', 'mock/echo', $5, 0, $5, $5, $5)",
+        "INSERT INTO usage_daily (org_id, day, project_id, key_id, model, requested_model, endpoint, \
+         requests, errors, tokens_in, tokens_out, cost_micros) \
+         VALUES ($1, $2, $3, $4, 'mock/echo', 'mock/echo', 'chat.completions', $5, 0, $5, $5, $5)",
     )
     .bind(&gw.org)
     .bind(day)

@@ -3,6 +3,13 @@
 //! `echo` repeats the last user message; any other name answers a fixed
 //! sentence. Answers stop at `max_tokens`. The provider's latency delays the
 //! answer and each stream chunk.
+//!
+//! Tools: where the request offers tools (and `tool_choice` is not `none`)
+//! and the last message is the user's naming one of them (or `tool_choice`
+//! requires one), the answer calls it, with arguments from its schema's
+//! required properties (string `"mock"`, number 1, boolean true, `[]`, `{}`).
+//! After a tool's result the answer is `Tool result: <its text>`. The
+//! Responses and Messages APIs are answered from these chat answers.
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -63,10 +70,17 @@ pub async fn call(c: &Call<'_>) -> Result<Reply, UpstreamError> {
     let model = c.client_model.to_owned();
     let body = c.body.to_value(upstream).map_err(UpstreamError::BadBody)?;
     let (prompt_tokens, text) = match c.endpoint {
-        Endpoint::Chat => (
-            tokens::chat_prompt(body.get("messages"), body.get("tools")),
-            answer(upstream, &last_user_text(&body), c.max_tokens),
-        ),
+        Endpoint::Chat | Endpoint::Responses | Endpoint::Messages => {
+            let prompt = tokens::chat_prompt(body.get("messages"), body.get("tools"));
+            if let Some(call) = tool_call(&body, c.request_id) {
+                return Ok(called(c, &call, prompt, latency, created, model).await);
+            }
+            let text = match tool_result(&body) {
+                Some(result) => answer("echo", &format!("Tool result: {result}"), c.max_tokens),
+                None => answer(upstream, &last_user_text(&body), c.max_tokens),
+            };
+            (prompt, text)
+        }
         Endpoint::Completions => {
             let prompt = match body.get("prompt") {
                 Some(Value::String(s)) => s.clone(),
@@ -84,6 +98,7 @@ pub async fn call(c: &Call<'_>) -> Result<Reply, UpstreamError> {
             return Ok(Reply::Whole {
                 status: 200,
                 body: Bytes::from(embeddings(&body, &model).to_string()),
+                native: false,
             });
         }
     };
@@ -98,7 +113,7 @@ pub async fn call(c: &Call<'_>) -> Result<Reply, UpstreamError> {
             tokio::time::sleep(latency).await;
         }
         let body = match c.endpoint {
-            Endpoint::Chat => json!({
+            Endpoint::Chat | Endpoint::Responses | Endpoint::Messages => json!({
                 "id": id, "object": "chat.completion", "created": created, "model": model,
                 "choices": [{ "index": 0, "message": { "role": "assistant", "content": text }, "logprobs": null, "finish_reason": finish }],
                 "usage": usage(prompt_tokens, completion_tokens),
@@ -112,9 +127,10 @@ pub async fn call(c: &Call<'_>) -> Result<Reply, UpstreamError> {
         return Ok(Reply::Whole {
             status: 200,
             body: Bytes::from(body.to_string()),
+            native: false,
         });
     }
-    let chat = c.endpoint == Endpoint::Chat;
+    let chat = c.endpoint != Endpoint::Completions;
     let chunk = move |delta: Option<&str>, finish: Option<&str>| -> String {
         if chat {
             let d = match delta {
@@ -150,13 +166,182 @@ pub async fn call(c: &Call<'_>) -> Result<Reply, UpstreamError> {
     }
     events.push(last.to_string());
     events.push("[DONE]".to_owned());
+    Ok(paced(events, latency))
+}
+
+/// Events sent one by one, each after the provider's latency.
+fn paced(events: Vec<String>, latency: Duration) -> Reply {
     let stream = futures::stream::iter(events).then(move |e| async move {
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
         Ok::<_, UpstreamError>(e)
     });
-    Ok(Reply::Stream(stream.boxed()))
+    Reply::Stream {
+        events: stream.boxed(),
+        native: false,
+    }
+}
+
+/// The call the answer makes: (call id, tool name, arguments).
+struct ToolCall {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+/// The tool the answer calls, if any (see the module's notes).
+fn tool_call(body: &Value, request_id: &str) -> Option<ToolCall> {
+    let tools = body.get("tools").and_then(Value::as_array)?;
+    let functions: Vec<&Value> = tools.iter().filter_map(|t| t.get("function")).collect();
+    let name_of = |f: &Value| f.get("name").and_then(Value::as_str).map(str::to_owned);
+    let choice = body.get("tool_choice");
+    if choice == Some(&json!("none")) {
+        return None;
+    }
+    let last = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())?;
+    if last.get("role").and_then(Value::as_str) != Some("user") {
+        return None;
+    }
+    let said = last.get("content").map_or_else(String::new, text_of);
+    let named = choice
+        .and_then(|c| c.pointer("/function/name"))
+        .and_then(Value::as_str);
+    let f = match named {
+        Some(n) => functions.iter().find(|f| name_of(f).as_deref() == Some(n)),
+        None => functions
+            .iter()
+            .find(|f| name_of(f).is_some_and(|n| !n.is_empty() && said.contains(&n)))
+            .or_else(|| {
+                (choice == Some(&json!("required")))
+                    .then(|| functions.first())
+                    .flatten()
+            }),
+    }?;
+    Some(ToolCall {
+        id: format!("call_{}", &request_id[..request_id.len().min(24)]),
+        name: name_of(f)?,
+        arguments: arguments(f.get("parameters")).to_string(),
+    })
+}
+
+/// Arguments for a schema: each required property (all where none is
+/// required) with a fixed value of its type.
+fn arguments(schema: Option<&Value>) -> Value {
+    let props = schema
+        .and_then(|s| s.get("properties"))
+        .and_then(Value::as_object);
+    let required: Vec<&str> = schema
+        .and_then(|s| s.get("required"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut out = serde_json::Map::new();
+    for (name, p) in props.into_iter().flatten() {
+        if !required.is_empty() && !required.contains(&name.as_str()) {
+            continue;
+        }
+        let v = match p.get("type").and_then(Value::as_str) {
+            Some("integer" | "number") => json!(1),
+            Some("boolean") => json!(true),
+            Some("array") => json!([]),
+            Some("object") => json!({}),
+            _ => json!("mock"),
+        };
+        out.insert(name.clone(), v);
+    }
+    Value::Object(out)
+}
+
+/// The text of the tool result the conversation ends with, if it does.
+fn tool_result(body: &Value) -> Option<String> {
+    let last = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())?;
+    (last.get("role").and_then(Value::as_str) == Some("tool"))
+        .then(|| last.get("content").map_or_else(String::new, text_of))
+}
+
+/// An answer that calls a tool, whole or streamed.
+async fn called(
+    c: &Call<'_>,
+    call: &ToolCall,
+    prompt: i64,
+    latency: Duration,
+    created: i64,
+    model: String,
+) -> Reply {
+    let id = format!("chatcmpl-{}", c.request_id);
+    let completion = tokens::count(&call.name)
+        .saturating_add(tokens::count(&call.arguments))
+        .min(c.max_tokens.max(1));
+    if !c.stream {
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let body = json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{ "index": 0, "logprobs": null, "finish_reason": "tool_calls",
+                "message": { "role": "assistant", "content": null, "tool_calls": [{
+                    "id": call.id, "type": "function",
+                    "function": { "name": call.name, "arguments": call.arguments } }] } }],
+            "usage": usage(prompt, completion),
+        });
+        return Reply::Whole {
+            status: 200,
+            body: Bytes::from(body.to_string()),
+            native: false,
+        };
+    }
+    let chunk = |delta: Value, finish: Value, usage_of: Option<Value>| {
+        let mut v = json!({ "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                            "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }] });
+        if let Some(u) = usage_of {
+            v["choices"] = json!([]);
+            v["usage"] = u;
+        }
+        v.to_string()
+    };
+    // The arguments in two pieces, as providers stream them.
+    let cut = call
+        .arguments
+        .char_indices()
+        .nth(call.arguments.chars().count() / 2)
+        .map_or(0, |(i, _)| i);
+    let (a, b) = call.arguments.split_at(cut);
+    let events = vec![
+        chunk(
+            json!({ "role": "assistant", "content": null }),
+            Value::Null,
+            None,
+        ),
+        chunk(
+            json!({ "tool_calls": [{ "index": 0, "id": call.id, "type": "function",
+                                     "function": { "name": call.name, "arguments": "" } }] }),
+            Value::Null,
+            None,
+        ),
+        chunk(
+            json!({ "tool_calls": [{ "index": 0, "function": { "arguments": a } }] }),
+            Value::Null,
+            None,
+        ),
+        chunk(
+            json!({ "tool_calls": [{ "index": 0, "function": { "arguments": b } }] }),
+            Value::Null,
+            None,
+        ),
+        chunk(json!({}), json!("tool_calls"), None),
+        chunk(json!({}), Value::Null, Some(usage(prompt, completion))),
+        "[DONE]".to_owned(),
+    ];
+    paced(events, latency)
 }
 
 /// A unit vector from the text's SHA-256: the same text, the same vector.

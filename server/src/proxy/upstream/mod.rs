@@ -6,6 +6,8 @@ mod anthropic;
 mod mock;
 mod openai;
 
+pub use anthropic::count_tokens;
+
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use secrecy::{ExposeSecret, SecretString};
@@ -13,6 +15,7 @@ use serde_json::Value;
 use std::time::Duration;
 use tollgate_app::core::providers::Kind;
 
+use super::dialect::Dialect;
 use super::memory::Deployment;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +23,10 @@ pub enum Endpoint {
     Chat,
     Completions,
     Embeddings,
+    /// OpenAI's Responses API.
+    Responses,
+    /// Anthropic's Messages API.
+    Messages,
 }
 
 impl Endpoint {
@@ -28,14 +35,37 @@ impl Endpoint {
             Endpoint::Chat => "chat.completions",
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Responses => "responses",
+            Endpoint::Messages => "messages",
         }
+    }
+
+    /// The API the client speaks, where it is not chat's.
+    pub fn dialect(self) -> Option<Dialect> {
+        match self {
+            Endpoint::Responses => Some(Dialect::Responses),
+            Endpoint::Messages => Some(Dialect::Messages),
+            _ => None,
+        }
+    }
+
+    /// Whether the request is a conversation (chat, or read as chat).
+    pub fn is_chat(self) -> bool {
+        matches!(
+            self,
+            Endpoint::Chat | Endpoint::Responses | Endpoint::Messages
+        )
     }
 }
 
 pub struct Call<'a> {
     pub endpoint: Endpoint,
-    /// The client's body; each upstream maps `model` to the deployment's.
+    /// The client's body, read as chat where the client spoke another API;
+    /// each upstream maps `model` to the deployment's.
     pub body: &'a super::body::RequestBody,
+    /// The client's own body where it spoke the Responses or Messages API:
+    /// what a provider speaking that API is sent.
+    pub native: Option<&'a Native>,
     pub stream: bool,
     pub deployment: &'a Deployment,
     /// The name the client used, for answers Tollgate writes itself.
@@ -45,16 +75,45 @@ pub struct Call<'a> {
     pub max_tokens: i64,
 }
 
-/// Chunk payloads, OpenAI-shaped JSON (or `[DONE]`).
+/// A request in the client's own API (Responses or Messages).
+pub struct Native {
+    pub body: super::body::RequestBody,
+    /// What a chat-only provider cannot serve, and why (the field named).
+    pub native_only: Option<(&'static str, String)>,
+    /// The client's `anthropic-version` and `anthropic-beta` headers, passed
+    /// to an Anthropic provider with the body.
+    pub headers: Vec<(&'static str, reqwest::header::HeaderValue)>,
+}
+
+impl Native {
+    /// Refuses a request a chat-only provider cannot serve.
+    fn chat_can_serve(&self, provider: &str) -> Result<(), UpstreamError> {
+        match &self.native_only {
+            Some((param, why)) => Err(UpstreamError::Invalid {
+                param,
+                message: format!("{why} (the provider '{provider}' is sent chat completions)"),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Event payloads (SSE `data:`): OpenAI-shaped chunks ending in `[DONE]`,
+/// or, where the answer is `native`, the events of the client's own API.
 pub type Events = BoxStream<'static, Result<String, UpstreamError>>;
 
 pub enum Reply {
-    /// A whole successful answer with the upstream's status.
+    /// A whole successful answer with the upstream's status; `native` where
+    /// it is in the client's own API rather than a chat completion.
     Whole {
         status: u16,
         body: Bytes,
+        native: bool,
     },
-    Stream(Events),
+    Stream {
+        events: Events,
+        native: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -77,6 +136,11 @@ pub enum UpstreamError {
     Unsupported(String),
     /// The body cannot be translated for this provider (no retry helps).
     BadBody(String),
+    /// A field of the request this provider cannot serve (no retry helps).
+    Invalid {
+        param: &'static str,
+        message: String,
+    },
 }
 
 impl UpstreamError {
@@ -87,6 +151,7 @@ impl UpstreamError {
             UpstreamError::Unsupported(_)
                 | UpstreamError::BadBody(_)
                 | UpstreamError::Refused { .. }
+                | UpstreamError::Invalid { .. }
         )
     }
 
@@ -95,7 +160,7 @@ impl UpstreamError {
     /// (401, 403, 404). Another target may serve the same request.
     pub fn is_the_targets_own(&self) -> bool {
         match self {
-            UpstreamError::Unsupported(_) => true,
+            UpstreamError::Unsupported(_) | UpstreamError::Invalid { .. } => true,
             UpstreamError::Refused { status, .. } => matches!(status, 401 | 403 | 404),
             _ => false,
         }
@@ -153,12 +218,35 @@ impl Clients {
     }
 
     pub async fn call(&self, c: &Call<'_>) -> Result<Reply, UpstreamError> {
-        let urls = &c.deployment.urls;
+        self.guard(c.deployment)?;
+        let kind = c.deployment.provider.provider.kind;
+        // Only an OpenAI-compatible provider may speak the Responses API,
+        // and only an Anthropic one the Messages API; the rest are sent chat.
+        let may_pass = match c.endpoint {
+            Endpoint::Responses => kind == Kind::OpenAi,
+            Endpoint::Messages => kind == Kind::Anthropic,
+            _ => true,
+        };
+        if let (false, Some(n)) = (may_pass, c.native) {
+            n.chat_can_serve(&c.deployment.provider.provider.name)?;
+        }
+        match kind {
+            Kind::Mock => mock::call(c).await,
+            Kind::OpenAi => openai::call(self, c).await,
+            Kind::Anthropic => anthropic::call(self, c).await,
+        }
+    }
+
+    /// Refuses a provider stored with a private IP literal while private
+    /// networks are not allowed.
+    pub(crate) fn guard(&self, d: &Deployment) -> Result<(), UpstreamError> {
+        let urls = &d.urls;
         let private = [
             &urls.chat,
             &urls.completions,
             &urls.embeddings,
             &urls.messages,
+            &urls.responses,
         ]
         .into_iter()
         .flatten()
@@ -166,14 +254,33 @@ impl Clients {
         if private && !self.allow_private {
             return Err(UpstreamError::Connect(format!(
                 "the provider '{}' is on a private network address, which this server does not call (allow_private_networks)",
-                c.deployment.provider.provider.name
+                d.provider.provider.name
             )));
         }
-        match c.deployment.provider.provider.kind {
-            Kind::Mock => mock::call(c).await,
-            Kind::OpenAi => openai::call(self, c).await,
-            Kind::Anthropic => anthropic::call(self, c).await,
+        Ok(())
+    }
+
+    /// A request to a deployment's provider that generates nothing (a
+    /// stored response read or deleted): its status and body, bounded.
+    pub async fn fetch(
+        &self,
+        d: &Deployment,
+        method: reqwest::Method,
+        url: reqwest::Url,
+    ) -> Result<(u16, Bytes), UpstreamError> {
+        let name = &d.provider.provider.name;
+        self.guard(d)?;
+        let mut req = self.http.request(method, url).timeout(self.timeout);
+        if let Some(k) = &d.provider.api_key {
+            req = req.bearer_auth(k.expose_secret());
         }
+        let res = req.send().await.map_err(|e| transport(&e, name))?;
+        let status = res.status().as_u16();
+        if status >= 400 && status != 404 {
+            return Err(self.failure(res, d.provider.api_key.as_ref()).await);
+        }
+        let body = res.bytes().await.map_err(|e| transport(&e, name))?;
+        Ok((status, body))
     }
 
     /// The failure an upstream answered with (a status of 400 or more): at
@@ -294,7 +401,7 @@ pub fn redact(text: &str, key: Option<&str>) -> String {
 }
 
 /// The text of a message's `content`: a string, or the text parts of an array.
-fn text_of(content: &Value) -> String {
+pub(crate) fn text_of(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
         Value::Array(parts) => parts
