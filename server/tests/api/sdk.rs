@@ -90,3 +90,110 @@ async fn the_openai_sdk_works_unchanged(backend: Backend) {
     eprintln!("{stdout}");
 }
 both!(the_openai_sdk_works_unchanged);
+
+/// The official `openai` (Responses API) and `anthropic` (Messages API)
+/// Python SDKs, unchanged (end2end/sdk/agents_api_check.py): plain,
+/// streamed, tool round trips and `count_tokens`, against the mock, a fake
+/// chat-only OpenAI-compatible provider (translated) and a fake Anthropic
+/// provider (passed through), both from end2end/sdk/fake_upstreams.py; a
+/// revoked key and a key without the model are refused in each SDK's own
+/// error.
+async fn the_responses_and_anthropic_sdks_work_unchanged(backend: Backend) {
+    use std::io::BufRead;
+    let app = TestApp::spawn(backend).await;
+    let (owner, org) = app.setup("owner@a.test", OWNER_PASSWORD).await;
+    let fakes = concat!(env!("CARGO_MANIFEST_DIR"), "/../end2end/sdk/fake_upstreams.py");
+    let mut child = std::process::Command::new(python())
+        .arg(fakes)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {} ({e}); run scripts/tools", python()));
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let urls: serde_json::Value = serde_json::from_str(&first)
+        .unwrap_or_else(|e| panic!("the fake providers said {first:?}: {e}"));
+    for (name, kind, base, model) in [
+        ("chatonly", "openai", &urls["openai"], "chatonly/echo"),
+        ("claude", "anthropic", &urls["anthropic"], "claude/echo"),
+    ] {
+        let base = base.as_str().unwrap();
+        app.ok(
+            &owner,
+            "upsert_provider",
+            &[("org_id", &org), ("name", name), ("kind", kind), ("base_url", base),
+              ("api_key", "sk-fake-provider-0000"), ("latency_ms", "")],
+        )
+        .await;
+        app.ok(
+            &owner,
+            "upsert_model",
+            &[("org_id", org.as_str()), ("id", model), ("provider", name), ("upstream", "echo"),
+              ("input_price", "1"), ("output_price", "2"), ("context_window", "128000")],
+        )
+        .await;
+    }
+    let project = app.create_project(&owner, &org, "P").await;
+    let mut form = vec![
+        ("org_id", org.as_str()),
+        ("project_id", project.as_str()),
+        ("name", "P"),
+        ("models[0]", "mock/echo"),
+        ("models[1]", "chatonly/echo"),
+        ("models[2]", "claude/echo"),
+    ];
+    form.extend(crate::helpers::OPEN_PROJECT);
+    app.ok(&owner, "update_project", &form).await;
+    let (_, ok) = app.create_key(&owner, &org, &project, &[]).await;
+    let (revoked_id, revoked) = app.create_key(&owner, &org, &project, &[]).await;
+    app.ok(&owner, "revoke_key", &[("org_id", &org), ("key_id", &revoked_id)]).await;
+    let (_, narrow) = app
+        .create_key(&owner, &org, &project, &[("models[0]", "claude/echo")])
+        .await;
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../end2end/sdk/agents_api_check.py");
+    let url = app.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python())
+            .arg(script)
+            .env("TOLLGATE_URL", url)
+            .env("MODELS", "mock/echo,chatonly/echo,claude/echo")
+            .env("KEY_OK", ok)
+            .env("KEY_REVOKED", revoked)
+            .env("KEY_NARROW", narrow)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the SDK check failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("all agent API checks passed"), "{stdout}");
+    eprintln!("{stdout}");
+    // Every answer was metered under its endpoint.
+    app.gateway.ledger.flush().await;
+    let mut conn = app.sql().await;
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT endpoint, model, CAST(COUNT(*) AS BIGINT) FROM usage_events WHERE org_id = $1 AND status = 200 \
+         GROUP BY endpoint, model ORDER BY endpoint, model",
+    )
+    .bind(&org)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    eprintln!("ledger (endpoint, model, answers): {rows:?}");
+    for endpoint in ["responses", "messages"] {
+        for model in ["mock/echo", "chatonly/echo", "claude/echo"] {
+            assert!(
+                rows.iter().any(|r| r.0 == endpoint && r.1 == model && r.2 > 0),
+                "no {endpoint} answer of {model} in the ledger: {rows:?}"
+            );
+        }
+    }
+}
+both!(the_responses_and_anthropic_sdks_work_unchanged);
