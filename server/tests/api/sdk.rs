@@ -102,7 +102,10 @@ async fn the_responses_and_anthropic_sdks_work_unchanged(backend: Backend) {
     use std::io::BufRead;
     let app = TestApp::spawn(backend).await;
     let (owner, org) = app.setup("owner@a.test", OWNER_PASSWORD).await;
-    let fakes = concat!(env!("CARGO_MANIFEST_DIR"), "/../end2end/sdk/fake_upstreams.py");
+    let fakes = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../end2end/sdk/fake_upstreams.py"
+    );
     let mut child = std::process::Command::new(python())
         .arg(fakes)
         .stdin(std::process::Stdio::piped())
@@ -123,15 +126,28 @@ async fn the_responses_and_anthropic_sdks_work_unchanged(backend: Backend) {
         app.ok(
             &owner,
             "upsert_provider",
-            &[("org_id", &org), ("name", name), ("kind", kind), ("base_url", base),
-              ("api_key", "sk-fake-provider-0000"), ("latency_ms", "")],
+            &[
+                ("org_id", &org),
+                ("name", name),
+                ("kind", kind),
+                ("base_url", base),
+                ("api_key", "sk-fake-provider-0000"),
+                ("latency_ms", ""),
+            ],
         )
         .await;
         app.ok(
             &owner,
             "upsert_model",
-            &[("org_id", org.as_str()), ("id", model), ("provider", name), ("upstream", "echo"),
-              ("input_price", "1"), ("output_price", "2"), ("context_window", "128000")],
+            &[
+                ("org_id", org.as_str()),
+                ("id", model),
+                ("provider", name),
+                ("upstream", "echo"),
+                ("input_price", "1"),
+                ("output_price", "2"),
+                ("context_window", "128000"),
+            ],
         )
         .await;
     }
@@ -148,12 +164,20 @@ async fn the_responses_and_anthropic_sdks_work_unchanged(backend: Backend) {
     app.ok(&owner, "update_project", &form).await;
     let (_, ok) = app.create_key(&owner, &org, &project, &[]).await;
     let (revoked_id, revoked) = app.create_key(&owner, &org, &project, &[]).await;
-    app.ok(&owner, "revoke_key", &[("org_id", &org), ("key_id", &revoked_id)]).await;
+    app.ok(
+        &owner,
+        "revoke_key",
+        &[("org_id", &org), ("key_id", &revoked_id)],
+    )
+    .await;
     let (_, narrow) = app
         .create_key(&owner, &org, &project, &[("models[0]", "claude/echo")])
         .await;
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../end2end/sdk/agents_api_check.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../end2end/sdk/agents_api_check.py"
+    );
     let url = app.url.clone();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(python())
@@ -172,7 +196,10 @@ async fn the_responses_and_anthropic_sdks_work_unchanged(backend: Backend) {
     let _ = child.wait();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the SDK check failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "the SDK check failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("all agent API checks passed"), "{stdout}");
     eprintln!("{stdout}");
     // Every answer was metered under its endpoint.
@@ -190,10 +217,154 @@ async fn the_responses_and_anthropic_sdks_work_unchanged(backend: Backend) {
     for endpoint in ["responses", "messages"] {
         for model in ["mock/echo", "chatonly/echo", "claude/echo"] {
             assert!(
-                rows.iter().any(|r| r.0 == endpoint && r.1 == model && r.2 > 0),
+                rows.iter()
+                    .any(|r| r.0 == endpoint && r.1 == model && r.2 > 0),
                 "no {endpoint} answer of {model} in the ledger: {rows:?}"
             );
         }
     }
 }
 both!(the_responses_and_anthropic_sdks_work_unchanged);
+
+/// Where `scripts/tools` installs Claude Code and the Codex CLI.
+fn agent_bin(name: &str) -> String {
+    let home = std::env::var("HOME").unwrap_or_default();
+    format!("{home}/.cache/tollgate-agents/node_modules/.bin/{name}")
+}
+
+/// Runs a coding agent with only `env` (and PATH) in a home of its own,
+/// stdin closed; its output, within two minutes.
+async fn run_agent(
+    bin: String,
+    args: Vec<&'static str>,
+    env: Vec<(&'static str, String)>,
+    cwd: std::path::PathBuf,
+) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new("timeout");
+        cmd.arg("120")
+            .arg(&bin)
+            .args(&args)
+            .env_clear()
+            .current_dir(cwd);
+        cmd.env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {bin} ({e}); run scripts/tools to install it"))
+    })
+    .await
+    .unwrap()
+}
+
+/// Claude Code (print mode) and the Codex CLI (`codex exec`), configured by
+/// environment and config file only, answered by the mock through Tollgate:
+/// Claude Code speaks the Messages API, Codex the Responses API, and both
+/// appear in the usage ledger under their endpoints.
+async fn claude_code_and_codex_answer_through_tollgate(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (owner, org) = app.setup("owner@a.test", OWNER_PASSWORD).await;
+    let project = app.create_project(&owner, &org, "P").await;
+    let mut form = vec![
+        ("org_id", org.as_str()),
+        ("project_id", project.as_str()),
+        ("name", "P"),
+        ("models[0]", "mock/echo"),
+    ];
+    form.extend(crate::helpers::OPEN_PROJECT);
+    app.ok(&owner, "update_project", &form).await;
+    let (claude_key_id, claude_key) = app.create_key(&owner, &org, &project, &[]).await;
+    let (codex_key_id, codex_key) = app.create_key(&owner, &org, &project, &[]).await;
+    let home = tempfile::tempdir().unwrap();
+    let home_path = home.path().to_str().unwrap().to_owned();
+    let work = home.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+
+    let out = run_agent(
+        agent_bin("claude"),
+        vec!["-p", "Say PONG", "--output-format", "json"],
+        vec![
+            ("HOME", home_path.clone()),
+            ("ANTHROPIC_BASE_URL", app.url.clone()),
+            ("ANTHROPIC_AUTH_TOKEN", claude_key),
+            ("ANTHROPIC_MODEL", "mock/echo".into()),
+            ("ANTHROPIC_SMALL_FAST_MODEL", "mock/echo".into()),
+            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".into()),
+            ("DISABLE_AUTOUPDATER", "1".into()),
+        ],
+        work.clone(),
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "Claude Code failed:\n{stdout}\n{stderr}"
+    );
+    let result: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("Claude Code printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    assert_eq!(result["is_error"], false, "{result}");
+    let answer = result["result"].as_str().unwrap_or_default();
+    assert!(answer.contains("PONG"), "Claude Code's answer: {result}");
+    eprintln!(
+        "Claude Code: {} ms, answer {:?}",
+        result["duration_ms"],
+        answer.chars().take(80).collect::<String>()
+    );
+
+    let codex_home = home.path().join("codex");
+    std::fs::create_dir_all(&codex_home).unwrap();
+    std::fs::write(
+        codex_home.join("config.toml"),
+        format!(
+            "model = \"mock/echo\"\nmodel_provider = \"tollgate\"\ncheck_for_update_on_startup = false\n\n\
+             [model_providers.tollgate]\nname = \"Tollgate\"\nbase_url = \"{}/v1\"\nenv_key = \"TOLLGATE_KEY\"\n\
+             wire_api = \"responses\"\n\n[features]\nplugins = false\n\n[analytics]\nenabled = false\n",
+            app.url
+        ),
+    )
+    .unwrap();
+    let out = run_agent(
+        agent_bin("codex"),
+        vec!["exec", "--skip-git-repo-check", "Say PONG"],
+        vec![
+            ("HOME", home_path.clone()),
+            ("CODEX_HOME", codex_home.to_str().unwrap().to_owned()),
+            ("TOLLGATE_KEY", codex_key),
+        ],
+        work,
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "Codex failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("PONG"),
+        "Codex's answer:\n{stdout}\n{stderr}"
+    );
+    eprintln!(
+        "Codex: {:?}",
+        stdout.trim().chars().take(80).collect::<String>()
+    );
+
+    app.gateway.ledger.flush().await;
+    let mut conn = app.sql().await;
+    for (key_id, endpoint) in [(claude_key_id, "messages"), (codex_key_id, "responses")] {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM usage_events WHERE key_id = $1 AND endpoint = $2 AND status = 200",
+        )
+        .bind(&key_id)
+        .bind(endpoint)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        eprintln!("{endpoint}: {n} answers in the ledger");
+        assert!(
+            n > 0,
+            "no {endpoint} answer of the agent's key in the ledger"
+        );
+    }
+}
+both!(claude_code_and_codex_answer_through_tollgate);
