@@ -191,6 +191,10 @@ fn power_runs<T>(mut events: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
+/// A rollup row's key: organization, day, project, key, served model,
+/// requested model and endpoint.
+type RollupKey<'e> = (&'e str, i64, &'e str, &'e str, &'e str, &'e str, &'e str);
+
 /// Writes a batch in one transaction, adding each new event to the daily
 /// rollup; events already stored (a retried batch, another instance's
 /// retry) are skipped, and only new ones add to their key's lifetime spend.
@@ -204,7 +208,7 @@ pub async fn write_batch(
     // Rows are updated in key order: two instances writing batches that
     // share rows then lock them in the same order (no deadlock).
     let mut spend: BTreeMap<&str, i64> = BTreeMap::new();
-    let mut rollup: BTreeMap<(&str, i64, &str, &str, &str, &str, &str), Totals> = BTreeMap::new();
+    let mut rollup: BTreeMap<RollupKey<'_>, Totals> = BTreeMap::new();
     // Many events a statement: each statement is a round trip (and, on
     // SQLite, two hand-overs between threads). RETURNING names the events
     // that were new.

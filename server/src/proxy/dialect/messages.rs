@@ -401,7 +401,13 @@ impl Stream {
                 json!({ "type": "content_block_delta", "index": index, "delta": { "type": "text_delta", "text": text } }),
             ));
         }
-        for (call, id, name, args) in d.calls {
+        for super::DeltaCall {
+            index: call,
+            id,
+            name,
+            arguments: args,
+        } in d.calls
+        {
             let index = match self.open {
                 Some((i, Some(c))) if c == call => i,
                 _ => self.open_block(

@@ -202,9 +202,17 @@ fn str_at(v: &Value, pointer: &str) -> String {
 /// One streamed chat chunk's first choice, as the writers read it.
 pub(crate) struct Delta<'a> {
     pub text: Option<&'a str>,
-    /// (index, id, name, arguments piece) per tool call delta.
-    pub calls: Vec<(u64, Option<&'a str>, Option<&'a str>, Option<&'a str>)>,
+    pub calls: Vec<DeltaCall<'a>>,
     pub finish: Option<&'a str>,
+}
+
+/// A piece of a streamed tool call: its index in the answer, and its id,
+/// name and a piece of its arguments where the chunk has them.
+pub(crate) struct DeltaCall<'a> {
+    pub index: u64,
+    pub id: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub arguments: Option<&'a str>,
 }
 
 impl<'a> Delta<'a> {
@@ -221,13 +229,11 @@ impl<'a> Delta<'a> {
             .into_iter()
             .flatten()
             .enumerate()
-            .map(|(i, t)| {
-                (
-                    t.get("index").and_then(Value::as_u64).unwrap_or(i as u64),
-                    t.get("id").and_then(Value::as_str),
-                    t.pointer("/function/name").and_then(Value::as_str),
-                    t.pointer("/function/arguments").and_then(Value::as_str),
-                )
+            .map(|(i, t)| DeltaCall {
+                index: t.get("index").and_then(Value::as_u64).unwrap_or(i as u64),
+                id: t.get("id").and_then(Value::as_str),
+                name: t.pointer("/function/name").and_then(Value::as_str),
+                arguments: t.pointer("/function/arguments").and_then(Value::as_str),
             })
             .collect();
         let finish = c

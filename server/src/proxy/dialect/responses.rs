@@ -298,12 +298,13 @@ fn input_item(item: &Value, out: &mut Vec<Value>, t: &mut Translated) -> Result<
             });
             // Calls made together go in one assistant message.
             match out.last_mut() {
-                Some(m) if m.get("role").and_then(Value::as_str) == Some("assistant") => {
-                    let o = m.as_object_mut().expect("a message is an object");
-                    match o.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                Some(Value::Object(m))
+                    if m.get("role").and_then(Value::as_str) == Some("assistant") =>
+                {
+                    match m.get_mut("tool_calls").and_then(Value::as_array_mut) {
                         Some(calls) => calls.push(call),
                         None => {
-                            o.insert("tool_calls".into(), json!([call]));
+                            m.insert("tool_calls".into(), json!([call]));
                         }
                     }
                 }
@@ -647,7 +648,13 @@ impl Stream {
                 out.push(f);
             }
         }
-        for (index, call_id, name, args) in d.calls {
+        for super::DeltaCall {
+            index,
+            id: call_id,
+            name,
+            arguments: args,
+        } in d.calls
+        {
             let known = self
                 .open
                 .iter()
