@@ -293,12 +293,22 @@ async fn configure(url: &str, upstream: &str) -> String {
 }
 
 /// Where requests go: one URL, or several taken in turn.
+/// The API a request speaks: chat, or the Responses or Messages API
+/// (which Tollgate translates for the chat-only upstream).
+#[derive(Clone, Copy)]
+enum Api {
+    Chat,
+    Responses,
+    Messages,
+}
+
 #[derive(Clone)]
 struct Target {
     urls: Arc<Vec<String>>,
     next: Arc<std::sync::atomic::AtomicUsize>,
     token: String,
     model: &'static str,
+    api: Api,
 }
 
 impl Target {
@@ -308,7 +318,12 @@ impl Target {
             next: Arc::default(),
             token,
             model,
+            api: Api::Chat,
         }
+    }
+
+    fn speaking(&self, api: Api) -> Target {
+        Target { api, ..self.clone() }
     }
 
     fn url(&self) -> &str {
@@ -318,8 +333,13 @@ impl Target {
 }
 
 async fn one(http: &reqwest::Client, t: &Target, body: &bytes::Bytes) -> bool {
+    let path = match t.api {
+        Api::Chat => "chat/completions",
+        Api::Responses => "responses",
+        Api::Messages => "messages",
+    };
     let res = http
-        .post(format!("{}/chat/completions", t.url()))
+        .post(format!("{}/{path}", t.url()))
         .bearer_auth(&t.token)
         .header("content-type", "application/json")
         .body(body.clone())
@@ -331,12 +351,17 @@ async fn one(http: &reqwest::Client, t: &Target, body: &bytes::Bytes) -> bool {
     }
 }
 
-fn body(model: &str, stream: bool) -> bytes::Bytes {
-    bytes::Bytes::from(
-        json!({ "model": model, "stream": stream, "max_tokens": 64,
-                "messages": [{ "role": "system", "content": "Be brief." }, { "role": "user", "content": "Tell me about foxes." }] })
-        .to_string(),
-    )
+fn body(t: &Target, stream: bool) -> bytes::Bytes {
+    let model = t.model;
+    let v = match t.api {
+        Api::Chat => json!({ "model": model, "stream": stream, "max_tokens": 64,
+            "messages": [{ "role": "system", "content": "Be brief." }, { "role": "user", "content": "Tell me about foxes." }] }),
+        Api::Responses => json!({ "model": model, "stream": stream, "max_output_tokens": 64,
+            "instructions": "Be brief.", "input": "Tell me about foxes." }),
+        Api::Messages => json!({ "model": model, "stream": stream, "max_tokens": 64,
+            "system": "Be brief.", "messages": [{ "role": "user", "content": "Tell me about foxes." }] }),
+    };
+    bytes::Bytes::from(v.to_string())
 }
 
 /// Open loop: starts `rate` requests a second for `secs`, whatever the
@@ -348,7 +373,7 @@ async fn fixed_rate(
     rate: u64,
     secs: u64,
 ) -> (Vec<u64>, usize) {
-    let body = body(t.model, stream);
+    let body = body(t, stream);
     let total = rate * secs;
     let period = Duration::from_nanos(1_000_000_000 / rate);
     let start = tokio::time::Instant::now();
@@ -380,7 +405,7 @@ async fn fixed_rate(
 
 /// One request at a time for `secs`: latencies in microseconds.
 async fn serial(http: &reqwest::Client, t: &Target, stream: bool, secs: u64) -> Vec<u64> {
-    let body = body(t.model, stream);
+    let body = body(t, stream);
     let until = Instant::now() + Duration::from_secs(secs);
     let mut lat = Vec::new();
     while Instant::now() < until {
@@ -401,7 +426,7 @@ async fn max_rps(
     workers: usize,
     secs: u64,
 ) -> f64 {
-    let body = body(t.model, stream);
+    let body = body(t, stream);
     let until = Instant::now() + Duration::from_secs(secs);
     let tasks: Vec<_> = (0..workers)
         .map(|_| {
@@ -523,12 +548,15 @@ fn main() {
         );
         let http = reqwest::Client::builder().pool_max_idle_per_host(1024).tcp_nodelay(true).build().unwrap();
         // Every instance knows the key (the change feed) before the run.
-        let probe = body(through.model, false);
+        let probe = body(&through, false);
         while !(one(&http, &through, &probe).await && one(&http, &through, &probe).await) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        // Warm up both paths (connections, tokenizer, caches).
-        for t in [&direct, &through] {
+        // Warm up every path (connections, tokenizer, caches; the upstream's
+        // 404 to the Responses API, after which it is sent chat).
+        let responses = through.speaking(Api::Responses);
+        let messages = through.speaking(Api::Messages);
+        for t in [&direct, &through, &responses, &messages] {
             for stream in [false, true] {
                 let (_, failed) = fixed_rate(&http, t, stream, 500, 2).await;
                 assert_eq!(failed, 0, "warm-up failed against {:?}", t.urls);
@@ -556,6 +584,15 @@ fn main() {
             let d = serial(&http, &direct, stream, secs).await;
             let g = serial(&http, &through, stream, secs).await;
             row("c=1", stream, &d, &g, 0);
+        }
+        // The Responses and Messages APIs, translated to chat and back,
+        // against the same direct chat request.
+        for (t, name) in [(&responses, "responses"), (&messages, "messages")] {
+            for stream in [false, true] {
+                let d = serial(&http, &direct, stream, secs).await;
+                let g = serial(&http, t, stream, secs).await;
+                row(&format!("c=1, {name}"), stream, &d, &g, 0);
+            }
         }
         for stream in [false, true] {
             let (d, df) = fixed_rate(&http, &direct, stream, 1000, secs).await;
