@@ -38,18 +38,26 @@ test('usage charts render and their totals equal what /v1 metered', async () => 
     });
     tokens.push({ project, token: issued.token });
   }
-  // Seed: 12 requests over two projects and two models.
+  // Seed: 12 requests over two projects, two models and three APIs (chat,
+  // the Responses API, the Messages API).
   let tin = 0; let tout = 0; let cost = 0;
   for (let i = 0; i < 12; i++) {
     const model = i % 4 === 3 ? 'mock/echo' : 'mock/priced';
-    const res = await page.request.post(`${server.url}/v1/chat/completions`, {
+    const text = `request ${i}: ${'words '.repeat(10 + i)}`;
+    const [path, data] = [
+      ['chat/completions', { model, max_tokens: 5 + i, messages: [{ role: 'user', content: text }] }],
+      ['responses', { model, max_output_tokens: 5 + i, input: text }],
+      ['messages', { model, max_tokens: 5 + i, messages: [{ role: 'user', content: text }] }],
+    ][i % 3];
+    const res = await page.request.post(`${server.url}/v1/${path}`, {
       headers: { authorization: `Bearer ${tokens[i % 2].token}` },
-      data: { model, max_tokens: 5 + i, messages: [{ role: 'user', content: `request ${i}: ${'words '.repeat(10 + i)}` }] },
+      data,
     });
     assert.equal(res.status(), 200);
     const { usage } = await res.json();
-    tin += usage.prompt_tokens; tout += usage.completion_tokens;
-    if (model === 'mock/priced') cost += (usage.prompt_tokens + usage.completion_tokens) * 10;
+    const [a, b] = [usage.prompt_tokens ?? usage.input_tokens, usage.completion_tokens ?? usage.output_tokens];
+    tin += a; tout += b;
+    if (model === 'mock/priced') cost += (a + b) * 10;
   }
   // The ledger writes behind (within a second).
   for (let i = 0; i < 50; i++) {
@@ -70,6 +78,10 @@ test('usage charts render and their totals equal what /v1 metered', async () => 
   const topKeys = await page.getByTestId('top-keys').textContent();
   assert.ok(topKeys.includes('search-app') && topKeys.includes('support-app'), topKeys);
   await page.getByTestId('key-budgets').getByText('search-app').waitFor();
+  const byEndpoint = await page.getByTestId('by-endpoint').textContent();
+  for (const e of ['chat.completions', 'responses', 'messages']) {
+    assert.ok(byEndpoint.includes(e), byEndpoint);
+  }
   await shot(page, '20-usage');
 
   // Billing: a credit entry through the form, the statement of this month.

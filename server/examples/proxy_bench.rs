@@ -323,7 +323,10 @@ impl Target {
     }
 
     fn speaking(&self, api: Api) -> Target {
-        Target { api, ..self.clone() }
+        Target {
+            api,
+            ..self.clone()
+        }
     }
 
     fn url(&self) -> &str {

@@ -99,11 +99,11 @@ async fn main() {
         .await
         .unwrap();
     sqlx::query(
-        "INSERT INTO usage_daily (org_id, day, project_id, key_id, model, requested_model, requests, errors, tokens_in, tokens_out, cost_micros) \
-         SELECT org_id, CAST(at / 86400000 AS BIGINT), project_id, key_id, model, model, COUNT(*), \
+        "INSERT INTO usage_daily (org_id, day, project_id, key_id, model, requested_model, endpoint, requests, errors, tokens_in, tokens_out, cost_micros) \
+         SELECT org_id, CAST(at / 86400000 AS BIGINT), project_id, key_id, model, model, endpoint, COUNT(*), \
          CAST(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS BIGINT), CAST(SUM(tokens_in) AS BIGINT), \
          CAST(SUM(tokens_out) AS BIGINT), CAST(SUM(cost_micros) AS BIGINT) FROM usage_events \
-         GROUP BY org_id, CAST(at / 86400000 AS BIGINT), project_id, key_id, model",
+         GROUP BY org_id, CAST(at / 86400000 AS BIGINT), project_id, key_id, model, endpoint",
     )
     .execute(&mut *conn)
     .await

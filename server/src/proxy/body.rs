@@ -171,6 +171,56 @@ impl RequestBody {
         Ok(v)
     }
 
+    /// Whether the body has the top-level field `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.range(name).is_some()
+    }
+
+    /// The client's bytes with `model` set to `model`, the fields of `set`
+    /// set (added where absent) and those of `defaults` added where absent:
+    /// for a provider sent the client's own request (a stored response's id
+    /// swapped for the provider's, the output cap it is reserved at).
+    pub fn for_upstream_edited(
+        &self,
+        model: &str,
+        set: &[(&str, Value)],
+        defaults: &[(&str, Value)],
+    ) -> Bytes {
+        let added = defaults.iter().filter(|(name, _)| !self.has(name));
+        if self.fields.is_empty() {
+            let mut o = serde_json::Map::new();
+            o.insert("model".into(), Value::String(model.to_owned()));
+            for (name, v) in set.iter().chain(added) {
+                o.insert((*name).to_owned(), v.clone());
+            }
+            return Bytes::from(Value::Object(o).to_string());
+        }
+        let insert = |name: &str, v: &Value| format!("{}:{v},", Value::String(name.to_owned()));
+        let at = self.open + 1;
+        let mut edits: Vec<(Range<usize>, String)> = Vec::new();
+        let model = Value::String(model.to_owned());
+        for (name, v) in std::iter::once(&("model", model)).chain(set.iter()) {
+            match self.range(name) {
+                Some(r) => edits.push((r, v.to_string())),
+                None => edits.push((at..at, insert(name, v))),
+            }
+        }
+        for (name, v) in added {
+            edits.push((at..at, insert(name, v)));
+        }
+        edits.sort_by_key(|(r, _)| (r.start, r.end));
+        let extra: usize = edits.iter().map(|(_, t)| t.len()).sum();
+        let mut out = BytesMut::with_capacity(self.raw.len().saturating_add(extra));
+        let mut pos = 0;
+        for (r, text) in edits {
+            out.extend_from_slice(self.raw.get(pos..r.start).unwrap_or_default());
+            out.extend_from_slice(text.as_bytes());
+            pos = r.end.max(pos);
+        }
+        out.extend_from_slice(self.raw.get(pos..).unwrap_or_default());
+        out.freeze()
+    }
+
     /// The bytes for an OpenAI-compatible upstream: the client's, with
     /// `model` set to `model` and, where `include_usage`, the stream asked
     /// for usage (`stream_options.include_usage`), keeping the client's
@@ -278,6 +328,28 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"model":"b","stream_options":{"include_usage":true}})
+        );
+    }
+
+    #[test]
+    fn fields_are_set_and_defaults_added_only_where_absent() {
+        let edited = |sent: &str| -> Value {
+            let b = parse(sent).unwrap();
+            let set = [("previous_response_id", serde_json::json!("resp_up"))];
+            let defaults = [("max_output_tokens", serde_json::json!(64))];
+            serde_json::from_slice(&b.for_upstream_edited("b", &set, &defaults)).unwrap()
+        };
+        assert_eq!(
+            edited(r#"{"model":"a","input":"hi","previous_response_id":"resp_tgX"}"#),
+            serde_json::json!({"model":"b","input":"hi","previous_response_id":"resp_up","max_output_tokens":64})
+        );
+        assert_eq!(
+            edited(r#"{"max_output_tokens":5,"input":"hi"}"#)["max_output_tokens"],
+            5
+        );
+        assert_eq!(
+            edited(" { } "),
+            serde_json::json!({"model":"b","previous_response_id":"resp_up","max_output_tokens":64})
         );
     }
 

@@ -280,6 +280,11 @@ impl Memory {
         Ok(())
     }
 
+    /// The server's secret (it seals what only this server may make).
+    pub fn secret(&self) -> &SecretString {
+        &self.secret
+    }
+
     pub fn key_count(&self) -> usize {
         self.read().keys.len()
     }

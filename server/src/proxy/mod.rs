@@ -467,6 +467,19 @@ impl Ctx {
         });
     }
 
+    /// A stored response's id in a provider's whole answer, sealed to the
+    /// caller's key.
+    fn seal(&self, answer: Bytes) -> Bytes {
+        let Ok(mut v) = serde_json::from_slice::<Value>(&answer) else {
+            return answer;
+        };
+        let key_id = self.caller.key.id.to_string();
+        match dialect::owned::seal_in(&mut v, "/id", self.gw.memory.secret(), &key_id) {
+            true => Bytes::from(v.to_string()),
+            false => answer,
+        }
+    }
+
     /// A whole chat answer in the client's API, with the tokens billed.
     fn translate(&self, d: dialect::Dialect, answer: &[u8], tokens: (i64, i64)) -> Bytes {
         let chat: Value = serde_json::from_slice(answer).unwrap_or_default();
@@ -546,7 +559,8 @@ impl Ctx {
                     format!("the provider '{p}' answered {status}; reference {id}"),
                 )
             }
-            UpstreamError::Refused { status, detail } => {
+            UpstreamError::Refused { status, detail }
+            | UpstreamError::NoRoute { status, detail } => {
                 tracing::warn!(provider = %p, upstream_status = status, detail = %detail, "the provider refused the request");
                 ProxyError::upstream_refused(
                     status,
@@ -719,11 +733,37 @@ fn anthropic_headers(endpoint: Endpoint, h: &HeaderMap) -> Vec<(&'static str, He
     if endpoint != Endpoint::Messages {
         return Vec::new();
     }
-    ["anthropic-version", "anthropic-beta"]
-        .into_iter()
-        .filter_map(|name| h.get(name).map(|v| (name, v.clone())))
-        .collect()
+    let mut out = Vec::new();
+    if let Some(v) = h.get("anthropic-version") {
+        out.push(("anthropic-version", v.clone()));
+    }
+    // Betas that reach what the organization's provider key keeps (files,
+    // containers, skills, remote MCP servers) would share it across keys.
+    let betas: Vec<&str> = h
+        .get_all("anthropic-beta")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|b| !b.is_empty() && !SHARED_STATE_BETAS.iter().any(|p| b.starts_with(p)))
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&betas.join(",")) {
+        if !betas.is_empty() {
+            out.push(("anthropic-beta", v));
+        }
+    }
+    out
 }
+
+/// Anthropic betas (by prefix) not passed on: they reach state kept under
+/// the provider's key.
+const SHARED_STATE_BETAS: [&str; 5] = [
+    "files-api",
+    "code-execution",
+    "skills",
+    "mcp-client",
+    "container",
+];
 
 /// Steps 3–7 for a caller whose key passed: model, limits, budget,
 /// upstream, metering.
@@ -750,10 +790,25 @@ pub(crate) async fn serve(
                 dialect::Dialect::Messages => dialect::messages::to_chat(&request)?,
             };
             let chat = RequestBody::parse(Bytes::from(t.chat.to_string()))?;
+            // A stored response is followed only with the key it answered.
+            let previous = match request.get("previous_response_id") {
+                Some(Value::String(sealed)) => Some(
+                    dialect::owned::open(gw.memory.secret(), &caller.key.id.to_string(), sealed)
+                        .ok_or_else(|| {
+                            ProxyError::not_found(
+                                "previous_response_not_found",
+                                "previous_response_id",
+                                format!("this key has no stored response '{sealed}'"),
+                            )
+                        })?,
+                ),
+                _ => None,
+            };
             let native = upstream::Native {
                 body,
                 native_only: t.native_only,
                 headers: input.headers,
+                previous,
             };
             (chat, Some(native), Some(Arc::new(request)))
         }
@@ -780,6 +835,12 @@ pub(crate) async fn serve(
         }
         Endpoint::Completions => tokens::completion_prompt(body.get("prompt")),
         Endpoint::Embeddings => tokens::completion_prompt(body.get("input")),
+    };
+    // Input the chat reading cannot see (a document, a conversation the
+    // provider keeps) may fill the context window: reserved as if it did.
+    let prompt_estimate = match native.as_ref().and_then(|n| n.native_only.as_ref()) {
+        Some(_) => prompt_estimate.max(plan.context_window()),
+        None => prompt_estimate,
     };
     let max_tokens = max_output(
         &body,
@@ -887,6 +948,7 @@ pub(crate) async fn serve(
                     ctx.finish(status, tin, tout, None);
                     let answer = match (native, endpoint.dialect()) {
                         (false, Some(dialect)) => ctx.translate(dialect, &answer, (tin, tout)),
+                        (true, Some(dialect::Dialect::Responses)) => ctx.seal(answer),
                         _ => answer,
                     };
                     ctx.log_content(&answer);
@@ -900,7 +962,7 @@ pub(crate) async fn serve(
                 d.health.succeeded(micros(took));
                 let out = match (native, endpoint.dialect()) {
                     (_, None) => Out::Chat { wants_usage },
-                    (true, Some(d)) => Out::Native(d),
+                    (true, Some(d)) => Out::Native(d, false),
                     (false, Some(d)) => {
                         let request = ctx.request.clone().unwrap_or_default();
                         let w = dialect::writer(
@@ -1056,6 +1118,8 @@ fn respond(status: u16, body: Bytes, headers: Headers) -> Response {
 /// the end, on an upstream fault, or when dropped because the client left.
 struct Meter {
     ctx: Ctx,
+    /// The tokens billed, once settled.
+    settled: (i64, i64),
     /// The input and output tokens the provider reported, each as it came.
     usage: (Option<i64>, Option<i64>),
     text: String,
@@ -1065,13 +1129,14 @@ struct Meter {
 impl Meter {
     /// Settles the request once, and says the tokens billed.
     fn finish(&mut self, status: u16, error: Option<&str>) -> (i64, i64) {
+        if self.ctx.ticket.is_none() {
+            return self.settled;
+        }
         let text = &self.text;
         let (tin, tout) = self
             .ctx
             .tokens_used(self.usage.0, self.usage.1, || tokens::count(text));
-        if self.ctx.ticket.is_none() {
-            return (tin, tout);
-        }
+        self.settled = (tin, tout);
         self.ctx.finish(status, tin, tout, error);
         if let Some(log) = self.response_log.take() {
             self.ctx.log_content(&log);
@@ -1091,7 +1156,7 @@ impl Meter {
 
     /// Counts an event of the client's own API, passed through.
     fn observe_native(&mut self, d: dialect::Dialect, data: &str, v: &Value) {
-        let (i, o) = dialect::native_usage(d, v);
+        let (i, o) = dialect::native_stream_usage(d, v);
         self.usage = (i.or(self.usage.0), o.or(self.usage.1));
         dialect::native_text(d, v, &mut self.text);
         self.log(data);
@@ -1111,8 +1176,9 @@ impl Meter {
 enum Out {
     /// Chat chunks as they came (the usage-only chunk where asked for).
     Chat { wants_usage: bool },
-    /// The events of the client's own API, passed through.
-    Native(dialect::Dialect),
+    /// The events of the client's own API, passed through (and whether the
+    /// event ending the answer came).
+    Native(dialect::Dialect, bool),
     /// Chat chunks written as the client's API's events.
     Written(dialect::Dialect, dialect::Writer),
 }
@@ -1196,7 +1262,18 @@ impl Out {
     fn error(&self, e: &ProxyError) -> Bytes {
         match self {
             Out::Chat { .. } => Bytes::from(format!("data: {}\n\n", e.body())),
-            Out::Native(d) | Out::Written(d, _) => dialect::stream_error(*d, e),
+            Out::Native(d, _) | Out::Written(d, _) => dialect::stream_error(*d, e),
+        }
+    }
+
+    /// Whether what came is a whole answer: a native stream's ending event
+    /// came, or a chat stream said why it stopped (chat streams that end
+    /// without `[DONE]` are taken as they always were).
+    fn complete(&self) -> bool {
+        match self {
+            Out::Chat { .. } => true,
+            Out::Native(_, ended) => *ended,
+            Out::Written(_, w) => w.finished(),
         }
     }
 
@@ -1204,7 +1281,7 @@ impl Out {
     fn end(&mut self, tokens: (i64, i64)) -> Option<Bytes> {
         match self {
             Out::Chat { .. } => Some(Bytes::from_static(b"data: [DONE]\n\n")),
-            Out::Native(_) => None,
+            Out::Native(..) => None,
             Out::Written(_, w) => Some(dialect::sse(&w.end(tokens.0, tokens.1))),
         }
     }
@@ -1227,11 +1304,21 @@ impl Out {
                 }
                 Ok(Some(Bytes::from(format!("data: {data}\n\n"))))
             }
-            Out::Native(d) => {
-                let v: Value =
+            Out::Native(d, ended) => {
+                let mut v: Value =
                     serde_json::from_str(data).map_err(|_| malformed(&meter.ctx.provider))?;
                 meter.observe_native(*d, data, &v);
-                Ok(Some(dialect::native_event(data)))
+                *ended |= dialect::native_end(*d, &v);
+                // A stored response's id, sealed to the caller's key.
+                let ctx = &meter.ctx;
+                let key_id = ctx.caller.key.id.to_string();
+                let secret = ctx.gw.memory.secret();
+                if *d == dialect::Dialect::Responses
+                    && dialect::owned::seal_in(&mut v, "/response/id", secret, &key_id)
+                {
+                    return Ok(Some(dialect::native_event(&v.to_string(), &v)));
+                }
+                Ok(Some(dialect::native_event(data, &v)))
             }
             Out::Written(_, w) => {
                 let chunk = Chunk::read(data).ok_or_else(|| malformed(&meter.ctx.provider))?;
@@ -1251,6 +1338,7 @@ fn streaming(ctx: Ctx, events: upstream::Events, out: Out, headers: Headers) -> 
     let logging = ctx.request_log.is_some();
     let meter = Meter {
         ctx,
+        settled: (0, 0),
         usage: (None, None),
         text: String::new(),
         response_log: logging.then(Vec::new),
@@ -1273,8 +1361,22 @@ fn streaming(ctx: Ctx, events: upstream::Events, out: Out, headers: Headers) -> 
                         return Some((Ok::<_, std::convert::Infallible>(out.error(&e)), None));
                     }
                     Ok(None) => {
+                        if !out.complete() {
+                            // The provider hung up mid-answer: the client is
+                            // told, not handed a cut answer as a whole one.
+                            let e = ProxyError::bad_gateway(
+                                "upstream_truncated",
+                                format!(
+                                    "the provider '{}' ended its stream before the answer was complete",
+                                    meter.ctx.provider
+                                ),
+                            );
+                            meter.finish(502, Some(e.code));
+                            return Some((Ok(out.error(&e)), None));
+                        }
                         let tokens = meter.finish(200, None);
-                        // A stream that ended without its last word gets it.
+                        // A chat stream that said why it stopped but not
+                        // `[DONE]` still gets its client's last word.
                         return match &out {
                             Out::Written(..) => Some((Ok(out.end(tokens)?), None)),
                             _ => None,

@@ -14,10 +14,28 @@ use std::sync::Arc;
 use tollgate_app::core::providers::Kind;
 
 use super::body::RequestBody;
-use super::dialect::messages;
+use super::counters::Admission;
+use super::dialect::{messages, owned};
 use super::error::ProxyError;
+use super::memory::Caller;
 use super::upstream::{Call, Endpoint, Native};
 use super::{admit_caller, answer, anthropic_headers, read_body, tokens, Gateway, Peer};
+
+/// Counts the request against the key's and project's RPM (it costs no
+/// tokens and no money, but it reaches a provider under the organization's
+/// key).
+async fn admit_request(gw: &Gateway, caller: &Caller) -> Result<(), ProxyError> {
+    let now = tollgate_app::core::now_ms();
+    let admission = Admission {
+        caller,
+        tokens: 0,
+        cost: 0,
+        now,
+    };
+    let (ticket, _) = gw.counters.admit(admission).await?;
+    gw.counters.settle(ticket, 0, 0, now);
+    Ok(())
+}
 
 /// Whether `id` may name a stored response in a provider's URL.
 fn plain_id(id: &str) -> bool {
@@ -52,13 +70,18 @@ pub(crate) async fn stored(
     let g = gw.clone();
     answer(gw, Endpoint::Responses, move |_| async move {
         let caller = admit_caller(&g, peer, &h)?;
-        if !plain_id(&id) {
-            return Err(ProxyError::invalid(
+        admit_request(&g, &caller).await?;
+        let key_id = caller.key.id.to_string();
+        let secret = g.memory.secret();
+        // Only a response this key was answered, by the provider's id.
+        let Some(upstream_id) = owned::open(secret, &key_id, &id).filter(|i| plain_id(i)) else {
+            return Err(ProxyError::not_found(
+                "response_not_found",
                 "response_id",
-                "a response id has only letters, digits, '_' and '-'",
+                format!("this key has no stored response '{id}'; responses answered through chat-only providers are not stored"),
             ));
-        }
-        let mut rest = format!("/{id}");
+        };
+        let mut rest = format!("/{upstream_id}");
         if uri.path().ends_with("/input_items") {
             rest.push_str("/input_items");
         }
@@ -89,6 +112,17 @@ pub(crate) async fn stored(
                     Ok((404, _)) => continue,
                     Ok((status, body)) => {
                         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                        // The response's id as the client knows it (a
+                        // list of input items keeps the provider's ids).
+                        let body = match serde_json::from_slice::<Value>(&body) {
+                            Ok(mut v) if v.get("object").and_then(Value::as_str) != Some("list") => {
+                                match owned::seal_in(&mut v, "/id", secret, &key_id) {
+                                    true => Bytes::from(v.to_string()),
+                                    false => body,
+                                }
+                            }
+                            _ => body,
+                        };
                         return Ok((status, [(header::CONTENT_TYPE, "application/json")], body)
                             .into_response());
                     }
@@ -120,6 +154,7 @@ pub(crate) async fn count_tokens(
     let g = gw.clone();
     answer(gw, Endpoint::Messages, move |request_id| async move {
         let caller = admit_caller(&g, peer, &h)?;
+        admit_request(&g, &caller).await?;
         let raw = read_body(&h, body).await?;
         let native = RequestBody::parse(raw)?;
         let mut request: Value = serde_json::from_slice(native.raw())
@@ -149,6 +184,7 @@ pub(crate) async fn count_tokens(
             body: native,
             native_only: t.native_only,
             headers: anthropic_headers(Endpoint::Messages, &h),
+            previous: None,
         };
         let call = Call {
             endpoint: Endpoint::Messages,

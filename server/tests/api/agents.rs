@@ -356,7 +356,7 @@ async fn each_api_refuses_in_its_own_shape(backend: Backend) {
     let res = gw.get(&ok, "/v1/responses/resp_nothing").await;
     assert_eq!(res.status(), 404);
     let res = gw.get(&ok, "/v1/responses/bad%2Fid").await;
-    assert_eq!(res.status(), 400);
+    assert_eq!(res.status(), 404);
 }
 both!(each_api_refuses_in_its_own_shape);
 
@@ -515,6 +515,11 @@ async fn fake_providers() -> (String, Seen) {
     ) -> axum::response::Response {
         use axum::response::IntoResponse;
         record(&seen, "/native/responses", &h, &b).await;
+        if b["previous_response_id"] == "resp_missing" {
+            return (axum::http::StatusCode::NOT_FOUND, axum::Json(json!({ "error": {
+                "message": "Previous response with id 'resp_missing' not found.", "type": "invalid_request_error",
+                "param": "previous_response_id", "code": "previous_response_not_found" } }))).into_response();
+        }
         let usage = json!({ "input_tokens": 11, "output_tokens": 7, "total_tokens": 18 });
         let done = json!({ "id": "resp_up1", "object": "response", "status": "completed", "model": b["model"],
             "output": [{ "type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
@@ -570,6 +575,21 @@ async fn fake_providers() -> (String, Seen) {
             "content": [{ "type": "text", "text": "anthropic answer" }], "stop_reason": "end_turn", "usage": usage }))
         .into_response()
     }
+    /// Anthropic's stream, cut after the first words (no `message_delta`).
+    async fn cut(
+        State(seen): State<Seen>,
+        h: HeaderMap,
+        axum::Json(b): axum::Json<Value>,
+    ) -> axum::response::Response {
+        record(&seen, "/cut/messages", &h, &b).await;
+        sse(&[
+            json!({ "type": "message_start", "message": { "id": "msg_cut", "type": "message", "role": "assistant", "content": [],
+                    "model": b["model"], "stop_reason": null, "usage": { "input_tokens": 13, "output_tokens": 1 } } }),
+            json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } }),
+            json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta",
+                    "text": "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu" } }),
+        ])
+    }
     async fn count(
         State(seen): State<Seen>,
         h: HeaderMap,
@@ -585,6 +605,7 @@ async fn fake_providers() -> (String, Seen) {
         .route("/native/responses/{id}", get(stored).delete(stored))
         .route("/anth/messages", post(messages))
         .route("/anth/messages/count_tokens", post(count))
+        .route("/cut/messages", post(cut))
         .with_state(seen.clone());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
@@ -599,6 +620,7 @@ async fn providers_are_passed_through_or_translated(backend: Backend) {
         ("chatonly", "openai", "chatonly"),
         ("native", "openai", "native"),
         ("anth", "anthropic", "anth"),
+        ("cut", "anthropic", "cut"),
     ] {
         let base = format!("{up}/{path}");
         gw.app
@@ -636,9 +658,11 @@ async fn providers_are_passed_through_or_translated(backend: Backend) {
         ("models[4]", "chatonly/m"),
         ("models[5]", "native/m"),
         ("models[6]", "anth/m"),
+        ("models[7]", "cut/m"),
     ])
     .await;
     let (key_id, token) = gw.key(&[]).await;
+    let (_, other) = gw.key(&[]).await;
     let paths = |seen: &Seen| {
         seen.lock()
             .unwrap()
@@ -686,11 +710,13 @@ async fn providers_are_passed_through_or_translated(backend: Backend) {
         json!({ "role": "user", "content": "third" })
     );
     // State only a Responses provider keeps is refused, naming the field.
+    let kept =
+        tollgate_server::proxy::dialect::owned::seal(&gw.app.state.secret, &key_id, "resp_1");
     let (s, v) = gw
         .call(
             &token,
             "responses",
-            json!({ "model": "chatonly/m", "input": "x", "previous_response_id": "resp_1" }),
+            json!({ "model": "chatonly/m", "input": "x", "previous_response_id": kept }),
         )
         .await;
     assert_eq!(
@@ -708,18 +734,59 @@ async fn providers_are_passed_through_or_translated(backend: Backend) {
     );
     seen.lock().unwrap().clear();
 
-    // The Responses API passed through: the body as written, model mapped.
-    let sent = json!({ "model": "native/m", "input": "hi", "previous_response_id": "resp_0", "store": true, "reasoning": { "effort": "low" } });
+    // The Responses API passed through: the body as written, model mapped,
+    // the output cap it is reserved at added; the stored response's id is
+    // sealed to the key, and unsealed when the key follows it.
+    let sent = json!({ "model": "native/m", "input": "hi", "store": true, "reasoning": { "effort": "low" } });
     let (s, r) = gw.call(&token, "responses", sent.clone()).await;
     assert_eq!(
         (s, r["output"][0]["content"][0]["text"].as_str()),
         (200, Some("native answer")),
         "{r}"
     );
+    let sealed = r["id"].as_str().unwrap().to_owned();
+    assert!(
+        sealed.starts_with("resp_tg") && sealed.ends_with("_resp_up1"),
+        "{sealed}"
+    );
     let got = seen.lock().unwrap()[0].1.clone();
     let mut want = sent.clone();
     want["model"] = json!("up-model");
+    want["max_output_tokens"] = json!(4096);
     assert_eq!(got, want);
+    let mut follow = json!({ "model": "native/m", "input": "and then?", "previous_response_id": sealed, "max_output_tokens": 20 });
+    let (s, r) = gw.call(&token, "responses", follow.clone()).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap().1["previous_response_id"],
+        "resp_up1"
+    );
+    // Another key, or the provider's own id, does not reach it.
+    let (s, v) = gw.call(&other, "responses", follow.clone()).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("previous_response_not_found")),
+        "{v}"
+    );
+    follow["previous_response_id"] = json!("resp_up1");
+    let (s, _) = gw.call(&token, "responses", follow.clone()).await;
+    assert_eq!(s, 404);
+    // The provider's own 404 (an API error with a code) is the client's,
+    // and the provider keeps its Responses API.
+    let missing =
+        tollgate_server::proxy::dialect::owned::seal(&gw.app.state.secret, &key_id, "resp_missing");
+    follow["previous_response_id"] = json!(missing);
+    let (s, _) = gw.call(&token, "responses", follow.clone()).await;
+    assert_eq!(s, 404);
+    for (field, value) in [
+        ("background", json!(true)),
+        ("conversation", json!("conv_1")),
+    ] {
+        let mut b = json!({ "model": "native/m", "input": "x" });
+        b[field] = value;
+        let (s, v) = gw.call(&token, "responses", b).await;
+        assert_eq!((s, v["error"]["param"].as_str()), (400, Some(field)), "{v}");
+    }
     let body = stream(
         &gw,
         &token,
@@ -736,11 +803,27 @@ async fn providers_are_passed_through_or_translated(backend: Backend) {
             "response.completed"
         ]
     );
-    let res = gw.get(&token, "/v1/responses/resp_up1").await;
+    assert!(
+        ev.iter()
+            .all(|(_, d)| d.get("response").is_none_or(|r| r["id"] == sealed.as_str())),
+        "streamed response ids are sealed: {body}"
+    );
+    let res = gw.get(&token, &format!("/v1/responses/{sealed}")).await;
     assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<Value>().await.unwrap()["id"], "resp_up1");
+    assert_eq!(res.json::<Value>().await.unwrap()["id"], sealed.as_str());
     assert_eq!(
-        gw.get(&token, "/v1/responses/resp_gone").await.status(),
+        gw.get(&other, &format!("/v1/responses/{sealed}"))
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(gw.get(&token, "/v1/responses/resp_up1").await.status(), 404);
+    let gone =
+        tollgate_server::proxy::dialect::owned::seal(&gw.app.state.secret, &key_id, "resp_gone");
+    assert_eq!(
+        gw.get(&token, &format!("/v1/responses/{gone}"))
+            .await
+            .status(),
         404
     );
 
@@ -752,7 +835,10 @@ async fn providers_are_passed_through_or_translated(backend: Backend) {
         .post(format!("{}/v1/messages", gw.app.url))
         .header("x-api-key", &token)
         .header("anthropic-version", "2023-06-01")
-        .header("anthropic-beta", "interleaved-thinking-2025-05-14")
+        .header(
+            "anthropic-beta",
+            "interleaved-thinking-2025-05-14, files-api-2025-04-14",
+        )
         .json(&sent)
         .send()
         .await
@@ -785,6 +871,12 @@ async fn providers_are_passed_through_or_translated(backend: Backend) {
         )
         .await;
     assert_eq!((s, c["input_tokens"].as_i64()), (200, Some(42)), "{c}");
+    // A stream cut before Anthropic's last event: the client is told, and
+    // the text that came is billed (not message_start's 1 output token).
+    let body = stream(&gw, &token, "messages", json!({ "model": "cut/m", "max_tokens": 200, "messages": [{ "role": "user", "content": "hi" }] })).await;
+    let ev = events(&body);
+    assert_eq!(ev.last().unwrap().0, "error", "{body}");
+    assert_eq!(ev.last().unwrap().1["error"]["code"], "upstream_truncated");
     // Responses to an Anthropic provider go as chat, translated to Messages.
     let (s, r) = gw
         .call(
@@ -805,12 +897,18 @@ async fn providers_are_passed_through_or_translated(backend: Backend) {
         .iter()
         .filter(|r| r.0 == "responses" && r.2 == 11)
         .collect();
-    assert_eq!(native.len(), 2, "{rows:?}");
+    assert_eq!(native.len(), 3, "{rows:?}");
     assert!(native.iter().all(|r| r.3 == 7));
     let anth: Vec<_> = rows
         .iter()
         .filter(|r| r.0 == "messages" && r.2 == 15 && r.3 == 5)
         .collect();
     assert_eq!(anth.len(), 2, "{rows:?}");
+    let cut: Vec<_> = rows.iter().filter(|r| r.1 == 502).collect();
+    assert_eq!(cut.len(), 1, "{rows:?}");
+    assert!(
+        cut[0].2 == 13 && cut[0].3 > 1,
+        "input as reported, output as counted (not message_start's 1): {rows:?}"
+    );
 }
 both!(providers_are_passed_through_or_translated);

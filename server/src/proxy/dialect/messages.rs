@@ -429,6 +429,10 @@ impl Stream {
         out
     }
 
+    pub fn finished(&self) -> bool {
+        self.finish.is_some()
+    }
+
     pub fn end(&mut self, tokens_in: i64, tokens_out: i64) -> Vec<Frame> {
         let mut out = Vec::new();
         self.start(&mut out);

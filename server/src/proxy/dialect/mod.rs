@@ -7,6 +7,7 @@
 //! answer is passed through.
 
 pub mod messages;
+pub mod owned;
 pub mod responses;
 
 use bytes::Bytes;
@@ -67,19 +68,24 @@ pub fn sse(frames: &[Frame]) -> Bytes {
     Bytes::from(out)
 }
 
-/// A native stream event (its data) as SSE, named by its `type`.
-pub fn native_event(data: &str) -> Bytes {
-    let name = serde_json::from_str::<Value>(data)
-        .ok()
-        .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_owned));
+/// A native stream event (its data, read as `v`) as SSE, named by its
+/// `type` where that is a plain event name (no line of the provider's own
+/// reaches the client).
+pub fn native_event(data: &str, v: &Value) -> Bytes {
+    let name = v.get("type").and_then(Value::as_str).filter(|t| {
+        !t.is_empty()
+            && t.len() <= 64
+            && t.bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.')
+    });
     match name {
         Some(event) => Bytes::from(format!("event: {event}\ndata: {data}\n\n")),
         None => Bytes::from(format!("data: {data}\n\n")),
     }
 }
 
-/// Usage as a native answer or stream event reports it: input tokens
-/// (Anthropic's cache reads and writes included) and output tokens.
+/// Usage as a native answer reports it: input tokens (Anthropic's cache
+/// reads and writes included) and output tokens.
 pub fn native_usage(dialect: Dialect, v: &Value) -> (Option<i64>, Option<i64>) {
     let usage = match dialect {
         Dialect::Responses => v
@@ -110,19 +116,41 @@ pub fn usage_counts(u: &Value) -> (Option<i64>, Option<i64>) {
     (input, at("output_tokens"))
 }
 
-/// The generated text of a native stream event, for counting where the
-/// provider reports no usage.
+/// Usage as a native stream event reports it. Output counts only from the
+/// event that ends the answer (Anthropic's `message_start` says 1 output
+/// token before any is made): a stream cut before it is billed for the
+/// text counted.
+pub fn native_stream_usage(dialect: Dialect, v: &Value) -> (Option<i64>, Option<i64>) {
+    let (input, output) = native_usage(dialect, v);
+    let last = match dialect {
+        Dialect::Responses => native_end(dialect, v),
+        Dialect::Messages => v.get("type").and_then(Value::as_str) == Some("message_delta"),
+    };
+    (input, output.filter(|_| last))
+}
+
+/// The generated text of a native stream event (answer, tool arguments,
+/// reasoning), for counting where the provider reports no usage.
 pub fn native_text(dialect: Dialect, v: &Value, into: &mut String) {
     let text = match dialect {
         Dialect::Responses => match v.get("type").and_then(Value::as_str) {
-            Some("response.output_text.delta" | "response.function_call_arguments.delta") => {
-                v.get("delta").and_then(Value::as_str)
-            }
+            Some(
+                "response.output_text.delta"
+                | "response.function_call_arguments.delta"
+                | "response.custom_tool_call_input.delta"
+                | "response.reasoning_text.delta"
+                | "response.reasoning_summary_text.delta"
+                | "response.refusal.delta",
+            ) => v.get("delta").and_then(Value::as_str),
             _ => None,
         },
         Dialect::Messages => v
             .get("delta")
-            .and_then(|d| d.get("text").or_else(|| d.get("partial_json")))
+            .and_then(|d| {
+                d.get("text")
+                    .or_else(|| d.get("partial_json"))
+                    .or_else(|| d.get("thinking"))
+            })
             .and_then(Value::as_str),
     };
     into.push_str(text.unwrap_or_default());
@@ -258,6 +286,14 @@ impl Writer {
         match self {
             Writer::Responses(s) => s.chunk(chunk),
             Writer::Messages(s) => s.chunk(chunk),
+        }
+    }
+
+    /// Whether the chat stream said why it stopped.
+    pub fn finished(&self) -> bool {
+        match self {
+            Writer::Responses(s) => s.finished(),
+            Writer::Messages(s) => s.finished(),
         }
     }
 

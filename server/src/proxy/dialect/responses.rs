@@ -11,13 +11,7 @@ use crate::proxy::error::ProxyError;
 use crate::proxy::upstream::now_secs;
 
 /// Fields copied to the chat request as they are.
-const SAME: [&str; 5] = [
-    "model",
-    "temperature",
-    "top_p",
-    "parallel_tool_calls",
-    "stream",
-];
+const SAME: [&str; 4] = ["model", "temperature", "top_p", "stream"];
 
 /// A Responses request as a chat request.
 pub fn to_chat(v: &Value) -> Result<Translated, ProxyError> {
@@ -31,17 +25,26 @@ pub fn to_chat(v: &Value) -> Result<Translated, ProxyError> {
             out.insert(f.into(), x.clone());
         }
     }
-    for f in ["previous_response_id", "conversation"] {
-        if v.get(f).is_some_and(|x| !x.is_null()) {
-            t.native_only(f, || {
-                format!("'{f}' needs the conversation kept by the provider; this model's provider has no Responses API, so send the whole conversation in 'input'")
-            });
-        }
-    }
-    if v.get("background") == Some(&Value::Bool(true)) {
-        t.native_only("background", || {
-            "'background' needs a provider with the Responses API".into()
+    if v.get("previous_response_id").is_some_and(|x| !x.is_null()) {
+        t.native_only("previous_response_id", || {
+            "'previous_response_id' needs the conversation kept by the provider; this model's provider has no Responses API, so send the whole conversation in 'input'".into()
         });
+    }
+    // A background response would be generated after its request settled:
+    // nothing would reserve or bill it.
+    if v.get("background") == Some(&Value::Bool(true)) {
+        return Err(ProxyError::invalid(
+            "background",
+            "'background' responses are not served: Tollgate bills a response as it is answered",
+        ));
+    }
+    // A conversation kept by the provider is shared by everyone with its
+    // key: Tollgate passes on only the responses it can tie to the key.
+    if v.get("conversation").is_some_and(|x| !x.is_null()) {
+        return Err(ProxyError::invalid(
+            "conversation",
+            "'conversation' is not served; send the conversation in 'input', or use 'previous_response_id'",
+        ));
     }
     if let Some(n) = v.get("max_output_tokens").filter(|x| !x.is_null()) {
         out.insert("max_tokens".into(), n.clone());
@@ -87,7 +90,15 @@ pub fn to_chat(v: &Value) -> Result<Translated, ProxyError> {
             out.insert("tools".into(), Value::Array(chat));
         }
     }
-    match v.get("tool_choice") {
+    // Chat providers take a tool choice only with tools to choose from.
+    let has_tools = out.contains_key("tools");
+    if let Some(p) = v
+        .get("parallel_tool_calls")
+        .filter(|x| has_tools && !x.is_null())
+    {
+        out.insert("parallel_tool_calls".into(), p.clone());
+    }
+    match v.get("tool_choice").filter(|_| has_tools) {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => {
             out.insert("tool_choice".into(), json!(s));
@@ -328,6 +339,12 @@ fn input_item(item: &Value, out: &mut Vec<Value>, t: &mut Translated) -> Result<
         }
         // The model's reasoning: the provider that wrote it keeps it.
         Some("reasoning") => {}
+        Some("item_reference") => {
+            return Err(ProxyError::invalid(
+                "input",
+                "input items of type 'item_reference' are not served; send the item itself",
+            ))
+        }
         Some(other) => {
             let other = other.to_owned();
             t.native_only("input", || {
@@ -348,18 +365,22 @@ fn usage(tokens_in: i64, tokens_out: i64) -> Value {
     })
 }
 
-/// The response object around `output`, echoing the request's settings.
+/// The response object around `output`, echoing the request's settings;
+/// `status` with the chat answer's finish reason (why it is incomplete).
 fn response(
     request: &Value,
     id: &str,
     model: &str,
     created: i64,
-    status: &str,
+    (status, finish): (&str, Option<&str>),
     output: Vec<Value>,
     usage: Value,
 ) -> Value {
     let at = |f: &str, default: Value| request.get(f).cloned().unwrap_or(default);
-    let incomplete = (status == "incomplete").then(|| json!({ "reason": "max_output_tokens" }));
+    let incomplete = match status {
+        "incomplete" => incomplete_reason(finish),
+        _ => Value::Null,
+    };
     json!({
         "id": id,
         "object": "response",
@@ -426,11 +447,19 @@ fn custom_input(arguments: &str) -> String {
         .unwrap_or_else(|| arguments.to_owned())
 }
 
-/// Whether an answer that stopped so was cut short.
+/// Whether an answer that stopped so was cut short, and why.
 fn status_of(finish: Option<&str>) -> &'static str {
     match finish {
-        Some("length") => "incomplete",
+        Some("length" | "content_filter") => "incomplete",
         _ => "completed",
+    }
+}
+
+fn incomplete_reason(finish: Option<&str>) -> Value {
+    match finish {
+        Some("length") => json!({ "reason": "max_output_tokens" }),
+        Some("content_filter") => json!({ "reason": "content_filter" }),
+        _ => Value::Null,
     }
 }
 
@@ -462,7 +491,7 @@ pub fn from_chat(
         &format!("resp_{id}"),
         model,
         now_secs(),
-        status_of(a.finish.as_deref()),
+        (status_of(a.finish.as_deref()), a.finish.as_deref()),
         output,
         usage(tokens.0, tokens.1),
     )
@@ -546,7 +575,7 @@ impl Stream {
             &self.id,
             &self.model,
             self.created,
-            status,
+            (status, self.finish.as_deref()),
             output,
             usage,
         )
@@ -616,8 +645,11 @@ impl Stream {
         if let Some(text) = d.text {
             if !self.open.iter().any(|o| o.call.is_none()) {
                 self.close(&mut out);
-                let id = format!("msg_{}", self.item_base);
                 let i = self.next_index;
+                let id = match i {
+                    0 => format!("msg_{}", self.item_base),
+                    _ => format!("msg_{}_{i}", self.item_base),
+                };
                 self.next_index += 1;
                 let f = self.frame(
                     "response.output_item.added",
@@ -713,6 +745,10 @@ impl Stream {
             self.finish = Some(f.to_owned());
         }
         out
+    }
+
+    pub fn finished(&self) -> bool {
+        self.finish.is_some()
     }
 
     pub fn end(&mut self, tokens_in: i64, tokens_out: i64) -> Vec<Frame> {
@@ -837,6 +873,22 @@ mod tests {
 
     #[test]
     fn state_and_hosted_tools_need_the_responses_api() {
+        for (field, body) in [
+            (
+                "background",
+                json!({ "model": "m", "input": "hi", "background": true }),
+            ),
+            (
+                "conversation",
+                json!({ "model": "m", "input": "hi", "conversation": "conv_1" }),
+            ),
+            (
+                "input",
+                json!({ "model": "m", "input": [{ "type": "item_reference", "id": "msg_1" }] }),
+            ),
+        ] {
+            assert_eq!(to_chat(&body).err().unwrap().param, Some(field));
+        }
         let t = to_chat(&json!({ "model": "m", "input": "hi", "previous_response_id": "resp_1" }))
             .unwrap();
         assert_eq!(t.native_only.unwrap().0, "previous_response_id");
@@ -848,6 +900,13 @@ mod tests {
             to_chat(&json!({ "model": "m" })).err().unwrap().param,
             Some("input")
         );
+        // No tool left for chat: no tool choice either.
+        let t = to_chat(
+            &json!({ "model": "m", "input": "hi", "tools": [{ "type": "web_search" }],
+                                 "tool_choice": "auto", "parallel_tool_calls": true }),
+        )
+        .unwrap();
+        assert!(t.chat.get("tool_choice").is_none() && t.chat.get("parallel_tool_calls").is_none());
         assert_eq!(
             to_chat(&json!({ "model": "m", "input": 5 }))
                 .err()

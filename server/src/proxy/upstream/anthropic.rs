@@ -62,7 +62,10 @@ pub fn translate_request(
                         "input": args,
                     }));
                 }
-                push(&mut messages, "assistant", blocks);
+                // Anthropic takes no empty turn.
+                if !blocks.is_empty() {
+                    push(&mut messages, "assistant", blocks);
+                }
             }
             "tool" => push(
                 &mut messages,
@@ -196,6 +199,7 @@ fn finish_reason(stop: Option<&str>) -> Value {
     match stop {
         Some("max_tokens") => json!("length"),
         Some("tool_use") => json!("tool_calls"),
+        Some("refusal") => json!("content_filter"),
         Some(_) => json!("stop"),
         None => Value::Null,
     }

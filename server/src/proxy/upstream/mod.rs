@@ -83,6 +83,9 @@ pub struct Native {
     /// The client's `anthropic-version` and `anthropic-beta` headers, passed
     /// to an Anthropic provider with the body.
     pub headers: Vec<(&'static str, reqwest::header::HeaderValue)>,
+    /// The provider's id of the response the request follows
+    /// (`previous_response_id`, unsealed for the caller's key).
+    pub previous: Option<String>,
 }
 
 impl Native {
@@ -136,6 +139,12 @@ pub enum UpstreamError {
     Unsupported(String),
     /// The body cannot be translated for this provider (no retry helps).
     BadBody(String),
+    /// A 404 or 405 without an API error in it: the provider does not
+    /// serve the path at all; `detail` as above.
+    NoRoute {
+        status: u16,
+        detail: String,
+    },
     /// A field of the request this provider cannot serve (no retry helps).
     Invalid {
         param: &'static str,
@@ -151,6 +160,7 @@ impl UpstreamError {
             UpstreamError::Unsupported(_)
                 | UpstreamError::BadBody(_)
                 | UpstreamError::Refused { .. }
+                | UpstreamError::NoRoute { .. }
                 | UpstreamError::Invalid { .. }
         )
     }
@@ -160,7 +170,9 @@ impl UpstreamError {
     /// (401, 403, 404). Another target may serve the same request.
     pub fn is_the_targets_own(&self) -> bool {
         match self {
-            UpstreamError::Unsupported(_) | UpstreamError::Invalid { .. } => true,
+            UpstreamError::Unsupported(_)
+            | UpstreamError::Invalid { .. }
+            | UpstreamError::NoRoute { .. } => true,
             UpstreamError::Refused { status, .. } => matches!(status, 401 | 403 | 404),
             _ => false,
         }
@@ -177,8 +189,18 @@ impl UpstreamError {
             )
             .as_bytes(),
         );
+        // An API's own error names a code (`model_not_found`, …); a path
+        // the server does not serve has none.
+        let coded = || {
+            serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v.pointer("/error/code").cloned())
+                .is_some_and(|c| !c.is_null())
+        };
         if status >= 500 || status == 429 {
             UpstreamError::Status { status, detail }
+        } else if matches!(status, 404 | 405) && !coded() {
+            UpstreamError::NoRoute { status, detail }
         } else {
             UpstreamError::Refused { status, detail }
         }

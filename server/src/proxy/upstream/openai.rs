@@ -18,14 +18,23 @@ pub async fn call(clients: &Clients, c: &Call<'_>) -> Result<Reply, UpstreamErro
     if let (Endpoint::Responses, Some(native)) = (c.endpoint, c.native) {
         if !urls.chat_only.load(Ordering::Relaxed) {
             let url = urls.responses.clone().ok_or_else(|| no_url(name))?;
-            let bytes = native
-                .body
-                .for_upstream(&c.deployment.upstream_model, false);
+            // Sent with the output cap it is reserved at, and the provider's
+            // own id of the response it follows.
+            let set: Vec<(&str, Value)> = native
+                .previous
+                .iter()
+                .map(|id| ("previous_response_id", Value::String(id.clone())))
+                .collect();
+            let bytes = native.body.for_upstream_edited(
+                &c.deployment.upstream_model,
+                &set,
+                &[("max_output_tokens", Value::from(c.max_tokens))],
+            );
             match send(clients, c, url, bytes, true).await {
-                // A provider without the Responses API: chat from now on.
-                Err(UpstreamError::Refused {
-                    status: 404 | 405, ..
-                }) => {
+                // A provider without the Responses API (a 404 or 405 that is
+                // no API error of its own, such as `model_not_found`): chat
+                // from now on.
+                Err(UpstreamError::NoRoute { .. }) => {
                     tracing::info!(provider = %name, "the provider has no Responses API; sending it chat completions");
                     urls.chat_only.store(true, Ordering::Relaxed);
                 }
