@@ -151,17 +151,13 @@ async fn the_responses_and_anthropic_sdks_work_unchanged(backend: Backend) {
         )
         .await;
     }
-    let project = app.create_project(&owner, &org, "P").await;
-    let mut form = vec![
-        ("org_id", org.as_str()),
-        ("project_id", project.as_str()),
-        ("name", "P"),
-        ("models[0]", "mock/echo"),
-        ("models[1]", "chatonly/echo"),
-        ("models[2]", "claude/echo"),
-    ];
-    form.extend(crate::helpers::OPEN_PROJECT);
-    app.ok(&owner, "update_project", &form).await;
+    let project = open_project(
+        &app,
+        &owner,
+        &org,
+        &["mock/echo", "chatonly/echo", "claude/echo"],
+    )
+    .await;
     let (_, ok) = app.create_key(&owner, &org, &project, &[]).await;
     let (revoked_id, revoked) = app.create_key(&owner, &org, &project, &[]).await;
     app.ok(
@@ -226,6 +222,31 @@ async fn the_responses_and_anthropic_sdks_work_unchanged(backend: Backend) {
 }
 both!(the_responses_and_anthropic_sdks_work_unchanged);
 
+/// A project "P" with no limits that allows `models`; its id.
+async fn open_project(
+    app: &TestApp,
+    owner: &reqwest::Client,
+    org: &str,
+    models: &[&str],
+) -> String {
+    let project = app.create_project(owner, org, "P").await;
+    let fields: Vec<String> = (0..models.len()).map(|i| format!("models[{i}]")).collect();
+    let mut form = vec![
+        ("org_id", org),
+        ("project_id", project.as_str()),
+        ("name", "P"),
+    ];
+    form.extend(
+        fields
+            .iter()
+            .map(String::as_str)
+            .zip(models.iter().copied()),
+    );
+    form.extend(crate::helpers::OPEN_PROJECT);
+    app.ok(owner, "update_project", &form).await;
+    project
+}
+
 /// Where `scripts/tools` installs Claude Code and the Codex CLI.
 fn agent_bin(name: &str) -> String {
     let home = std::env::var("HOME").unwrap_or_default();
@@ -266,15 +287,7 @@ async fn run_agent(
 async fn claude_code_and_codex_answer_through_tollgate(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (owner, org) = app.setup("owner@a.test", OWNER_PASSWORD).await;
-    let project = app.create_project(&owner, &org, "P").await;
-    let mut form = vec![
-        ("org_id", org.as_str()),
-        ("project_id", project.as_str()),
-        ("name", "P"),
-        ("models[0]", "mock/echo"),
-    ];
-    form.extend(crate::helpers::OPEN_PROJECT);
-    app.ok(&owner, "update_project", &form).await;
+    let project = open_project(&app, &owner, &org, &["mock/echo"]).await;
     let (claude_key_id, claude_key) = app.create_key(&owner, &org, &project, &[]).await;
     let (codex_key_id, codex_key) = app.create_key(&owner, &org, &project, &[]).await;
     let home = tempfile::tempdir().unwrap();
